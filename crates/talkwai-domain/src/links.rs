@@ -1,0 +1,67 @@
+//! Shared rules for the 1:1 `$users` links (`userMembers`, `userAdmins`).
+
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::error::{DomainError, EntityKind};
+use crate::guard::{GuardChange, GuardKey};
+use crate::ids::UserId;
+
+/// What linking `user` to an entity that currently links `current` requires.
+pub(crate) enum LinkPlan {
+    /// Already linked to this user: nothing to do.
+    AlreadyLinked,
+    /// Link and claim the guard.
+    Link(GuardChange),
+}
+
+/// Checks a user link: the user exists, the entity has no other user, and the user is not
+/// linked to another entity of the same kind.
+pub(crate) fn plan_link(
+    current: Option<UserId>,
+    user: UserId,
+    owner: Uuid,
+    key: GuardKey,
+    linked_kind: EntityKind,
+    ctx: &Context<'_>,
+) -> Result<LinkPlan, DomainError> {
+    if current == Some(user) {
+        return Ok(LinkPlan::AlreadyLinked);
+    }
+    if current.is_some() {
+        return Err(DomainError::AlreadyExists {
+            field: Some("user"),
+            message: format!("{linked_kind} is already linked to another user; unlink it first"),
+        });
+    }
+    if !ctx.facts.users.contains_key(&user) {
+        return Err(DomainError::NotFound {
+            entity: EntityKind::User,
+            field: Some("user"),
+        });
+    }
+    match ctx.facts.guard_owner(&key) {
+        Some(holder) if holder != owner => Err(DomainError::AlreadyExists {
+            field: Some("user"),
+            message: format!("user is already linked to another {linked_kind}"),
+        }),
+        _ => Ok(LinkPlan::Link(GuardChange::claim(key, owner, ctx.now))),
+    }
+}
+
+/// Checks that a unique value is free for `owner` and returns the claim.
+pub(crate) fn claim_unique(
+    key: GuardKey,
+    owner: Uuid,
+    field: &'static str,
+    what: &str,
+    ctx: &Context<'_>,
+) -> Result<GuardChange, DomainError> {
+    match ctx.facts.guard_owner(&key) {
+        Some(holder) if holder != owner => Err(DomainError::AlreadyExists {
+            field: Some(field),
+            message: format!("{what} is already taken"),
+        }),
+        _ => Ok(GuardChange::claim(key, owner, ctx.now)),
+    }
+}

@@ -1,0 +1,169 @@
+//! Who may do what: pure authorization over the actor, the command and the target's state.
+//!
+//! | actor | may |
+//! |---|---|
+//! | platform token | everything |
+//! | admin `superadmin` | everything |
+//! | admin `admin` | everything but `admin.*` |
+//! | admin `support` | `task.*` but `task.delete` |
+//! | member `owner` | in their tenant: `tenant.update`, `member.*`, `agent.*`, `task.*` |
+//! | member `manager` | in their tenant: `agent.*`, `task.*` |
+//! | member `user` | in their tenant: `task.create`; `task.update`, `task.setMetadata`, `task.start`, `task.complete`, `task.fail`, `task.cancel` on tasks assigned to them or created by them |
+//! | any member | `member.update` of themselves |
+//!
+//! An admin's `permissions` object (`{"allow": ["tenant.setStatus"], "deny": ["task.*"]}`)
+//! adds or removes permissions; `deny` wins. Inactive admins and members may do nothing;
+//! members may do nothing in a tenant that is not `active`, and never cross tenants.
+
+use crate::aggregate::{AggregateState, Command};
+use crate::context::{Actor, Context};
+use crate::enums::{AdminRole, MemberRole, TenantStatus};
+use crate::error::DomainError;
+use crate::member::MemberCommand;
+use crate::task::TaskCommand;
+use crate::tenant::TenantCommand;
+use crate::values::JsonObject;
+
+fn forbidden(message: impl Into<String>) -> DomainError {
+    DomainError::Forbidden(message.into())
+}
+
+/// Whether `pattern` (`task.start`, `task.*`, `*`) covers `permission`.
+pub fn pattern_matches(pattern: &str, permission: &str) -> bool {
+    if pattern == "*" || pattern == permission {
+        return true;
+    }
+    pattern.strip_suffix(".*").is_some_and(|prefix| {
+        permission
+            .split_once('.')
+            .is_some_and(|(agg, _)| agg == prefix)
+    })
+}
+
+fn listed(permissions: Option<&JsonObject>, list: &str, permission: &str) -> bool {
+    let Some(value) = permissions.map(JsonObject::value) else {
+        return false;
+    };
+    value
+        .get(list)
+        .and_then(|v| v.as_array())
+        .is_some_and(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .any(|p| pattern_matches(p, permission))
+        })
+}
+
+/// The role's own grant for an admin, before `permissions` adjust it.
+pub fn admin_role_allows(role: AdminRole, permission: &str) -> bool {
+    match role {
+        AdminRole::Superadmin => true,
+        AdminRole::Admin => !pattern_matches("admin.*", permission),
+        AdminRole::Support => pattern_matches("task.*", permission) && permission != "task.delete",
+    }
+}
+
+/// Checks that `actor` may run `command` against `state`.
+pub fn authorize(
+    actor: &Actor,
+    command: &Command,
+    state: &AggregateState,
+    ctx: &Context<'_>,
+) -> Result<(), DomainError> {
+    let permission = command.permission();
+    match actor {
+        Actor::Platform => Ok(()),
+        Actor::Admin {
+            role,
+            permissions,
+            active,
+            ..
+        } => {
+            if !active {
+                return Err(forbidden("admin is inactive"));
+            }
+            if listed(permissions.as_ref(), "deny", &permission) {
+                return Err(forbidden(format!("permission {permission} is denied")));
+            }
+            if admin_role_allows(*role, &permission)
+                || listed(permissions.as_ref(), "allow", &permission)
+            {
+                Ok(())
+            } else {
+                Err(forbidden(format!("role {role} may not {permission}")))
+            }
+        }
+        Actor::Member {
+            member,
+            tenant,
+            role,
+            active,
+            ..
+        } => {
+            if !active {
+                return Err(forbidden("member is inactive"));
+            }
+            if command.is_platform() {
+                return Err(forbidden(format!("members may not {permission}")));
+            }
+            if ctx.tenant != Some(*tenant) || state.target().tenant != Some(*tenant) {
+                return Err(forbidden("members act only within their own tenant"));
+            }
+            match ctx.facts.tenants.get(tenant).map(|t| t.status) {
+                Some(TenantStatus::Active) => {}
+                Some(status) => return Err(forbidden(format!("tenant is {status}"))),
+                None => return Err(forbidden("tenant does not exist")),
+            }
+            if let Command::Member(MemberCommand::Update(c)) = command
+                && c.id == *member
+            {
+                return Ok(());
+            }
+            let allowed = match role {
+                MemberRole::Owner => {
+                    matches!(command, Command::Tenant(TenantCommand::Update(_)))
+                        || matches!(
+                            command,
+                            Command::Member(_) | Command::Agent(_) | Command::Task(_)
+                        )
+                }
+                MemberRole::Manager => matches!(command, Command::Agent(_) | Command::Task(_)),
+                MemberRole::User => user_may(*member, command, state),
+            };
+            if allowed {
+                Ok(())
+            } else {
+                Err(forbidden(format!("role {role} may not {permission}")))
+            }
+        }
+    }
+}
+
+/// A member with role `user` creates tasks and works the ones assigned to (or created by) them.
+fn user_may(member: crate::ids::MemberId, command: &Command, state: &AggregateState) -> bool {
+    let Command::Task(task_command) = command else {
+        return false;
+    };
+    if matches!(task_command, TaskCommand::Create(_)) {
+        return true;
+    }
+    let AggregateState::Task(_, _, task_state) = state else {
+        return false;
+    };
+    let Some(task) = task_state.live() else {
+        // Let the decider answer not_found for a missing task.
+        return true;
+    };
+    let involved = task.assigned_to == Some(member) || task.created_by == Some(member);
+    involved
+        && matches!(
+            task_command,
+            TaskCommand::Update(_)
+                | TaskCommand::SetMetadata(_)
+                | TaskCommand::Start(_)
+                | TaskCommand::Complete(_)
+                | TaskCommand::Fail(_)
+                | TaskCommand::Cancel(_)
+        )
+}
