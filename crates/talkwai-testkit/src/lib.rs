@@ -1,0 +1,39 @@
+//! Throw-away servers for tests, benches and `talkwai up`.
+//!
+//! [`NatsServer`] starts a real `nats-server` with JetStream (`sync_interval: always`) and
+//! [`Postgres`] a real PostgreSQL, each on a free port of 127.0.0.1 with its own temp dir, so
+//! any number of them run side by side. A handle kills its server and deletes its temp dir on
+//! drop; `kill`/`stop` and `restart` keep the port and the data for crash and restart tests.
+//! Given a data dir and `persistent(true)`, the same types run the long-lived local servers of
+//! `talkwai up`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), talkwai_testkit::TestkitError> {
+//! let nats = talkwai_testkit::NatsServer::start().await?;
+//! let pg = talkwai_testkit::Postgres::start().await?;
+//! let db = pg.create_unique_database("my_test").await?;
+//! println!("nats at {}, postgres at {db}", nats.url());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Binaries are found as described in [`discover`]: `scripts/dev.sh setup` installs the pinned
+//! `nats-server` into `.tools/bin`; PostgreSQL comes from the system.
+//!
+//! # Layout
+//! - [`nats`] holds [`NatsServer`] and its builder.
+//! - [`postgres`] holds [`Postgres`] and its builder (runs as `nobody` when the caller is root).
+//! - [`discover`] says where the binaries are looked for.
+//! - [`error`] holds [`TestkitError`].
+//!
+//! This crate is for tests and local tooling: production services never depend on it.
+
+pub mod discover;
+pub mod error;
+pub mod nats;
+pub mod postgres;
+mod util;
+
+pub use error::{Result, TestkitError};
+pub use nats::{NatsServer, NatsServerBuilder};
+pub use postgres::{Postgres, PostgresBuilder};

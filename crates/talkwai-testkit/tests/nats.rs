@@ -1,0 +1,225 @@
+//! Starts real nats-server instances and writes and reads through JetStream.
+
+use std::path::Path;
+
+use async_nats::jetstream::{self, stream};
+use talkwai_testkit::{NatsServer, TestkitError};
+
+fn report(context: &str, err: &dyn std::error::Error) -> String {
+    let mut text = format!("{context}: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+async fn start() -> NatsServer {
+    NatsServer::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", report("starting nats-server", &e)))
+}
+
+async fn jetstream_of(server: &NatsServer) -> jetstream::Context {
+    let client = async_nats::connect(server.url())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", server.url()));
+    jetstream::new(client)
+}
+
+async fn create_stream(js: &jetstream::Context) -> stream::Stream {
+    js.create_stream(stream::Config {
+        name: "TESTKIT".to_string(),
+        subjects: vec!["testkit.>".to_string()],
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("creating stream: {e}"))
+}
+
+async fn publish(js: &jetstream::Context, subject: &str, payload: &'static str) -> u64 {
+    js.publish(subject.to_string(), payload.into())
+        .await
+        .unwrap_or_else(|e| panic!("publishing to {subject}: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("awaiting ack for {subject}: {e}"))
+        .sequence
+}
+
+async fn read(stream: &stream::Stream, sequence: u64) -> String {
+    let message = stream
+        .direct_get(sequence)
+        .await
+        .unwrap_or_else(|e| panic!("direct get of sequence {sequence}: {e}"));
+    String::from_utf8(message.payload.to_vec()).expect("payload is utf-8")
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn publishes_with_ack_and_reads_back() {
+    let server = start().await;
+    let config = std::fs::read_to_string(server.config_path()).expect("config is readable");
+    assert!(
+        config.contains("sync_interval: always"),
+        "config lacks sync_interval: always:\n{config}"
+    );
+
+    let js = jetstream_of(&server).await;
+    let stream = create_stream(&js).await;
+    let first = publish(&js, "testkit.a", "hello").await;
+    let second = publish(&js, "testkit.b", "world").await;
+
+    assert_eq!((first, second), (1, 2));
+    assert_eq!(read(&stream, first).await, "hello");
+    assert_eq!(read(&stream, second).await, "world");
+}
+
+#[tokio::test]
+async fn two_servers_run_side_by_side() {
+    let (a, b) = tokio::join!(start(), start());
+
+    assert_ne!(a.port(), b.port(), "both servers got the same port");
+    assert_ne!(
+        a.store_dir(),
+        b.store_dir(),
+        "both servers share a store dir"
+    );
+    for server in [&a, &b] {
+        let js = jetstream_of(server).await;
+        let stream = create_stream(&js).await;
+        let seq = publish(&js, "testkit.x", "side by side").await;
+        assert_eq!(read(&stream, seq).await, "side by side");
+    }
+}
+
+#[tokio::test]
+async fn drop_kills_the_server_and_deletes_its_dirs() {
+    let server = start().await;
+    let store = server.store_dir().to_path_buf();
+    let config = server.config_path().to_path_buf();
+    let pid = server.pid().expect("a started server has a pid");
+    {
+        let js = jetstream_of(&server).await;
+        create_stream(&js).await;
+        publish(&js, "testkit.x", "data on disk").await;
+    }
+    assert!(
+        store.exists(),
+        "store dir {} missing while running",
+        store.display()
+    );
+
+    drop(server);
+
+    assert!(!store.exists(), "store dir {} left behind", store.display());
+    assert!(!config.exists(), "config {} left behind", config.display());
+    assert!(
+        !pid_alive(pid),
+        "nats-server pid {pid} still alive after drop"
+    );
+}
+
+#[tokio::test]
+async fn restart_after_kill_keeps_port_and_data() {
+    let mut server = start().await;
+    let port = server.port();
+    let seq = {
+        let js = jetstream_of(&server).await;
+        create_stream(&js).await;
+        publish(&js, "testkit.crash", "survives a crash").await
+    };
+
+    server.kill().await.expect("kill");
+    assert!(!server.is_running(), "server still running after kill");
+    server
+        .restart()
+        .await
+        .unwrap_or_else(|e| panic!("{}", report("restart after kill", &e)));
+    assert_eq!(server.port(), port, "restart changed the port");
+
+    let js = jetstream_of(&server).await;
+    let stream = js
+        .get_stream("TESTKIT")
+        .await
+        .expect("stream survives restart");
+    assert_eq!(read(&stream, seq).await, "survives a crash");
+
+    // A graceful restart keeps it too.
+    server.restart().await.expect("graceful restart");
+    let log = std::fs::read_to_string(server.log_path()).expect("log is readable");
+    assert!(
+        log.contains("Trapped \"terminated\" signal"),
+        "restart did not stop the server gracefully; log:\n{log}"
+    );
+    let js = jetstream_of(&server).await;
+    let stream = js
+        .get_stream("TESTKIT")
+        .await
+        .expect("stream survives restart");
+    assert_eq!(read(&stream, seq).await, "survives a crash");
+}
+
+#[tokio::test]
+async fn monitoring_port_reports_jetstream_health() {
+    let server = NatsServer::builder()
+        .monitoring(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", report("starting with monitoring", &e)));
+    let url = server.monitoring_url().expect("monitoring url is set");
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "unexpected monitoring url {url}"
+    );
+}
+
+#[tokio::test]
+async fn persistent_store_dir_is_kept_and_reused() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("nats-store");
+
+    let seq = {
+        let server = NatsServer::builder()
+            .store_dir(&dir)
+            .persistent(true)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{}", report("first persistent start", &e)));
+        let js = jetstream_of(&server).await;
+        create_stream(&js).await;
+        publish(&js, "testkit.keep", "kept").await
+    };
+    assert!(dir.exists(), "persistent store dir was deleted on drop");
+
+    let server = NatsServer::builder()
+        .store_dir(&dir)
+        .persistent(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", report("second persistent start", &e)));
+    let js = jetstream_of(&server).await;
+    let stream = js
+        .get_stream("TESTKIT")
+        .await
+        .expect("stream is still there");
+    assert_eq!(read(&stream, seq).await, "kept");
+}
+
+#[tokio::test]
+async fn persistent_without_store_dir_is_rejected() {
+    let err = NatsServer::builder()
+        .persistent(true)
+        .start()
+        .await
+        .expect_err("persistent without a store dir must fail");
+    assert!(
+        matches!(err, TestkitError::InvalidConfig(_)),
+        "unexpected error {err}"
+    );
+}
