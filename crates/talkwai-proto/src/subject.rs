@@ -1,0 +1,240 @@
+//! The subject scheme. Tenant ids sit in subjects so NATS permissions can fence a tenant's
+//! credentials to its own subjects and consumers can filter or partition by tenant.
+//!
+//! | subject | what |
+//! |---|---|
+//! | `talkwai.cmd.<tenant>.<aggregate>.<action>` | tenant commands |
+//! | `talkwai.cmd.platform.<aggregate>.<action>` | platform commands |
+//! | `talkwai.evt.<tenant>.<aggregate>.<id>` | one aggregate's events |
+//! | `talkwai.evt.platform.<aggregate>.<id>` | admin and user events |
+//! | `talkwai.evt.<tenant\|platform>.guard.<kind>.<hash>` | uniqueness guards |
+//! | `talkwai.qry.<tenant>` / `talkwai.qry.platform` | queries |
+//! | `talkwai.room.<type>.<id>.topic.<name>` | room topics |
+//! | `talkwai.room.<type>.<id>.presence.<op>` | presence |
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use talkwai_domain::ids::TenantId;
+use talkwai_domain::{AggregateRef, EntityKind, GuardKey};
+use uuid::Uuid;
+
+/// Root token of every subject.
+pub const ROOT: &str = "talkwai";
+/// The JetStream stream holding the event log.
+pub const EVENT_STREAM: &str = "TALKWAI_EVENTS";
+/// Every event subject (the stream's subject filter).
+pub const ALL_EVENTS: &str = "talkwai.evt.>";
+/// Every command subject.
+pub const ALL_COMMANDS: &str = "talkwai.cmd.>";
+/// The token that stands for the platform in place of a tenant id.
+pub const PLATFORM: &str = "platform";
+
+/// Whose subject space a subject lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Platform-wide (admins, users, tenant creation).
+    Platform,
+    /// One tenant.
+    Tenant(TenantId),
+}
+
+impl Scope {
+    /// The tenant, if tenant-scoped.
+    pub fn tenant(self) -> Option<TenantId> {
+        match self {
+            Self::Platform => None,
+            Self::Tenant(t) => Some(t),
+        }
+    }
+
+    /// Parses a scope token: `platform` or a tenant UUID.
+    pub fn parse(token: &str) -> Result<Self, SubjectError> {
+        if token == PLATFORM {
+            return Ok(Self::Platform);
+        }
+        token
+            .parse::<Uuid>()
+            .map(|id| Self::Tenant(TenantId(id)))
+            .map_err(|_| SubjectError::InvalidScope(token.to_owned()))
+    }
+
+    fn from_option(tenant: Option<TenantId>) -> Self {
+        tenant.map_or(Self::Platform, Self::Tenant)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Platform => f.write_str(PLATFORM),
+            Self::Tenant(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+/// A subject that does not follow the scheme.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// Wrong number of tokens or wrong prefix.
+    #[error("subject {0} does not follow the scheme")]
+    Malformed(String),
+    /// The scope token is neither `platform` nor a UUID.
+    #[error("invalid tenant {0}: expected a UUID or 'platform'")]
+    InvalidScope(String),
+    /// The aggregate token names no aggregate.
+    #[error("unknown aggregate {0}")]
+    UnknownAggregate(String),
+    /// The id token is not a UUID.
+    #[error("invalid id {0}: expected a UUID")]
+    InvalidId(String),
+}
+
+/// Parses an aggregate token (`task`, `member`...).
+pub fn parse_kind(token: &str) -> Result<EntityKind, SubjectError> {
+    Ok(match token {
+        "tenant" => EntityKind::Tenant,
+        "member" => EntityKind::Member,
+        "admin" => EntityKind::Admin,
+        "agent" => EntityKind::Agent,
+        "task" => EntityKind::Task,
+        "user" => EntityKind::User,
+        other => return Err(SubjectError::UnknownAggregate(other.to_owned())),
+    })
+}
+
+/// `talkwai.cmd.<scope>.<aggregate>.<action>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSubject {
+    /// Platform or tenant.
+    pub scope: Scope,
+    /// The aggregate kind.
+    pub aggregate: EntityKind,
+    /// The action (`create`, `start`...).
+    pub action: String,
+}
+
+impl CommandSubject {
+    /// Parses a command subject.
+    pub fn parse(subject: &str) -> Result<Self, SubjectError> {
+        let mut tokens = subject.split('.');
+        let (Some(ROOT), Some("cmd"), Some(scope), Some(aggregate), Some(action), None) = (
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+        ) else {
+            return Err(SubjectError::Malformed(subject.to_owned()));
+        };
+        if action.is_empty() {
+            return Err(SubjectError::Malformed(subject.to_owned()));
+        }
+        Ok(Self {
+            scope: Scope::parse(scope)?,
+            aggregate: parse_kind(aggregate)?,
+            action: action.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for CommandSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{ROOT}.cmd.{}.{}.{}",
+            self.scope, self.aggregate, self.action
+        )
+    }
+}
+
+/// The command subject for a tenant (or platform) aggregate action.
+pub fn command(scope: Scope, aggregate: EntityKind, action: &str) -> String {
+    format!("{ROOT}.cmd.{scope}.{aggregate}.{action}")
+}
+
+/// The event subject of one aggregate.
+pub fn event(target: &AggregateRef) -> String {
+    format!(
+        "{ROOT}.evt.{}.{}.{}",
+        Scope::from_option(target.tenant),
+        target.kind,
+        target.id
+    )
+}
+
+/// Every event of one tenant (`talkwai.evt.<tenant>.>`).
+pub fn tenant_events(scope: Scope) -> String {
+    format!("{ROOT}.evt.{scope}.>")
+}
+
+/// The subject of a uniqueness guard. The guarded value is hashed (SHA-256, 128 bits kept) so
+/// emails never appear in subjects and any value fits in a token.
+pub fn guard(key: &GuardKey) -> String {
+    let digest = Sha256::digest(key.value().as_bytes());
+    let hash: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{ROOT}.evt.{}.guard.{}.{hash}",
+        Scope::from_option(key.tenant()),
+        key.kind()
+    )
+}
+
+/// What an event subject addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSubject {
+    /// An aggregate's events.
+    Aggregate(AggregateRef),
+    /// A uniqueness guard.
+    Guard {
+        /// Platform or tenant.
+        scope: Scope,
+        /// The guard kind (`member-email`...).
+        kind: String,
+        /// The hashed value.
+        hash: String,
+    },
+}
+
+impl EventSubject {
+    /// Parses an event subject.
+    pub fn parse(subject: &str) -> Result<Self, SubjectError> {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        match tokens.as_slice() {
+            [ROOT, "evt", scope, "guard", kind, hash] => Ok(Self::Guard {
+                scope: Scope::parse(scope)?,
+                kind: (*kind).to_owned(),
+                hash: (*hash).to_owned(),
+            }),
+            [ROOT, "evt", scope, aggregate, id] => {
+                let scope = Scope::parse(scope)?;
+                let kind = parse_kind(aggregate)?;
+                let id: Uuid = id
+                    .parse()
+                    .map_err(|_| SubjectError::InvalidId((*id).to_owned()))?;
+                let tenant = match (kind, scope) {
+                    (EntityKind::Admin | EntityKind::User, _) => None,
+                    (_, scope) => scope.tenant(),
+                };
+                Ok(Self::Aggregate(AggregateRef { kind, tenant, id }))
+            }
+            _ => Err(SubjectError::Malformed(subject.to_owned())),
+        }
+    }
+}
+
+/// The query subject of a scope.
+pub fn query(scope: Scope) -> String {
+    format!("{ROOT}.qry.{scope}")
+}
+
+/// A room topic subject (`talkwai.room.tenant.<id>.topic.taskUpdates`).
+pub fn room_topic(room_type: &str, room_id: &str, topic: &str) -> String {
+    format!("{ROOT}.room.{room_type}.{room_id}.topic.{topic}")
+}
+
+/// A room presence subject (`talkwai.room.tenant.<id>.presence.<op>`).
+pub fn room_presence(room_type: &str, room_id: &str, op: &str) -> String {
+    format!("{ROOT}.room.{room_type}.{room_id}.presence.{op}")
+}
