@@ -1,0 +1,450 @@
+//! Appends with optimistic concurrency, grouped into durable writes.
+//!
+//! [`Appender`] owns a writer task. Callers hand it [`AppendRequest`]s (one per command: the
+//! command's events plus the guard messages that must land with them, each with the
+//! sequence its subject must currently have). While a write is in flight, new requests queue;
+//! the next write takes everything queued (up to 1000 messages, the server's atomic-batch
+//! limit) as **one JetStream atomic batch**: one durable write for many commands. If the
+//! server refuses a group (one request's expected sequence is stale), the group is split and
+//! every request is written alone, so only the stale one fails with [`AppendError::Conflict`].
+//! A request alone with one message is a plain publish with `Nats-Msg-Id`.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::future::join_all;
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// The server's limit of messages in one atomic batch.
+pub const MAX_ATOMIC_BATCH: usize = 1000;
+
+/// One message to append.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Subject (one aggregate or guard).
+    pub subject: String,
+    /// Headers (event type, command id...); the appender adds the concurrency headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub payload: Bytes,
+    /// The sequence of the subject's last message this append was decided on (0: none).
+    pub expected_last_subject_seq: u64,
+}
+
+/// Messages that must land together or not at all.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The messages, in order.
+    pub messages: Vec<Outbound>,
+    /// Deduplication id (`Nats-Msg-Id`) used when the request is written as a single plain
+    /// publish; atomic batches refuse it, so callers also record their own id in the headers.
+    pub dedupe_id: Option<String>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    /// Stream sequence of the request's first message.
+    pub first_seq: u64,
+    /// Stream sequence of the request's last message.
+    pub last_seq: u64,
+    /// The server had already stored this message (same `Nats-Msg-Id` within the window).
+    pub duplicate: bool,
+}
+
+/// Why an append failed. Nothing of a failed request is in the stream, except after
+/// [`AppendError::Unknown`], whose outcome callers must find out by reading the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// A subject's last sequence is not the expected one: decide again on fresh state.
+    #[error("wrong last sequence: {0}")]
+    Conflict(String),
+    /// JetStream refused the messages for another reason (too large, no stream...).
+    #[error("jetstream refused the append: {0}")]
+    Rejected(String),
+    /// The write may or may not have landed (timeout, connection lost).
+    #[error("append outcome unknown: {0}")]
+    Unknown(String),
+    /// The appender is shut down.
+    #[error("appender is closed")]
+    Closed,
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct AppenderConfig {
+    /// Group requests in flight into one atomic batch (the group commit). Off: every request
+    /// is its own write (for comparisons).
+    pub group: bool,
+    /// Writes in flight at once.
+    pub max_in_flight: usize,
+    /// Most messages in one write (at most [`MAX_ATOMIC_BATCH`]).
+    pub max_batch_messages: usize,
+    /// Requests waiting for a write; senders wait when it is full (backpressure).
+    pub queue: usize,
+    /// How long to wait for the server's acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+impl Default for AppenderConfig {
+    fn default() -> Self {
+        Self {
+            group: true,
+            max_in_flight: 2,
+            max_batch_messages: MAX_ATOMIC_BATCH,
+            queue: 8192,
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<AppendAck, AppendError>>,
+}
+
+/// The group-commit writer. Cheap to clone; the writer task stops when every clone is dropped.
+#[derive(Clone, Debug)]
+pub struct Appender {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("messages", &self.request.messages.len())
+            .finish()
+    }
+}
+
+impl Appender {
+    /// Spawns the writer task on the current tokio runtime.
+    pub fn start(client: async_nats::Client, config: AppenderConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let writer = Writer { client, config };
+        tokio::spawn(writer.run(rx));
+        Self { tx }
+    }
+
+    /// Appends the request's messages atomically; resolves when they are durable (or not).
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendAck, AppendError> {
+        if request.messages.is_empty() {
+            return Err(AppendError::Rejected("empty append".into()));
+        }
+        if request.messages.len() > MAX_ATOMIC_BATCH {
+            return Err(AppendError::Rejected(format!(
+                "{} messages in one append, at most {MAX_ATOMIC_BATCH}",
+                request.messages.len()
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+}
+
+struct Writer {
+    client: async_nats::Client,
+    config: AppenderConfig,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.config.max_in_flight.max(1)));
+        let mut deferred: VecDeque<Job> = VecDeque::new();
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
+            let first = match deferred.pop_front() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let mut group = vec![first];
+            if this.config.group {
+                this.fill(&mut group, &mut deferred, &mut rx);
+            }
+            let writer = Arc::clone(&this);
+            tokio::spawn(async move {
+                writer.write_group(group).await;
+                drop(permit);
+            });
+        }
+        // Let in-flight writes finish before the task ends.
+        let _ = permits
+            .acquire_many(this.config.max_in_flight.max(1) as u32)
+            .await;
+    }
+
+    /// Adds queued jobs to the group while they fit and touch no subject already in it.
+    fn fill(
+        &self,
+        group: &mut Vec<Job>,
+        deferred: &mut VecDeque<Job>,
+        rx: &mut mpsc::Receiver<Job>,
+    ) {
+        let mut builder = GroupBuilder {
+            subjects: group
+                .iter()
+                .flat_map(|j| j.request.messages.iter().map(|m| m.subject.clone()))
+                .collect(),
+            count: group.iter().map(|j| j.request.messages.len()).sum(),
+            limit: self.config.max_batch_messages.clamp(1, MAX_ATOMIC_BATCH),
+            skipped: VecDeque::new(),
+        };
+        let mut full = false;
+        while let Some(job) = deferred.pop_front() {
+            if !builder.consider(job, group) {
+                full = true;
+                break;
+            }
+        }
+        while !full && builder.count < builder.limit {
+            match rx.try_recv() {
+                Ok(job) => {
+                    if !builder.consider(job, group) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        // Keep arrival order: skipped jobs are older than the deferred ones left (rx is only
+        // read once `deferred` is empty).
+        while let Some(job) = builder.skipped.pop_back() {
+            deferred.push_front(job);
+        }
+    }
+
+    async fn write_group(&self, group: Vec<Job>) {
+        if group.len() == 1 {
+            for job in group {
+                let result = self.write_one(&job.request).await;
+                let _ = job.reply.send(result);
+            }
+            return;
+        }
+        let messages: Vec<&Outbound> = group
+            .iter()
+            .flat_map(|j| j.request.messages.iter())
+            .collect();
+        let total = messages.len() as u64;
+        match self.publish_atomic(&messages).await {
+            Ok(last) => {
+                debug!(
+                    commands = group.len(),
+                    messages = total,
+                    last_seq = last,
+                    "group committed"
+                );
+                let mut next = last + 1 - total;
+                for job in group {
+                    let n = job.request.messages.len() as u64;
+                    let ack = AppendAck {
+                        first_seq: next,
+                        last_seq: next + n - 1,
+                        duplicate: false,
+                    };
+                    next += n;
+                    let _ = job.reply.send(Ok(ack));
+                }
+            }
+            Err(AppendError::Unknown(reason)) => {
+                for job in group {
+                    let _ = job.reply.send(Err(AppendError::Unknown(reason.clone())));
+                }
+            }
+            Err(err) => {
+                // Someone's expected sequence was stale (or one request is refused): nothing
+                // landed; write each request alone so only the culprit fails.
+                debug!(error = %err, commands = group.len(), "group refused, splitting");
+                let results = join_all(group.iter().map(|job| self.write_one(&job.request))).await;
+                for (job, result) in group.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn write_one(&self, request: &AppendRequest) -> Result<AppendAck, AppendError> {
+        if let [message] = request.messages.as_slice() {
+            let mut headers = message.headers.clone();
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                message.expected_last_subject_seq.to_string().as_str(),
+            );
+            if let Some(id) = &request.dedupe_id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            let ack = self
+                .request(&message.subject, headers, message.payload.clone())
+                .await?;
+            return Ok(AppendAck {
+                first_seq: ack.seq,
+                last_seq: ack.seq,
+                duplicate: ack.duplicate,
+            });
+        }
+        let messages: Vec<&Outbound> = request.messages.iter().collect();
+        let last = self.publish_atomic(&messages).await?;
+        let n = messages.len() as u64;
+        Ok(AppendAck {
+            first_seq: last + 1 - n,
+            last_seq: last,
+            duplicate: false,
+        })
+    }
+
+    /// Publishes `messages` as one atomic batch; returns the last message's sequence.
+    async fn publish_atomic(&self, messages: &[&Outbound]) -> Result<u64, AppendError> {
+        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let last_index = messages.len() - 1;
+        for (index, message) in messages.iter().enumerate() {
+            let mut headers = message.headers.clone();
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                message.expected_last_subject_seq.to_string().as_str(),
+            );
+            if index == last_index {
+                headers.insert("Nats-Batch-Commit", "1");
+                let ack = self
+                    .request(&message.subject, headers, message.payload.clone())
+                    .await?;
+                if ack.count.is_some_and(|c| c != messages.len() as u64) {
+                    return Err(AppendError::Unknown(format!(
+                        "batch ack counts {:?} messages, sent {}",
+                        ack.count,
+                        messages.len()
+                    )));
+                }
+                return Ok(ack.seq);
+            }
+            self.client
+                .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+                .await
+                .map_err(|e| AppendError::Unknown(e.to_string()))?;
+        }
+        Err(AppendError::Rejected("empty batch".into()))
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<PubAck, AppendError> {
+        let response = tokio::time::timeout(
+            self.config.ack_timeout,
+            self.client
+                .request_with_headers(subject.to_owned(), headers, payload),
+        )
+        .await
+        .map_err(|_| AppendError::Unknown("timed out waiting for the append ack".into()))?
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => {
+                AppendError::Rejected("no stream listens on this subject".into())
+            }
+            _ => AppendError::Unknown(e.to_string()),
+        })?;
+        let reply: AckReply = serde_json::from_slice(&response.payload)
+            .map_err(|e| AppendError::Unknown(format!("unreadable ack: {e}")))?;
+        match reply {
+            AckReply {
+                error: Some(error), ..
+            } => {
+                if matches!(error.err_code, 10071 | 10164) {
+                    Err(AppendError::Conflict(error.description))
+                } else {
+                    warn!(code = error.err_code, description = %error.description, "append refused");
+                    Err(AppendError::Rejected(error.description))
+                }
+            }
+            AckReply {
+                seq: Some(seq),
+                duplicate,
+                count,
+                ..
+            } => Ok(PubAck {
+                seq,
+                duplicate: duplicate.unwrap_or(false),
+                count,
+            }),
+            AckReply { .. } => Err(AppendError::Unknown("ack without sequence".into())),
+        }
+    }
+}
+
+/// The group being formed: its subjects and size.
+struct GroupBuilder {
+    subjects: HashSet<String>,
+    count: usize,
+    limit: usize,
+    /// Jobs that did not fit or touch a subject already in the group, in arrival order.
+    skipped: VecDeque<Job>,
+}
+
+impl GroupBuilder {
+    /// Adds `job` to the group if it fits and touches no subject already in it; returns
+    /// false when the group is full.
+    fn consider(&mut self, job: Job, group: &mut Vec<Job>) -> bool {
+        let n = job.request.messages.len();
+        if self.count + n > self.limit {
+            self.skipped.push_back(job);
+            return false;
+        }
+        if job
+            .request
+            .messages
+            .iter()
+            .any(|m| self.subjects.contains(&m.subject))
+        {
+            self.skipped.push_back(job);
+            return true;
+        }
+        self.subjects
+            .extend(job.request.messages.iter().map(|m| m.subject.clone()));
+        self.count += n;
+        group.push(job);
+        true
+    }
+}
+
+struct PubAck {
+    seq: u64,
+    duplicate: bool,
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AckReply {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    duplicate: Option<bool>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}

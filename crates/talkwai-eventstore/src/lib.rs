@@ -1,0 +1,86 @@
+//! The TalkwAI event log on JetStream.
+//!
+//! One stream (`TALKWAI_EVENTS`) holds every event, one subject per aggregate. This crate knows
+//! messages, subjects and sequences, not the domain: it sets the stream up, appends groups of
+//! messages atomically with per-subject expected sequences ([`Appender`]), reads a subject's
+//! history with batched direct gets ([`EventStore::read_subject`]), reads the last message of
+//! many subjects at once ([`EventStore::last_of_subjects`]), and replays the log in order
+//! ([`EventStore::replay`]).
+//!
+//! # Architecture invariant
+//! No domain types and no PostgreSQL: the command service gives it bytes and headers.
+//!
+//! # Appends
+//! Every append names, for each message, the last sequence its subject must have
+//! (`Nats-Expected-Last-Subject-Sequence`; 0 for a new subject). Appends that are in flight at
+//! the same moment are grouped into one JetStream atomic batch (one durable write: the group
+//! commit); a conflict inside a group splits it so only the conflicting append fails. An
+//! append of a single message goes out as a plain publish with `Nats-Msg-Id`, so the server
+//! also deduplicates it.
+
+mod append;
+mod error;
+mod read;
+mod stream;
+
+pub use append::{AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound};
+pub use error::StoreError;
+pub use read::{Replay, StoredMessage};
+pub use stream::StreamSettings;
+
+use async_nats::jetstream;
+
+/// A handle on the event stream. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+}
+
+impl EventStore {
+    /// Connects to the stream described by `settings`, creating it or updating its config.
+    pub async fn open(
+        client: async_nats::Client,
+        settings: &StreamSettings,
+    ) -> Result<Self, StoreError> {
+        let js = jetstream::new(client.clone());
+        stream::ensure(&js, settings).await?;
+        Ok(Self {
+            client,
+            js,
+            stream: settings.name.clone(),
+        })
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The stream name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// The stream's last sequence (0 when empty).
+    pub async fn last_sequence(&self) -> Result<u64, StoreError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(StoreError::nats)?;
+        let info = stream.info().await.map_err(StoreError::nats)?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Starts a group-commit writer on this stream.
+    pub fn appender(&self, config: AppenderConfig) -> Appender {
+        Appender::start(self.client.clone(), config)
+    }
+}
