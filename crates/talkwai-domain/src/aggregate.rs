@@ -237,40 +237,39 @@ impl Event {
                 version: body.version,
             });
         }
-        let tagged = serde_json::json!({ "type": ty, "data": body.data });
-        let invalid = |e: serde_json::Error| {
-            let message = e.to_string();
-            if message.starts_with("unknown variant") {
-                DecodeError::UnknownType(ty.into())
-            } else {
-                DecodeError::InvalidData {
-                    event_type: ty.into(),
-                    message,
-                }
-            }
-        };
         match aggregate {
-            "tenant" => serde_json::from_value(tagged)
-                .map(Self::Tenant)
-                .map_err(invalid),
-            "member" => serde_json::from_value(tagged)
-                .map(Self::Member)
-                .map_err(invalid),
-            "admin" => serde_json::from_value(tagged)
-                .map(Self::Admin)
-                .map_err(invalid),
-            "agent" => serde_json::from_value(tagged)
-                .map(Self::Agent)
-                .map_err(invalid),
-            "task" => serde_json::from_value(tagged)
-                .map(Self::Task)
-                .map_err(invalid),
-            "user" => serde_json::from_value(tagged)
-                .map(Self::User)
-                .map_err(invalid),
+            "tenant" => decode_as(ty, &body.data).map(Self::Tenant),
+            "member" => decode_as(ty, &body.data).map(Self::Member),
+            "admin" => decode_as(ty, &body.data).map(Self::Admin),
+            "agent" => decode_as(ty, &body.data).map(Self::Agent),
+            "task" => decode_as(ty, &body.data).map(Self::Task),
+            "user" => decode_as(ty, &body.data).map(Self::User),
             _ => Err(DecodeError::UnknownType(ty.into())),
         }
     }
+}
+
+/// Decodes `{"type": ty, "data": data}` as one aggregate's event enum. An error is
+/// [`DecodeError::UnknownType`] only when the type itself is unknown: a probe with `null` data
+/// (which holds no nested enum value) tells a bad tag from a bad enum value inside the data,
+/// whose serde error reads the same ("unknown variant ...").
+fn decode_as<T: serde::de::DeserializeOwned>(
+    ty: &str,
+    data: &serde_json::Value,
+) -> Result<T, DecodeError> {
+    let tagged = |data: &serde_json::Value| serde_json::json!({ "type": ty, "data": data });
+    serde_json::from_value(tagged(data)).map_err(|e| {
+        let probe = serde_json::from_value::<T>(tagged(&serde_json::Value::Null));
+        match probe {
+            Err(p) if p.to_string().starts_with("unknown variant") => {
+                DecodeError::UnknownType(ty.into())
+            }
+            _ => DecodeError::InvalidData {
+                event_type: ty.into(),
+                message: e.to_string(),
+            },
+        }
+    })
 }
 
 /// The state of any aggregate, with its address.
@@ -407,3 +406,60 @@ pub fn evolve(mut state: AggregateState, event: &Event) -> AggregateState {
     let _ignored = apply(&mut state, event);
     state
 }
+
+/// Every command action, by aggregate, as named in subjects (`talkwai.cmd.<t>.<aggregate>.<action>`).
+/// Tests check that each one decodes into a command and that no command is missing.
+pub const ACTIONS: &[(EntityKind, &[&str])] = &[
+    (
+        EntityKind::Tenant,
+        &["create", "update", "setStatus", "delete"],
+    ),
+    (
+        EntityKind::Member,
+        &[
+            "create",
+            "update",
+            "setRole",
+            "setStatus",
+            "linkUser",
+            "unlinkUser",
+            "delete",
+        ],
+    ),
+    (
+        EntityKind::Admin,
+        &[
+            "create",
+            "update",
+            "setRole",
+            "setPermissions",
+            "setStatus",
+            "linkUser",
+            "unlinkUser",
+            "delete",
+        ],
+    ),
+    (
+        EntityKind::Agent,
+        &["create", "update", "configure", "setStatus", "delete"],
+    ),
+    (
+        EntityKind::Task,
+        &[
+            "create",
+            "update",
+            "setMetadata",
+            "linkAgent",
+            "unlinkAgent",
+            "assign",
+            "unassign",
+            "start",
+            "complete",
+            "fail",
+            "cancel",
+            "retry",
+            "delete",
+        ],
+    ),
+    (EntityKind::User, &["create", "update", "delete"]),
+];

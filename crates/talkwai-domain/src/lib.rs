@@ -38,7 +38,8 @@ pub mod user;
 pub mod values;
 
 pub use aggregate::{
-    AggregateRef, AggregateState, Command, DecodeError, Event, EventBody, apply, decide, evolve,
+    ACTIONS, AggregateRef, AggregateState, Command, DecodeError, Event, EventBody, apply, decide,
+    evolve,
 };
 pub use context::{Actor, Context, FactKey, Facts};
 pub use error::{DomainError, EntityKind, ErrorCode};
