@@ -1,0 +1,286 @@
+//! Identities: who presents a bearer token. The platform admin token (like the seed's
+//! `INSTANT_ADMIN_TOKEN`) bootstraps tenants and the first superadmin; everyone else presents a
+//! JWT whose claims name a `$users` id (`sub`), a `kind` (member or admin), the member's
+//! `tenant` and a `role`. Services resolve current roles and statuses from the log; the token
+//! only says who the caller is.
+//!
+//! # Architecture invariant
+//! No I/O: verification is pure over the token text, the keys and the clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use talkwai_domain::ids::{TenantId, UserId};
+
+/// What kind of principal a JWT names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    /// A member of a tenant.
+    Member,
+    /// A TalkwAI admin.
+    Admin,
+}
+
+/// The claims of a TalkwAI JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The `$users` id.
+    pub sub: UserId,
+    /// Member or admin.
+    pub kind: PrincipalKind,
+    /// The member's tenant (absent for admins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// The role at minting time (informational: services use the role in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Who the caller is, as far as the token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The platform admin token.
+    Platform,
+    /// A verified JWT.
+    User(Claims),
+}
+
+/// Why a token was refused. Messages never contain the token or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not `Bearer <token>`.
+    #[error("authorization must be 'Bearer <token>'")]
+    Malformed,
+    /// Signature, expiry, issuer or audience check failed.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A member token without a tenant.
+    #[error("member tokens must name a tenant")]
+    MissingTenant,
+}
+
+/// Verifies bearer tokens.
+pub struct TokenVerifier {
+    platform_token: Option<SecretString>,
+    hs256: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field(
+                "platform_token",
+                &self.platform_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("hs256", &self.hs256.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier accepting the platform token (if set) and HS256 JWTs signed with
+    /// `jwt_secret` (if set), checking `iss`/`aud` when given.
+    pub fn new(
+        platform_token: Option<SecretString>,
+        jwt_secret: Option<SecretString>,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        required.extend(issuer.map(|_| "iss"));
+        required.extend(audience.map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        match issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            platform_token,
+            hs256: jwt_secret.map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
+            validation,
+        }
+    }
+
+    /// Verifies an `Authorization` header value (`Bearer <token>`).
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        self.verify(token)
+    }
+
+    /// Verifies a bare token.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(platform) = &self.platform_token {
+            let expected = platform.expose_secret().as_bytes();
+            if bool::from(expected.ct_eq(token.as_bytes())) {
+                return Ok(Principal::Platform);
+            }
+        }
+        let key = self
+            .hs256
+            .as_ref()
+            .ok_or_else(|| AuthError::Invalid("unknown token".into()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.kind_message()))?;
+        let claims = data.claims;
+        if claims.kind == PrincipalKind::Member && claims.tenant.is_none() {
+            return Err(AuthError::MissingTenant);
+        }
+        Ok(Principal::User(claims))
+    }
+}
+
+trait KindMessage {
+    fn kind_message(&self) -> String;
+}
+
+impl KindMessage for jsonwebtoken::errors::Error {
+    /// The error kind without any token material, lowercase.
+    fn kind_message(&self) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        match self.kind() {
+            ErrorKind::ExpiredSignature => "token expired".into(),
+            ErrorKind::ImmatureSignature => "token not valid yet".into(),
+            ErrorKind::InvalidSignature => "bad signature".into(),
+            ErrorKind::InvalidIssuer => "wrong issuer".into(),
+            ErrorKind::InvalidAudience => "wrong audience".into(),
+            ErrorKind::InvalidAlgorithm => "wrong algorithm".into(),
+            ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+            _ => "malformed token".into(),
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Mints an HS256 token (operators, tests, `talkwai token mint`).
+pub fn mint(claims: &Claims, secret: &SecretString) -> Result<String, AuthError> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .map_err(|e| AuthError::Invalid(e.kind_message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretString {
+        SecretString::from("test-secret-please-change")
+    }
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: UserId::new_v4(),
+            kind: PrincipalKind::Member,
+            tenant: Some(TenantId::new_v4()),
+            role: Some("owner".into()),
+            exp,
+            nbf: None,
+            iss: None,
+            aud: None,
+        }
+    }
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::new(
+            Some(SecretString::from("platform-token")),
+            Some(secret()),
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn platform_token_and_jwt_are_recognised() {
+        let v = verifier();
+        assert_eq!(
+            v.verify_header(Some("Bearer platform-token")),
+            Ok(Principal::Platform)
+        );
+        let c = claims(now_secs() + 60);
+        let token = mint(&c, &secret()).expect("mint");
+        assert_eq!(
+            v.verify_header(Some(&format!("Bearer {token}"))),
+            Ok(Principal::User(c))
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_a_reason() {
+        let v = verifier();
+        assert_eq!(v.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(
+            v.verify_header(Some("Basic abc")),
+            Err(AuthError::Malformed)
+        );
+        let expired = mint(&claims(now_secs() - 3600), &secret()).expect("mint");
+        assert_eq!(
+            v.verify(&expired),
+            Err(AuthError::Invalid("token expired".into()))
+        );
+        let forged = mint(&claims(now_secs() + 60), &SecretString::from("other")).expect("mint");
+        assert_eq!(
+            v.verify(&forged),
+            Err(AuthError::Invalid("bad signature".into()))
+        );
+        let mut no_tenant = claims(now_secs() + 60);
+        no_tenant.tenant = None;
+        let token = mint(&no_tenant, &secret()).expect("mint");
+        assert_eq!(v.verify(&token), Err(AuthError::MissingTenant));
+        assert!(matches!(
+            v.verify("platform-token-but-longer"),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let v = TokenVerifier::new(None, Some(secret()), Some("talkwai"), Some("backbone"));
+        let mut c = claims(now_secs() + 60);
+        let token = mint(&c, &secret()).expect("mint");
+        assert!(v.verify(&token).is_err());
+        c.iss = Some("talkwai".into());
+        c.aud = Some("backbone".into());
+        let token = mint(&c, &secret()).expect("mint");
+        assert_eq!(v.verify(&token), Ok(Principal::User(c)));
+    }
+}
