@@ -148,6 +148,19 @@ fn user_may(member: crate::ids::MemberId, command: &Command, state: &AggregateSt
     if matches!(task_command, TaskCommand::Create(_)) {
         return true;
     }
+    let works_tasks = matches!(
+        task_command,
+        TaskCommand::Update(_)
+            | TaskCommand::SetMetadata(_)
+            | TaskCommand::Start(_)
+            | TaskCommand::Complete(_)
+            | TaskCommand::Fail(_)
+            | TaskCommand::Cancel(_)
+    );
+    if !works_tasks {
+        // Never granted to the role, whether the task exists or not.
+        return false;
+    }
     let AggregateState::Task(_, _, task_state) = state else {
         return false;
     };
@@ -155,15 +168,5 @@ fn user_may(member: crate::ids::MemberId, command: &Command, state: &AggregateSt
         // Let the decider answer not_found for a missing task.
         return true;
     };
-    let involved = task.assigned_to == Some(member) || task.created_by == Some(member);
-    involved
-        && matches!(
-            task_command,
-            TaskCommand::Update(_)
-                | TaskCommand::SetMetadata(_)
-                | TaskCommand::Start(_)
-                | TaskCommand::Complete(_)
-                | TaskCommand::Fail(_)
-                | TaskCommand::Cancel(_)
-        )
+    task.assigned_to == Some(member) || task.created_by == Some(member)
 }

@@ -176,9 +176,11 @@ impl Email {
                 "email local part has invalid characters".into(),
             ));
         }
-        CompanyDomain::parse(domain)
+        let domain = CompanyDomain::parse(domain)
             .map_err(|e| InvalidValue(format!("email domain is invalid: {}", e.0)))?;
-        Ok(Self(value))
+        // Rebuild from the normalized domain (no surrounding spaces, no trailing dot): one
+        // mailbox, one text, or uniqueness guards keyed by it could be held twice.
+        Ok(Self(format!("{local}@{domain}")))
     }
 
     /// The domain part (after `@`).
