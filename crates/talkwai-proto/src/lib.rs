@@ -3,13 +3,24 @@
 //! same contract for other languages (AsyncAPI and JSON Schemas generated from these types);
 //! tests fail when the two drift.
 //!
+//! # Layout
+//! - [`subject`], [`headers`], [`envelope`]: the wire itself.
+//! - [`schema`]: the message catalog, the one table mapping actions and event types to Rust
+//!   types and JSON Schemas; [`asyncapi`] and [`generate`] render `proto/` from it, [`samples`]
+//!   holds the examples that seed new fixtures. `talkwai-proto-gen` writes the files.
+//!
 //! # Architecture invariant
-//! No I/O and no NATS client: this crate describes messages, it does not send them. It depends
-//! on `talkwai-domain` for the command and event types.
+//! No NATS client: this crate describes messages, it does not send them (the only I/O is the
+//! generator writing `proto/`). It depends on `talkwai-domain` for the command and event types.
 
+pub mod asyncapi;
 pub mod envelope;
+pub mod generate;
 pub mod headers;
+pub mod samples;
+pub mod schema;
 pub mod subject;
+pub mod yaml;
 
 pub use envelope::{CommandAccepted, CommandReply, ErrorBody, decode_command};
 pub use subject::{CommandSubject, EventSubject, Scope, SubjectError};
