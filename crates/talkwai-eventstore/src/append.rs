@@ -32,8 +32,10 @@ pub struct Outbound {
     pub headers: HeaderMap,
     /// Body.
     pub payload: Bytes,
-    /// The sequence of the subject's last message this append was decided on (0: none).
-    pub expected_last_subject_seq: u64,
+    /// The sequence of the subject's last message this append was decided on (`Some(0)`: the
+    /// subject must be empty). `None` only for a later message on a subject that an earlier
+    /// message of the same request already checked.
+    pub expected_last_subject_seq: Option<u64>,
 }
 
 /// Messages that must land together or not at all.
@@ -281,10 +283,12 @@ impl Writer {
     async fn write_one(&self, request: &AppendRequest) -> Result<AppendAck, AppendError> {
         if let [message] = request.messages.as_slice() {
             let mut headers = message.headers.clone();
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                message.expected_last_subject_seq.to_string().as_str(),
-            );
+            if let Some(expected) = message.expected_last_subject_seq {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    expected.to_string().as_str(),
+                );
+            }
             if let Some(id) = &request.dedupe_id {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
@@ -315,10 +319,12 @@ impl Writer {
             let mut headers = message.headers.clone();
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                message.expected_last_subject_seq.to_string().as_str(),
-            );
+            if let Some(expected) = message.expected_last_subject_seq {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    expected.to_string().as_str(),
+                );
+            }
             if index == last_index {
                 headers.insert("Nats-Batch-Commit", "1");
                 let ack = self

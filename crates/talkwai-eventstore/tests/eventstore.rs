@@ -23,7 +23,7 @@ fn message(subject: &str, body: &str, expected: u64) -> Outbound {
         subject: subject.to_owned(),
         headers,
         payload: body.to_owned().into(),
-        expected_last_subject_seq: expected,
+        expected_last_subject_seq: Some(expected),
     }
 }
 

@@ -1,0 +1,80 @@
+//! Configuration, from flags or `TALKWAI_*` environment variables (see README).
+
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+
+/// Everything the command service needs to start.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long,
+        env = "TALKWAI_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// The platform admin token (bootstraps tenants and the first superadmin).
+    #[arg(long, env = "TALKWAI_PLATFORM_TOKEN", hide_env_values = true)]
+    pub platform_token: Option<SecretString>,
+    /// HS256 secret of member and admin JWTs.
+    #[arg(long, env = "TALKWAI_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// Required JWT issuer (`iss`), if any.
+    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required JWT audience (`aud`), if any.
+    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Event stream replicas (1 single node, 3 cluster).
+    #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// Commands handled at once by this instance.
+    #[arg(long, env = "TALKWAI_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Aggregates kept in memory.
+    #[arg(long, env = "TALKWAI_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: usize,
+    /// Attempts when concurrent writers conflict.
+    #[arg(long, env = "TALKWAI_CONFLICT_ATTEMPTS", default_value_t = 8)]
+    pub conflict_attempts: u32,
+    /// Group concurrent commands into one durable write.
+    #[arg(long, env = "TALKWAI_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub group_commit: bool,
+    /// Durable writes in flight at once.
+    #[arg(long, env = "TALKWAI_WRITES_IN_FLIGHT", default_value_t = 2)]
+    pub writes_in_flight: usize,
+    /// Name of this instance in service discovery.
+    #[arg(long, env = "TALKWAI_INSTANCE", default_value = "command-1")]
+    pub instance: String,
+    /// How long shutdown waits for in-flight commands, in seconds.
+    #[arg(long, env = "TALKWAI_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// A configuration for tests: the given NATS URL and secrets, defaults otherwise.
+    pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
+        Self {
+            nats_url: nats_url.to_owned(),
+            platform_token: Some(SecretString::from(platform_token.to_owned())),
+            jwt_secret: Some(SecretString::from(jwt_secret.to_owned())),
+            jwt_issuer: None,
+            jwt_audience: None,
+            stream_replicas: 1,
+            max_in_flight: 1024,
+            cache_capacity: 10_000,
+            conflict_attempts: 8,
+            group_commit: true,
+            writes_in_flight: 2,
+            instance: "command-test".to_owned(),
+            shutdown_grace_secs: 10,
+        }
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}

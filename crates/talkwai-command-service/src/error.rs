@@ -1,0 +1,76 @@
+//! The service's errors and the one place that maps them to wire codes.
+
+use talkwai_auth::AuthError;
+use talkwai_domain::{DecodeError, DomainError, ErrorCode, EvolveError};
+use talkwai_eventstore::StoreError;
+use talkwai_proto::ErrorBody;
+
+/// Why a command was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request could not be decoded (subject, headers, body).
+    #[error("{0}")]
+    Request(ErrorBody),
+    /// The token was refused.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// The decider refused the command.
+    #[error("{0}")]
+    Domain(#[from] DomainError),
+    /// JetStream is unreachable or refused the write.
+    #[error("event store: {0}")]
+    Store(String),
+    /// Every retry met a concurrent writer.
+    #[error("gave up after {0} conflicting attempts")]
+    Conflict(u32),
+    /// The log holds something this code cannot read: a bug or a newer writer.
+    #[error("unreadable event log at {subject}: {message}")]
+    Corrupt {
+        /// Where.
+        subject: String,
+        /// What.
+        message: String,
+    },
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err.to_string())
+    }
+}
+
+impl ServiceError {
+    /// A corrupt-log error from a decode failure.
+    pub fn decode(subject: &str, err: &DecodeError) -> Self {
+        Self::Corrupt {
+            subject: subject.to_owned(),
+            message: err.to_string(),
+        }
+    }
+
+    /// A corrupt-log error from an evolve failure.
+    pub fn evolve(subject: &str, err: &EvolveError) -> Self {
+        Self::Corrupt {
+            subject: subject.to_owned(),
+            message: err.to_string(),
+        }
+    }
+
+    /// The wire error.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            Self::Request(body) => body.clone(),
+            Self::Auth(err) => ErrorBody::new(ErrorCode::Unauthenticated, err.to_string()),
+            Self::Domain(err) => ErrorBody::from(err),
+            Self::Store(message) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("event store unavailable: {message}"),
+            ),
+            Self::Conflict(attempts) => ErrorBody::new(
+                ErrorCode::Conflict,
+                format!("concurrent writers won {attempts} times in a row; retry later"),
+            ),
+            Self::Corrupt { .. } => ErrorBody::new(ErrorCode::Internal, "internal error"),
+        }
+    }
+}

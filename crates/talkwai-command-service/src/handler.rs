@@ -1,0 +1,457 @@
+//! Handling one command: decode, authenticate, decide, append, answer.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use rand::Rng;
+use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
+use talkwai_domain::enums::{AdminStatus, MemberStatus};
+use talkwai_domain::values::Timestamp;
+use talkwai_domain::{
+    Actor, AggregateRef, AggregateState, Context, DomainError, EntityKind, ErrorCode, GuardKey,
+    GuardState,
+};
+use talkwai_eventstore::{AppendError, AppendRequest, Appender, Outbound};
+use talkwai_proto::envelope::actor_header;
+use talkwai_proto::{
+    CommandAccepted, CommandSubject, ErrorBody, Scope, decode_command, headers, subject,
+};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::error::ServiceError;
+use crate::repo::{GuardHead, Loaded, Repository, encode_guard};
+
+/// Number of per-aggregate lock stripes.
+const STRIPES: usize = 4096;
+
+/// Everything a command needs besides the request.
+pub struct Handler {
+    repo: Repository,
+    appender: Appender,
+    verifier: TokenVerifier,
+    conflict_attempts: u32,
+    /// Commands on one aggregate are decided one at a time in this instance, so they do not
+    /// conflict with each other; instances still race, and the expected sequence settles that.
+    stripes: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("conflict_attempts", &self.conflict_attempts)
+            .finish()
+    }
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    /// The subject it arrived on.
+    pub subject: &'a str,
+    /// Its headers.
+    pub headers: Option<&'a HeaderMap>,
+    /// Its body.
+    pub payload: &'a [u8],
+}
+
+fn now_ms() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+impl Handler {
+    /// A handler over `repo`, writing through `appender`.
+    pub fn new(
+        repo: Repository,
+        appender: Appender,
+        verifier: TokenVerifier,
+        conflict_attempts: u32,
+    ) -> Self {
+        Self {
+            repo,
+            appender,
+            verifier,
+            conflict_attempts: conflict_attempts.max(1),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// Handles one command request; returns the reply body and headers.
+    pub async fn handle(&self, request: Incoming<'_>) -> (Bytes, HeaderMap) {
+        let result = self.run(&request).await;
+        let mut reply_headers = HeaderMap::new();
+        let reply = match result {
+            Ok(accepted) => talkwai_proto::CommandReply::accepted(accepted),
+            Err(err) => {
+                let body = err.to_body();
+                if body.code == ErrorCode::Internal || body.code == ErrorCode::Unavailable {
+                    warn!(subject = request.subject, error = %err, "command failed");
+                } else {
+                    debug!(subject = request.subject, code = %body.code, "command rejected");
+                }
+                reply_headers.insert(headers::NATS_SERVICE_ERROR, body.message.as_str());
+                reply_headers.insert(
+                    headers::NATS_SERVICE_ERROR_CODE,
+                    body.code.status().to_string().as_str(),
+                );
+                talkwai_proto::CommandReply::rejected(body)
+            }
+        };
+        let bytes = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        (Bytes::from(bytes), reply_headers)
+    }
+
+    async fn run(&self, request: &Incoming<'_>) -> Result<CommandAccepted, ServiceError> {
+        let parsed = CommandSubject::parse(request.subject).map_err(|e| {
+            let field = match e {
+                talkwai_proto::SubjectError::InvalidScope(_) => "tenant",
+                _ => "subject",
+            };
+            ServiceError::Request(
+                ErrorBody::new(ErrorCode::ValidationFailed, e.to_string()).with_field(field),
+            )
+        })?;
+        let command_id = header(request.headers, headers::COMMAND_ID)
+            .ok_or_else(|| {
+                ServiceError::Request(
+                    ErrorBody::new(ErrorCode::ValidationFailed, "missing command id header")
+                        .with_field(headers::COMMAND_ID),
+                )
+            })?
+            .parse::<Uuid>()
+            .map_err(|_| {
+                ServiceError::Request(
+                    ErrorBody::new(ErrorCode::ValidationFailed, "command id must be a UUID")
+                        .with_field(headers::COMMAND_ID),
+                )
+            })?;
+        let command = decode_command(&parsed, request.payload).map_err(ServiceError::Request)?;
+        match (command.is_platform(), parsed.scope) {
+            (true, Scope::Tenant(_)) => {
+                return Err(ServiceError::Request(
+                    ErrorBody::new(
+                        ErrorCode::ValidationFailed,
+                        format!(
+                            "{} is a platform command: send it on talkwai.cmd.platform.{}.{}",
+                            command.permission(),
+                            parsed.aggregate,
+                            parsed.action
+                        ),
+                    )
+                    .with_field("subject"),
+                ));
+            }
+            (false, Scope::Platform) => {
+                return Err(ServiceError::Request(
+                    ErrorBody::new(
+                        ErrorCode::ValidationFailed,
+                        format!(
+                            "{} is a tenant command: send it on talkwai.cmd.<tenant>.{}.{}",
+                            command.permission(),
+                            parsed.aggregate,
+                            parsed.action
+                        ),
+                    )
+                    .with_field("subject"),
+                ));
+            }
+            _ => {}
+        }
+        let principal = self
+            .verifier
+            .verify_header(header(request.headers, headers::AUTHORIZATION))?;
+        let actor = self.resolve_actor(principal).await?;
+        let scope = parsed.scope.tenant();
+        let target = command.target(scope);
+        let trace = header(request.headers, headers::TRACEPARENT).map(str::to_owned);
+
+        let _guard = self.stripe(&target).lock().await;
+        let subject = subject::event(&target);
+        let mut attempt = 0;
+        let mut fresh = false;
+        loop {
+            attempt += 1;
+            let loaded = if fresh {
+                self.repo.reload(target, None).await?
+            } else {
+                self.repo.load(target).await?
+            };
+            if let Some(record) = loaded.commands.get(&command_id) {
+                return Ok(CommandAccepted {
+                    id: target.id,
+                    version: record.version,
+                    events: record.events.clone(),
+                    seq: record.seq,
+                });
+            }
+            let keys = command.requirements(scope);
+            let (facts, mut guard_heads) = self.repo.facts(&keys, scope).await?;
+            let ctx = Context {
+                now: now_ms(),
+                actor: &actor,
+                tenant: scope,
+                facts: &facts,
+            };
+            let decision = talkwai_domain::decide(&loaded.state, command.clone(), &ctx)?;
+            if decision.events.is_empty() {
+                return Ok(CommandAccepted {
+                    id: target.id,
+                    version: loaded.state.version(),
+                    events: Vec::new(),
+                    seq: loaded.last_seq,
+                });
+            }
+            // Guards the decision touches but the requirements did not load (releases).
+            let missing: Vec<GuardKey> = decision
+                .guards
+                .iter()
+                .map(|g| g.key.clone())
+                .filter(|k| !guard_heads.contains_key(k))
+                .collect();
+            if !missing.is_empty() {
+                guard_heads.extend(self.repo.guard_heads(&missing).await?);
+            }
+            let mut messages = Vec::new();
+            let total = decision.events.len() + decision.guards.len();
+            let actor_text = actor_header(&actor);
+            let tenant_text = scope.map_or_else(|| "platform".to_owned(), |t| t.to_string());
+            let mut bodies = Vec::with_capacity(decision.events.len());
+            for (index, event) in decision.events.iter().enumerate() {
+                let body = event.encode();
+                let message = Self::message(
+                    &subject,
+                    &body,
+                    (index == 0).then_some(loaded.last_seq),
+                    MessageMeta {
+                        command_id,
+                        actor: &actor_text,
+                        tenant: &tenant_text,
+                        at: ctx.now,
+                        part: (index + 1, total),
+                        trace: trace.as_deref(),
+                    },
+                )?;
+                messages.push(message);
+                bodies.push(body);
+            }
+            for (index, change) in decision.guards.iter().enumerate() {
+                let head = guard_heads.get(&change.key).copied().unwrap_or(GuardHead {
+                    owner: None,
+                    seq: 0,
+                });
+                let mut state = GuardState { owner: head.owner };
+                if let Err(err) = state.apply(&change.event) {
+                    // A claim on a taken guard is refused by the decider; a release of a guard
+                    // we do not hold means there is nothing to release.
+                    if matches!(change.event, talkwai_domain::GuardEvent::Claimed { .. }) {
+                        return Err(ServiceError::Domain(DomainError::AlreadyExists {
+                            field: None,
+                            message: format!("unique value is taken: {err}"),
+                        }));
+                    }
+                    warn!(guard = change.key.kind(), error = %err, "skipping release of a guard not held");
+                    continue;
+                }
+                let body = encode_guard(&change.event);
+                messages.push(Self::message(
+                    &subject::guard(&change.key),
+                    &body,
+                    Some(head.seq),
+                    MessageMeta {
+                        command_id,
+                        actor: &actor_text,
+                        tenant: &tenant_text,
+                        at: ctx.now,
+                        part: (decision.events.len() + index + 1, total),
+                        trace: trace.as_deref(),
+                    },
+                )?);
+            }
+            let request = AppendRequest {
+                messages,
+                dedupe_id: Some(command_id.to_string()),
+            };
+            match self.appender.append(request).await {
+                Ok(ack) => {
+                    let mut next = loaded;
+                    let last_event_seq = ack.first_seq + bodies.len() as u64 - 1;
+                    for event in &decision.events {
+                        if let Err(err) = talkwai_domain::apply(&mut next.state, event) {
+                            // The decider and evolve disagree: a bug. The log is fine; drop
+                            // the cached state so the next command reloads it.
+                            self.repo.forget(&subject);
+                            return Err(ServiceError::evolve(&subject, &err));
+                        }
+                    }
+                    next.last_seq = last_event_seq;
+                    let version = next.state.version();
+                    next.commands.insert(
+                        command_id,
+                        crate::repo::CommandRecord {
+                            version,
+                            seq: last_event_seq,
+                            events: bodies.clone(),
+                        },
+                    );
+                    self.repo.remember(subject.clone(), next);
+                    return Ok(CommandAccepted {
+                        id: target.id,
+                        version,
+                        events: bodies,
+                        seq: ack.last_seq,
+                    });
+                }
+                Err(AppendError::Conflict(reason)) => {
+                    debug!(%subject, attempt, %reason, "conflict, deciding again");
+                    self.repo.forget(&subject);
+                    fresh = true;
+                    if attempt >= self.conflict_attempts {
+                        return Err(ServiceError::Conflict(attempt));
+                    }
+                    let backoff = rand::rng().random_range(0..(2u64 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+                Err(AppendError::Unknown(reason)) => {
+                    // The write may have landed: the reload finds our command id if it did.
+                    warn!(%subject, %reason, "append outcome unknown, re-reading the log");
+                    self.repo.forget(&subject);
+                    fresh = true;
+                    if attempt >= self.conflict_attempts {
+                        return Err(ServiceError::Store(reason));
+                    }
+                }
+                Err(err @ (AppendError::Rejected(_) | AppendError::Closed)) => {
+                    return Err(ServiceError::Store(err.to_string()));
+                }
+            }
+        }
+    }
+
+    fn stripe(&self, target: &AggregateRef) -> &Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        target.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
+        &self.stripes[index]
+    }
+
+    fn message(
+        subject: &str,
+        body: &talkwai_domain::EventBody,
+        expected: Option<u64>,
+        meta: MessageMeta<'_>,
+    ) -> Result<Outbound, ServiceError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::EVENT_TYPE, body.event_type.as_str());
+        headers.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
+        headers.insert(headers::TENANT, meta.tenant);
+        headers.insert(headers::ACTOR, meta.actor);
+        headers.insert(headers::COMMAND_ID, meta.command_id.to_string().as_str());
+        headers.insert(headers::OCCURRED_AT, meta.at.0.to_string().as_str());
+        headers.insert(
+            headers::COMMAND_PART,
+            format!("{}/{}", meta.part.0, meta.part.1).as_str(),
+        );
+        if let Some(trace) = meta.trace {
+            headers.insert(headers::TRACEPARENT, trace);
+        }
+        let payload = serde_json::to_vec(body).map_err(|e| ServiceError::Corrupt {
+            subject: subject.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Outbound {
+            subject: subject.to_owned(),
+            headers,
+            payload: payload.into(),
+            expected_last_subject_seq: expected,
+        })
+    }
+
+    /// Turns a verified principal into an actor with its current role and status from the log.
+    async fn resolve_actor(&self, principal: Principal) -> Result<Actor, ServiceError> {
+        let claims = match principal {
+            Principal::Platform => return Ok(Actor::Platform),
+            Principal::User(claims) => claims,
+        };
+        let forbidden =
+            |message: &str| ServiceError::Domain(DomainError::Forbidden(message.to_owned()));
+        match claims.kind {
+            PrincipalKind::Admin => {
+                let key = GuardKey::UserAdmin(claims.sub);
+                let heads: HashMap<_, _> =
+                    self.repo.guard_heads(std::slice::from_ref(&key)).await?;
+                let Some(admin_id) = heads.get(&key).and_then(|h| h.owner) else {
+                    return Err(forbidden("user is not linked to an admin"));
+                };
+                let target = AggregateRef {
+                    kind: EntityKind::Admin,
+                    tenant: None,
+                    id: admin_id,
+                };
+                let loaded: Loaded = self.repo.load_current(target).await?;
+                let AggregateState::Admin(id, state) = &loaded.state else {
+                    return Err(forbidden("user is not linked to an admin"));
+                };
+                let admin = state
+                    .live()
+                    .ok_or_else(|| forbidden("admin no longer exists"))?;
+                Ok(Actor::Admin {
+                    user: claims.sub,
+                    admin: *id,
+                    role: admin.role,
+                    permissions: Some(admin.permissions.clone()),
+                    active: admin.status == AdminStatus::Active,
+                })
+            }
+            PrincipalKind::Member => {
+                let tenant = claims
+                    .tenant
+                    .ok_or_else(|| forbidden("member token without tenant"))?;
+                let key = GuardKey::UserMember(claims.sub);
+                let heads = self.repo.guard_heads(std::slice::from_ref(&key)).await?;
+                let Some(member_id) = heads.get(&key).and_then(|h| h.owner) else {
+                    return Err(forbidden("user is not linked to a member"));
+                };
+                let target = AggregateRef {
+                    kind: EntityKind::Member,
+                    tenant: Some(tenant),
+                    id: member_id,
+                };
+                let loaded = self.repo.load_current(target).await?;
+                let AggregateState::Member(_, id, state) = &loaded.state else {
+                    return Err(forbidden("user is not linked to a member"));
+                };
+                let member = state
+                    .live()
+                    .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
+                Ok(Actor::Member {
+                    user: claims.sub,
+                    member: *id,
+                    tenant: member.tenant,
+                    role: member.role,
+                    active: member.status == MemberStatus::Active,
+                })
+            }
+        }
+    }
+}
+
+/// Headers every message of a command carries.
+struct MessageMeta<'a> {
+    command_id: Uuid,
+    actor: &'a str,
+    tenant: &'a str,
+    at: Timestamp,
+    part: (usize, usize),
+    trace: Option<&'a str>,
+}

@@ -1,0 +1,175 @@
+//! The command service: NATS services API endpoints for every command
+//! (`talkwai.cmd.<tenant|platform>.<aggregate>.<action>`, queue group `talkwai-command`, so
+//! any number of instances share the load). Each command is decoded, authenticated, decided
+//! against the aggregate's current state and appended to JetStream atomically with the
+//! uniqueness guards it claims; the reply carries the stream sequence of its last event.
+//!
+//! # Architecture invariant
+//! Depends on the domain, the wire contract and the event store; never on PostgreSQL or read
+//! models: every decision reads the log of record.
+//!
+//! # Layout
+//! - [`config`]: settings from flags and `TALKWAI_*` environment variables.
+//! - [`handler`]: one command, end to end.
+//! - [`repo`]: aggregate state from the log, cached; facts and guards.
+//! - [`error`]: errors and their wire codes.
+
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod repo;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
+use talkwai_auth::TokenVerifier;
+use talkwai_domain::ACTIONS;
+use talkwai_eventstore::{AppenderConfig, EventStore, StreamSettings};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use config::Config;
+use handler::{Handler, Incoming};
+use repo::Repository;
+
+/// Queue group shared by every instance.
+pub const QUEUE_GROUP: &str = "talkwai-command";
+/// Name in the NATS services API.
+pub const SERVICE_NAME: &str = "talkwai-command";
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// NATS is unreachable.
+    #[error("cannot connect to nats: {0}")]
+    Connect(String),
+    /// The event stream cannot be set up.
+    #[error("cannot open the event stream: {0}")]
+    Stream(#[from] talkwai_eventstore::StoreError),
+    /// The services API refused the registration.
+    #[error("cannot register the service: {0}")]
+    Register(String),
+}
+
+/// A built command service, ready to run.
+#[derive(Debug)]
+pub struct CommandService {
+    client: async_nats::Client,
+    handler: Arc<Handler>,
+    config: Config,
+}
+
+impl CommandService {
+    /// Connects to NATS, sets up the event stream and the writer.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("talkwai-command-service/{}", config.instance))
+            .retry_on_initial_connect()
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| StartError::Connect(e.to_string()))?;
+        let settings = StreamSettings {
+            replicas: config.stream_replicas,
+            ..Default::default()
+        };
+        let store = EventStore::open(client.clone(), &settings).await?;
+        let appender = store.appender(AppenderConfig {
+            group: config.group_commit,
+            max_in_flight: config.writes_in_flight,
+            ..Default::default()
+        });
+        let verifier = TokenVerifier::new(
+            config.platform_token.clone(),
+            config.jwt_secret.clone(),
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        );
+        let repo = Repository::new(store, config.cache_capacity);
+        let handler = Arc::new(Handler::new(
+            repo,
+            appender,
+            verifier,
+            config.conflict_attempts,
+        ));
+        Ok(Self {
+            client,
+            handler,
+            config,
+        })
+    }
+
+    /// Serves commands until `shutdown` resolves, then stops taking new ones and waits (up
+    /// to the grace period) for the ones in flight.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let service = self
+            .client
+            .service_builder()
+            .description("TalkwAI commands: decide and append to the event log")
+            .queue_group(QUEUE_GROUP)
+            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| StartError::Register(e.to_string()))?;
+        let mut endpoints = Vec::new();
+        for (kind, actions) in ACTIONS {
+            for action in *actions {
+                let endpoint = service
+                    .endpoint_builder()
+                    .name(format!("{kind}_{action}"))
+                    .add(format!("talkwai.cmd.*.{kind}.{action}"))
+                    .await
+                    .map_err(|e| StartError::Register(e.to_string()))?;
+                endpoints.push(endpoint);
+            }
+        }
+        let mut requests = futures::stream::select_all(endpoints);
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let mut tasks = JoinSet::new();
+        info!(instance = %self.config.instance, "command service ready");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                request = requests.next() => {
+                    let Some(request) = request else { break };
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+                    let handler = Arc::clone(&self.handler);
+                    tasks.spawn(async move {
+                        let incoming = Incoming {
+                            subject: request.message.subject.as_str(),
+                            headers: request.message.headers.as_ref(),
+                            payload: &request.message.payload,
+                        };
+                        let (body, headers) = handler.handle(incoming).await;
+                        if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
+                            warn!(error = %err, "cannot send the reply");
+                        }
+                        drop(permit);
+                    });
+                    // Reap finished tasks so the set stays small.
+                    while tasks.try_join_next().is_some() {}
+                }
+            }
+        }
+        info!(
+            in_flight = tasks.len(),
+            "stopping: no new commands, finishing in-flight ones"
+        );
+        drop(requests);
+        if let Err(err) = service.stop().await {
+            warn!(error = %err, "cannot unregister the service");
+        }
+        let grace = self.config.shutdown_grace();
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(grace = ?grace, "in-flight commands did not finish in time");
+        }
+        // Replies are published; make sure they leave the process.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! `talkwai-command-service`: serves the command endpoints until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser;
+use talkwai_command_service::{CommandService, Config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "talkwai-command-service",
+    version,
+    about = "TalkwAI command service"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let service = CommandService::build(cli.config)
+        .await
+        .context("starting the command service")?;
+    service
+        .run(shutdown_signal())
+        .await
+        .context("running the command service")?;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! Aggregate state from the log: loading, a bounded cache, and the facts a decider needs.
+//!
+//! The cache is safe without invalidation messages: the target aggregate is appended with the
+//! sequence it was decided on, so stale state is refused by JetStream and reloaded. Facts about
+//! other aggregates (and guards) are checked against their current last sequence in one
+//! multi-subject direct get per command.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+use talkwai_domain::ids::TenantId;
+use talkwai_domain::{
+    AggregateRef, AggregateState, EntityKind, Event, EventBody, FactKey, Facts, GuardEvent,
+    GuardKey,
+};
+use talkwai_eventstore::{EventStore, StoredMessage};
+use talkwai_proto::{headers, subject};
+use uuid::Uuid;
+
+use crate::error::ServiceError;
+
+/// What a command did, kept so a retried command gets the original answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRecord {
+    /// Aggregate version after the command.
+    pub version: u64,
+    /// Stream sequence of the command's last event.
+    pub seq: u64,
+    /// The command's events.
+    pub events: Vec<EventBody>,
+}
+
+/// An aggregate as read from the log.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Its state.
+    pub state: AggregateState,
+    /// Sequence of its subject's last message (0: none).
+    pub last_seq: u64,
+    /// Outcome of every command in its history, by command id.
+    pub commands: HashMap<Uuid, CommandRecord>,
+}
+
+impl Loaded {
+    fn empty(target: AggregateRef) -> Self {
+        Self {
+            state: AggregateState::new(target),
+            last_seq: 0,
+            commands: HashMap::new(),
+        }
+    }
+
+    /// Folds stored messages (in order) into the state, strictly.
+    pub fn fold(&mut self, subject: &str, messages: &[StoredMessage]) -> Result<(), ServiceError> {
+        for message in messages {
+            let body: EventBody =
+                serde_json::from_slice(&message.payload).map_err(|e| ServiceError::Corrupt {
+                    subject: subject.to_owned(),
+                    message: e.to_string(),
+                })?;
+            let event = Event::decode(&body).map_err(|e| ServiceError::decode(subject, &e))?;
+            talkwai_domain::apply(&mut self.state, &event)
+                .map_err(|e| ServiceError::evolve(subject, &e))?;
+            self.last_seq = message.seq;
+            if let Some(id) = message
+                .header(headers::COMMAND_ID)
+                .and_then(|v| v.parse().ok())
+            {
+                let record = self.commands.entry(id).or_insert_with(|| CommandRecord {
+                    version: 0,
+                    seq: 0,
+                    events: Vec::new(),
+                });
+                record.version = self.state.version();
+                record.seq = message.seq;
+                record.events.push(body);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A guard's holder and the sequence of its last message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardHead {
+    /// Current holder.
+    pub owner: Option<Uuid>,
+    /// Last sequence of the guard's subject (0: never used).
+    pub seq: u64,
+}
+
+/// Loads aggregates and facts, through a bounded cache.
+pub struct Repository {
+    store: EventStore,
+    cache: Mutex<LruCache<String, Loaded>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// A repository caching at most `capacity` aggregates.
+    pub fn new(store: EventStore, capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            store,
+            cache: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn cached(&self, subject: &str) -> Option<Loaded> {
+        self.cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(subject).cloned())
+    }
+
+    /// Remembers an aggregate's state.
+    pub fn remember(&self, subject: String, loaded: Loaded) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(subject, loaded);
+        }
+    }
+
+    /// Forgets an aggregate (after a conflict).
+    pub fn forget(&self, subject: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.pop(subject);
+        }
+    }
+
+    /// The aggregate at `target`: from the cache when present (possibly stale: the append's
+    /// expected sequence is the check), else from the log.
+    pub async fn load(&self, target: AggregateRef) -> Result<Loaded, ServiceError> {
+        let subject = subject::event(&target);
+        if let Some(loaded) = self.cached(&subject) {
+            return Ok(loaded);
+        }
+        self.reload(target, None).await
+    }
+
+    /// Reads what the log holds beyond `base` (or everything) and caches the result.
+    pub async fn reload(
+        &self,
+        target: AggregateRef,
+        base: Option<Loaded>,
+    ) -> Result<Loaded, ServiceError> {
+        let subject = subject::event(&target);
+        let mut loaded = base.unwrap_or_else(|| Loaded::empty(target));
+        let messages = self.store.read_subject(&subject, loaded.last_seq).await?;
+        loaded.fold(&subject, &messages)?;
+        self.remember(subject, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Loads the facts named by `keys`: one multi-subject direct get for every head, then
+    /// only the aggregates whose cached copy is behind.
+    pub async fn facts(
+        &self,
+        keys: &[FactKey],
+        scope: Option<TenantId>,
+    ) -> Result<(Facts, HashMap<GuardKey, GuardHead>), ServiceError> {
+        let mut facts = Facts::default();
+        let mut guards = HashMap::new();
+        let targets: Vec<(FactKey, String)> = keys
+            .iter()
+            .filter_map(|key| fact_subject(key, scope).map(|s| (key.clone(), s)))
+            .collect();
+        if targets.is_empty() {
+            return Ok((facts, guards));
+        }
+        let subjects: Vec<String> = targets.iter().map(|(_, s)| s.clone()).collect();
+        let heads = self.store.last_of_subjects(&subjects).await?;
+        for (key, subject) in targets {
+            let head = heads.get(&subject);
+            match key {
+                FactKey::Guard(guard) => {
+                    let owner = head
+                        .map(|m| guard_owner(&subject, m))
+                        .transpose()?
+                        .flatten();
+                    facts.guards.insert(guard.clone(), owner);
+                    guards.insert(
+                        guard,
+                        GuardHead {
+                            owner,
+                            seq: head.map_or(0, |m| m.seq),
+                        },
+                    );
+                }
+                _ => {
+                    let Some(head) = head else { continue };
+                    let target = fact_target(&key, scope);
+                    let Some(target) = target else { continue };
+                    let loaded = match self.cached(&subject) {
+                        Some(cached) if cached.last_seq == head.seq => cached,
+                        Some(cached) if cached.last_seq < head.seq => {
+                            self.reload(target, Some(cached)).await?
+                        }
+                        _ => self.reload(target, None).await?,
+                    };
+                    insert_fact(&mut facts, &loaded.state);
+                }
+            }
+        }
+        Ok((facts, guards))
+    }
+
+    /// The current head of each guard.
+    pub async fn guard_heads(
+        &self,
+        keys: &[GuardKey],
+    ) -> Result<HashMap<GuardKey, GuardHead>, ServiceError> {
+        let subjects: Vec<String> = keys.iter().map(subject::guard).collect();
+        let heads = self.store.last_of_subjects(&subjects).await?;
+        let mut out = HashMap::new();
+        for (key, subject) in keys.iter().zip(subjects) {
+            let head = heads.get(&subject);
+            let owner = head
+                .map(|m| guard_owner(&subject, m))
+                .transpose()?
+                .flatten();
+            out.insert(
+                key.clone(),
+                GuardHead {
+                    owner,
+                    seq: head.map_or(0, |m| m.seq),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Loads an aggregate checking its head first, so the state is current (used for facts
+    /// such as the actor's own member or admin entity).
+    pub async fn load_current(&self, target: AggregateRef) -> Result<Loaded, ServiceError> {
+        let subject = subject::event(&target);
+        let head = self.store.last_of_subject(&subject).await?;
+        let Some(head) = head else {
+            return Ok(Loaded::empty(target));
+        };
+        match self.cached(&subject) {
+            Some(cached) if cached.last_seq == head.seq => Ok(cached),
+            Some(cached) if cached.last_seq < head.seq => self.reload(target, Some(cached)).await,
+            _ => self.reload(target, None).await,
+        }
+    }
+}
+
+/// The aggregate a fact key names, within the command's scope.
+fn fact_target(key: &FactKey, scope: Option<TenantId>) -> Option<AggregateRef> {
+    let (kind, tenant, id) = match key {
+        FactKey::Tenant(t) => (EntityKind::Tenant, Some(*t), t.0),
+        FactKey::Member(m) => (EntityKind::Member, Some(scope?), m.0),
+        FactKey::Agent(a) => (EntityKind::Agent, Some(scope?), a.0),
+        FactKey::Admin(a) => (EntityKind::Admin, None, a.0),
+        FactKey::User(u) => (EntityKind::User, None, u.0),
+        FactKey::Guard(_) => return None,
+    };
+    Some(AggregateRef { kind, tenant, id })
+}
+
+fn fact_subject(key: &FactKey, scope: Option<TenantId>) -> Option<String> {
+    match key {
+        FactKey::Guard(guard) => Some(subject::guard(guard)),
+        other => fact_target(other, scope).map(|t| subject::event(&t)),
+    }
+}
+
+fn insert_fact(facts: &mut Facts, state: &AggregateState) {
+    match state {
+        AggregateState::Tenant(id, s) => {
+            if let Some(t) = s.live() {
+                facts.tenants.insert(*id, t.clone());
+            }
+        }
+        AggregateState::Member(_, id, s) => {
+            if let Some(m) = s.live() {
+                facts.members.insert(*id, m.clone());
+            }
+        }
+        AggregateState::Agent(_, id, s) => {
+            if let Some(a) = s.live() {
+                facts.agents.insert(*id, a.clone());
+            }
+        }
+        AggregateState::Admin(id, s) => {
+            if let Some(a) = s.live() {
+                facts.admins.insert(*id, a.clone());
+            }
+        }
+        AggregateState::User(id, s) => {
+            if let Some(u) = s.live() {
+                facts.users.insert(*id, u.clone());
+            }
+        }
+        AggregateState::Task(..) => {}
+    }
+}
+
+/// Reads a guard's last message: who holds it now.
+fn guard_owner(subject: &str, message: &StoredMessage) -> Result<Option<Uuid>, ServiceError> {
+    let body: EventBody =
+        serde_json::from_slice(&message.payload).map_err(|e| ServiceError::Corrupt {
+            subject: subject.to_owned(),
+            message: e.to_string(),
+        })?;
+    let event = decode_guard(&body).map_err(|e| ServiceError::Corrupt {
+        subject: subject.to_owned(),
+        message: e,
+    })?;
+    Ok(match event {
+        GuardEvent::Claimed { owner, .. } => Some(owner),
+        GuardEvent::Released { .. } => None,
+    })
+}
+
+/// Decodes a guard event body.
+pub fn decode_guard(body: &EventBody) -> Result<GuardEvent, String> {
+    if body.version != 1 {
+        return Err(format!("unknown guard event version {}", body.version));
+    }
+    serde_json::from_value(serde_json::json!({ "type": body.event_type, "data": body.data }))
+        .map_err(|e| e.to_string())
+}
+
+/// Encodes a guard event body.
+pub fn encode_guard(event: &GuardEvent) -> EventBody {
+    let value = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    EventBody {
+        event_type: value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        version: 1,
+        data: value
+            .get("data")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null),
+    }
+}
