@@ -107,6 +107,9 @@ run_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
+    # nextest does not run doctests; README and crate examples are doctests too.
+    cargo test --workspace --doc 2>&1 | tail -n 3
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
   else
     cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
