@@ -1,0 +1,360 @@
+//! The projection service: turns the event log into PostgreSQL read models.
+//!
+//! Events are read through a durable JetStream consumer and applied in batches: one
+//! transaction writes the rows (multi-row statements, one per table) and the checkpoint (the
+//! last stream sequence applied); the batch is acknowledged after the commit. On every start
+//! the consumer is re-created at the checkpoint + 1, so the checkpoint in PostgreSQL, not the
+//! consumer's state, decides where to resume; per-row `last_seq` guards make a re-delivered
+//! event harmless.
+//!
+//! Read models live in generation schemas (`talkwai_g<N>`); dashboards read the stable views in
+//! schema `talkwai`, which a blue/green rebuild repoints atomically.
+//!
+//! # Architecture invariant
+//! Reads the log, writes only its own schemas; never publishes events or commands.
+//!
+//! # Layout
+//! - [`schema`]: migrations, generations, views.
+//! - [`rows`]: how each event changes a row.
+//! - [`apply`]: one batch, one transaction.
+//! - [`status`]: lag, checkpoints, read-your-writes waits.
+//! - [`ops`]: dead letters and retries for operators.
+
+pub mod apply;
+pub mod error;
+pub mod ops;
+pub mod rows;
+pub mod schema;
+pub mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use clap::Args;
+use deadpool_postgres::{Pool, Runtime};
+use futures::StreamExt;
+use talkwai_eventstore::{EventStore, StoredMessage, StreamSettings};
+use tokio_postgres::NoTls;
+use tracing::{info, warn};
+
+pub use apply::PoisonPolicy;
+pub use error::ProjectorError;
+
+/// Configuration, from flags or `TALKWAI_*` environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// NATS server URL(s).
+    #[arg(
+        long,
+        env = "TALKWAI_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// PostgreSQL connection string (URL or `key=value` form).
+    #[arg(long, env = "TALKWAI_DATABASE_URL")]
+    pub database_url: String,
+    /// Most events applied in one transaction.
+    #[arg(long, env = "TALKWAI_PROJECTOR_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// How long a batch waits to fill once it has its first event, milliseconds.
+    #[arg(long, env = "TALKWAI_PROJECTOR_BATCH_WAIT_MS", default_value_t = 5)]
+    pub batch_wait_ms: u64,
+    /// What to do with an event that cannot be applied.
+    #[arg(long, env = "TALKWAI_PROJECTOR_ON_POISON", value_enum, default_value_t = PoisonPolicy::Stop)]
+    pub on_poison: PoisonPolicy,
+    /// PostgreSQL connections.
+    #[arg(long, env = "TALKWAI_PROJECTOR_POOL_SIZE", default_value_t = 4)]
+    pub pool_size: usize,
+    /// Name of this instance.
+    #[arg(long, env = "TALKWAI_INSTANCE", default_value = "projector-1")]
+    pub instance: String,
+}
+
+impl Config {
+    /// A configuration for tests.
+    pub fn for_tests(nats_url: &str, database_url: &str) -> Self {
+        Self {
+            nats_url: nats_url.to_owned(),
+            database_url: database_url.to_owned(),
+            batch_size: 1000,
+            batch_wait_ms: 5,
+            on_poison: PoisonPolicy::Stop,
+            pool_size: 4,
+            instance: "projector-test".to_owned(),
+        }
+    }
+}
+
+/// Creates a PostgreSQL pool for `url`.
+pub fn pool(url: &str, size: usize) -> Result<Pool, ProjectorError> {
+    let mut config = deadpool_postgres::Config::new();
+    config.url = Some(url.to_owned());
+    config.pool = Some(deadpool_postgres::PoolConfig::new(size.max(1)));
+    config
+        .create_pool(Some(Runtime::Tokio1), NoTls)
+        .map_err(|e| ProjectorError::Pool(e.to_string()))
+}
+
+/// A built projector, ready to run.
+#[derive(Debug)]
+pub struct Projector {
+    pool: Pool,
+    store: EventStore,
+    config: Config,
+}
+
+/// Why one pass of the apply loop ended.
+enum PassEnd {
+    /// Stopped at a poison event; wait for `retry`.
+    Stopped,
+    /// The live generation changed (a swap or rollback): start over on the new one.
+    Swapped,
+}
+
+impl Projector {
+    /// Connects to NATS and PostgreSQL and applies migrations.
+    pub async fn build(config: Config) -> Result<Self, ProjectorError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("talkwai-projector/{}", config.instance))
+            .retry_on_initial_connect()
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| ProjectorError::Nats(e.to_string()))?;
+        let store = EventStore::open(client, &StreamSettings::default()).await?;
+        let pool = pool(&config.database_url, config.pool_size)?;
+        let mut attempt = 0u32;
+        loop {
+            match pool.get().await {
+                Ok(conn) => {
+                    schema::migrate(&conn).await?;
+                    break;
+                }
+                Err(err) if attempt < 30 => {
+                    attempt += 1;
+                    warn!(error = %err, attempt, "postgres not reachable yet");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10))))
+                        .await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(Self {
+            pool,
+            store,
+            config,
+        })
+    }
+
+    /// The PostgreSQL pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Applies events until `shutdown` resolves. PostgreSQL or NATS failures are retried with
+    /// backoff (resuming from the checkpoint); a poison event stops the projection (policy
+    /// `stop`) until `talkwai projections retry`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
+        tokio::pin!(shutdown);
+        let mut failures = 0u32;
+        loop {
+            let pass = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                pass = self.pass() => pass,
+            };
+            match pass {
+                Ok(PassEnd::Swapped) => failures = 0,
+                Ok(PassEnd::Stopped) => {
+                    failures = 0;
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                Err(err) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    warn!(error = %err, ?backoff, "projection pass failed, retrying");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass: from the live generation's checkpoint until a stop, a swap or an error.
+    async fn pass(&self) -> Result<PassEnd, ProjectorError> {
+        let mut conn = self.pool.get().await?;
+        let (generation, schema) = schema::live_generation(&mut conn).await?;
+        if self.is_stopped(&conn, generation).await? {
+            return Ok(PassEnd::Stopped);
+        }
+        let checkpoint: i64 = conn
+            .query_one(&format!("SELECT last_seq FROM {schema}.checkpoint"), &[])
+            .await?
+            .get(0);
+        let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+        let consumer = self.consumer(generation, checkpoint).await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch_size.max(1))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| ProjectorError::Nats(e.to_string()))?;
+        info!(generation, checkpoint, "projecting");
+        let wait = Duration::from_millis(self.config.batch_wait_ms);
+        let mut last_acked = checkpoint;
+        loop {
+            let Some(first) = messages.next().await else {
+                return Err(ProjectorError::Nats("consumer stream ended".into()));
+            };
+            let mut batch = vec![first.map_err(|e| ProjectorError::Nats(e.to_string()))?];
+            let deadline = tokio::time::Instant::now() + wait;
+            while batch.len() < self.config.batch_size {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(message)) => {
+                        batch.push(message.map_err(|e| ProjectorError::Nats(e.to_string()))?);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let stored: Vec<StoredMessage> = batch
+                .iter()
+                .filter_map(to_stored)
+                .filter(|m| m.seq > last_acked)
+                .collect();
+            if stored.is_empty() {
+                continue;
+            }
+            let tx = conn.transaction().await?;
+            // Serializes with rebuild parity checks and swaps.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(7420100 + $1::int)",
+                &[&generation],
+            )
+            .await?;
+            let live: Option<i32> = tx
+                .query_opt(
+                    "SELECT generation FROM talkwai_meta.generations WHERE state = 'live'",
+                    &[],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if live != Some(generation) {
+                return Ok(PassEnd::Swapped);
+            }
+            let outcome = apply::apply_batch(
+                &tx,
+                &schema,
+                generation,
+                &stored,
+                self.config.on_poison,
+                None,
+            )
+            .await?;
+            if let Some(poison) = &outcome.stopped_at {
+                let seq = i64::try_from(poison.seq).unwrap_or(i64::MAX);
+                tx.execute(
+                    "INSERT INTO talkwai_meta.projector_state (generation, stopped_at_seq, stopped_reason, updated_at)
+                     VALUES ($1, $2, $3, now())
+                     ON CONFLICT (generation) DO UPDATE SET stopped_at_seq = EXCLUDED.stopped_at_seq,
+                        stopped_reason = EXCLUDED.stopped_reason, updated_at = now()",
+                    &[&generation, &seq, &format!("event {} on {}: {}", poison.seq, poison.subject, poison.error)],
+                )
+                .await?;
+            }
+            if outcome.checkpoint > 0 && outcome.stopped_at.is_none() {
+                let checkpoint = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
+                ops::resolve_passed(&tx, generation, checkpoint).await?;
+            }
+            tx.commit().await?;
+            if outcome.checkpoint > last_acked {
+                last_acked = outcome.checkpoint;
+                let last = batch
+                    .iter()
+                    .rev()
+                    .find(|m| seq_of(m) == Some(outcome.checkpoint));
+                if let Some(message) = last
+                    && let Err(err) = message.ack().await
+                {
+                    warn!(error = %err, "ack failed; the checkpoint decides the resume point");
+                }
+            }
+            if let Some(poison) = outcome.stopped_at {
+                warn!(seq = poison.seq, subject = %poison.subject, error = %poison.error,
+                    "projection stopped at a poison event; see `talkwai projections dead-letters`");
+                return Ok(PassEnd::Stopped);
+            }
+        }
+    }
+
+    async fn is_stopped(
+        &self,
+        conn: &deadpool_postgres::Object,
+        generation: i32,
+    ) -> Result<bool, ProjectorError> {
+        let row = conn
+            .query_opt(
+                "SELECT stopped_at_seq FROM talkwai_meta.projector_state
+                 WHERE generation = $1 AND stopped_at_seq IS NOT NULL",
+                &[&generation],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// (Re)creates the generation's durable consumer at `checkpoint + 1`.
+    async fn consumer(
+        &self,
+        generation: i32,
+        checkpoint: u64,
+    ) -> Result<async_nats::jetstream::consumer::PullConsumer, ProjectorError> {
+        let name = format!("talkwai-projector-g{generation}");
+        let stream = self
+            .store
+            .jetstream()
+            .get_stream(self.store.stream_name())
+            .await
+            .map_err(|e| ProjectorError::Nats(e.to_string()))?;
+        let _ = stream.delete_consumer(&name).await;
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name),
+                description: Some("TalkwAI projector: PostgreSQL read models".into()),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: checkpoint + 1,
+                },
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 100_000,
+                max_deliver: -1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ProjectorError::Nats(e.to_string()))
+    }
+}
+
+fn seq_of(message: &async_nats::jetstream::Message) -> Option<u64> {
+    message.info().ok().map(|i| i.stream_sequence)
+}
+
+fn to_stored(message: &async_nats::jetstream::Message) -> Option<StoredMessage> {
+    let info = message.info().ok()?;
+    Some(StoredMessage {
+        seq: info.stream_sequence,
+        subject: message.subject.to_string(),
+        headers: message.headers.clone().unwrap_or_default(),
+        payload: message.payload.clone(),
+        stored_at_ms: i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+    })
+}

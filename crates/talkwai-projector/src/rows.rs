@@ -1,0 +1,327 @@
+//! Read-model rows and how each event changes them. A row is a JSON object whose keys are the
+//! table's columns; batches are read with `to_jsonb` and written with
+//! `jsonb_populate_recordset`, so one statement per table writes a whole batch.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use talkwai_domain::admin::AdminEvent;
+use talkwai_domain::agent::AgentEvent;
+use talkwai_domain::member::MemberEvent;
+use talkwai_domain::task::TaskEvent;
+use talkwai_domain::tenant::TenantEvent;
+use talkwai_domain::user::UserEvent;
+use talkwai_domain::{AggregateRef, EntityKind, Event};
+
+/// A row: column name → value.
+pub type Row = Map<String, Value>;
+
+/// Why an event cannot be applied to the read model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// An event other than a create for a row that does not exist.
+    #[error("{kind} {id} has no row")]
+    Missing {
+        /// Table kind.
+        kind: EntityKind,
+        /// Row id.
+        id: uuid::Uuid,
+    },
+    /// A create for a row that exists.
+    #[error("{kind} {id} already has a row")]
+    Exists {
+        /// Table kind.
+        kind: EntityKind,
+        /// Row id.
+        id: uuid::Uuid,
+    },
+    /// The event does not belong to the subject's aggregate.
+    #[error("a {event} event on a {subject} subject")]
+    Misrouted {
+        /// The event's aggregate.
+        event: EntityKind,
+        /// The subject's aggregate.
+        subject: EntityKind,
+    },
+}
+
+/// The table holding an aggregate kind.
+pub fn table(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Tenant => "tenants",
+        EntityKind::Member => "members",
+        EntityKind::Admin => "admins",
+        EntityKind::Agent => "agents",
+        EntityKind::Task => "tasks",
+        EntityKind::User => "users",
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Sets `column` when a patch field is present (`Some(None)` sets NULL).
+fn patch<T: Serialize>(row: &mut Row, column: &str, field: Option<&T>) {
+    if let Some(value) = field {
+        row.insert(column.to_owned(), to_value(value));
+    }
+}
+
+fn touch(row: &mut Row, at: i64, seq: u64) {
+    row.insert("updated_at".into(), json!(at));
+    let version = row.get("version").and_then(Value::as_i64).unwrap_or(0) + 1;
+    row.insert("version".into(), json!(version));
+    row.insert("last_seq".into(), json!(seq));
+}
+
+fn base(id: uuid::Uuid, at: i64, seq: u64) -> Row {
+    let mut row = Row::new();
+    row.insert("id".into(), json!(id));
+    row.insert("created_at".into(), json!(at));
+    row.insert("updated_at".into(), json!(at));
+    row.insert("version".into(), json!(1));
+    row.insert("last_seq".into(), json!(seq));
+    row
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The row changed (or was created).
+    Changed,
+    /// The row was deleted.
+    Deleted,
+    /// The row already reflects this event (re-delivery): nothing to do.
+    AlreadyApplied,
+}
+
+/// Applies `event` (stream sequence `seq`) of the aggregate at `target` to its row.
+pub fn apply(
+    row: &mut Option<Row>,
+    target: &AggregateRef,
+    event: &Event,
+    seq: u64,
+) -> Result<Applied, ApplyError> {
+    if event.kind() != target.kind {
+        return Err(ApplyError::Misrouted {
+            event: event.kind(),
+            subject: target.kind,
+        });
+    }
+    if let Some(existing) = row.as_ref() {
+        let last = existing
+            .get("last_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if last >= seq {
+            return Ok(Applied::AlreadyApplied);
+        }
+    }
+    let id = target.id;
+    let kind = target.kind;
+    let tenant = target.tenant.map(|t| t.0);
+    let missing = || ApplyError::Missing { kind, id };
+    // Creates need no row; everything else needs one.
+    macro_rules! create {
+        ($at:expr, $fill:expr) => {{
+            if row.is_some() {
+                return Err(ApplyError::Exists { kind, id });
+            }
+            let mut new = base(id, $at, seq);
+            #[allow(clippy::redundant_closure_call)]
+            ($fill)(&mut new);
+            *row = Some(new);
+            return Ok(Applied::Changed);
+        }};
+    }
+    macro_rules! update {
+        ($at:expr, $change:expr) => {{
+            let current = row.as_mut().ok_or_else(missing)?;
+            #[allow(clippy::redundant_closure_call)]
+            ($change)(current);
+            touch(current, $at, seq);
+            return Ok(Applied::Changed);
+        }};
+    }
+    macro_rules! delete {
+        () => {{
+            if row.is_none() {
+                return Err(missing());
+            }
+            *row = None;
+            return Ok(Applied::Deleted);
+        }};
+    }
+    match event {
+        Event::Tenant(e) => match e {
+            TenantEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
+                r.insert("name".into(), to_value(&c.name));
+                r.insert("domain".into(), to_value(&c.domain));
+                r.insert("status".into(), to_value(&c.status));
+            }),
+            TenantEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
+                patch(r, "name", u.name.as_ref());
+                patch(r, "domain", u.domain.as_ref());
+            }),
+            TenantEvent::StatusChanged(s) => update!(s.at.0, |r: &mut Row| {
+                r.insert("status".into(), to_value(&s.status));
+            }),
+            TenantEvent::Deleted(_) => delete!(),
+        },
+        Event::Member(e) => match e {
+            MemberEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
+                r.insert("tenant_id".into(), json!(tenant));
+                r.insert("first_name".into(), to_value(&c.first_name));
+                r.insert("last_name".into(), to_value(&c.last_name));
+                r.insert("email".into(), to_value(&c.email));
+                r.insert("phone".into(), to_value(&c.phone));
+                r.insert("role".into(), to_value(&c.role));
+                r.insert("status".into(), to_value(&c.status));
+                r.insert("user_id".into(), to_value(&c.user));
+            }),
+            MemberEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
+                patch(r, "first_name", u.first_name.as_ref());
+                patch(r, "last_name", u.last_name.as_ref());
+                patch(r, "email", u.email.as_ref());
+                patch(r, "phone", u.phone.as_ref());
+            }),
+            MemberEvent::RoleChanged(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("role".into(), to_value(&c.role));
+            }),
+            MemberEvent::StatusChanged(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("status".into(), to_value(&c.status));
+            }),
+            MemberEvent::UserLinked(l) => update!(l.at.0, |r: &mut Row| {
+                r.insert("user_id".into(), to_value(&l.user));
+            }),
+            MemberEvent::UserUnlinked(l) => update!(l.at.0, |r: &mut Row| {
+                r.insert("user_id".into(), Value::Null);
+            }),
+            MemberEvent::Deleted(_) => delete!(),
+        },
+        Event::Admin(e) => match e {
+            AdminEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
+                r.insert("first_name".into(), to_value(&c.first_name));
+                r.insert("last_name".into(), to_value(&c.last_name));
+                r.insert("email".into(), to_value(&c.email));
+                r.insert("role".into(), to_value(&c.role));
+                r.insert("permissions".into(), to_value(&c.permissions));
+                r.insert("status".into(), to_value(&c.status));
+                r.insert("user_id".into(), to_value(&c.user));
+            }),
+            AdminEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
+                patch(r, "first_name", u.first_name.as_ref());
+                patch(r, "last_name", u.last_name.as_ref());
+                patch(r, "email", u.email.as_ref());
+            }),
+            AdminEvent::RoleChanged(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("role".into(), to_value(&c.role));
+            }),
+            AdminEvent::PermissionsChanged(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("permissions".into(), to_value(&c.permissions));
+            }),
+            AdminEvent::StatusChanged(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("status".into(), to_value(&c.status));
+            }),
+            AdminEvent::UserLinked(l) => update!(l.at.0, |r: &mut Row| {
+                r.insert("user_id".into(), to_value(&l.user));
+            }),
+            AdminEvent::UserUnlinked(l) => update!(l.at.0, |r: &mut Row| {
+                r.insert("user_id".into(), Value::Null);
+            }),
+            AdminEvent::Deleted(_) => delete!(),
+        },
+        Event::Agent(e) => match e {
+            AgentEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
+                r.insert("tenant_id".into(), json!(tenant));
+                r.insert("name".into(), to_value(&c.name));
+                r.insert("description".into(), to_value(&c.description));
+                r.insert("type".into(), to_value(&c.agent_type));
+                r.insert("configuration".into(), to_value(&c.configuration));
+                r.insert("status".into(), to_value(&c.status));
+            }),
+            AgentEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
+                patch(r, "name", u.name.as_ref());
+                patch(r, "description", u.description.as_ref());
+            }),
+            AgentEvent::Configured(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("configuration".into(), to_value(&c.configuration));
+            }),
+            AgentEvent::StatusChanged(c) => update!(c.at.0, |r: &mut Row| {
+                r.insert("status".into(), to_value(&c.status));
+            }),
+            AgentEvent::Deleted(_) => delete!(),
+        },
+        Event::Task(e) => match e {
+            TaskEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
+                r.insert("tenant_id".into(), json!(tenant));
+                r.insert("type".into(), to_value(&c.task_type));
+                r.insert("status".into(), to_value(&c.status));
+                r.insert("priority".into(), to_value(&c.priority));
+                r.insert("from_address".into(), to_value(&c.from_address));
+                r.insert("to_address".into(), to_value(&c.to_address));
+                r.insert("subject".into(), to_value(&c.subject));
+                r.insert("content".into(), to_value(&c.content));
+                r.insert("metadata".into(), to_value(&c.metadata));
+                r.insert("scheduled_at".into(), to_value(&c.scheduled_at));
+                r.insert("started_at".into(), Value::Null);
+                r.insert("completed_at".into(), Value::Null);
+                r.insert("agent_id".into(), to_value(&c.agent));
+                r.insert("assigned_to".into(), to_value(&c.assigned_to));
+                r.insert("created_by".into(), to_value(&c.created_by));
+                r.insert("created_by_admin".into(), to_value(&c.created_by_admin));
+            }),
+            TaskEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
+                patch(r, "type", u.task_type.as_ref());
+                patch(r, "priority", u.priority.as_ref());
+                patch(r, "from_address", u.from_address.as_ref());
+                patch(r, "to_address", u.to_address.as_ref());
+                patch(r, "subject", u.subject.as_ref());
+                patch(r, "content", u.content.as_ref());
+                patch(r, "scheduled_at", u.scheduled_at.as_ref());
+            }),
+            TaskEvent::MetadataSet(m) => update!(m.at.0, |r: &mut Row| {
+                r.insert("metadata".into(), to_value(&m.metadata));
+            }),
+            TaskEvent::AgentLinked(l) => update!(l.at.0, |r: &mut Row| {
+                r.insert("agent_id".into(), to_value(&l.agent));
+            }),
+            TaskEvent::AgentUnlinked(s) => update!(s.at.0, |r: &mut Row| {
+                r.insert("agent_id".into(), Value::Null);
+            }),
+            TaskEvent::Assigned(a) => update!(a.at.0, |r: &mut Row| {
+                r.insert("assigned_to".into(), to_value(&a.assigned_to));
+            }),
+            TaskEvent::Unassigned(s) => update!(s.at.0, |r: &mut Row| {
+                r.insert("assigned_to".into(), Value::Null);
+            }),
+            TaskEvent::Started(s) => update!(s.at.0, |r: &mut Row| {
+                r.insert("status".into(), json!("in_progress"));
+                r.insert("started_at".into(), json!(s.at.0));
+            }),
+            TaskEvent::Completed(s) => update!(s.at.0, |r: &mut Row| {
+                r.insert("status".into(), json!("completed"));
+                r.insert("completed_at".into(), json!(s.at.0));
+            }),
+            TaskEvent::Failed(f) | TaskEvent::Cancelled(f) => update!(f.at.0, |r: &mut Row| {
+                r.insert("status".into(), json!("failed"));
+                r.insert("completed_at".into(), json!(f.at.0));
+            }),
+            TaskEvent::Retried(s) => update!(s.at.0, |r: &mut Row| {
+                r.insert("status".into(), json!("pending"));
+                r.insert("started_at".into(), Value::Null);
+                r.insert("completed_at".into(), Value::Null);
+            }),
+            TaskEvent::Deleted(_) => delete!(),
+        },
+        Event::User(e) => match e {
+            UserEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
+                r.insert("email".into(), to_value(&c.email));
+            }),
+            UserEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
+                r.insert("email".into(), to_value(&u.email));
+            }),
+            UserEvent::Deleted(_) => delete!(),
+        },
+    }
+}

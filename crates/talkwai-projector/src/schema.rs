@@ -1,0 +1,249 @@
+//! The projector's PostgreSQL schema: versioned migrations of its own metadata, one schema per
+//! read-model *generation* (`talkwai_g<N>`), and the stable views in schema `talkwai` that
+//! dashboards read and that a swap repoints atomically.
+
+use deadpool_postgres::GenericClient;
+
+use crate::error::ProjectorError;
+
+/// Schema of the projector's own bookkeeping.
+pub const META: &str = "talkwai_meta";
+/// Schema of the stable views dashboards read.
+pub const VIEWS: &str = "talkwai";
+/// Read-model tables, in dependency order.
+pub const TABLES: [&str; 6] = ["tenants", "members", "admins", "agents", "tasks", "users"];
+
+/// Metadata migrations, applied in order, each once (recorded in `talkwai_meta.migrations`).
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS talkwai_meta.generations (
+            generation integer PRIMARY KEY,
+            schema_name text NOT NULL UNIQUE,
+            state text NOT NULL CHECK (state IN ('building', 'live', 'retired', 'snapshot')),
+            tenant uuid,
+            until_seq bigint,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            swapped_at timestamptz
+         );
+         CREATE UNIQUE INDEX IF NOT EXISTS generations_one_live
+            ON talkwai_meta.generations ((true)) WHERE state = 'live';
+         CREATE TABLE IF NOT EXISTS talkwai_meta.dead_letters (
+            id bigserial PRIMARY KEY,
+            generation integer NOT NULL,
+            seq bigint NOT NULL,
+            subject text NOT NULL,
+            event_type text,
+            error text NOT NULL,
+            payload text NOT NULL,
+            status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'skipped', 'retrying', 'resolved')),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            resolved_at timestamptz,
+            UNIQUE (generation, seq)
+         );
+         CREATE TABLE IF NOT EXISTS talkwai_meta.projector_state (
+            generation integer PRIMARY KEY,
+            stopped_at_seq bigint,
+            stopped_reason text,
+            updated_at timestamptz NOT NULL DEFAULT now()
+         );",
+    ),
+];
+
+/// The tables of one generation. `last_seq` is the stream sequence of the last event applied
+/// to the row (the re-application guard); `version` the number of the aggregate's events.
+const GENERATION_DDL: &str = "
+CREATE TABLE {s}.tenants (
+    id uuid PRIMARY KEY, name text NOT NULL, domain text, status text NOT NULL,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    version bigint NOT NULL, last_seq bigint NOT NULL
+);
+CREATE TABLE {s}.members (
+    id uuid PRIMARY KEY, tenant_id uuid NOT NULL, first_name text NOT NULL, last_name text NOT NULL,
+    email text NOT NULL, phone text, role text NOT NULL, status text NOT NULL, user_id uuid,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    version bigint NOT NULL, last_seq bigint NOT NULL
+);
+CREATE INDEX ON {s}.members (tenant_id, status);
+CREATE INDEX ON {s}.members (tenant_id, created_at DESC, id);
+CREATE INDEX ON {s}.members (user_id);
+CREATE INDEX ON {s}.members (tenant_id, email);
+CREATE TABLE {s}.admins (
+    id uuid PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, email text NOT NULL,
+    role text NOT NULL, permissions text NOT NULL, status text NOT NULL, user_id uuid,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    version bigint NOT NULL, last_seq bigint NOT NULL
+);
+CREATE INDEX ON {s}.admins (user_id);
+CREATE INDEX ON {s}.admins (email);
+CREATE TABLE {s}.agents (
+    id uuid PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL, description text,
+    type text NOT NULL, configuration text NOT NULL, status text NOT NULL,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    version bigint NOT NULL, last_seq bigint NOT NULL
+);
+CREATE INDEX ON {s}.agents (tenant_id, created_at DESC, id);
+CREATE TABLE {s}.tasks (
+    id uuid PRIMARY KEY, tenant_id uuid NOT NULL, type text NOT NULL, status text NOT NULL,
+    priority text NOT NULL, from_address text NOT NULL, to_address text NOT NULL,
+    subject text, content text, metadata text,
+    scheduled_at bigint, started_at bigint, completed_at bigint,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    agent_id uuid, assigned_to uuid, created_by uuid, created_by_admin uuid,
+    version bigint NOT NULL, last_seq bigint NOT NULL
+);
+CREATE INDEX ON {s}.tasks (tenant_id, created_at DESC, id);
+CREATE INDEX ON {s}.tasks (tenant_id, status, created_at DESC, id);
+CREATE INDEX ON {s}.tasks (assigned_to, created_at DESC, id);
+CREATE INDEX ON {s}.tasks (agent_id);
+CREATE INDEX ON {s}.tasks (created_by);
+CREATE TABLE {s}.users (
+    id uuid PRIMARY KEY, email text NOT NULL,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    version bigint NOT NULL, last_seq bigint NOT NULL
+);
+CREATE INDEX ON {s}.users (email);
+CREATE TABLE {s}.checkpoint (
+    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    last_seq bigint NOT NULL,
+    last_event_at bigint NOT NULL DEFAULT 0,
+    applied bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO {s}.checkpoint (last_seq) VALUES (0);
+";
+
+/// The schema name of generation `n`.
+pub fn generation_schema(n: i32) -> String {
+    format!("talkwai_g{n}")
+}
+
+/// Applies the metadata migrations (idempotent; safe with several projectors starting at once:
+/// serialized by an advisory lock).
+pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> {
+    client
+        .batch_execute("SELECT pg_advisory_lock(7420001)")
+        .await?;
+    let result = async {
+        client
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS talkwai_meta;
+                 CREATE SCHEMA IF NOT EXISTS talkwai;
+                 CREATE TABLE IF NOT EXISTS talkwai_meta.migrations (
+                    version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let done = client
+                .query_opt(
+                    "SELECT 1 FROM talkwai_meta.migrations WHERE version = $1",
+                    &[version],
+                )
+                .await?
+                .is_some();
+            if !done {
+                client.batch_execute(sql).await?;
+                client
+                    .execute(
+                        "INSERT INTO talkwai_meta.migrations (version) VALUES ($1)",
+                        &[version],
+                    )
+                    .await?;
+            }
+        }
+        Ok::<_, ProjectorError>(())
+    }
+    .await;
+    client
+        .batch_execute("SELECT pg_advisory_unlock(7420001)")
+        .await?;
+    result
+}
+
+/// Creates the tables of a new generation and registers it with `state`.
+pub async fn create_generation(
+    client: &impl GenericClient,
+    state: &str,
+    tenant: Option<uuid::Uuid>,
+    until_seq: Option<i64>,
+    schema_name: Option<&str>,
+) -> Result<(i32, String), ProjectorError> {
+    let row = client
+        .query_one(
+            "SELECT COALESCE(max(generation), 0) + 1 FROM talkwai_meta.generations",
+            &[],
+        )
+        .await?;
+    let generation: i32 = row.get(0);
+    let schema = schema_name.map_or_else(|| generation_schema(generation), str::to_owned);
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        || schema.is_empty()
+        || schema.len() > 63
+    {
+        return Err(ProjectorError::Invalid(format!(
+            "schema name {schema} must be 1-63 of [a-z0-9_]"
+        )));
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};{}",
+            GENERATION_DDL.replace("{s}", &schema)
+        ))
+        .await?;
+    client
+        .execute(
+            "INSERT INTO talkwai_meta.generations (generation, schema_name, state, tenant, until_seq)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&generation, &schema, &state, &tenant, &until_seq],
+        )
+        .await?;
+    Ok((generation, schema))
+}
+
+/// The live generation, creating generation 1 (and its views) on a fresh database.
+pub async fn live_generation(
+    client: &mut deadpool_postgres::Object,
+) -> Result<(i32, String), ProjectorError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SELECT pg_advisory_xact_lock(7420002)")
+        .await?;
+    let live = tx
+        .query_opt(
+            "SELECT generation, schema_name FROM talkwai_meta.generations WHERE state = 'live'",
+            &[],
+        )
+        .await?;
+    let out = match live {
+        Some(row) => (row.get(0), row.get(1)),
+        None => {
+            let (generation, schema) = create_generation(&tx, "live", None, None, None).await?;
+            point_views(&tx, &schema).await?;
+            tx.execute(
+                "UPDATE talkwai_meta.generations SET swapped_at = now() WHERE generation = $1",
+                &[&generation],
+            )
+            .await?;
+            (generation, schema)
+        }
+    };
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Points the stable views (`talkwai.tenants`...) at `schema`'s tables.
+pub async fn point_views(client: &impl GenericClient, schema: &str) -> Result<(), ProjectorError> {
+    let mut sql = String::new();
+    for table in TABLES {
+        // DROP + CREATE rather than CREATE OR REPLACE: columns may differ between generations.
+        sql.push_str(&format!(
+            "DROP VIEW IF EXISTS {VIEWS}.{table}; CREATE VIEW {VIEWS}.{table} AS SELECT * FROM {schema}.{table};"
+        ));
+    }
+    sql.push_str(&format!(
+        "DROP VIEW IF EXISTS {VIEWS}.checkpoint; CREATE VIEW {VIEWS}.checkpoint AS SELECT * FROM {schema}.checkpoint;"
+    ));
+    client.batch_execute(&sql).await?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The projector against real nats-server and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stack, random_commands};
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_equal_the_model_computed_from_the_log() {
+    let mut stack = Stack::start().await;
+    let db = stack.db.clone();
+    stack.start_projector(stack.projector_config(&db)).await;
+    for seed in [7, 4242] {
+        let accepted = random_commands(&stack, seed, 3, 250).await;
+        assert!(accepted > 100, "enough commands were accepted ({accepted})");
+        stack.wait_caught_up(&db).await;
+        let tables = stack.tables(&db).await;
+        let model = stack.model_from_log().await;
+        for (table, rows) in &model {
+            assert_eq!(
+                &tables[table], rows,
+                "table {table} equals the model from the log (seed {seed})"
+            );
+        }
+        assert!(!model["tasks"].is_empty());
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_started_late_catches_up_from_the_beginning() {
+    let mut stack = Stack::start().await;
+    random_commands(&stack, 99, 2, 150).await;
+    let db = stack.db.clone();
+    stack.start_projector(stack.projector_config(&db)).await;
+    stack.wait_caught_up(&db).await;
+    assert_eq!(stack.tables(&db).await, stack.model_from_log().await);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_the_projector_converges() {
+    let mut stack = Stack::start().await;
+    let db = stack.db.clone();
+    stack.start_projector(stack.projector_config(&db)).await;
+    random_commands(&stack, 11, 2, 80).await;
+    stack.wait_caught_up(&db).await;
+    stack.pg.kill().await.expect("kill postgres");
+    random_commands(&stack, 12, 2, 80).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.pg.restart().await.expect("restart postgres");
+    random_commands(&stack, 13, 1, 40).await;
+    stack.wait_caught_up(&db).await;
+    assert_eq!(stack.tables(&db).await, stack.model_from_log().await);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_stops_the_projection_until_retried() {
+    let mut stack = Stack::start().await;
+    let db = stack.db.clone();
+    let tenant = Uuid::new_v4();
+    stack
+        .ok(
+            "talkwai.cmd.platform.tenant.create",
+            json!({"id": tenant, "name": "Poisoned"}),
+        )
+        .await;
+    stack.start_projector(stack.projector_config(&db)).await;
+    stack.wait_caught_up(&db).await;
+
+    // An event no projector can apply: a start of a task that has no row (written around the
+    // command service, as a buggy or foreign writer could).
+    let ghost = Uuid::new_v4();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Talkwai-Event-Type", "task.started");
+    let ack = async_nats::jetstream::new(stack.client.clone())
+        .publish_with_headers(
+            format!("talkwai.evt.{tenant}.task.{ghost}"),
+            headers,
+            r#"{"type":"task.started","version":1,"data":{"at":1}}"#.into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let poison_seq = ack.sequence;
+    let later = stack
+        .ok(
+            "talkwai.cmd.platform.tenant.create",
+            json!({"id": Uuid::new_v4(), "name": "After"}),
+        )
+        .await;
+
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let conn = pool.get().await.expect("conn");
+    let mut letters = Vec::new();
+    for _ in 0..500 {
+        letters = talkwai_projector::ops::dead_letters(&conn, false)
+            .await
+            .expect("dead letters");
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(letters.len(), 1, "one dead letter");
+    assert_eq!(letters[0].seq, i64::try_from(poison_seq).expect("seq"));
+    assert_eq!(letters[0].status, "open");
+    assert!(
+        letters[0].error.contains("has no row"),
+        "{}",
+        letters[0].error
+    );
+    let checkpoint = talkwai_projector::status::live_checkpoint(&conn)
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        checkpoint,
+        poison_seq - 1,
+        "stopped right before the poison event"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        talkwai_projector::status::live_checkpoint(&conn)
+            .await
+            .expect("cp"),
+        poison_seq - 1
+    );
+
+    // Retrying without a fix stops again at the same event.
+    let mut conn = conn;
+    let retry = talkwai_projector::ops::retry(&mut conn, false)
+        .await
+        .expect("retry");
+    assert_eq!(
+        retry.stopped_at,
+        Some(i64::try_from(poison_seq).expect("seq"))
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let letters = talkwai_projector::ops::dead_letters(&conn, false)
+        .await
+        .expect("dead letters");
+    assert_eq!(letters[0].status, "open");
+    assert_eq!(
+        talkwai_projector::status::live_checkpoint(&conn)
+            .await
+            .expect("cp"),
+        poison_seq - 1
+    );
+
+    // Skipping it resumes the projection.
+    talkwai_projector::ops::retry(&mut conn, true)
+        .await
+        .expect("skip");
+    assert!(
+        talkwai_projector::status::wait_for(&conn, later.seq, Duration::from_secs(10))
+            .await
+            .expect("wait")
+    );
+    let letters = talkwai_projector::ops::dead_letters(&conn, false)
+        .await
+        .expect("dead letters");
+    assert_eq!(letters[0].status, "skipped");
+    stack.stop().await;
+}
