@@ -1,0 +1,235 @@
+//! The command line, as clap types. Every subcommand's logic lives in its own module and takes
+//! these structs, so tests can drive it without a process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+/// Default NATS URL (the port `talkwai up` prefers).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// `talkwai`: operate the TalkwAI event backbone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "talkwai",
+    version,
+    about = "Operate the TalkwAI event backbone"
+)]
+pub struct Cli {
+    /// NATS server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TALKWAI_NATS_URL",
+        default_value = DEFAULT_NATS_URL
+    )]
+    pub nats_url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one command and print the reply (exit code 1 when it is rejected).
+    Cmd(CmdArgs),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Mint tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Run the whole system locally: nats-server, PostgreSQL, the command service, a demo.
+    Up(UpArgs),
+}
+
+/// `talkwai cmd <subject> <json>`.
+#[derive(Debug, Args)]
+pub struct CmdArgs {
+    /// Command subject, `talkwai.cmd.<tenant|platform>.<aggregate>.<action>`; the
+    /// `talkwai.cmd.` prefix may be left out.
+    pub subject: String,
+    /// The command body (JSON object); `-` reads stdin, `@path` reads a file.
+    pub json: String,
+    /// Bearer token (member/admin JWT or the platform token).
+    #[arg(long, env = "TALKWAI_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// Idempotency key; a fresh UUID when absent. Retries reuse it.
+    #[arg(long)]
+    pub command_id: Option<Uuid>,
+    /// How long to wait for each reply.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How many times to send the command (same command id) when no reply comes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+}
+
+/// `talkwai events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print the log from a sequence, optionally following new events.
+    Tail(TailArgs),
+    /// Print the full history of one aggregate and its folded version.
+    Show(ShowArgs),
+}
+
+/// `talkwai events tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Only this tenant's events (a UUID), or `platform` for admins and users.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// First stream sequence to print; default: the last `--last` events of the log.
+    #[arg(long)]
+    pub from_seq: Option<u64>,
+    /// How many of the newest events to start with when `--from-seq` is absent.
+    #[arg(long, default_value_t = 20)]
+    pub last: u64,
+    /// Only events whose type matches this glob (`task.*`, `*.created`).
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Keep printing new events until Ctrl-C.
+    #[arg(long, overrides_with = "no_follow")]
+    pub follow: bool,
+    /// Stop at the head of the log (the default).
+    #[arg(long, overrides_with = "follow")]
+    pub no_follow: bool,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `talkwai events show <aggregate>/<id>`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The aggregate: `task/<uuid>`, `member/<uuid>`, `agent/<uuid>`, `tenant/<uuid>`,
+    /// `admin/<uuid>`, `user/<uuid>`.
+    pub target: String,
+    /// The owning tenant (members, agents and tasks).
+    #[arg(long)]
+    pub tenant: Option<Uuid>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `talkwai token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an HS256 JWT with `TALKWAI_JWT_SECRET` and print it.
+    Mint(MintArgs),
+}
+
+/// The principal kind of a minted token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// A member of a tenant (needs `--tenant`).
+    Member,
+    /// A TalkwAI admin.
+    Admin,
+}
+
+/// `talkwai token mint`.
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// Member or admin.
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// The `$users` id (`sub`).
+    #[arg(long)]
+    pub sub: Uuid,
+    /// The member's tenant.
+    #[arg(long)]
+    pub tenant: Option<Uuid>,
+    /// The role at minting time (informational).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Lifetime: `90s`, `15m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Issuer claim (`iss`), when the service requires one.
+    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Audience claim (`aud`), when the service requires one.
+    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+}
+
+/// `talkwai up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Skip seeding the demo tenant.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Where the servers keep their data and `secrets.json`; default `<repo>/.data`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Do not start nats-server; use the one at `--nats-url`.
+    #[arg(long)]
+    pub no_nats: bool,
+    /// Port for the local nats-server (0: any free port); a free port when it is taken.
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Use this PostgreSQL instead of starting one.
+    #[arg(long, env = "TALKWAI_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+    /// Port for the local PostgreSQL (0: any free port); a free port when it is taken.
+    #[arg(long, default_value_t = 5432)]
+    pub postgres_port: u16,
+}
+
+/// Parses `500ms`, `90s`, `15m`, `1h`, `7d` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 90s, 15m, 1h, 7d"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(value)),
+        "" | "s" => Some(value),
+        "m" => value.checked_mul(60),
+        "h" => value.checked_mul(3600),
+        "d" => value.checked_mul(86_400),
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    seconds
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

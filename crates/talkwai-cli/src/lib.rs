@@ -1,0 +1,76 @@
+//! `talkwai`, the operator CLI of the TalkwAI event backbone: run the whole system locally
+//! (`up`), send commands (`cmd`), read the event log (`events tail`, `events show`) and mint
+//! tokens (`token mint`). The binary is a thin edge over this library so tests can drive the
+//! logic directly; every subcommand has its own module.
+//!
+//! # Architecture invariant
+//! The CLI reads the log of record (JetStream) and talks to services over NATS like any other
+//! client; it never writes events itself. `talkwai up` is the one place that runs servers
+//! (through `talkwai-testkit`) and a service in process.
+//!
+//! # Exit codes
+//! 0 success; 1 a command was rejected or nothing was found; 2 bad arguments or input;
+//! 3 an operational failure (NATS unreachable, no reply, corrupt history, I/O).
+//!
+//! # Layout
+//! - [`cli`]: the clap command line.
+//! - [`send`]: `cmd`, with idempotent retries.
+//! - [`events`]: `events tail` and `events show`.
+//! - [`token`]: `token mint`.
+//! - [`up`]: the local system; [`demo`] its seed and [`secrets`] its `secrets.json`.
+//! - [`error`]: [`CliError`] and the exit codes; [`output`]: stdout that tolerates a closed pipe.
+
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod events;
+pub mod output;
+pub mod secrets;
+pub mod send;
+pub mod token;
+pub mod up;
+
+use std::time::Duration;
+
+pub use cli::Cli;
+pub use error::CliError;
+
+use cli::{Command, EventsCommand, TokenCommand};
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Cmd(args) => send::run(&cli.nats_url, args).await,
+        Command::Events(EventsCommand::Tail(args)) => events::tail(&cli.nats_url, args).await,
+        Command::Events(EventsCommand::Show(args)) => events::show(&cli.nats_url, args).await,
+        Command::Token(TokenCommand::Mint(args)) => token::run_mint(args),
+        Command::Up(args) => up::run(&cli.nats_url, args).await,
+    }
+}
+
+/// Connects to NATS, failing fast when nobody listens.
+pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
+    async_nats::ConnectOptions::new()
+        .name("talkwai-cli")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| CliError::Connect {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,336 @@
+//! `talkwai up`: the whole system on one machine. Starts a persistent nats-server (JetStream)
+//! and a persistent PostgreSQL under the data dir, runs the command service in this process,
+//! seeds the demo tenant once, prints what to try, and on SIGINT/SIGTERM stops the service
+//! (draining in-flight commands) and then the servers, keeping their data.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use secrecy::{ExposeSecret as _, SecretString};
+use talkwai_command_service::{CommandService, Config};
+use talkwai_testkit::{NatsServer, Postgres};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::cli::UpArgs;
+use crate::error::CliError;
+use crate::output::line;
+use crate::{demo, events, secrets};
+
+/// The line `talkwai up` prints once everything runs (scripts and tests wait for it).
+pub const READY_LINE: &str = "talkwai up: ready";
+/// How long the demo owner's printed token is valid.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The workspace root: the nearest ancestor of the current directory holding this crate,
+/// else the one this binary was built from, else the current directory.
+fn repo_root() -> PathBuf {
+    let is_root = |dir: &Path| dir.join("crates/talkwai-cli/Cargo.toml").is_file();
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(root) = cwd.ancestors().find(|dir| is_root(dir))
+    {
+        return root.to_path_buf();
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if is_root(&built) {
+        return std::path::absolute(&built).unwrap_or(built);
+    }
+    PathBuf::from(".")
+}
+
+/// The data dir, created and absolute.
+fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let dir = given.unwrap_or_else(|| repo_root().join(".data"));
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::io("creating", &dir, e))?;
+    std::path::absolute(&dir).map_err(|e| CliError::io("resolving", &dir, e))
+}
+
+/// `Some(port)` when `port` is non-zero and free on 127.0.0.1 right now.
+fn free_preferred(port: u16) -> Option<u16> {
+    (port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()).then_some(port)
+}
+
+async fn start_nats(store: PathBuf, port: u16) -> Result<NatsServer, CliError> {
+    let builder = || {
+        NatsServer::builder()
+            .store_dir(store.clone())
+            .persistent(true)
+            .server_name("talkwai-local")
+    };
+    if let Some(port) = free_preferred(port) {
+        match builder().port(port).start().await {
+            Ok(server) => return Ok(server),
+            Err(err) => tracing::warn!(port, error = %err, "nats port taken, using a free one"),
+        }
+    }
+    builder().start().await.map_err(|source| CliError::Server {
+        action: "starting nats-server",
+        source,
+    })
+}
+
+async fn start_postgres(data: PathBuf, port: u16) -> Result<Postgres, CliError> {
+    let builder = || {
+        Postgres::builder()
+            .data_dir(data.clone())
+            .persistent(true)
+            .durable(true)
+    };
+    if let Some(port) = free_preferred(port) {
+        match builder().port(port).start().await {
+            Ok(server) => return Ok(server),
+            Err(err) => tracing::warn!(port, error = %err, "postgres port taken, using a free one"),
+        }
+    }
+    builder().start().await.map_err(|source| CliError::Server {
+        action: "starting postgresql",
+        source,
+    })
+}
+
+/// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
+/// NATS URL and the secrets of the data dir.
+fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, CliError> {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        config: Config,
+    }
+    let mut config = Wrapper::try_parse_from(["talkwai-up"])
+        .map_err(|e| CliError::Usage(format!("command service settings: {e}")))?
+        .config;
+    config.nats_url = nats_url.to_owned();
+    config.platform_token = Some(secrets.platform_token.clone());
+    config.jwt_secret = Some(secrets.jwt_secret.clone());
+    config.jwt_issuer = None;
+    config.jwt_audience = None;
+    config.instance = "talkwai-up".to_owned();
+    Ok(config)
+}
+
+/// Waits until a command service answers `$SRV.PING.talkwai-command`.
+async fn wait_ready(client: &async_nats::Client) -> Result<(), CliError> {
+    let subject = format!("$SRV.PING.{}", talkwai_command_service::SERVICE_NAME);
+    for _ in 0..300 {
+        let ping = client.request(subject.clone(), bytes::Bytes::new());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(CliError::Nats(
+        "the command service did not answer $SRV.PING".into(),
+    ))
+}
+
+/// What happened to the demo on this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DemoState {
+    Seeded(usize),
+    AlreadySeeded,
+    Skipped,
+}
+
+/// The local servers; stopped gracefully (data kept) by [`Servers::stop`], killed by drop.
+struct Servers {
+    nats: Option<NatsServer>,
+    postgres: Option<Postgres>,
+}
+
+impl Servers {
+    async fn stop(mut self) {
+        if let Some(nats) = self.nats.as_mut()
+            && let Err(err) = nats.stop().await
+        {
+            tracing::warn!(error = %err, "stopping nats-server");
+        }
+        if let Some(postgres) = self.postgres.as_mut()
+            && let Err(err) = postgres.stop().await
+        {
+            tracing::warn!(error = %err, "stopping postgresql");
+        }
+    }
+}
+
+/// Runs `talkwai up` until SIGINT or SIGTERM.
+pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
+    let data = data_dir(args.data_dir)?;
+    let secrets = secrets::load_or_create(&data.join(secrets::FILE_NAME))?;
+
+    let mut servers = Servers {
+        nats: None,
+        postgres: None,
+    };
+    if !args.no_nats {
+        servers.nats = Some(start_nats(data.join("nats"), args.nats_port).await?);
+    }
+    let nats_url = servers
+        .nats
+        .as_ref()
+        .map_or_else(|| nats_url.to_owned(), NatsServer::url);
+    let postgres_url = match args.postgres_url {
+        Some(url) => url,
+        None => {
+            let postgres = start_postgres(data.join("postgres"), args.postgres_port).await?;
+            let url = postgres.url_for("postgres");
+            servers.postgres = Some(postgres);
+            url
+        }
+    };
+
+    let service = CommandService::build(service_config(&nats_url, &secrets)?).await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut service_task = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    let client = crate::connect(&nats_url).await?;
+    wait_ready(&client).await?;
+
+    let store = events::open_store(&client).await?;
+    let seeded = demo::is_seeded(&store).await?;
+    let owner_token = SecretString::from(demo::owner_token(&secrets.jwt_secret, DEMO_TOKEN_TTL)?);
+    let demo_state = if seeded {
+        DemoState::AlreadySeeded
+    } else if args.no_demo {
+        DemoState::Skipped
+    } else {
+        DemoState::Seeded(demo::seed(&client, &secrets.platform_token, &owner_token).await?)
+    };
+    print_banner(&Banner {
+        data: &data,
+        nats_url: &nats_url,
+        nats_local: servers.nats.is_some(),
+        postgres_url: &postgres_url,
+        postgres_local: servers.postgres.is_some(),
+        secrets_created: secrets.created,
+        demo: demo_state,
+        owner_token: &owner_token,
+    })?;
+
+    let outcome = tokio::select! {
+        () = crate::shutdown_signal() => Ok(()),
+        ended = &mut service_task => Err(match ended {
+            Ok(Ok(())) => CliError::Nats("the command service stopped on its own".into()),
+            Ok(Err(err)) => CliError::Service(err),
+            Err(err) => CliError::Nats(format!("the command service task failed: {err}")),
+        }),
+    };
+    tracing::info!("stopping: command service first, then the servers");
+    let _ = stop.send(());
+    if outcome.is_ok() {
+        match service_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "command service"),
+            Err(err) => tracing::warn!(error = %err, "command service task"),
+        }
+    }
+    drop(store);
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.drain()).await;
+    servers.stop().await;
+    if outcome.is_ok() {
+        line(&format!(
+            "talkwai up: stopped; data kept in {}",
+            data.display()
+        ))?;
+    }
+    outcome
+}
+
+struct Banner<'a> {
+    data: &'a Path,
+    nats_url: &'a str,
+    nats_local: bool,
+    postgres_url: &'a str,
+    postgres_local: bool,
+    secrets_created: bool,
+    demo: DemoState,
+    owner_token: &'a SecretString,
+}
+
+fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
+    let data = b.data.display();
+    let t = demo::TENANT;
+    let nats_where = if b.nats_local {
+        format!("JetStream store {data}/nats")
+    } else {
+        "external, --no-nats".to_owned()
+    };
+    let pg_where = if b.postgres_local {
+        format!("data {data}/postgres")
+    } else {
+        "external".to_owned()
+    };
+    let secrets_note = if b.secrets_created {
+        "generated now"
+    } else {
+        "found from an earlier run"
+    };
+    let demo_note = match b.demo {
+        DemoState::Seeded(n) => format!("tenant \"Acme Corp\" {t} seeded now ({n} commands)"),
+        DemoState::AlreadySeeded => format!("tenant \"Acme Corp\" {t} already seeded, left as is"),
+        DemoState::Skipped => "skipped (--no-demo)".to_owned(),
+    };
+    line(&format!(
+        "talkwai up: nats          {}  ({nats_where})",
+        b.nats_url
+    ))?;
+    line(&format!(
+        "talkwai up: postgresql    {}  ({pg_where}; nothing reads it yet, the projector comes later)",
+        b.postgres_url
+    ))?;
+    line(
+        "talkwai up: commands      served by this process (NATS services API, queue group talkwai-command)",
+    )?;
+    line(&format!(
+        "talkwai up: secrets       {data}/{} (platform token and JWT secret, {secrets_note})",
+        secrets::FILE_NAME
+    ))?;
+    line(&format!("talkwai up: demo          {demo_note}"))?;
+    line("")?;
+    if b.demo != DemoState::Skipped {
+        let task = Uuid::new_v4();
+        let [pending, ..] = demo::TASKS;
+        line(
+            "Try it. The token below is a local dev token for the demo owner (Olive Owner of Acme Corp),",
+        )?;
+        line("printed on purpose for this local demo; never print real tokens.")?;
+        line("")?;
+        line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
+        line(&format!(
+            "  export TALKWAI_TOKEN={}",
+            b.owner_token.expose_secret()
+        ))?;
+        line("")?;
+        line(
+            "  # talkwai is target/release/talkwai, or: cargo run -q --release -p talkwai-cli --",
+        )?;
+        line(&format!(
+            "  talkwai cmd talkwai.cmd.{t}.task.create '{{\"id\":\"{task}\",\"type\":\"call\",\"priority\":\"high\",\"fromAddress\":\"+15550001111\",\"toAddress\":\"+15550002222\",\"subject\":\"Call back\"}}'"
+        ))?;
+        line(&format!(
+            "  talkwai cmd talkwai.cmd.{t}.task.start '{{\"id\":\"{task}\"}}'"
+        ))?;
+        line("  talkwai events tail --follow                        # the log, live")?;
+        line(&format!(
+            "  talkwai events tail --tenant {t} --type 'task.*'  # one tenant's task events"
+        ))?;
+        line(&format!(
+            "  talkwai events show task/{pending} --tenant {t}  # one task's history and version"
+        ))?;
+        line(&format!(
+            "  TALKWAI_JWT_SECRET=<jwtSecret from {data}/secrets.json> talkwai token mint --kind member --sub <user uuid> --tenant {t}"
+        ))?;
+        line("")?;
+        line("No nats CLI needed: every step above goes through talkwai.")?;
+    } else {
+        line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
+        line(&format!(
+            "  the platform token is in {data}/secrets.json (talkwai cmd talkwai.cmd.platform.tenant.create ... --token <it>)"
+        ))?;
+    }
+    line(&format!(
+        "Ctrl-C stops the service, then the servers; data stays in {data} (reset: rm -rf {data})."
+    ))?;
+    line(READY_LINE)
+}
