@@ -19,10 +19,12 @@
 //! - [`apply`]: one batch, one transaction.
 //! - [`status`]: lag, checkpoints, read-your-writes waits.
 //! - [`ops`]: dead letters and retries for operators.
+//! - [`rebuild`]: blue/green rebuilds, rollbacks, point-in-time replays.
 
 pub mod apply;
 pub mod error;
 pub mod ops;
+pub mod rebuild;
 pub mod rows;
 pub mod schema;
 pub mod status;

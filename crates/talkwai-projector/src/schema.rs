@@ -160,7 +160,8 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
     result
 }
 
-/// Creates the tables of a new generation and registers it with `state`.
+/// Creates the tables of a new generation and registers it with `state`. Call inside a
+/// transaction.
 pub async fn create_generation(
     client: &impl GenericClient,
     state: &str,
@@ -168,6 +169,10 @@ pub async fn create_generation(
     until_seq: Option<i64>,
     schema_name: Option<&str>,
 ) -> Result<(i32, String), ProjectorError> {
+    // Generation numbers are handed out one at a time (must run inside a transaction).
+    client
+        .batch_execute("SELECT pg_advisory_xact_lock(7420002)")
+        .await?;
     let row = client
         .query_one(
             "SELECT COALESCE(max(generation), 0) + 1 FROM talkwai_meta.generations",

@@ -1,0 +1,518 @@
+//! Blue/green rebuilds, rollbacks and point-in-time replays.
+//!
+//! A rebuild replays the log from sequence 1 into a new generation schema at full speed while
+//! the live generation keeps serving. Near the head it takes the live generation's lock (the
+//! live projector takes the same lock for every batch, so it pauses), applies the last events
+//! up to the live checkpoint, compares both generations table by table (row count and a content
+//! hash) at that same sequence, and, if they agree, repoints the views in the same transaction.
+//! Readers never see a partial generation: the views switch atomically.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{GenericClient, Pool};
+use futures::StreamExt;
+use serde::Serialize;
+use talkwai_domain::ids::TenantId;
+use talkwai_eventstore::{EventStore, StoredMessage};
+use tracing::info;
+
+use crate::apply::{self, PoisonPolicy};
+use crate::error::ProjectorError;
+use crate::schema::{self, TABLES};
+
+/// Progress of a replay, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Last sequence applied.
+    pub checkpoint: u64,
+    /// The sequence the replay runs to (stream head or the requested end).
+    pub target: u64,
+    /// Events per second so far.
+    pub rate: f64,
+}
+
+/// Options of a rebuild.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Rebuild only this tenant's rows (copied into the live generation at the end).
+    pub tenant: Option<TenantId>,
+    /// Events per transaction.
+    pub batch_size: usize,
+    /// Swap even when the parity check finds differences (for a tenant rebuild, the point is
+    /// usually to replace rows that differ).
+    pub force: bool,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        Self {
+            tenant: None,
+            batch_size: 5000,
+            force: false,
+        }
+    }
+}
+
+/// Row count and content hash of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableParity {
+    /// Table.
+    pub table: String,
+    /// Rows in the live generation.
+    pub live_rows: i64,
+    /// Rows in the new generation.
+    pub new_rows: i64,
+    /// Whether the content hashes agree.
+    pub same_content: bool,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebuildReport {
+    /// The new generation.
+    pub generation: i32,
+    /// Its schema.
+    pub schema: String,
+    /// The generation it replaced (whole rebuilds).
+    pub previous: Option<i32>,
+    /// The sequence both generations were compared at.
+    pub parity_seq: u64,
+    /// Per-table comparison.
+    pub parity: Vec<TableParity>,
+    /// Whether the views now point at the new generation (or the tenant's rows were replaced).
+    pub swapped: bool,
+    /// Events applied.
+    pub events: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Rebuilds the read models into a new generation and swaps it in when it matches.
+pub async fn rebuild(
+    pool: &Pool,
+    store: &EventStore,
+    options: &RebuildOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<RebuildReport, ProjectorError> {
+    let started = Instant::now();
+    let mut conn = pool.get().await?;
+    schema::migrate(&conn).await?;
+    let (live, live_schema) = schema::live_generation(&mut conn).await?;
+    let tenant_uuid = options.tenant.map(|t| t.0);
+    let (generation, new_schema) = {
+        let tx = conn.transaction().await?;
+        let created = schema::create_generation(&tx, "building", tenant_uuid, None, None).await?;
+        tx.commit().await?;
+        created
+    };
+    info!(generation, schema = %new_schema, "rebuild started");
+    let filters = options
+        .tenant
+        .map(|t| vec![format!("talkwai.evt.{t}.>")])
+        .unwrap_or_default();
+    let mut replay = store.replay(1, filters).await?;
+    let mut checkpoint = 0u64;
+    let mut events = 0u64;
+    let mut pending: Vec<StoredMessage> = Vec::new();
+    // Phase 1: full speed up to (nearly) the head, without touching the live generation.
+    loop {
+        let head = store.last_sequence().await?;
+        let live_checkpoint = read_checkpoint(&conn, &live_schema).await?;
+        let target = live_checkpoint.max(1);
+        if checkpoint + options.batch_size as u64 >= target || checkpoint >= head {
+            break;
+        }
+        let batch = next_batch(&mut replay, &mut pending, options.batch_size, head).await?;
+        if batch.is_empty() {
+            break;
+        }
+        checkpoint = apply_into(&mut conn, &new_schema, generation, &batch, options.tenant).await?;
+        events += batch.len() as u64;
+        progress(Progress {
+            checkpoint,
+            target: head,
+            rate: rate(events, started),
+        });
+    }
+    // Phase 2: pause the live projector, catch up to its checkpoint, compare, swap.
+    let tx = conn.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7420100 + $1::int)", &[&live])
+        .await?;
+    let still_live: Option<i32> = tx
+        .query_opt(
+            "SELECT generation FROM talkwai_meta.generations WHERE state = 'live'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if still_live != Some(live) {
+        return Err(ProjectorError::Invalid(
+            "the live generation changed during the rebuild".into(),
+        ));
+    }
+    let parity_seq = read_checkpoint(&tx, &live_schema).await?;
+    while checkpoint < parity_seq {
+        let batch = next_batch(&mut replay, &mut pending, options.batch_size, parity_seq).await?;
+        if batch.is_empty() {
+            // Filtered replays (one tenant) may have no more messages below the checkpoint.
+            if options.tenant.is_some() {
+                break;
+            }
+            return Err(ProjectorError::Invalid(format!(
+                "the log ended at {checkpoint} before the live checkpoint {parity_seq}"
+            )));
+        }
+        let outcome = apply::apply_batch(
+            &tx,
+            &new_schema,
+            generation,
+            &batch,
+            PoisonPolicy::Stop,
+            options.tenant,
+        )
+        .await?;
+        if let Some(poison) = outcome.stopped_at {
+            return Err(ProjectorError::Invalid(format!(
+                "rebuild stopped at event {} ({}): {}",
+                poison.seq, poison.subject, poison.error
+            )));
+        }
+        checkpoint = outcome
+            .checkpoint
+            .max(batch.last().map_or(checkpoint, |m| m.seq));
+        events += batch.len() as u64;
+    }
+    let seq = i64::try_from(parity_seq).unwrap_or(i64::MAX);
+    tx.execute(
+        &format!("UPDATE {new_schema}.checkpoint SET last_seq = $1, updated_at = now() WHERE last_seq < $1"),
+        &[&seq],
+    )
+    .await?;
+    progress(Progress {
+        checkpoint: parity_seq,
+        target: parity_seq,
+        rate: rate(events, started),
+    });
+    let parity = compare(&tx, &live_schema, &new_schema, options.tenant).await?;
+    let same = parity
+        .iter()
+        .all(|p| p.same_content && p.live_rows == p.new_rows);
+    let swap = same || options.force;
+    if swap {
+        match options.tenant {
+            None => {
+                tx.execute(
+                    "UPDATE talkwai_meta.generations SET state = 'retired' WHERE generation = $1",
+                    &[&live],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE talkwai_meta.generations SET state = 'live', swapped_at = now() WHERE generation = $1",
+                    &[&generation],
+                )
+                .await?;
+                schema::point_views(&tx, &new_schema).await?;
+            }
+            Some(tenant) => {
+                replace_tenant_rows(&tx, &live_schema, &new_schema, tenant).await?;
+                tx.execute(
+                    "UPDATE talkwai_meta.generations SET state = 'retired' WHERE generation = $1",
+                    &[&generation],
+                )
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    if options.tenant.is_some() && swap {
+        drop_generation(pool, generation).await?;
+    }
+    let report = RebuildReport {
+        generation,
+        schema: new_schema,
+        previous: (options.tenant.is_none() && swap).then_some(live),
+        parity_seq,
+        parity,
+        swapped: swap,
+        events,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if !swap {
+        return Err(ProjectorError::Parity(
+            serde_json::to_string(&report.parity).unwrap_or_default(),
+        ));
+    }
+    info!(generation, parity_seq, events, "rebuild swapped in");
+    Ok(report)
+}
+
+fn rate(events: u64, started: Instant) -> f64 {
+    events as f64 / started.elapsed().as_secs_f64().max(1e-6)
+}
+
+async fn read_checkpoint(client: &impl GenericClient, schema: &str) -> Result<u64, ProjectorError> {
+    let seq: i64 = client
+        .query_one(&format!("SELECT last_seq FROM {schema}.checkpoint"), &[])
+        .await?
+        .get(0);
+    Ok(u64::try_from(seq).unwrap_or(0))
+}
+
+/// Up to `size` messages with sequence ≤ `until`; leftovers beyond `until` stay in `pending`.
+async fn next_batch(
+    replay: &mut talkwai_eventstore::Replay,
+    pending: &mut Vec<StoredMessage>,
+    size: usize,
+    until: u64,
+) -> Result<Vec<StoredMessage>, ProjectorError> {
+    let mut batch = Vec::with_capacity(size);
+    while let Some(first) = pending.first() {
+        if first.seq > until || batch.len() >= size {
+            return Ok(batch);
+        }
+        batch.push(pending.remove(0));
+    }
+    while batch.len() < size {
+        let next = tokio::time::timeout(Duration::from_millis(200), replay.next()).await;
+        let Ok(Some(message)) = next else { break };
+        let message = message?;
+        if message.seq > until {
+            pending.push(message);
+            break;
+        }
+        let last = message.seq == until;
+        batch.push(message);
+        if last {
+            break;
+        }
+    }
+    Ok(batch)
+}
+
+async fn apply_into(
+    conn: &mut deadpool_postgres::Object,
+    schema: &str,
+    generation: i32,
+    batch: &[StoredMessage],
+    tenant: Option<TenantId>,
+) -> Result<u64, ProjectorError> {
+    let tx = conn.transaction().await?;
+    let outcome =
+        apply::apply_batch(&tx, schema, generation, batch, PoisonPolicy::Stop, tenant).await?;
+    if let Some(poison) = outcome.stopped_at {
+        return Err(ProjectorError::Invalid(format!(
+            "rebuild stopped at event {} ({}): {}",
+            poison.seq, poison.subject, poison.error
+        )));
+    }
+    tx.commit().await?;
+    Ok(batch.last().map_or(outcome.checkpoint, |m| m.seq))
+}
+
+fn tenant_filter(table: &str, tenant: Option<TenantId>) -> String {
+    match (table, tenant) {
+        (_, None) => String::new(),
+        ("tenants", Some(t)) => format!(" WHERE id = '{}'", t.0),
+        ("admins" | "users", Some(_)) => " WHERE false".to_owned(),
+        (_, Some(t)) => format!(" WHERE tenant_id = '{}'", t.0),
+    }
+}
+
+/// Row counts and content hashes of every table in both schemas.
+async fn compare(
+    client: &impl GenericClient,
+    live: &str,
+    new: &str,
+    tenant: Option<TenantId>,
+) -> Result<Vec<TableParity>, ProjectorError> {
+    let mut out = Vec::new();
+    for table in TABLES {
+        let filter = tenant_filter(table, tenant);
+        let digest = |schema: &str| {
+            format!(
+                "SELECT count(*), coalesce(md5(string_agg(md5(to_jsonb(t)::text), '' ORDER BY id)), '')
+                 FROM {schema}.{table} t{filter}"
+            )
+        };
+        let a = client.query_one(&digest(live), &[]).await?;
+        let b = client.query_one(&digest(new), &[]).await?;
+        let (live_rows, live_hash): (i64, String) = (a.get(0), a.get(1));
+        let (new_rows, new_hash): (i64, String) = (b.get(0), b.get(1));
+        out.push(TableParity {
+            table: table.to_owned(),
+            live_rows,
+            new_rows,
+            same_content: live_hash == new_hash,
+        });
+    }
+    Ok(out)
+}
+
+async fn replace_tenant_rows(
+    client: &impl GenericClient,
+    live: &str,
+    new: &str,
+    tenant: TenantId,
+) -> Result<(), ProjectorError> {
+    for table in TABLES {
+        if matches!(table, "admins" | "users") {
+            continue;
+        }
+        let filter = tenant_filter(table, Some(tenant));
+        client
+            .batch_execute(&format!(
+                "DELETE FROM {live}.{table}{filter}; INSERT INTO {live}.{table} SELECT * FROM {new}.{table}{filter};"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Points the views back at the most recently retired generation (the one a rebuild
+/// replaced); the projector then resumes it from its checkpoint.
+pub async fn rollback(pool: &Pool) -> Result<(i32, i32), ProjectorError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let live = tx
+        .query_one(
+            "SELECT generation, schema_name FROM talkwai_meta.generations WHERE state = 'live'",
+            &[],
+        )
+        .await?;
+    let live_generation: i32 = live.get(0);
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(7420100 + $1::int)",
+        &[&live_generation],
+    )
+    .await?;
+    let previous = tx
+        .query_opt(
+            "SELECT generation, schema_name FROM talkwai_meta.generations
+             WHERE state = 'retired' AND tenant IS NULL AND generation < $1
+             ORDER BY generation DESC LIMIT 1",
+            &[&live_generation],
+        )
+        .await?
+        .ok_or_else(|| ProjectorError::Invalid("no earlier generation to roll back to".into()))?;
+    let previous_generation: i32 = previous.get(0);
+    let previous_schema: String = previous.get(1);
+    tx.execute(
+        "UPDATE talkwai_meta.generations SET state = 'retired' WHERE generation = $1",
+        &[&live_generation],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE talkwai_meta.generations SET state = 'live', swapped_at = now() WHERE generation = $1",
+        &[&previous_generation],
+    )
+    .await?;
+    schema::point_views(&tx, &previous_schema).await?;
+    tx.commit().await?;
+    Ok((live_generation, previous_generation))
+}
+
+/// Drops a generation that is not live (its schema and its registration).
+pub async fn drop_generation(pool: &Pool, generation: i32) -> Result<(), ProjectorError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT schema_name, state FROM talkwai_meta.generations WHERE generation = $1 FOR UPDATE",
+            &[&generation],
+        )
+        .await?
+        .ok_or_else(|| ProjectorError::Invalid(format!("no generation {generation}")))?;
+    let schema_name: String = row.get(0);
+    let state: String = row.get(1);
+    if state == "live" {
+        return Err(ProjectorError::Invalid(
+            "the live generation cannot be dropped".into(),
+        ));
+    }
+    tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema_name} CASCADE"))
+        .await?;
+    tx.execute(
+        "DELETE FROM talkwai_meta.generations WHERE generation = $1",
+        &[&generation],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM talkwai_meta.projector_state WHERE generation = $1",
+        &[&generation],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Where a point-in-time replay stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Through this stream sequence.
+    Seq(u64),
+    /// Through the last event stored at or before this time, epoch milliseconds.
+    Time(i64),
+}
+
+/// Replays the log up to a point into a named schema: a read-only snapshot of the read models
+/// as of then (audits: "tenant X as of yesterday 10:00"). The snapshot is registered as a
+/// generation in state `snapshot` and never served by the views.
+pub async fn replay_until(
+    pool: &Pool,
+    store: &EventStore,
+    until: Until,
+    into: &str,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(i32, u64), ProjectorError> {
+    let started = Instant::now();
+    let mut conn = pool.get().await?;
+    schema::migrate(&conn).await?;
+    let head = store.last_sequence().await?;
+    let limit_seq = match until {
+        Until::Seq(seq) => seq.min(head),
+        Until::Time(_) => head,
+    };
+    let (generation, schema_name) = {
+        let tx = conn.transaction().await?;
+        let until_seq = i64::try_from(limit_seq).ok();
+        let created =
+            schema::create_generation(&tx, "snapshot", None, until_seq, Some(into)).await?;
+        tx.commit().await?;
+        created
+    };
+    let mut replay = store.replay(1, Vec::new()).await?;
+    let mut pending = Vec::new();
+    let mut checkpoint = 0;
+    let mut events = 0u64;
+    while checkpoint < limit_seq {
+        let mut batch = next_batch(&mut replay, &mut pending, 5000, limit_seq).await?;
+        if let Until::Time(ms) = until {
+            let cut = batch.iter().position(|m| m.stored_at_ms > ms);
+            if let Some(cut) = cut {
+                batch.truncate(cut);
+                if !batch.is_empty() {
+                    checkpoint =
+                        apply_into(&mut conn, &schema_name, generation, &batch, None).await?;
+                }
+                break;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        checkpoint = apply_into(&mut conn, &schema_name, generation, &batch, None).await?;
+        events += batch.len() as u64;
+        progress(Progress {
+            checkpoint,
+            target: limit_seq,
+            rate: rate(events, started),
+        });
+    }
+    let until_seq = i64::try_from(checkpoint).unwrap_or(i64::MAX);
+    conn.execute(
+        "UPDATE talkwai_meta.generations SET until_seq = $2 WHERE generation = $1",
+        &[&generation, &until_seq],
+    )
+    .await?;
+    Ok((generation, checkpoint))
+}
