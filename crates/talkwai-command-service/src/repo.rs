@@ -327,26 +327,10 @@ fn guard_owner(subject: &str, message: &StoredMessage) -> Result<Option<Uuid>, S
 
 /// Decodes a guard event body.
 pub fn decode_guard(body: &EventBody) -> Result<GuardEvent, String> {
-    if body.version != 1 {
-        return Err(format!("unknown guard event version {}", body.version));
-    }
-    serde_json::from_value(serde_json::json!({ "type": body.event_type, "data": body.data }))
-        .map_err(|e| e.to_string())
+    GuardEvent::decode(body).map_err(|e| e.to_string())
 }
 
 /// Encodes a guard event body.
 pub fn encode_guard(event: &GuardEvent) -> EventBody {
-    let value = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
-    EventBody {
-        event_type: value
-            .get("type")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        version: 1,
-        data: value
-            .get("data")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null),
-    }
+    event.encode()
 }

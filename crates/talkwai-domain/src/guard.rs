@@ -150,3 +150,76 @@ impl GuardChange {
         }
     }
 }
+
+impl GuardEvent {
+    /// Current version of the guard events' data.
+    pub const CURRENT_VERSION: u32 = 1;
+
+    /// Encodes the event as a wire body `{"type", "version", "data"}`, like aggregate events.
+    pub fn encode(&self) -> crate::EventBody {
+        let (event_type, owner, at) = match *self {
+            Self::Claimed { owner, at } => ("guard.claimed", owner, at),
+            Self::Released { owner, at } => ("guard.released", owner, at),
+        };
+        crate::EventBody {
+            event_type: event_type.to_owned(),
+            version: Self::CURRENT_VERSION,
+            data: serde_json::json!({ "owner": owner, "at": at }),
+        }
+    }
+
+    /// Decodes a wire body.
+    pub fn decode(body: &crate::EventBody) -> Result<Self, crate::DecodeError> {
+        if !matches!(body.event_type.as_str(), "guard.claimed" | "guard.released") {
+            return Err(crate::DecodeError::UnknownType(body.event_type.clone()));
+        }
+        if body.version != Self::CURRENT_VERSION {
+            return Err(crate::DecodeError::UnknownVersion {
+                event_type: body.event_type.clone(),
+                version: body.version,
+            });
+        }
+        serde_json::from_value(serde_json::json!({ "type": body.event_type, "data": body.data }))
+            .map_err(|e| crate::DecodeError::InvalidData {
+                event_type: body.event_type.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_events_round_trip_through_their_wire_body() {
+        let owner = Uuid::new_v4();
+        for event in [
+            GuardEvent::Claimed {
+                owner,
+                at: Timestamp(5),
+            },
+            GuardEvent::Released {
+                owner,
+                at: Timestamp(6),
+            },
+        ] {
+            assert_eq!(GuardEvent::decode(&event.encode()), Ok(event));
+        }
+        let mut body = GuardEvent::Claimed {
+            owner,
+            at: Timestamp(1),
+        }
+        .encode();
+        body.version = 2;
+        assert!(matches!(
+            GuardEvent::decode(&body),
+            Err(crate::DecodeError::UnknownVersion { .. })
+        ));
+        body.event_type = "guard.stolen".into();
+        assert!(matches!(
+            GuardEvent::decode(&body),
+            Err(crate::DecodeError::UnknownType(_))
+        ));
+    }
+}

@@ -688,3 +688,26 @@ fn id_schemas_accept_every_uuid_form_rust_accepts_and_nothing_else() {
         );
     }
 }
+
+/// Guard events are written as `{"type", "version", "data"}` bodies like aggregate events; their
+/// fixtures are kept forever and must decode.
+#[test]
+fn guard_fixtures_decode_forever() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/fixtures/guards");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("proto/fixtures/guards") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read fixture");
+        let body: talkwai_domain::EventBody = serde_json::from_str(&text).expect("an event body");
+        let event = talkwai_domain::GuardEvent::decode(&body)
+            .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+        assert_eq!(
+            event.encode(),
+            body,
+            "{} re-encodes to itself",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "a fixture for guard.claimed and guard.released");
+}
