@@ -43,6 +43,8 @@ pub enum Command {
     /// Mint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Inspect and operate the PostgreSQL read models (the projector).
+    Projections(ProjectionsArgs),
     /// Run the whole system locally: nats-server, PostgreSQL, the command service, a demo.
     Up(UpArgs),
 }
@@ -158,6 +160,108 @@ pub struct MintArgs {
     /// Audience claim (`aud`), when the service requires one.
     #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
     pub audience: Option<String>,
+}
+
+/// `talkwai projections ...`.
+#[derive(Debug, Args)]
+pub struct ProjectionsArgs {
+    /// PostgreSQL connection string of the read models (URL or `key=value` form).
+    #[arg(
+        long,
+        global = true,
+        env = "TALKWAI_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ProjectionsCommand,
+}
+
+/// The projection subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Every non-retired generation: checkpoint, stream head, lag, dead letters, stops.
+    Status(StatusArgs),
+    /// Events the projector could not apply.
+    DeadLetters(DeadLettersArgs),
+    /// Resume a projection stopped at a poison event (again, or past it with `--skip`).
+    Retry(RetryArgs),
+    /// Replay the log into a new generation and swap it in when it matches the live one
+    /// (exit code 1 when the parity check fails).
+    Rebuild(RebuildArgs),
+    /// Point the views back at the generation the last rebuild replaced.
+    Rollback,
+    /// Drop a generation that is not live (its schema and its registration).
+    Drop(DropArgs),
+    /// Replay the log up to a point into a snapshot schema (never served by the views).
+    Replay(ReplayArgs),
+}
+
+/// `talkwai projections status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also measure the apply rate (samples `applied` twice, one second apart).
+    #[arg(long)]
+    pub rate: bool,
+}
+
+/// `talkwai projections dead-letters`.
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// Include resolved dead letters.
+    #[arg(long)]
+    pub all: bool,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `talkwai projections retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Skip the poison event (move the checkpoint past it) instead of applying it again.
+    #[arg(long)]
+    pub skip: bool,
+}
+
+/// `talkwai projections rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Rebuild only this tenant's rows (copied into the live generation at the end).
+    #[arg(long)]
+    pub tenant: Option<Uuid>,
+    /// Swap even when the parity check finds differences.
+    #[arg(long)]
+    pub force: bool,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+}
+
+/// `talkwai projections drop <generation>`.
+#[derive(Debug, Args)]
+pub struct DropArgs {
+    /// The generation number (see `talkwai projections status`).
+    pub generation: i32,
+}
+
+/// `talkwai projections replay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("until").required(true).args(["until_seq", "until_time"])))]
+pub struct ReplayArgs {
+    /// Replay through this stream sequence.
+    #[arg(long)]
+    pub until_seq: Option<u64>,
+    /// Replay through the last event stored at or before this time (RFC 3339).
+    #[arg(long)]
+    pub until_time: Option<String>,
+    /// The snapshot schema to create (`[a-z0-9_]`, must not exist).
+    #[arg(long)]
+    pub into: String,
 }
 
 /// `talkwai up`.

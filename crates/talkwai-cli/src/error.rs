@@ -70,6 +70,12 @@ pub enum CliError {
     /// The in-process command service failed.
     #[error("command service failed")]
     Service(#[from] talkwai_command_service::StartError),
+    /// The projector or its PostgreSQL failed, or refused an operator request.
+    #[error("projections")]
+    Projection(#[from] talkwai_projector::ProjectorError),
+    /// A rebuild's parity check found differences; nothing was swapped.
+    #[error("parity check failed: the new generation differs from the live one; nothing swapped")]
+    ParityFailed,
     /// The demo could not be seeded.
     #[error("seeding the demo: {0}")]
     Seed(String),
@@ -101,7 +107,11 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::OutputClosed => 0,
-            Self::Rejected(_) | Self::NotFound(_) => EXIT_REJECTED,
+            Self::Rejected(_) | Self::NotFound(_) | Self::ParityFailed => EXIT_REJECTED,
+            Self::Projection(
+                talkwai_projector::ProjectorError::Invalid(_)
+                | talkwai_projector::ProjectorError::Parity(_),
+            ) => EXIT_REJECTED,
             Self::Usage(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }

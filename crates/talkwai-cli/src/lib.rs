@@ -1,12 +1,14 @@
 //! `talkwai`, the operator CLI of the TalkwAI event backbone: run the whole system locally
-//! (`up`), send commands (`cmd`), read the event log (`events tail`, `events show`) and mint
+//! (`up`), send commands (`cmd`), read the event log (`events tail`, `events show`), operate the
+//! read models (`projections status|dead-letters|retry|rebuild|rollback|drop|replay`) and mint
 //! tokens (`token mint`). The binary is a thin edge over this library so tests can drive the
 //! logic directly; every subcommand has its own module.
 //!
 //! # Architecture invariant
 //! The CLI reads the log of record (JetStream) and talks to services over NATS like any other
 //! client; it never writes events itself. `talkwai up` is the one place that runs servers
-//! (through `talkwai-testkit`) and a service in process.
+//! (through `talkwai-testkit`) and services (command service, projector) in process.
+//! `projections` writes only through `talkwai_projector`'s operator functions.
 //!
 //! # Exit codes
 //! 0 success; 1 a command was rejected or nothing was found; 2 bad arguments or input;
@@ -17,6 +19,7 @@
 //! - [`send`]: `cmd`, with idempotent retries.
 //! - [`events`]: `events tail` and `events show`.
 //! - [`token`]: `token mint`.
+//! - [`projections`]: the read models' status, dead letters, retries, rebuilds and replays.
 //! - [`up`]: the local system; [`demo`] its seed and [`secrets`] its `secrets.json`.
 //! - [`error`]: [`CliError`] and the exit codes; [`output`]: stdout that tolerates a closed pipe.
 
@@ -25,6 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod output;
+pub mod projections;
 pub mod secrets;
 pub mod send;
 pub mod token;
@@ -44,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Events(EventsCommand::Tail(args)) => events::tail(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Show(args)) => events::show(&cli.nats_url, args).await,
         Command::Token(TokenCommand::Mint(args)) => token::run_mint(args),
+        Command::Projections(args) => projections::run(&cli.nats_url, args).await,
         Command::Up(args) => up::run(&cli.nats_url, args).await,
     }
 }

@@ -1,7 +1,8 @@
 //! `talkwai up`: the whole system on one machine. Starts a persistent nats-server (JetStream)
-//! and a persistent PostgreSQL under the data dir, runs the command service in this process,
-//! seeds the demo tenant once, prints what to try, and on SIGINT/SIGTERM stops the service
-//! (draining in-flight commands) and then the servers, keeping their data.
+//! and a persistent PostgreSQL under the data dir, runs the command service and the projector
+//! (read models in PostgreSQL) in this process, seeds the demo tenant once, prints what to try,
+//! and on SIGINT/SIGTERM stops the services (draining in-flight commands) and then the
+//! servers, keeping their data.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -91,6 +92,26 @@ async fn start_postgres(data: PathBuf, port: u16) -> Result<Postgres, CliError> 
 
 /// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
 /// NATS URL and the secrets of the data dir.
+/// The projector's settings: defaults and `TALKWAI_PROJECTOR_*` tuning variables, with the
+/// local NATS and PostgreSQL URLs.
+fn projector_config(
+    nats_url: &str,
+    database_url: &str,
+) -> Result<talkwai_projector::Config, CliError> {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        config: talkwai_projector::Config,
+    }
+    let mut config = Wrapper::try_parse_from(["talkwai-up", "--database-url", database_url])
+        .map_err(|e| CliError::Usage(format!("projector settings: {e}")))?
+        .config;
+    config.nats_url = nats_url.to_owned();
+    config.database_url = database_url.to_owned();
+    config.instance = "talkwai-up".to_owned();
+    Ok(config)
+}
+
 fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, CliError> {
     #[derive(Parser)]
     struct Wrapper {
@@ -184,6 +205,12 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
     let mut service_task = tokio::spawn(service.run(async {
         let _ = stopped.await;
     }));
+    let projector =
+        talkwai_projector::Projector::build(projector_config(&nats_url, &postgres_url)?).await?;
+    let (stop_projector, projector_stopped) = oneshot::channel::<()>();
+    let mut projector_task = tokio::spawn(projector.run(async {
+        let _ = projector_stopped.await;
+    }));
     let client = crate::connect(&nats_url).await?;
     wait_ready(&client).await?;
 
@@ -215,14 +242,25 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
             Ok(Err(err)) => CliError::Service(err),
             Err(err) => CliError::Nats(format!("the command service task failed: {err}")),
         }),
+        ended = &mut projector_task => Err(match ended {
+            Ok(Ok(())) => CliError::Nats("the projector stopped on its own".into()),
+            Ok(Err(err)) => CliError::Projection(err),
+            Err(err) => CliError::Nats(format!("the projector task failed: {err}")),
+        }),
     };
-    tracing::info!("stopping: command service first, then the servers");
+    tracing::info!("stopping: command service and projector first, then the servers");
     let _ = stop.send(());
+    let _ = stop_projector.send(());
     if outcome.is_ok() {
         match service_task.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "command service"),
             Err(err) => tracing::warn!(error = %err, "command service task"),
+        }
+        match projector_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "projector"),
+            Err(err) => tracing::warn!(error = %err, "projector task"),
         }
     }
     drop(store);
@@ -276,11 +314,14 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         b.nats_url
     ))?;
     line(&format!(
-        "talkwai up: postgresql    {}  ({pg_where}; nothing reads it yet, the projector comes later)",
+        "talkwai up: postgresql    {}  ({pg_where})",
         b.postgres_url
     ))?;
     line(
         "talkwai up: commands      served by this process (NATS services API, queue group talkwai-command)",
+    )?;
+    line(
+        "talkwai up: projections   kept current by this process: views talkwai.tenants, talkwai.members, talkwai.admins, talkwai.agents, talkwai.tasks, talkwai.users, talkwai.checkpoint",
     )?;
     line(&format!(
         "talkwai up: secrets       {data}/{} (platform token and JWT secret, {secrets_note})",
@@ -297,6 +338,7 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         line("printed on purpose for this local demo; never print real tokens.")?;
         line("")?;
         line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
+        line(&format!("  export TALKWAI_DATABASE_URL={}", b.postgres_url))?;
         line(&format!(
             "  export TALKWAI_TOKEN={}",
             b.owner_token.expose_secret()
@@ -321,10 +363,18 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         line(&format!(
             "  TALKWAI_JWT_SECRET=<jwtSecret from {data}/secrets.json> talkwai token mint --kind member --sub <user uuid> --tenant {t}"
         ))?;
+        line(
+            "  talkwai projections status                           # read models: checkpoint, lag, dead letters",
+        )?;
+        line(&format!(
+            "  psql \"$TALKWAI_DATABASE_URL\" -c \"SELECT id, status, subject FROM talkwai.tasks WHERE tenant_id = '{t}'\"  # if you have psql"
+        ))?;
         line("")?;
-        line("No nats CLI needed: every step above goes through talkwai.")?;
+        line("No nats CLI or psql needed: every step above except the last goes through talkwai.")?;
     } else {
         line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
+        line(&format!("  export TALKWAI_DATABASE_URL={}", b.postgres_url))?;
+        line("  talkwai projections status   # read models: checkpoint, lag, dead letters")?;
         line(&format!(
             "  the platform token is in {data}/secrets.json (talkwai cmd talkwai.cmd.platform.tenant.create ... --token <it>)"
         ))?;

@@ -134,6 +134,32 @@ async fn store(nats_url: &str) -> EventStore {
         .unwrap_or_else(|e| panic!("cannot open the event stream: {e}"))
 }
 
+/// Polls `talkwai.tasks` for the demo tenant until it holds `at_least` rows; returns their ids.
+async fn wait_for_tasks(database_url: &str, at_least: usize) -> Vec<Uuid> {
+    let (pg, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {database_url}: {e}"));
+    tokio::spawn(connection);
+    let mut last = Vec::new();
+    for _ in 0..600 {
+        // The view appears when the projector has created its first generation.
+        if let Ok(rows) = pg
+            .query(
+                "SELECT id FROM talkwai.tasks WHERE tenant_id = $1",
+                &[&demo::TENANT],
+            )
+            .await
+        {
+            last = rows.iter().map(|r| r.get::<_, Uuid>(0)).collect();
+            if last.len() >= at_least {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("talkwai.tasks never held {at_least} demo rows; last saw {last:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn up_runs_the_system_and_finds_its_data_again() {
     let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
@@ -177,6 +203,28 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         .unwrap_or_else(|e| panic!("cannot run talkwai cmd: {e}"));
     let run = common::Run::from_output(&args, output);
     assert_eq!(run.code, 0, "the printed token must work: {}", run.stderr);
+
+    // The projector runs in `talkwai up`: the demo tenant's tasks (and the one just created)
+    // appear in the stable view, and `talkwai projections status` reads it without psql.
+    let database_url = up.export("TALKWAI_DATABASE_URL");
+    let tasks = wait_for_tasks(&database_url, demo::TASKS.len() + 1).await;
+    for id in demo::TASKS.iter().chain([&task]) {
+        assert!(
+            tasks.contains(id),
+            "task {id} missing from talkwai.tasks: {tasks:?}"
+        );
+    }
+    let args = ["projections", "status", "--json"];
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_DATABASE_URL", &database_url)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai projections status: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "projections status: {}", run.stderr);
+    assert_eq!(run.json()[0]["state"], "live", "{}", run.stdout);
 
     let events = store(&nats_url).await;
     let head = events
