@@ -58,6 +58,7 @@ CREATE TABLE {s}.tenants (
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
     version bigint NOT NULL, last_seq bigint NOT NULL
 );
+CREATE INDEX ON {s}.tenants (created_at, id);
 CREATE TABLE {s}.members (
     id uuid PRIMARY KEY, tenant_id uuid NOT NULL, first_name text NOT NULL, last_name text NOT NULL,
     email text NOT NULL, phone text, role text NOT NULL, status text NOT NULL, user_id uuid,
@@ -76,6 +77,7 @@ CREATE TABLE {s}.admins (
 );
 CREATE INDEX ON {s}.admins (user_id);
 CREATE INDEX ON {s}.admins (email);
+CREATE INDEX ON {s}.admins (created_at, id);
 CREATE TABLE {s}.agents (
     id uuid PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL, description text,
     type text NOT NULL, configuration text NOT NULL, status text NOT NULL,
@@ -83,6 +85,7 @@ CREATE TABLE {s}.agents (
     version bigint NOT NULL, last_seq bigint NOT NULL
 );
 CREATE INDEX ON {s}.agents (tenant_id, created_at DESC, id);
+CREATE INDEX ON {s}.agents (tenant_id, type);
 CREATE TABLE {s}.tasks (
     id uuid PRIMARY KEY, tenant_id uuid NOT NULL, type text NOT NULL, status text NOT NULL,
     priority text NOT NULL, from_address text NOT NULL, to_address text NOT NULL,
@@ -103,6 +106,7 @@ CREATE TABLE {s}.users (
     version bigint NOT NULL, last_seq bigint NOT NULL
 );
 CREATE INDEX ON {s}.users (email);
+CREATE INDEX ON {s}.users (created_at, id);
 CREATE TABLE {s}.checkpoint (
     id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     last_seq bigint NOT NULL,
