@@ -1,0 +1,200 @@
+//! Results: one row per scenario, a printed table, and the JSON file.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::drive::Measured;
+use crate::machine::Machine;
+
+/// The scenario every ratio is measured against.
+pub const REFERENCE: &str = "raw single publish (window 64)";
+
+/// One measured scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `baseline`, `appender`, `commands` or `sweep`.
+    pub group: String,
+    /// What was measured.
+    pub scenario: String,
+    /// Concurrent callers (or messages in flight for raw publishes).
+    pub callers: usize,
+    /// What one operation is (`msg`, `command`, `batch of N`).
+    pub unit: String,
+    /// Successful operations.
+    pub ops: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Wall time of the measurement, seconds.
+    pub seconds: f64,
+    /// Successful operations per second (messages per second for batches).
+    pub ops_per_sec: f64,
+    /// Median latency of one operation (for batches: one whole batch), ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency, ms.
+    pub p99_ms: Option<f64>,
+    /// `ops_per_sec` over the reference (raw single publishes, window 64) of the same run.
+    pub ratio: Option<f64>,
+    /// CPU time of this process (load generator and, for commands, the command service)
+    /// per operation, µs.
+    pub bench_cpu_us_per_op: Option<f64>,
+    /// CPU time of nats-server per operation, µs.
+    pub server_cpu_us_per_op: Option<f64>,
+    /// Settings and remarks.
+    pub note: String,
+}
+
+impl Row {
+    /// A row from a measurement; `per_op` multiplies the count (messages per batch).
+    pub fn new(group: &str, scenario: &str, callers: usize, unit: &str, m: &Measured) -> Self {
+        Self {
+            group: group.to_owned(),
+            scenario: scenario.to_owned(),
+            callers,
+            unit: unit.to_owned(),
+            ops: m.ok,
+            errors: m.errors,
+            seconds: m.elapsed.as_secs_f64(),
+            ops_per_sec: m.per_sec(),
+            p50_ms: m.quantile_ms(0.50),
+            p99_ms: m.quantile_ms(0.99),
+            ratio: None,
+            bench_cpu_us_per_op: m.cpu.bench.map(|d| per_op(d, m.ok)),
+            server_cpu_us_per_op: m.cpu.server.map(|d| per_op(d, m.ok)),
+            note: m.first_error.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Counts `n` messages per operation (atomic batches).
+    pub fn times(mut self, n: u64) -> Self {
+        self.ops *= n;
+        self.ops_per_sec *= n as f64;
+        let n = n.max(1) as f64;
+        self.bench_cpu_us_per_op = self.bench_cpu_us_per_op.map(|v| v / n);
+        self.server_cpu_us_per_op = self.server_cpu_us_per_op.map(|v| v / n);
+        self
+    }
+
+    /// Adds a remark.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        let note = note.into();
+        self.note = if self.note.is_empty() {
+            note
+        } else {
+            format!("{note}; first error: {}", self.note)
+        };
+        self
+    }
+
+    /// Prints the row as soon as it is measured.
+    pub fn announce(&self) {
+        println!(
+            "  {:<52} {:>4} callers {:>10.0} {}/s  p50 {:>7} ms  p99 {:>7} ms{}",
+            self.scenario,
+            self.callers,
+            self.ops_per_sec,
+            if self.unit.starts_with("batch") {
+                "msg"
+            } else {
+                self.unit.as_str()
+            },
+            fmt_ms(self.p50_ms),
+            fmt_ms(self.p99_ms),
+            if self.errors > 0 {
+                format!("  ({} errors)", self.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+fn per_op(cpu: std::time::Duration, ops: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
+}
+
+fn fmt_ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// Everything one run produced.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The subcommand.
+    pub suite: String,
+    /// `--quick` was given.
+    pub quick: bool,
+    /// When the run started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Ops/s of the reference scenario.
+    pub reference_ops_per_sec: Option<f64>,
+    /// Every measured scenario, in order.
+    pub rows: Vec<Row>,
+    /// Facts worth keeping beside the figures (payload sizes...).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Fills every row's ratio to the reference (the mean of its measurements in this run).
+    pub fn compute_ratios(&mut self) {
+        let measured: Vec<f64> = self
+            .rows
+            .iter()
+            .filter(|r| r.scenario == REFERENCE)
+            .map(|r| r.ops_per_sec)
+            .collect();
+        let reference = (!measured.is_empty())
+            .then(|| measured.iter().sum::<f64>() / measured.len() as f64)
+            .filter(|v| *v > 0.0);
+        self.reference_ops_per_sec = reference;
+        for row in &mut self.rows {
+            row.ratio = reference.map(|r| row.ops_per_sec / r);
+        }
+    }
+
+    /// The table: scenario, callers, ops/s, p50, p99, ratio.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} |\n",
+            "scenario", "callers", "ops/s", "p50 ms", "p99 ms", "ratio", "bench µs", "nats µs"
+        ));
+        out.push_str(&format!(
+            "|{:-<68}|{:->9}|{:->12}|{:->10}|{:->10}|{:->8}|{:->11}|{:->11}|\n",
+            "", ":", ":", ":", ":", ":", ":", ":"
+        ));
+        for row in &self.rows {
+            let unit = if row.unit.starts_with("batch") {
+                "msg"
+            } else {
+                row.unit.as_str()
+            };
+            out.push_str(&format!(
+                "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} |\n",
+                format!("{} ({unit}/s)", row.scenario),
+                row.callers,
+                format!("{:.0}", row.ops_per_sec),
+                fmt_ms(row.p50_ms),
+                fmt_ms(row.p99_ms),
+                row.ratio
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
+                row.bench_cpu_us_per_op
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+                row.server_cpu_us_per_op
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+            ));
+        }
+        out
+    }
+
+    /// Writes the JSON file (creating its directory).
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Which scenarios a run measures, with which budgets, in which order.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use talkwai_eventstore::{AppenderConfig, EventStore, StreamSettings};
+use talkwai_testkit::NatsServer;
+
+use crate::baselines;
+use crate::commands::{self, RunningService, ServiceSettings};
+use crate::drive::Budget;
+use crate::machine::Machine;
+use crate::payload::EventFactory;
+use crate::report::{Report, Row};
+
+/// The window of the reference: durable publishes with this many acks outstanding.
+const REFERENCE_WINDOW: usize = 64;
+/// Atomic batch sizes measured raw.
+const BATCH_SIZES: [usize; 4] = [8, 64, 256, 1000];
+
+/// How much each scenario may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// Most time per scenario.
+    pub time: Duration,
+    /// Most single messages or commands per scenario.
+    pub ops: u64,
+    /// Most messages per atomic-batch scenario.
+    pub batch_messages: u64,
+    /// Tasks each caller starts and completes.
+    pub tasks_per_caller: u64,
+    /// Time spent warming a fresh service instance up.
+    pub warm_up: Duration,
+}
+
+impl Budgets {
+    /// Full or quick budgets; `seconds` overrides the time per scenario.
+    pub fn new(quick: bool, seconds: Option<f64>) -> Self {
+        let mut budgets = if quick {
+            Self {
+                time: Duration::from_secs(1),
+                ops: 3_000,
+                batch_messages: 30_000,
+                tasks_per_caller: 10,
+                warm_up: Duration::from_millis(300),
+            }
+        } else {
+            Self {
+                time: Duration::from_secs(5),
+                ops: 20_000,
+                batch_messages: 300_000,
+                tasks_per_caller: 100,
+                warm_up: Duration::from_secs(1),
+            }
+        };
+        if let Some(seconds) = seconds.filter(|s| s.is_finite() && *s > 0.0) {
+            budgets.time = Duration::from_secs_f64(seconds);
+        }
+        budgets
+    }
+
+    fn ops(&self) -> Budget {
+        Budget::new(self.ops, self.time)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Raw atomic batches and the appender.
+    pub baselines: bool,
+    /// The command service.
+    pub commands: bool,
+    /// Writer-setting variants of the command service.
+    pub sweep: bool,
+    /// Budgets.
+    pub budgets: Budgets,
+}
+
+fn push(report: &mut Report, row: Row) {
+    row.announce();
+    report.rows.push(row);
+}
+
+/// Runs the plan on a fresh nats-server and returns the report.
+pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report> {
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut machine = Machine::detect();
+    let server = NatsServer::start()
+        .await
+        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
+    crate::drive::set_server_pid(server.pid());
+    let client = async_nats::connect(server.url())
+        .await
+        .context("connecting to nats-server")?;
+    machine.nats_server = Some(client.server_info().version);
+    let store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
+    let factory = EventFactory::new();
+    let mut report = Report {
+        suite: suite.to_owned(),
+        quick,
+        started_at,
+        machine,
+        reference_ops_per_sec: None,
+        rows: Vec::new(),
+        notes: vec![format!(
+            "raw baselines write a {}-byte task.created body with the 7 Talkwai-* headers the \
+             command service sets, on a new subject each",
+            factory.payload_len()
+        )],
+    };
+    println!(
+        "talkwai-bench {suite}: nats-server {} (sync_interval always, file store) on {} CPUs",
+        report.machine.nats_server.as_deref().unwrap_or("?"),
+        report.machine.nproc
+    );
+    let b = plan.budgets;
+
+    push(
+        &mut report,
+        baselines::raw_single(&client, &factory, REFERENCE_WINDOW, b.ops()).await?,
+    );
+
+    if plan.baselines {
+        for size in BATCH_SIZES {
+            push(
+                &mut report,
+                baselines::raw_atomic(
+                    &client,
+                    &factory,
+                    size,
+                    Budget::new(b.batch_messages, b.time),
+                )
+                .await?,
+            );
+        }
+        let appenders = [(true, 1), (true, 2), (true, 4), (false, 2), (false, 64)];
+        for (group, max_in_flight) in appenders {
+            let config = AppenderConfig {
+                group,
+                max_in_flight,
+                ..Default::default()
+            };
+            push(
+                &mut report,
+                baselines::appender(&client, &factory, 64, config, b.ops()).await,
+            );
+        }
+    }
+
+    if plan.commands {
+        let url = server.url();
+        let defaults = ServiceSettings::default();
+        let service = RunningService::start(&url, &client, defaults).await?;
+        let world = commands::world(&client).await?;
+        commands::warm_up(&client, &world, Budget::new(u64::MAX, b.warm_up)).await;
+        match commands::stored_event_size(&store, &world, &client).await {
+            Ok((body, headers)) => report.notes.push(format!(
+                "a task.created event written by the command service: {body}-byte body, \
+                 {headers} bytes of headers"
+            )),
+            Err(err) => report
+                .notes
+                .push(format!("stored event size unknown: {err}")),
+        }
+        for callers in [1, 64, 512] {
+            push(
+                &mut report,
+                commands::create_tasks(&client, &world, callers, b.ops(), defaults, "commands")
+                    .await,
+            );
+        }
+        push(
+            &mut report,
+            commands::start_complete(&client, &world, 64, b.tasks_per_caller, defaults).await?,
+        );
+        service.stop().await?;
+
+        let mut variants = vec![ServiceSettings {
+            group_commit: false,
+            writes_in_flight: defaults.writes_in_flight,
+        }];
+        if plan.sweep {
+            variants.extend(
+                [1, 4, 8]
+                    .into_iter()
+                    .filter(|w| *w != defaults.writes_in_flight)
+                    .map(|writes_in_flight| ServiceSettings {
+                        group_commit: true,
+                        writes_in_flight,
+                    }),
+            );
+            variants.push(ServiceSettings {
+                group_commit: false,
+                writes_in_flight: 64,
+            });
+        }
+        for settings in variants {
+            let group = if settings.writes_in_flight == defaults.writes_in_flight {
+                "commands"
+            } else {
+                "variant"
+            };
+            let service = RunningService::start(&url, &client, settings).await?;
+            commands::warm_up(&client, &world, Budget::new(u64::MAX, b.warm_up)).await;
+            push(
+                &mut report,
+                commands::create_tasks(&client, &world, 64, b.ops(), settings, group).await,
+            );
+            if plan.sweep && settings.group_commit {
+                push(
+                    &mut report,
+                    commands::create_tasks(&client, &world, 512, b.ops(), settings, group).await,
+                );
+            }
+            service.stop().await?;
+        }
+    }
+
+    // The machine is shared and noisy: measure the reference again at the end; ratios use
+    // the mean of both.
+    push(
+        &mut report,
+        baselines::raw_single(&client, &factory, REFERENCE_WINDOW, b.ops())
+            .await?
+            .note("repeated at the end of the run"),
+    );
+    report.compute_ratios();
+    drop(client);
+    drop(server);
+    Ok(report)
+}
