@@ -129,7 +129,8 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
         let channel = match entry.kind {
             MessageKind::Guard => "evt.guard".to_owned(),
             MessageKind::Query => "qry".to_owned(),
-            MessageKind::Presence => "room.presence".to_owned(),
+            MessageKind::Presence if entry.name == "presence" => "room.presence".to_owned(),
+            MessageKind::Presence => format!("room.{}", entry.name),
             _ => format!("room.topic.{}", entry.name),
         };
         let action = match entry.kind {
@@ -285,7 +286,11 @@ fn parameter_definitions() -> Value {
             "description": "the room id",
         },
         "op": {
-            "description": "the presence operation (set, get, join, leave...)",
+            "description": "the presence operation",
+            "enum": ["join", "update", "leave", "heartbeat", "get"],
+        },
+        "memberId": {
+            "description": "the member notified",
         },
     })
 }

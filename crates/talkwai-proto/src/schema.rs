@@ -36,6 +36,9 @@ use talkwai_domain::user::{UserEmailBody, UserEmailSet};
 use talkwai_domain::{Event, EventBody, GuardEvent};
 
 use crate::envelope::{CommandReply, ErrorBody};
+use crate::room::{
+    Notification, PresenceEvent, PresenceReply, PresenceRequest, SystemAlert, TaskUpdate,
+};
 
 /// What part of the contract a message belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -395,39 +398,31 @@ pub fn catalog() -> Vec<CatalogEntry> {
                  the tenant scope comes from the caller's token",
             ),
         ),
-        untyped(
+        other::<TaskUpdate>(
             MessageKind::Topic,
             "taskUpdates",
             "talkwai.room.{roomType}.{roomId}.topic.taskUpdates",
-            task_update_schema(),
         ),
-        untyped(
+        other::<Notification>(
             MessageKind::Topic,
             "notifications",
-            "talkwai.room.{roomType}.{roomId}.topic.notifications",
-            open_object(
-                "Notification",
-                "an in-app notification for the room's members",
-            ),
+            "talkwai.room.{roomType}.{roomId}.topic.notifications.{memberId}",
         ),
-        untyped(
+        other::<SystemAlert>(
             MessageKind::Topic,
             "systemAlerts",
             "talkwai.room.{roomType}.{roomId}.topic.systemAlerts",
-            open_object(
-                "SystemAlert",
-                "a system-wide alert in the admin room (tenant suspended, task failed, \
-                 projection lag or dead letters)",
-            ),
         ),
-        untyped(
+        other::<PresenceRequest>(
             MessageKind::Presence,
             "presence",
             "talkwai.room.{roomType}.{roomId}.presence.{op}",
-            open_object(
-                "Presence",
-                "a peer's presence (set with a TTL heartbeat, get, join and leave events)",
-            ),
+        ),
+        other::<PresenceReply>(MessageKind::Presence, "presenceReply", REPLY_SUBJECT),
+        other::<PresenceEvent>(
+            MessageKind::Presence,
+            "presenceEvents",
+            "talkwai.room.{roomType}.{roomId}.presence.events",
         ),
     ]);
     let commands = domain_commands();
@@ -550,25 +545,6 @@ fn open_object(title: &str, description: &str) -> Value {
         "title": title,
         "description": description,
         "type": "object",
-    })
-}
-
-/// `taskUpdates` as the seed publishes it: `{taskId, action, status, userId, timestamp}`.
-fn task_update_schema() -> Value {
-    json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": "TaskUpdate",
-        "description": "a real-time task change in a tenant room, as the seed's \
-                        notifyTaskUpdate publishes it",
-        "type": "object",
-        "properties": {
-            "taskId": { "type": "string", "format": "uuid", "pattern": UUID_PATTERN },
-            "action": { "type": "string", "description": "what happened (created, started...)" },
-            "status": { "type": "string", "description": "the task's status after the change" },
-            "userId": { "type": "string", "description": "who caused the change" },
-            "timestamp": { "type": "integer", "description": "epoch milliseconds" },
-        },
-        "required": ["taskId", "action", "timestamp"],
     })
 }
 

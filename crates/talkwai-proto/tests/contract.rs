@@ -555,9 +555,10 @@ fn asyncapi_names_every_subject_and_message() {
         "talkwai.evt.{tenant}.guard.{kind}.{hash}",
         "talkwai.qry.{tenant}",
         "talkwai.room.{roomType}.{roomId}.topic.taskUpdates",
-        "talkwai.room.{roomType}.{roomId}.topic.notifications",
+        "talkwai.room.{roomType}.{roomId}.topic.notifications.{memberId}",
         "talkwai.room.{roomType}.{roomId}.topic.systemAlerts",
         "talkwai.room.{roomType}.{roomId}.presence.{op}",
+        "talkwai.room.{roomType}.{roomId}.presence.events",
     ] {
         assert!(addresses.contains(expected), "no channel {expected}");
     }

@@ -1,0 +1,248 @@
+//! From the event log to room topics: the durable consumer `talkwai-notifier`, shared by every
+//! instance, explicit ack after publishing.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use futures::StreamExt;
+use lru::LruCache;
+use talkwai_domain::ids::TaskId;
+use talkwai_domain::task::TaskEvent;
+use talkwai_domain::tenant::TenantEvent;
+use talkwai_domain::{EntityKind, Event, EventBody};
+use talkwai_eventstore::{EventStore, StoredMessage};
+use talkwai_proto::EventSubject;
+use talkwai_proto::headers::{ACTOR, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, OCCURRED_AT};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::derive::{self, ActorRef, EventMeta, FailureSpikes, Outgoing, TaskFacts};
+use crate::{Config, NotifierError};
+
+/// The durable consumer every notifier instance pulls from.
+pub const CONSUMER: &str = "talkwai-notifier";
+
+/// Creates (or updates) the shared durable consumer: task and tenant events, from the start of
+/// the log on first creation, explicit ack, at most `max_ack_pending` events in flight across
+/// all instances (1: strict order).
+pub async fn consumer(store: &EventStore, config: &Config) -> Result<PullConsumer, NotifierError> {
+    let stream = store
+        .jetstream()
+        .get_stream(store.stream_name())
+        .await
+        .map_err(NotifierError::js)?;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(CONSUMER.into()),
+            description: Some("TalkwAI notifier: room topics from events".into()),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait(),
+            max_ack_pending: config.max_ack_pending.max(1),
+            max_deliver: -1,
+            filter_subjects: vec![
+                "talkwai.evt.*.task.*".into(),
+                "talkwai.evt.*.tenant.*".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .map_err(NotifierError::js)
+}
+
+/// The state of the event loop: caches and detectors, owned by one task.
+pub struct EventLoop {
+    store: EventStore,
+    /// What is known about recently seen tasks; a miss or a gap is filled from the log.
+    tasks: LruCache<TaskId, TaskFacts>,
+    spikes: FailureSpikes,
+    skip_older_than_ms: i64,
+}
+
+impl EventLoop {
+    /// A loop over `store` with the caches and thresholds of `config`.
+    pub fn new(store: EventStore, config: &Config) -> Self {
+        Self {
+            store,
+            tasks: LruCache::new(
+                NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN),
+            ),
+            spikes: FailureSpikes::new(
+                config.failure_spike,
+                i64::try_from(config.failure_spike_window_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+                config.cache_capacity,
+            ),
+            skip_older_than_ms: i64::try_from(config.skip_older_than_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Pulls, publishes and acks until `shutdown` flips; the message in hand is finished first.
+    pub async fn run(
+        mut self,
+        consumer: PullConsumer,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), NotifierError> {
+        let client = self.store.client().clone();
+        let mut messages = consumer.messages().await.map_err(NotifierError::js)?;
+        info!(consumer = CONSUMER, "notifying from the event log");
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.changed() => break,
+                message = messages.next() => message,
+            };
+            let Some(message) = message else { break };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    warn!(error = %err, "consumer error");
+                    continue;
+                }
+            };
+            let Some(stored) = to_stored(&message) else {
+                let _ = message.ack().await;
+                continue;
+            };
+            match self.handle(&stored).await {
+                Ok(outgoing) => {
+                    let mut published = true;
+                    for out in outgoing {
+                        let body = serde_json::to_vec(&out.body).unwrap_or_default();
+                        if let Err(err) = client.publish(out.subject, body.into()).await {
+                            warn!(error = %err, seq = stored.seq, "cannot publish, redelivery will retry");
+                            published = false;
+                        }
+                    }
+                    if !published {
+                        continue;
+                    }
+                    // The publishes are queued before the ack on the same connection, so the
+                    // server sees them first; a crash before the ack means a redelivery.
+                    if let Err(err) = message.ack().await {
+                        warn!(error = %err, seq = stored.seq, "cannot ack");
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, seq = stored.seq, "cannot load the task, retrying");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+        Ok(())
+    }
+
+    /// The messages one stored event produces (nothing for stale or foreign events).
+    pub async fn handle(&mut self, stored: &StoredMessage) -> Result<Vec<Outgoing>, NotifierError> {
+        if self.skip_older_than_ms > 0
+            && stored.stored_at_ms > 0
+            && now_ms() - stored.stored_at_ms > self.skip_older_than_ms
+        {
+            debug!(seq = stored.seq, "skipping a stale event");
+            return Ok(Vec::new());
+        }
+        let Ok(EventSubject::Aggregate(target)) = EventSubject::parse(&stored.subject) else {
+            return Ok(Vec::new());
+        };
+        let Some(tenant) = target.tenant else {
+            return Ok(Vec::new());
+        };
+        let event = match serde_json::from_slice::<EventBody>(&stored.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|body| Event::decode(&body).map_err(|e| e.to_string()))
+        {
+            Ok(event) => event,
+            Err(err) => {
+                warn!(error = %err, seq = stored.seq, "undecodable event, not notified");
+                return Ok(Vec::new());
+            }
+        };
+        let meta = EventMeta {
+            seq: stored.seq,
+            tenant,
+            actor: ActorRef::parse(stored.header(ACTOR)),
+            occurred_at: stored
+                .header(OCCURRED_AT)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(stored.stored_at_ms),
+        };
+        match (target.kind, event) {
+            (EntityKind::Task, Event::Task(event)) => {
+                let task = TaskId::from(target.id);
+                let before = self.facts_before(task, stored).await?;
+                let mut after = before;
+                after.evolve(&event, stored.seq);
+                self.tasks.put(task, after);
+                let mut out = derive::task_messages(meta, task, &event, &before, &after);
+                if matches!(event, TaskEvent::Failed(_))
+                    && let Some(count) = self.spikes.record(tenant, meta.occurred_at)
+                {
+                    out.push(self.spikes.alert(meta, count));
+                }
+                Ok(out)
+            }
+            (EntityKind::Tenant, Event::Tenant(TenantEvent::StatusChanged(change))) => {
+                Ok(derive::tenant_alert(meta, &change).into_iter().collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The task's facts just before `stored`: the cached copy when it provably ends right
+    /// before it (the event's expected last subject sequence), else caught up from the log.
+    async fn facts_before(
+        &mut self,
+        task: TaskId,
+        stored: &StoredMessage,
+    ) -> Result<TaskFacts, NotifierError> {
+        let cached = self.tasks.get(&task).copied();
+        let expected = stored
+            .header(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(facts) = cached
+            && (expected == Some(facts.last_seq) || facts.last_seq + 1 == stored.seq)
+        {
+            return Ok(facts);
+        }
+        // A miss, or another instance (or a skipped event) moved the task on: fold the gap.
+        let mut facts = cached
+            .filter(|f| f.last_seq < stored.seq)
+            .unwrap_or_default();
+        let history = self
+            .store
+            .read_subject(&stored.subject, facts.last_seq)
+            .await?;
+        for message in history.iter().filter(|m| m.seq < stored.seq) {
+            let decoded = serde_json::from_slice::<EventBody>(&message.payload)
+                .ok()
+                .and_then(|body| Event::decode(&body).ok());
+            if let Some(Event::Task(event)) = decoded {
+                facts.evolve(&event, message.seq);
+            }
+        }
+        Ok(facts)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn to_stored(message: &async_nats::jetstream::Message) -> Option<StoredMessage> {
+    let info = message.info().ok()?;
+    Some(StoredMessage {
+        seq: info.stream_sequence,
+        subject: message.subject.to_string(),
+        headers: message.headers.clone().unwrap_or_default(),
+        payload: message.payload.clone(),
+        stored_at_ms: i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+    })
+}

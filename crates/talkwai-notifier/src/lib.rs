@@ -1,0 +1,305 @@
+//! The notifier: turns the event log into room messages, and keeps presence.
+//!
+//! - Task events become `taskUpdates` in the tenant's room and member `notifications`
+//!   (assigned to you; a task you created completed or failed); tenant status changes and
+//!   task failure spikes become admin `systemAlerts` ([`events`], decisions in [`derive`]).
+//!   Every instance pulls from one durable consumer, `talkwai-notifier`, and acks an event
+//!   after publishing its messages: delivery is **at-least-once**, in log order, and every
+//!   message carries `seq` (the event's stream sequence) so clients drop repeats.
+//! - Presence lives in the KV bucket `TALKWAI_PRESENCE` with a per-key TTL; the
+//!   `talkwai-presence` service answers join/update/leave/heartbeat/get ([`presence`]), and
+//!   one shared consumer on the bucket announces joins, updates, leaves and expiries
+//!   ([`announce`]).
+//! - The instance holding a KV lease checks projection lag and vanished service instances
+//!   ([`monitor`]).
+//!
+//! # Architecture invariant
+//! Reads the log, writes only room subjects and its own KV buckets: never appends events,
+//! never sends commands, never reads PostgreSQL (projection lag comes from JetStream consumer
+//! info). Room messages are derived and disposable; nothing reads them back.
+//!
+//! # Layout
+//! - [`derive`]: pure decisions (event → messages), tested given/when/then.
+//! - [`events`]: the event consumer loop and its bounded task cache.
+//! - [`presence`], [`announce`]: presence endpoints and announcements.
+//! - [`monitor`]: the lease and the periodic checks.
+
+pub mod announce;
+pub mod derive;
+pub mod error;
+pub mod events;
+pub mod monitor;
+pub mod presence;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::ServiceExt;
+use clap::Args;
+use futures::StreamExt;
+use secrecy::SecretString;
+use talkwai_auth::TokenVerifier;
+use talkwai_eventstore::{EventStore, StreamSettings};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use error::NotifierError;
+
+/// Configuration, from flags or `TALKWAI_*` environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// NATS server URL(s).
+    #[arg(
+        long,
+        env = "TALKWAI_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// The platform token (accepted by the verifier, refused for presence: it is nobody).
+    #[arg(long, env = "TALKWAI_PLATFORM_TOKEN", hide_env_values = true)]
+    pub platform_token: Option<SecretString>,
+    /// HS256 secret of member and admin JWTs (presence requests).
+    #[arg(long, env = "TALKWAI_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// Required JWT issuer (`iss`), if any.
+    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required JWT audience (`aud`), if any.
+    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Events stored longer ago than this many seconds are acked without notifying (0: never).
+    #[arg(
+        long = "skip-older-than",
+        env = "TALKWAI_NOTIFIER_SKIP_OLDER_THAN_SECS",
+        default_value_t = 3600
+    )]
+    pub skip_older_than_secs: u64,
+    /// Seconds before an unacked event is redelivered (to this or another instance).
+    #[arg(long, env = "TALKWAI_NOTIFIER_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// Events in flight across all instances; 1 keeps strict log order.
+    #[arg(long, env = "TALKWAI_NOTIFIER_MAX_ACK_PENDING", default_value_t = 1)]
+    pub max_ack_pending: i64,
+    /// Tasks (and tenants, for failure spikes) remembered in memory.
+    #[arg(
+        long,
+        env = "TALKWAI_NOTIFIER_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub cache_capacity: usize,
+    /// Task failures within the window that raise a `taskFailureSpike` alert.
+    #[arg(long, env = "TALKWAI_NOTIFIER_FAILURE_SPIKE", default_value_t = 10)]
+    pub failure_spike: usize,
+    /// The failure spike window, seconds.
+    #[arg(
+        long,
+        env = "TALKWAI_NOTIFIER_FAILURE_WINDOW_SECS",
+        default_value_t = 60
+    )]
+    pub failure_spike_window_secs: u64,
+    /// Events a projector consumer may be behind before a `projectionLag` alert.
+    #[arg(long, env = "TALKWAI_NOTIFIER_LAG_THRESHOLD", default_value_t = 10_000)]
+    pub projection_lag_threshold: u64,
+    /// How often the lease holder checks lag and pings services, milliseconds.
+    #[arg(
+        long,
+        env = "TALKWAI_NOTIFIER_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub check_interval_ms: u64,
+    /// The service whose instances are pinged.
+    #[arg(
+        long,
+        env = "TALKWAI_NOTIFIER_WATCHED_SERVICE",
+        default_value = "talkwai-command"
+    )]
+    pub watched_service: String,
+    /// Seconds a presence entry lives without a heartbeat.
+    #[arg(long, env = "TALKWAI_PRESENCE_TTL_SECS", default_value_t = 15)]
+    pub presence_ttl_secs: u64,
+    /// Replicas of the KV buckets (1 single node, 3 cluster).
+    #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// Presence requests handled at once by this instance.
+    #[arg(long, env = "TALKWAI_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Name of this instance.
+    #[arg(long, env = "TALKWAI_INSTANCE", default_value = "notifier-1")]
+    pub instance: String,
+}
+
+impl Config {
+    /// A configuration for tests: short TTLs and intervals, nothing skipped.
+    pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
+        Self {
+            nats_url: nats_url.to_owned(),
+            platform_token: Some(SecretString::from(platform_token)),
+            jwt_secret: Some(SecretString::from(jwt_secret)),
+            jwt_issuer: None,
+            jwt_audience: None,
+            skip_older_than_secs: 0,
+            ack_wait_secs: 2,
+            max_ack_pending: 1,
+            cache_capacity: 1000,
+            failure_spike: 3,
+            failure_spike_window_secs: 60,
+            projection_lag_threshold: 100,
+            check_interval_ms: 300,
+            watched_service: "talkwai-command".into(),
+            presence_ttl_secs: 2,
+            replicas: 1,
+            max_in_flight: 64,
+            instance: "notifier-test".into(),
+        }
+    }
+
+    /// The ack wait.
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_secs.max(1))
+    }
+}
+
+/// The services API name, queue group and endpoints of presence.
+pub use presence::SERVICE_NAME as PRESENCE_SERVICE;
+
+/// A built notifier, ready to run.
+pub struct Notifier {
+    client: async_nats::Client,
+    store: EventStore,
+    presence: Arc<presence::PresenceService>,
+    lease: async_nats::jetstream::kv::Store,
+    config: Config,
+}
+
+impl Notifier {
+    /// Connects to NATS and sets up the event stream, the consumers and the buckets.
+    pub async fn build(config: Config) -> Result<Self, NotifierError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("talkwai-notifier/{}", config.instance))
+            .retry_on_initial_connect()
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| NotifierError::Connect(e.to_string()))?;
+        let settings = StreamSettings {
+            replicas: config.replicas,
+            ..Default::default()
+        };
+        let store = EventStore::open(client.clone(), &settings).await?;
+        let js = store.jetstream().clone();
+        let kv = presence::bucket(&js, config.replicas).await?;
+        let lease = monitor::bucket(&js, config.replicas).await?;
+        let verifier = TokenVerifier::new(
+            config.platform_token.clone(),
+            config.jwt_secret.clone(),
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        );
+        let presence = Arc::new(presence::PresenceService::new(
+            client.clone(),
+            kv,
+            verifier,
+            Duration::from_secs(config.presence_ttl_secs.max(1)),
+        ));
+        Ok(Self {
+            client,
+            store,
+            presence,
+            lease,
+            config,
+        })
+    }
+
+    /// Runs the event loop, the announcer, the monitor and the presence endpoints until
+    /// `shutdown` resolves; each finishes the message in hand, then the connection is flushed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NotifierError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let js = self.store.jetstream().clone();
+        let event_consumer = events::consumer(&self.store, &self.config).await?;
+        let presence_consumer = announce::consumer(&js, self.config.ack_wait()).await?;
+        let mut workers = JoinSet::new();
+        workers.spawn(
+            events::EventLoop::new(self.store.clone(), &self.config)
+                .run(event_consumer, stop_rx.clone()),
+        );
+        workers.spawn(announce::run(
+            self.client.clone(),
+            presence_consumer,
+            stop_rx.clone(),
+        ));
+        workers.spawn(
+            monitor::Monitor::new(
+                self.client.clone(),
+                self.lease.clone(),
+                self.store.stream_name(),
+                &self.config,
+            )
+            .run(stop_rx.clone()),
+        );
+
+        let service = self
+            .client
+            .service_builder()
+            .description("TalkwAI presence: join, update, leave, heartbeat, get")
+            .queue_group(PRESENCE_SERVICE)
+            .start(PRESENCE_SERVICE, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| NotifierError::Register(e.to_string()))?;
+        let mut endpoints = Vec::new();
+        for op in presence::OPS {
+            endpoints.push(
+                service
+                    .endpoint_builder()
+                    .name(op)
+                    .add(format!("talkwai.room.*.*.presence.{op}"))
+                    .await
+                    .map_err(|e| NotifierError::Register(e.to_string()))?,
+            );
+        }
+        let mut requests = futures::stream::select_all(endpoints);
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let mut tasks = JoinSet::new();
+        info!(instance = %self.config.instance, "notifier ready");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                request = requests.next() => {
+                    let Some(request) = request else { break };
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+                    let presence = Arc::clone(&self.presence);
+                    tasks.spawn(async move {
+                        let reply = presence
+                            .handle(
+                                request.message.subject.as_str(),
+                                request.message.headers.as_ref(),
+                                &request.message.payload,
+                            )
+                            .await;
+                        let body = serde_json::to_vec(&reply).unwrap_or_default();
+                        if let Err(err) = request.respond(Ok(body.into())).await {
+                            warn!(error = %err, "cannot send the presence reply");
+                        }
+                        drop(permit);
+                    });
+                    while tasks.try_join_next().is_some() {}
+                }
+            }
+        }
+        drop(requests);
+        let _ = service.stop().await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let mut result = Ok(());
+        while let Some(done) = workers.join_next().await {
+            match done {
+                Ok(Err(err)) => result = Err(err),
+                Err(err) => warn!(error = %err, "a notifier task panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
+        result
+    }
+}

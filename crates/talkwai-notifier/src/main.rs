@@ -1,0 +1,50 @@
+//! `talkwai-notifier`: room topics from the event log and presence, until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser;
+use talkwai_notifier::{Config, Notifier};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "talkwai-notifier",
+    version,
+    about = "TalkwAI notifier: rooms, notifications, presence"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let notifier = Notifier::build(cli.config)
+        .await
+        .context("starting the notifier")?;
+    notifier
+        .run(shutdown_signal())
+        .await
+        .context("running the notifier")?;
+    Ok(())
+}
