@@ -47,14 +47,6 @@ pub enum Command {
     User(UserCommand),
 }
 
-/// Serializes `value` and reads the string at `key` (the serde tag of a variant).
-fn tag_of<T: Serialize>(value: &T, key: &str) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.get(key).and_then(|t| t.as_str().map(str::to_owned)))
-        .unwrap_or_default()
-}
-
 impl Command {
     /// The aggregate kind addressed.
     pub fn kind(&self) -> EntityKind {
@@ -69,14 +61,60 @@ impl Command {
     }
 
     /// The action as named in subjects (`create`, `setStatus`, `linkUser`...).
-    pub fn action(&self) -> String {
+    pub fn action(&self) -> &'static str {
         match self {
-            Self::Tenant(c) => tag_of(c, "action"),
-            Self::Member(c) => tag_of(c, "action"),
-            Self::Admin(c) => tag_of(c, "action"),
-            Self::Agent(c) => tag_of(c, "action"),
-            Self::Task(c) => tag_of(c, "action"),
-            Self::User(c) => tag_of(c, "action"),
+            Self::Tenant(c) => match c {
+                TenantCommand::Create(_) => "create",
+                TenantCommand::Update(_) => "update",
+                TenantCommand::SetStatus(_) => "setStatus",
+                TenantCommand::Delete(_) => "delete",
+            },
+            Self::Member(c) => match c {
+                MemberCommand::Create(_) => "create",
+                MemberCommand::Update(_) => "update",
+                MemberCommand::SetRole(_) => "setRole",
+                MemberCommand::SetStatus(_) => "setStatus",
+                MemberCommand::LinkUser(_) => "linkUser",
+                MemberCommand::UnlinkUser(_) => "unlinkUser",
+                MemberCommand::Delete(_) => "delete",
+            },
+            Self::Admin(c) => match c {
+                AdminCommand::Create(_) => "create",
+                AdminCommand::Update(_) => "update",
+                AdminCommand::SetRole(_) => "setRole",
+                AdminCommand::SetPermissions(_) => "setPermissions",
+                AdminCommand::SetStatus(_) => "setStatus",
+                AdminCommand::LinkUser(_) => "linkUser",
+                AdminCommand::UnlinkUser(_) => "unlinkUser",
+                AdminCommand::Delete(_) => "delete",
+            },
+            Self::Agent(c) => match c {
+                AgentCommand::Create(_) => "create",
+                AgentCommand::Update(_) => "update",
+                AgentCommand::Configure(_) => "configure",
+                AgentCommand::SetStatus(_) => "setStatus",
+                AgentCommand::Delete(_) => "delete",
+            },
+            Self::Task(c) => match c {
+                TaskCommand::Create(_) => "create",
+                TaskCommand::Update(_) => "update",
+                TaskCommand::SetMetadata(_) => "setMetadata",
+                TaskCommand::LinkAgent(_) => "linkAgent",
+                TaskCommand::UnlinkAgent(_) => "unlinkAgent",
+                TaskCommand::Assign(_) => "assign",
+                TaskCommand::Unassign(_) => "unassign",
+                TaskCommand::Start(_) => "start",
+                TaskCommand::Complete(_) => "complete",
+                TaskCommand::Fail(_) => "fail",
+                TaskCommand::Cancel(_) => "cancel",
+                TaskCommand::Retry(_) => "retry",
+                TaskCommand::Delete(_) => "delete",
+            },
+            Self::User(c) => match c {
+                UserCommand::Create(_) => "create",
+                UserCommand::Update(_) => "update",
+                UserCommand::Delete(_) => "delete",
+            },
         }
     }
 
