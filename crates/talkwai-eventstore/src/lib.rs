@@ -20,6 +20,7 @@
 
 mod append;
 mod error;
+mod mux;
 mod read;
 mod stream;
 
@@ -36,6 +37,7 @@ pub struct EventStore {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: String,
+    mux: std::sync::Arc<mux::ReplyMux>,
 }
 
 impl EventStore {
@@ -47,6 +49,7 @@ impl EventStore {
         let js = jetstream::new(client.clone());
         stream::ensure(&js, settings).await?;
         Ok(Self {
+            mux: std::sync::Arc::new(mux::ReplyMux::new(client.clone())),
             client,
             js,
             stream: settings.name.clone(),

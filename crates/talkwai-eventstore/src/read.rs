@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use crate::EventStore;
 use crate::error::StoreError;
@@ -55,28 +55,23 @@ impl EventStore {
         &self,
         request: serde_json::Value,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(StoreError::nats)?;
+        let mut replies = self.mux.register(DIRECT_BATCH + 2).await?;
         let payload =
             serde_json::to_vec(&request).map_err(|e| StoreError::Protocol(e.to_string()))?;
         self.client
             .publish_with_reply(
                 format!("$JS.API.DIRECT.GET.{}", self.stream),
-                inbox,
+                replies.subject.clone(),
                 payload.into(),
             )
             .await
             .map_err(StoreError::nats)?;
         let mut out = Vec::new();
         loop {
-            let message = tokio::time::timeout(DIRECT_TIMEOUT, replies.next())
+            let message = tokio::time::timeout(DIRECT_TIMEOUT, replies.rx.recv())
                 .await
                 .map_err(|_| StoreError::Nats("direct get timed out".into()))?
-                .ok_or_else(|| StoreError::Nats("direct get subscription closed".into()))?;
+                .ok_or_else(|| StoreError::Nats("direct get reply inbox closed".into()))?;
             if let Some(status) = message.status {
                 match status.as_u16() {
                     // End of batch, or nothing matched.
@@ -111,7 +106,6 @@ impl EventStore {
                 stored_at_ms,
             });
         }
-        let _ = replies.unsubscribe().await;
         Ok(out)
     }
 
