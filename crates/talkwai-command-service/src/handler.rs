@@ -1,14 +1,16 @@
 //! Handling one command: decode, authenticate, decide, append, answer.
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use lru::LruCache;
 use rand::Rng;
 use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
 use talkwai_domain::enums::{AdminStatus, MemberStatus};
+use talkwai_domain::ids::TenantId;
 use talkwai_domain::values::Timestamp;
 use talkwai_domain::{
     Actor, AggregateRef, AggregateState, Context, DomainError, EntityKind, ErrorCode, GuardKey,
@@ -24,10 +26,12 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
-use crate::repo::{GuardHead, Loaded, Repository, encode_guard};
+use crate::repo::{GuardHead, Heads, Repository, encode_guard, fact_subjects, guard_head};
 
 /// Number of per-aggregate lock stripes.
 const STRIPES: usize = 4096;
+/// Users whose member or admin entity is remembered.
+const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
 
 /// Everything a command needs besides the request.
 pub struct Handler {
@@ -38,6 +42,9 @@ pub struct Handler {
     /// Commands on one aggregate are decided one at a time in this instance, so they do not
     /// conflict with each other; instances still race, and the expected sequence settles that.
     stripes: Vec<Mutex<()>>,
+    /// Users resolved to their member or admin entity (checked against the link guard's head
+    /// on every command).
+    actors: std::sync::Mutex<LruCache<ActorKey, KnownActor>>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -84,6 +91,7 @@ impl Handler {
             verifier,
             conflict_attempts: conflict_attempts.max(1),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            actors: std::sync::Mutex::new(LruCache::new(ACTOR_CACHE)),
         }
     }
 
@@ -171,22 +179,35 @@ impl Handler {
         let principal = self
             .verifier
             .verify_header(header(request.headers, headers::AUTHORIZATION))?;
-        let actor = self.resolve_actor(principal).await?;
         let scope = parsed.scope.tenant();
         let target = command.target(scope);
         let trace = header(request.headers, headers::TRACEPARENT).map(str::to_owned);
+        let keys = command.requirements(scope);
 
         let _guard = self.stripe(&target).lock().await;
         let subject = subject::event(&target);
         let mut attempt = 0;
-        let mut fresh = false;
         loop {
             attempt += 1;
-            let loaded = if fresh {
-                self.repo.reload(target, None).await?
-            } else {
-                self.repo.load(target).await?
-            };
+            // One round trip for every head this command depends on: the target, its facts,
+            // the actor's user link guard and (when its resolution is cached) the actor's entity.
+            let plan = self.actor_plan(&principal);
+            let mut subjects = Vec::with_capacity(keys.len() + 3);
+            subjects.push(subject.clone());
+            subjects.extend(fact_subjects(&keys, scope));
+            if let Some(plan) = &plan {
+                subjects.push(plan.guard_subject.clone());
+                if let Some(known) = plan.known {
+                    subjects.push(subject::event(&known.entity));
+                }
+            }
+            let heads = self.repo.heads(&subjects).await?;
+            let actor = self.resolve_actor(&principal, plan, &heads).await?;
+            let loaded = self
+                .repo
+                .load_at(target, heads.get(&subject).map(|m| m.seq))
+                .await?;
+            // A state at the subject's head holds every command record of the aggregate.
             if let Some(record) = loaded.commands.get(&command_id) {
                 return Ok(CommandAccepted {
                     id: target.id,
@@ -195,8 +216,7 @@ impl Handler {
                     seq: record.seq,
                 });
             }
-            let keys = command.requirements(scope);
-            let (facts, mut guard_heads) = self.repo.facts(&keys, scope).await?;
+            let (facts, mut guard_heads) = self.repo.facts_at(&keys, scope, &heads).await?;
             let ctx = Context {
                 now: now_ms(),
                 actor: &actor,
@@ -315,7 +335,6 @@ impl Handler {
                 Err(AppendError::Conflict(reason)) => {
                     debug!(%subject, attempt, %reason, "conflict, deciding again");
                     self.repo.forget(&subject);
-                    fresh = true;
                     if attempt >= self.conflict_attempts {
                         return Err(ServiceError::Conflict(attempt));
                     }
@@ -326,7 +345,6 @@ impl Handler {
                     // The write may have landed: the reload finds our command id if it did.
                     warn!(%subject, %reason, "append outcome unknown, re-reading the log");
                     self.repo.forget(&subject);
-                    fresh = true;
                     if attempt >= self.conflict_attempts {
                         return Err(ServiceError::Store(reason));
                     }
@@ -377,31 +395,101 @@ impl Handler {
         })
     }
 
-    /// Turns a verified principal into an actor with its current role and status from the log.
-    async fn resolve_actor(&self, principal: Principal) -> Result<Actor, ServiceError> {
+    /// What resolving `principal` needs read: its user link guard and, when a resolution is
+    /// cached, the entity it pointed to. `None` for the platform.
+    fn actor_plan(&self, principal: &Principal) -> Option<ActorPlan> {
+        let Principal::User(claims) = principal else {
+            return None;
+        };
+        let (guard, key) = match claims.kind {
+            PrincipalKind::Admin => (
+                GuardKey::UserAdmin(claims.sub),
+                ActorKey {
+                    user: claims.sub,
+                    admin: true,
+                    tenant: None,
+                },
+            ),
+            PrincipalKind::Member => (
+                GuardKey::UserMember(claims.sub),
+                ActorKey {
+                    user: claims.sub,
+                    admin: false,
+                    tenant: claims.tenant,
+                },
+            ),
+        };
+        let known = self
+            .actors
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).copied());
+        Some(ActorPlan {
+            guard_subject: subject::guard(&guard),
+            key,
+            known,
+        })
+    }
+
+    /// Turns a verified principal into an actor with its current role and status from the log,
+    /// from the heads read for the command (a second read only when the user's link is new to
+    /// this instance or changed).
+    async fn resolve_actor(
+        &self,
+        principal: &Principal,
+        plan: Option<ActorPlan>,
+        heads: &Heads,
+    ) -> Result<Actor, ServiceError> {
         let claims = match principal {
             Principal::Platform => return Ok(Actor::Platform),
             Principal::User(claims) => claims,
         };
+        let Some(plan) = plan else {
+            return Ok(Actor::Platform);
+        };
         let forbidden =
             |message: &str| ServiceError::Domain(DomainError::Forbidden(message.to_owned()));
-        match claims.kind {
-            PrincipalKind::Admin => {
-                let key = GuardKey::UserAdmin(claims.sub);
-                let heads: HashMap<_, _> =
-                    self.repo.guard_heads(std::slice::from_ref(&key)).await?;
-                let Some(admin_id) = heads.get(&key).and_then(|h| h.owner) else {
-                    return Err(forbidden("user is not linked to an admin"));
+        let (kind, tenant, unlinked) = match claims.kind {
+            PrincipalKind::Admin => (EntityKind::Admin, None, "user is not linked to an admin"),
+            PrincipalKind::Member => (
+                EntityKind::Member,
+                Some(
+                    claims
+                        .tenant
+                        .ok_or_else(|| forbidden("member token without tenant"))?,
+                ),
+                "user is not linked to a member",
+            ),
+        };
+        let guard = heads.get(&plan.guard_subject);
+        let guard_seq = guard.map_or(0, |m| m.seq);
+        let entity = match plan.known {
+            Some(known) if known.guard_seq == guard_seq => known.entity,
+            _ => {
+                let Some(owner) = guard_head(&plan.guard_subject, guard)?.owner else {
+                    self.forget_actor(&plan.key);
+                    return Err(forbidden(unlinked));
                 };
-                let target = AggregateRef {
-                    kind: EntityKind::Admin,
-                    tenant: None,
-                    id: admin_id,
-                };
-                let loaded: Loaded = self.repo.load_current(target).await?;
-                let AggregateState::Admin(id, state) = &loaded.state else {
-                    return Err(forbidden("user is not linked to an admin"));
-                };
+                AggregateRef {
+                    kind,
+                    tenant,
+                    id: owner,
+                }
+            }
+        };
+        let loaded = match plan.known {
+            // Its entity's head was read with the others.
+            Some(known) if known.entity == entity => {
+                let head = heads.get(&subject::event(&entity)).map(|m| m.seq);
+                self.repo.load_at(entity, head).await?
+            }
+            _ => self.repo.load_current(entity).await?,
+        };
+        if let Ok(mut actors) = self.actors.lock() {
+            actors.put(plan.key, KnownActor { entity, guard_seq });
+        }
+        match &loaded.state {
+            AggregateState::Admin(id, state) => {
                 let admin = state
                     .live()
                     .ok_or_else(|| forbidden("admin no longer exists"))?;
@@ -413,24 +501,7 @@ impl Handler {
                     active: admin.status == AdminStatus::Active,
                 })
             }
-            PrincipalKind::Member => {
-                let tenant = claims
-                    .tenant
-                    .ok_or_else(|| forbidden("member token without tenant"))?;
-                let key = GuardKey::UserMember(claims.sub);
-                let heads = self.repo.guard_heads(std::slice::from_ref(&key)).await?;
-                let Some(member_id) = heads.get(&key).and_then(|h| h.owner) else {
-                    return Err(forbidden("user is not linked to a member"));
-                };
-                let target = AggregateRef {
-                    kind: EntityKind::Member,
-                    tenant: Some(tenant),
-                    id: member_id,
-                };
-                let loaded = self.repo.load_current(target).await?;
-                let AggregateState::Member(_, id, state) = &loaded.state else {
-                    return Err(forbidden("user is not linked to a member"));
-                };
+            AggregateState::Member(_, id, state) => {
                 let member = state
                     .live()
                     .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
@@ -442,8 +513,37 @@ impl Handler {
                     active: member.status == MemberStatus::Active,
                 })
             }
+            _ => Err(forbidden(unlinked)),
         }
     }
+
+    fn forget_actor(&self, key: &ActorKey) {
+        if let Ok(mut actors) = self.actors.lock() {
+            actors.pop(key);
+        }
+    }
+}
+
+/// Whose resolution is cached: a user, as admin or as member of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ActorKey {
+    user: talkwai_domain::ids::UserId,
+    admin: bool,
+    tenant: Option<TenantId>,
+}
+
+/// A user's resolved entity, and the sequence of the link guard it was read from.
+#[derive(Debug, Clone, Copy)]
+struct KnownActor {
+    entity: AggregateRef,
+    guard_seq: u64,
+}
+
+/// The reads resolving one principal needs.
+struct ActorPlan {
+    guard_subject: String,
+    key: ActorKey,
+    known: Option<KnownActor>,
 }
 
 /// Headers every message of a command carries.

@@ -2,8 +2,9 @@
 //!
 //! The cache is safe without invalidation messages: the target aggregate is appended with the
 //! sequence it was decided on, so stale state is refused by JetStream and reloaded. Facts about
-//! other aggregates (and guards) are checked against their current last sequence in one
-//! multi-subject direct get per command.
+//! other aggregates (and guards), the actor's entity and the target itself are checked against
+//! their current last sequence in one multi-subject direct get per command ([`Repository::heads`]),
+//! and only what changed is read.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -82,6 +83,9 @@ impl Loaded {
     }
 }
 
+/// The last message of subjects, by subject (absent: the subject is empty).
+pub type Heads = HashMap<String, StoredMessage>;
+
 /// A guard's holder and the sequence of its last message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardHead {
@@ -139,16 +143,6 @@ impl Repository {
         }
     }
 
-    /// The aggregate at `target`: from the cache when present (possibly stale: the append's
-    /// expected sequence is the check), else from the log.
-    pub async fn load(&self, target: AggregateRef) -> Result<Loaded, ServiceError> {
-        let subject = subject::event(&target);
-        if let Some(loaded) = self.cached(&subject) {
-            return Ok(loaded);
-        }
-        self.reload(target, None).await
-    }
-
     /// Reads what the log holds beyond `base` (or everything) and caches the result.
     pub async fn reload(
         &self,
@@ -163,52 +157,71 @@ impl Repository {
         Ok(loaded)
     }
 
-    /// Loads the facts named by `keys`: one multi-subject direct get for every head, then
-    /// only the aggregates whose cached copy is behind.
-    pub async fn facts(
+    /// The last message of each subject (duplicates allowed), in one round trip.
+    pub async fn heads(&self, subjects: &[String]) -> Result<Heads, ServiceError> {
+        let mut unique: Vec<String> = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            if !unique.contains(subject) {
+                unique.push(subject.clone());
+            }
+        }
+        if unique.is_empty() {
+            return Ok(Heads::new());
+        }
+        Ok(self.store.last_of_subjects(&unique).await?)
+    }
+
+    /// The aggregate at `target` as of `head` (its subject's last sequence, just read; `None`:
+    /// the subject is empty): the cached copy when it is at `head`, else the cached copy plus
+    /// the messages after it, else the whole history. An empty subject costs no read.
+    pub async fn load_at(
+        &self,
+        target: AggregateRef,
+        head: Option<u64>,
+    ) -> Result<Loaded, ServiceError> {
+        let subject = subject::event(&target);
+        let cached = self.cached(&subject);
+        let Some(head) = head else {
+            if cached.is_some() {
+                // The cache knows messages the log no longer has (stream purged): drop it.
+                self.forget(&subject);
+            }
+            return Ok(Loaded::empty(target));
+        };
+        match cached {
+            Some(cached) if cached.last_seq == head => Ok(cached),
+            Some(cached) if cached.last_seq < head => self.reload(target, Some(cached)).await,
+            _ => self.reload(target, None).await,
+        }
+    }
+
+    /// Loads the facts named by `keys` from `heads` (which must hold every subject of
+    /// [`fact_subjects`]), reading only the aggregates whose cached copy is behind.
+    pub async fn facts_at(
         &self,
         keys: &[FactKey],
         scope: Option<TenantId>,
+        heads: &Heads,
     ) -> Result<(Facts, HashMap<GuardKey, GuardHead>), ServiceError> {
         let mut facts = Facts::default();
         let mut guards = HashMap::new();
-        let targets: Vec<(FactKey, String)> = keys
-            .iter()
-            .filter_map(|key| fact_subject(key, scope).map(|s| (key.clone(), s)))
-            .collect();
-        if targets.is_empty() {
-            return Ok((facts, guards));
-        }
-        let subjects: Vec<String> = targets.iter().map(|(_, s)| s.clone()).collect();
-        let heads = self.store.last_of_subjects(&subjects).await?;
-        for (key, subject) in targets {
+        for key in keys {
+            let Some(subject) = fact_subject(key, scope) else {
+                continue;
+            };
             let head = heads.get(&subject);
             match key {
                 FactKey::Guard(guard) => {
-                    let owner = head
-                        .map(|m| guard_owner(&subject, m))
-                        .transpose()?
-                        .flatten();
-                    facts.guards.insert(guard.clone(), owner);
-                    guards.insert(
-                        guard,
-                        GuardHead {
-                            owner,
-                            seq: head.map_or(0, |m| m.seq),
-                        },
-                    );
+                    let head = guard_head(&subject, head)?;
+                    facts.guards.insert(guard.clone(), head.owner);
+                    guards.insert(guard.clone(), head);
                 }
                 _ => {
                     let Some(head) = head else { continue };
-                    let target = fact_target(&key, scope);
-                    let Some(target) = target else { continue };
-                    let loaded = match self.cached(&subject) {
-                        Some(cached) if cached.last_seq == head.seq => cached,
-                        Some(cached) if cached.last_seq < head.seq => {
-                            self.reload(target, Some(cached)).await?
-                        }
-                        _ => self.reload(target, None).await?,
+                    let Some(target) = fact_target(key, scope) else {
+                        continue;
                     };
+                    let loaded = self.load_at(target, Some(head.seq)).await?;
                     insert_fact(&mut facts, &loaded.state);
                 }
             }
@@ -225,18 +238,7 @@ impl Repository {
         let heads = self.store.last_of_subjects(&subjects).await?;
         let mut out = HashMap::new();
         for (key, subject) in keys.iter().zip(subjects) {
-            let head = heads.get(&subject);
-            let owner = head
-                .map(|m| guard_owner(&subject, m))
-                .transpose()?
-                .flatten();
-            out.insert(
-                key.clone(),
-                GuardHead {
-                    owner,
-                    seq: head.map_or(0, |m| m.seq),
-                },
-            );
+            out.insert(key.clone(), guard_head(&subject, heads.get(&subject))?);
         }
         Ok(out)
     }
@@ -246,15 +248,25 @@ impl Repository {
     pub async fn load_current(&self, target: AggregateRef) -> Result<Loaded, ServiceError> {
         let subject = subject::event(&target);
         let head = self.store.last_of_subject(&subject).await?;
-        let Some(head) = head else {
-            return Ok(Loaded::empty(target));
-        };
-        match self.cached(&subject) {
-            Some(cached) if cached.last_seq == head.seq => Ok(cached),
-            Some(cached) if cached.last_seq < head.seq => self.reload(target, Some(cached)).await,
-            _ => self.reload(target, None).await,
-        }
+        self.load_at(target, head.map(|m| m.seq)).await
     }
+}
+
+/// The subjects whose heads [`Repository::facts_at`] needs for `keys`.
+pub fn fact_subjects(keys: &[FactKey], scope: Option<TenantId>) -> Vec<String> {
+    keys.iter().filter_map(|k| fact_subject(k, scope)).collect()
+}
+
+/// A guard's holder and sequence from its subject's head (`None`: never used).
+pub fn guard_head(subject: &str, head: Option<&StoredMessage>) -> Result<GuardHead, ServiceError> {
+    let owner = head
+        .map(|m| guard_owner(subject, m))
+        .transpose()?
+        .flatten();
+    Ok(GuardHead {
+        owner,
+        seq: head.map_or(0, |m| m.seq),
+    })
 }
 
 /// The aggregate a fact key names, within the command's scope.
