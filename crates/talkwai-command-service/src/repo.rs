@@ -259,10 +259,7 @@ pub fn fact_subjects(keys: &[FactKey], scope: Option<TenantId>) -> Vec<String> {
 
 /// A guard's holder and sequence from its subject's head (`None`: never used).
 pub fn guard_head(subject: &str, head: Option<&StoredMessage>) -> Result<GuardHead, ServiceError> {
-    let owner = head
-        .map(|m| guard_owner(subject, m))
-        .transpose()?
-        .flatten();
+    let owner = head.map(|m| guard_owner(subject, m)).transpose()?.flatten();
     Ok(GuardHead {
         owner,
         seq: head.map_or(0, |m| m.seq),
