@@ -1,18 +1,37 @@
-//! `talkwai-projector`: keeps the PostgreSQL read models up to date until SIGINT/SIGTERM.
+//! `talkwai-projector`: keeps the PostgreSQL read models up to date and answers queries on
+//! `talkwai.qry.*` from them, until SIGINT/SIGTERM.
 
 use anyhow::Context as _;
 use clap::Parser;
+use secrecy::SecretString;
+use talkwai_auth::TokenVerifier;
 use talkwai_projector::{Config, Projector};
+use talkwai_query::QueryService;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "talkwai-projector",
     version,
-    about = "TalkwAI projection service"
+    about = "TalkwAI projection service and query API"
 )]
 struct Cli {
     #[command(flatten)]
     config: Config,
+    /// Do not serve `talkwai.qry.*` (run the query API elsewhere).
+    #[arg(long, env = "TALKWAI_NO_QUERIES")]
+    no_queries: bool,
+    /// The platform admin token, accepted by the query API.
+    #[arg(long, env = "TALKWAI_PLATFORM_TOKEN", hide_env_values = true)]
+    platform_token: Option<SecretString>,
+    /// HS256 secret of member and admin JWTs.
+    #[arg(long, env = "TALKWAI_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<SecretString>,
+    /// Required JWT issuer.
+    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required JWT audience.
+    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
 }
 
 async fn shutdown_signal() {
@@ -42,9 +61,52 @@ async fn main() -> anyhow::Result<()> {
     let projector = Projector::build(cli.config)
         .await
         .context("starting the projector")?;
-    projector
-        .run(shutdown_signal())
-        .await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let queries = if cli.no_queries {
+        None
+    } else {
+        let verifier = TokenVerifier::new(
+            cli.platform_token,
+            cli.jwt_secret,
+            cli.jwt_issuer.as_deref(),
+            cli.jwt_audience.as_deref(),
+        );
+        let service = QueryService::new(projector.pool().clone(), verifier);
+        let client = projector.store().client().clone();
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            service
+                .run(client, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }))
+    };
+    let mut rx = stop_rx;
+    let mut projecting = tokio::spawn(async move {
+        projector
+            .run(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let ended_early = tokio::select! {
+        () = shutdown_signal() => None,
+        result = &mut projecting => Some(result),
+    };
+    let _ = stop_tx.send(true);
+    let result = match ended_early {
+        Some(result) => result,
+        None => projecting.await,
+    };
+    result
+        .context("projector task")?
         .context("running the projector")?;
+    if let Some(queries) = queries {
+        queries
+            .await
+            .context("query task")?
+            .context("running the query service")?;
+    }
     Ok(())
 }

@@ -1,0 +1,33 @@
+//! The query API: InstaQL-shaped queries (the seed's `db.useQuery` shape) answered from the
+//! PostgreSQL read models, over NATS (`talkwai.qry.<tenant>`, `talkwai.qry.platform`).
+//!
+//! ```json
+//! {"tenants": {"$": {"where": {"id": "<uuid>"}},
+//!              "members": {"$": {"where": {"status": "active"}}},
+//!              "tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 20},
+//!                        "agent": {}, "assignedTo": {}}}}
+//! ```
+//!
+//! Unlike InstantDB, `order`, `limit`, `offset` and cursors are honored at every level,
+//! server-side (the seed's dashboard query asks for 20 tasks *per tenant*).
+//!
+//! # Architecture invariant
+//! Reads the stable views (`talkwai.*`) only, never the event log or a generation schema; the
+//! tenant scope comes from the caller's token and is added to every level and every link.
+//!
+//! # Layout
+//! - [`model`]: namespaces, fields, links, indexes.
+//! - [`parse`]: the InstaQL shape into a typed query.
+//! - [`exec`]: SQL per level, bound parameters only.
+//! - [`service`]: the NATS endpoint, tokens, read-your-writes.
+
+pub mod error;
+pub mod exec;
+pub mod model;
+pub mod parse;
+pub mod service;
+
+pub use error::QueryError;
+pub use exec::{Scope, execute};
+pub use parse::{Audience, parse};
+pub use service::QueryService;

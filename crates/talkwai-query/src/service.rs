@@ -1,0 +1,316 @@
+//! The NATS endpoint: `talkwai.qry.<tenant>` and `talkwai.qry.platform` on the services API
+//! (queue group `talkwai-query`), with token checks, read-your-writes and bounded statements.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
+use talkwai_domain::ErrorCode;
+use talkwai_proto::headers;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::error::QueryError;
+use crate::exec::{self, Scope};
+use crate::parse::{self, Audience};
+
+/// Largest query body, bytes.
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// Longest a query may run in PostgreSQL.
+pub const STATEMENT_TIMEOUT: &str = "2s";
+/// Longest a query waits for `minSeq`.
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Queue group of every query instance.
+pub const QUEUE_GROUP: &str = "talkwai-query";
+
+/// Answers queries.
+pub struct QueryService {
+    pool: Pool,
+    verifier: TokenVerifier,
+}
+
+impl std::fmt::Debug for QueryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryService").finish_non_exhaustive()
+    }
+}
+
+/// A query request: the InstaQL object itself, or `{"query": {...}, "minSeq": n}`.
+struct Request {
+    query: Value,
+    min_seq: Option<u64>,
+}
+
+fn decode_request(body: &[u8]) -> Result<Request, QueryError> {
+    if body.len() > MAX_QUERY_BYTES {
+        return Err(QueryError {
+            code: ErrorCode::PayloadTooLarge,
+            message: format!("query is {} bytes, at most {MAX_QUERY_BYTES}", body.len()),
+            field: None,
+        });
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| QueryError::invalid("", format!("query is not valid JSON: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(QueryError::invalid("", "a query is a JSON object"));
+    };
+    if object.contains_key("query") {
+        if let Some(extra) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "query" | "minSeq"))
+        {
+            return Err(QueryError::unknown(
+                extra,
+                format!("unknown request field {extra}"),
+            ));
+        }
+        let min_seq = match object.get("minSeq") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| QueryError::invalid("minSeq", "minSeq is a sequence number"))?,
+            ),
+        };
+        return Ok(Request {
+            query: object["query"].clone(),
+            min_seq,
+        });
+    }
+    Ok(Request {
+        query: value,
+        min_seq: None,
+    })
+}
+
+impl QueryService {
+    /// A service over `pool` (the read models' database).
+    pub fn new(pool: Pool, verifier: TokenVerifier) -> Self {
+        Self { pool, verifier }
+    }
+
+    /// Answers one request on `subject`; returns the reply body and whether it is an error.
+    pub async fn answer(
+        &self,
+        subject: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> (Value, Option<QueryError>) {
+        match self.try_answer(subject, auth, body).await {
+            Ok(value) => (value, None),
+            Err(err) => (json!({ "ok": false, "error": err.to_body() }), Some(err)),
+        }
+    }
+
+    async fn try_answer(
+        &self,
+        subject: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Result<Value, QueryError> {
+        let scope_token = subject
+            .strip_prefix("talkwai.qry.")
+            .filter(|s| !s.contains('.'))
+            .ok_or_else(|| {
+                QueryError::invalid("subject", format!("{subject} is not a query subject"))
+            })?;
+        let subject_tenant = match scope_token {
+            "platform" => None,
+            token => Some(token.parse::<Uuid>().map_err(|_| {
+                QueryError::invalid("tenant", "the subject names a tenant UUID or 'platform'")
+            })?),
+        };
+        let principal = self.verifier.verify_header(auth).map_err(|e| QueryError {
+            code: ErrorCode::Unauthenticated,
+            message: e.to_string(),
+            field: None,
+        })?;
+        let request = decode_request(body)?;
+        let mut conn = self.pool.get().await?;
+        if let Some(seq) = request.min_seq {
+            let deadline = tokio::time::Instant::now() + MAX_WAIT;
+            loop {
+                // Before the projector's first run the views do not exist yet: that is "behind".
+                let at: i64 = match conn
+                    .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+                    .await
+                {
+                    Ok(row) => row.get(0),
+                    Err(err)
+                        if err.code()
+                            == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+                    {
+                        0
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                if u64::try_from(at).unwrap_or(0) >= seq {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(QueryError::unavailable(format!(
+                        "the read models have not reached sequence {seq} yet (at {at})"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let (audience, scope) = self.authorize(&conn, &principal, subject_tenant).await?;
+        let query = parse::parse(&request.query, audience)?;
+        // One consistent snapshot for every level of the answer, read only, time-bounded.
+        let tx = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"
+        ))
+        .await?;
+        let seq: i64 = tx
+            .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+            .await?
+            .get(0);
+        let (data, page_info) = exec::execute(&tx, &query, scope).await?;
+        tx.commit().await?;
+        Ok(json!({ "ok": true, "data": data, "pageInfo": page_info, "seq": seq }))
+    }
+
+    /// Who may read what: members their own tenant (if active, in an active tenant), admins
+    /// (active) and the platform token any tenant or all of them.
+    async fn authorize(
+        &self,
+        conn: &deadpool_postgres::Object,
+        principal: &Principal,
+        subject_tenant: Option<Uuid>,
+    ) -> Result<(Audience, Scope), QueryError> {
+        let claims = match principal {
+            Principal::Platform => {
+                return Ok((
+                    Audience::Admin,
+                    Scope {
+                        tenant: subject_tenant,
+                    },
+                ));
+            }
+            Principal::User(claims) => claims,
+        };
+        let user: Uuid = claims.sub.0;
+        match claims.kind {
+            PrincipalKind::Admin => {
+                let active = conn
+                    .query_opt(
+                        "SELECT 1 FROM talkwai.admins WHERE user_id = $1 AND status = 'active'",
+                        &[&user],
+                    )
+                    .await?
+                    .is_some();
+                if !active {
+                    return Err(QueryError::forbidden("", "not an active admin"));
+                }
+                Ok((
+                    Audience::Admin,
+                    Scope {
+                        tenant: subject_tenant,
+                    },
+                ))
+            }
+            PrincipalKind::Member => {
+                let tenant = claims.tenant.map(|t| t.0);
+                if subject_tenant.is_none() || subject_tenant != tenant {
+                    return Err(QueryError::forbidden(
+                        "tenant",
+                        "members query their own tenant only",
+                    ));
+                }
+                let allowed = conn
+                    .query_opt(
+                        "SELECT 1 FROM talkwai.members m JOIN talkwai.tenants t ON t.id = m.tenant_id
+                         WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'",
+                        &[&user, &tenant],
+                    )
+                    .await?
+                    .is_some();
+                if !allowed {
+                    return Err(QueryError::forbidden(
+                        "",
+                        "not an active member of an active tenant",
+                    ));
+                }
+                Ok((Audience::Member, Scope { tenant }))
+            }
+        }
+    }
+
+    /// Serves `talkwai.qry.*` until `shutdown` resolves, then drains in-flight queries.
+    pub async fn run(
+        self,
+        client: async_nats::Client,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), QueryError> {
+        let service = client
+            .service_builder()
+            .description("TalkwAI queries: InstaQL-shaped reads of the read models")
+            .queue_group(QUEUE_GROUP)
+            .start("talkwai-query", env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| {
+                QueryError::unavailable(format!("cannot register the query service: {e}"))
+            })?;
+        let mut endpoint = service
+            .endpoint_builder()
+            .name("query")
+            .add("talkwai.qry.*")
+            .await
+            .map_err(|e| QueryError::unavailable(format!("cannot add the query endpoint: {e}")))?;
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(256));
+        let mut tasks = JoinSet::new();
+        info!("query service ready");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                request = endpoint.next() => {
+                    let Some(request) = request else { break };
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+                    let this = Arc::clone(&this);
+                    tasks.spawn(async move {
+                        let auth = request.message.headers.as_ref()
+                            .and_then(|h| h.get(headers::AUTHORIZATION))
+                            .map(|v| v.as_str().to_owned());
+                        let (body, error) = this
+                            .answer(request.message.subject.as_str(), auth.as_deref(), &request.message.payload)
+                            .await;
+                        let mut reply_headers = async_nats::HeaderMap::new();
+                        if let Some(err) = error {
+                            reply_headers.insert(headers::NATS_SERVICE_ERROR, err.message.as_str());
+                            reply_headers.insert(headers::NATS_SERVICE_ERROR_CODE, err.code.status().to_string().as_str());
+                        }
+                        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+                        if let Err(err) = request.respond_with_headers(Ok(bytes), reply_headers).await {
+                            warn!(error = %err, "cannot send the query reply");
+                        }
+                        drop(permit);
+                    });
+                    while tasks.try_join_next().is_some() {}
+                }
+            }
+        }
+        drop(endpoint);
+        let _ = service.stop().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    }
+}

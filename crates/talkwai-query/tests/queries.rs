@@ -1,0 +1,674 @@
+//! The query API over NATS against real nats-server and PostgreSQL, with known data written
+//! through the command service and projected by the projector.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use serde_json::{Value, json};
+use talkwai_auth::{Claims, PrincipalKind, TokenVerifier};
+use talkwai_command_service::CommandService;
+use talkwai_projector::Projector;
+use talkwai_proto::{CommandAccepted, CommandReply};
+use talkwai_query::QueryService;
+use talkwai_testkit::{NatsServer, Postgres};
+use uuid::Uuid;
+
+const PLATFORM: &str = "platform-token-query-tests";
+const SECRET: &str = "query-tests-secret";
+
+/// A task of tenant A: (id, createdAt, status, assignee, agent).
+type TaskRow = (Uuid, i64, String, Option<Uuid>, Option<Uuid>);
+
+struct World {
+    _nats: NatsServer,
+    _pg: Postgres,
+    client: async_nats::Client,
+    a: Uuid,
+    b: Uuid,
+    a_token: String,
+    b_token: String,
+    /// Tenant A's tasks: (id, createdAt, status, assignee, agent), in creation order.
+    tasks: Vec<TaskRow>,
+    members: Vec<Uuid>,
+    agents: Vec<(Uuid, &'static str)>,
+}
+
+async fn send(
+    client: &async_nats::Client,
+    subject: &str,
+    body: Value,
+    token: &str,
+) -> CommandAccepted {
+    let mut headers = HeaderMap::new();
+    headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    let reply = client
+        .request_with_headers(subject.to_owned(), headers, body.to_string().into())
+        .await
+        .expect("request");
+    let reply: CommandReply = serde_json::from_slice(&reply.payload).expect("reply");
+    reply
+        .into_result()
+        .unwrap_or_else(|e| panic!("{subject} {body}: {e:?}"))
+}
+
+fn token(user: Uuid, tenant: Uuid) -> String {
+    let claims = Claims {
+        sub: user.into(),
+        kind: PrincipalKind::Member,
+        tenant: Some(tenant.into()),
+        role: None,
+        exp: talkwai_auth::now_secs() + 3600,
+        nbf: None,
+        iss: None,
+        aud: None,
+    };
+    talkwai_auth::mint(&claims, &secrecy::SecretString::from(SECRET)).expect("mint")
+}
+
+async fn tenant_with_owner(client: &async_nats::Client, name: &str) -> (Uuid, String) {
+    let tenant = Uuid::new_v4();
+    send(
+        client,
+        "talkwai.cmd.platform.tenant.create",
+        json!({"id": tenant, "name": name}),
+        PLATFORM,
+    )
+    .await;
+    let user = Uuid::new_v4();
+    send(
+        client,
+        "talkwai.cmd.platform.user.create",
+        json!({"id": user, "email": format!("{user}@owners.test")}),
+        PLATFORM,
+    )
+    .await;
+    send(
+        client,
+        &format!("talkwai.cmd.{tenant}.member.create"),
+        json!({"id": Uuid::new_v4(), "firstName": "Owner", "lastName": name, "email": format!("owner@{}.test", name.to_lowercase()),
+               "role": "owner", "user": user}),
+        PLATFORM,
+    )
+    .await;
+    (tenant, token(user, tenant))
+}
+
+async fn start(tasks_in_a: usize) -> World {
+    let nats = NatsServer::start().await.expect("nats");
+    let pg = Postgres::start().await.expect("pg");
+    let db = pg.create_unique_database("query").await.expect("db");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let service = CommandService::build(talkwai_command_service::Config::for_tests(
+        &nats.url(),
+        PLATFORM,
+        SECRET,
+    ))
+    .await
+    .expect("command service");
+    tokio::spawn(async move { service.run(std::future::pending()).await });
+    let projector = Projector::build(talkwai_projector::Config::for_tests(&nats.url(), &db))
+        .await
+        .expect("projector");
+    let pool = projector.pool().clone();
+    tokio::spawn(async move { projector.run(std::future::pending()).await });
+    let verifier = TokenVerifier::new(
+        Some(PLATFORM.to_owned().into()),
+        Some(SECRET.to_owned().into()),
+        None,
+        None,
+    );
+    let queries = QueryService::new(pool, verifier);
+    let qc = client.clone();
+    tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
+    for _ in 0..200 {
+        let a = client
+            .request("$SRV.PING.talkwai-command", "".into())
+            .await
+            .is_ok();
+        let b = client
+            .request("$SRV.PING.talkwai-query", "".into())
+            .await
+            .is_ok();
+        if a && b {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a, a_token) = tenant_with_owner(&client, "Acme").await;
+    let (b, b_token) = tenant_with_owner(&client, "Bravo").await;
+    let mut members = Vec::new();
+    for (i, status) in ["active", "active", "inactive"].iter().enumerate() {
+        let id = Uuid::new_v4();
+        send(&client, &format!("talkwai.cmd.{a}.member.create"),
+            json!({"id": id, "firstName": "M", "lastName": format!("{i}"), "email": format!("m{i}@acme.test"), "role": "user"}), PLATFORM).await;
+        members.push(id);
+        if *status == "inactive" {
+            send(
+                &client,
+                &format!("talkwai.cmd.{a}.member.setStatus"),
+                json!({"id": id, "status": "inactive"}),
+                PLATFORM,
+            )
+            .await;
+        }
+    }
+    let mut agents = Vec::new();
+    for kind in ["voice", "email"] {
+        let id = Uuid::new_v4();
+        send(
+            &client,
+            &format!("talkwai.cmd.{a}.agent.create"),
+            json!({"id": id, "name": kind, "type": kind}),
+            PLATFORM,
+        )
+        .await;
+        agents.push((id, kind));
+    }
+    // A task in tenant B, assigned to B's... nothing: it must never show in A's answers.
+    send(&client, &format!("talkwai.cmd.{b}.task.create"),
+        json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550009999", "toAddress": "+15550008888"}), PLATFORM).await;
+    let mut tasks = Vec::new();
+    for i in 0..tasks_in_a {
+        let id = Uuid::new_v4();
+        let assignee = (i % 3 != 2).then(|| members[i % 2]);
+        let agent = (i % 2 == 0).then(|| agents[i % 4 / 2].0);
+        let mut body = json!({"id": id, "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222", "subject": format!("task {i}")});
+        if let Some(m) = assignee {
+            body["assignedTo"] = json!(m);
+        }
+        if let Some(g) = agent {
+            body["agent"] = json!(g);
+        }
+        let reply = send(
+            &client,
+            &format!("talkwai.cmd.{a}.task.create"),
+            body,
+            PLATFORM,
+        )
+        .await;
+        let created_at = reply.events[0].data["at"].as_i64().expect("at");
+        let mut status = "pending".to_owned();
+        if i % 4 == 1 {
+            send(
+                &client,
+                &format!("talkwai.cmd.{a}.task.start"),
+                json!({"id": id}),
+                PLATFORM,
+            )
+            .await;
+            status = "in_progress".into();
+        }
+        tasks.push((id, created_at, status, assignee, agent));
+    }
+    World {
+        _nats: nats,
+        _pg: pg,
+        client,
+        a,
+        b,
+        a_token,
+        b_token,
+        tasks,
+        members,
+        agents,
+    }
+}
+
+impl World {
+    async fn query_on(&self, subject: &str, token: &str, body: Value) -> Value {
+        let mut headers = HeaderMap::new();
+        headers.insert("Authorization", format!("Bearer {token}").as_str());
+        let reply = self
+            .client
+            .request_with_headers(subject.to_owned(), headers, body.to_string().into())
+            .await
+            .expect("query request");
+        serde_json::from_slice(&reply.payload).expect("query reply is JSON")
+    }
+
+    /// A member of tenant A asks, after waiting for every write so far.
+    async fn ask(&self, query: Value) -> Value {
+        let head = self.head().await;
+        let reply = self
+            .query_on(
+                &format!("talkwai.qry.{}", self.a),
+                &self.a_token,
+                json!({"query": query, "minSeq": head}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "query failed: {reply}");
+        reply
+    }
+
+    async fn error(&self, query: Value) -> Value {
+        let head = self.head().await;
+        let reply = self
+            .query_on(
+                &format!("talkwai.qry.{}", self.a),
+                &self.a_token,
+                json!({"query": query, "minSeq": head}),
+            )
+            .await;
+        assert_eq!(reply["ok"], false, "query should fail: {reply}");
+        reply["error"].clone()
+    }
+
+    async fn head(&self) -> u64 {
+        let js = async_nats::jetstream::new(self.client.clone());
+        js.get_stream("TALKWAI_EVENTS")
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .last_sequence
+    }
+
+    /// Tenant A's task ids, newest first (createdAt desc, id desc), optionally filtered.
+    fn newest(&self, keep: impl Fn(&TaskRow) -> bool) -> Vec<String> {
+        let mut tasks: Vec<_> = self.tasks.iter().filter(|t| keep(t)).collect();
+        tasks.sort_by_key(|t| std::cmp::Reverse((t.1, t.0)));
+        tasks.iter().map(|t| t.0.to_string()).collect()
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_queries_answer_as_the_note_expects() {
+    let w = start(30).await;
+    // 1. The tenant dashboard: active members, agents, the 20 newest tasks with agent and assignee.
+    let reply = w
+        .ask(json!({"tenants": {"$": {"where": {"id": w.a}},
+            "members": {"$": {"where": {"status": "active"}}},
+            "agents": {},
+            "tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 20}, "agent": {}, "assignedTo": {}}}}))
+        .await;
+    let tenants = reply["data"]["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 1);
+    let tenant = &tenants[0];
+    assert_eq!(tenant["name"], "Acme");
+    assert_eq!(
+        tenant["members"].as_array().expect("members").len(),
+        3,
+        "owner + two active members"
+    );
+    assert!(
+        tenant["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["status"] == "active")
+    );
+    assert_eq!(tenant["agents"].as_array().expect("agents").len(), 2);
+    let tasks = &tenant["tasks"];
+    assert_eq!(
+        ids(tasks),
+        w.newest(|_| true)[..20].to_vec(),
+        "the 20 newest, newest first"
+    );
+    for task in tasks.as_array().expect("tasks") {
+        let source = w
+            .tasks
+            .iter()
+            .find(|t| t.0.to_string() == task["id"])
+            .expect("known task");
+        assert_eq!(
+            task["assignedTo"]["id"].as_str().map(str::to_owned),
+            source.3.map(|m| m.to_string())
+        );
+        assert_eq!(
+            task["agent"]["id"].as_str().map(str::to_owned),
+            source.4.map(|g| g.to_string())
+        );
+        assert_eq!(task["status"], source.2.as_str());
+        assert!(
+            task.get("tenant_id").is_none(),
+            "rows speak the seed's names only"
+        );
+    }
+
+    // 2. Tasks for a member, with tenant and agent.
+    let member = w.members[0];
+    let reply = w
+        .ask(json!({"tasks": {"$": {"where": {"assignedTo.id": member}, "order": {"createdAt": "desc"}}, "tenant": {}, "agent": {}}}))
+        .await;
+    let list = &reply["data"]["tasks"];
+    assert_eq!(ids(list), w.newest(|t| t.3 == Some(member)));
+    assert!(
+        list.as_array()
+            .expect("tasks")
+            .iter()
+            .all(|t| t["tenant"]["id"] == json!(w.a))
+    );
+
+    // 3. Pending tasks of the tenant, newest first.
+    let reply = w
+        .ask(json!({"tasks": {"$": {"where": {"and": [{"tenant.id": w.a}, {"status": "pending"}]}, "order": {"createdAt": "desc"}},
+            "agent": {}, "assignedTo": {}}}))
+        .await;
+    assert_eq!(ids(&reply["data"]["tasks"]), w.newest(|t| t.2 == "pending"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_filter_like_instaql() {
+    let w = start(12).await;
+    let all = |keep: &dyn Fn(&TaskRow) -> bool| {
+        let mut v = w.newest(keep);
+        v.sort();
+        v
+    };
+    let sorted = |v: &Value| {
+        let mut v = ids(v);
+        v.sort();
+        v
+    };
+    let voice = w.agents[0].0;
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        (
+            json!({"status": {"$in": ["in_progress"]}}),
+            all(&|t| t.2 == "in_progress"),
+        ),
+        (
+            json!({"assignedTo": {"$isNull": true}}),
+            all(&|t| t.3.is_none()),
+        ),
+        (
+            json!({"assignedTo.id": {"$not": w.members[0]}}),
+            all(&|t| t.3 != Some(w.members[0])),
+        ),
+        (json!({"agent.type": "voice"}), all(&|t| t.4 == Some(voice))),
+        (
+            json!({"or": [{"status": "in_progress"}, {"assignedTo": {"$isNull": true}}]}),
+            all(&|t| t.2 == "in_progress" || t.3.is_none()),
+        ),
+        (
+            json!({"createdAt": {"$gte": w.tasks[5].1}}),
+            all(&|t| t.1 >= w.tasks[5].1),
+        ),
+        (
+            json!({"createdAt": {"$lt": w.tasks[5].1}}),
+            all(&|t| t.1 < w.tasks[5].1),
+        ),
+        (
+            json!({"assignedTo.email": {"$ilike": "M0@%"}}),
+            all(&|t| t.3 == Some(w.members[0])),
+        ),
+        (json!({"assignedTo.email": {"$like": "M0@%"}}), vec![]),
+        // Values that look like SQL are only values.
+        (json!({"status": "pending' OR '1'='1"}), vec![]),
+        (
+            json!({"subject": "x\"); DROP TABLE talkwai_g1.tasks; --"}),
+            vec![],
+        ),
+    ];
+    for (filter, expected) in cases {
+        let reply = w
+            .ask(json!({"tasks": {"$": {"where": filter.clone(), "limit": 1000}}}))
+            .await;
+        assert_eq!(sorted(&reply["data"]["tasks"]), expected, "where {filter}");
+    }
+    // A where on a nested level filters only that level.
+    let reply = w.ask(json!({"tenants": {"tasks": {"$": {"where": {"status": "in_progress"}, "limit": 1000}}}})).await;
+    let tenant = &reply["data"]["tenants"][0];
+    assert_eq!(sorted(&tenant["tasks"]), all(&|t| t.2 == "in_progress"));
+    // Counts.
+    let reply = w
+        .ask(json!({"tasks": {"$": {"aggregate": "count", "where": {"status": "pending"}}}}))
+        .await;
+    assert_eq!(
+        reply["data"]["tasks"]["count"],
+        json!(w.tasks.iter().filter(|t| t.2 == "pending").count())
+    );
+    let reply = w
+        .ask(json!({"tenants": {"tasks": {"$": {"aggregate": "count"}}}}))
+        .await;
+    assert_eq!(
+        reply["data"]["tenants"][0]["tasks"]["count"],
+        json!(w.tasks.len())
+    );
+    // Field selection.
+    let reply = w
+        .ask(json!({"tasks": {"$": {"fields": ["status"], "limit": 1}}}))
+        .await;
+    let keys: Vec<&String> = reply["data"]["tasks"][0]
+        .as_object()
+        .expect("row")
+        .keys()
+        .collect();
+    assert_eq!(keys.len(), 2, "id and status: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_get_typed_errors() {
+    let w = start(1).await;
+    let cases = [
+        (json!({"widgets": {}}), "widgets"),
+        (
+            json!({"tasks": {"$": {"where": {"colour": "red"}}}}),
+            "tasks.$.where.colour",
+        ),
+        (
+            json!({"tasks": {"$": {"where": {"status": {"$regex": "x"}}}}}),
+            "tasks.$.where.status.$regex",
+        ),
+        (json!({"tasks": {"owner": {}}}), "tasks.owner"),
+        (
+            json!({"tasks": {"$": {"order": {"subject": "asc"}}}}),
+            "tasks.$.order",
+        ),
+        (
+            json!({"tasks": {"$": {"where": {"subject": {"$gt": "a"}}}}}),
+            "tasks.$.where.subject.$gt",
+        ),
+        (json!({"tasks": {"$": {"limit": 100000}}}), "tasks.$.limit"),
+        (
+            json!({"tasks": {"$": {"where": {"createdAt": "yesterday"}}}}),
+            "tasks.$.where.createdAt",
+        ),
+        (
+            json!({"tasks": {"$": {"after": "not-a-cursor"}}}),
+            "tasks.$.after",
+        ),
+        (
+            json!({"tenants": {"tasks": {"agent": {"tasks": {"agent": {"tasks": {}}}}}}}),
+            "tenants.tasks.agent.tasks.agent",
+        ),
+    ];
+    for (query, field) in cases {
+        let error = w.error(query.clone()).await;
+        assert_eq!(error["code"], "validation_failed", "{query}: {error}");
+        assert_eq!(error["field"], field, "{query}: {error}");
+    }
+    // Admin-only data is refused to members.
+    for query in [
+        json!({"admins": {}}),
+        json!({"$users": {}}),
+        json!({"tasks": {"createdByAdmin": {}}}),
+    ] {
+        assert_eq!(w.error(query.clone()).await["code"], "forbidden", "{query}");
+    }
+    let reply = w
+        .query_on(
+            &format!("talkwai.qry.{}", w.a),
+            "forged",
+            json!({"tasks": {}}),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "unauthenticated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_by_construction() {
+    let w = start(5).await;
+    let head = w.head().await;
+    // Another tenant's subject.
+    let reply = w
+        .query_on(
+            &format!("talkwai.qry.{}", w.b),
+            &w.a_token,
+            json!({"tasks": {}}),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "forbidden");
+    let reply = w
+        .query_on("talkwai.qry.platform", &w.a_token, json!({"tasks": {}}))
+        .await;
+    assert_eq!(reply["error"]["code"], "forbidden");
+    // Naming the other tenant in filters and paths yields nothing.
+    for query in [
+        json!({"tenants": {"$": {"where": {"id": w.b}}}}),
+        json!({"tasks": {"$": {"where": {"tenant.id": w.b}}}}),
+        json!({"members": {"$": {"where": {"tenant.name": "Bravo"}}}}),
+        json!({"agents": {"$": {"where": {"tasks.tenant.id": w.b}}}}),
+    ] {
+        let reply = w
+            .query_on(
+                &format!("talkwai.qry.{}", w.a),
+                &w.a_token,
+                json!({"query": query, "minSeq": head}),
+            )
+            .await;
+        let data = reply["data"].as_object().expect("data");
+        for (_, rows) in data {
+            assert_eq!(
+                rows.as_array().map(Vec::len),
+                Some(0),
+                "{query} leaked: {reply}"
+            );
+        }
+    }
+    // Everything tenant A sees belongs to tenant A, at every level.
+    let reply = w
+        .query_on(&format!("talkwai.qry.{}", w.a), &w.a_token,
+            json!({"query": {"tenants": {"tasks": {"tenant": {}, "assignedTo": {"tenant": {}}}, "members": {"tenant": {}}}}, "minSeq": head}))
+        .await;
+    let text = reply["data"].to_string();
+    assert!(
+        !text.contains(&w.b.to_string()),
+        "tenant B appears in A's answer"
+    );
+    assert!(text.contains(&w.a.to_string()));
+    // Tenant B sees only its own task.
+    let reply = w
+        .query_on(
+            &format!("talkwai.qry.{}", w.b),
+            &w.b_token,
+            json!({"query": {"tasks": {}}, "minSeq": head}),
+        )
+        .await;
+    assert_eq!(reply["data"]["tasks"].as_array().map(Vec::len), Some(1));
+    // The platform token sees every tenant.
+    let reply = w
+        .query_on(
+            "talkwai.qry.platform",
+            PLATFORM,
+            json!({"query": {"tenants": {}}, "minSeq": head}),
+        )
+        .await;
+    assert_eq!(reply["data"]["tenants"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_pagination_walks_a_thousand_tasks_both_ways() {
+    let w = start(0).await;
+    // 1,000 tasks in tenant A, sent concurrently.
+    let mut handles = Vec::new();
+    for chunk in 0..10 {
+        let client = w.client.clone();
+        let a = w.a;
+        handles.push(tokio::spawn(async move {
+            for i in 0..100 {
+                send(&client, &format!("talkwai.cmd.{a}.task.create"),
+                    json!({"id": Uuid::new_v4(), "type": "other", "fromAddress": "a@acme.test", "toAddress": "b@acme.test", "subject": format!("{chunk}-{i}")}), PLATFORM).await;
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer");
+    }
+    let expected: Vec<String> = {
+        let reply = w
+            .ask(json!({"tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 1000}}}))
+            .await;
+        ids(&reply["data"]["tasks"])
+    };
+    assert_eq!(expected.len(), 1000);
+    // Forwards.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut params = json!({"order": {"createdAt": "desc"}, "first": 90});
+        if let Some(cursor) = &after {
+            params["after"] = json!(cursor);
+        }
+        let reply = w.ask(json!({"tasks": {"$": params}})).await;
+        seen.extend(ids(&reply["data"]["tasks"]));
+        let info = &reply["pageInfo"]["tasks"];
+        assert_eq!(info["hasPreviousPage"], after.is_some());
+        if info["hasNextPage"] == false {
+            break;
+        }
+        after = info["endCursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, expected, "forwards: no gaps, no repeats");
+    // Backwards from the end.
+    let mut pages = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut params = json!({"order": {"createdAt": "desc"}, "last": 70});
+        if let Some(cursor) = &before {
+            params["before"] = json!(cursor);
+        }
+        let reply = w.ask(json!({"tasks": {"$": params}})).await;
+        let page = ids(&reply["data"]["tasks"]);
+        let info = &reply["pageInfo"]["tasks"];
+        pages.push(page);
+        if info["hasPreviousPage"] == false {
+            break;
+        }
+        before = info["startCursor"].as_str().map(str::to_owned);
+    }
+    let backwards: Vec<String> = pages.into_iter().rev().flatten().collect();
+    assert_eq!(backwards, expected, "backwards: no gaps, no repeats");
+    // Nested levels honor cursors per parent too.
+    let reply = w
+        .ask(json!({"tenants": {"tasks": {"$": {"order": {"createdAt": "desc"}, "first": 25}}}}))
+        .await;
+    let tenant = &reply["data"]["tenants"][0];
+    assert_eq!(ids(&tenant["tasks"]), expected[..25].to_vec());
+    assert_eq!(tenant["$pageInfo"]["tasks"]["hasNextPage"], true);
+    let cursor = tenant["$pageInfo"]["tasks"]["endCursor"].clone();
+    let reply = w.ask(json!({"tenants": {"tasks": {"$": {"order": {"createdAt": "desc"}, "first": 25, "after": cursor}}}})).await;
+    assert_eq!(
+        ids(&reply["data"]["tenants"][0]["tasks"]),
+        expected[25..50].to_vec()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_with_min_seq_reads_its_own_write() {
+    let w = start(0).await;
+    for _ in 0..20 {
+        let id = Uuid::new_v4();
+        let reply = send(&w.client, &format!("talkwai.cmd.{}.task.create", w.a),
+            json!({"id": id, "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), &w.a_token).await;
+        let answer = w
+            .query_on(
+                &format!("talkwai.qry.{}", w.a),
+                &w.a_token,
+                json!({"query": {"tasks": {"$": {"where": {"id": id}}}}, "minSeq": reply.seq}),
+            )
+            .await;
+        assert_eq!(answer["data"]["tasks"][0]["id"], json!(id), "{answer}");
+        assert!(answer["seq"].as_u64().expect("seq") >= reply.seq);
+    }
+}
