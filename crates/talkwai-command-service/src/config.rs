@@ -45,6 +45,10 @@ pub struct Config {
     /// Durable writes in flight at once.
     #[arg(long, env = "TALKWAI_WRITES_IN_FLIGHT", default_value_t = 2)]
     pub writes_in_flight: usize,
+    /// While a durable write is in flight and fewer than 64 messages are queued, wait up to
+    /// this many microseconds for more commands before writing (0: never wait).
+    #[arg(long, env = "TALKWAI_GROUP_LINGER_US", default_value_t = 2000)]
+    pub group_linger_us: u64,
     /// Name of this instance in service discovery.
     #[arg(long, env = "TALKWAI_INSTANCE", default_value = "command-1")]
     pub instance: String,
@@ -54,7 +58,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration for tests: the given NATS URL and secrets, defaults otherwise.
+    /// A configuration for tests: the given NATS URL and secrets, defaults otherwise
+    /// (`TALKWAI_GROUP_LINGER_US` is honoured, so benchmarks can compare lingers).
     pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
@@ -68,6 +73,10 @@ impl Config {
             conflict_attempts: 8,
             group_commit: true,
             writes_in_flight: 2,
+            group_linger_us: std::env::var("TALKWAI_GROUP_LINGER_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
             instance: "command-test".to_owned(),
             shutdown_grace_secs: 10,
         }

@@ -80,6 +80,7 @@ impl CommandService {
         let appender = store.appender(AppenderConfig {
             group: config.group_commit,
             max_in_flight: config.writes_in_flight,
+            linger: Duration::from_micros(config.group_linger_us),
             ..Default::default()
         });
         let verifier = TokenVerifier::new(

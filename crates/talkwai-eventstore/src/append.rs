@@ -17,7 +17,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::future::join_all;
 use serde::Deserialize;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// The server's limit of messages in one atomic batch.
@@ -91,6 +91,12 @@ pub struct AppenderConfig {
     pub queue: usize,
     /// How long to wait for the server's acknowledgement.
     pub ack_timeout: Duration,
+    /// While another write is in flight and the group being formed has fewer than
+    /// `linger_messages` messages, wait up to this long for more requests (a small atomic
+    /// batch costs the server about as much as a large one). Zero: never wait.
+    pub linger: Duration,
+    /// The group size below which the writer lingers.
+    pub linger_messages: usize,
 }
 
 impl Default for AppenderConfig {
@@ -101,6 +107,8 @@ impl Default for AppenderConfig {
             max_batch_messages: MAX_ATOMIC_BATCH,
             queue: 8192,
             ack_timeout: Duration::from_secs(10),
+            linger: Duration::ZERO,
+            linger_messages: 64,
         }
     }
 }
@@ -163,6 +171,7 @@ impl Writer {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.max_in_flight.max(1)));
         let mut deferred: VecDeque<Job> = VecDeque::new();
+        let done = Arc::new(Notify::new());
         loop {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
@@ -176,12 +185,24 @@ impl Writer {
             };
             let mut group = vec![first];
             if this.config.group {
-                this.fill(&mut group, &mut deferred, &mut rx);
+                let mut builder = this.fill(&mut group, &mut deferred, &mut rx);
+                let max = this.config.max_in_flight.max(1);
+                if !this.config.linger.is_zero() && permits.available_permits() + 1 < max {
+                    this.linger(&mut builder, &mut group, &mut rx, &done, &permits)
+                        .await;
+                }
+                // Keep arrival order: skipped jobs are older than the deferred ones left (rx
+                // is only read once `deferred` is empty).
+                while let Some(job) = builder.skipped.pop_back() {
+                    deferred.push_front(job);
+                }
             }
             let writer = Arc::clone(&this);
+            let done = Arc::clone(&done);
             tokio::spawn(async move {
                 writer.write_group(group).await;
                 drop(permit);
+                done.notify_waiters();
             });
         }
         // Let in-flight writes finish before the task ends.
@@ -190,13 +211,54 @@ impl Writer {
             .await;
     }
 
+    /// Waits for more jobs while the group is small, until it is big enough, `linger` has
+    /// passed, or a write in flight finishes (a permit frees up).
+    async fn linger(
+        &self,
+        builder: &mut GroupBuilder,
+        group: &mut Vec<Job>,
+        rx: &mut mpsc::Receiver<Job>,
+        done: &Notify,
+        permits: &Semaphore,
+    ) {
+        let target = self.config.linger_messages.min(builder.limit);
+        if builder.count >= target || !builder.skipped.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.config.linger;
+        let finished = done.notified();
+        tokio::pin!(finished);
+        if permits.available_permits() + 1 >= self.config.max_in_flight.max(1) {
+            // The write in flight finished meanwhile.
+            return;
+        }
+        while builder.count < target {
+            tokio::select! {
+                job = rx.recv() => {
+                    let Some(job) = job else { return };
+                    if !builder.consider(job, group) {
+                        return;
+                    }
+                    while builder.count < builder.limit {
+                        let Ok(job) = rx.try_recv() else { break };
+                        if !builder.consider(job, group) {
+                            return;
+                        }
+                    }
+                }
+                () = &mut finished => return,
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
     /// Adds queued jobs to the group while they fit and touch no subject already in it.
     fn fill(
         &self,
         group: &mut Vec<Job>,
         deferred: &mut VecDeque<Job>,
         rx: &mut mpsc::Receiver<Job>,
-    ) {
+    ) -> GroupBuilder {
         let mut builder = GroupBuilder {
             subjects: group
                 .iter()
@@ -223,11 +285,7 @@ impl Writer {
                 Err(_) => break,
             }
         }
-        // Keep arrival order: skipped jobs are older than the deferred ones left (rx is only
-        // read once `deferred` is empty).
-        while let Some(job) = builder.skipped.pop_back() {
-            deferred.push_front(job);
-        }
+        builder
     }
 
     async fn write_group(&self, group: Vec<Job>) {
