@@ -20,9 +20,11 @@
 //! - [`parse`]: the InstaQL shape into a typed query.
 //! - [`exec`]: SQL per level, bound parameters only.
 //! - [`service`]: the NATS endpoint, tokens, read-your-writes.
+//! - [`live`]: live queries.
 
 pub mod error;
 pub mod exec;
+pub mod live;
 pub mod model;
 pub mod parse;
 pub mod service;

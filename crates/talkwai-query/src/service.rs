@@ -35,12 +35,51 @@ pub const QUEUE_GROUP: &str = "talkwai-query";
 pub struct QueryService {
     pool: Pool,
     verifier: TokenVerifier,
+    live: crate::live::Registry,
 }
 
 impl std::fmt::Debug for QueryService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryService").finish_non_exhaustive()
     }
+}
+
+/// The live generation's checkpoint; 0 before the projector created the views.
+pub(crate) async fn checkpoint(conn: &deadpool_postgres::Object) -> Result<u64, QueryError> {
+    match conn
+        .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+        .await
+    {
+        Ok(row) => Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)),
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Runs a parsed query in one consistent, read-only, time-bounded snapshot: every level of the
+/// answer sees the same checkpoint, which is returned with it.
+pub(crate) async fn evaluate(
+    conn: &mut deadpool_postgres::Object,
+    query: &parse::Query,
+    scope: Scope,
+) -> Result<(Value, Value, i64), QueryError> {
+    let tx = conn
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"
+    ))
+    .await?;
+    let seq: i64 = tx
+        .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+        .await?
+        .get(0);
+    let (data, page_info) = exec::execute(&tx, query, scope).await?;
+    tx.commit().await?;
+    Ok((data, page_info, seq))
 }
 
 /// A query request: the InstaQL object itself, or `{"query": {...}, "minSeq": n}`.
@@ -93,7 +132,11 @@ fn decode_request(body: &[u8]) -> Result<Request, QueryError> {
 impl QueryService {
     /// A service over `pool` (the read models' database).
     pub fn new(pool: Pool, verifier: TokenVerifier) -> Self {
-        Self { pool, verifier }
+        Self {
+            pool,
+            verifier,
+            live: crate::live::Registry::default(),
+        }
     }
 
     /// Answers one request on `subject`; returns the reply body and whether it is an error.
@@ -121,6 +164,18 @@ impl QueryService {
             .ok_or_else(|| {
                 QueryError::invalid("subject", format!("{subject} is not a query subject"))
             })?;
+        let (mut conn, query, scope) = self.admit(scope_token, auth, body).await?;
+        let (data, page_info, seq) = evaluate(&mut conn, &query, scope).await?;
+        Ok(json!({ "ok": true, "data": data, "pageInfo": page_info, "seq": seq }))
+    }
+
+    /// Checks the caller and the request, waits for `minSeq`, and parses the query.
+    pub(crate) async fn admit(
+        &self,
+        scope_token: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Result<(deadpool_postgres::Object, parse::Query, Scope), QueryError> {
         let subject_tenant = match scope_token {
             "platform" => None,
             token => Some(token.parse::<Uuid>().map_err(|_| {
@@ -133,25 +188,13 @@ impl QueryService {
             field: None,
         })?;
         let request = decode_request(body)?;
-        let mut conn = self.pool.get().await?;
+        let conn = self.pool.get().await?;
         if let Some(seq) = request.min_seq {
             let deadline = tokio::time::Instant::now() + MAX_WAIT;
             loop {
                 // Before the projector's first run the views do not exist yet: that is "behind".
-                let at: i64 = match conn
-                    .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-                    .await
-                {
-                    Ok(row) => row.get(0),
-                    Err(err)
-                        if err.code()
-                            == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
-                    {
-                        0
-                    }
-                    Err(err) => return Err(err.into()),
-                };
-                if u64::try_from(at).unwrap_or(0) >= seq {
+                let at = checkpoint(&conn).await?;
+                if at >= seq {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -164,24 +207,89 @@ impl QueryService {
         }
         let (audience, scope) = self.authorize(&conn, &principal, subject_tenant).await?;
         let query = parse::parse(&request.query, audience)?;
-        // One consistent snapshot for every level of the answer, read only, time-bounded.
-        let tx = conn
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"
-        ))
-        .await?;
-        let seq: i64 = tx
-            .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-            .await?
-            .get(0);
-        let (data, page_info) = exec::execute(&tx, &query, scope).await?;
-        tx.commit().await?;
-        Ok(json!({ "ok": true, "data": data, "pageInfo": page_info, "seq": seq }))
+        Ok((conn, query, scope))
+    }
+
+    /// Sets how long live queries live without renewal (default [`crate::live::TTL`]).
+    pub fn with_live_ttl(mut self, ttl: Duration) -> Self {
+        self.live = crate::live::Registry::with_ttl(ttl);
+        self
+    }
+
+    /// Starts a live query: answers the first result and where updates go.
+    async fn subscribe(
+        &self,
+        subject: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Result<Value, QueryError> {
+        let scope_token = subject
+            .strip_prefix("talkwai.qry.")
+            .and_then(|s| s.strip_suffix(".subscribe"))
+            .filter(|s| !s.contains('.'))
+            .ok_or_else(|| {
+                QueryError::invalid("subject", format!("{subject} is not a subscribe subject"))
+            })?;
+        let (mut conn, query, scope) = self.admit(scope_token, auth, body).await?;
+        let (data, page_info, seq) = evaluate(&mut conn, &query, scope).await?;
+        let hash = crate::live::digest(&data, &page_info);
+        let (id, live_subject) = self
+            .live
+            .add(scope_token, query, scope, hash)
+            .ok_or_else(|| QueryError::unavailable("too many live queries on this instance"))?;
+        Ok(json!({
+            "ok": true, "subscription": id, "subject": live_subject,
+            "control": format!("talkwai.qry.{scope_token}.live.{id}.ctl"),
+            "ttlMs": u64::try_from(self.live.ttl().as_millis()).unwrap_or(u64::MAX),
+            "data": data, "pageInfo": page_info, "seq": seq,
+        }))
+    }
+
+    /// Re-evaluates live queries whenever the checkpoint moves; publishes changed answers.
+    async fn refresh_live(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut last_seen = None;
+        let mut ticker = tokio::time::interval(crate::live::POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            let subs = self.live.snapshot();
+            if subs.is_empty() {
+                continue;
+            }
+            let Ok(mut conn) = self.pool.get().await else {
+                continue;
+            };
+            let Ok(seq) = checkpoint(&conn).await else {
+                continue;
+            };
+            if last_seen == Some(seq) {
+                continue;
+            }
+            last_seen = Some(seq);
+            for (id, query, scope, subject, hash) in subs {
+                match evaluate(&mut conn, &query, scope).await {
+                    Ok((data, page_info, at)) => {
+                        let digest = crate::live::digest(&data, &page_info);
+                        if digest != hash {
+                            let update = json!({ "subscription": id, "data": data, "pageInfo": page_info, "seq": at });
+                            let bytes =
+                                Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
+                            if client.publish(subject, bytes).await.is_ok() {
+                                self.live.published(id, digest);
+                            }
+                        }
+                    }
+                    Err(err) => warn!(error = %err, "live query evaluation failed"),
+                }
+            }
+        }
     }
 
     /// Who may read what: members their own tenant (if active, in an active tenant), admins
@@ -250,7 +358,8 @@ impl QueryService {
         }
     }
 
-    /// Serves `talkwai.qry.*` until `shutdown` resolves, then drains in-flight queries.
+    /// Serves `talkwai.qry.*` (queries), `talkwai.qry.*.subscribe` and the live-query control
+    /// subjects until `shutdown` resolves, then drains in-flight requests.
     pub async fn run(
         self,
         client: async_nats::Client,
@@ -265,13 +374,30 @@ impl QueryService {
             .map_err(|e| {
                 QueryError::unavailable(format!("cannot register the query service: {e}"))
             })?;
-        let mut endpoint = service
+        let query = service
             .endpoint_builder()
             .name("query")
             .add("talkwai.qry.*")
             .await
             .map_err(|e| QueryError::unavailable(format!("cannot add the query endpoint: {e}")))?;
+        let subscribe = service
+            .endpoint_builder()
+            .name("subscribe")
+            .add("talkwai.qry.*.subscribe")
+            .await
+            .map_err(|e| {
+                QueryError::unavailable(format!("cannot add the subscribe endpoint: {e}"))
+            })?;
+        let mut control = client
+            .subscribe("talkwai.qry.*.live.*.ctl")
+            .await
+            .map_err(|e| {
+                QueryError::unavailable(format!("cannot subscribe to live controls: {e}"))
+            })?;
+        let mut endpoints = futures::stream::select(query, subscribe);
         let this = Arc::new(self);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let refresher = tokio::spawn(Arc::clone(&this).refresh_live(client.clone(), stop_rx));
         let permits = Arc::new(Semaphore::new(256));
         let mut tasks = JoinSet::new();
         info!("query service ready");
@@ -279,7 +405,16 @@ impl QueryService {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                request = endpoint.next() => {
+                message = control.next() => {
+                    let Some(message) = message else { break };
+                    let id = message.subject.as_str().rsplit('.').nth(1).and_then(|s| s.parse::<Uuid>().ok());
+                    if let (Some(id), Some(reply)) = (id, message.reply.clone())
+                        && let Some(answer) = this.live.control(id, &message.payload)
+                    {
+                        let _ = client.publish(reply, Bytes::from(answer.to_string())).await;
+                    }
+                }
+                request = endpoints.next() => {
                     let Some(request) = request else { break };
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
                     let this = Arc::clone(&this);
@@ -287,9 +422,15 @@ impl QueryService {
                         let auth = request.message.headers.as_ref()
                             .and_then(|h| h.get(headers::AUTHORIZATION))
                             .map(|v| v.as_str().to_owned());
-                        let (body, error) = this
-                            .answer(request.message.subject.as_str(), auth.as_deref(), &request.message.payload)
-                            .await;
+                        let subject = request.message.subject.as_str();
+                        let (body, error) = if subject.ends_with(".subscribe") {
+                            match this.subscribe(subject, auth.as_deref(), &request.message.payload).await {
+                                Ok(value) => (value, None),
+                                Err(err) => (json!({ "ok": false, "error": err.to_body() }), Some(err)),
+                            }
+                        } else {
+                            this.answer(subject, auth.as_deref(), &request.message.payload).await
+                        };
                         let mut reply_headers = async_nats::HeaderMap::new();
                         if let Some(err) = error {
                             reply_headers.insert(headers::NATS_SERVICE_ERROR, err.message.as_str());
@@ -305,7 +446,9 @@ impl QueryService {
                 }
             }
         }
-        drop(endpoint);
+        let _ = stop_tx.send(true);
+        let _ = refresher.await;
+        drop(endpoints);
         let _ = service.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             while tasks.join_next().await.is_some() {}

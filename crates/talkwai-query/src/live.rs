@@ -1,0 +1,160 @@
+//! Live queries: a dashboard subscribes to a query and receives the fresh answer whenever the
+//! projection's checkpoint moves and the answer changed.
+//!
+//! - `talkwai.qry.<scope>.subscribe` (request, same body as a query): answers the first result
+//!   with a `subscription` id, the `subject` updates are published on
+//!   (`talkwai.qry.<scope>.live.<id>`) and a `control` subject.
+//! - `talkwai.qry.<scope>.live.<id>.ctl` (request `{"op": "renew" | "unsubscribe"}`): only the
+//!   instance holding the subscription answers. Unrenewed subscriptions expire after the TTL,
+//!   so dead dashboards are cleaned up.
+//!
+//! Every instance polls the live checkpoint (a one-row read every [`POLL`]); when it moved, each
+//! of its subscriptions is evaluated again and published only if its answer changed.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::exec::Scope;
+use crate::parse::Query;
+
+/// How often the checkpoint is polled.
+pub const POLL: Duration = Duration::from_millis(20);
+/// How long a subscription lives without a renewal.
+pub const TTL: Duration = Duration::from_secs(30);
+/// Most subscriptions one instance holds.
+pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// One live subscription.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) query: Query,
+    pub(crate) scope: Scope,
+    pub(crate) subject: String,
+    pub(crate) hash: u64,
+    pub(crate) expires: Instant,
+}
+
+/// The subscriptions this instance holds.
+#[derive(Debug)]
+pub struct Registry {
+    subs: Mutex<HashMap<Uuid, Subscription>>,
+    ttl: Duration,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_ttl(TTL)
+    }
+}
+
+/// A stable digest of an answer, to publish only changes.
+pub(crate) fn digest(data: &Value, page_info: &Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    data.to_string().hash(&mut hasher);
+    page_info.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Registry {
+    /// A registry whose subscriptions expire after `ttl` without renewal.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self {
+            subs: Mutex::default(),
+            ttl,
+        }
+    }
+
+    /// The time to live of an unrenewed subscription.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Adds a subscription; `None` when the instance is full.
+    pub(crate) fn add(
+        &self,
+        scope_token: &str,
+        query: Query,
+        scope: Scope,
+        hash: u64,
+    ) -> Option<(Uuid, String)> {
+        let mut subs = self.subs.lock().ok()?;
+        if subs.len() >= MAX_SUBSCRIPTIONS {
+            return None;
+        }
+        let id = Uuid::new_v4();
+        let subject = format!("talkwai.qry.{scope_token}.live.{id}");
+        subs.insert(
+            id,
+            Subscription {
+                query,
+                scope,
+                subject: subject.clone(),
+                hash,
+                expires: Instant::now() + self.ttl,
+            },
+        );
+        Some((id, subject))
+    }
+
+    /// Handles a control request for `id`; `None` when this instance does not hold it.
+    pub(crate) fn control(&self, id: Uuid, body: &[u8]) -> Option<Value> {
+        let op = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("op").and_then(Value::as_str).map(str::to_owned));
+        let mut subs = self.subs.lock().ok()?;
+        if !subs.contains_key(&id) {
+            return None;
+        }
+        Some(match op.as_deref() {
+            Some("renew") => {
+                if let Some(sub) = subs.get_mut(&id) {
+                    sub.expires = Instant::now() + self.ttl;
+                }
+                json!({ "ok": true, "ttlMs": u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX) })
+            }
+            Some("unsubscribe") => {
+                subs.remove(&id);
+                json!({ "ok": true })
+            }
+            _ => {
+                json!({ "ok": false, "error": { "code": "validation_failed", "message": "op is renew or unsubscribe", "field": "op" } })
+            }
+        })
+    }
+
+    /// Drops expired subscriptions; returns the ids and queries of the live ones.
+    pub(crate) fn snapshot(&self) -> Vec<(Uuid, Query, Scope, String, u64)> {
+        let Ok(mut subs) = self.subs.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        subs.retain(|_, s| s.expires > now);
+        subs.iter()
+            .map(|(id, s)| (*id, s.query.clone(), s.scope, s.subject.clone(), s.hash))
+            .collect()
+    }
+
+    /// Records the digest last published for `id`.
+    pub(crate) fn published(&self, id: Uuid, hash: u64) {
+        if let Ok(mut subs) = self.subs.lock()
+            && let Some(sub) = subs.get_mut(&id)
+        {
+            sub.hash = hash;
+        }
+    }
+
+    /// Number of live subscriptions.
+    pub fn len(&self) -> usize {
+        self.subs.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

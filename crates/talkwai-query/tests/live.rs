@@ -1,0 +1,189 @@
+//! Live queries against real servers: fresh answers after each change, within 100 ms of the
+//! projection commit; renewals, unsubscribes and expiry of dead subscribers.
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use talkwai_auth::TokenVerifier;
+use talkwai_command_service::CommandService;
+use talkwai_projector::Projector;
+use talkwai_proto::CommandReply;
+use talkwai_query::QueryService;
+use talkwai_testkit::{NatsServer, Postgres};
+use uuid::Uuid;
+
+const PLATFORM: &str = "platform-token-live-tests";
+
+async fn request(client: &async_nats::Client, subject: &str, body: Value, command: bool) -> Value {
+    let mut headers = HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {PLATFORM}").as_str());
+    if command {
+        headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
+    }
+    let reply = client
+        .request_with_headers(subject.to_owned(), headers, body.to_string().into())
+        .await
+        .expect("request");
+    serde_json::from_slice(&reply.payload).expect("json reply")
+}
+
+/// Whether a renewal on `control` goes unanswered (no instance holds the subscription).
+async fn unanswered(client: &async_nats::Client, control: &str) -> bool {
+    let renew = client.request(
+        control.to_owned(),
+        json!({"op": "renew"}).to_string().into(),
+    );
+    !matches!(
+        tokio::time::timeout(Duration::from_millis(500), renew).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_queries_follow_changes_and_expire() {
+    let nats = NatsServer::start().await.expect("nats");
+    let pg = Postgres::start().await.expect("pg");
+    let db = pg.create_unique_database("live").await.expect("db");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let service = CommandService::build(talkwai_command_service::Config::for_tests(
+        &nats.url(),
+        PLATFORM,
+        "s",
+    ))
+    .await
+    .expect("command service");
+    tokio::spawn(async move { service.run(std::future::pending()).await });
+    let projector = Projector::build(talkwai_projector::Config::for_tests(&nats.url(), &db))
+        .await
+        .expect("projector");
+    let pool = projector.pool().clone();
+    tokio::spawn(async move { projector.run(std::future::pending()).await });
+    let verifier = TokenVerifier::new(Some(PLATFORM.to_owned().into()), None, None, None);
+    let queries = QueryService::new(pool, verifier).with_live_ttl(Duration::from_millis(1500));
+    let qc = client.clone();
+    tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
+    for _ in 0..200 {
+        if client
+            .request("$SRV.PING.talkwai-query", "".into())
+            .await
+            .is_ok()
+            && client
+                .request("$SRV.PING.talkwai-command", "".into())
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tenant = Uuid::new_v4();
+    let created = request(
+        &client,
+        "talkwai.cmd.platform.tenant.create",
+        json!({"id": tenant, "name": "Live"}),
+        true,
+    )
+    .await;
+    let seq = created["seq"].as_u64().expect("seq");
+
+    let subscribed = request(
+        &client,
+        &format!("talkwai.qry.{tenant}.subscribe"),
+        json!({"query": {"tasks": {"$": {"where": {"status": "pending"}, "order": {"createdAt": "desc"}}}}, "minSeq": seq}),
+        false,
+    )
+    .await;
+    assert_eq!(subscribed["ok"], true, "{subscribed}");
+    assert_eq!(subscribed["data"]["tasks"], json!([]));
+    let live_subject = subscribed["subject"].as_str().expect("subject").to_owned();
+    let control = subscribed["control"].as_str().expect("control").to_owned();
+    let mut updates = client
+        .subscribe(live_subject)
+        .await
+        .expect("subscribe to updates");
+
+    // A new pending task shows up, quickly.
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let task = Uuid::new_v4();
+        let reply: CommandReply = serde_json::from_value(
+            request(&client, &format!("talkwai.cmd.{tenant}.task.create"),
+                json!({"id": task, "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), true).await,
+        )
+        .expect("reply");
+        let accepted = reply.into_result().expect("accepted");
+        let sent = Instant::now();
+        let update = tokio::time::timeout(Duration::from_secs(5), updates.next())
+            .await
+            .expect("an update in time")
+            .expect("update");
+        latencies.push(sent.elapsed());
+        let body: Value = serde_json::from_slice(&update.payload).expect("json");
+        assert_eq!(body["data"]["tasks"].as_array().map(Vec::len), Some(i + 1));
+        assert_eq!(body["data"]["tasks"][0]["id"], json!(task));
+        assert!(body["seq"].as_u64().expect("seq") >= accepted.seq);
+    }
+    latencies.sort();
+    eprintln!("live query latencies from command reply to update: {latencies:?}");
+
+    // A change that does not change the answer publishes nothing.
+    request(
+        &client,
+        &format!("talkwai.cmd.{tenant}.agent.create"),
+        json!({"id": Uuid::new_v4(), "name": "A", "type": "chat"}),
+        true,
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), updates.next())
+            .await
+            .is_err(),
+        "no update for an unrelated change"
+    );
+
+    // Renewing keeps it alive past the TTL; unsubscribing stops it.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let renewed = request(&client, &control, json!({"op": "renew"}), false).await;
+        assert_eq!(renewed["ok"], true);
+    }
+    request(&client, &format!("talkwai.cmd.{tenant}.task.create"),
+        json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), true).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), updates.next())
+            .await
+            .is_ok(),
+        "still live after renewals"
+    );
+    let gone = request(&client, &control, json!({"op": "unsubscribe"}), false).await;
+    assert_eq!(gone["ok"], true);
+    request(&client, &format!("talkwai.cmd.{tenant}.task.create"),
+        json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), true).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), updates.next())
+            .await
+            .is_err(),
+        "no update after unsubscribe"
+    );
+    assert!(
+        unanswered(&client, &control).await,
+        "nobody holds it any more"
+    );
+
+    // A subscriber that never renews is dropped after the TTL.
+    let second = request(
+        &client,
+        &format!("talkwai.qry.{tenant}.subscribe"),
+        json!({"tasks": {}}),
+        false,
+    )
+    .await;
+    let control = second["control"].as_str().expect("control").to_owned();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    request(&client, &format!("talkwai.cmd.{tenant}.task.create"),
+        json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), true).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(unanswered(&client, &control).await, "expired");
+}
