@@ -163,10 +163,20 @@ impl Projector {
     /// `stop`) until `talkwai projections retry`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
         tokio::pin!(shutdown);
+        let lag = tokio::spawn(export_lag(self.pool.clone(), self.store.clone()));
+        let result = self.apply_loop(&mut shutdown).await;
+        lag.abort();
+        result
+    }
+
+    async fn apply_loop(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ProjectorError> {
         let mut failures = 0u32;
         loop {
             let pass = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = shutdown.as_mut() => return Ok(()),
                 pass = self.pass() => pass,
             };
             match pass {
@@ -174,7 +184,7 @@ impl Projector {
                 Ok(PassEnd::Stopped) => {
                     failures = 0;
                     tokio::select! {
-                        () = &mut shutdown => return Ok(()),
+                        () = shutdown.as_mut() => return Ok(()),
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                 }
@@ -183,7 +193,7 @@ impl Projector {
                     let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                     warn!(error = %err, ?backoff, "projection pass failed, retrying");
                     tokio::select! {
-                        () = &mut shutdown => return Ok(()),
+                        () = shutdown.as_mut() => return Ok(()),
                         () = tokio::time::sleep(backoff) => {}
                     }
                 }
@@ -279,7 +289,13 @@ impl Projector {
                 ops::resolve_passed(&tx, generation, checkpoint).await?;
             }
             tx.commit().await?;
+            metrics::counter!("talkwai_projector_events_applied_total")
+                .increment(outcome.applied as u64);
+            metrics::counter!("talkwai_projector_batches_total").increment(1);
+            metrics::counter!("talkwai_projector_dead_letters_total")
+                .increment(outcome.skipped.len() as u64 + u64::from(outcome.stopped_at.is_some()));
             if outcome.checkpoint > last_acked {
+                metrics::gauge!("talkwai_projector_checkpoint").set(outcome.checkpoint as f64);
                 last_acked = outcome.checkpoint;
                 let last = batch
                     .iter()
@@ -344,6 +360,38 @@ impl Projector {
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))
     }
+}
+
+/// Exports the live generation's lag, checkpoint and open dead letters as gauges every 2 s
+/// (`talkwai_projector_lag_events`, `talkwai_projector_lag_seconds`,
+/// `talkwai_projector_dead_letters_open`, `talkwai_projector_stopped`).
+async fn export_lag(pool: Pool, store: EventStore) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        ticker.tick().await;
+        let Ok(conn) = pool.get().await else { continue };
+        let Ok(statuses) = status::status(&conn, &store).await else {
+            continue;
+        };
+        if let Some(live) = statuses.iter().find(|s| s.state == "live") {
+            metrics::gauge!("talkwai_projector_lag_events").set(live.lag_events as f64);
+            metrics::gauge!("talkwai_projector_lag_seconds").set(live.lag_seconds);
+            metrics::gauge!("talkwai_projector_checkpoint").set(live.checkpoint as f64);
+            metrics::gauge!("talkwai_projector_stream_head").set(live.head as f64);
+            metrics::gauge!("talkwai_projector_dead_letters_open").set(live.dead_letters as f64);
+            metrics::gauge!("talkwai_projector_stopped")
+                .set(f64::from(u8::from(live.stopped.is_some())));
+            metrics::gauge!("talkwai_projector_generation").set(f64::from(live.generation));
+        }
+    }
+}
+
+/// Installs the Prometheus exporter serving `/metrics` on `addr`.
+pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), ProjectorError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| ProjectorError::Invalid(format!("cannot serve metrics on {addr}: {e}")))
 }
 
 fn seq_of(message: &async_nats::jetstream::Message) -> Option<u64> {

@@ -32,6 +32,9 @@ struct Cli {
     /// Required JWT audience.
     #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9102`.
+    #[arg(long, env = "TALKWAI_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 async fn shutdown_signal() {
@@ -58,6 +61,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    if let Some(addr) = cli.metrics_addr {
+        talkwai_projector::serve_metrics(addr).context("serving metrics")?;
+    }
     let projector = Projector::build(cli.config)
         .await
         .context("starting the projector")?;

@@ -1,0 +1,87 @@
+//! The projector binary exports its checkpoint, lag and apply counters as Prometheus metrics.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Stack, random_commands};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn scrape(port: u16) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+fn value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_checkpoint_lag_and_apply_counters() {
+    let stack = Stack::start().await;
+    random_commands(&stack, 5, 1, 60).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_talkwai-projector"))
+        .env("TALKWAI_NATS_URL", stack.nats.url())
+        .env("TALKWAI_DATABASE_URL", &stack.db)
+        .env("TALKWAI_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("TALKWAI_NO_QUERIES", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn projector");
+    let head = stack.wait_caught_up(&stack.db).await;
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Some(metrics) = scrape(port).await {
+            last = metrics;
+            if value(&last, "talkwai_projector_checkpoint") == Some(head as f64)
+                && value(&last, "talkwai_projector_lag_events") == Some(0.0)
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        value(&last, "talkwai_projector_checkpoint"),
+        Some(head as f64),
+        "{last}"
+    );
+    assert_eq!(
+        value(&last, "talkwai_projector_lag_events"),
+        Some(0.0),
+        "{last}"
+    );
+    assert!(
+        value(&last, "talkwai_projector_events_applied_total").is_some_and(|v| v > 0.0),
+        "{last}"
+    );
+    assert_eq!(
+        value(&last, "talkwai_projector_dead_letters_open"),
+        Some(0.0),
+        "{last}"
+    );
+    child.start_kill().expect("stop");
+    let _ = child.wait().await;
+    stack.stop().await;
+}
