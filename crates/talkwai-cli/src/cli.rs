@@ -37,6 +37,14 @@ pub struct Cli {
 pub enum Command {
     /// Send one command and print the reply (exit code 1 when it is rejected).
     Cmd(CmdArgs),
+    /// Send one InstaQL-shaped query to the query API and print the answer (exit code 1 when
+    /// it is refused).
+    Query(QueryArgs),
+    /// List the peers present in a room.
+    Presence(PresenceArgs),
+    /// Follow rooms' real-time messages.
+    #[command(subcommand)]
+    Rooms(RoomsCommand),
     /// Read the event log.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -45,7 +53,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Inspect and operate the PostgreSQL read models (the projector).
     Projections(ProjectionsArgs),
-    /// Run the whole system locally: nats-server, PostgreSQL, the command service, a demo.
+    /// Run the whole system locally: nats-server, PostgreSQL, the command service, the
+    /// projector, the query API, the notifier and a demo tenant.
     Up(UpArgs),
 }
 
@@ -69,6 +78,72 @@ pub struct CmdArgs {
     /// How many times to send the command (same command id) when no reply comes.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub attempts: u32,
+}
+
+/// `talkwai query <json>`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The query (a JSON object, e.g. `{"tasks": {"$": {"limit": 5}}}`, or the request form
+    /// `{"query": {...}, "minSeq": n}`); `-` reads stdin, `@path` reads a file.
+    pub json: String,
+    /// Whose data: a tenant UUID or `platform` (all tenants; admins and the platform token).
+    /// Default: the `tenant` claim of a member token.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Bearer token (member/admin JWT or the platform token).
+    #[arg(long, env = "TALKWAI_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// Wait (up to 5s, server-side) until the read models have applied this stream sequence
+    /// (a command reply's `seq`): read your own writes.
+    #[arg(long)]
+    pub min_seq: Option<u64>,
+    /// How long to wait for each reply.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How many times to send the query when no reply comes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+}
+
+/// `talkwai presence <room-type> <room-id>`.
+#[derive(Debug, Args)]
+pub struct PresenceArgs {
+    /// `tenant` or `admin`.
+    pub room_type: String,
+    /// The tenant id, or `global` for the admin room.
+    pub room_id: String,
+    /// Bearer token (a member of the tenant, or an admin).
+    #[arg(long, env = "TALKWAI_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// Print the service's JSON reply instead of one line per peer.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the reply.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `talkwai rooms ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoomsCommand {
+    /// Print a room's topic messages and presence changes as they happen, one per line,
+    /// until Ctrl-C.
+    Watch(WatchArgs),
+}
+
+/// `talkwai rooms watch <room-type> <room-id>`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// `tenant` or `admin`.
+    pub room_type: String,
+    /// The tenant id, or `global` for the admin room.
+    pub room_id: String,
+    /// Print JSON lines (`{"time", "subject", "data"}`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 /// `talkwai events ...`.

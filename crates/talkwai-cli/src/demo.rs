@@ -231,3 +231,14 @@ pub async fn seed(
     }
     Ok(steps.len())
 }
+
+/// The seed note's tenant dashboard query (`db.useQuery`) for the demo tenant: the tenant, its
+/// active members, its agents and its 20 newest tasks with their agent and assignee.
+pub fn dashboard_query() -> Value {
+    json!({"tenants": {
+        "$": {"where": {"id": TENANT}},
+        "members": {"$": {"where": {"status": "active"}}},
+        "agents": {},
+        "tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 20}, "agent": {}, "assignedTo": {}},
+    }})
+}

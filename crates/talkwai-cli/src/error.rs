@@ -18,6 +18,14 @@ pub enum CliError {
     /// The command service answered with a typed error.
     #[error("command rejected: {}", describe(.0))]
     Rejected(ErrorBody),
+    /// The query API or the presence service answered with a typed error.
+    #[error("{what} refused: {}", describe(.error))]
+    Refused {
+        /// `query` or `presence`.
+        what: &'static str,
+        /// The error body of the reply.
+        error: ErrorBody,
+    },
     /// Bad arguments or input.
     #[error("{0}")]
     Usage(String),
@@ -70,6 +78,12 @@ pub enum CliError {
     /// The in-process command service failed.
     #[error("command service failed")]
     Service(#[from] talkwai_command_service::StartError),
+    /// The in-process query service failed.
+    #[error("query service failed")]
+    Query(#[from] talkwai_query::QueryError),
+    /// The in-process notifier failed.
+    #[error("notifier failed")]
+    Notifier(#[from] talkwai_notifier::NotifierError),
     /// The projector or its PostgreSQL failed, or refused an operator request.
     #[error("projections")]
     Projection(#[from] talkwai_projector::ProjectorError),
@@ -107,7 +121,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::OutputClosed => 0,
-            Self::Rejected(_) | Self::NotFound(_) | Self::ParityFailed => EXIT_REJECTED,
+            Self::Rejected(_) | Self::Refused { .. } | Self::NotFound(_) | Self::ParityFailed => {
+                EXIT_REJECTED
+            }
             Self::Projection(
                 talkwai_projector::ProjectorError::Invalid(_)
                 | talkwai_projector::ProjectorError::Parity(_),

@@ -1,22 +1,27 @@
 //! `talkwai`, the operator CLI of the TalkwAI event backbone: run the whole system locally
-//! (`up`), send commands (`cmd`), read the event log (`events tail`, `events show`), operate the
-//! read models (`projections status|dead-letters|retry|rebuild|rollback|drop|replay`) and mint
-//! tokens (`token mint`). The binary is a thin edge over this library so tests can drive the
+//! (`up`), send commands (`cmd`) and queries (`query`), see who is in a room (`presence`) and
+//! follow it live (`rooms watch`), read the event log (`events tail`, `events show`), operate
+//! the read models (`projections status|dead-letters|retry|rebuild|rollback|drop|replay`) and
+//! mint tokens (`token mint`). The binary is a thin edge over this library so tests can drive the
 //! logic directly; every subcommand has its own module.
 //!
 //! # Architecture invariant
 //! The CLI reads the log of record (JetStream) and talks to services over NATS like any other
 //! client; it never writes events itself. `talkwai up` is the one place that runs servers
-//! (through `talkwai-testkit`) and services (command service, projector) in process.
+//! (through `talkwai-testkit`) and services (command service, projector, query API, notifier)
+//! in process.
 //! `projections` writes only through `talkwai_projector`'s operator functions.
 //!
 //! # Exit codes
-//! 0 success; 1 a command was rejected or nothing was found; 2 bad arguments or input;
-//! 3 an operational failure (NATS unreachable, no reply, corrupt history, I/O).
+//! 0 success; 1 a command, query or presence request was refused, or nothing was found;
+//! 2 bad arguments or input; 3 an operational failure (NATS unreachable, no reply, corrupt
+//! history, I/O).
 //!
 //! # Layout
 //! - [`cli`]: the clap command line.
 //! - [`send`]: `cmd`, with idempotent retries.
+//! - [`query`]: `query`; [`request`] its (and `presence`'s) request/reply round trip.
+//! - [`rooms`]: `presence` and `rooms watch`.
 //! - [`events`]: `events tail` and `events show`.
 //! - [`token`]: `token mint`.
 //! - [`projections`]: the read models' status, dead letters, retries, rebuilds and replays.
@@ -29,6 +34,9 @@ pub mod error;
 pub mod events;
 pub mod output;
 pub mod projections;
+pub mod query;
+pub mod request;
+pub mod rooms;
 pub mod secrets;
 pub mod send;
 pub mod token;
@@ -39,12 +47,15 @@ use std::time::Duration;
 pub use cli::Cli;
 pub use error::CliError;
 
-use cli::{Command, EventsCommand, TokenCommand};
+use cli::{Command, EventsCommand, RoomsCommand, TokenCommand};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Cmd(args) => send::run(&cli.nats_url, args).await,
+        Command::Query(args) => query::run(&cli.nats_url, args).await,
+        Command::Presence(args) => rooms::presence(&cli.nats_url, args).await,
+        Command::Rooms(RoomsCommand::Watch(args)) => rooms::watch(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Tail(args)) => events::tail(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Show(args)) => events::show(&cli.nats_url, args).await,
         Command::Token(TokenCommand::Mint(args)) => token::run_mint(args),

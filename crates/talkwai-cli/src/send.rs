@@ -56,6 +56,12 @@ pub fn normalize_subject(subject: &str) -> Result<String, CliError> {
 /// Reads the body argument: inline JSON, `-` for stdin or `@path`, and checks it is a JSON
 /// object.
 pub fn read_body(arg: &str) -> Result<Bytes, CliError> {
+    read_json_object(arg, "command").map(|(_, bytes)| bytes)
+}
+
+/// Reads a JSON object argument (inline, `-` for stdin, `@path` for a file); `what` names it
+/// in errors. Returns the parsed value and the text as given.
+pub fn read_json_object(arg: &str, what: &str) -> Result<(serde_json::Value, Bytes), CliError> {
     let text = if arg == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -68,13 +74,13 @@ pub fn read_body(arg: &str) -> Result<Bytes, CliError> {
         arg.to_owned()
     };
     let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("the command body is not valid JSON: {e}")))?;
+        .map_err(|e| CliError::Usage(format!("the {what} body is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(CliError::Usage(
-            "the command body must be a JSON object".into(),
-        ));
+        return Err(CliError::Usage(format!(
+            "the {what} body must be a JSON object"
+        )));
     }
-    Ok(Bytes::from(text.into_bytes()))
+    Ok((value, Bytes::from(text.into_bytes())))
 }
 
 /// Sends a command and waits for its reply. A request that times out, finds no responder or

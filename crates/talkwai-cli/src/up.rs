@@ -1,17 +1,22 @@
 //! `talkwai up`: the whole system on one machine. Starts a persistent nats-server (JetStream)
-//! and a persistent PostgreSQL under the data dir, runs the command service and the projector
-//! (read models in PostgreSQL) in this process, seeds the demo tenant once, prints what to try,
-//! and on SIGINT/SIGTERM stops the services (draining in-flight commands) and then the
-//! servers, keeping their data.
+//! and a persistent PostgreSQL under the data dir, runs the command service, the projector
+//! (read models in PostgreSQL), the query API over the projector's pool and the notifier
+//! (rooms, presence, alerts) in this process, seeds the demo tenant once, prints what to try,
+//! and on SIGINT/SIGTERM stops the services in reverse order of their start (each draining
+//! what it has in flight) and then the servers, keeping their data.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 use secrecy::{ExposeSecret as _, SecretString};
+use talkwai_auth::TokenVerifier;
 use talkwai_command_service::{CommandService, Config};
+use talkwai_notifier::Notifier;
+use talkwai_query::QueryService;
 use talkwai_testkit::{NatsServer, Postgres};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::cli::UpArgs;
@@ -90,8 +95,6 @@ async fn start_postgres(data: PathBuf, port: u16) -> Result<Postgres, CliError> 
     })
 }
 
-/// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
-/// NATS URL and the secrets of the data dir.
 /// The projector's settings: defaults and `TALKWAI_PROJECTOR_*` tuning variables, with the
 /// local NATS and PostgreSQL URLs.
 fn projector_config(
@@ -112,6 +115,8 @@ fn projector_config(
     Ok(config)
 }
 
+/// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
+/// NATS URL and the secrets of the data dir.
 fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, CliError> {
     #[derive(Parser)]
     struct Wrapper {
@@ -130,9 +135,32 @@ fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, 
     Ok(config)
 }
 
-/// Waits until a command service answers `$SRV.PING.talkwai-command`.
-async fn wait_ready(client: &async_nats::Client) -> Result<(), CliError> {
-    let subject = format!("$SRV.PING.{}", talkwai_command_service::SERVICE_NAME);
+/// The notifier's settings: defaults and `TALKWAI_NOTIFIER_*` / `TALKWAI_PRESENCE_*` tuning
+/// variables, with the local NATS URL and the secrets of the data dir.
+fn notifier_config(
+    nats_url: &str,
+    secrets: &secrets::Secrets,
+) -> Result<talkwai_notifier::Config, CliError> {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        config: talkwai_notifier::Config,
+    }
+    let mut config = Wrapper::try_parse_from(["talkwai-up"])
+        .map_err(|e| CliError::Usage(format!("notifier settings: {e}")))?
+        .config;
+    config.nats_url = nats_url.to_owned();
+    config.platform_token = Some(secrets.platform_token.clone());
+    config.jwt_secret = Some(secrets.jwt_secret.clone());
+    config.jwt_issuer = None;
+    config.jwt_audience = None;
+    config.instance = "talkwai-up".to_owned();
+    Ok(config)
+}
+
+/// Waits until a service answers `$SRV.PING.<name>`.
+async fn wait_ready(client: &async_nats::Client, name: &str) -> Result<(), CliError> {
+    let subject = format!("$SRV.PING.{name}");
     for _ in 0..300 {
         let ping = client.request(subject.clone(), bytes::Bytes::new());
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
@@ -140,9 +168,86 @@ async fn wait_ready(client: &async_nats::Client) -> Result<(), CliError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(CliError::Nats(
-        "the command service did not answer $SRV.PING".into(),
-    ))
+    Err(CliError::Nats(format!("{name} did not answer {subject}")))
+}
+
+/// How long one service may take to stop before `up` goes on without it.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// A service running in this process: its stop signal and its task.
+struct Running {
+    name: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), CliError>>>,
+}
+
+/// The in-process services, in start order.
+#[derive(Default)]
+struct Services(Vec<Running>);
+
+impl Services {
+    /// Spawns `run(shutdown)` as the service `name`.
+    fn spawn<F, Fut, E>(&mut self, name: &'static str, run: F)
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<CliError>,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let future = run(stopped);
+        let task = tokio::spawn(async move { future.await.map_err(Into::into) });
+        self.0.push(Running {
+            name,
+            stop: Some(stop),
+            task: Some(task),
+        });
+    }
+
+    /// Resolves when the first service ends on its own (which is always a failure), with why.
+    async fn first_to_end(&mut self) -> CliError {
+        let running: Vec<_> = self
+            .0
+            .iter_mut()
+            .filter_map(|r| r.task.as_mut().map(|task| (r.name, task)))
+            .collect();
+        if running.is_empty() {
+            return std::future::pending().await;
+        }
+        let names: Vec<&'static str> = running.iter().map(|(name, _)| *name).collect();
+        let (ended, index, _) =
+            futures::future::select_all(running.into_iter().map(|(_, task)| task)).await;
+        let name = names[index];
+        if let Some(r) = self.0.iter_mut().find(|r| r.name == name) {
+            r.task = None;
+        }
+        match ended {
+            Ok(Ok(())) => CliError::Nats(format!("the {name} stopped on its own")),
+            Ok(Err(err)) => err,
+            Err(err) => CliError::Nats(format!("the {name} task failed: {err}")),
+        }
+    }
+
+    /// Stops the services one by one, the last started first, each finishing what it has in
+    /// flight before the next is stopped.
+    async fn stop(self) {
+        for mut running in self.0.into_iter().rev() {
+            if let Some(stop) = running.stop.take() {
+                let _ = stop.send(());
+            }
+            let Some(task) = running.task.take() else {
+                continue;
+            };
+            tracing::info!(service = running.name, "stopping");
+            match tokio::time::timeout(STOP_GRACE, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(err))) => {
+                    tracing::warn!(service = running.name, error = %err, "stopped with an error")
+                }
+                Ok(Err(err)) => tracing::warn!(service = running.name, error = %err, "task failed"),
+                Err(_) => tracing::warn!(service = running.name, "did not stop in time"),
+            }
+        }
+    }
 }
 
 /// What happened to the demo on this run.
@@ -174,6 +279,90 @@ impl Servers {
     }
 }
 
+/// Builds and starts the in-process services, in order: the command service, the projector,
+/// the query API over the projector's pool (same platform token and JWT secret as the command
+/// service), the notifier.
+async fn start_services(
+    services: &mut Services,
+    nats_url: &str,
+    postgres_url: &str,
+    secrets: &secrets::Secrets,
+) -> Result<(), CliError> {
+    let commands = CommandService::build(service_config(nats_url, secrets)?).await?;
+    services.spawn("command service", |stopped| {
+        commands.run(async {
+            let _ = stopped.await;
+        })
+    });
+    let projector =
+        talkwai_projector::Projector::build(projector_config(nats_url, postgres_url)?).await?;
+    let pool = projector.pool().clone();
+    let query_client = projector.store().client().clone();
+    services.spawn("projector", |stopped| {
+        projector.run(async {
+            let _ = stopped.await;
+        })
+    });
+    let verifier = TokenVerifier::new(
+        Some(secrets.platform_token.clone()),
+        Some(secrets.jwt_secret.clone()),
+        None,
+        None,
+    );
+    let queries = QueryService::new(pool, verifier);
+    services.spawn("query service", |stopped| {
+        queries.run(query_client, async {
+            let _ = stopped.await;
+        })
+    });
+    let notifier = Notifier::build(notifier_config(nats_url, secrets)?).await?;
+    services.spawn("notifier", |stopped| {
+        notifier.run(async {
+            let _ = stopped.await;
+        })
+    });
+    Ok(())
+}
+
+/// Waits for the services, seeds the demo when needed, prints the banner, then serves until
+/// SIGINT/SIGTERM (`Ok`) or until a service ends on its own (`Err`). `banner` holds everything
+/// but the demo's state and the owner's token, filled in here.
+async fn serve(
+    services: &mut Services,
+    client: &async_nats::Client,
+    banner: &Banner<'_>,
+    secrets: &secrets::Secrets,
+    no_demo: bool,
+) -> Result<(), CliError> {
+    for name in [
+        talkwai_command_service::SERVICE_NAME,
+        talkwai_query::service::QUEUE_GROUP,
+        talkwai_notifier::PRESENCE_SERVICE,
+    ] {
+        wait_ready(client, name).await?;
+    }
+    let store = events::open_store(client).await?;
+    let seeded = demo::is_seeded(&store).await?;
+    drop(store);
+    let owner_token = SecretString::from(demo::owner_token(&secrets.jwt_secret, DEMO_TOKEN_TTL)?);
+    let demo_state = if seeded {
+        DemoState::AlreadySeeded
+    } else if no_demo {
+        DemoState::Skipped
+    } else {
+        DemoState::Seeded(demo::seed(client, &secrets.platform_token, &owner_token).await?)
+    };
+    print_banner(&Banner {
+        demo: demo_state,
+        owner_token: Some(&owner_token),
+        ..*banner
+    })?;
+    tokio::select! {
+        () = crate::shutdown_signal() => Ok(()),
+        err = services.first_to_end() => Err(err),
+    }
+}
+
 /// Runs `talkwai up` until SIGINT or SIGTERM.
 pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
     let data = data_dir(args.data_dir)?;
@@ -200,70 +389,39 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
         }
     };
 
-    let service = CommandService::build(service_config(&nats_url, &secrets)?).await?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let mut service_task = tokio::spawn(service.run(async {
-        let _ = stopped.await;
-    }));
-    let projector =
-        talkwai_projector::Projector::build(projector_config(&nats_url, &postgres_url)?).await?;
-    let (stop_projector, projector_stopped) = oneshot::channel::<()>();
-    let mut projector_task = tokio::spawn(projector.run(async {
-        let _ = projector_stopped.await;
-    }));
-    let client = crate::connect(&nats_url).await?;
-    wait_ready(&client).await?;
-
-    let store = events::open_store(&client).await?;
-    let seeded = demo::is_seeded(&store).await?;
-    let owner_token = SecretString::from(demo::owner_token(&secrets.jwt_secret, DEMO_TOKEN_TTL)?);
-    let demo_state = if seeded {
-        DemoState::AlreadySeeded
-    } else if args.no_demo {
-        DemoState::Skipped
-    } else {
-        DemoState::Seeded(demo::seed(&client, &secrets.platform_token, &owner_token).await?)
+    let mut services = Services::default();
+    let started = start_services(&mut services, &nats_url, &postgres_url, &secrets).await;
+    let client = match started {
+        Ok(()) => crate::connect(&nats_url).await,
+        Err(err) => Err(err),
     };
-    print_banner(&Banner {
-        data: &data,
-        nats_url: &nats_url,
-        nats_local: servers.nats.is_some(),
-        postgres_url: &postgres_url,
-        postgres_local: servers.postgres.is_some(),
-        secrets_created: secrets.created,
-        demo: demo_state,
-        owner_token: &owner_token,
-    })?;
-
-    let outcome = tokio::select! {
-        () = crate::shutdown_signal() => Ok(()),
-        ended = &mut service_task => Err(match ended {
-            Ok(Ok(())) => CliError::Nats("the command service stopped on its own".into()),
-            Ok(Err(err)) => CliError::Service(err),
-            Err(err) => CliError::Nats(format!("the command service task failed: {err}")),
-        }),
-        ended = &mut projector_task => Err(match ended {
-            Ok(Ok(())) => CliError::Nats("the projector stopped on its own".into()),
-            Ok(Err(err)) => CliError::Projection(err),
-            Err(err) => CliError::Nats(format!("the projector task failed: {err}")),
-        }),
+    let client = match client {
+        Ok(client) => client,
+        Err(err) => {
+            services.stop().await;
+            servers.stop().await;
+            return Err(err);
+        }
     };
-    tracing::info!("stopping: command service and projector first, then the servers");
-    let _ = stop.send(());
-    let _ = stop_projector.send(());
-    if outcome.is_ok() {
-        match service_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "command service"),
-            Err(err) => tracing::warn!(error = %err, "command service task"),
-        }
-        match projector_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "projector"),
-            Err(err) => tracing::warn!(error = %err, "projector task"),
-        }
-    }
-    drop(store);
+    let outcome = serve(
+        &mut services,
+        &client,
+        &Banner {
+            data: &data,
+            nats_url: &nats_url,
+            nats_local: servers.nats.is_some(),
+            postgres_url: &postgres_url,
+            postgres_local: servers.postgres.is_some(),
+            secrets_created: secrets.created,
+            demo: DemoState::Skipped,
+            owner_token: None,
+        },
+        &secrets,
+        args.no_demo,
+    )
+    .await;
+    tracing::info!("stopping: the services in reverse order, then the servers");
+    services.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), client.drain()).await;
     servers.stop().await;
     if outcome.is_ok() {
@@ -275,6 +433,7 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
     outcome
 }
 
+#[derive(Clone, Copy)]
 struct Banner<'a> {
     data: &'a Path,
     nats_url: &'a str,
@@ -283,7 +442,8 @@ struct Banner<'a> {
     postgres_local: bool,
     secrets_created: bool,
     demo: DemoState,
-    owner_token: &'a SecretString,
+    /// The demo owner's token (printed for the demo).
+    owner_token: Option<&'a SecretString>,
 }
 
 fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
@@ -323,13 +483,24 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
     line(
         "talkwai up: projections   kept current by this process: views talkwai.tenants, talkwai.members, talkwai.admins, talkwai.agents, talkwai.tasks, talkwai.users, talkwai.checkpoint",
     )?;
+    line(
+        "talkwai up: queries       served by this process on talkwai.qry.<tenant|platform> (NATS services API, talkwai-query)",
+    )?;
+    line(
+        "talkwai up: rooms         the notifier in this process: topics talkwai.room.<type>.<id>.topic.<name>, presence talkwai.room.<type>.<id>.presence.{join,update,leave,heartbeat,get,events} (talkwai-presence)",
+    )?;
     line(&format!(
         "talkwai up: secrets       {data}/{} (platform token and JWT secret, {secrets_note})",
         secrets::FILE_NAME
     ))?;
     line(&format!("talkwai up: demo          {demo_note}"))?;
-    line("")?;
     if b.demo != DemoState::Skipped {
+        line(&format!(
+            "talkwai up: demo rooms    talkwai.room.tenant.{t}.topic.taskUpdates, talkwai.room.tenant.{t}.topic.notifications.<member id>, talkwai.room.tenant.{t}.presence.events"
+        ))?;
+    }
+    line("")?;
+    if let (true, Some(owner_token)) = (b.demo != DemoState::Skipped, b.owner_token) {
         let task = Uuid::new_v4();
         let [pending, ..] = demo::TASKS;
         line(
@@ -341,7 +512,7 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         line(&format!("  export TALKWAI_DATABASE_URL={}", b.postgres_url))?;
         line(&format!(
             "  export TALKWAI_TOKEN={}",
-            b.owner_token.expose_secret()
+            owner_token.expose_secret()
         ))?;
         line("")?;
         line(
@@ -352,6 +523,16 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         ))?;
         line(&format!(
             "  talkwai cmd talkwai.cmd.{t}.task.start '{{\"id\":\"{task}\"}}'"
+        ))?;
+        line(&format!(
+            "  talkwai query '{}'  # the seed's tenant dashboard, from the read models",
+            demo::dashboard_query()
+        ))?;
+        line(&format!(
+            "  talkwai rooms watch tenant {t}  # taskUpdates, notifications and presence, live (another terminal)"
+        ))?;
+        line(&format!(
+            "  talkwai presence tenant {t}  # who is in the tenant room"
         ))?;
         line("  talkwai events tail --follow                        # the log, live")?;
         line(&format!(
@@ -375,12 +556,13 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
         line(&format!("  export TALKWAI_DATABASE_URL={}", b.postgres_url))?;
         line("  talkwai projections status   # read models: checkpoint, lag, dead letters")?;
+        line("  talkwai rooms watch admin global   # system alerts and admin presence, live")?;
         line(&format!(
             "  the platform token is in {data}/secrets.json (talkwai cmd talkwai.cmd.platform.tenant.create ... --token <it>)"
         ))?;
     }
     line(&format!(
-        "Ctrl-C stops the service, then the servers; data stays in {data} (reset: rm -rf {data})."
+        "Ctrl-C stops the services, then the servers; data stays in {data} (reset: rm -rf {data})."
     ))?;
     line(READY_LINE)
 }

@@ -86,6 +86,18 @@ impl Up {
             .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", self.banner.join("\n")))
     }
 
+    /// The single-quoted text after `start` on the banner line holding it
+    /// (`talkwai query '<json>'` gives the JSON).
+    fn quoted_after(&self, start: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| {
+                let rest = &l[l.find(start)? + start.len()..];
+                Some(rest[..rest.find('\'')?].to_owned())
+            })
+            .unwrap_or_else(|| panic!("no `{start}...'` in:\n{}", self.banner.join("\n")))
+    }
+
     fn says(&self, text: &str) -> bool {
         self.banner.iter().any(|l| l.contains(text))
     }
@@ -203,6 +215,9 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         .unwrap_or_else(|e| panic!("cannot run talkwai cmd: {e}"));
     let run = common::Run::from_output(&args, output);
     assert_eq!(run.code, 0, "the printed token must work: {}", run.stderr);
+    let created_seq = run.json()["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no seq in the reply: {}", run.stdout));
 
     // The projector runs in `talkwai up`: the demo tenant's tasks (and the one just created)
     // appear in the stable view, and `talkwai projections status` reads it without psql.
@@ -225,6 +240,75 @@ async fn up_runs_the_system_and_finds_its_data_again() {
     let run = common::Run::from_output(&args, output);
     assert_eq!(run.code, 0, "projections status: {}", run.stderr);
     assert_eq!(run.json()[0]["state"], "live", "{}", run.stdout);
+
+    // The query API runs in `talkwai up` too: the printed dashboard query, sent by
+    // `talkwai query` with the printed token (tenant from its claims), reading its own write.
+    assert!(
+        up.says(&format!("talkwai rooms watch tenant {}", demo::TENANT)),
+        "the banner must show how to watch the demo rooms"
+    );
+    assert!(
+        up.says(&format!(
+            "talkwai.room.tenant.{}.topic.taskUpdates",
+            demo::TENANT
+        )),
+        "the banner must list the demo tenant's room subjects"
+    );
+    let query = up.quoted_after("talkwai query '");
+    let min_seq = created_seq.to_string();
+    let args = ["query", query.as_str(), "--min-seq", min_seq.as_str()];
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_TOKEN", &token)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai query: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "the printed query must answer: {}", run.stderr);
+    let answer = run.json();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let tenant = &answer["data"]["tenants"][0];
+    assert_eq!(tenant["name"], "Acme Corp", "{answer}");
+    let queried: Vec<&str> = tenant["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tasks in {answer}"))
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    for id in demo::TASKS.iter().chain([&task]) {
+        assert!(
+            queried.contains(&id.to_string().as_str()),
+            "task {id} missing from the query answer: {queried:?}"
+        );
+    }
+
+    // The query service and the notifier's presence service answer the services API, and
+    // `talkwai presence` reads the demo tenant's room.
+    let client = async_nats::connect(&nats_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {nats_url}: {e}"));
+    for service in ["talkwai-query", "talkwai-presence"] {
+        let ping = client.request(format!("$SRV.PING.{service}"), bytes::Bytes::new());
+        let pong = tokio::time::timeout(Duration::from_secs(5), ping).await;
+        assert!(
+            matches!(pong, Ok(Ok(_))),
+            "{service} must answer $SRV.PING: {pong:?}"
+        );
+    }
+    let tenant_arg = demo::TENANT.to_string();
+    let args = ["presence", "tenant", tenant_arg.as_str(), "--json"];
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_TOKEN", &token)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai presence: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "presence must answer: {}", run.stderr);
+    assert_eq!(run.json()["ok"], true, "{}", run.stdout);
+    drop(client);
 
     let events = store(&nats_url).await;
     let head = events
