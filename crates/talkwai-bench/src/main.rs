@@ -9,6 +9,7 @@
 //! cargo run --release -p talkwai-bench -- commands [--quick] [--sweep] [--json out.json]
 //! cargo run --release -p talkwai-bench -- baselines
 //! cargo run --release -p talkwai-bench -- all
+//! cargo run --release -p talkwai-bench -- projection   # also queries, notify
 //! ```
 //!
 //! Not a test: nothing asserts; it prints a table and writes JSON (default
@@ -21,13 +22,19 @@
 //! - [`drive`]: closed-loop callers and latency histograms.
 //! - [`payload`]: the events and commands the scenarios send.
 //! - [`report`]: rows, the table and the JSON file; [`machine`]: what it ran on.
+//! - [`projection`], [`queries`], [`notify`]: the read side (with PostgreSQL from the
+//!   testkit), each with its own raw baseline; [`stack`]: what they share.
 
 mod baselines;
 mod commands;
 mod drive;
 mod machine;
+mod notify;
 mod payload;
+mod projection;
+mod queries;
 mod report;
+mod stack;
 mod suite;
 
 use std::path::PathBuf;
@@ -65,6 +72,12 @@ enum SuiteName {
     Commands,
     /// Raw JetStream and eventstore appender baselines.
     Baselines,
+    /// Projector catch-up and a 1M-event rebuild beside raw PostgreSQL upserts (not in `all`).
+    Projection,
+    /// The seed's three queries over NATS beside hand-written SQL (not in `all`).
+    Queries,
+    /// Event committed to `taskUpdates` delivered, at 1,000 events/s (not in `all`).
+    Notify,
 }
 
 impl SuiteName {
@@ -73,6 +86,9 @@ impl SuiteName {
             Self::All => "all",
             Self::Commands => "commands",
             Self::Baselines => "baselines",
+            Self::Projection => "projection",
+            Self::Queries => "queries",
+            Self::Notify => "notify",
         }
     }
 }
@@ -95,7 +111,14 @@ fn main() -> anyhow::Result<()> {
         sweep: cli.sweep,
         budgets: suite::Budgets::new(cli.quick, cli.seconds),
     };
-    let report = runtime.block_on(suite::run(cli.suite.name(), cli.quick, plan))?;
+    let report = runtime.block_on(async {
+        match cli.suite {
+            SuiteName::Projection => projection::run(cli.quick).await,
+            SuiteName::Queries => queries::run(cli.quick, cli.seconds).await,
+            SuiteName::Notify => notify::run(cli.quick, cli.seconds).await,
+            _ => suite::run(cli.suite.name(), cli.quick, plan).await,
+        }
+    })?;
     println!();
     println!("{}", report.table());
     for note in &report.notes {

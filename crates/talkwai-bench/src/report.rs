@@ -33,8 +33,11 @@ pub struct Row {
     pub p50_ms: Option<f64>,
     /// 99th percentile latency, ms.
     pub p99_ms: Option<f64>,
-    /// `ops_per_sec` over the reference (raw single publishes, window 64) of the same run.
+    /// `ops_per_sec` over the reference (raw single publishes, window 64) of the same run;
+    /// for the projection, queries and notify suites the ratio named by `ratio_to`.
     pub ratio: Option<f64>,
+    /// What `ratio` compares with when it is not the raw-publish reference.
+    pub ratio_to: Option<String>,
     /// CPU time of this process (load generator and, for commands, the command service)
     /// per operation, µs.
     pub bench_cpu_us_per_op: Option<f64>,
@@ -59,6 +62,7 @@ impl Row {
             p50_ms: m.quantile_ms(0.50),
             p99_ms: m.quantile_ms(0.99),
             ratio: None,
+            ratio_to: None,
             bench_cpu_us_per_op: m.cpu.bench.map(|d| per_op(d, m.ok)),
             server_cpu_us_per_op: m.cpu.server.map(|d| per_op(d, m.ok)),
             note: m.first_error.clone().unwrap_or_default(),
@@ -149,7 +153,7 @@ impl Report {
             .then(|| measured.iter().sum::<f64>() / measured.len() as f64)
             .filter(|v| *v > 0.0);
         self.reference_ops_per_sec = reference;
-        for row in &mut self.rows {
+        for row in self.rows.iter_mut().filter(|r| r.ratio_to.is_none()) {
             row.ratio = reference.map(|r| row.ops_per_sec / r);
         }
     }
