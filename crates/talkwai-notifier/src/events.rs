@@ -204,6 +204,11 @@ impl EventLoop {
         let expected = stored
             .header(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
             .and_then(|v| v.parse::<u64>().ok());
+        // The first event of a task (a create, appended expecting an empty subject) has
+        // nothing before it: no read of the log on the hot path.
+        if expected == Some(0) {
+            return Ok(TaskFacts::default());
+        }
         if let Some(facts) = cached
             && (expected == Some(facts.last_seq) || facts.last_seq + 1 == stored.seq)
         {
