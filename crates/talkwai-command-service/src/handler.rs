@@ -22,7 +22,7 @@ use talkwai_proto::{
     CommandAccepted, CommandSubject, ErrorBody, Scope, decode_command, headers, subject,
 };
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, Span, debug, field, info_span, warn};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
@@ -96,13 +96,32 @@ impl Handler {
     }
 
     /// Handles one command request; returns the reply body and headers.
+    ///
+    /// The command runs in a `command` span whose parent is the request's `traceparent`;
+    /// its events carry that span's trace context.
     pub async fn handle(&self, request: Incoming<'_>) -> (Bytes, HeaderMap) {
-        let result = self.run(&request).await;
+        let span = talkwai_telemetry::span_with_parent(
+            info_span!(
+                "command",
+                subject = request.subject,
+                command_id = field::Empty,
+                aggregate = field::Empty,
+                action = field::Empty,
+                outcome = field::Empty,
+            ),
+            request.headers,
+        );
+        let result = self.run(&request).instrument(span.clone()).await;
         let mut reply_headers = HeaderMap::new();
         let reply = match result {
-            Ok(accepted) => talkwai_proto::CommandReply::accepted(accepted),
+            Ok(accepted) => {
+                span.record("outcome", "accepted");
+                talkwai_proto::CommandReply::accepted(accepted)
+            }
             Err(err) => {
                 let body = err.to_body();
+                span.record("outcome", body.code.to_string().as_str());
+                let _entered = span.enter();
                 if body.code == ErrorCode::Internal || body.code == ErrorCode::Unavailable {
                     warn!(subject = request.subject, error = %err, "command failed");
                 } else {
@@ -144,6 +163,10 @@ impl Handler {
                         .with_field(headers::COMMAND_ID),
                 )
             })?;
+        let span = Span::current();
+        span.record("aggregate", parsed.aggregate.to_string().as_str());
+        span.record("action", parsed.action.as_str());
+        span.record("command_id", command_id.to_string().as_str());
         let command = decode_command(&parsed, request.payload).map_err(ServiceError::Request)?;
         match (command.is_platform(), parsed.scope) {
             (true, Scope::Tenant(_)) => {
@@ -181,7 +204,7 @@ impl Handler {
             .verify_header(header(request.headers, headers::AUTHORIZATION))?;
         let scope = parsed.scope.tenant();
         let target = command.target(scope);
-        let trace = header(request.headers, headers::TRACEPARENT).map(str::to_owned);
+        let trace = trace_context(&span, request.headers);
         let keys = command.requirements(scope);
 
         let _guard = self.stripe(&target).lock().await;
@@ -259,7 +282,7 @@ impl Handler {
                         tenant: &tenant_text,
                         at: ctx.now,
                         part: (index + 1, total),
-                        trace: trace.as_deref(),
+                        trace: &trace,
                     },
                 )?;
                 messages.push(message);
@@ -294,7 +317,7 @@ impl Handler {
                         tenant: &tenant_text,
                         at: ctx.now,
                         part: (decision.events.len() + index + 1, total),
-                        trace: trace.as_deref(),
+                        trace: &trace,
                     },
                 )?);
             }
@@ -302,7 +325,8 @@ impl Handler {
                 messages,
                 dedupe_id: Some(command_id.to_string()),
             };
-            match self.appender.append(request).await {
+            let append = info_span!("append", messages = request.messages.len(), attempt);
+            match self.appender.append(request).instrument(append).await {
                 Ok(ack) => {
                     let mut next = loaded;
                     let last_event_seq = ack.first_seq + bodies.len() as u64 - 1;
@@ -380,8 +404,10 @@ impl Handler {
             headers::COMMAND_PART,
             format!("{}/{}", meta.part.0, meta.part.1).as_str(),
         );
-        if let Some(trace) = meta.trace {
-            headers.insert(headers::TRACEPARENT, trace);
+        for (name, values) in meta.trace.iter() {
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
         }
         let payload = serde_json::to_vec(body).map_err(|e| ServiceError::Corrupt {
             subject: subject.to_owned(),
@@ -553,5 +579,21 @@ struct MessageMeta<'a> {
     tenant: &'a str,
     at: Timestamp,
     part: (usize, usize),
-    trace: Option<&'a str>,
+    /// `traceparent` (and `tracestate`) to carry.
+    trace: &'a HeaderMap,
+}
+
+/// The trace context the events of a command carry: the `command` span's when tracing
+/// exports spans, else the caller's `traceparent` and `tracestate` as they came.
+fn trace_context(span: &Span, request: Option<&HeaderMap>) -> HeaderMap {
+    let mut trace = HeaderMap::new();
+    talkwai_telemetry::inject_span(span, &mut trace);
+    if trace.get(headers::TRACEPARENT).is_none() {
+        for name in [headers::TRACEPARENT, headers::TRACESTATE] {
+            if let Some(value) = header(request, name) {
+                trace.insert(name, value);
+            }
+        }
+    }
+    trace
 }

@@ -14,9 +14,9 @@ use talkwai_domain::tenant::TenantEvent;
 use talkwai_domain::{EntityKind, Event, EventBody};
 use talkwai_eventstore::{EventStore, StoredMessage};
 use talkwai_proto::EventSubject;
-use talkwai_proto::headers::{ACTOR, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, OCCURRED_AT};
+use talkwai_proto::headers::{ACTOR, EVENT_TYPE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, OCCURRED_AT};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, Span, debug, field, info, info_span, warn};
 
 use crate::derive::{self, ActorRef, EventMeta, FailureSpikes, Outgoing, TaskFacts};
 use crate::{Config, NotifierError};
@@ -106,35 +106,69 @@ impl EventLoop {
                 let _ = message.ack().await;
                 continue;
             };
-            match self.handle(&stored).await {
-                Ok(outgoing) => {
-                    let mut published = true;
-                    for out in outgoing {
-                        let body = serde_json::to_vec(&out.body).unwrap_or_default();
-                        if let Err(err) = client.publish(out.subject, body.into()).await {
-                            warn!(error = %err, seq = stored.seq, "cannot publish, redelivery will retry");
-                            published = false;
-                        }
-                    }
-                    if !published {
-                        continue;
-                    }
-                    // The publishes are queued before the ack on the same connection, so the
-                    // server sees them first; a crash before the ack means a redelivery.
-                    if let Err(err) = message.ack().await {
-                        warn!(error = %err, seq = stored.seq, "cannot ack");
-                    }
-                }
-                Err(err) => {
-                    warn!(error = %err, seq = stored.seq, "cannot load the task, retrying");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                }
-            }
+            // One `notify` span per event, in the trace of the command that appended it.
+            let span = talkwai_telemetry::span_with_parent(
+                info_span!(
+                    "notify",
+                    seq = stored.seq,
+                    event_type = stored.header(EVENT_TYPE).unwrap_or(""),
+                    subject = %stored.subject,
+                    messages = field::Empty,
+                ),
+                Some(&stored.headers),
+            );
+            self.notify(&client, &message, &stored)
+                .instrument(span)
+                .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         Ok(())
+    }
+
+    /// Publishes the messages of one event (each carrying the `notify` span's trace context),
+    /// then acks it; on failure leaves it for redelivery.
+    async fn notify(
+        &mut self,
+        client: &async_nats::Client,
+        message: &async_nats::jetstream::Message,
+        stored: &StoredMessage,
+    ) {
+        match self.handle(stored).await {
+            Ok(outgoing) => {
+                Span::current().record("messages", outgoing.len());
+                let mut trace = async_nats::HeaderMap::new();
+                talkwai_telemetry::inject_span(&Span::current(), &mut trace);
+                let mut published = true;
+                for out in outgoing {
+                    let body = serde_json::to_vec(&out.body).unwrap_or_default();
+                    let sent = if trace.is_empty() {
+                        client.publish(out.subject, body.into()).await
+                    } else {
+                        client
+                            .publish_with_headers(out.subject, trace.clone(), body.into())
+                            .await
+                    };
+                    if let Err(err) = sent {
+                        warn!(error = %err, seq = stored.seq, "cannot publish, redelivery will retry");
+                        published = false;
+                    }
+                }
+                if !published {
+                    return;
+                }
+                // The publishes are queued before the ack on the same connection, so the
+                // server sees them first; a crash before the ack means a redelivery.
+                if let Err(err) = message.ack().await {
+                    warn!(error = %err, seq = stored.seq, "cannot ack");
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, seq = stored.seq, "cannot load the task, retrying");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
     }
 
     /// The messages one stored event produces (nothing for stale or foreign events).

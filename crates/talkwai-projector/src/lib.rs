@@ -38,7 +38,7 @@ use deadpool_postgres::{Pool, Runtime};
 use futures::StreamExt;
 use talkwai_eventstore::{EventStore, StoredMessage, StreamSettings};
 use tokio_postgres::NoTls;
-use tracing::{info, warn};
+use tracing::{Instrument as _, Span, info, info_span, warn};
 
 pub use apply::PoisonPolicy;
 pub use error::ProjectorError;
@@ -247,6 +247,54 @@ impl Projector {
             if stored.is_empty() {
                 continue;
             }
+            let batch_span = info_span!(
+                "project_batch",
+                generation,
+                events = stored.len(),
+                first_seq = stored.first().map_or(0, |m| m.seq),
+                last_seq = stored.last().map_or(0, |m| m.seq),
+            );
+            // One short span per traced event, in its command's trace; they end at the commit.
+            let event_spans = event_spans(&stored, &batch_span);
+            let applied = self
+                .apply_one(&mut conn, &schema, generation, &stored)
+                .instrument(batch_span)
+                .await;
+            drop(event_spans);
+            let Some(outcome) = applied? else {
+                return Ok(PassEnd::Swapped);
+            };
+            if outcome.checkpoint > last_acked {
+                metrics::gauge!("talkwai_projector_checkpoint").set(outcome.checkpoint as f64);
+                last_acked = outcome.checkpoint;
+                let last = batch
+                    .iter()
+                    .rev()
+                    .find(|m| seq_of(m) == Some(outcome.checkpoint));
+                if let Some(message) = last
+                    && let Err(err) = message.ack().await
+                {
+                    warn!(error = %err, "ack failed; the checkpoint decides the resume point");
+                }
+            }
+            if let Some(poison) = outcome.stopped_at {
+                warn!(seq = poison.seq, subject = %poison.subject, error = %poison.error,
+                    "projection stopped at a poison event; see `talkwai projections dead-letters`");
+                return Ok(PassEnd::Stopped);
+            }
+        }
+    }
+
+    /// Applies one batch in one transaction with its checkpoint; `None` when the live
+    /// generation changed under it.
+    async fn apply_one(
+        &self,
+        conn: &mut deadpool_postgres::Object,
+        schema: &str,
+        generation: i32,
+        stored: &[StoredMessage],
+    ) -> Result<Option<apply::BatchOutcome>, ProjectorError> {
+        {
             let tx = conn.transaction().await?;
             // Serializes with rebuild parity checks and swaps.
             tx.execute(
@@ -262,17 +310,11 @@ impl Projector {
                 .await?
                 .map(|r| r.get(0));
             if live != Some(generation) {
-                return Ok(PassEnd::Swapped);
+                return Ok(None);
             }
-            let outcome = apply::apply_batch(
-                &tx,
-                &schema,
-                generation,
-                &stored,
-                self.config.on_poison,
-                None,
-            )
-            .await?;
+            let outcome =
+                apply::apply_batch(&tx, schema, generation, stored, self.config.on_poison, None)
+                    .await?;
             if let Some(poison) = &outcome.stopped_at {
                 let seq = i64::try_from(poison.seq).unwrap_or(i64::MAX);
                 tx.execute(
@@ -294,24 +336,7 @@ impl Projector {
             metrics::counter!("talkwai_projector_batches_total").increment(1);
             metrics::counter!("talkwai_projector_dead_letters_total")
                 .increment(outcome.skipped.len() as u64 + u64::from(outcome.stopped_at.is_some()));
-            if outcome.checkpoint > last_acked {
-                metrics::gauge!("talkwai_projector_checkpoint").set(outcome.checkpoint as f64);
-                last_acked = outcome.checkpoint;
-                let last = batch
-                    .iter()
-                    .rev()
-                    .find(|m| seq_of(m) == Some(outcome.checkpoint));
-                if let Some(message) = last
-                    && let Err(err) = message.ack().await
-                {
-                    warn!(error = %err, "ack failed; the checkpoint decides the resume point");
-                }
-            }
-            if let Some(poison) = outcome.stopped_at {
-                warn!(seq = poison.seq, subject = %poison.subject, error = %poison.error,
-                    "projection stopped at a poison event; see `talkwai projections dead-letters`");
-                return Ok(PassEnd::Stopped);
-            }
+            Ok(Some(outcome))
         }
     }
 
@@ -392,6 +417,32 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), ProjectorError> {
         .with_http_listener(addr)
         .install()
         .map_err(|e| ProjectorError::Invalid(format!("cannot serve metrics on {addr}: {e}")))
+}
+
+/// A `project` span for each event that carries a `traceparent`, parented on it (so it joins
+/// the trace of the command that appended the event) and linked from the batch span.
+fn event_spans(stored: &[StoredMessage], batch: &Span) -> Vec<Span> {
+    let traced = || {
+        stored
+            .iter()
+            .filter(|m| m.header(talkwai_proto::headers::TRACEPARENT).is_some())
+    };
+    // Links first: creating a child may start the batch span, which freezes its links.
+    for m in traced() {
+        talkwai_telemetry::link_from(batch, &m.headers);
+    }
+    traced()
+        .map(|m| {
+            let span = info_span!(
+                parent: batch,
+                "project",
+                seq = m.seq,
+                event_type = m.header(talkwai_proto::headers::EVENT_TYPE).unwrap_or(""),
+                subject = %m.subject,
+            );
+            talkwai_telemetry::span_with_parent(span, Some(&m.headers))
+        })
+        .collect()
 }
 
 fn seq_of(message: &async_nats::jetstream::Message) -> Option<u64> {

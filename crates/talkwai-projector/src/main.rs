@@ -54,12 +54,8 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .init();
+    // Flushes exported spans when main returns.
+    let _telemetry = talkwai_telemetry::init("talkwai-projector");
     let cli = Cli::parse();
     if let Some(addr) = cli.metrics_addr {
         talkwai_projector::serve_metrics(addr).context("serving metrics")?;
