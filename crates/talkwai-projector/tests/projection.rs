@@ -72,6 +72,13 @@ async fn a_poison_event_stops_the_projection_until_retried() {
     stack.start_projector(stack.projector_config(&db)).await;
     stack.wait_caught_up(&db).await;
 
+    let mut alerts = stack
+        .client
+        .subscribe("talkwai.room.admin.global.topic.systemAlerts")
+        .await
+        .expect("subscribe to admin alerts");
+    stack.client.flush().await.expect("flush");
+
     // An event no projector can apply: a start of a task that has no row (written around the
     // command service, as a buggy or foreign writer could).
     let ghost = Uuid::new_v4();
@@ -115,6 +122,19 @@ async fn a_poison_event_stops_the_projection_until_retried() {
         "{}",
         letters[0].error
     );
+    // Admins hear about it in their room.
+    let alert = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut alerts),
+    )
+    .await
+    .expect("a dead-letter alert in time")
+    .expect("alert");
+    let alert: serde_json::Value = serde_json::from_slice(&alert.payload).expect("alert json");
+    assert_eq!(alert["kind"], "deadLetter", "{alert}");
+    assert_eq!(alert["seq"], json!(poison_seq));
+    assert_eq!(alert["tenantId"], json!(tenant));
+    assert_eq!(alert["details"]["stopped"], json!(true));
     let checkpoint = talkwai_projector::status::live_checkpoint(&conn)
         .await
         .expect("checkpoint");

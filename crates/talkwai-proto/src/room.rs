@@ -132,6 +132,9 @@ pub enum AlertKind {
     ProjectionLag,
     /// A service instance seen before stopped answering `$SRV.PING`.
     ServiceInstanceGone,
+    /// The projector could not apply an event and dead-lettered it (details: `seq`, `subject`,
+    /// `error`, `stopped`).
+    DeadLetter,
 }
 
 /// A system-wide alert in the admin room (`talkwai.room.admin.global.topic.systemAlerts`).
