@@ -4,7 +4,7 @@
 //! |---|---|
 //! | platform token | everything |
 //! | admin `superadmin` | everything |
-//! | admin `admin` | everything but `admin.*` |
+//! | admin `admin` | everything but `admin.*`, `user.update` and `user.delete` |
 //! | admin `support` | `task.*` but `task.delete` |
 //! | member `owner` | in their tenant: `tenant.update`, `member.*`, `agent.*`, `task.*` |
 //! | member `manager` | in their tenant: `agent.*`, `task.*` |
@@ -59,7 +59,12 @@ fn listed(permissions: Option<&JsonObject>, list: &str, permission: &str) -> boo
 pub fn admin_role_allows(role: AdminRole, permission: &str) -> bool {
     match role {
         AdminRole::Superadmin => true,
-        AdminRole::Admin => !pattern_matches("admin.*", permission),
+        // Changing or deleting a `$users` identity could take over another admin's sign-in:
+        // superadmins only.
+        AdminRole::Admin => {
+            !pattern_matches("admin.*", permission)
+                && !matches!(permission, "user.update" | "user.delete")
+        }
         AdminRole::Support => pattern_matches("task.*", permission) && permission != "task.delete",
     }
 }

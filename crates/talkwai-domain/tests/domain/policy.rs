@@ -108,7 +108,7 @@ fn grants(role: &str) -> &'static [&'static str] {
     ];
     match role {
         "platform" | "superadmin" => &["*"],
-        "admin" => &["tenant.*", "member.*", "agent.*", "task.*", "user.*"],
+        "admin" => &["tenant.*", "member.*", "agent.*", "task.*", "user.create"],
         "support" => &[
             "task.create",
             "task.update",
