@@ -35,6 +35,20 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// The stored form of a message delivered by a JetStream consumer (its stream sequence and
+    /// stored time come from the ack subject); `None` when it carries no JetStream metadata.
+    pub fn from_jetstream(message: &async_nats::jetstream::Message) -> Option<Self> {
+        let info = message.info().ok()?;
+        Some(Self {
+            seq: info.stream_sequence,
+            subject: message.subject.to_string(),
+            headers: message.headers.clone().unwrap_or_default(),
+            payload: message.payload.clone(),
+            stored_at_ms: i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(0),
+        })
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.as_str())
@@ -238,22 +252,9 @@ impl Stream for Replay {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(message))) => {
-                let (seq, stored_at_ms) = match message.info() {
-                    Ok(info) => (
-                        info.stream_sequence,
-                        i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000)
-                            .unwrap_or(0),
-                    ),
-                    Err(e) => return Poll::Ready(Some(Err(StoreError::Protocol(e.to_string())))),
-                };
-                let message = message.message;
-                Poll::Ready(Some(Ok(StoredMessage {
-                    seq,
-                    subject: message.subject.to_string(),
-                    headers: message.headers.unwrap_or_default(),
-                    payload: message.payload,
-                    stored_at_ms,
-                })))
+                Poll::Ready(Some(StoredMessage::from_jetstream(&message).ok_or_else(
+                    || StoreError::Protocol("message without jetstream metadata".into()),
+                )))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(StoreError::nats(e)))),
             Poll::Ready(None) => Poll::Ready(None),

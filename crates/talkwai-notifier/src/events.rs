@@ -102,7 +102,7 @@ impl EventLoop {
                     continue;
                 }
             };
-            let Some(stored) = to_stored(&message) else {
+            let Some(stored) = StoredMessage::from_jetstream(&message) else {
                 let _ = message.ack().await;
                 continue;
             };
@@ -273,15 +273,4 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn to_stored(message: &async_nats::jetstream::Message) -> Option<StoredMessage> {
-    let info = message.info().ok()?;
-    Some(StoredMessage {
-        seq: info.stream_sequence,
-        subject: message.subject.to_string(),
-        headers: message.headers.clone().unwrap_or_default(),
-        payload: message.payload.clone(),
-        stored_at_ms: i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
-    })
 }

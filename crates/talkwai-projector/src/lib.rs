@@ -241,7 +241,7 @@ impl Projector {
             }
             let stored: Vec<StoredMessage> = batch
                 .iter()
-                .filter_map(to_stored)
+                .filter_map(StoredMessage::from_jetstream)
                 .filter(|m| m.seq > last_acked)
                 .collect();
             if stored.is_empty() {
@@ -487,15 +487,4 @@ fn event_spans(stored: &[StoredMessage], batch: &Span) -> Vec<Span> {
 
 fn seq_of(message: &async_nats::jetstream::Message) -> Option<u64> {
     message.info().ok().map(|i| i.stream_sequence)
-}
-
-fn to_stored(message: &async_nats::jetstream::Message) -> Option<StoredMessage> {
-    let info = message.info().ok()?;
-    Some(StoredMessage {
-        seq: info.stream_sequence,
-        subject: message.subject.to_string(),
-        headers: message.headers.clone().unwrap_or_default(),
-        payload: message.payload.clone(),
-        stored_at_ms: i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
-    })
 }
