@@ -26,7 +26,7 @@ use tracing::{Instrument as _, Span, debug, field, info_span, warn};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
-use crate::repo::{GuardHead, Heads, Repository, encode_guard, fact_subjects, guard_head};
+use crate::repo::{GuardHead, Heads, Repository, fact_subjects, guard_head};
 
 /// Number of per-aggregate lock stripes.
 const STRIPES: usize = 4096;
@@ -306,7 +306,7 @@ impl Handler {
                     warn!(guard = change.key.kind(), error = %err, "skipping release of a guard not held");
                     continue;
                 }
-                let body = encode_guard(&change.event);
+                let body = change.event.encode();
                 messages.push(Self::message(
                     &subject::guard(&change.key),
                     &body,

@@ -324,22 +324,12 @@ fn guard_owner(subject: &str, message: &StoredMessage) -> Result<Option<Uuid>, S
             subject: subject.to_owned(),
             message: e.to_string(),
         })?;
-    let event = decode_guard(&body).map_err(|e| ServiceError::Corrupt {
+    let event = GuardEvent::decode(&body).map_err(|e| ServiceError::Corrupt {
         subject: subject.to_owned(),
-        message: e,
+        message: e.to_string(),
     })?;
     Ok(match event {
         GuardEvent::Claimed { owner, .. } => Some(owner),
         GuardEvent::Released { .. } => None,
     })
-}
-
-/// Decodes a guard event body.
-pub fn decode_guard(body: &EventBody) -> Result<GuardEvent, String> {
-    GuardEvent::decode(body).map_err(|e| e.to_string())
-}
-
-/// Encodes a guard event body.
-pub fn encode_guard(event: &GuardEvent) -> EventBody {
-    event.encode()
 }
