@@ -8,7 +8,7 @@ use crate::enums::{AdminRole, AdminStatus};
 use crate::error::{DomainError, EntityKind};
 use crate::guard::{GuardChange, GuardKey};
 use crate::ids::{AdminId, UserId};
-use crate::links::{LinkPlan, claim_unique, plan_link};
+use crate::links::{LinkPlan, apply_link, claim_unique, plan_link};
 use crate::member::{LinkUser, UserLink};
 use crate::patch;
 use crate::state::{ById, Decision, EvolveError, Stamp, State};
@@ -473,28 +473,26 @@ pub fn apply(state: &mut State<Admin>, id: AdminId, event: &AdminEvent) -> Resul
             Ok(())
         }),
         AdminEvent::UserLinked(e) => state.mutate_live(KIND, |a| {
-            if a.user.is_some() {
-                return Err(EvolveError::Transition {
-                    entity: KIND,
-                    from: "linked",
-                    event: "admin.userLinked",
-                });
-            }
-            a.user = Some(e.user);
-            a.updated_at = e.at;
-            Ok(())
+            apply_link(
+                &mut a.user,
+                &mut a.updated_at,
+                e.user,
+                e.at,
+                true,
+                KIND,
+                "admin.userLinked",
+            )
         }),
         AdminEvent::UserUnlinked(e) => state.mutate_live(KIND, |a| {
-            if a.user != Some(e.user) {
-                return Err(EvolveError::Transition {
-                    entity: KIND,
-                    from: "unlinked",
-                    event: "admin.userUnlinked",
-                });
-            }
-            a.user = None;
-            a.updated_at = e.at;
-            Ok(())
+            apply_link(
+                &mut a.user,
+                &mut a.updated_at,
+                e.user,
+                e.at,
+                false,
+                KIND,
+                "admin.userUnlinked",
+            )
         }),
         AdminEvent::Deleted(_) => state.delete(KIND),
     }

@@ -6,6 +6,8 @@ use crate::context::Context;
 use crate::error::{DomainError, EntityKind};
 use crate::guard::{GuardChange, GuardKey};
 use crate::ids::UserId;
+use crate::state::EvolveError;
+use crate::values::Timestamp;
 
 /// What linking `user` to an entity that currently links `current` requires.
 pub(crate) enum LinkPlan {
@@ -64,4 +66,33 @@ pub(crate) fn claim_unique(
         }),
         _ => Ok(GuardChange::claim(key, owner, ctx.now)),
     }
+}
+
+/// Applies a `*.userLinked` (`link`) or `*.userUnlinked` event to an entity's user link,
+/// refusing a link over another link and an unlink of a user that is not linked.
+pub(crate) fn apply_link(
+    linked: &mut Option<UserId>,
+    updated_at: &mut Timestamp,
+    user: UserId,
+    at: Timestamp,
+    link: bool,
+    entity: EntityKind,
+    event: &'static str,
+) -> Result<(), EvolveError> {
+    let allowed = if link {
+        linked.is_none()
+    } else {
+        *linked == Some(user)
+    };
+    if !allowed {
+        let from = if link { "linked" } else { "unlinked" };
+        return Err(EvolveError::Transition {
+            entity,
+            from,
+            event,
+        });
+    }
+    *linked = link.then_some(user);
+    *updated_at = at;
+    Ok(())
 }

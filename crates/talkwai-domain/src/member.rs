@@ -8,7 +8,7 @@ use crate::enums::{MemberRole, MemberStatus};
 use crate::error::{DomainError, EntityKind};
 use crate::guard::{GuardChange, GuardKey};
 use crate::ids::{MemberId, TenantId, UserId};
-use crate::links::{LinkPlan, claim_unique, plan_link};
+use crate::links::{LinkPlan, apply_link, claim_unique, plan_link};
 use crate::patch;
 use crate::state::{ById, Decision, EvolveError, Stamp, State};
 use crate::values::{Email, Name, Phone, Timestamp};
@@ -545,28 +545,26 @@ pub fn apply(
             Ok(())
         }),
         MemberEvent::UserLinked(e) => state.mutate_live(KIND, |m| {
-            if m.user.is_some() {
-                return Err(EvolveError::Transition {
-                    entity: KIND,
-                    from: "linked",
-                    event: "member.userLinked",
-                });
-            }
-            m.user = Some(e.user);
-            m.updated_at = e.at;
-            Ok(())
+            apply_link(
+                &mut m.user,
+                &mut m.updated_at,
+                e.user,
+                e.at,
+                true,
+                KIND,
+                "member.userLinked",
+            )
         }),
         MemberEvent::UserUnlinked(e) => state.mutate_live(KIND, |m| {
-            if m.user != Some(e.user) {
-                return Err(EvolveError::Transition {
-                    entity: KIND,
-                    from: "unlinked",
-                    event: "member.userUnlinked",
-                });
-            }
-            m.user = None;
-            m.updated_at = e.at;
-            Ok(())
+            apply_link(
+                &mut m.user,
+                &mut m.updated_at,
+                e.user,
+                e.at,
+                false,
+                KIND,
+                "member.userUnlinked",
+            )
         }),
         MemberEvent::Deleted(_) => state.delete(KIND),
     }
