@@ -27,6 +27,10 @@ pub struct NatsServerBuilder {
     port: Option<u16>,
     /// Open the HTTP monitoring port and wait for `/healthz?js-enabled-only=true`.
     monitoring: bool,
+    /// Open a WebSocket listener (browsers' NATS transport) on a free port.
+    websocket: bool,
+    /// Fixed WebSocket port (implies `websocket`); a free one when `None`.
+    websocket_port: Option<u16>,
     /// Write `sync_interval: always` (fsync every JetStream write).
     sync_always: bool,
     /// The server's name; unique per instance when `None`.
@@ -45,6 +49,8 @@ impl Default for NatsServerBuilder {
             persistent: false,
             port: None,
             monitoring: false,
+            websocket: false,
+            websocket_port: None,
             sync_always: true,
             server_name: None,
             binary: None,
@@ -85,6 +91,21 @@ impl NatsServerBuilder {
     /// Opens the HTTP monitoring port on a free port and waits for JetStream health at start.
     pub fn monitoring(mut self, enabled: bool) -> Self {
         self.monitoring = enabled;
+        self
+    }
+
+    /// Opens a WebSocket listener (`websocket { no_tls: true }`, loopback only) on a free port,
+    /// for browser clients; see [`NatsServer::websocket_url`]. It takes the same users and
+    /// permissions as the client port.
+    pub fn websocket(mut self, enabled: bool) -> Self {
+        self.websocket = enabled;
+        self
+    }
+
+    /// Opens the WebSocket listener on this port instead of a free one (no retry on collision).
+    pub fn websocket_port(mut self, port: u16) -> Self {
+        self.websocket = true;
+        self.websocket_port = Some(port);
         self
     }
 
@@ -144,6 +165,7 @@ impl NatsServerBuilder {
             binary,
             port: 0,
             http_port: None,
+            ws_port: None,
             store_dir,
             delete_store_dir: self.store_dir.is_some() && !self.persistent,
             server_name,
@@ -154,7 +176,7 @@ impl NatsServerBuilder {
             _runtime: runtime,
         };
 
-        let attempts = if self.port.is_some() {
+        let attempts = if self.port.is_some() || self.websocket_port.is_some() {
             1
         } else {
             PORT_ATTEMPTS
@@ -169,6 +191,11 @@ impl NatsServerBuilder {
                 Some(util::free_port()?)
             } else {
                 None
+            };
+            server.ws_port = match (self.websocket, self.websocket_port) {
+                (_, Some(port)) => Some(port),
+                (true, None) => Some(util::free_port()?),
+                (false, None) => None,
             };
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
@@ -187,7 +214,7 @@ impl NatsServerBuilder {
     }
 }
 
-fn is_bind_error(err: &TestkitError) -> bool {
+pub(crate) fn is_bind_error(err: &TestkitError) -> bool {
     matches!(err, TestkitError::ExitedEarly { log_tail, .. }
         if log_tail.contains("address already in use") || log_tail.contains("Error listening"))
 }
@@ -204,6 +231,8 @@ pub struct NatsServer {
     port: u16,
     /// Monitoring port when enabled; kept across restarts.
     http_port: Option<u16>,
+    /// WebSocket port when enabled; kept across restarts.
+    ws_port: Option<u16>,
     /// JetStream store directory; kept across restarts.
     store_dir: PathBuf,
     /// A given store dir that is not persistent is removed on drop.
@@ -252,6 +281,16 @@ impl NatsServer {
     pub fn monitoring_url(&self) -> Option<String> {
         self.http_port
             .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The WebSocket URL browsers connect to, `ws://127.0.0.1:<port>`, when the listener is on.
+    pub fn websocket_url(&self) -> Option<String> {
+        self.ws_port.map(|port| format!("ws://127.0.0.1:{port}"))
+    }
+
+    /// The WebSocket port when the listener is on.
+    pub fn websocket_port(&self) -> Option<u16> {
+        self.ws_port
     }
 
     /// The JetStream store directory.
@@ -352,6 +391,12 @@ impl NatsServer {
             text.push_str("  sync_interval: always\n");
         }
         text.push_str("}\n");
+        if let Some(ws_port) = self.ws_port {
+            // Plain ws:// on loopback only: TLS would protect nothing that leaves the machine.
+            text.push_str(&format!(
+                "websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
+            ));
+        }
         text.push_str(&self.extra_config);
         text.push('\n');
         text
@@ -437,23 +482,41 @@ impl NatsServer {
         let Some(http_port) = self.http_port else {
             return true;
         };
-        let attempt = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", http_port)).await.ok()?;
-            stream
-                .write_all(b"GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                .await
-                .ok()?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.ok()?;
-            let text = String::from_utf8_lossy(&response);
-            Some(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"))
-        };
-        tokio::time::timeout(Duration::from_secs(2), attempt)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        matches!(
+            http_get(http_port, "/healthz?js-enabled-only=true").await,
+            Some((200, _))
+        )
     }
+
+    /// GETs `path` (e.g. `/jsz?streams=true`) from the monitoring port and returns the body of
+    /// a 200 answer; `None` when monitoring is off, the server does not answer within 2 seconds
+    /// or answers with another status.
+    pub async fn monitoring_get(&self, path: &str) -> Option<String> {
+        match http_get(self.http_port?, path).await {
+            Some((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1 (the monitoring endpoints need no more): the status code
+/// and the body, or `None` on any failure or after 2 seconds.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
 }
 
 impl Drop for NatsServer {
@@ -469,7 +532,7 @@ impl Drop for NatsServer {
 }
 
 /// Quotes a string for the nats-server config syntax.
-fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
     format!("\"{escaped}\"")
 }

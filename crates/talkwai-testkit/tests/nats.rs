@@ -223,3 +223,80 @@ async fn persistent_without_store_dir_is_rejected() {
         "unexpected error {err}"
     );
 }
+
+/// Sends a WebSocket upgrade to `port` and returns what the server answered: the HTTP head and
+/// the first frame's payload (the NATS `INFO` line, in an unmasked text or binary frame).
+async fn websocket_hello(port: u16) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the websocket port {port}: {e}"));
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("sending the upgrade: {e}"));
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let frame = &buf[end + 4..];
+                if frame.len() >= 2 {
+                    let len = usize::from(frame[1] & 0x7f);
+                    let (offset, len) = match len {
+                        126 if frame.len() >= 4 => {
+                            (4, usize::from(u16::from_be_bytes([frame[2], frame[3]])))
+                        }
+                        126 => continue,
+                        len => (2, len),
+                    };
+                    if frame.len() >= offset + len {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let payload =
+                            String::from_utf8_lossy(&frame[offset..offset + len]).into_owned();
+                        return (head, payload);
+                    }
+                }
+            }
+        }
+        (String::from_utf8_lossy(&buf).into_owned(), String::new())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .unwrap_or_else(|_| panic!("no websocket answer on port {port}"))
+}
+
+#[tokio::test]
+async fn websocket_listener_speaks_nats_on_a_free_port() {
+    let plain = start().await;
+    assert_eq!(plain.websocket_url(), None, "off unless asked for");
+
+    let server = NatsServer::builder()
+        .websocket(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", report("starting nats-server with websocket", &e)));
+    let port = server
+        .websocket_port()
+        .unwrap_or_else(|| panic!("websocket(true) must give a port"));
+    assert_ne!(port, server.port());
+    assert_eq!(
+        server.websocket_url(),
+        Some(format!("ws://127.0.0.1:{port}"))
+    );
+    let (head, info) = websocket_hello(port).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+    assert!(
+        info.starts_with("INFO ") && info.contains(server.server_name()),
+        "the first frame must be this server's INFO: {info:?}"
+    );
+}
