@@ -4,9 +4,18 @@
 //! `tenant` and a `role`. Services resolve current roles and statuses from the log; the token
 //! only says who the caller is.
 //!
+//! JWTs are HS256 (a shared secret, what `talkwai token mint` signs) or, for an external
+//! identity provider, EdDSA (Ed25519) or RS256 with public keys from a PEM or JWKS file
+//! ([`keys`]). `exp`, `nbf`, `iss` and `aud` are checked for every algorithm. The token's `alg`
+//! chooses which configured key may verify it, and each key verifies only its own algorithm, so
+//! an HS256 token signed with a public key as the secret, `alg: none` or any other algorithm is
+//! refused. [`limit`] holds the per-tenant rate limiter the services apply after verification.
+//!
 //! # Architecture invariant
-//! No I/O: verification is pure over the token text, the keys and the clock.
+//! No network I/O: verification is pure over the token text, the keys and the clock; the only
+//! I/O is reading key files once at startup ([`KeyFiles::load`]).
 
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -14,6 +23,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use talkwai_domain::ids::{TenantId, UserId};
+
+pub mod keys;
+pub mod limit;
+
+pub use keys::{KeyError, PublicKeys};
+pub use limit::{LimitKey, RateLimitConfig, RateLimited, TenantLimiter};
 
 /// What kind of principal a JWT names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,11 +92,36 @@ pub enum AuthError {
     MissingTenant,
 }
 
+/// Where an external identity provider's public keys are, from flags or environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct KeyFiles {
+    /// An Ed25519 (EdDSA) or RSA (RS256) public key in PEM form.
+    #[arg(long, env = "TALKWAI_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS document (`{"keys": [...]}`) whose RS256/EdDSA keys are chosen by `kid`.
+    #[arg(long, env = "TALKWAI_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+}
+
+impl KeyFiles {
+    /// Reads and parses the files (no keys when neither is set).
+    pub fn load(&self) -> Result<PublicKeys, KeyError> {
+        PublicKeys::load(
+            self.jwt_public_key_file.as_deref(),
+            self.jwks_file.as_deref(),
+        )
+    }
+}
+
 /// Verifies bearer tokens.
 pub struct TokenVerifier {
     platform_token: Option<SecretString>,
     hs256: Option<DecodingKey>,
+    public: PublicKeys,
+    /// Claim checks for HS256 tokens; `rs256` and `eddsa` are the same checks for the others.
     validation: Validation,
+    rs256: Validation,
+    eddsa: Validation,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -92,6 +132,7 @@ impl std::fmt::Debug for TokenVerifier {
                 &self.platform_token.as_ref().map(|_| "[redacted]"),
             )
             .field("hs256", &self.hs256.as_ref().map(|_| "[redacted]"))
+            .field("public_keys", &self.public)
             .finish()
     }
 }
@@ -120,11 +161,26 @@ impl TokenVerifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
+        let for_alg = |alg| {
+            let mut v = validation.clone();
+            v.algorithms = vec![alg];
+            v
+        };
         Self {
             platform_token,
             hs256: jwt_secret.map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
+            public: PublicKeys::none(),
+            rs256: for_alg(Algorithm::RS256),
+            eddsa: for_alg(Algorithm::EdDSA),
             validation,
         }
+    }
+
+    /// Also accepts EdDSA and RS256 tokens signed by one of `keys` (an external identity
+    /// provider), with the same claim checks.
+    pub fn with_public_keys(mut self, keys: PublicKeys) -> Self {
+        self.public = keys;
+        self
     }
 
     /// Verifies an `Authorization` header value (`Bearer <token>`).
@@ -147,11 +203,31 @@ impl TokenVerifier {
                 return Ok(Principal::Platform);
             }
         }
-        let key = self
-            .hs256
-            .as_ref()
-            .ok_or_else(|| AuthError::Invalid("unknown token".into()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        // `alg: none` and unknown algorithms fail here: the header does not parse.
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.kind_message()))?;
+        // The header's algorithm picks the key slot; each slot holds keys of that algorithm
+        // only, so no key is ever used with an algorithm of another family.
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => (self.hs256.as_ref(), &self.validation),
+            Algorithm::RS256 | Algorithm::EdDSA => {
+                let key = self
+                    .public
+                    .select(header.alg, header.kid.as_deref())
+                    .map_err(AuthError::Invalid)?;
+                let validation = if header.alg == Algorithm::RS256 {
+                    &self.rs256
+                } else {
+                    &self.eddsa
+                };
+                (Some(&key.key), validation)
+            }
+            _ => (None, &self.validation),
+        };
+        let key = key
+            .filter(|k| k.family() == header.alg.family())
+            .ok_or_else(|| AuthError::Invalid("wrong algorithm".into()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|e| AuthError::Invalid(e.kind_message()))?;
         let claims = data.claims;
         if claims.kind == PrincipalKind::Member && claims.tenant.is_none() {
