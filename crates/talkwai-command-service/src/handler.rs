@@ -111,7 +111,9 @@ impl Handler {
             ),
             request.headers,
         );
+        let started = std::time::Instant::now();
         let result = self.run(&request).instrument(span.clone()).await;
+        crate::ops::command_done(request.subject, &result, started);
         let mut reply_headers = HeaderMap::new();
         let reply = match result {
             Ok(accepted) => {
@@ -326,7 +328,10 @@ impl Handler {
                 dedupe_id: Some(command_id.to_string()),
             };
             let append = info_span!("append", messages = request.messages.len(), attempt);
-            match self.appender.append(request).instrument(append).await {
+            let append_started = std::time::Instant::now();
+            let appended = self.appender.append(request).instrument(append).await;
+            crate::ops::append_done(&appended, append_started);
+            match appended {
                 Ok(ack) => {
                     let mut next = loaded;
                     let last_event_seq = ack.first_seq + bodies.len() as u64 - 1;

@@ -13,10 +13,12 @@
 //! - [`handler`]: one command, end to end.
 //! - [`repo`]: aggregate state from the log, cached; facts and guards.
 //! - [`error`]: errors and their wire codes.
+//! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod ops;
 pub mod repo;
 
 use std::future::Future;
@@ -139,6 +141,7 @@ impl CommandService {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
                     let handler = Arc::clone(&self.handler);
                     tasks.spawn(async move {
+                        let _in_flight = ops::InFlight::enter();
                         let incoming = Incoming {
                             subject: request.message.subject.as_str(),
                             headers: request.message.headers.as_ref(),

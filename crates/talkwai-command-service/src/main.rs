@@ -13,6 +13,9 @@ use talkwai_command_service::{CommandService, Config};
 struct Cli {
     #[command(flatten)]
     config: Config,
+    /// Serve `/metrics`, `/livez` and `/readyz` on this address, e.g. `0.0.0.0:9101`.
+    #[arg(long, env = "TALKWAI_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 async fn shutdown_signal() {
@@ -46,6 +49,14 @@ async fn main() -> anyhow::Result<()> {
     let service = CommandService::build(cli.config)
         .await
         .context("starting the command service")?;
+    let _ops = match cli.metrics_addr {
+        Some(addr) => Some(
+            talkwai_telemetry::ops::serve_ops(addr, service.readiness())
+                .await
+                .context("serving /metrics")?,
+        ),
+        None => None,
+    };
     service
         .run(shutdown_signal())
         .await

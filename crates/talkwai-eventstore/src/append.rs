@@ -289,6 +289,9 @@ impl Writer {
     }
 
     async fn write_group(&self, group: Vec<Job>) {
+        let sizes = group.iter().map(|j| j.request.messages.len()).sum::<usize>();
+        metrics::histogram!("talkwai_append_group_commands").record(group.len() as f64);
+        metrics::histogram!("talkwai_append_group_messages").record(sizes as f64);
         if group.len() == 1 {
             for job in group {
                 let result = self.write_one(&job.request).await;
@@ -330,6 +333,7 @@ impl Writer {
                 // Someone's expected sequence was stale (or one request is refused): nothing
                 // landed; write each request alone so only the culprit fails.
                 debug!(error = %err, commands = group.len(), "group refused, splitting");
+                metrics::counter!("talkwai_append_group_splits_total").increment(1);
                 let results = join_all(group.iter().map(|job| self.write_one(&job.request))).await;
                 for (job, result) in group.into_iter().zip(results) {
                     let _ = job.reply.send(result);

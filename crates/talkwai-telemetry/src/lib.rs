@@ -3,11 +3,14 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The W3C TraceContext propagator is installed
 //! globally; [`extract`], [`inject`] and [`span_with_parent`] carry `traceparent` and
 //! `tracestate` in NATS headers, so one trace follows a command from its caller through the
-//! append into the projector and the notifier.
+//! append into the projector and the notifier. [`ops`] serves Prometheus `/metrics`, `/livez`
+//! and `/readyz` for every service.
 //!
 //! # Architecture invariant
 //! No TalkwAI crate but this one names OpenTelemetry's exporter or SDK types; services use
 //! `tracing` spans and the helpers here.
+
+pub mod ops;
 
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};

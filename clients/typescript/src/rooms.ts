@@ -1,0 +1,243 @@
+/**
+ * Rooms, the seed's real-time calls one to one: `room(type, id)` with
+ * `presence.set/get/subscribe/leave`, `publishTopic` and `subscribeTopic`.
+ *
+ * - Topics are plain NATS subjects `talkwai.room.<type>.<id>.topic.<name>`: `taskUpdates`,
+ *   `notifications.<memberId>` and `systemAlerts` come from the notifier (at-least-once, with
+ *   `seq`: repeats are dropped here); clients publish their own topics directly.
+ * - Presence is request/reply on `talkwai.room.<type>.<id>.presence.<op>` with the bearer
+ *   token; a joined session is refreshed every `ttlSecs`/3 and joined again after a reconnect
+ *   or when the server no longer knows it. Changes arrive on `presence.events`.
+ */
+import type { Subscription } from "@nats-io/nats-core";
+import type { Core } from "./core.js";
+import { TalkwaiError, errorFromBody } from "./errors.js";
+import type { Notification, Peer, PresenceEvent, PresenceReply, SystemAlert, TaskUpdate } from "./generated/index.js";
+
+/** `tenant` (id: the tenant id) or `admin` (id: `global`). */
+export type RoomType = "tenant" | "admin";
+
+/** The message type of each notifier topic. */
+export interface TopicMessages {
+  taskUpdates: TaskUpdate;
+  systemAlerts: SystemAlert;
+  notifications: Notification;
+}
+
+/** The message type of a topic name (`notifications.<memberId>` carries notifications). */
+export type TopicMessage<N extends string> = N extends keyof TopicMessages
+  ? TopicMessages[N]
+  : N extends `notifications.${string}`
+    ? Notification
+    : unknown;
+
+/** A fresh session id (`[A-Za-z0-9_-]`, as the presence service requires). */
+export function sessionId(): string {
+  return crypto.randomUUID();
+}
+
+/** A room's presence: this client's session in it and the room's peers. */
+export class Presence {
+  /** This client's session in the room. */
+  readonly sessionId: string;
+  private readonly room: Room;
+  private data: Record<string, unknown> | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private readonly peers = new Map<string, Peer>();
+  private readonly seqs = new Map<string, number>();
+  private readonly listeners = new Set<(peers: Peer[]) => void>();
+  private events: Subscription | undefined;
+  private stopReconnect: (() => void) | undefined;
+
+  constructor(room: Room, session: string) {
+    this.room = room;
+    this.sessionId = session;
+  }
+
+  private async call(op: string, body: unknown): Promise<PresenceReply> {
+    const reply = (await this.room.core.request(this.room.subject(`presence.${op}`), body)) as PresenceReply;
+    if (reply?.ok !== true) throw errorFromBody(reply?.error);
+    return reply;
+  }
+
+  /**
+   * Sets this session's data: joins the room the first time (the seed's presence `publishPresence`),
+   * then merges shallowly (`null` removes a key). Resolves with this peer.
+   */
+  async set(data: Record<string, unknown>): Promise<Peer> {
+    if (this.data === undefined) {
+      this.data = { ...data };
+      return this.join();
+    }
+    for (const [k, v] of Object.entries(data)) {
+      if (v === null) delete this.data[k];
+      else this.data[k] = v;
+    }
+    try {
+      const reply = await this.call("update", { sessionId: this.sessionId, data });
+      return reply.peer as Peer;
+    } catch (err) {
+      if (err instanceof TalkwaiError && err.code === "not_found") return this.join();
+      throw err;
+    }
+  }
+
+  private async join(): Promise<Peer> {
+    const reply = await this.call("join", { sessionId: this.sessionId, data: this.data ?? {} });
+    for (const peer of reply.peers ?? []) this.peers.set(peer.sessionId, peer);
+    if (reply.peer) this.peers.set(reply.peer.sessionId, reply.peer);
+    this.emit();
+    const ttlMs = (reply.ttlSecs ?? 15) * 1000;
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => void this.beat(), Math.max(200, ttlMs / 3));
+    this.stopReconnect ??= this.room.core.onReconnect(() => void this.resume());
+    return reply.peer as Peer;
+  }
+
+  private async beat(): Promise<void> {
+    if (this.data === undefined) return;
+    try {
+      await this.call("heartbeat", { sessionId: this.sessionId });
+    } catch {
+      // Expired while we could not reach it, or the service moved: join again.
+      await this.join().catch(() => undefined);
+    }
+  }
+
+  private async resume(): Promise<void> {
+    if (this.data !== undefined) await this.join().catch(() => undefined);
+    if (this.listeners.size > 0) await this.refresh().catch(() => undefined);
+  }
+
+  /** The room's peers now. */
+  async get(): Promise<Peer[]> {
+    const reply = await this.call("get", {});
+    return reply.peers ?? [];
+  }
+
+  private async refresh(): Promise<void> {
+    const peers = await this.get();
+    this.peers.clear();
+    for (const peer of peers) this.peers.set(peer.sessionId, peer);
+    this.emit();
+  }
+
+  private emit(): void {
+    if (this.listeners.size === 0) return;
+    const peers = [...this.peers.values()].sort((a, b) => a.joinedAt - b.joinedAt);
+    for (const listener of [...this.listeners]) listener(peers);
+  }
+
+  /** Applies one `presence.events` message (repeats and older revisions are dropped). */
+  apply(event: PresenceEvent): void {
+    const last = this.seqs.get(event.sessionId) ?? -1;
+    if (event.seq <= last) return;
+    this.seqs.set(event.sessionId, event.seq);
+    if (event.op === "leave") this.peers.delete(event.sessionId);
+    else if (event.peer) this.peers.set(event.sessionId, event.peer);
+    this.emit();
+  }
+
+  /**
+   * Calls `listener` with every peer of the room now and after each change (the seed's
+   * `usePresence(room).peers`); returns a function that stops it.
+   */
+  subscribe(listener: (peers: Peer[]) => void): () => void {
+    this.listeners.add(listener);
+    if (this.events === undefined) {
+      this.events = this.room.core.subscribe(this.room.subject("presence.events"), (value) => this.apply(value as PresenceEvent));
+      this.stopReconnect ??= this.room.core.onReconnect(() => void this.resume());
+      void this.refresh().catch(() => undefined);
+    } else {
+      listener([...this.peers.values()]);
+    }
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) {
+        this.events?.unsubscribe();
+        this.events = undefined;
+      }
+    };
+  }
+
+  /** Leaves the room (others see a `leave`); stops the heartbeat. */
+  async leave(): Promise<void> {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    if (this.data === undefined) return;
+    this.data = undefined;
+    await this.call("leave", { sessionId: this.sessionId }).catch((err: unknown) => {
+      if (!(err instanceof TalkwaiError && err.code === "not_found")) throw err;
+    });
+  }
+
+  /** Stops everything without telling the server (the entry expires after its TTL). */
+  close(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    this.events?.unsubscribe();
+    this.events = undefined;
+    this.listeners.clear();
+    this.stopReconnect?.();
+  }
+}
+
+/** A room: `tenant.<tenantId>` or `admin.global`. */
+export class Room {
+  readonly type: RoomType;
+  readonly id: string;
+  readonly presence: Presence;
+  /** @internal */
+  readonly core: Core;
+  private readonly subs = new Set<Subscription>();
+
+  constructor(core: Core, type: RoomType, id: string, session: string = sessionId()) {
+    this.core = core;
+    this.type = type;
+    this.id = id;
+    this.presence = new Presence(this, session);
+  }
+
+  /** `talkwai.room.<type>.<id>.<suffix>`. */
+  subject(suffix: string): string {
+    return `talkwai.room.${this.type}.${this.id}.${suffix}`;
+  }
+
+  /** Publishes a client topic message (the seed's `publishTopic(room, topic, data)`). */
+  publishTopic(topic: string, data: unknown): void {
+    this.core.publish(this.subject(`topic.${topic}`), data);
+  }
+
+  /**
+   * Calls `handler` with every message of a topic (the seed's `useTopicEffect`): `taskUpdates`,
+   * `notifications.<memberId>` (or `notifications.*`), `systemAlerts`, or any client topic.
+   * Messages carrying a `seq` already seen are dropped. Returns a function that stops it.
+   */
+  subscribeTopic<N extends string>(topic: N, handler: (message: TopicMessage<N>, subject: string) => void): () => void {
+    const seen = new Set<string>();
+    const order: string[] = [];
+    const sub = this.core.subscribe(this.subject(`topic.${topic}`), (value, subject) => {
+      const seq = (value as { seq?: unknown })?.seq;
+      if (typeof seq === "number") {
+        const key = `${subject} ${seq}`;
+        if (seen.has(key)) return;
+        seen.add(key);
+        order.push(key);
+        if (order.length > 10_000) seen.delete(order.shift() as string);
+      }
+      handler(value as TopicMessage<N>, subject);
+    });
+    this.subs.add(sub);
+    return () => {
+      sub.unsubscribe();
+      this.subs.delete(sub);
+    };
+  }
+
+  /** Leaves the room's presence and stops every topic subscription. */
+  async leave(): Promise<void> {
+    for (const sub of this.subs) sub.unsubscribe();
+    this.subs.clear();
+    await this.presence.leave().finally(() => this.presence.close());
+  }
+}

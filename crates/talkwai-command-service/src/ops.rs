@@ -1,0 +1,103 @@
+//! Operations: the command service's Prometheus metrics (recorded with the `metrics` macros;
+//! served with `/livez` and `/readyz` by `talkwai_telemetry::ops::serve_ops`) and its readiness.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `talkwai_commands_total` | counter | `action` (`task.create`...), `outcome` (`accepted` or the error code) |
+//! | `talkwai_command_duration_seconds` | histogram | `action` |
+//! | `talkwai_command_append_seconds` | histogram | (one per append, group commit included) |
+//! | `talkwai_command_conflicts_total` | counter | (a concurrent writer won; decided again) |
+//! | `talkwai_command_append_unknown_total` | counter | (append outcome unknown; log re-read) |
+//! | `talkwai_commands_in_flight` | gauge | |
+//!
+//! The group commit itself (`talkwai_append_group_commands`, `_messages`, `_splits_total`) is
+//! measured by the event store's appender.
+
+use std::time::Instant;
+
+use talkwai_eventstore::{AppendAck, AppendError};
+use talkwai_telemetry::ops::Readiness;
+
+use crate::CommandService;
+use crate::error::ServiceError;
+
+/// `<aggregate>.<action>` of a command subject (`talkwai.cmd.<scope>.<aggregate>.<action>`),
+/// or `invalid` when the subject has another shape. The endpoints only receive subjects of
+/// known actions, so the label set stays bounded.
+pub fn action_label(subject: &str) -> String {
+    let mut tokens = subject.rsplitn(3, '.');
+    match (tokens.next(), tokens.next(), tokens.next()) {
+        (Some(action), Some(aggregate), Some(_)) => format!("{aggregate}.{action}"),
+        _ => "invalid".to_owned(),
+    }
+}
+
+/// Counts one answered command by action and outcome, and times it.
+pub fn command_done<T>(subject: &str, result: &Result<T, ServiceError>, started: Instant) {
+    let action = action_label(subject);
+    let outcome = match result {
+        Ok(_) => "accepted".to_owned(),
+        Err(err) => err.to_body().code.to_string(),
+    };
+    metrics::histogram!("talkwai_command_duration_seconds", "action" => action.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("talkwai_commands_total", "action" => action, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Times one append and counts conflicts and unknown outcomes.
+pub fn append_done(result: &Result<AppendAck, AppendError>, started: Instant) {
+    metrics::histogram!("talkwai_command_append_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Err(AppendError::Conflict(_)) => {
+            metrics::counter!("talkwai_command_conflicts_total").increment(1);
+        }
+        Err(AppendError::Unknown(_)) => {
+            metrics::counter!("talkwai_command_append_unknown_total").increment(1);
+        }
+        _ => {}
+    }
+}
+
+/// Holds one command in the `talkwai_commands_in_flight` gauge while alive.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    /// Counts a command in.
+    pub fn enter() -> Self {
+        metrics::gauge!("talkwai_commands_in_flight").increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("talkwai_commands_in_flight").decrement(1.0);
+    }
+}
+
+impl CommandService {
+    /// Ready when the NATS connection is up and JetStream answers.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::always().with_nats(self.client.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_come_from_the_subject() {
+        assert_eq!(
+            action_label("talkwai.cmd.platform.tenant.create"),
+            "tenant.create"
+        );
+        assert_eq!(
+            action_label("talkwai.cmd.0b6c.task.setMetadata"),
+            "task.setMetadata"
+        );
+        assert_eq!(action_label("nonsense"), "invalid");
+    }
+}
