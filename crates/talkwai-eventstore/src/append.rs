@@ -289,7 +289,10 @@ impl Writer {
     }
 
     async fn write_group(&self, group: Vec<Job>) {
-        let sizes = group.iter().map(|j| j.request.messages.len()).sum::<usize>();
+        let sizes = group
+            .iter()
+            .map(|j| j.request.messages.len())
+            .sum::<usize>();
         metrics::histogram!("talkwai_append_group_commands").record(group.len() as f64);
         metrics::histogram!("talkwai_append_group_messages").record(sizes as f64);
         if group.len() == 1 {

@@ -183,12 +183,11 @@ pub async fn nats_checks(client: &async_nats::Client) -> Vec<Check> {
         ];
     }
     let js = async_nats::jetstream::new(client.clone());
-    let jetstream =
-        match tokio::time::timeout(Duration::from_secs(2), js.query_account()).await {
-            Ok(Ok(_)) => Check::pass("jetstream"),
-            Ok(Err(err)) => Check::fail("jetstream", err.to_string()),
-            Err(_) => Check::fail("jetstream", "account info timed out"),
-        };
+    let jetstream = match tokio::time::timeout(Duration::from_secs(2), js.query_account()).await {
+        Ok(Ok(_)) => Check::pass("jetstream"),
+        Ok(Err(err)) => Check::fail("jetstream", err.to_string()),
+        Err(_) => Check::fail("jetstream", "account info timed out"),
+    };
     vec![Check::pass("nats"), jetstream]
 }
 
@@ -285,11 +284,7 @@ async fn respond(
         ));
     }
     Ok(match request.uri().path() {
-        METRICS_PATH => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            handle.render(),
-        ),
+        METRICS_PATH => reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
         LIVEZ_PATH => reply(StatusCode::OK, "text/plain", "ok\n"),
         READYZ_PATH => {
             let checks = readiness.evaluate().await;
