@@ -92,6 +92,17 @@ pub enum TestkitError {
         program: &'static str,
     },
 
+    /// A cluster did not reach a state (a JetStream meta leader, a stream leader) in time.
+    #[error("nats cluster: no {what} within {timeout:?}; last seen: {detail}")]
+    ClusterNotReady {
+        /// What was waited for.
+        what: String,
+        /// How long the testkit waited.
+        timeout: Duration,
+        /// What the monitoring endpoints said last.
+        detail: String,
+    },
+
     /// A PostgreSQL client operation failed.
     #[error("postgres error while {action}")]
     Postgres {

@@ -5,7 +5,8 @@
 //! any number of them run side by side. A handle kills its server and deletes its temp dir on
 //! drop; `kill`/`stop` and `restart` keep the port and the data for crash and restart tests.
 //! Given a data dir and `persistent(true)`, the same types run the long-lived local servers of
-//! `talkwai up`.
+//! `talkwai up`. [`NatsCluster`] runs several `nats-server`s routed into one JetStream cluster
+//! (3 by default) for replication and fail-over tests.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), talkwai_testkit::TestkitError> {
@@ -22,18 +23,21 @@
 //!
 //! # Layout
 //! - [`nats`] holds [`NatsServer`] and its builder.
+//! - [`cluster`] holds [`NatsCluster`]: nodes, routes, meta and stream leaders, kill/restart.
 //! - [`postgres`] holds [`Postgres`] and its builder (runs as `nobody` when the caller is root).
 //! - [`discover`] says where the binaries are looked for.
 //! - [`error`] holds [`TestkitError`].
 //!
 //! This crate is for tests and local tooling: production services never depend on it.
 
+pub mod cluster;
 pub mod discover;
 pub mod error;
 pub mod nats;
 pub mod postgres;
 mod util;
 
+pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::{Result, TestkitError};
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use postgres::{Postgres, PostgresBuilder};
