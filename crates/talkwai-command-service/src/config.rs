@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use secrecy::SecretString;
+use talkwai_auth::{KeyFiles, RateLimitConfig};
 
 /// Everything the command service needs to start.
 #[derive(Debug, Clone, Args)]
@@ -27,6 +28,12 @@ pub struct Config {
     /// Required JWT audience (`aud`), if any.
     #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// An external identity provider's EdDSA/RS256 public keys (PEM or JWKS file).
+    #[command(flatten)]
+    pub key_files: KeyFiles,
+    /// Per-tenant command rate limit.
+    #[command(flatten)]
+    pub rate_limit: RateLimitConfig,
     /// Event stream replicas (1 single node, 3 cluster).
     #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -58,8 +65,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration for tests: the given NATS URL and secrets, defaults otherwise
-    /// (`TALKWAI_GROUP_LINGER_US` is honoured, so benchmarks can compare lingers).
+    /// A configuration for tests: the given NATS URL and secrets, no rate limit, defaults
+    /// otherwise (`TALKWAI_GROUP_LINGER_US` is honoured, so benchmarks can compare lingers).
     pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
@@ -67,6 +74,8 @@ impl Config {
             jwt_secret: Some(SecretString::from(jwt_secret.to_owned())),
             jwt_issuer: None,
             jwt_audience: None,
+            key_files: KeyFiles::default(),
+            rate_limit: RateLimitConfig::OFF,
             stream_replicas: 1,
             max_in_flight: 1024,
             cache_capacity: 10_000,

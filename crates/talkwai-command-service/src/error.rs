@@ -1,6 +1,6 @@
 //! The service's errors and the one place that maps them to wire codes.
 
-use talkwai_auth::AuthError;
+use talkwai_auth::{AuthError, RateLimited};
 use talkwai_domain::{DecodeError, DomainError, ErrorCode, EvolveError};
 use talkwai_eventstore::StoreError;
 use talkwai_proto::ErrorBody;
@@ -14,6 +14,9 @@ pub enum ServiceError {
     /// The token was refused.
     #[error("{0}")]
     Auth(#[from] AuthError),
+    /// The caller's tenant spent its allowance.
+    #[error("{0}")]
+    RateLimited(#[from] RateLimited),
     /// The decider refused the command.
     #[error("{0}")]
     Domain(#[from] DomainError),
@@ -61,6 +64,10 @@ impl ServiceError {
         match self {
             Self::Request(body) => body.clone(),
             Self::Auth(err) => ErrorBody::new(ErrorCode::Unauthenticated, err.to_string()),
+            Self::RateLimited(limited) => {
+                ErrorBody::new(ErrorCode::RateLimited, limited.to_string())
+                    .with_retry_after_ms(limited.retry_after_ms())
+            }
             Self::Domain(err) => ErrorBody::from(err),
             Self::Store(message) => ErrorBody::new(
                 ErrorCode::Unavailable,

@@ -45,6 +45,8 @@ pub struct Handler {
     /// Users resolved to their member or admin entity (checked against the link guard's head
     /// on every command).
     actors: std::sync::Mutex<LruCache<ActorKey, KnownActor>>,
+    /// Per-tenant allowance (see [`crate::limit`]).
+    pub(crate) limiter: talkwai_auth::TenantLimiter,
 }
 
 impl std::fmt::Debug for Handler {
@@ -92,6 +94,7 @@ impl Handler {
             conflict_attempts: conflict_attempts.max(1),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             actors: std::sync::Mutex::new(LruCache::new(ACTOR_CACHE)),
+            limiter: talkwai_auth::TenantLimiter::off(),
         }
     }
 
@@ -204,6 +207,7 @@ impl Handler {
         let principal = self
             .verifier
             .verify_header(header(request.headers, headers::AUTHORIZATION))?;
+        self.limiter.check(&principal)?;
         let scope = parsed.scope.tenant();
         let target = command.target(scope);
         let trace = trace_context(&span, request.headers);

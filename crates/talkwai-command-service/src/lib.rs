@@ -18,6 +18,7 @@
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod limit;
 pub mod ops;
 pub mod repo;
 
@@ -55,6 +56,9 @@ pub enum StartError {
     /// The services API refused the registration.
     #[error("cannot register the service: {0}")]
     Register(String),
+    /// The identity provider's public keys cannot be loaded.
+    #[error("cannot load jwt public keys: {0}")]
+    Keys(#[from] talkwai_auth::KeyError),
 }
 
 /// A built command service, ready to run.
@@ -68,6 +72,7 @@ pub struct CommandService {
 impl CommandService {
     /// Connects to NATS, sets up the event stream and the writer.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        let public_keys = config.key_files.load()?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("talkwai-command-service/{}", config.instance))
             .retry_on_initial_connect()
@@ -90,14 +95,13 @@ impl CommandService {
             config.jwt_secret.clone(),
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
-        );
+        )
+        .with_public_keys(public_keys);
         let repo = Repository::new(store, config.cache_capacity);
-        let handler = Arc::new(Handler::new(
-            repo,
-            appender,
-            verifier,
-            config.conflict_attempts,
-        ));
+        let handler = Arc::new(
+            Handler::new(repo, appender, verifier, config.conflict_attempts)
+                .with_rate_limit(config.rate_limit),
+        );
         Ok(Self {
             client,
             handler,

@@ -15,6 +15,9 @@ pub enum NotifierError {
     /// The services API refused the registration.
     #[error("cannot register the service: {0}")]
     Register(String),
+    /// The identity provider's public keys cannot be loaded.
+    #[error("cannot load jwt public keys: {0}")]
+    Keys(#[from] talkwai_auth::KeyError),
 }
 
 impl NotifierError {

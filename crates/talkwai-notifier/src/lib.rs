@@ -39,7 +39,7 @@ use async_nats::service::ServiceExt;
 use clap::Args;
 use futures::StreamExt;
 use secrecy::SecretString;
-use talkwai_auth::TokenVerifier;
+use talkwai_auth::{KeyFiles, TokenVerifier};
 use talkwai_eventstore::{EventStore, StreamSettings};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -69,6 +69,9 @@ pub struct Config {
     /// Required JWT audience (`aud`), if any.
     #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// An external identity provider's EdDSA/RS256 public keys (PEM or JWKS file).
+    #[command(flatten)]
+    pub key_files: KeyFiles,
     /// Events stored longer ago than this many seconds are acked without notifying (0: never).
     #[arg(
         long = "skip-older-than",
@@ -139,6 +142,7 @@ impl Config {
             jwt_secret: Some(SecretString::from(jwt_secret)),
             jwt_issuer: None,
             jwt_audience: None,
+            key_files: KeyFiles::default(),
             skip_older_than_secs: 0,
             ack_wait_secs: 2,
             max_ack_pending: 1,
@@ -195,7 +199,8 @@ impl Notifier {
             config.jwt_secret.clone(),
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
-        );
+        )
+        .with_public_keys(config.key_files.load()?);
         let presence = Arc::new(presence::PresenceService::new(
             client.clone(),
             kv,

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use secrecy::SecretString;
-use talkwai_auth::TokenVerifier;
+use talkwai_auth::{KeyFiles, RateLimitConfig, TokenVerifier};
 use talkwai_projector::{Config, Projector};
 use talkwai_query::QueryService;
 
@@ -32,6 +32,12 @@ struct Cli {
     /// Required JWT audience.
     #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+    /// An external identity provider's EdDSA/RS256 public keys (PEM or JWKS file).
+    #[command(flatten)]
+    key_files: KeyFiles,
+    /// Per-tenant query rate limit.
+    #[command(flatten)]
+    rate_limit: RateLimitConfig,
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9102`.
     #[arg(long, env = "TALKWAI_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -72,8 +78,10 @@ async fn main() -> anyhow::Result<()> {
             cli.jwt_secret,
             cli.jwt_issuer.as_deref(),
             cli.jwt_audience.as_deref(),
-        );
-        let service = QueryService::new(projector.pool().clone(), verifier);
+        )
+        .with_public_keys(cli.key_files.load().context("loading jwt public keys")?);
+        let service =
+            QueryService::new(projector.pool().clone(), verifier).with_rate_limit(cli.rate_limit);
         let client = projector.store().client().clone();
         let mut rx = stop_rx.clone();
         Some(tokio::spawn(async move {

@@ -22,6 +22,13 @@ pub struct ErrorBody {
     /// The camelCase body field, dotted for nested fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `rate_limited`: milliseconds until a request can pass.
+    #[serde(
+        default,
+        rename = "retryAfterMs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorBody {
@@ -31,12 +38,19 @@ impl ErrorBody {
             code,
             message: message.into(),
             field: None,
+            retry_after_ms: None,
         }
     }
 
     /// Sets the field.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    /// Sets the retry-after hint.
+    pub fn with_retry_after_ms(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
         self
     }
 }
@@ -47,6 +61,7 @@ impl From<&DomainError> for ErrorBody {
             code: err.code(),
             message: err.to_string(),
             field: err.field().map(str::to_owned),
+            retry_after_ms: None,
         }
     }
 }

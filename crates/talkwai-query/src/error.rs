@@ -13,6 +13,8 @@ pub struct QueryError {
     pub message: String,
     /// Path in the query (`tasks.$.where.status`), when it is about one place.
     pub field: Option<String>,
+    /// For `rate_limited`: milliseconds until a request can pass.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl QueryError {
@@ -21,6 +23,7 @@ impl QueryError {
             code,
             message: message.into(),
             field: (!path.is_empty()).then(|| path.to_owned()),
+            retry_after_ms: None,
         }
     }
 
@@ -44,6 +47,14 @@ impl QueryError {
         Self::new(ErrorCode::Forbidden, path, message)
     }
 
+    /// The caller's tenant spent its allowance.
+    pub fn rate_limited(limited: &talkwai_auth::RateLimited) -> Self {
+        Self {
+            retry_after_ms: Some(limited.retry_after_ms()),
+            ..Self::new(ErrorCode::RateLimited, "", limited.to_string())
+        }
+    }
+
     /// The read models are unreachable, or too slow.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, "", message)
@@ -55,6 +66,7 @@ impl QueryError {
             code: self.code,
             message: self.message.clone(),
             field: self.field.clone(),
+            retry_after_ms: self.retry_after_ms,
         }
     }
 }

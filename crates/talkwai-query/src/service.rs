@@ -10,7 +10,7 @@ use bytes::Bytes;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
+use talkwai_auth::{Principal, PrincipalKind, RateLimitConfig, TenantLimiter, TokenVerifier};
 use talkwai_domain::ErrorCode;
 use talkwai_proto::headers;
 use tokio::sync::Semaphore;
@@ -35,6 +35,8 @@ pub const QUEUE_GROUP: &str = "talkwai-query";
 pub struct QueryService {
     pool: Pool,
     verifier: TokenVerifier,
+    /// Per-tenant allowance, spent after the token verified (off unless configured).
+    limiter: TenantLimiter,
     live: crate::live::Registry,
 }
 
@@ -94,6 +96,7 @@ fn decode_request(body: &[u8]) -> Result<Request, QueryError> {
             code: ErrorCode::PayloadTooLarge,
             message: format!("query is {} bytes, at most {MAX_QUERY_BYTES}", body.len()),
             field: None,
+            retry_after_ms: None,
         });
     }
     let value: Value = serde_json::from_slice(body)
@@ -135,8 +138,15 @@ impl QueryService {
         Self {
             pool,
             verifier,
+            limiter: TenantLimiter::off(),
             live: crate::live::Registry::default(),
         }
+    }
+
+    /// Refuses a tenant's queries with `rate_limited` beyond `limits`.
+    pub fn with_rate_limit(mut self, limits: RateLimitConfig) -> Self {
+        self.limiter = TenantLimiter::new(limits);
+        self
     }
 
     /// Answers one request on `subject`; returns the reply body and whether it is an error.
@@ -186,7 +196,11 @@ impl QueryService {
             code: ErrorCode::Unauthenticated,
             message: e.to_string(),
             field: None,
+            retry_after_ms: None,
         })?;
+        self.limiter
+            .check(&principal)
+            .map_err(|limited| QueryError::rate_limited(&limited))?;
         let request = decode_request(body)?;
         let conn = self.pool.get().await?;
         if let Some(seq) = request.min_seq {
