@@ -36,4 +36,8 @@ export interface ErrorBody {
    * Human-readable explanation.
    */
   message: string;
+  /**
+   * For `rate_limited`: milliseconds until a request can pass.
+   */
+  retryAfterMs?: number | null;
 }

@@ -61,6 +61,10 @@ export interface ErrorBody {
    * Human-readable explanation.
    */
   message: string;
+  /**
+   * For `rate_limited`: milliseconds until a request can pass.
+   */
+  retryAfterMs?: number | null;
 }
 /**
  * One peer in a room.
