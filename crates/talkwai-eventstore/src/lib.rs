@@ -31,12 +31,29 @@ pub use stream::StreamSettings;
 
 use async_nats::jetstream;
 
+/// The server addresses in a `TALKWAI_NATS_URL` value: one URL or several separated by commas
+/// (the nodes of a cluster), blanks trimmed. `async_nats::ConnectOptions::connect` takes the
+/// result and fails over between them.
+///
+/// ```
+/// let urls = talkwai_eventstore::server_urls("nats://n1:4222, nats://n2:4222,");
+/// assert_eq!(urls, ["nats://n1:4222", "nats://n2:4222"]);
+/// ```
+pub fn server_urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
 /// A handle on the event stream. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EventStore {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: String,
+    /// The stream's replica count when it was opened.
+    replicas: usize,
     mux: std::sync::Arc<mux::ReplyMux>,
 }
 
@@ -47,8 +64,9 @@ impl EventStore {
         settings: &StreamSettings,
     ) -> Result<Self, StoreError> {
         let js = jetstream::new(client.clone());
-        stream::ensure(&js, settings).await?;
+        let replicas = stream::ensure(&js, settings).await?;
         Ok(Self {
+            replicas,
             mux: std::sync::Arc::new(mux::ReplyMux::new(client.clone())),
             client,
             js,
@@ -69,6 +87,12 @@ impl EventStore {
     /// The stream name.
     pub fn stream_name(&self) -> &str {
         &self.stream
+    }
+
+    /// The stream's replica count (1 single node, 3 in a cluster): the count other JetStream
+    /// assets of the system (KV buckets) use too.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The stream's last sequence (0 when empty).

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 
 use crate::error::StoreError;
 
@@ -13,7 +13,9 @@ pub struct StreamSettings {
     pub name: String,
     /// Subjects (`talkwai.evt.>`).
     pub subjects: Vec<String>,
-    /// Replicas: 1 on a single node, 3 in a cluster.
+    /// Replicas: 1 on a single node, 3 in a cluster. 0 (the default) keeps the count of an
+    /// existing stream and creates a new one with 1, so a reader or a tool that opens the
+    /// stream never changes its replication.
     pub replicas: usize,
     /// How long JetStream remembers `Nats-Msg-Id`s.
     pub duplicate_window: Duration,
@@ -24,7 +26,7 @@ impl Default for StreamSettings {
         Self {
             name: "TALKWAI_EVENTS".to_owned(),
             subjects: vec!["talkwai.evt.>".to_owned()],
-            replicas: 1,
+            replicas: 0,
             duplicate_window: Duration::from_secs(120),
         }
     }
@@ -32,14 +34,14 @@ impl Default for StreamSettings {
 
 impl StreamSettings {
     /// The JetStream configuration: file storage, no age/size/count limit, deletes and purges
-    /// denied, direct get and atomic batches allowed.
+    /// denied, direct get and atomic batches allowed; `replicas` 0 becomes 1.
     pub fn config(&self) -> stream::Config {
         stream::Config {
             name: self.name.clone(),
             subjects: self.subjects.clone(),
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
-            num_replicas: self.replicas,
+            num_replicas: self.replicas.max(1),
             duplicate_window: self.duplicate_window,
             deny_delete: true,
             deny_purge: true,
@@ -56,19 +58,54 @@ impl StreamSettings {
     }
 }
 
-/// Creates the stream, or updates it to `settings` when it exists.
+/// Creates the stream, or updates it to `settings` when it exists and differs (keeping its
+/// replica count when `settings.replicas` is 0). Returns the stream's replica count.
 pub(crate) async fn ensure(
     js: &jetstream::Context,
     settings: &StreamSettings,
-) -> Result<(), StoreError> {
-    let config = settings.config();
+) -> Result<usize, StoreError> {
+    let mut config = settings.config();
     match js.get_stream(&settings.name).await {
-        Ok(_) => {
-            js.update_stream(&config).await.map_err(StoreError::nats)?;
+        Ok(existing) => {
+            let current = &existing.cached_info().config;
+            if settings.replicas == 0 {
+                config.num_replicas = current.num_replicas;
+            }
+            // An update is a proposal to the JetStream meta group in a cluster: skip it when
+            // nothing would change (every service opens the stream at start).
+            if !same(current, &config) {
+                js.update_stream(&config).await.map_err(StoreError::nats)?;
+            }
         }
-        Err(_) => {
-            js.create_stream(config).await.map_err(StoreError::nats)?;
-        }
+        Err(err) => match err.kind() {
+            // Only "stream not found" is a reason to create; anything else (a timeout during
+            // a leader election) is reported rather than answered with a create that fails.
+            GetStreamErrorKind::JetStream(api)
+                if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                js.create_stream(config.clone())
+                    .await
+                    .map_err(StoreError::nats)?;
+            }
+            _ => return Err(StoreError::nats(err)),
+        },
     }
-    Ok(())
+    Ok(config.num_replicas)
+}
+
+/// Whether an existing stream already has every setting [`StreamSettings::config`] manages.
+fn same(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.num_replicas == wanted.num_replicas
+        && current.duplicate_window == wanted.duplicate_window
+        && current.deny_delete == wanted.deny_delete
+        && current.deny_purge == wanted.deny_purge
+        && current.allow_direct == wanted.allow_direct
+        && current.allow_atomic_publish == wanted.allow_atomic_publish
+        && current.discard == wanted.discard
+        && current.max_age == wanted.max_age
+        && current.max_bytes == wanted.max_bytes
+        && current.max_messages == wanted.max_messages
+        && current.max_messages_per_subject == wanted.max_messages_per_subject
+        && current.description == wanted.description
 }
