@@ -69,7 +69,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
     async_nats::ConnectOptions::new()
         .name("talkwai-cli")
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(talkwai_eventstore::server_urls(url))
         .await
         .map_err(|e| CliError::Connect {
             url: url.to_owned(),

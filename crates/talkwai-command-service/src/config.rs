@@ -34,8 +34,9 @@ pub struct Config {
     /// Per-tenant command rate limit.
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
-    /// Event stream replicas (1 single node, 3 cluster).
-    #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 1)]
+    /// Event stream replicas (1 single node, 3 cluster); 0 keeps an existing stream's count
+    /// and creates a new stream with 1.
+    #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 0)]
     pub stream_replicas: usize,
     /// Commands handled at once by this instance.
     #[arg(long, env = "TALKWAI_MAX_IN_FLIGHT", default_value_t = 1024)]

@@ -76,7 +76,7 @@ impl CommandService {
         let client = async_nats::ConnectOptions::new()
             .name(format!("talkwai-command-service/{}", config.instance))
             .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
+            .connect(talkwai_eventstore::server_urls(&config.nats_url))
             .await
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let settings = StreamSettings {

@@ -122,8 +122,9 @@ pub struct Config {
     /// Seconds a presence entry lives without a heartbeat.
     #[arg(long, env = "TALKWAI_PRESENCE_TTL_SECS", default_value_t = 15)]
     pub presence_ttl_secs: u64,
-    /// Replicas of the KV buckets (1 single node, 3 cluster).
-    #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 1)]
+    /// Event stream replicas (1 single node, 3 cluster); 0 keeps an existing stream's count
+    /// and creates a new stream with 1. The KV buckets get the stream's count.
+    #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 0)]
     pub replicas: usize,
     /// Presence requests handled at once by this instance.
     #[arg(long, env = "TALKWAI_MAX_IN_FLIGHT", default_value_t = 1024)]
@@ -183,7 +184,7 @@ impl Notifier {
         let client = async_nats::ConnectOptions::new()
             .name(format!("talkwai-notifier/{}", config.instance))
             .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
+            .connect(talkwai_eventstore::server_urls(&config.nats_url))
             .await
             .map_err(|e| NotifierError::Connect(e.to_string()))?;
         let settings = StreamSettings {
@@ -192,8 +193,8 @@ impl Notifier {
         };
         let store = EventStore::open(client.clone(), &settings).await?;
         let js = store.jetstream().clone();
-        let kv = presence::bucket(&js, config.replicas).await?;
-        let lease = monitor::bucket(&js, config.replicas).await?;
+        let kv = presence::bucket(&js, store.replicas()).await?;
+        let lease = monitor::bucket(&js, store.replicas()).await?;
         let verifier = TokenVerifier::new(
             config.platform_token.clone(),
             config.jwt_secret.clone(),

@@ -46,7 +46,7 @@ pub use error::ProjectorError;
 /// Configuration, from flags or `TALKWAI_*` environment variables.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// NATS server URL(s).
+    /// NATS server URL(s), comma separated.
     #[arg(
         long,
         env = "TALKWAI_NATS_URL",
@@ -120,7 +120,7 @@ impl Projector {
         let client = async_nats::ConnectOptions::new()
             .name(format!("talkwai-projector/{}", config.instance))
             .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
+            .connect(talkwai_eventstore::server_urls(&config.nats_url))
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         let store = EventStore::open(client, &StreamSettings::default()).await?;
