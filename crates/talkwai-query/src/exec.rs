@@ -52,6 +52,16 @@ impl Sql {
     }
 }
 
+/// Runs one built statement through the connection's statement cache: a query shape is parsed
+/// and planned by PostgreSQL once per connection, then each run is a single round trip.
+async fn fetch<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    sql: &Sql,
+) -> Result<Vec<tokio_postgres::Row>, QueryError> {
+    let statement = client.prepare_cached(&sql.text).await?;
+    Ok(client.query(&statement, &sql.refs()).await?)
+}
+
 fn typed(value: &Value, field: &Field) -> Result<Param, QueryError> {
     let bad = || QueryError::invalid(field.name, format!("bad value for {}", field.name));
     Ok(match field.ty {
@@ -272,7 +282,7 @@ fn settle(mut rows: Vec<Value>, limit: i64, reversed: bool) -> (Vec<Value>, bool
 
 /// Runs a query; returns `data` and top-level `pageInfo`.
 pub async fn execute(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &(impl deadpool_postgres::GenericClient + Sync),
     query: &Query,
     scope: Scope,
 ) -> Result<(Value, Value), QueryError> {
@@ -292,8 +302,8 @@ pub async fn execute(
                 "SELECT count(*) FROM talkwai.{} {alias} WHERE {scoped} AND {filter}",
                 namespace.table
             );
-            let row = client.query_one(&sql.text, &sql.refs()).await?;
-            let count: i64 = row.get(0);
+            let rows = fetch(client, &sql).await?;
+            let count: i64 = rows.first().map_or(0, |row| row.get(0));
             data.insert(key.clone(), json!({ "count": count }));
             continue;
         }
@@ -304,8 +314,7 @@ pub async fn execute(
             namespace.table,
             limit + 1
         );
-        let rows: Vec<Value> = client
-            .query(&sql.text, &sql.refs())
+        let rows: Vec<Value> = fetch(client, &sql)
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -372,7 +381,101 @@ fn row_uuid(row: &Value, column: &str) -> Option<Uuid> {
         .and_then(|s| s.parse().ok())
 }
 
-/// Resolves every link of `node` for all `rows` at once, recursively.
+/// How one link of a level is fetched, built before any statement runs so that all links of a
+/// level go to PostgreSQL together (pipelined on the one connection: one round trip per level).
+enum Plan {
+    /// No parent references anything: nothing to fetch.
+    Empty,
+    /// Linked rows by id (`= ANY`).
+    Forward { sql: Sql, column: &'static str },
+    /// A count of linked rows per parent.
+    ReverseCount { sql: Sql },
+    /// A top-N page of linked rows per parent (`LATERAL`).
+    Reverse {
+        sql: Sql,
+        limit: i64,
+        reversed: bool,
+    },
+}
+
+impl Plan {
+    fn sql(&self) -> Option<&Sql> {
+        match self {
+            Self::Empty => None,
+            Self::Forward { sql, .. } | Self::ReverseCount { sql } | Self::Reverse { sql, .. } => {
+                Some(sql)
+            }
+        }
+    }
+}
+
+/// Builds the statement for one link of `node` over all `rows`.
+fn plan_link(
+    rows: &[Value],
+    link: &crate::model::Link,
+    target: &'static Namespace,
+    child: &Node,
+    scope: Scope,
+) -> Result<Plan, QueryError> {
+    let mut sql = Sql::default();
+    let alias = sql.alias();
+    let scoped = scope_sql(&mut sql, target, &alias, scope);
+    let filter = match &child.params.filter {
+        Some(f) => filter_sql(&mut sql, f, target, &alias, scope)?,
+        None => "true".to_owned(),
+    };
+    Ok(match link.join {
+        Join::Forward { column } => {
+            let mut ids: Vec<Uuid> = rows.iter().filter_map(|r| row_uuid(r, column)).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() {
+                return Ok(Plan::Empty);
+            }
+            let p = sql.bind(Box::new(ids));
+            sql.text = format!(
+                "SELECT to_jsonb({alias}) FROM talkwai.{} {alias} WHERE {alias}.id = ANY({p}) AND {scoped} AND {filter}",
+                target.table
+            );
+            Plan::Forward { sql, column }
+        }
+        Join::Reverse { column } => {
+            let parents: Vec<Uuid> = rows.iter().filter_map(|r| row_uuid(r, "id")).collect();
+            if parents.is_empty() {
+                return Ok(Plan::Empty);
+            }
+            let p = sql.bind(Box::new(parents));
+            if child.params.count {
+                sql.text = format!(
+                    "SELECT p.id::text, (SELECT count(*) FROM talkwai.{} {alias}
+                       WHERE {alias}.{column} = p.id AND {scoped} AND {filter})
+                     FROM unnest({p}::uuid[]) AS p(id)",
+                    target.table
+                );
+                return Ok(Plan::ReverseCount { sql });
+            }
+            let (keyset, order, limit, offset, reversed) = paging_sql(&mut sql, child, &alias)?;
+            sql.text = format!(
+                "SELECT p.id::text, to_jsonb(c) FROM unnest({p}::uuid[]) AS p(id)
+                 CROSS JOIN LATERAL (
+                    SELECT {alias}.* FROM talkwai.{} {alias}
+                    WHERE {alias}.{column} = p.id AND {scoped} AND {filter}{keyset}
+                    ORDER BY {order} LIMIT {} OFFSET {offset}
+                 ) c",
+                target.table,
+                limit + 1
+            );
+            Plan::Reverse {
+                sql,
+                limit,
+                reversed,
+            }
+        }
+    })
+}
+
+/// Resolves every link of `node` for all `rows` at once, recursively: the statements of all
+/// links of a level are sent together, then each link's children resolve their own links.
 #[allow(clippy::too_many_arguments)]
 fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
     client: &'a C,
@@ -385,38 +488,33 @@ fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), QueryError>> + Send + 'a>> {
     Box::pin(async move {
         let _ = namespace;
-        for (label, link, target, child) in &node.links {
-            let mut sql = Sql::default();
-            let alias = sql.alias();
-            let scoped = scope_sql(&mut sql, target, &alias, scope);
-            let filter = match &child.params.filter {
-                Some(f) => filter_sql(&mut sql, f, target, &alias, scope)?,
-                None => "true".to_owned(),
-            };
-            match link.join {
-                Join::Forward { column } => {
-                    let ids: Vec<Uuid> = {
-                        let mut ids: Vec<Uuid> =
-                            rows.iter().filter_map(|r| row_uuid(r, column)).collect();
-                        ids.sort_unstable();
-                        ids.dedup();
-                        ids
-                    };
-                    let found: Vec<Value> = if ids.is_empty() {
-                        Vec::new()
-                    } else {
-                        let p = sql.bind(Box::new(ids));
-                        sql.text = format!(
-                            "SELECT to_jsonb({alias}) FROM talkwai.{} {alias} WHERE {alias}.id = ANY({p}) AND {scoped} AND {filter}",
-                            target.table
-                        );
-                        client
-                            .query(&sql.text, &sql.refs())
-                            .await?
-                            .iter()
-                            .map(|r| r.get(0))
-                            .collect()
-                    };
+        let plans = node
+            .links
+            .iter()
+            .map(|(_, link, target, child)| plan_link(rows, link, target, child, scope))
+            .collect::<Result<Vec<Plan>, QueryError>>()?;
+        let fetched = futures::future::try_join_all(plans.iter().map(|plan| async move {
+            match plan.sql() {
+                Some(sql) => fetch(client, sql).await,
+                None => Ok(Vec::new()),
+            }
+        }))
+        .await?;
+        for ((label, link, target, child), (plan, result)) in
+            node.links.iter().zip(plans.into_iter().zip(fetched))
+        {
+            match plan {
+                Plan::Empty => {
+                    // A forward link with no ids is null on every row; a reverse link with no
+                    // parents has no rows to attach to.
+                    if matches!(link.join, Join::Forward { .. }) {
+                        for out in shaped.iter_mut() {
+                            out.insert(label.clone(), Value::Null);
+                        }
+                    }
+                }
+                Plan::Forward { column, .. } => {
+                    let found: Vec<Value> = result.iter().map(|r| r.get(0)).collect();
                     spend(budget, found.len())?;
                     let mut children: Vec<Map<String, Value>> =
                         found.iter().map(|r| shape(r, target, child)).collect();
@@ -434,49 +532,22 @@ fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
                         out.insert(label.clone(), value);
                     }
                 }
-                Join::Reverse { column } => {
-                    let parents: Vec<Uuid> =
-                        rows.iter().filter_map(|r| row_uuid(r, "id")).collect();
-                    if parents.is_empty() {
-                        continue;
-                    }
-                    let p = sql.bind(Box::new(parents));
-                    if child.params.count {
-                        sql.text = format!(
-                            "SELECT p.id::text, (SELECT count(*) FROM talkwai.{} {alias}
-                               WHERE {alias}.{column} = p.id AND {scoped} AND {filter})
-                             FROM unnest({p}::uuid[]) AS p(id)",
-                            target.table
+                Plan::ReverseCount { .. } => {
+                    let counts: HashMap<String, i64> =
+                        result.iter().map(|r| (r.get(0), r.get(1))).collect();
+                    for (row, out) in rows.iter().zip(shaped.iter_mut()) {
+                        let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+                        out.insert(
+                            label.clone(),
+                            json!({ "count": counts.get(id).copied().unwrap_or(0) }),
                         );
-                        let counts: HashMap<String, i64> = client
-                            .query(&sql.text, &sql.refs())
-                            .await?
-                            .iter()
-                            .map(|r| (r.get(0), r.get(1)))
-                            .collect();
-                        for (row, out) in rows.iter().zip(shaped.iter_mut()) {
-                            let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
-                            out.insert(
-                                label.clone(),
-                                json!({ "count": counts.get(id).copied().unwrap_or(0) }),
-                            );
-                        }
-                        continue;
                     }
-                    let (keyset, order, limit, offset, reversed) =
-                        paging_sql(&mut sql, child, &alias)?;
-                    sql.text = format!(
-                        "SELECT p.id::text, to_jsonb(c) FROM unnest({p}::uuid[]) AS p(id)
-                         CROSS JOIN LATERAL (
-                            SELECT {alias}.* FROM talkwai.{} {alias}
-                            WHERE {alias}.{column} = p.id AND {scoped} AND {filter}{keyset}
-                            ORDER BY {order} LIMIT {} OFFSET {offset}
-                         ) c",
-                        target.table,
-                        limit + 1
-                    );
+                }
+                Plan::Reverse {
+                    limit, reversed, ..
+                } => {
                     let mut grouped: HashMap<String, Vec<Value>> = HashMap::new();
-                    for r in client.query(&sql.text, &sql.refs()).await? {
+                    for r in &result {
                         grouped.entry(r.get(0)).or_default().push(r.get(1));
                     }
                     // Settle each parent's page, then resolve grandchildren for all at once.
