@@ -12,6 +12,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::error::ProjectorError;
+use crate::partition::Slot;
 use crate::rows::{self, Applied, Row};
 
 /// Column lists, in table order (kept equal to the DDL by a test).
@@ -197,8 +198,9 @@ struct WorkingSet {
 }
 
 /// Applies `messages` (in stream order, all after the current checkpoint) to `schema`'s tables
-/// inside `tx`, then moves the checkpoint. Messages of other tenants are skipped when `tenant`
-/// is given (one-tenant rebuilds). Does not commit.
+/// inside `tx`, then moves the checkpoint (every partition row: all events were considered).
+/// Messages of other tenants are skipped when `tenant` is given (one-tenant rebuilds). Does not
+/// commit.
 pub async fn apply_batch(
     tx: &Transaction<'_>,
     schema: &str,
@@ -207,10 +209,105 @@ pub async fn apply_batch(
     policy: PoisonPolicy,
     tenant: Option<TenantId>,
 ) -> Result<BatchOutcome, ProjectorError> {
+    let outcome = apply_rows(tx, schema, generation, messages, policy, tenant, None).await?;
+    if outcome.checkpoint > 0 {
+        let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
+        let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
+        tx.execute(
+            &format!(
+                "UPDATE {schema}.checkpoint SET last_seq = $1, last_event_at = $2,
+                 applied = applied + CASE WHEN part = 0 THEN $3::bigint ELSE 0 END, updated_at = now()
+                 WHERE last_seq < $1"
+            ),
+            &[&seq, &outcome.last_event_at, &applied],
+        )
+        .await?;
+        notify(tx, schema, seq).await?;
+    }
+    Ok(outcome)
+}
+
+/// Applies the events of partition `slot` among `messages` (the others are counted through:
+/// the partition's checkpoint passes them) and moves that partition's checkpoint, inside `tx`.
+/// Fenced: first locks the partition's checkpoint row and fails with
+/// [`ProjectorError::Fenced`] unless it holds `expected` under the same layout, so an owner
+/// that lost its partition can never apply an event twice. Does not commit.
+pub async fn apply_partition(
+    tx: &Transaction<'_>,
+    schema: &str,
+    generation: i32,
+    messages: &[StoredMessage],
+    policy: PoisonPolicy,
+    slot: Slot,
+    expected: u64,
+) -> Result<BatchOutcome, ProjectorError> {
+    let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT last_seq, partitions FROM {schema}.checkpoint WHERE part = $1 FOR UPDATE"
+            ),
+            &[&part],
+        )
+        .await?;
+    let found = row.map(|r| {
+        (
+            u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+            u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+        )
+    });
+    if found != Some((expected, slot.count)) {
+        return Err(ProjectorError::Fenced {
+            slot: slot.to_string(),
+            expected,
+            found: found.map(|f| f.0),
+        });
+    }
+    let outcome = apply_rows(tx, schema, generation, messages, policy, None, Some(slot)).await?;
+    if outcome.checkpoint > 0 {
+        let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
+        let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
+        tx.execute(
+            &format!(
+                "UPDATE {schema}.checkpoint SET last_seq = $1, last_event_at = $2,
+                 applied = applied + $3, updated_at = now() WHERE part = $4"
+            ),
+            &[&seq, &outcome.last_event_at, &applied, &part],
+        )
+        .await?;
+        notify(tx, schema, seq).await?;
+    }
+    Ok(outcome)
+}
+
+async fn notify(tx: &Transaction<'_>, schema: &str, seq: i64) -> Result<(), ProjectorError> {
+    tx.execute(
+        "SELECT pg_notify('talkwai_checkpoint', $1)",
+        &[&format!("{schema}:{seq}")],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies the rows of `messages` (those of `tenant` / `slot` when given; the others only move
+/// the outcome's checkpoint) and records dead letters; leaves the checkpoint table alone.
+async fn apply_rows(
+    tx: &Transaction<'_>,
+    schema: &str,
+    generation: i32,
+    messages: &[StoredMessage],
+    policy: PoisonPolicy,
+    tenant: Option<TenantId>,
+    slot: Option<Slot>,
+) -> Result<BatchOutcome, ProjectorError> {
     let mut outcome = BatchOutcome::default();
     let mut decoded = Vec::with_capacity(messages.len());
     for message in messages {
-        decoded.push(decode(message));
+        // Another partition's events are not even decoded.
+        decoded.push(match slot {
+            Some(slot) if !slot.owns(&message.subject) => Ok(Decoded::Ignored),
+            _ => decode(message),
+        });
     }
     // Load the rows that events other than creates will touch, one query per table.
     let mut needed: HashMap<&'static str, Vec<Uuid>> = HashMap::new();
@@ -303,23 +400,6 @@ pub async fn apply_batch(
         .chain(outcome.stopped_at.iter().map(|d| (d, "open")))
     {
         record_dead_letter(tx, generation, dead.0, dead.1).await?;
-    }
-    if outcome.checkpoint > 0 {
-        let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
-        let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
-        tx.execute(
-            &format!(
-                "UPDATE {schema}.checkpoint SET last_seq = $1, last_event_at = $2,
-                 applied = applied + $3, updated_at = now() WHERE last_seq < $1"
-            ),
-            &[&seq, &outcome.last_event_at, &applied],
-        )
-        .await?;
-        tx.execute(
-            "SELECT pg_notify('talkwai_checkpoint', $1)",
-            &[&format!("{schema}:{seq}")],
-        )
-        .await?;
     }
     Ok(outcome)
 }

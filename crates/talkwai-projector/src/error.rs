@@ -18,6 +18,17 @@ pub enum ProjectorError {
     /// A request that cannot be carried out (bad name, unknown generation...).
     #[error("{0}")]
     Invalid(String),
+    /// A partition's checkpoint row no longer holds what its owner last committed (another
+    /// instance took the partition over, or the layout changed): the batch is rolled back.
+    #[error("partition {slot} is fenced: expected its checkpoint at {expected}, found {found:?}")]
+    Fenced {
+        /// The partition, `index/count`.
+        slot: String,
+        /// The sequence the owner expected.
+        expected: u64,
+        /// What the row holds (`None`: no such row in this layout).
+        found: Option<u64>,
+    },
     /// A parity check found differences.
     #[error("parity check failed: {0}")]
     Parity(String),

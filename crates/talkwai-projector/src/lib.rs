@@ -10,6 +10,10 @@
 //! Read models live in generation schemas (`talkwai_g<N>`); dashboards read the stable views in
 //! schema `talkwai`, which a blue/green rebuild repoints atomically.
 //!
+//! With `TALKWAI_PROJECTOR_PARTITIONS=P` > 1, tenants are split into P partitions, each with its
+//! own checkpoint row, consumer and apply loop; instances share them out through leases on NATS
+//! KV and take over the partitions of an instance that dies ([`partition`], [`lease`]).
+//!
 //! # Architecture invariant
 //! Reads the log, writes only its own schemas; never publishes events or commands.
 //!
@@ -17,13 +21,17 @@
 //! - [`schema`]: migrations, generations, views.
 //! - [`rows`]: how each event changes a row.
 //! - [`apply`]: one batch, one transaction.
+//! - [`partition`]: which partition an event belongs to; checkpoint layouts.
+//! - [`lease`]: which instance applies which partition.
 //! - [`status`]: lag, checkpoints, read-your-writes waits.
 //! - [`ops`]: dead letters and retries for operators.
 //! - [`rebuild`]: blue/green rebuilds, rollbacks, point-in-time replays.
 
 pub mod apply;
 pub mod error;
+pub mod lease;
 pub mod ops;
+pub mod partition;
 pub mod rebuild;
 pub mod rows;
 pub mod schema;
@@ -42,6 +50,7 @@ use tracing::{Instrument as _, Span, info, info_span, warn};
 
 pub use apply::PoisonPolicy;
 pub use error::ProjectorError;
+pub use partition::Slot;
 
 /// Configuration, from flags or `TALKWAI_*` environment variables.
 #[derive(Debug, Clone, Args)]
@@ -71,6 +80,15 @@ pub struct Config {
     /// Name of this instance.
     #[arg(long, env = "TALKWAI_INSTANCE", default_value = "projector-1")]
     pub instance: String,
+    /// Partitions the tenants are split into (1: one apply loop, no leases). Every instance
+    /// of a deployment must use the same value.
+    #[arg(long, env = "TALKWAI_PROJECTOR_PARTITIONS", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// How long a partition lease (and an instance heartbeat) lives without renewal,
+    /// milliseconds: how soon the partitions of a dead instance are taken over.
+    #[arg(long, env = "TALKWAI_PROJECTOR_LEASE_TTL_MS", default_value_t = 5000)]
+    pub lease_ttl_ms: u64,
 }
 
 impl Config {
@@ -84,6 +102,8 @@ impl Config {
             on_poison: PoisonPolicy::Stop,
             pool_size: 4,
             instance: "projector-test".to_owned(),
+            partitions: 1,
+            lease_ttl_ms: 5000,
         }
     }
 }
@@ -98,8 +118,8 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ProjectorError> {
         .map_err(|e| ProjectorError::Pool(e.to_string()))
 }
 
-/// A built projector, ready to run.
-#[derive(Debug)]
+/// A built projector, ready to run (cheap to clone: one per partition worker).
+#[derive(Debug, Clone)]
 pub struct Projector {
     pool: Pool,
     store: EventStore,
@@ -160,24 +180,34 @@ impl Projector {
 
     /// Applies events until `shutdown` resolves. PostgreSQL or NATS failures are retried with
     /// backoff (resuming from the checkpoint); a poison event stops the projection (policy
-    /// `stop`) until `talkwai projections retry`.
+    /// `stop`) until `talkwai projections retry`. With several partitions, applies the
+    /// partitions whose leases this instance holds.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
         tokio::pin!(shutdown);
         let lag = tokio::spawn(export_lag(self.pool.clone(), self.store.clone()));
-        let result = self.apply_loop(&mut shutdown).await;
+        let result = if self.config.partitions <= 1 {
+            self.partition_loop(Slot::WHOLE, &mut shutdown).await
+        } else {
+            match lease::Coordinator::new(self).await {
+                Ok(coordinator) => coordinator.run(&mut shutdown).await,
+                Err(err) => Err(err),
+            }
+        };
         lag.abort();
         result
     }
 
-    async fn apply_loop(
+    /// Applies partition `slot` until `shutdown` resolves.
+    pub(crate) async fn partition_loop(
         &self,
+        slot: Slot,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), ProjectorError> {
         let mut failures = 0u32;
         loop {
             let pass = tokio::select! {
                 () = shutdown.as_mut() => return Ok(()),
-                pass = self.pass() => pass,
+                pass = self.pass(slot) => pass,
             };
             match pass {
                 Ok(PassEnd::Swapped) => failures = 0,
@@ -191,7 +221,7 @@ impl Projector {
                 Err(err) => {
                     failures += 1;
                     let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    warn!(error = %err, ?backoff, "projection pass failed, retrying");
+                    warn!(error = %err, partition = %slot, ?backoff, "projection pass failed, retrying");
                     tokio::select! {
                         () = shutdown.as_mut() => return Ok(()),
                         () = tokio::time::sleep(backoff) => {}
@@ -201,19 +231,30 @@ impl Projector {
         }
     }
 
-    /// One pass: from the live generation's checkpoint until a stop, a swap or an error.
-    async fn pass(&self) -> Result<PassEnd, ProjectorError> {
+    /// One pass of partition `slot`: from its checkpoint in the live generation until a stop,
+    /// a swap or an error.
+    async fn pass(&self, slot: Slot) -> Result<PassEnd, ProjectorError> {
         let mut conn = self.pool.get().await?;
         let (generation, schema) = schema::live_generation(&mut conn).await?;
-        if self.is_stopped(&conn, generation).await? {
+        partition::ensure_layout(&mut conn, &self.store, &schema, generation, slot.count).await?;
+        if self.is_stopped(&conn, generation, slot).await? {
             return Ok(PassEnd::Stopped);
         }
+        let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
         let checkpoint: i64 = conn
-            .query_one(&format!("SELECT last_seq FROM {schema}.checkpoint"), &[])
+            .query_opt(
+                &format!("SELECT last_seq FROM {schema}.checkpoint WHERE part = $1"),
+                &[&part],
+            )
             .await?
+            .ok_or_else(|| ProjectorError::Fenced {
+                slot: slot.to_string(),
+                expected: 0,
+                found: None,
+            })?
             .get(0);
         let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
-        let consumer = self.consumer(generation, checkpoint).await?;
+        let consumer = self.consumer(generation, slot, checkpoint).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size.max(1))
@@ -222,7 +263,7 @@ impl Projector {
             .messages()
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
-        info!(generation, checkpoint, "projecting");
+        info!(generation, partition = %slot, checkpoint, "projecting");
         let wait = Duration::from_millis(self.config.batch_wait_ms);
         let mut last_acked = checkpoint;
         loop {
@@ -250,6 +291,7 @@ impl Projector {
             let batch_span = info_span!(
                 "project_batch",
                 generation,
+                partition = %slot,
                 events = stored.len(),
                 first_seq = stored.first().map_or(0, |m| m.seq),
                 last_seq = stored.last().map_or(0, |m| m.seq),
@@ -257,7 +299,7 @@ impl Projector {
             // One short span per traced event, in its command's trace; they end at the commit.
             let event_spans = event_spans(&stored, &batch_span);
             let applied = self
-                .apply_one(&mut conn, &schema, generation, &stored)
+                .apply_one(&mut conn, &schema, generation, slot, &stored, last_acked)
                 .instrument(batch_span)
                 .await;
             drop(event_spans);
@@ -265,7 +307,9 @@ impl Projector {
                 return Ok(PassEnd::Swapped);
             };
             if outcome.checkpoint > last_acked {
-                metrics::gauge!("talkwai_projector_checkpoint").set(outcome.checkpoint as f64);
+                if slot.count == 1 {
+                    metrics::gauge!("talkwai_projector_checkpoint").set(outcome.checkpoint as f64);
+                }
                 last_acked = outcome.checkpoint;
                 let last = batch
                     .iter()
@@ -285,20 +329,23 @@ impl Projector {
         }
     }
 
-    /// Applies one batch in one transaction with its checkpoint; `None` when the live
-    /// generation changed under it.
+    /// Applies one batch of partition `slot` in one transaction with its checkpoint, fenced on
+    /// the checkpoint being `expected`; `None` when the live generation changed under it.
     async fn apply_one(
         &self,
         conn: &mut deadpool_postgres::Object,
         schema: &str,
         generation: i32,
+        slot: Slot,
         stored: &[StoredMessage],
+        expected: u64,
     ) -> Result<Option<apply::BatchOutcome>, ProjectorError> {
         {
             let tx = conn.transaction().await?;
-            // Serializes with rebuild parity checks and swaps.
+            // Shared between partitions; rebuild parity checks, swaps, retries and layout
+            // changes take it exclusively, so they pause every partition.
             tx.execute(
-                "SELECT pg_advisory_xact_lock(7420100 + $1::int)",
+                "SELECT pg_advisory_xact_lock_shared(7420100 + $1::int)",
                 &[&generation],
             )
             .await?;
@@ -312,23 +359,31 @@ impl Projector {
             if live != Some(generation) {
                 return Ok(None);
             }
-            let outcome =
-                apply::apply_batch(&tx, schema, generation, stored, self.config.on_poison, None)
-                    .await?;
+            let outcome = apply::apply_partition(
+                &tx,
+                schema,
+                generation,
+                stored,
+                self.config.on_poison,
+                slot,
+                expected,
+            )
+            .await?;
             if let Some(poison) = &outcome.stopped_at {
                 let seq = i64::try_from(poison.seq).unwrap_or(i64::MAX);
+                let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
                 tx.execute(
-                    "INSERT INTO talkwai_meta.projector_state (generation, stopped_at_seq, stopped_reason, updated_at)
-                     VALUES ($1, $2, $3, now())
-                     ON CONFLICT (generation) DO UPDATE SET stopped_at_seq = EXCLUDED.stopped_at_seq,
+                    "INSERT INTO talkwai_meta.projector_state (generation, part, stopped_at_seq, stopped_reason, updated_at)
+                     VALUES ($1, $2, $3, $4, now())
+                     ON CONFLICT (generation, part) DO UPDATE SET stopped_at_seq = EXCLUDED.stopped_at_seq,
                         stopped_reason = EXCLUDED.stopped_reason, updated_at = now()",
-                    &[&generation, &seq, &format!("event {} on {}: {}", poison.seq, poison.subject, poison.error)],
+                    &[&generation, &part, &seq, &format!("event {} on {}: {}", poison.seq, poison.subject, poison.error)],
                 )
                 .await?;
             }
             if outcome.checkpoint > 0 && outcome.stopped_at.is_none() {
                 let checkpoint = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
-                ops::resolve_passed(&tx, generation, checkpoint).await?;
+                ops::resolve_passed(&tx, generation, slot, checkpoint).await?;
             }
             tx.commit().await?;
             self.alert_dead_letters(&outcome).await;
@@ -384,24 +439,29 @@ impl Projector {
         &self,
         conn: &deadpool_postgres::Object,
         generation: i32,
+        slot: Slot,
     ) -> Result<bool, ProjectorError> {
+        let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
         let row = conn
             .query_opt(
                 "SELECT stopped_at_seq FROM talkwai_meta.projector_state
-                 WHERE generation = $1 AND stopped_at_seq IS NOT NULL",
-                &[&generation],
+                 WHERE generation = $1 AND part = $2 AND stopped_at_seq IS NOT NULL",
+                &[&generation, &part],
             )
             .await?;
         Ok(row.is_some())
     }
 
-    /// (Re)creates the generation's durable consumer at `checkpoint + 1`.
+    /// (Re)creates the durable consumer of the generation's partition at `checkpoint + 1`.
+    /// Every partition reads the whole stream (and counts other partitions' events through);
+    /// partitioned consumers are removed by the server after an idle hour (an old layout's).
     async fn consumer(
         &self,
         generation: i32,
+        slot: Slot,
         checkpoint: u64,
     ) -> Result<async_nats::jetstream::consumer::PullConsumer, ProjectorError> {
-        let name = format!("talkwai-projector-g{generation}");
+        let name = consumer_name(generation, slot);
         let stream = self
             .store
             .jetstream()
@@ -420,6 +480,11 @@ impl Projector {
                 ack_wait: Duration::from_secs(60),
                 max_ack_pending: 100_000,
                 max_deliver: -1,
+                inactive_threshold: if slot.count > 1 {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::ZERO
+                },
                 ..Default::default()
             })
             .await
@@ -483,6 +548,19 @@ fn event_spans(stored: &[StoredMessage], batch: &Span) -> Vec<Span> {
             talkwai_telemetry::span_with_parent(span, Some(&m.headers))
         })
         .collect()
+}
+
+/// The durable consumer of a generation's partition (`talkwai-projector-g<N>` unpartitioned,
+/// `talkwai-projector-g<N>-p<i>of<P>` otherwise).
+pub fn consumer_name(generation: i32, slot: Slot) -> String {
+    if slot.count <= 1 {
+        format!("talkwai-projector-g{generation}")
+    } else {
+        format!(
+            "talkwai-projector-g{generation}-p{}of{}",
+            slot.index, slot.count
+        )
+    }
 }
 
 fn seq_of(message: &async_nats::jetstream::Message) -> Option<u64> {

@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
 use crate::error::ProjectorError;
+use crate::partition::Slot;
 
 /// A dead-lettered event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,15 +62,17 @@ pub async fn dead_letters(
 pub struct Retry {
     /// The generation resumed.
     pub generation: i32,
-    /// The sequence it had stopped at, if it was stopped.
+    /// The sequence it had stopped at, if it was stopped (the lowest, when several
+    /// partitions were).
     pub stopped_at: Option<i64>,
     /// Whether the poison event was skipped (checkpoint moved past it).
     pub skipped: bool,
 }
 
-/// Resumes the live generation's projection after a stop. Without `skip`, the projector
-/// applies the stopped-at event again (after a fix it succeeds; otherwise it stops again).
-/// With `skip`, the event is marked skipped and the checkpoint moves past it.
+/// Resumes the live generation's projection after a stop (every stopped partition). Without
+/// `skip`, the projector applies the stopped-at event again (after a fix it succeeds; otherwise
+/// it stops again). With `skip`, the event is marked skipped and its partition's checkpoint
+/// moves past it.
 pub async fn retry(
     client: &mut deadpool_postgres::Object,
     skip: bool,
@@ -89,18 +92,23 @@ pub async fn retry(
         &[&generation],
     )
     .await?;
-    let stopped: Option<i64> = tx
-        .query_opt(
-            "SELECT stopped_at_seq FROM talkwai_meta.projector_state WHERE generation = $1",
+    let stops: Vec<(i32, i64)> = tx
+        .query(
+            "SELECT part, stopped_at_seq FROM talkwai_meta.projector_state
+             WHERE generation = $1 AND stopped_at_seq IS NOT NULL ORDER BY stopped_at_seq",
             &[&generation],
         )
         .await?
-        .and_then(|r| r.get(0));
-    if let Some(seq) = stopped {
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let stopped = stops.first().map(|s| s.1);
+    for (part, seq) in &stops {
+        let seq = *seq;
         if skip {
             tx.execute(
-                &format!("UPDATE {schema}.checkpoint SET last_seq = $1, updated_at = now() WHERE last_seq < $1"),
-                &[&seq],
+                &format!("UPDATE {schema}.checkpoint SET last_seq = $1, updated_at = now() WHERE part = $2 AND last_seq < $1"),
+                &[&seq, part],
             )
             .await?;
             tx.execute(
@@ -117,8 +125,8 @@ pub async fn retry(
         }
         tx.execute(
             "UPDATE talkwai_meta.projector_state SET stopped_at_seq = NULL, stopped_reason = NULL,
-                updated_at = now() WHERE generation = $1",
-            &[&generation],
+                updated_at = now() WHERE generation = $1 AND part = $2",
+            &[&generation, part],
         )
         .await?;
     }
@@ -130,18 +138,34 @@ pub async fn retry(
     })
 }
 
-/// Marks dead letters whose events are now applied (checkpoint past them, not skipped) as
-/// resolved. Called by the projector after each batch that passes a `retrying` letter.
+/// Marks dead letters of partition `slot` whose events are now applied (its checkpoint past
+/// them, not skipped) as resolved. Called by the projector after each batch.
 pub async fn resolve_passed(
     client: &impl GenericClient,
     generation: i32,
+    slot: Slot,
     checkpoint: i64,
 ) -> Result<u64, ProjectorError> {
+    let passed = client
+        .query(
+            "SELECT id, subject FROM talkwai_meta.dead_letters
+             WHERE generation = $1 AND status = 'retrying' AND seq <= $2",
+            &[&generation, &checkpoint],
+        )
+        .await?;
+    let ids: Vec<i64> = passed
+        .iter()
+        .filter(|r| slot.owns(r.get::<_, &str>(1)))
+        .map(|r| r.get(0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
     Ok(client
         .execute(
             "UPDATE talkwai_meta.dead_letters SET status = 'resolved', resolved_at = now()
-             WHERE generation = $1 AND status = 'retrying' AND seq <= $2",
-            &[&generation, &checkpoint],
+             WHERE id = ANY($1)",
+            &[&ids],
         )
         .await?)
 }

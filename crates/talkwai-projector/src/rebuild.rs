@@ -150,7 +150,9 @@ pub async fn rebuild(
             "the live generation changed during the rebuild".into(),
         ));
     }
-    let parity_seq = read_checkpoint(&tx, &live_schema).await?;
+    // Partitioned: bring every live partition to the most advanced one first, so both
+    // generations are compared at one sequence.
+    let parity_seq = crate::partition::equalize(&tx, store, &live_schema, live).await?;
     while checkpoint < parity_seq {
         let batch = next_batch(&mut replay, &mut pending, options.batch_size, parity_seq).await?;
         if batch.is_empty() {
@@ -252,7 +254,10 @@ fn rate(events: u64, started: Instant) -> f64 {
 
 async fn read_checkpoint(client: &impl GenericClient, schema: &str) -> Result<u64, ProjectorError> {
     let seq: i64 = client
-        .query_one(&format!("SELECT last_seq FROM {schema}.checkpoint"), &[])
+        .query_one(
+            &format!("SELECT min(last_seq)::bigint FROM {schema}.checkpoint"),
+            &[],
+        )
         .await?
         .get(0);
     Ok(u64::try_from(seq).unwrap_or(0))

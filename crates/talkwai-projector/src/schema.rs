@@ -48,10 +48,34 @@ const MIGRATIONS: &[(i32, &str)] = &[
             updated_at timestamptz NOT NULL DEFAULT now()
          );",
     ),
+    (
+        2,
+        // Partitions: one checkpoint row per partition in every generation (existing ones
+        // become partition 0 of a 1-partition layout) and one stop per partition.
+        "ALTER TABLE talkwai_meta.projector_state ADD COLUMN IF NOT EXISTS part integer NOT NULL DEFAULT 0;
+         ALTER TABLE talkwai_meta.projector_state DROP CONSTRAINT IF EXISTS projector_state_pkey;
+         ALTER TABLE talkwai_meta.projector_state ADD PRIMARY KEY (generation, part);
+         DO $$
+         DECLARE s text;
+         BEGIN
+           FOR s IN SELECT g.schema_name FROM talkwai_meta.generations g
+                    JOIN information_schema.columns c
+                      ON c.table_schema = g.schema_name AND c.table_name = 'checkpoint'
+                     AND c.column_name = 'id' LOOP
+             EXECUTE format('ALTER TABLE %I.checkpoint DROP CONSTRAINT IF EXISTS checkpoint_id_check', s);
+             EXECUTE format('ALTER TABLE %I.checkpoint RENAME COLUMN id TO part', s);
+             EXECUTE format('UPDATE %I.checkpoint SET part = 0', s);
+             EXECUTE format('ALTER TABLE %I.checkpoint ALTER COLUMN part SET DEFAULT 0', s);
+             EXECUTE format('ALTER TABLE %I.checkpoint ADD COLUMN partitions integer NOT NULL DEFAULT 1', s);
+           END LOOP;
+         END $$;",
+    ),
 ];
 
 /// The tables of one generation. `last_seq` is the stream sequence of the last event applied
-/// to the row (the re-application guard); `version` the number of the aggregate's events.
+/// to the row (the re-application guard); `version` the number of the aggregate's events. The
+/// `checkpoint` table has one row per partition (see [`crate::partition`]); a new generation
+/// starts with the 1-partition layout.
 const GENERATION_DDL: &str = "
 CREATE TABLE {s}.tenants (
     id uuid PRIMARY KEY, name text NOT NULL, domain text, status text NOT NULL,
@@ -108,7 +132,8 @@ CREATE TABLE {s}.users (
 CREATE INDEX ON {s}.users (email);
 CREATE INDEX ON {s}.users (created_at, id);
 CREATE TABLE {s}.checkpoint (
-    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    part integer PRIMARY KEY DEFAULT 0 CHECK (part >= 0),
+    partitions integer NOT NULL DEFAULT 1 CHECK (partitions > part),
     last_seq bigint NOT NULL,
     last_event_at bigint NOT NULL DEFAULT 0,
     applied bigint NOT NULL DEFAULT 0,
@@ -137,6 +162,7 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                     version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
             )
             .await?;
+        let mut repoint = false;
         for (version, sql) in MIGRATIONS {
             let done = client
                 .query_opt(
@@ -147,12 +173,25 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                 .is_some();
             if !done {
                 client.batch_execute(sql).await?;
+                repoint = repoint || *version == 2;
                 client
                     .execute(
                         "INSERT INTO talkwai_meta.migrations (version) VALUES ($1)",
                         &[version],
                     )
                     .await?;
+            }
+        }
+        if repoint {
+            // The checkpoint view became an aggregate over partitions.
+            let live = client
+                .query_opt(
+                    "SELECT schema_name FROM talkwai_meta.generations WHERE state = 'live'",
+                    &[],
+                )
+                .await?;
+            if let Some(row) = live {
+                point_views(client, row.get::<_, &str>(0)).await?;
             }
         }
         Ok::<_, ProjectorError>(())
@@ -241,7 +280,9 @@ pub async fn live_generation(
     Ok(out)
 }
 
-/// Points the stable views (`talkwai.tenants`...) at `schema`'s tables.
+/// Points the stable views (`talkwai.tenants`...) at `schema`'s tables. `talkwai.checkpoint`
+/// is one row over all partitions: `last_seq` is the lowest partition checkpoint (every event
+/// up to it is applied, whatever its partition), `applied` the sum, `partitions` the count.
 pub async fn point_views(client: &impl GenericClient, schema: &str) -> Result<(), ProjectorError> {
     let mut sql = String::new();
     for table in TABLES {
@@ -251,7 +292,11 @@ pub async fn point_views(client: &impl GenericClient, schema: &str) -> Result<()
         ));
     }
     sql.push_str(&format!(
-        "DROP VIEW IF EXISTS {VIEWS}.checkpoint; CREATE VIEW {VIEWS}.checkpoint AS SELECT * FROM {schema}.checkpoint;"
+        "DROP VIEW IF EXISTS {VIEWS}.checkpoint; CREATE VIEW {VIEWS}.checkpoint AS
+         SELECT min(last_seq)::bigint AS last_seq, min(last_event_at)::bigint AS last_event_at,
+                coalesce(sum(applied), 0)::bigint AS applied, max(updated_at) AS updated_at,
+                count(*)::integer AS partitions
+         FROM {schema}.checkpoint;"
     ));
     client.batch_execute(&sql).await?;
     Ok(())
