@@ -13,12 +13,90 @@ use deadpool_postgres::{GenericClient, Pool};
 use futures::StreamExt;
 use serde::Serialize;
 use talkwai_domain::ids::TenantId;
-use talkwai_eventstore::{EventStore, StoredMessage};
+use talkwai_eventstore::{EventStore, Replay, StoreError, StoredMessage};
+use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::apply::{self, PoisonPolicy};
 use crate::error::ProjectorError;
 use crate::schema::{self, TABLES};
+
+/// Messages read ahead of the writer: a task drains the replay (network reads and message
+/// decoding on one core) while batches are written to PostgreSQL (on the other).
+struct Feed {
+    rx: mpsc::Receiver<Result<StoredMessage, StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Messages buffered between the replay and the writer.
+const READ_AHEAD: usize = 20_000;
+
+impl Feed {
+    fn start(mut replay: Replay) -> Self {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let task = tokio::spawn(async move {
+            while let Some(message) = replay.next().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx, task }
+    }
+
+    async fn next(&mut self) -> Option<Result<StoredMessage, StoreError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The secondary indexes of a fresh generation, dropped while it is bulk-filled and built
+/// once at the end (far cheaper than maintaining them row by row).
+async fn drop_secondary_indexes(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<String>, ProjectorError> {
+    let rows = client
+        .query(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i
+             JOIN pg_class c ON c.relname = i.indexname
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = i.schemaname
+             JOIN pg_index x ON x.indexrelid = c.oid
+             WHERE i.schemaname = $1 AND NOT x.indisprimary
+             ORDER BY i.indexname",
+            &[&schema],
+        )
+        .await?;
+    let mut definitions = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP INDEX {schema}.\"{name}\""))
+            .await?;
+        definitions.push(row.get(1));
+    }
+    Ok(definitions)
+}
+
+/// Builds the indexes [`drop_secondary_indexes`] dropped.
+async fn create_indexes(
+    conn: &mut deadpool_postgres::Object,
+    definitions: &[String],
+) -> Result<(), ProjectorError> {
+    let tx = conn.transaction().await?;
+    tx.batch_execute("SET LOCAL maintenance_work_mem = '256MB'")
+        .await?;
+    for definition in definitions {
+        tx.batch_execute(definition).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
 
 /// Progress of a replay, reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,12 +183,13 @@ pub async fn rebuild(
         tx.commit().await?;
         created
     };
+    let deferred = drop_secondary_indexes(&conn, &new_schema).await?;
     info!(generation, schema = %new_schema, "rebuild started");
     let filters = options
         .tenant
         .map(|t| vec![format!("talkwai.evt.{t}.>")])
         .unwrap_or_default();
-    let mut replay = store.replay(1, filters).await?;
+    let mut replay = Feed::start(store.replay(1, filters).await?);
     let mut checkpoint = 0u64;
     let mut events = 0u64;
     let mut pending: Vec<StoredMessage> = Vec::new();
@@ -134,6 +213,7 @@ pub async fn rebuild(
             rate: rate(events, started),
         });
     }
+    create_indexes(&mut conn, &deferred).await?;
     // Phase 2: pause the live projector, catch up to its checkpoint, compare, swap.
     let tx = conn.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(7420100 + $1::int)", &[&live])
@@ -265,7 +345,7 @@ async fn read_checkpoint(client: &impl GenericClient, schema: &str) -> Result<u6
 
 /// Up to `size` messages with sequence ≤ `until`; leftovers beyond `until` stay in `pending`.
 async fn next_batch(
-    replay: &mut talkwai_eventstore::Replay,
+    replay: &mut Feed,
     pending: &mut Vec<StoredMessage>,
     size: usize,
     until: u64,
@@ -302,6 +382,10 @@ async fn apply_into(
     tenant: Option<TenantId>,
 ) -> Result<u64, ProjectorError> {
     let tx = conn.transaction().await?;
+    // A lost commit after a crash is harmless here: the generation is not served until it is
+    // complete, and rows and checkpoint are lost together (a new rebuild starts over).
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
     let outcome =
         apply::apply_batch(&tx, schema, generation, batch, PoisonPolicy::Stop, tenant).await?;
     if let Some(poison) = outcome.stopped_at {
@@ -485,7 +569,7 @@ pub async fn replay_until(
         tx.commit().await?;
         created
     };
-    let mut replay = store.replay(1, Vec::new()).await?;
+    let mut replay = Feed::start(store.replay(1, Vec::new()).await?);
     let mut pending = Vec::new();
     let mut checkpoint = 0;
     let mut events = 0u64;
