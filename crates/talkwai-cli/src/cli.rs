@@ -153,6 +153,31 @@ pub enum EventsCommand {
     Tail(TailArgs),
     /// Print the full history of one aggregate and its folded version.
     Show(ShowArgs),
+    /// Write the log (or one tenant's part) to stdout as JSON lines: seq, subject, time,
+    /// headers, payload. A progress bar goes to stderr.
+    Export(ExportArgs),
+    /// Append JSON lines from `talkwai events export` (stdin) to an empty event stream, in
+    /// order, with their subjects, headers and payloads.
+    Import(ImportArgs),
+}
+
+/// `talkwai events export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only this tenant's events (a UUID), or `platform` for admins and users.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// First stream sequence to export.
+    #[arg(long, default_value_t = 1)]
+    pub from_seq: u64,
+}
+
+/// `talkwai events import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Replicas of the event stream when the import creates it (0: 1 on a new stream).
+    #[arg(long, default_value_t = 0)]
+    pub replicas: usize,
 }
 
 /// `talkwai events tail`.

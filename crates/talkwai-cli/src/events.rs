@@ -1,4 +1,6 @@
-//! `talkwai events tail` and `talkwai events show`: the log as operators read it.
+//! `talkwai events tail` and `talkwai events show`: the log as operators read it;
+//! `talkwai events export` and `talkwai events import`: the log as JSON lines, for backups and
+//! moves between clusters.
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -8,7 +10,7 @@ use talkwai_proto::{Scope, headers, subject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::cli::{ShowArgs, TailArgs};
+use crate::cli::{ExportArgs, ImportArgs, ShowArgs, TailArgs};
 use crate::error::CliError;
 use crate::output;
 
@@ -386,6 +388,292 @@ pub async fn show(nats_url: &str, args: ShowArgs) -> Result<(), CliError> {
         Some(err) => Err(err),
         None => Ok(()),
     }
+}
+
+/// One exported message: a line of `talkwai events export`, read back by `talkwai events import`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExportLine {
+    /// Stream sequence in the exported stream.
+    pub seq: u64,
+    /// The subject.
+    pub subject: String,
+    /// When the exported stream stored it, RFC 3339 (informational: an import is stored now).
+    pub time: String,
+    /// Every header as stored, values in order.
+    pub headers: std::collections::BTreeMap<String, Vec<String>>,
+    /// The body, verbatim, when it is single-line JSON (every event body is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<serde_json::value::RawValue>>,
+    /// The body in standard base64 otherwise.
+    #[serde(
+        default,
+        rename = "payloadBase64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload_base64: Option<String>,
+}
+
+/// Headers the server interprets when a message is published; an import does not replay them
+/// as they were (`Nats-Expected-Last-Subject-Sequence` is rewritten, the rest dropped).
+pub fn is_control_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "nats-msg-id"
+        || lower.starts_with("nats-batch-")
+        || lower.starts_with("nats-expected-")
+}
+
+impl ExportLine {
+    /// The exported form of a stored message.
+    pub fn from_message(message: &StoredMessage) -> Self {
+        let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for (name, values) in message.headers.iter() {
+            headers
+                .entry(name.to_string())
+                .or_default()
+                .extend(values.iter().map(|v| v.as_str().to_owned()));
+        }
+        let raw = std::str::from_utf8(&message.payload)
+            .ok()
+            .filter(|text| !text.contains(['\n', '\r']))
+            .and_then(|text| serde_json::value::RawValue::from_string(text.to_owned()).ok());
+        let payload_base64 = raw.is_none().then(|| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&message.payload)
+        });
+        Self {
+            seq: message.seq,
+            subject: message.subject.clone(),
+            time: rfc3339(message.stored_at_ms),
+            headers,
+            payload: raw,
+            payload_base64,
+        }
+    }
+
+    /// The body's bytes.
+    pub fn payload_bytes(&self) -> Result<bytes::Bytes, String> {
+        match (&self.payload, &self.payload_base64) {
+            (Some(raw), _) => Ok(bytes::Bytes::copy_from_slice(raw.get().as_bytes())),
+            (None, Some(encoded)) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map(bytes::Bytes::from)
+                    .map_err(|e| format!("payloadBase64 is not base64: {e}"))
+            }
+            (None, None) => Err("neither payload nor payloadBase64".into()),
+        }
+    }
+}
+
+/// A progress indicator on stderr (hidden when stderr is not a terminal).
+fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    let bar = match len {
+        Some(len) => indicatif::ProgressBar::new(len),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = match len {
+        Some(_) => format!(
+            "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what}, {{per_sec}}, eta {{eta}}"
+        ),
+        None => format!("{{spinner}} [{{elapsed_precise}}] {{pos}} {what}, {{per_sec}}"),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar
+}
+
+/// Runs `talkwai events export`: every message of the stream (or of one scope) from
+/// `--from-seq` to the head at the start, one JSON line each, on stdout.
+pub async fn export(nats_url: &str, args: ExportArgs) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let filter = filter_for(args.tenant.as_deref())?;
+    let client = crate::connect(nats_url).await?;
+    let store = open_store(&client).await?;
+    let from = args.from_seq.max(1);
+    let Some(stop) = last_matching_seq(&store, &filter).await? else {
+        eprintln!("exported 0 events: nothing matches {filter}");
+        return Ok(());
+    };
+    if stop < from {
+        eprintln!("exported 0 events: the last match is sequence {stop}");
+        return Ok(());
+    }
+    let bar = progress(Some(stop - from + 1), "sequences");
+    let mut replay = store.replay(from, vec![filter]).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let closed = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::OutputClosed
+        } else {
+            CliError::io("writing", "stdout", e)
+        }
+    };
+    let (mut count, mut first, mut last) = (0u64, None, 0u64);
+    while let Some(message) = replay.next().await {
+        let message = message?;
+        let line = serde_json::to_string(&ExportLine::from_message(&message))
+            .map_err(|e| CliError::Nats(format!("cannot encode sequence {}: {e}", message.seq)))?;
+        writeln!(out, "{line}").map_err(closed)?;
+        count += 1;
+        first.get_or_insert(message.seq);
+        last = message.seq;
+        bar.set_position(message.seq - from + 1);
+        if message.seq >= stop {
+            break;
+        }
+    }
+    out.flush().map_err(closed)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "exported {count} events (sequences {}..{last})",
+        first.unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// How many publishes an import keeps unacknowledged.
+pub const IMPORT_WINDOW: usize = 256;
+
+/// Runs `talkwai events import`: reads export lines from stdin and appends them, in order,
+/// to an empty event stream (created when missing).
+pub async fn import(nats_url: &str, args: ImportArgs) -> Result<(), CliError> {
+    let client = crate::connect(nats_url).await?;
+    let settings = StreamSettings {
+        replicas: args.replicas,
+        ..StreamSettings::default()
+    };
+    let store = EventStore::open(client, &settings).await?;
+    let head = store.last_sequence().await?;
+    if head != 0 {
+        return Err(CliError::Usage(format!(
+            "the event stream {} already holds events (last sequence {head}): import only into an empty stream",
+            store.stream_name()
+        )));
+    }
+    let reader = tokio::io::BufReader::new(tokio::io::stdin());
+    let summary = import_lines(&store, reader).await?;
+    eprintln!(
+        "imported {} events into {} (sequences {}..{})",
+        summary.count,
+        store.stream_name(),
+        u64::from(summary.count > 0),
+        summary.last_seq
+    );
+    Ok(())
+}
+
+/// What an import appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Messages appended.
+    pub count: u64,
+    /// The stream's last sequence afterwards.
+    pub last_seq: u64,
+}
+
+/// Appends every export line of `reader` to `store`'s stream, in order, expecting nobody else
+/// to write meanwhile: each message's sequence is predicted and checked against its ack, and
+/// `Nats-Expected-Last-Subject-Sequence` (when the original carried it) is set to the
+/// subject's previous sequence in this stream, so the server checks the order too.
+pub async fn import_lines(
+    store: &EventStore,
+    reader: impl tokio::io::AsyncBufRead + Unpin,
+) -> Result<ImportSummary, CliError> {
+    use tokio::io::AsyncBufReadExt as _;
+    let js = store.jetstream();
+    let mut next = store.last_sequence().await? + 1;
+    let mut last_of_subject = std::collections::HashMap::<String, u64>::new();
+    let mut pending = std::collections::VecDeque::new();
+    let mut lines = reader.lines();
+    let (mut number, mut previous, mut count) = (0u64, 0u64, 0u64);
+    let bar = progress(None, "events");
+    while let Some(text) = lines
+        .next_line()
+        .await
+        .map_err(|e| CliError::io("reading", "stdin", e))?
+    {
+        number += 1;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let line: ExportLine = serde_json::from_str(&text)
+            .map_err(|e| CliError::Usage(format!("line {number}: not an export line: {e}")))?;
+        if line.seq <= previous {
+            return Err(CliError::Usage(format!(
+                "line {number}: sequence {} after {previous}: lines must be in log order",
+                line.seq
+            )));
+        }
+        previous = line.seq;
+        let payload = line
+            .payload_bytes()
+            .map_err(|e| CliError::Usage(format!("line {number}: {e}")))?;
+        let mut headers = async_nats::HeaderMap::new();
+        let mut expects_subject_seq = false;
+        for (name, values) in &line.headers {
+            if is_control_header(name) {
+                expects_subject_seq |=
+                    name.eq_ignore_ascii_case(headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE);
+                continue;
+            }
+            for value in values {
+                headers.append(name.as_str(), value.as_str());
+            }
+        }
+        if expects_subject_seq {
+            let before = last_of_subject.get(&line.subject).copied().unwrap_or(0);
+            headers.insert(
+                headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                before.to_string().as_str(),
+            );
+        }
+        let ack = js
+            .publish_with_headers(line.subject.clone(), headers, payload)
+            .await
+            .map_err(|e| CliError::Nats(format!("line {number}: cannot publish: {e}")))?;
+        last_of_subject.insert(line.subject, next);
+        pending.push_back((number, next, ack));
+        next += 1;
+        while pending.len() >= IMPORT_WINDOW {
+            settle(pending.pop_front()).await?;
+            count += 1;
+            bar.inc(1);
+        }
+    }
+    while let Some(entry) = pending.pop_front() {
+        settle(Some(entry)).await?;
+        count += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(ImportSummary {
+        count,
+        last_seq: next - 1,
+    })
+}
+
+/// Waits for one import publish's ack and checks it landed at the predicted sequence.
+async fn settle(
+    entry: Option<(u64, u64, async_nats::jetstream::context::PublishAckFuture)>,
+) -> Result<(), CliError> {
+    let Some((number, predicted, ack)) = entry else {
+        return Ok(());
+    };
+    let ack = ack.await.map_err(|e| {
+        CliError::Nats(format!(
+            "line {number}: not stored (import stops; the stream holds the lines before it): {e}"
+        ))
+    })?;
+    if ack.sequence != predicted || ack.duplicate {
+        return Err(CliError::Nats(format!(
+            "line {number}: stored at sequence {} instead of {predicted}: someone else writes to the stream",
+            ack.sequence
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

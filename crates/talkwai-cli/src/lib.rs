@@ -1,6 +1,7 @@
 //! `talkwai`, the operator CLI of the TalkwAI event backbone: run the whole system locally
 //! (`up`), send commands (`cmd`) and queries (`query`), see who is in a room (`presence`) and
-//! follow it live (`rooms watch`), read the event log (`events tail`, `events show`), operate
+//! follow it live (`rooms watch`), read, export and import the event log (`events tail`,
+//! `events show`, `events export`, `events import`), operate
 //! the read models (`projections status|dead-letters|retry|rebuild|rollback|drop|replay`) and
 //! mint tokens (`token mint`). The binary is a thin edge over this library so tests can drive the
 //! logic directly; every subcommand has its own module.
@@ -22,7 +23,7 @@
 //! - [`send`]: `cmd`, with idempotent retries.
 //! - [`query`]: `query`; [`request`] its (and `presence`'s) request/reply round trip.
 //! - [`rooms`]: `presence` and `rooms watch`.
-//! - [`events`]: `events tail` and `events show`.
+//! - [`events`]: `events tail`, `events show`, `events export` and `events import`.
 //! - [`token`]: `token mint`.
 //! - [`projections`]: the read models' status, dead letters, retries, rebuilds and replays.
 //! - [`up`]: the local system; [`demo`] its seed and [`secrets`] its `secrets.json`.
@@ -58,6 +59,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rooms(RoomsCommand::Watch(args)) => rooms::watch(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Tail(args)) => events::tail(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Show(args)) => events::show(&cli.nats_url, args).await,
+        Command::Events(EventsCommand::Export(args)) => events::export(&cli.nats_url, args).await,
+        Command::Events(EventsCommand::Import(args)) => events::import(&cli.nats_url, args).await,
         Command::Token(TokenCommand::Mint(args)) => token::run_mint(args),
         Command::Projections(args) => projections::run(&cli.nats_url, args).await,
         Command::Up(args) => up::run(&cli.nats_url, args).await,

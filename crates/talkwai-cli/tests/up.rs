@@ -194,6 +194,25 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "secrets.json must be private");
 
+    // Watch the demo tenant's taskUpdates room topic (as printed in the banner) before the
+    // command, as a dashboard would.
+    let updates_subject = format!("talkwai.room.tenant.{}.topic.taskUpdates", demo::TENANT);
+    assert!(
+        up.says(&updates_subject),
+        "the banner must list the demo tenant's taskUpdates subject"
+    );
+    let watcher = async_nats::connect(&nats_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {nats_url}: {e}"));
+    let mut updates = watcher
+        .subscribe(updates_subject.clone())
+        .await
+        .unwrap_or_else(|e| panic!("cannot subscribe to {updates_subject}: {e}"));
+    watcher
+        .flush()
+        .await
+        .unwrap_or_else(|e| panic!("cannot flush the subscription: {e}"));
+
     // A command through NATS with the printed URL and token, by `talkwai cmd`.
     let task = Uuid::new_v4();
     let subject = format!("talkwai.cmd.{}.task.create", demo::TENANT);
@@ -218,6 +237,25 @@ async fn up_runs_the_system_and_finds_its_data_again() {
     let created_seq = run.json()["seq"]
         .as_u64()
         .unwrap_or_else(|| panic!("no seq in the reply: {}", run.stdout));
+
+    // The notifier in `talkwai up` publishes the task's update to the room.
+    let update = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = futures::StreamExt::next(&mut updates).await {
+            let body: serde_json::Value = serde_json::from_slice(&message.payload)
+                .unwrap_or_else(|e| panic!("taskUpdates message is not JSON: {e}"));
+            if body["taskId"] == task.to_string() {
+                return body;
+            }
+        }
+        panic!("the taskUpdates subscription ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no taskUpdates message for task {task} within 30s"));
+    assert_eq!(update["action"], "created", "{update}");
+    assert_eq!(update["status"], "pending", "{update}");
+    assert_eq!(update["seq"], created_seq, "{update}");
+    drop(updates);
+    drop(watcher);
 
     // The projector runs in `talkwai up`: the demo tenant's tasks (and the one just created)
     // appear in the stable view, and `talkwai projections status` reads it without psql.

@@ -139,6 +139,7 @@ impl EventLoop {
                 let mut trace = async_nats::HeaderMap::new();
                 talkwai_telemetry::inject_span(&Span::current(), &mut trace);
                 let mut published = true;
+                crate::ops::notifying(stored, &outgoing);
                 for out in outgoing {
                     let body = serde_json::to_vec(&out.body).unwrap_or_default();
                     let sent = if trace.is_empty() {
@@ -153,6 +154,7 @@ impl EventLoop {
                         published = false;
                     }
                 }
+                crate::ops::event_done(published);
                 if !published {
                     return;
                 }
@@ -164,6 +166,7 @@ impl EventLoop {
             }
             Err(err) => {
                 warn!(error = %err, seq = stored.seq, "cannot load the task, retrying");
+                crate::ops::event_done(false);
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;

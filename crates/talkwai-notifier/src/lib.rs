@@ -23,12 +23,14 @@
 //! - [`events`]: the event consumer loop and its bounded task cache.
 //! - [`presence`], [`announce`]: presence endpoints and announcements.
 //! - [`monitor`]: the lease and the periodic checks.
+//! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
 pub mod announce;
 pub mod derive;
 pub mod error;
 pub mod events;
 pub mod monitor;
+pub mod ops;
 pub mod presence;
 
 use std::future::Future;
@@ -243,6 +245,7 @@ impl Notifier {
             )
             .run(stop_rx.clone()),
         );
+        workers.spawn(ops::export_peers(js.clone(), stop_rx.clone()));
 
         let service = self
             .client
@@ -283,6 +286,7 @@ impl Notifier {
                                 &request.message.payload,
                             )
                             .await;
+                        ops::presence_done(request.message.subject.as_str(), &reply);
                         let body = serde_json::to_vec(&reply).unwrap_or_default();
                         if let Err(err) = request.respond(Ok(body.into())).await {
                             warn!(error = %err, "cannot send the presence reply");

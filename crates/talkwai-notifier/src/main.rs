@@ -13,6 +13,9 @@ use talkwai_notifier::{Config, Notifier};
 struct Cli {
     #[command(flatten)]
     config: Config,
+    /// Serve `/metrics`, `/livez` and `/readyz` on this address, e.g. `0.0.0.0:9103`.
+    #[arg(long, env = "TALKWAI_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 async fn shutdown_signal() {
@@ -38,6 +41,14 @@ async fn main() -> anyhow::Result<()> {
     let notifier = Notifier::build(cli.config)
         .await
         .context("starting the notifier")?;
+    let _ops = match cli.metrics_addr {
+        Some(addr) => Some(
+            talkwai_telemetry::ops::serve_ops(addr, notifier.readiness())
+                .await
+                .context("serving /metrics")?,
+        ),
+        None => None,
+    };
     notifier
         .run(shutdown_signal())
         .await

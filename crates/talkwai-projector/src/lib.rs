@@ -24,11 +24,13 @@
 //! - [`partition`]: which partition an event belongs to; checkpoint layouts.
 //! - [`lease`]: which instance applies which partition.
 //! - [`status`]: lag, checkpoints, read-your-writes waits.
+//! - [`health`]: readiness for `/readyz` (metrics are recorded with the `metrics` macros).
 //! - [`ops`]: dead letters and retries for operators.
 //! - [`rebuild`]: blue/green rebuilds, rollbacks, point-in-time replays.
 
 pub mod apply;
 pub mod error;
+pub mod health;
 pub mod lease;
 pub mod ops;
 pub mod partition;
@@ -514,14 +516,6 @@ async fn export_lag(pool: Pool, store: EventStore) {
             metrics::gauge!("talkwai_projector_generation").set(f64::from(live.generation));
         }
     }
-}
-
-/// Installs the Prometheus exporter serving `/metrics` on `addr`.
-pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), ProjectorError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| ProjectorError::Invalid(format!("cannot serve metrics on {addr}: {e}")))
 }
 
 /// A `project` span for each event that carries a `traceparent`, parented on it (so it joins

@@ -38,7 +38,7 @@ struct Cli {
     /// Per-tenant query rate limit.
     #[command(flatten)]
     rate_limit: RateLimitConfig,
-    /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9102`.
+    /// Serve `/metrics`, `/livez` and `/readyz` on this address, e.g. `0.0.0.0:9102`.
     #[arg(long, env = "TALKWAI_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -63,12 +63,23 @@ async fn main() -> anyhow::Result<()> {
     // Flushes exported spans when main returns.
     let _telemetry = talkwai_telemetry::init("talkwai-projector");
     let cli = Cli::parse();
-    if let Some(addr) = cli.metrics_addr {
-        talkwai_projector::serve_metrics(addr).context("serving metrics")?;
-    }
     let projector = Projector::build(cli.config)
         .await
         .context("starting the projector")?;
+    let _ops = match cli.metrics_addr {
+        Some(addr) => {
+            let readiness = talkwai_projector::health::readiness(
+                projector.pool().clone(),
+                projector.store().clone(),
+            );
+            Some(
+                talkwai_telemetry::ops::serve_ops(addr, readiness)
+                    .await
+                    .context("serving /metrics")?,
+            )
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let queries = if cli.no_queries {
         None

@@ -1,4 +1,5 @@
-//! The projector binary exports its checkpoint, lag and apply counters as Prometheus metrics.
+//! The projector binary exports its checkpoint, lag and apply counters as Prometheus metrics,
+//! and answers `/livez` and `/readyz` on the same address.
 
 mod common;
 
@@ -8,17 +9,23 @@ use std::time::Duration;
 use common::{Stack, random_commands};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn scrape(port: u16) -> Option<String> {
+/// `GET path` over HTTP/1.0: the status code and the whole response.
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await.ok()?;
-    Some(body)
+    let status = body.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body))
+}
+
+async fn scrape(port: u16) -> Option<String> {
+    get(port, "/metrics").await.map(|(_, body)| body)
 }
 
 fn value(metrics: &str, name: &str) -> Option<f64> {
@@ -81,6 +88,19 @@ async fn the_binary_exports_checkpoint_lag_and_apply_counters() {
         Some(0.0),
         "{last}"
     );
+    let live = get(port, "/livez").await;
+    assert_eq!(live.map(|(status, _)| status), Some(200), "/livez");
+    let ready = get(port, "/readyz").await.expect("/readyz answers");
+    assert_eq!(ready.0, 200, "caught up, so ready: {}", ready.1);
+    for check in ["nats", "jetstream", "postgres", "projection"] {
+        assert!(
+            ready
+                .1
+                .contains(&format!("\"name\":\"{check}\",\"ok\":true")),
+            "{check} passes: {}",
+            ready.1
+        );
+    }
     child.start_kill().expect("stop");
     let _ = child.wait().await;
     stack.stop().await;

@@ -22,6 +22,21 @@ use crate::error::QueryError;
 use crate::exec::{self, Scope};
 use crate::parse::{self, Audience};
 
+/// Counts one answered request (`talkwai_queries_total{kind, outcome}`, `kind` `query` or
+/// `subscribe`, `outcome` `ok` or the error code) and times it
+/// (`talkwai_query_duration_seconds{kind}`).
+fn record(subject: &str, error: Option<&QueryError>, started: std::time::Instant) {
+    let kind = if subject.ends_with(".subscribe") {
+        "subscribe"
+    } else {
+        "query"
+    };
+    let outcome = error.map_or_else(|| "ok".to_owned(), |e| e.code.to_string());
+    metrics::histogram!("talkwai_query_duration_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("talkwai_queries_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
 /// Largest query body, bytes.
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 /// Longest a query may run in PostgreSQL.
@@ -274,6 +289,7 @@ impl QueryService {
                 _ = ticker.tick() => {}
             }
             let subs = self.live.snapshot();
+            metrics::gauge!("talkwai_live_queries").set(subs.len() as f64);
             if subs.is_empty() {
                 continue;
             }
@@ -437,6 +453,7 @@ impl QueryService {
                             .and_then(|h| h.get(headers::AUTHORIZATION))
                             .map(|v| v.as_str().to_owned());
                         let subject = request.message.subject.as_str();
+                        let started = std::time::Instant::now();
                         let (body, error) = if subject.ends_with(".subscribe") {
                             match this.subscribe(subject, auth.as_deref(), &request.message.payload).await {
                                 Ok(value) => (value, None),
@@ -445,6 +462,7 @@ impl QueryService {
                         } else {
                             this.answer(subject, auth.as_deref(), &request.message.payload).await
                         };
+                        record(subject, error.as_ref(), started);
                         let mut reply_headers = async_nats::HeaderMap::new();
                         if let Some(err) = error {
                             reply_headers.insert(headers::NATS_SERVICE_ERROR, err.message.as_str());

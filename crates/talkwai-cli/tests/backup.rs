@@ -1,0 +1,218 @@
+//! `talkwai events export` and `talkwai events import`: a log exported from one nats-server and
+//! imported into a fresh one holds the same messages (subjects, headers, payloads) at the same
+//! sequences; an import refuses a stream that already holds events; a one-tenant export
+//! imports as that tenant's per-subject histories, renumbered consecutively.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Harness, Run, talkwai, task_body, world};
+use futures::StreamExt;
+use serde_json::json;
+use talkwai_eventstore::{EventStore, StoredMessage, StreamSettings};
+use talkwai_testkit::NatsServer;
+use uuid::Uuid;
+
+/// Every message of the event stream on `url`, in order.
+async fn log(url: &str) -> Vec<StoredMessage> {
+    let client = async_nats::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    let store = EventStore::open(client, &StreamSettings::default())
+        .await
+        .unwrap_or_else(|e| panic!("open the stream on {url}: {e}"));
+    let head = store.last_sequence().await.expect("stream head");
+    let mut out = Vec::new();
+    if head == 0 {
+        return out;
+    }
+    let mut replay = store.replay(1, Vec::new()).await.expect("replay");
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), replay.next())
+        .await
+        .expect("replay stalls")
+    {
+        let message = message.expect("replayed message");
+        let done = message.seq >= head;
+        out.push(message);
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+/// Headers as sorted lists, without the server's write-control headers an import does not
+/// replay (`Nats-Msg-Id`, `Nats-Batch-*`).
+fn headers(message: &StoredMessage) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::<String, Vec<String>>::new();
+    for (name, values) in message.headers.iter() {
+        let name = name.to_string();
+        let lower = name.to_ascii_lowercase();
+        if lower == "nats-msg-id" || lower.starts_with("nats-batch-") {
+            continue;
+        }
+        out.entry(name)
+            .or_default()
+            .extend(values.iter().map(|v| v.as_str().to_owned()));
+    }
+    out
+}
+
+/// Runs `talkwai <args>` against `url` with `input` as stdin.
+async fn run_with_stdin(url: &str, args: &[&str], input: &std::path::Path) -> Run {
+    let stdin =
+        std::fs::File::open(input).unwrap_or_else(|e| panic!("open {}: {e}", input.display()));
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        talkwai()
+            .env("TALKWAI_NATS_URL", url)
+            .args(args)
+            .stdin(Stdio::from(stdin))
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("talkwai {args:?} did not finish within 60s"))
+    .unwrap_or_else(|e| panic!("cannot run talkwai {args:?}: {e}"));
+    Run::from_output(args, output)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exported_log_imports_into_an_empty_stream_unchanged() {
+    let h = Harness::start().await;
+    let w = world(&h).await;
+    let other = world(&h).await;
+    let t = w.tenant.to_string();
+    let task = Uuid::new_v4();
+    h.ok(&format!("{t}.task.create"), task_body(task), &w.owner_token)
+        .await;
+    // One command with a caller's trace context: its events carry `traceparent`.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
+    headers.insert(
+        "Authorization",
+        format!("Bearer {}", w.owner_token).as_str(),
+    );
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    headers.insert("traceparent", traceparent);
+    let reply = h
+        .client
+        .request_with_headers(
+            format!("talkwai.cmd.{t}.task.start"),
+            headers,
+            json!({"id": task}).to_string().into(),
+        )
+        .await
+        .expect("task.start answered");
+    assert!(
+        String::from_utf8_lossy(&reply.payload).contains("\"ok\":true"),
+        "{}",
+        String::from_utf8_lossy(&reply.payload)
+    );
+    let other_task = Uuid::new_v4();
+    h.ok(
+        &format!("{}.task.create", other.tenant),
+        task_body(other_task),
+        &other.owner_token,
+    )
+    .await;
+    let original = log(&h.server.url()).await;
+    assert!(
+        original.len() >= 8,
+        "a log worth exporting: {}",
+        original.len()
+    );
+    assert!(
+        original
+            .iter()
+            .any(|m| m.header("traceparent") == Some(traceparent)),
+        "the traced command's event carries traceparent"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = dir.path().join("all.jsonl");
+    let export = h.run(&["events", "export"], &[]).await;
+    assert_eq!(export.code, 0, "export: {}", export.stderr);
+    assert_eq!(export.stdout.lines().count(), original.len());
+    assert!(
+        export
+            .stderr
+            .contains(&format!("exported {} events", original.len())),
+        "{}",
+        export.stderr
+    );
+    std::fs::write(&all, &export.stdout).expect("write the export");
+    let first: serde_json::Value =
+        serde_json::from_str(export.stdout.lines().next().expect("a line")).expect("JSON line");
+    assert_eq!(first["seq"], 1);
+    assert!(first["payload"].is_object(), "payloads are JSON: {first}");
+    assert!(first["headers"]["Talkwai-Event-Type"].is_array(), "{first}");
+
+    // Into a fresh server: the same messages at the same sequences.
+    let fresh = NatsServer::start().await.expect("fresh nats-server");
+    let import = run_with_stdin(&fresh.url(), &["events", "import"], &all).await;
+    assert_eq!(import.code, 0, "import: {}", import.stderr);
+    let imported = log(&fresh.url()).await;
+    assert_eq!(imported.len(), original.len());
+    for (a, b) in original.iter().zip(&imported) {
+        assert_eq!(a.seq, b.seq, "sequences are kept by a complete export");
+        assert_eq!(a.subject, b.subject, "seq {}", a.seq);
+        assert_eq!(a.payload, b.payload, "seq {} payload", a.seq);
+        assert_eq!(headers(a), headers(b), "seq {} headers", a.seq);
+    }
+    assert!(
+        imported
+            .iter()
+            .any(|m| m.header("traceparent") == Some(traceparent))
+    );
+
+    // A second import into the now non-empty stream is refused and changes nothing.
+    let again = run_with_stdin(&fresh.url(), &["events", "import"], &all).await;
+    assert_eq!(again.code, 2, "refused: {}", again.stderr);
+    assert!(again.stderr.contains("empty stream"), "{}", again.stderr);
+    assert_eq!(log(&fresh.url()).await.len(), original.len());
+
+    // One tenant: its per-subject histories, renumbered from 1 without gaps.
+    let one = dir.path().join("tenant.jsonl");
+    let export = h.run(&["events", "export", "--tenant", &t], &[]).await;
+    assert_eq!(export.code, 0, "tenant export: {}", export.stderr);
+    std::fs::write(&one, &export.stdout).expect("write the tenant export");
+    let third = NatsServer::start().await.expect("third nats-server");
+    let import = run_with_stdin(&third.url(), &["events", "import"], &one).await;
+    assert_eq!(import.code, 0, "tenant import: {}", import.stderr);
+    let scoped: Vec<&StoredMessage> = original
+        .iter()
+        .filter(|m| m.subject.starts_with(&format!("talkwai.evt.{t}.")))
+        .collect();
+    let imported = log(&third.url()).await;
+    assert_eq!(imported.len(), scoped.len());
+    assert!(
+        imported
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.seq == i as u64 + 1),
+        "consecutive sequences"
+    );
+    let by_subject = |messages: Vec<&StoredMessage>| {
+        let mut out = BTreeMap::<String, Vec<(Vec<u8>, BTreeMap<String, Vec<String>>)>>::new();
+        for m in messages {
+            let mut h = headers(m);
+            // Renumbered: the expected subject sequence follows the new stream.
+            h.remove("Nats-Expected-Last-Subject-Sequence");
+            out.entry(m.subject.clone())
+                .or_default()
+                .push((m.payload.to_vec(), h));
+        }
+        out
+    };
+    assert_eq!(by_subject(scoped), by_subject(imported.iter().collect()));
+    assert!(
+        !imported
+            .iter()
+            .any(|m| m.subject.contains(&other.tenant.to_string())),
+        "only the exported tenant"
+    );
+    h.stop().await;
+}
