@@ -45,7 +45,7 @@ pub struct Handler {
     /// Users resolved to their member or admin entity (checked against the link guard's head
     /// on every command).
     actors: std::sync::Mutex<LruCache<ActorKey, KnownActor>>,
-    /// Per-tenant allowance (see [`crate::limit`]).
+    /// Per-tenant allowance, spent in admission (see [`crate::limit`]).
     pub(crate) limiter: talkwai_auth::TenantLimiter,
 }
 
@@ -207,7 +207,7 @@ impl Handler {
         let principal = self
             .verifier
             .verify_header(header(request.headers, headers::AUTHORIZATION))?;
-        self.limiter.check(&principal)?;
+        self.admit(&principal, parsed.scope.tenant())?;
         let scope = parsed.scope.tenant();
         let target = command.target(scope);
         let trace = trace_context(&span, request.headers);
