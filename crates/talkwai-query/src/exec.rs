@@ -282,7 +282,7 @@ fn settle(mut rows: Vec<Value>, limit: i64, reversed: bool) -> (Vec<Value>, bool
 
 /// Runs a query; returns `data` and top-level `pageInfo`.
 pub async fn execute(
-    client: &(impl deadpool_postgres::GenericClient + Sync),
+    client: &impl deadpool_postgres::GenericClient,
     query: &Query,
     scope: Scope,
 ) -> Result<(Value, Value), QueryError> {

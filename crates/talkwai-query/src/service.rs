@@ -41,6 +41,9 @@ fn record(subject: &str, error: Option<&QueryError>, started: std::time::Instant
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 /// Longest a query may run in PostgreSQL.
 pub const STATEMENT_TIMEOUT: &str = "2s";
+
+/// Prepared statements kept per pooled connection before its cache is cleared.
+const MAX_CACHED_STATEMENTS: usize = 512;
 /// Longest a query waits for `minSeq`.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Queue group of every query instance.
@@ -86,15 +89,20 @@ pub(crate) async fn evaluate(
         .read_only(true)
         .start()
         .await?;
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"
-    ))
-    .await?;
-    let seq: i64 = tx
-        .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-        .await?
-        .get(0);
-    let (data, page_info) = exec::execute(&tx, query, scope).await?;
+    // Sent together (pipelined on the connection, executed in this order): the time bound, the
+    // snapshot's checkpoint and the whole query.
+    let timeout = format!("SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'");
+    let checkpoint = async {
+        let statement = tx
+            .prepare_cached("SELECT last_seq FROM talkwai.checkpoint")
+            .await?;
+        Ok::<i64, QueryError>(tx.query_one(&statement, &[]).await?.get(0))
+    };
+    let (_, seq, (data, page_info)) = tokio::try_join!(
+        async { tx.batch_execute(&timeout).await.map_err(QueryError::from) },
+        checkpoint,
+        exec::execute(&tx, query, scope),
+    )?;
     tx.commit().await?;
     Ok((data, page_info, seq))
 }
@@ -218,6 +226,11 @@ impl QueryService {
             .map_err(|limited| QueryError::rate_limited(&limited))?;
         let request = decode_request(body)?;
         let conn = self.pool.get().await?;
+        // Query shapes are cached per connection (see `exec::fetch`); a caller cycling through
+        // endless shapes must not grow that cache without bound.
+        if conn.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            conn.statement_cache.clear();
+        }
         if let Some(seq) = request.min_seq {
             let deadline = tokio::time::Instant::now() + MAX_WAIT;
             loop {
@@ -344,13 +357,12 @@ impl QueryService {
         let user: Uuid = claims.sub.0;
         match claims.kind {
             PrincipalKind::Admin => {
-                let active = conn
-                    .query_opt(
+                let statement = conn
+                    .prepare_cached(
                         "SELECT 1 FROM talkwai.admins WHERE user_id = $1 AND status = 'active'",
-                        &[&user],
                     )
-                    .await?
-                    .is_some();
+                    .await?;
+                let active = conn.query_opt(&statement, &[&user]).await?.is_some();
                 if !active {
                     return Err(QueryError::forbidden("", "not an active admin"));
                 }
@@ -369,14 +381,13 @@ impl QueryService {
                         "members query their own tenant only",
                     ));
                 }
-                let allowed = conn
-                    .query_opt(
+                let statement = conn
+                    .prepare_cached(
                         "SELECT 1 FROM talkwai.members m JOIN talkwai.tenants t ON t.id = m.tenant_id
                          WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'",
-                        &[&user, &tenant],
                     )
-                    .await?
-                    .is_some();
+                    .await?;
+                let allowed = conn.query_opt(&statement, &[&user, &tenant]).await?.is_some();
                 if !allowed {
                     return Err(QueryError::forbidden(
                         "",
