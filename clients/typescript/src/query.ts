@@ -10,6 +10,7 @@ import type { Subscription } from "@nats-io/nats-core";
 import type { Core } from "./core.js";
 import { sleep } from "./core.js";
 import { TalkwaiError, errorFromBody, transportError } from "./errors.js";
+import { unref } from "./rooms.js";
 
 /** `$` of a query level: where, order, paging, fields, aggregate. */
 export interface QueryParams {
@@ -161,6 +162,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     clearTimeout(this.renewTimer);
     if (this.closed) return;
     this.renewTimer = setTimeout(() => void this.renew(ttlMs), Math.max(50, ttlMs / 2));
+    unref(this.renewTimer);
   }
 
   private async renew(ttlMs: number): Promise<void> {

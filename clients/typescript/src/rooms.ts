@@ -45,6 +45,8 @@ export class Presence {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private readonly peers = new Map<string, Peer>();
   private readonly seqs = new Map<string, number>();
+  /** Sessions changed by a join reply or an event while a `get` was in flight. */
+  private readonly touched = new Set<string>();
   private readonly listeners = new Set<(peers: Peer[]) => void>();
   private events: Subscription | undefined;
   private stopReconnect: (() => void) | undefined;
@@ -85,11 +87,15 @@ export class Presence {
   private async join(): Promise<Peer> {
     const reply = await this.call("join", { sessionId: this.sessionId, data: this.data ?? {} });
     for (const peer of reply.peers ?? []) this.peers.set(peer.sessionId, peer);
-    if (reply.peer) this.peers.set(reply.peer.sessionId, reply.peer);
+    if (reply.peer) {
+      this.peers.set(reply.peer.sessionId, reply.peer);
+      this.touched.add(reply.peer.sessionId);
+    }
     this.emit();
     const ttlMs = (reply.ttlSecs ?? 15) * 1000;
     clearInterval(this.heartbeat);
     this.heartbeat = setInterval(() => void this.beat(), Math.max(200, ttlMs / 3));
+    unref(this.heartbeat);
     this.stopReconnect ??= this.room.core.onReconnect(() => void this.resume());
     return reply.peer as Peer;
   }
@@ -115,10 +121,15 @@ export class Presence {
     return reply.peers ?? [];
   }
 
+  /** Reads every peer; what joins, events announced meanwhile win over the (older) list. */
   private async refresh(): Promise<void> {
+    this.touched.clear();
     const peers = await this.get();
-    this.peers.clear();
-    for (const peer of peers) this.peers.set(peer.sessionId, peer);
+    const listed = new Set(peers.map((p) => p.sessionId));
+    for (const peer of peers) if (!this.touched.has(peer.sessionId)) this.peers.set(peer.sessionId, peer);
+    for (const session of [...this.peers.keys()]) {
+      if (!listed.has(session) && !this.touched.has(session)) this.peers.delete(session);
+    }
     this.emit();
   }
 
@@ -133,6 +144,7 @@ export class Presence {
     const last = this.seqs.get(event.sessionId) ?? -1;
     if (event.seq <= last) return;
     this.seqs.set(event.sessionId, event.seq);
+    this.touched.add(event.sessionId);
     if (event.op === "leave") this.peers.delete(event.sessionId);
     else if (event.peer) this.peers.set(event.sessionId, event.peer);
     this.emit();
@@ -240,4 +252,9 @@ export class Room {
     this.subs.clear();
     await this.presence.leave().finally(() => this.presence.close());
   }
+}
+
+/** Lets Node exit while a timer is pending (browsers' timers are numbers: nothing to do). */
+export function unref(timer: unknown): void {
+  (timer as { unref?: () => void })?.unref?.();
 }
