@@ -117,6 +117,24 @@ async fn run_status(pool: &Pool, nats_url: &str, args: StatusArgs) -> Result<(),
         text.push_str("  ");
         text.push_str(s.stopped.as_deref().unwrap_or("-"));
         line(&text)?;
+        // Partitioned generations: one line per partition, with its lease holder.
+        if s.partitions.len() > 1 {
+            for p in &s.partitions {
+                line(&format!(
+                    "{:>4}  {:<16} {:<9} {:>11} {:>11} {:>9} {:>8} {:>10} {:>5}  owner {}",
+                    "",
+                    format!("  partition {}/{}", p.partition, p.of),
+                    "",
+                    p.checkpoint,
+                    "",
+                    p.lag_events,
+                    "",
+                    p.applied,
+                    "",
+                    p.owner.as_deref().unwrap_or("-")
+                ))?;
+            }
+        }
     }
     Ok(())
 }
