@@ -2,7 +2,8 @@
 # Local set-up in two commands.
 #
 #   scripts/dev.sh setup   install what is missing (pinned nats-server, PostgreSQL); idempotent
-#   scripts/dev.sh test    setup, then fmt, clippy, the domain dependency check, all tests
+#   scripts/dev.sh test    setup, then fmt, clippy, the domain dependency check, all tests,
+#                          then the benchmark regression guard (TALKWAI_SKIP_BENCH=1 skips it)
 #   scripts/dev.sh up      setup, then run the whole system locally (`talkwai up`)
 set -euo pipefail
 
@@ -20,7 +21,8 @@ usage() {
   cat >&2 <<'EOF'
 usage: scripts/dev.sh <command> [args]
   setup   install the pinned nats-server into .tools/bin and PostgreSQL if missing
-  test    setup, cargo fmt --check, clippy -D warnings, domain dependency check, all tests
+  test    setup, cargo fmt --check, clippy -D warnings, domain dependency check, all tests,
+          then `talkwai-bench all --quick --check` (TALKWAI_SKIP_BENCH=1 skips it)
   up      setup, then `cargo run --release -p talkwai-cli -- up [args]`
 EOF
   exit 2
@@ -121,6 +123,26 @@ run_tests() {
   return "$status"
 }
 
+# The benchmark regression guard: a small run of every scenario, each ratio (over a baseline
+# measured in the same run) checked against the recorded quick-mode value; fails only when one
+# falls below half of it. Built in the dev profile the tests already compiled (deps at
+# opt-level 1), so it adds about a minute of build; the recorded values are dev-profile quick
+# ratios (BENCHMARKS.md, "Regression guard").
+BENCH_GUARD_FILE="crates/talkwai-bench/baseline.json"
+
+run_bench_guard() {
+  if [[ -n "${TALKWAI_SKIP_BENCH:-}" ]]; then
+    log "TALKWAI_SKIP_BENCH set: skipping the benchmark regression guard"
+    return 0
+  fi
+  log "benchmark regression guard: talkwai-bench all --quick --check $BENCH_GUARD_FILE"
+  local started=$SECONDS
+  local status=0
+  cargo run -q -p talkwai-bench -- all --quick --check "$BENCH_GUARD_FILE" || status=$?
+  log "benchmark regression guard took $((SECONDS - started)) s"
+  return "$status"
+}
+
 cmd_test() {
   setup
   export PATH="$BIN:$PATH"
@@ -131,7 +153,10 @@ cmd_test() {
   cargo clippy --workspace --all-targets -- -D warnings
   check_domain_deps
   log "running the test suite"
-  run_tests
+  local status=0
+  run_tests || status=$?
+  run_bench_guard || status=1
+  return "$status"
 }
 
 cmd_up() {

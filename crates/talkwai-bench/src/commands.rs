@@ -20,9 +20,9 @@ use crate::payload::create_task_command;
 use crate::report::Row;
 
 /// The platform token of the in-process service.
-const PLATFORM: &str = "bench-platform-token";
+pub const PLATFORM: &str = "bench-platform-token";
 /// The JWT secret of the in-process service.
-const SECRET: &str = "bench-jwt-secret";
+pub const SECRET: &str = "bench-jwt-secret";
 /// How long a caller waits for one reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -97,9 +97,9 @@ impl RunningService {
     }
 }
 
-/// Waits until the instance lists every command endpoint in `$SRV.INFO` (the service answers
+/// Waits until a command service lists every command endpoint in `$SRV.INFO` (the service answers
 /// pings before its endpoints are all registered).
-async fn wait_ready(client: &async_nats::Client) -> anyhow::Result<()> {
+pub async fn wait_ready(client: &async_nats::Client) -> anyhow::Result<()> {
     let expected: usize = talkwai_domain::ACTIONS.iter().map(|(_, a)| a.len()).sum();
     let subject = format!("$SRV.INFO.{}", talkwai_command_service::SERVICE_NAME);
     for _ in 0..200 {
@@ -222,7 +222,8 @@ pub async fn create_tasks(
     Row::new(group, &scenario, callers, "command", &measured).note(settings.label())
 }
 
-fn create_op(client: &async_nats::Client, world: &World) -> Op {
+/// One create-task command for a new task, accepted or not.
+pub fn create_op(client: &async_nats::Client, world: &World) -> Op {
     let client = client.clone();
     let subject: Arc<str> = Arc::from(format!("talkwai.cmd.{}.task.create", world.tenant));
     let bearer = Arc::clone(&world.bearer);

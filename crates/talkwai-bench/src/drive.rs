@@ -1,10 +1,10 @@
-//! Closed-loop load: N callers, each doing one operation at a time, until a count or a time
-//! budget is spent; latencies in an HDR histogram.
+//! Load: closed loops (N callers, each doing one operation at a time, until a count or a time
+//! budget is spent) and an open loop at a fixed rate; latencies in an HDR histogram.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -68,14 +68,16 @@ pub struct CpuUsed {
     pub server: Option<Duration>,
 }
 
-/// The pid of the nats-server whose CPU time is sampled.
-static SERVER_PID: OnceLock<u32> = OnceLock::new();
+/// The pid of the nats-server whose CPU time is sampled (0: none).
+static SERVER_PID: AtomicU32 = AtomicU32::new(0);
 
-/// Sets the nats-server pid sampled by [`CpuSample`] (once per run).
+/// Sets the nats-server pid sampled by [`CpuSample`] (each suite starts its own server).
 pub fn set_server_pid(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        let _ = SERVER_PID.set(pid);
-    }
+    SERVER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
+}
+
+fn server_pid() -> Option<u32> {
+    Some(SERVER_PID.load(Ordering::Relaxed)).filter(|p| *p != 0)
 }
 
 /// CPU times at the start of a measurement.
@@ -90,7 +92,7 @@ impl CpuSample {
     pub fn now() -> Self {
         Self {
             bench: cpu_time(None),
-            server: SERVER_PID.get().and_then(|pid| cpu_time(Some(*pid))),
+            server: server_pid().and_then(|pid| cpu_time(Some(pid))),
         }
     }
 
@@ -198,6 +200,57 @@ pub async fn run(callers: usize, budget: Budget, op: Op) -> Measured {
         last = last.max(ended);
     }
     total.elapsed = last - start;
+    total.cpu = cpu.used();
+    total
+}
+
+/// Runs `op` open loop at `rate` operations per second, `count` times: operation `k` starts
+/// at `start + k / rate` whether or not earlier ones finished, and its latency counts from
+/// that scheduled instant (so a stalled system is not hidden by a stalled load generator).
+pub async fn paced(rate: f64, count: u64, op: Op) -> Measured {
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let cpu = CpuSample::now();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut total = Measured {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+        cpu: CpuUsed::default(),
+    };
+    let settle =
+        |total: &mut Measured,
+         outcome: Result<Result<Duration, String>, tokio::task::JoinError>| {
+            match outcome {
+                Ok(Ok(latency)) => {
+                    total.ok += 1;
+                    record(&mut total.latency, latency);
+                }
+                Ok(Err(err)) => {
+                    total.errors += 1;
+                    total.first_error.get_or_insert(err);
+                }
+                Err(join) => {
+                    total.errors += 1;
+                    total.first_error.get_or_insert(join.to_string());
+                }
+            }
+        };
+    for k in 0..count {
+        let scheduled = start + period.mul_f64(k as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let future = op(0, k);
+        tasks.spawn(async move { future.await.map(|()| scheduled.elapsed()) });
+        while let Some(done) = tasks.try_join_next() {
+            settle(&mut total, done);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        settle(&mut total, done);
+    }
+    total.elapsed = start.elapsed();
     total.cpu = cpu.used();
     total
 }

@@ -1,36 +1,44 @@
-//! `talkwai-bench`: throughput and latency of the TalkwAI backbone on this machine.
+//! `talkwai-bench`: throughput, latency and memory of the TalkwAI backbone on this machine.
 //!
-//! Starts its own nats-server through the testkit with the production settings
-//! (`sync_interval: always`, file store) and measures, in one run, raw JetStream baselines and
-//! the real command service (in process), so every figure has a ratio to raw single durable
-//! publishes measured on the same server a few seconds apart.
+//! Starts its own nats-server (and PostgreSQL) through the testkit with the production
+//! settings (`sync_interval: always`, file store) and measures, in one run, raw baselines and
+//! the real services beside them, so every figure has a ratio to a baseline measured on the
+//! same servers a few seconds apart.
 //!
 //! ```text
+//! cargo run --release -p talkwai-bench -- all [--quick] [--check FILE] [--record FILE]
 //! cargo run --release -p talkwai-bench -- commands [--quick] [--sweep] [--json out.json]
 //! cargo run --release -p talkwai-bench -- baselines
-//! cargo run --release -p talkwai-bench -- all
-//! cargo run --release -p talkwai-bench -- projection   # also queries, notify
+//! cargo run --release -p talkwai-bench -- e2e          # also projection, queries, notify
 //! ```
 //!
-//! Not a test: nothing asserts; it prints a table and writes JSON (default
-//! `target/bench/<suite>.json`). See BENCHMARKS.md at the repository root for figures.
+//! Not a test: it prints a table and writes JSON (default `target/bench/<suite>.json`) and a
+//! chart (`target/bench/<suite>.svg`); `--check` turns it into a regression guard. See
+//! BENCHMARKS.md at the repository root for figures.
 //!
 //! # Layout
 //! - [`suite`]: which scenarios each subcommand runs, and their budgets.
 //! - [`baselines`]: raw single publishes, raw atomic batches, the eventstore appender.
 //! - [`commands`]: the command service in process and its scenarios.
-//! - [`drive`]: closed-loop callers and latency histograms.
+//! - [`e2e`]: the services as separate processes ([`procs`]): fixed-rate command latency,
+//!   end to end (query, `taskUpdates`), peak RSS.
+//! - [`drive`]: closed-loop callers, the open-loop pacer, latency histograms.
 //! - [`payload`]: the events and commands the scenarios send.
-//! - [`report`]: rows, the table and the JSON file; [`machine`]: what it ran on.
+//! - [`report`]: rows, the table and the JSON file; [`machine`]: what it ran on;
+//!   [`chart`]: the SVG; [`guard`]: `--check` / `--record`.
 //! - [`projection`], [`queries`], [`notify`]: the read side (with PostgreSQL from the
 //!   testkit), each with its own raw baseline; [`stack`]: what they share.
 
 mod baselines;
+mod chart;
 mod commands;
 mod drive;
+mod e2e;
+mod guard;
 mod machine;
 mod notify;
 mod payload;
+mod procs;
 mod projection;
 mod queries;
 mod report;
@@ -61,22 +69,36 @@ struct Cli {
     /// Time budget of each scenario in seconds (default 5, 1 with --quick).
     #[arg(long, global = true)]
     seconds: Option<f64>,
+    /// Compare every ratio with the values recorded in FILE; fail when one falls below half
+    /// of its recorded value (latency ratios: rises above twice it).
+    #[arg(long, global = true, value_name = "FILE")]
+    check: Option<PathBuf>,
+    /// Record this run's ratios in FILE (merged with what it holds: the worse value stays).
+    #[arg(long, global = true, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Where to write the chart (default `target/bench/<suite>.svg`; a full `all` run also
+    /// writes `docs/benchmarks.svg`).
+    #[arg(long, global = true, value_name = "FILE")]
+    chart: Option<PathBuf>,
 }
 
-/// The suites; later ones (projections, queries) add variants here.
+/// The suites.
 #[derive(Debug, Clone, Copy, Subcommand)]
 enum SuiteName {
-    /// Everything below.
+    /// Everything below, in one report (JSON, table, chart).
     All,
     /// Commands through the command service (plus the raw reference for ratios).
     Commands,
     /// Raw JetStream and eventstore appender baselines.
     Baselines,
-    /// Projector catch-up and a 1M-event rebuild beside raw PostgreSQL upserts (not in `all`).
+    /// The services as separate processes: create-task at 500/s, end to end at 1,000/s
+    /// (query with minSeq, taskUpdates), peak RSS of each service.
+    E2e,
+    /// Projector catch-up and a 1M-event rebuild beside raw PostgreSQL upserts.
     Projection,
-    /// The seed's three queries over NATS beside hand-written SQL (not in `all`).
+    /// The seed's three queries over NATS beside hand-written SQL.
     Queries,
-    /// Event committed to `taskUpdates` delivered, at 1,000 events/s (not in `all`).
+    /// Event committed to `taskUpdates` delivered, at 1,000 events/s, notifier in process.
     Notify,
 }
 
@@ -86,6 +108,7 @@ impl SuiteName {
             Self::All => "all",
             Self::Commands => "commands",
             Self::Baselines => "baselines",
+            Self::E2e => "e2e",
             Self::Projection => "projection",
             Self::Queries => "queries",
             Self::Notify => "notify",
@@ -111,25 +134,73 @@ fn main() -> anyhow::Result<()> {
         sweep: cli.sweep,
         budgets: suite::Budgets::new(cli.quick, cli.seconds),
     };
-    let report = runtime.block_on(async {
+    let quick = cli.quick;
+    let seconds = cli.seconds;
+    let mut report = runtime.block_on(async {
         match cli.suite {
-            SuiteName::Projection => projection::run(cli.quick).await,
-            SuiteName::Queries => queries::run(cli.quick, cli.seconds).await,
-            SuiteName::Notify => notify::run(cli.quick, cli.seconds).await,
-            _ => suite::run(cli.suite.name(), cli.quick, plan).await,
+            SuiteName::Projection => projection::run(quick, None).await,
+            SuiteName::Queries => queries::run(quick, seconds, None).await,
+            SuiteName::Notify => notify::run(quick, seconds).await,
+            SuiteName::E2e => e2e::run(quick, seconds).await,
+            SuiteName::All => all(quick, plan).await,
+            _ => suite::run(cli.suite.name(), quick, plan).await,
         }
     })?;
+    if matches!(cli.suite, SuiteName::All) {
+        report.compute_ratios();
+    }
     println!();
     println!("{}", report.table());
     for note in &report.notes {
         println!("note: {note}");
     }
-    let path = cli.json.unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/bench")
-            .join(format!("{}.json", cli.suite.name()))
-    });
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    let path = cli
+        .json
+        .unwrap_or_else(|| target.join(format!("{}.json", cli.suite.name())));
     report.write_json(&path)?;
     println!("results written to {}", path.display());
+    let chart = cli
+        .chart
+        .unwrap_or_else(|| target.join(format!("{}.svg", cli.suite.name())));
+    chart::write_svg(&report, &chart)?;
+    println!("chart written to {}", chart.display());
+    if matches!(cli.suite, SuiteName::All) && !quick {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.svg");
+        chart::write_svg(&report, &docs)?;
+        println!("chart written to {}", docs.display());
+    }
+    if let Some(file) = &cli.record {
+        guard::record(&report, file)?;
+    }
+    if let Some(file) = &cli.check {
+        guard::check(&report, file)?;
+    }
     Ok(())
+}
+
+/// Every suite, one after the other (each on its own servers), in one report. `--quick`
+/// shrinks the read side too: 20k events to project, 200 tasks per tenant to query, 2 s of
+/// notifications.
+async fn all(quick: bool, plan: suite::Plan) -> anyhow::Result<report::Report> {
+    let started = std::time::Instant::now();
+    let mut stages = Vec::new();
+    let lap = |stage: &str, stages: &mut Vec<String>| {
+        stages.push(format!("{stage} {:.0} s", started.elapsed().as_secs_f64()));
+    };
+    let mut report = suite::run("all", quick, plan).await?;
+    lap("baselines+commands", &mut stages);
+    report.merge(e2e::run(quick, quick.then_some(1.0)).await?);
+    lap("e2e", &mut stages);
+    report.merge(projection::run(quick, quick.then_some(10_000)).await?);
+    lap("projection", &mut stages);
+    report.merge(queries::run(quick, quick.then_some(0.5), quick.then_some(200)).await?);
+    lap("queries", &mut stages);
+    report.merge(notify::run(quick, quick.then_some(1.0)).await?);
+    lap("notify", &mut stages);
+    report.notes.push(format!(
+        "elapsed at the end of each stage: {}",
+        stages.join(", ")
+    ));
+    Ok(report)
 }

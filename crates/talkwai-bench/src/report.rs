@@ -9,6 +9,8 @@ use crate::machine::Machine;
 
 /// The scenario every ratio is measured against.
 pub const REFERENCE: &str = "raw single publish (window 64)";
+/// Groups whose rows get a ratio to [`REFERENCE`] (the others carry their own baseline).
+const REFERENCE_GROUPS: [&str; 5] = ["baseline", "appender", "commands", "variant", "process"];
 
 /// One measured scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +45,17 @@ pub struct Row {
     pub bench_cpu_us_per_op: Option<f64>,
     /// CPU time of nats-server per operation, µs.
     pub server_cpu_us_per_op: Option<f64>,
+    /// A figure that is not a rate (peak RSS in MiB, an extrapolated wall time in s...).
+    pub value: Option<f64>,
+    /// The unit of `value`.
+    pub value_unit: Option<String>,
+    /// `ratio` is a latency over a baseline's latency (lower is better) rather than a rate
+    /// over a baseline's rate (higher is better); the guard compares it the other way round.
+    pub lower_is_better: bool,
+    /// The target of this figure from the issue, e.g. `ratio >= 2.5`.
+    pub target: Option<String>,
+    /// Whether the target is met.
+    pub target_met: Option<bool>,
     /// Settings and remarks.
     pub note: String,
 }
@@ -65,7 +78,65 @@ impl Row {
             ratio_to: None,
             bench_cpu_us_per_op: m.cpu.bench.map(|d| per_op(d, m.ok)),
             server_cpu_us_per_op: m.cpu.server.map(|d| per_op(d, m.ok)),
+            value: None,
+            value_unit: None,
+            lower_is_better: false,
+            target: None,
+            target_met: None,
             note: m.first_error.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A row holding one figure that is not a rate (`value` in `unit`).
+    pub fn figure(group: &str, scenario: &str, value: f64, unit: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            scenario: scenario.to_owned(),
+            callers: 0,
+            unit: unit.to_owned(),
+            ops: 0,
+            errors: 0,
+            seconds: 0.0,
+            ops_per_sec: 0.0,
+            p50_ms: None,
+            p99_ms: None,
+            ratio: None,
+            ratio_to: None,
+            bench_cpu_us_per_op: None,
+            server_cpu_us_per_op: None,
+            value: Some(value),
+            value_unit: Some(unit.to_owned()),
+            lower_is_better: false,
+            target: None,
+            target_met: None,
+            note: String::new(),
+        }
+    }
+
+    /// Sets the target and whether it is met.
+    pub fn target(mut self, target: impl Into<String>, met: bool) -> Self {
+        self.target = Some(target.into());
+        self.target_met = Some(met);
+        self
+    }
+
+    /// Marks `ratio` as a latency ratio (lower is better).
+    pub fn lower_is_better(mut self) -> Self {
+        self.lower_is_better = true;
+        self
+    }
+
+    /// The key the regression guard knows this row by: `group / scenario / callers`.
+    pub fn key(&self) -> String {
+        format!("{} / {} / {}", self.group, self.scenario, self.callers)
+    }
+
+    /// The target column: `ratio >= 2.5 pass`, or `-`.
+    pub fn target_cell(&self) -> String {
+        match (&self.target, self.target_met) {
+            (Some(t), Some(true)) => format!("{t}: pass"),
+            (Some(t), _) => format!("{t}: MISS"),
+            _ => "-".to_owned(),
         }
     }
 
@@ -92,6 +163,10 @@ impl Row {
 
     /// Prints the row as soon as it is measured.
     pub fn announce(&self) {
+        if let (Some(value), Some(unit)) = (self.value, &self.value_unit) {
+            println!("  {:<52} {value:>10.1} {unit}", self.scenario);
+            return;
+        }
         println!(
             "  {:<52} {:>4} callers {:>10.0} {}/s  p50 {:>7} ms  p99 {:>7} ms{}",
             self.scenario,
@@ -153,30 +228,58 @@ impl Report {
             .then(|| measured.iter().sum::<f64>() / measured.len() as f64)
             .filter(|v| *v > 0.0);
         self.reference_ops_per_sec = reference;
-        for row in self.rows.iter_mut().filter(|r| r.ratio_to.is_none()) {
+        for row in self
+            .rows
+            .iter_mut()
+            .filter(|r| r.ratio_to.is_none() && REFERENCE_GROUPS.contains(&r.group.as_str()))
+        {
             row.ratio = reference.map(|r| row.ops_per_sec / r);
         }
+        self.command_targets();
     }
 
-    /// The table: scenario, callers, ops/s, p50, p99, ratio.
+    /// The table: scenario, callers, ops/s (or the figure), p50, p99, ratio, CPU, target.
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} |\n",
-            "scenario", "callers", "ops/s", "p50 ms", "p99 ms", "ratio", "bench µs", "nats µs"
+            "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} | {} |\n",
+            "scenario",
+            "callers",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "ratio",
+            "bench µs",
+            "nats µs",
+            "target"
         ));
         out.push_str(&format!(
-            "|{:-<68}|{:->9}|{:->12}|{:->10}|{:->10}|{:->8}|{:->11}|{:->11}|\n",
-            "", ":", ":", ":", ":", ":", ":", ":"
+            "|{:-<68}|{:->9}|{:->12}|{:->10}|{:->10}|{:->8}|{:->11}|{:->11}|{:-<8}|\n",
+            "", ":", ":", ":", ":", ":", ":", ":", ""
         ));
         for row in &self.rows {
+            if let (Some(value), Some(unit)) = (row.value, &row.value_unit) {
+                out.push_str(&format!(
+                    "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} | {} |\n",
+                    format!("{} ({unit})", row.scenario),
+                    "-",
+                    format!("{value:.1}"),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    row.target_cell()
+                ));
+                continue;
+            }
             let unit = if row.unit.starts_with("batch") {
                 "msg"
             } else {
                 row.unit.as_str()
             };
             out.push_str(&format!(
-                "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} |\n",
+                "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} | {} |\n",
                 format!("{} ({unit}/s)", row.scenario),
                 row.callers,
                 format!("{:.0}", row.ops_per_sec),
@@ -188,9 +291,49 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
                 row.server_cpu_us_per_op
                     .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+                row.target_cell(),
             ));
         }
         out
+    }
+
+    /// Appends the rows and notes of another suite's report.
+    pub fn merge(&mut self, other: Report) {
+        self.rows.extend(other.rows);
+        self.notes.extend(
+            other
+                .notes
+                .into_iter()
+                .map(|n| format!("[{}] {n}", other.suite)),
+        );
+    }
+
+    /// The issue's targets for the command rows (ratios to the reference), and how close 512
+    /// callers come to the raw atomic-batch ceiling.
+    fn command_targets(&mut self) {
+        let ceiling = self
+            .rows
+            .iter()
+            .find(|r| r.scenario == "raw atomic batch of 1000")
+            .map(|r| r.ops_per_sec);
+        for row in self.rows.iter_mut().filter(|r| r.group == "commands") {
+            let Some(ratio) = row.ratio else { continue };
+            match (row.scenario.as_str(), row.callers) {
+                ("create-task", 64) => *row = row.clone().target("ratio >= 2.5", ratio >= 2.5),
+                ("start-task + complete-task", 64) => {
+                    *row = row.clone().target("ratio >= 2", ratio >= 2.0);
+                }
+                ("create-task", 512) => {
+                    if let Some(ceiling) = ceiling.filter(|c| *c > 0.0) {
+                        let share = row.ops_per_sec / ceiling;
+                        *row = row.clone().note(format!(
+                            "{share:.2} of the raw atomic batch of 1000 (the ceiling)"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Writes the JSON file (creating its directory).

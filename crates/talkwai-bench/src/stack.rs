@@ -58,6 +58,11 @@ pub fn row(
         ratio_to: None,
         bench_cpu_us_per_op: None,
         server_cpu_us_per_op: None,
+        value: None,
+        value_unit: None,
+        lower_is_better: false,
+        target: None,
+        target_met: None,
         note: String::new(),
     }
 }

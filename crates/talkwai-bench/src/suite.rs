@@ -17,6 +17,8 @@ use crate::report::{Report, Row};
 const REFERENCE_WINDOW: usize = 64;
 /// Atomic batch sizes measured raw.
 const BATCH_SIZES: [usize; 4] = [8, 64, 256, 1000];
+/// Atomic batch sizes measured raw with `--quick` (the ceiling of the command path).
+const QUICK_BATCH_SIZES: [usize; 2] = [64, 1000];
 
 /// How much each scenario may take.
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +126,12 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
     );
 
     if plan.baselines {
-        for size in BATCH_SIZES {
+        let sizes: &[usize] = if quick {
+            &QUICK_BATCH_SIZES
+        } else {
+            &BATCH_SIZES
+        };
+        for &size in sizes {
             push(
                 &mut report,
                 baselines::raw_atomic(
@@ -136,8 +143,12 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
                 .await?,
             );
         }
-        let appenders = [(true, 1), (true, 2), (true, 4), (false, 2), (false, 64)];
-        for (group, max_in_flight) in appenders {
+        let appenders: &[(bool, usize)] = if quick {
+            &[(true, 2)]
+        } else {
+            &[(true, 1), (true, 2), (true, 4), (false, 2), (false, 64)]
+        };
+        for &(group, max_in_flight) in appenders {
             let config = AppenderConfig {
                 group,
                 max_in_flight,
@@ -178,10 +189,14 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
         );
         service.stop().await?;
 
-        let mut variants = vec![ServiceSettings {
-            group_commit: false,
-            writes_in_flight: defaults.writes_in_flight,
-        }];
+        // The group commit off (skipped by --quick: the guard does not need it).
+        let mut variants = Vec::new();
+        if !quick {
+            variants.push(ServiceSettings {
+                group_commit: false,
+                writes_in_flight: defaults.writes_in_flight,
+            });
+        }
         if plan.sweep {
             variants.extend(
                 [1, 4, 8]
