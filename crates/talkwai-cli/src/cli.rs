@@ -385,6 +385,20 @@ pub struct UpArgs {
     /// Port for the local PostgreSQL (0: any free port); a free port when it is taken.
     #[arg(long, default_value_t = 5432)]
     pub postgres_port: u16,
+    /// WebSocket port of the local nats-server, for browsers (0: any free port); a free port
+    /// when it is taken.
+    #[arg(long, default_value_t = 8080)]
+    pub ws_port: u16,
+    /// The nats-server WebSocket URL the dashboard connects to when `--no-nats` is given.
+    #[arg(long, env = "TALKWAI_NATS_WS_URL", default_value = "ws://127.0.0.1:8080")]
+    pub nats_ws_url: String,
+    /// Port of the dashboard's HTTP server on 127.0.0.1 (0: any free port); a free port when
+    /// it is taken.
+    #[arg(long, default_value_t = 8081)]
+    pub dashboard_port: u16,
+    /// The built dashboard to serve; default `<repo>/clients/dashboard/dist`.
+    #[arg(long)]
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 /// Parses `500ms`, `90s`, `15m`, `1h`, `7d` or a bare number of seconds.

@@ -26,10 +26,12 @@
 //! - [`events`]: `events tail`, `events show`, `events export` and `events import`.
 //! - [`token`]: `token mint`.
 //! - [`projections`]: the read models' status, dead letters, retries, rebuilds and replays.
-//! - [`up`]: the local system; [`demo`] its seed and [`secrets`] its `secrets.json`.
+//! - [`up`]: the local system; [`demo`] its seed, [`secrets`] its `secrets.json` and
+//!   [`dashboard`] the browser dashboard it serves.
 //! - [`error`]: [`CliError`] and the exit codes; [`output`]: stdout that tolerates a closed pipe.
 
 pub mod cli;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod events;

@@ -1,9 +1,11 @@
 //! `talkwai up`: the whole system on one machine. Starts a persistent nats-server (JetStream)
 //! and a persistent PostgreSQL under the data dir, runs the command service, the projector
 //! (read models in PostgreSQL), the query API over the projector's pool and the notifier
-//! (rooms, presence, alerts) in this process, seeds the demo tenant once, prints what to try,
-//! and on SIGINT/SIGTERM stops the services in reverse order of their start (each draining
-//! what it has in flight) and then the servers, keeping their data.
+//! (rooms, presence, alerts) in this process, serves the live dashboard (`clients/dashboard`)
+//! over HTTP with nats-server's WebSocket listener for browsers, seeds the demo tenant once,
+//! prints what to try (dashboard URLs with dev tokens included), and on SIGINT/SIGTERM stops
+//! the services in reverse order of their start (each draining what it has in flight) and then
+//! the servers, keeping their data.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +24,7 @@ use uuid::Uuid;
 use crate::cli::UpArgs;
 use crate::error::CliError;
 use crate::output::line;
-use crate::{demo, events, secrets};
+use crate::{dashboard, demo, events, secrets};
 
 /// The line `talkwai up` prints once everything runs (scripts and tests wait for it).
 pub const READY_LINE: &str = "talkwai up: ready";
@@ -57,15 +59,22 @@ fn free_preferred(port: u16) -> Option<u16> {
     (port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()).then_some(port)
 }
 
-async fn start_nats(store: PathBuf, port: u16) -> Result<NatsServer, CliError> {
+/// Starts nats-server with JetStream and a WebSocket listener for browsers (no TLS: loopback
+/// only; no users, like the client port of this local system).
+async fn start_nats(store: PathBuf, port: u16, ws_port: u16) -> Result<NatsServer, CliError> {
     let builder = || {
         NatsServer::builder()
             .store_dir(store.clone())
             .persistent(true)
             .server_name("talkwai-local")
+            .websocket(true)
     };
     if let Some(port) = free_preferred(port) {
-        match builder().port(port).start().await {
+        let preferred = match free_preferred(ws_port) {
+            Some(ws_port) => builder().port(port).websocket_port(ws_port),
+            None => builder().port(port),
+        };
+        match preferred.start().await {
             Ok(server) => return Ok(server),
             Err(err) => tracing::warn!(port, error = %err, "nats port taken, using a free one"),
         }
@@ -345,6 +354,18 @@ async fn serve(
     let seeded = demo::is_seeded(&store).await?;
     drop(store);
     let owner_token = SecretString::from(demo::owner_token(&secrets.jwt_secret, DEMO_TOKEN_TTL)?);
+    let admin_token = SecretString::from(crate::token::mint(
+        &crate::token::TokenSpec {
+            kind: talkwai_auth::PrincipalKind::Admin,
+            sub: dashboard::DEMO_ADMIN_USER,
+            tenant: None,
+            role: Some("support".into()),
+            ttl: DEMO_TOKEN_TTL,
+            issuer: None,
+            audience: None,
+        },
+        &secrets.jwt_secret,
+    )?);
     let demo_state = if seeded {
         DemoState::AlreadySeeded
     } else if no_demo {
@@ -355,6 +376,7 @@ async fn serve(
     print_banner(&Banner {
         demo: demo_state,
         owner_token: Some(&owner_token),
+        admin_token: Some(&admin_token),
         ..*banner
     })?;
     tokio::select! {
@@ -373,12 +395,17 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
         postgres: None,
     };
     if !args.no_nats {
-        servers.nats = Some(start_nats(data.join("nats"), args.nats_port).await?);
+        servers.nats = Some(start_nats(data.join("nats"), args.nats_port, args.ws_port).await?);
     }
     let nats_url = servers
         .nats
         .as_ref()
         .map_or_else(|| nats_url.to_owned(), NatsServer::url);
+    let ws_url = servers
+        .nats
+        .as_ref()
+        .and_then(NatsServer::websocket_url)
+        .unwrap_or_else(|| args.nats_ws_url.clone());
     let postgres_url = match args.postgres_url {
         Some(url) => url,
         None => {
@@ -390,7 +417,32 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
     };
 
     let mut services = Services::default();
-    let started = start_services(&mut services, &nats_url, &postgres_url, &secrets).await;
+    let mut started = start_services(&mut services, &nats_url, &postgres_url, &secrets).await;
+    let mut dashboard_url = String::new();
+    let mut dashboard_built = false;
+    if started.is_ok() {
+        let dir = args
+            .dashboard_dir
+            .clone()
+            .unwrap_or_else(|| repo_root().join("clients/dashboard/dist"));
+        let config = dashboard::PageConfig {
+            nats_ws_url: ws_url.clone(),
+        };
+        started = match dashboard::bind(args.dashboard_port, dir, &config).await {
+            Ok(page) => {
+                dashboard_built = page.is_built();
+                page.url().map(|url| {
+                    dashboard_url = url;
+                    services.spawn("dashboard", |stopped| {
+                        page.run(async {
+                            let _ = stopped.await;
+                        })
+                    });
+                })
+            }
+            Err(err) => Err(err),
+        };
+    }
     let client = match started {
         Ok(()) => crate::connect(&nats_url).await,
         Err(err) => Err(err),
@@ -410,11 +462,15 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
             data: &data,
             nats_url: &nats_url,
             nats_local: servers.nats.is_some(),
+            ws_url: &ws_url,
+            dashboard_url: &dashboard_url,
+            dashboard_built,
             postgres_url: &postgres_url,
             postgres_local: servers.postgres.is_some(),
             secrets_created: secrets.created,
             demo: DemoState::Skipped,
             owner_token: None,
+            admin_token: None,
         },
         &secrets,
         args.no_demo,
@@ -438,12 +494,20 @@ struct Banner<'a> {
     data: &'a Path,
     nats_url: &'a str,
     nats_local: bool,
+    /// nats-server's WebSocket URL (browsers).
+    ws_url: &'a str,
+    /// The dashboard's URL.
+    dashboard_url: &'a str,
+    /// Whether `clients/dashboard/dist` holds the built page.
+    dashboard_built: bool,
     postgres_url: &'a str,
     postgres_local: bool,
     secrets_created: bool,
     demo: DemoState,
     /// The demo owner's token (printed for the demo).
     owner_token: Option<&'a SecretString>,
+    /// A demo admin's token (the dashboard's admin view).
+    admin_token: Option<&'a SecretString>,
 }
 
 fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
@@ -474,9 +538,24 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         b.nats_url
     ))?;
     line(&format!(
+        "talkwai up: websocket     {}  (nats-server's WebSocket listener, for browsers)",
+        b.ws_url
+    ))?;
+    line(&format!(
         "talkwai up: postgresql    {}  ({pg_where})",
         b.postgres_url
     ))?;
+    if b.dashboard_built {
+        line(&format!(
+            "talkwai up: dashboard     {}  (clients/dashboard, live over the WebSocket; sign in with a dev token)",
+            b.dashboard_url
+        ))?;
+    } else {
+        line(&format!(
+            "talkwai up: dashboard     {}  not built: npm --prefix clients ci && npm --prefix clients run build (scripts/dev.sh up does it)",
+            b.dashboard_url
+        ))?;
+    }
     line(
         "talkwai up: commands      served by this process (NATS services API, queue group talkwai-command)",
     )?;
@@ -514,6 +593,23 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
             "  export TALKWAI_TOKEN={}",
             owner_token.expose_secret()
         ))?;
+        line("")?;
+        line(
+            "  # the live dashboard in a browser, signed in as Olive (owner) or as a demo admin:",
+        )?;
+        line(&format!(
+            "  dashboard (owner): {}#token={}&member={}&name=Olive%20Owner",
+            b.dashboard_url,
+            owner_token.expose_secret(),
+            demo::OWNER
+        ))?;
+        if let Some(admin_token) = b.admin_token {
+            line(&format!(
+                "  dashboard (admin): {}#token={}&view=admin&name=Demo%20Admin",
+                b.dashboard_url,
+                admin_token.expose_secret()
+            ))?;
+        }
         line("")?;
         line(
             "  # talkwai is target/release/talkwai, or: cargo run -q --release -p talkwai-cli --",
