@@ -390,7 +390,11 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 8080)]
     pub ws_port: u16,
     /// The nats-server WebSocket URL the dashboard connects to when `--no-nats` is given.
-    #[arg(long, env = "TALKWAI_NATS_WS_URL", default_value = "ws://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TALKWAI_NATS_WS_URL",
+        default_value = "ws://127.0.0.1:8080"
+    )]
     pub nats_ws_url: String,
     /// Port of the dashboard's HTTP server on 127.0.0.1 (0: any free port); a free port when
     /// it is taken.
