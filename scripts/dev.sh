@@ -5,6 +5,8 @@
 #   scripts/dev.sh test    setup, then fmt, clippy, the domain dependency check, all tests,
 #                          then the benchmark regression guard (TALKWAI_SKIP_BENCH=1 skips it)
 #   scripts/dev.sh up      setup, then run the whole system locally (`talkwai up`)
+#   (test and up also prepare clients/: npm ci and build; test installs Debian chromium for
+#   the dashboard's browser test and runs the TypeScript client's unit tests)
 set -euo pipefail
 
 NATS_VERSION="2.15.1"
@@ -24,6 +26,7 @@ usage: scripts/dev.sh <command> [args]
   test    setup, cargo fmt --check, clippy -D warnings, domain dependency check, all tests,
           then `talkwai-bench all --quick --check` (TALKWAI_SKIP_BENCH=1 skips it)
   up      setup, then `cargo run --release -p talkwai-cli -- up [args]`
+  (test and up run npm ci + build in clients/; test installs chromium for the browser test)
 EOF
   exit 2
 }
@@ -88,6 +91,36 @@ setup() {
   setup_postgres
 }
 
+# Debian's chromium for the dashboard's browser test (driven by playwright-core, which never
+# downloads a browser of its own).
+setup_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then
+    log "chromium present"
+    return
+  fi
+  log "installing chromium (apt-get)"
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium
+  [[ -x /usr/bin/chromium ]] || die "chromium installed but /usr/bin/chromium is missing"
+}
+
+# The TypeScript client and the dashboard (clients/): `npm ci` when node_modules is missing or
+# older than package-lock.json, then build (generated types checked against proto/, tsc, vite).
+setup_clients() {
+  command -v npm >/dev/null || die "node and npm are needed for clients/ (apt-get install -y nodejs npm)"
+  local clients="$ROOT/clients"
+  if [[ ! -f "$clients/node_modules/.package-lock.json" || "$clients/package-lock.json" -nt "$clients/node_modules/.package-lock.json" ]]; then
+    log "npm ci in clients/"
+    (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    log "clients/node_modules up to date"
+  fi
+  log "building clients/ (TypeScript client, dashboard)"
+  (cd "$clients" && npm run --silent build >/dev/null)
+}
+
 # The domain crate stays free of I/O: no tokio, NATS or SQL in its normal dependencies.
 check_domain_deps() {
   local tree bad
@@ -147,11 +180,17 @@ cmd_test() {
   setup
   export PATH="$BIN:$PATH"
   cd "$ROOT"
+  setup_chromium
+  setup_clients
   log "cargo fmt --all --check"
   cargo fmt --all --check
   log "cargo clippy --workspace --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings
   check_domain_deps
+  log "TypeScript client unit tests (node --test)"
+  (cd "$ROOT/clients" && npm test --silent)
+  # The browser test (crates/talkwai-cli/tests/browser.rs) runs now that the clients are ready.
+  export TALKWAI_CLIENT_TESTS=1
   log "running the test suite"
   local status=0
   run_tests || status=$?
@@ -161,6 +200,11 @@ cmd_test() {
 
 cmd_up() {
   setup
+  if command -v npm >/dev/null; then
+    setup_clients
+  else
+    log "npm not found: the dashboard is not built (talkwai up runs without it)"
+  fi
   export PATH="$BIN:$PATH"
   cd "$ROOT"
   exec cargo run --release -p talkwai-cli -- up "$@"
