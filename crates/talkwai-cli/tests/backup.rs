@@ -89,19 +89,19 @@ async fn an_exported_log_imports_into_an_empty_stream_unchanged() {
     h.ok(&format!("{t}.task.create"), task_body(task), &w.owner_token)
         .await;
     // One command with a caller's trace context: its events carry `traceparent`.
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
-    headers.insert(
+    let mut request = async_nats::HeaderMap::new();
+    request.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
+    request.insert(
         "Authorization",
         format!("Bearer {}", w.owner_token).as_str(),
     );
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    headers.insert("traceparent", traceparent);
+    request.insert("traceparent", traceparent);
     let reply = h
         .client
         .request_with_headers(
             format!("talkwai.cmd.{t}.task.start"),
-            headers,
+            request,
             json!({"id": task}).to_string().into(),
         )
         .await
