@@ -191,7 +191,7 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                 )
                 .await?;
             if let Some(row) = live {
-                point_views(client, row.get::<_, &str>(0)).await?;
+                point_checkpoint_view(client, row.get::<_, &str>(0)).await?;
             }
         }
         Ok::<_, ProjectorError>(())
@@ -291,13 +291,23 @@ pub async fn point_views(client: &impl GenericClient, schema: &str) -> Result<()
             "DROP VIEW IF EXISTS {VIEWS}.{table}; CREATE VIEW {VIEWS}.{table} AS SELECT * FROM {schema}.{table};"
         ));
     }
-    sql.push_str(&format!(
-        "DROP VIEW IF EXISTS {VIEWS}.checkpoint; CREATE VIEW {VIEWS}.checkpoint AS
-         SELECT min(last_seq)::bigint AS last_seq, min(last_event_at)::bigint AS last_event_at,
-                coalesce(sum(applied), 0)::bigint AS applied, max(updated_at) AS updated_at,
-                count(*)::integer AS partitions
-         FROM {schema}.checkpoint;"
-    ));
     client.batch_execute(&sql).await?;
+    point_checkpoint_view(client, schema).await
+}
+
+/// Points `talkwai.checkpoint` at `schema`'s partition checkpoints.
+async fn point_checkpoint_view(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<(), ProjectorError> {
+    client
+        .batch_execute(&format!(
+            "DROP VIEW IF EXISTS {VIEWS}.checkpoint; CREATE VIEW {VIEWS}.checkpoint AS
+             SELECT min(last_seq)::bigint AS last_seq, min(last_event_at)::bigint AS last_event_at,
+                    coalesce(sum(applied), 0)::bigint AS applied, max(updated_at) AS updated_at,
+                    count(*)::integer AS partitions
+             FROM {schema}.checkpoint;"
+        ))
+        .await?;
     Ok(())
 }

@@ -372,3 +372,98 @@ async fn three_instances_split_partitions_and_take_over_a_killed_ones() {
     eprintln!("whole test took {:?}", started.elapsed());
     stack.stop().await;
 }
+
+/// A database written by a projector from before partitions (one `checkpoint` row with `id = 1`,
+/// one stop per generation) migrates to partition 0 of a 1-partition layout, keeps its
+/// checkpoint, applied count and stop, and the view answers as before; migrating again is a
+/// no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_checkpoint_database_migrates_to_partition_zero() {
+    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
+    let db = pg.create_unique_database("old").await.expect("database");
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let conn = pool.get().await.expect("conn");
+    conn.batch_execute(
+        "CREATE SCHEMA talkwai_meta; CREATE SCHEMA talkwai;
+         CREATE TABLE talkwai_meta.migrations (
+            version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO talkwai_meta.migrations (version) VALUES (1);
+         CREATE TABLE talkwai_meta.generations (
+            generation integer PRIMARY KEY, schema_name text NOT NULL UNIQUE,
+            state text NOT NULL, tenant uuid, until_seq bigint,
+            created_at timestamptz NOT NULL DEFAULT now(), swapped_at timestamptz);
+         CREATE TABLE talkwai_meta.dead_letters (
+            id bigserial PRIMARY KEY, generation integer NOT NULL, seq bigint NOT NULL,
+            subject text NOT NULL, event_type text, error text NOT NULL, payload text NOT NULL,
+            status text NOT NULL DEFAULT 'open', created_at timestamptz NOT NULL DEFAULT now(),
+            resolved_at timestamptz, UNIQUE (generation, seq));
+         CREATE TABLE talkwai_meta.projector_state (
+            generation integer PRIMARY KEY, stopped_at_seq bigint, stopped_reason text,
+            updated_at timestamptz NOT NULL DEFAULT now());
+         CREATE SCHEMA talkwai_g1;
+         CREATE TABLE talkwai_g1.checkpoint (
+            id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1), last_seq bigint NOT NULL,
+            last_event_at bigint NOT NULL DEFAULT 0, applied bigint NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO talkwai_g1.checkpoint (last_seq, applied) VALUES (42, 40);
+         INSERT INTO talkwai_meta.generations (generation, schema_name, state)
+            VALUES (1, 'talkwai_g1', 'live');
+         CREATE VIEW talkwai.checkpoint AS SELECT * FROM talkwai_g1.checkpoint;
+         INSERT INTO talkwai_meta.projector_state (generation, stopped_at_seq, stopped_reason)
+            VALUES (1, 43, 'event 43: poison');",
+    )
+    .await
+    .expect("the old layout");
+    for round in 0..2 {
+        talkwai_projector::schema::migrate(&conn)
+            .await
+            .unwrap_or_else(|e| panic!("migration round {round}: {e:?}"));
+        let row = conn
+            .query_one(
+                "SELECT part, partitions, last_seq, applied FROM talkwai_g1.checkpoint",
+                &[],
+            )
+            .await
+            .expect("partitioned checkpoint");
+        assert_eq!(
+            (
+                row.get::<_, i32>(0),
+                row.get::<_, i32>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3)
+            ),
+            (0, 1, 42, 40),
+            "round {round}"
+        );
+        let view = conn
+            .query_one(
+                "SELECT last_seq, applied, partitions FROM talkwai.checkpoint",
+                &[],
+            )
+            .await
+            .expect("the view");
+        assert_eq!(
+            (
+                view.get::<_, i64>(0),
+                view.get::<_, i64>(1),
+                view.get::<_, i32>(2)
+            ),
+            (42, 40, 1)
+        );
+        let stop = conn
+            .query_one(
+                "SELECT part, stopped_at_seq FROM talkwai_meta.projector_state WHERE generation = 1",
+                &[],
+            )
+            .await
+            .expect("the stop survives");
+        assert_eq!((stop.get::<_, i32>(0), stop.get::<_, i64>(1)), (0, 43));
+    }
+    // The new primary key allows one stop per partition.
+    conn.execute(
+        "INSERT INTO talkwai_meta.projector_state (generation, part, stopped_at_seq) VALUES (1, 1, 50)",
+        &[],
+    )
+    .await
+    .expect("a second partition's stop");
+}
