@@ -467,3 +467,104 @@ async fn a_single_checkpoint_database_migrates_to_partition_zero() {
     .await
     .expect("a second partition's stop");
 }
+
+/// With partitions, a poison event stops only its own partition: other tenants' partitions go
+/// on, the view's checkpoint stays before the poison (read-your-writes never skips it), and
+/// `retry --skip` moves that partition past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_stops_only_its_partition() {
+    let mut stack = Stack::start().await;
+    let db = stack.db.clone();
+    let mut config = stack.projector_config(&db);
+    config.partitions = 2;
+    config.lease_ttl_ms = 2000;
+    stack.start_projector(config).await;
+    let subject_of = |t: Uuid| format!("talkwai.evt.{t}.task.x");
+    let poisoned = Uuid::new_v4();
+    let other = std::iter::repeat_with(Uuid::new_v4)
+        .find(|t| {
+            talkwai_projector::partition::partition_of(&subject_of(*t), 2)
+                != talkwai_projector::partition::partition_of(&subject_of(poisoned), 2)
+        })
+        .expect("a tenant in the other partition");
+    let poisoned_part = talkwai_projector::partition::partition_of(&subject_of(poisoned), 2);
+    for (t, name) in [(poisoned, "Poisoned"), (other, "Other")] {
+        stack
+            .ok(
+                "talkwai.cmd.platform.tenant.create",
+                json!({"id": t, "name": name}),
+            )
+            .await;
+    }
+    stack.wait_caught_up(&db).await;
+
+    let mut headers = HeaderMap::new();
+    headers.insert("Talkwai-Event-Type", "task.started");
+    let poison_seq = async_nats::jetstream::new(stack.client.clone())
+        .publish_with_headers(
+            format!("talkwai.evt.{poisoned}.task.{}", Uuid::new_v4()),
+            headers,
+            r#"{"type":"task.started","version":1,"data":{"at":1}}"#.into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack")
+        .sequence;
+    let later = stack
+        .ok(
+            &format!("talkwai.cmd.{other}.agent.create"),
+            json!({"id": Uuid::new_v4(), "name": "After", "type": "voice"}),
+        )
+        .await;
+
+    let pg = stack.pg_client(&db).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let cps = partition_checkpoints(&pg).await;
+        let stopped = cps.iter().find(|(p, _)| *p == poisoned_part).map(|c| c.1);
+        let going = cps.iter().find(|(p, _)| *p != poisoned_part).map(|c| c.1);
+        if going.is_some_and(|s| s >= later.seq) {
+            assert_eq!(
+                stopped,
+                Some(poison_seq - 1),
+                "the poisoned partition stopped right before the poison: {cps:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other partition did not go on: {cps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let mut conn = pool.get().await.expect("conn");
+    assert_eq!(
+        talkwai_projector::status::live_checkpoint(&conn)
+            .await
+            .expect("view"),
+        poison_seq - 1,
+        "the view stays before the poison event"
+    );
+    let letters = talkwai_projector::ops::dead_letters(&conn, false)
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].seq, i64::try_from(poison_seq).expect("seq"));
+
+    let retry = talkwai_projector::ops::retry(&mut conn, true)
+        .await
+        .expect("retry --skip");
+    assert_eq!(
+        retry.stopped_at,
+        Some(i64::try_from(poison_seq).expect("seq"))
+    );
+    assert!(
+        talkwai_projector::status::wait_for(&conn, later.seq, Duration::from_secs(10))
+            .await
+            .expect("wait"),
+        "every partition passes the skipped event"
+    );
+    stack.stop().await;
+}
