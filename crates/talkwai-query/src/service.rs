@@ -387,7 +387,10 @@ impl QueryService {
                          WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'",
                     )
                     .await?;
-                let allowed = conn.query_opt(&statement, &[&user, &tenant]).await?.is_some();
+                let allowed = conn
+                    .query_opt(&statement, &[&user, &tenant])
+                    .await?
+                    .is_some();
                 if !allowed {
                     return Err(QueryError::forbidden(
                         "",
