@@ -347,7 +347,19 @@ async fn check_log(store: &EventStore, tenant: Uuid, acked: &[Acked]) -> u64 {
     }
     let head = store.last_sequence().await.expect("head");
     let mut parts: HashMap<String, BTreeMap<usize, (usize, u32)>> = HashMap::new();
-    let mut replay = store.replay(1, vec![]).await.expect("replay");
+    // Right after a node restart the cluster may still answer "temporarily unavailable" to
+    // consumer creation (10008): retry that, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut replay = loop {
+        match store.replay(1, vec![]).await {
+            Ok(replay) => break replay,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                eprintln!("replay not yet possible, retrying: {err}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("replay: {err}"),
+        }
+    };
     let mut seen = 0u64;
     while seen < head {
         let message = tokio::time::timeout(Duration::from_secs(30), replay.next())
@@ -586,7 +598,12 @@ async fn three_instances_answer_every_command_once_and_survive_a_kill() {
         "every instance took create-task requests: {per_instance:?}"
     );
     let total: u64 = per_instance.iter().sum();
-    assert!(total >= 300, "stats count the requests: {per_instance:?}");
+    // An instance counts a request once its handler returns, which can be just after the
+    // caller saw the reply: allow one request in flight per caller.
+    assert!(
+        total + 8 >= 300,
+        "stats count the requests: {per_instance:?}"
+    );
 
     // SIGKILL one instance mid-load; the callers retry what it swallowed.
     services[0].start_kill().expect("SIGKILL an instance");
