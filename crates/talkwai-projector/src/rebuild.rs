@@ -17,34 +17,63 @@ use talkwai_eventstore::{EventStore, Replay, StoreError, StoredMessage};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::apply::{self, PoisonPolicy};
+use crate::apply::{self, Decoded, PoisonPolicy};
 use crate::error::ProjectorError;
 use crate::schema::{self, TABLES};
 
-/// Messages read ahead of the writer: a task drains the replay (network reads and message
-/// decoding on one core) while batches are written to PostgreSQL (on the other).
+/// A replayed message with its decoded event (or why it cannot be decoded).
+type Item = (StoredMessage, Result<Decoded, String>);
+
+/// Messages read ahead of the writer: a task drains the replay and decodes the events (network
+/// reads and JSON on one core) while batches are written to PostgreSQL (on the other).
 struct Feed {
-    rx: mpsc::Receiver<Result<StoredMessage, StoreError>>,
+    rx: mpsc::Receiver<Result<Item, StoreError>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 /// Messages buffered between the replay and the writer.
 const READ_AHEAD: usize = 20_000;
+/// Messages decoded at a time by one blocking task.
+const DECODE_CHUNK: usize = 512;
+/// Messages folded at a time in the bulk phase.
+const BULK_BATCH: usize = 10_000;
 
 impl Feed {
-    fn start(mut replay: Replay) -> Self {
+    fn start(replay: Replay) -> Self {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let task = tokio::spawn(async move {
-            while let Some(message) = replay.next().await {
-                if tx.send(message).await.is_err() {
-                    break;
+            // Messages are decoded in chunks on blocking threads, two chunks at a time, so
+            // decoding overlaps both the network reads and the fold; order is kept.
+            let decoded = replay
+                .ready_chunks(DECODE_CHUNK)
+                .map(|chunk| {
+                    tokio::task::spawn_blocking(move || {
+                        chunk
+                            .into_iter()
+                            .map(|message| {
+                                message.map(|m| {
+                                    let decoded = apply::decode_for(&m, None);
+                                    (m, decoded)
+                                })
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .buffered(2);
+            futures::pin_mut!(decoded);
+            while let Some(chunk) = decoded.next().await {
+                let Ok(items) = chunk else { return };
+                for item in items {
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
         Self { rx, task }
     }
 
-    async fn next(&mut self) -> Option<Result<StoredMessage, StoreError>> {
+    async fn next(&mut self) -> Option<Result<Item, StoreError>> {
         self.rx.recv().await
     }
 }
@@ -114,8 +143,13 @@ pub struct Progress {
 pub struct RebuildOptions {
     /// Rebuild only this tenant's rows (copied into the live generation at the end).
     pub tenant: Option<TenantId>,
-    /// Events per transaction.
+    /// Events per transaction once the replay nears the live checkpoint (the live projector
+    /// pauses while the last of them are applied).
     pub batch_size: usize,
+    /// Rows held in memory during the bulk phase (from sequence 1 to near the live checkpoint)
+    /// before they are written with `COPY`: every event of a row within that window costs no
+    /// write of its own. Roughly 2 KiB of memory per row.
+    pub bulk_rows: usize,
     /// Swap even when the parity check finds differences (for a tenant rebuild, the point is
     /// usually to replace rows that differ).
     pub force: bool,
@@ -126,6 +160,7 @@ impl Default for RebuildOptions {
         Self {
             tenant: None,
             batch_size: 5000,
+            bulk_rows: 200_000,
             force: false,
         }
     }
@@ -192,7 +227,11 @@ pub async fn rebuild(
     let mut replay = Feed::start(store.replay(1, filters).await?);
     let mut checkpoint = 0u64;
     let mut events = 0u64;
-    let mut pending: Vec<StoredMessage> = Vec::new();
+    let mut pending: Vec<Item> = Vec::new();
+    // Where the bulk phase's time goes: waiting for the replay, folding, waiting for writes.
+    let (mut reading, mut folding, mut writing) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut fold = apply::BulkFold::new(options.bulk_rows);
+    let mut writer = Writer::new(pool, &new_schema);
     // Phase 1: full speed up to (nearly) the head, without touching the live generation.
     loop {
         let head = store.last_sequence().await?;
@@ -201,19 +240,47 @@ pub async fn rebuild(
         if checkpoint + options.batch_size as u64 >= target || checkpoint >= head {
             break;
         }
-        let batch = next_batch(&mut replay, &mut pending, options.batch_size, head).await?;
+        let size = BULK_BATCH.min(usize::try_from(target - checkpoint).unwrap_or(usize::MAX));
+        let read_started = Instant::now();
+        let batch = next_batch(&mut replay, &mut pending, size.max(1), head).await?;
+        reading += read_started.elapsed();
         if batch.is_empty() {
             break;
         }
-        checkpoint = apply_into(&mut conn, &new_schema, generation, &batch, options.tenant).await?;
         events += batch.len() as u64;
+        let fold_started = Instant::now();
+        checkpoint = fold_batch(&conn, &new_schema, &mut fold, batch, options.tenant).await?;
+        folding += fold_started.elapsed();
+        if fold.is_full() {
+            let write_started = Instant::now();
+            writer.flush(&mut conn, &mut fold).await?;
+            writing += write_started.elapsed();
+        }
         progress(Progress {
             checkpoint,
             target: head,
             rate: rate(events, started),
         });
     }
+    let write_started = Instant::now();
+    writer.finish(&mut conn, &mut fold).await?;
+    writing += write_started.elapsed();
+    info!(
+        generation,
+        events,
+        seconds = started.elapsed().as_secs_f64(),
+        waiting_for_replay = reading.as_secs_f64(),
+        folding = folding.as_secs_f64(),
+        writing = writing.as_secs_f64(),
+        "rebuild bulk phase done"
+    );
+    let indexing = Instant::now();
     create_indexes(&mut conn, &deferred).await?;
+    info!(
+        generation,
+        seconds = indexing.elapsed().as_secs_f64(),
+        "rebuild indexes built"
+    );
     // Phase 2: pause the live projector, catch up to its checkpoint, compare, swap.
     let tx = conn.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(7420100 + $1::int)", &[&live])
@@ -234,7 +301,12 @@ pub async fn rebuild(
     // generations are compared at one sequence.
     let parity_seq = crate::partition::equalize(&tx, store, &live_schema, live).await?;
     while checkpoint < parity_seq {
-        let batch = next_batch(&mut replay, &mut pending, options.batch_size, parity_seq).await?;
+        let batch: Vec<StoredMessage> =
+            next_batch(&mut replay, &mut pending, options.batch_size, parity_seq)
+                .await?
+                .into_iter()
+                .map(|(message, _)| message)
+                .collect();
         if batch.is_empty() {
             // Filtered replays (one tenant) may have no more messages below the checkpoint.
             if options.tenant.is_some() {
@@ -275,7 +347,13 @@ pub async fn rebuild(
         target: parity_seq,
         rate: rate(events, started),
     });
+    let comparing = Instant::now();
     let parity = compare(&tx, &live_schema, &new_schema, options.tenant).await?;
+    info!(
+        generation,
+        seconds = comparing.elapsed().as_secs_f64(),
+        "rebuild parity compared"
+    );
     let same = parity
         .iter()
         .all(|p| p.same_content && p.live_rows == p.new_rows);
@@ -346,27 +424,27 @@ async fn read_checkpoint(client: &impl GenericClient, schema: &str) -> Result<u6
 /// Up to `size` messages with sequence ≤ `until`; leftovers beyond `until` stay in `pending`.
 async fn next_batch(
     replay: &mut Feed,
-    pending: &mut Vec<StoredMessage>,
+    pending: &mut Vec<Item>,
     size: usize,
     until: u64,
-) -> Result<Vec<StoredMessage>, ProjectorError> {
-    let mut batch = Vec::with_capacity(size);
+) -> Result<Vec<Item>, ProjectorError> {
+    let mut batch = Vec::with_capacity(size.min(READ_AHEAD));
     while let Some(first) = pending.first() {
-        if first.seq > until || batch.len() >= size {
+        if first.0.seq > until || batch.len() >= size {
             return Ok(batch);
         }
         batch.push(pending.remove(0));
     }
     while batch.len() < size {
         let next = tokio::time::timeout(Duration::from_millis(200), replay.next()).await;
-        let Ok(Some(message)) = next else { break };
-        let message = message?;
-        if message.seq > until {
-            pending.push(message);
+        let Ok(Some(item)) = next else { break };
+        let item = item?;
+        if item.0.seq > until {
+            pending.push(item);
             break;
         }
-        let last = message.seq == until;
-        batch.push(message);
+        let last = item.0.seq == until;
+        batch.push(item);
         if last {
             break;
         }
@@ -374,28 +452,109 @@ async fn next_batch(
     Ok(batch)
 }
 
-async fn apply_into(
+/// Folds one bulk batch into `fold`; returns the sequence of its last message.
+async fn fold_batch(
+    conn: &deadpool_postgres::Object,
+    schema: &str,
+    fold: &mut apply::BulkFold,
+    batch: Vec<Item>,
+    tenant: Option<TenantId>,
+) -> Result<u64, ProjectorError> {
+    let (messages, decoded): (Vec<StoredMessage>, Vec<_>) = batch.into_iter().unzip();
+    let client: &tokio_postgres::Client = conn;
+    fold.fold(client, schema, &messages, decoded, tenant)
+        .await
+        .map_err(|e| match e {
+            ProjectorError::Invalid(why) => ProjectorError::Invalid(format!("rebuild {why}")),
+            other => other,
+        })?;
+    Ok(messages.last().map_or(0, |m| m.seq))
+}
+
+/// Writes the bulk phase's windows: on a connection of its own while the next window folds
+/// when the pool has one to spare, else in line. At most one write is in flight.
+struct Writer {
+    pool: Pool,
+    schema: String,
+    background: bool,
+    in_flight: Option<tokio::task::JoinHandle<Result<u64, ProjectorError>>>,
+}
+
+impl Writer {
+    fn new(pool: &Pool, schema: &str) -> Self {
+        Self {
+            pool: pool.clone(),
+            schema: schema.to_owned(),
+            background: pool.status().max_size >= 2,
+            in_flight: None,
+        }
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn wait(&mut self) -> Result<(), ProjectorError> {
+        if let Some(write) = self.in_flight.take() {
+            write
+                .await
+                .map_err(|e| ProjectorError::Invalid(format!("bulk writer failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Hands `fold`'s window over and writes it (after the previous write committed).
+    async fn flush(
+        &mut self,
+        conn: &mut deadpool_postgres::Object,
+        fold: &mut apply::BulkFold,
+    ) -> Result<(), ProjectorError> {
+        self.wait().await?;
+        let flush = fold.hand_over();
+        if self.background {
+            let pool = self.pool.clone();
+            let schema = self.schema.clone();
+            self.in_flight = Some(tokio::spawn(async move {
+                let mut conn = pool.get().await?;
+                write_window(&mut conn, &schema, &flush).await
+            }));
+            Ok(())
+        } else {
+            write_window(conn, &self.schema, &flush).await.map(|_| ())
+        }
+    }
+
+    /// Writes what `fold` still holds and waits for every write.
+    async fn finish(
+        mut self,
+        conn: &mut deadpool_postgres::Object,
+        fold: &mut apply::BulkFold,
+    ) -> Result<(), ProjectorError> {
+        self.wait().await?;
+        let flush = fold.hand_over();
+        write_window(conn, &self.schema, &flush).await.map(|_| ())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(write) = self.in_flight.take() {
+            write.abort();
+        }
+    }
+}
+
+/// Writes one window and the checkpoint it reaches in one transaction.
+async fn write_window(
     conn: &mut deadpool_postgres::Object,
     schema: &str,
-    generation: i32,
-    batch: &[StoredMessage],
-    tenant: Option<TenantId>,
+    flush: &apply::Flush,
 ) -> Result<u64, ProjectorError> {
     let tx = conn.transaction().await?;
     // A lost commit after a crash is harmless here: the generation is not served until it is
     // complete, and rows and checkpoint are lost together (a new rebuild starts over).
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
-    let outcome =
-        apply::apply_batch(&tx, schema, generation, batch, PoisonPolicy::Stop, tenant).await?;
-    if let Some(poison) = outcome.stopped_at {
-        return Err(ProjectorError::Invalid(format!(
-            "rebuild stopped at event {} ({}): {}",
-            poison.seq, poison.subject, poison.error
-        )));
-    }
+    let checkpoint = flush.write(&tx, schema).await?;
     tx.commit().await?;
-    Ok(batch.last().map_or(outcome.checkpoint, |m| m.seq))
+    Ok(checkpoint)
 }
 
 fn tenant_filter(table: &str, tenant: Option<TenantId>) -> String {
@@ -417,9 +576,22 @@ async fn compare(
     let mut out = Vec::new();
     for table in TABLES {
         let filter = tenant_filter(table, tenant);
+        // An order-independent digest: the sum of a 64-bit hash of each row's text, the columns
+        // named in a fixed order (so generations whose physical column order differs still
+        // compare). No sort and no per-row JSON: a scan of each table.
+        let columns = apply::COLUMNS
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map_or_else(
+                || "t.*".to_owned(),
+                |(_, columns)| {
+                    let named: Vec<String> = columns.iter().map(|c| format!("t.{c}")).collect();
+                    named.join(", ")
+                },
+            );
         let digest = |schema: &str| {
             format!(
-                "SELECT count(*), coalesce(md5(string_agg(md5(to_jsonb(t)::text), '' ORDER BY id)), '')
+                "SELECT count(*), coalesce(sum(hashtextextended(row({columns})::text, 0)), 0)::text
                  FROM {schema}.{table} t{filter}"
             )
         };
@@ -570,18 +742,19 @@ pub async fn replay_until(
         created
     };
     let mut replay = Feed::start(store.replay(1, Vec::new()).await?);
+    let mut fold = apply::BulkFold::new(RebuildOptions::default().bulk_rows);
+    let mut writer = Writer::new(pool, &schema_name);
     let mut pending = Vec::new();
     let mut checkpoint = 0;
     let mut events = 0u64;
     while checkpoint < limit_seq {
-        let mut batch = next_batch(&mut replay, &mut pending, 5000, limit_seq).await?;
+        let mut batch = next_batch(&mut replay, &mut pending, BULK_BATCH, limit_seq).await?;
         if let Until::Time(ms) = until {
-            let cut = batch.iter().position(|m| m.stored_at_ms > ms);
+            let cut = batch.iter().position(|(m, _)| m.stored_at_ms > ms);
             if let Some(cut) = cut {
                 batch.truncate(cut);
                 if !batch.is_empty() {
-                    checkpoint =
-                        apply_into(&mut conn, &schema_name, generation, &batch, None).await?;
+                    checkpoint = fold_batch(&conn, &schema_name, &mut fold, batch, None).await?;
                 }
                 break;
             }
@@ -589,14 +762,18 @@ pub async fn replay_until(
         if batch.is_empty() {
             break;
         }
-        checkpoint = apply_into(&mut conn, &schema_name, generation, &batch, None).await?;
         events += batch.len() as u64;
+        checkpoint = fold_batch(&conn, &schema_name, &mut fold, batch, None).await?;
+        if fold.is_full() {
+            writer.flush(&mut conn, &mut fold).await?;
+        }
         progress(Progress {
             checkpoint,
             target: limit_seq,
             rate: rate(events, started),
         });
     }
+    writer.finish(&mut conn, &mut fold).await?;
     let until_seq = i64::try_from(checkpoint).unwrap_or(i64::MAX);
     conn.execute(
         "UPDATE talkwai_meta.generations SET until_seq = $2 WHERE generation = $1",

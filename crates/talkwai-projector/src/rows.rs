@@ -95,7 +95,8 @@ pub enum Applied {
     AlreadyApplied,
 }
 
-/// Applies `event` (stream sequence `seq`) of the aggregate at `target` to its row.
+/// Applies `event` (stream sequence `seq`) of the aggregate at `target` to its row. When it
+/// refuses, `row` is left exactly as it was (callers change rows in place).
 pub fn apply(
     row: &mut Option<Row>,
     target: &AggregateRef,
@@ -323,5 +324,71 @@ pub fn apply(
             }),
             UserEvent::Deleted(_) => delete!(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use talkwai_domain::EventBody;
+    use talkwai_domain::ids::TenantId;
+
+    fn event(body: Value) -> Event {
+        let body: EventBody = serde_json::from_value(body).expect("body");
+        Event::decode(&body).expect("event")
+    }
+
+    fn task(tenant: TenantId) -> AggregateRef {
+        AggregateRef {
+            kind: EntityKind::Task,
+            tenant: Some(tenant),
+            id: uuid::Uuid::new_v4(),
+        }
+    }
+
+    fn created() -> Event {
+        event(json!({"type": "task.created", "version": 1, "data": {
+            "at": 5, "type": "call", "status": "pending", "priority": "high",
+            "fromAddress": "+15550001111", "toAddress": "+15550002222", "subject": null,
+            "content": null, "metadata": null, "scheduledAt": null, "agent": null,
+            "assignedTo": null, "createdBy": null, "createdByAdmin": null}}))
+    }
+
+    #[test]
+    fn a_refused_event_leaves_the_row_as_it_was() {
+        let target = task(TenantId(uuid::Uuid::new_v4()));
+        let started = event(json!({"type": "task.started", "version": 1, "data": {"at": 9}}));
+        // An update of a missing row.
+        let mut row = None;
+        assert!(matches!(
+            apply(&mut row, &target, &started, 1),
+            Err(ApplyError::Missing { .. })
+        ));
+        assert_eq!(row, None);
+        // A second create.
+        assert_eq!(
+            apply(&mut row, &target, &created(), 2),
+            Ok(Applied::Changed)
+        );
+        let before = row.clone();
+        assert!(matches!(
+            apply(&mut row, &target, &created(), 3),
+            Err(ApplyError::Exists { .. })
+        ));
+        assert_eq!(row, before);
+        // An event of another aggregate kind.
+        let tenant_event = event(json!({"type": "tenant.created", "version": 1,
+            "data": {"at": 1, "name": "Acme", "domain": null, "status": "active"}}));
+        assert!(matches!(
+            apply(&mut row, &target, &tenant_event, 4),
+            Err(ApplyError::Misrouted { .. })
+        ));
+        assert_eq!(row, before);
+        // And the row still takes the next valid event.
+        assert_eq!(apply(&mut row, &target, &started, 5), Ok(Applied::Changed));
+        let row = row.expect("row");
+        assert_eq!(row["status"], "in_progress");
+        assert_eq!(row["version"], 2);
+        assert_eq!(row["last_seq"], 5);
     }
 }

@@ -83,6 +83,8 @@ async fn a_rebuild_under_load_swaps_atomically_with_parity() {
         &stack.store,
         &RebuildOptions {
             batch_size: 100,
+            // A small bulk window: rows flushed are read back, replaced and re-copied.
+            bulk_rows: 40,
             ..Default::default()
         },
         &|_| {

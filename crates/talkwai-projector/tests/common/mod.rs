@@ -383,7 +383,7 @@ pub async fn random_commands(stack: &Stack, seed: u64, tenants: usize, count: us
             ]);
             let body = match action {
                 "update" => {
-                    json!({"id": task, "subject": format!("s{i}"), "content": if rng.chance(30) { Value::Null } else { json!("c") }})
+                    json!({"id": task, "subject": format!("s{i}"), "content": if rng.chance(30) { Value::Null } else { json!("line one\n\tindented \\ back\\slash \\N ünï") }})
                 }
                 "setMetadata" => json!({"id": task, "metadata": format!("{{\"n\":{i}}}")}),
                 "assign" => json!({"id": task, "assignedTo": rng.pick(&members).1}),
