@@ -309,7 +309,7 @@ pub async fn execute(
         }
         let (keyset, order, limit, offset, reversed) = paging_sql(&mut sql, node, &alias)?;
         sql.text = format!(
-            "SELECT to_jsonb({alias}) FROM talkwai.{} {alias} WHERE {scoped} AND {filter}{keyset}
+            "SELECT row_to_json({alias}) FROM talkwai.{} {alias} WHERE {scoped} AND {filter}{keyset}
              ORDER BY {order} LIMIT {} OFFSET {offset}",
             namespace.table,
             limit + 1
@@ -434,7 +434,7 @@ fn plan_link(
             }
             let p = sql.bind(Box::new(ids));
             sql.text = format!(
-                "SELECT to_jsonb({alias}) FROM talkwai.{} {alias} WHERE {alias}.id = ANY({p}) AND {scoped} AND {filter}",
+                "SELECT row_to_json({alias}) FROM talkwai.{} {alias} WHERE {alias}.id = ANY({p}) AND {scoped} AND {filter}",
                 target.table
             );
             Plan::Forward { sql, column }
@@ -456,7 +456,7 @@ fn plan_link(
             }
             let (keyset, order, limit, offset, reversed) = paging_sql(&mut sql, child, &alias)?;
             sql.text = format!(
-                "SELECT p.id::text, to_jsonb(c) FROM unnest({p}::uuid[]) AS p(id)
+                "SELECT p.id::text, row_to_json(c) FROM unnest({p}::uuid[]) AS p(id)
                  CROSS JOIN LATERAL (
                     SELECT {alias}.* FROM talkwai.{} {alias}
                     WHERE {alias}.{column} = p.id AND {scoped} AND {filter}{keyset}

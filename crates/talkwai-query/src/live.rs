@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::exec::Scope;
 use crate::parse::Query;
+use crate::service::Grant;
 
 /// How often the checkpoint is polled.
 pub const POLL: Duration = Duration::from_millis(20);
@@ -34,6 +35,8 @@ pub const MAX_SUBSCRIPTIONS: usize = 10_000;
 pub(crate) struct Subscription {
     pub(crate) query: Query,
     pub(crate) scope: Scope,
+    /// What the subscriber's token allows, confirmed again at every refresh.
+    pub(crate) grant: Grant,
     pub(crate) subject: String,
     pub(crate) hash: u64,
     pub(crate) expires: Instant,
@@ -80,6 +83,7 @@ impl Registry {
         scope_token: &str,
         query: Query,
         scope: Scope,
+        grant: Grant,
         hash: u64,
     ) -> Option<(Uuid, String)> {
         let mut subs = self.subs.lock().ok()?;
@@ -93,6 +97,7 @@ impl Registry {
             Subscription {
                 query,
                 scope,
+                grant,
                 subject: subject.clone(),
                 hash,
                 expires: Instant::now() + self.ttl,
@@ -127,15 +132,25 @@ impl Registry {
         })
     }
 
-    /// Drops expired subscriptions; returns the ids and queries of the live ones.
-    pub(crate) fn snapshot(&self) -> Vec<(Uuid, Query, Scope, String, u64)> {
+    /// Ends a subscription (its subscriber lost the right to read it).
+    pub(crate) fn remove(&self, id: Uuid) {
+        if let Ok(mut subs) = self.subs.lock() {
+            subs.remove(&id);
+        }
+    }
+
+    /// Drops expired subscriptions; returns the live ones.
+    pub(crate) fn snapshot(&self) -> Vec<(Uuid, Query, Scope, Grant, String, u64)> {
         let Ok(mut subs) = self.subs.lock() else {
             return Vec::new();
         };
         let now = Instant::now();
         subs.retain(|_, s| s.expires > now);
         subs.iter()
-            .map(|(id, s)| (*id, s.query.clone(), s.scope, s.subject.clone(), s.hash))
+            .map(|(id, s)| {
+                let query = s.query.clone();
+                (*id, query, s.scope, s.grant, s.subject.clone(), s.hash)
+            })
             .collect()
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use talkwai_auth::{Principal, PrincipalKind, RateLimitConfig, TenantLimiter, TokenVerifier};
@@ -15,6 +15,7 @@ use talkwai_domain::ErrorCode;
 use talkwai_proto::headers;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_postgres::types::ToSql;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -76,12 +77,91 @@ pub(crate) async fn checkpoint(conn: &deadpool_postgres::Object) -> Result<u64, 
     }
 }
 
+/// What the read models must confirm about a caller before an answer leaves: checked in the
+/// answer's own snapshot, sent in the same flight as the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// The platform token: nothing to confirm.
+    Platform,
+    /// An admin's user: an active admin.
+    Admin(Uuid),
+    /// A member's user and tenant: an active member of that tenant, which is active.
+    Member(Uuid, Uuid),
+}
+
+impl Grant {
+    /// Confirms the grant on `client` (inside the answer's transaction).
+    async fn confirm(self, client: &impl GenericClient) -> Result<(), QueryError> {
+        let (sql, params, refusal): (&str, Vec<&(dyn ToSql + Sync)>, &str) = match &self {
+            Self::Platform => return Ok(()),
+            Self::Admin(user) => (
+                "SELECT 1 FROM talkwai.admins WHERE user_id = $1 AND status = 'active'",
+                vec![user],
+                "not an active admin",
+            ),
+            Self::Member(user, tenant) => (
+                "SELECT 1 FROM talkwai.members m JOIN talkwai.tenants t ON t.id = m.tenant_id
+                 WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'",
+                vec![user, tenant],
+                "not an active member of an active tenant",
+            ),
+        };
+        let statement = client.prepare_cached(sql).await?;
+        match client.query_opt(&statement, &params).await? {
+            Some(_) => Ok(()),
+            None => Err(QueryError::forbidden("", refusal)),
+        }
+    }
+}
+
+/// Who may read what: members their own tenant (if active, in an active tenant), admins
+/// (active) and the platform token any tenant or all of them. Decides what the token allows;
+/// the returned [`Grant`] is confirmed against the read models with the answer.
+fn authorize(
+    principal: &Principal,
+    subject_tenant: Option<Uuid>,
+) -> Result<(Audience, Scope, Grant), QueryError> {
+    let claims = match principal {
+        Principal::Platform => {
+            let scope = Scope {
+                tenant: subject_tenant,
+            };
+            return Ok((Audience::Admin, scope, Grant::Platform));
+        }
+        Principal::User(claims) => claims,
+    };
+    let user: Uuid = claims.sub.0;
+    match claims.kind {
+        PrincipalKind::Admin => {
+            let scope = Scope {
+                tenant: subject_tenant,
+            };
+            Ok((Audience::Admin, scope, Grant::Admin(user)))
+        }
+        PrincipalKind::Member => match (claims.tenant.map(|t| t.0), subject_tenant) {
+            (Some(tenant), Some(subject)) if tenant == subject => Ok((
+                Audience::Member,
+                Scope {
+                    tenant: Some(tenant),
+                },
+                Grant::Member(user, tenant),
+            )),
+            _ => Err(QueryError::forbidden(
+                "tenant",
+                "members query their own tenant only",
+            )),
+        },
+    }
+}
+
 /// Runs a parsed query in one consistent, read-only, time-bounded snapshot: every level of the
-/// answer sees the same checkpoint, which is returned with it.
+/// answer sees the same checkpoint, which is returned with it. The caller's grant is confirmed
+/// in that snapshot too; when it is not, nothing of the answer is returned.
 pub(crate) async fn evaluate(
     conn: &mut deadpool_postgres::Object,
     query: &parse::Query,
     scope: Scope,
+    grant: Grant,
 ) -> Result<(Value, Value, i64), QueryError> {
     let tx = conn
         .build_transaction()
@@ -90,7 +170,7 @@ pub(crate) async fn evaluate(
         .start()
         .await?;
     // Sent together (pipelined on the connection, executed in this order): the time bound, the
-    // snapshot's checkpoint and the whole query.
+    // grant, the snapshot's checkpoint and the whole query.
     let timeout = format!("SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'");
     let checkpoint = async {
         let statement = tx
@@ -98,11 +178,17 @@ pub(crate) async fn evaluate(
             .await?;
         Ok::<i64, QueryError>(tx.query_one(&statement, &[]).await?.get(0))
     };
-    let (_, seq, (data, page_info)) = tokio::try_join!(
+    let (timed, granted, seq, answer) = tokio::join!(
         async { tx.batch_execute(&timeout).await.map_err(QueryError::from) },
+        grant.confirm(&tx),
         checkpoint,
         exec::execute(&tx, query, scope),
-    )?;
+    );
+    // A refused grant wins over whatever else failed: the caller learns nothing more.
+    granted?;
+    timed?;
+    let seq = seq?;
+    let (data, page_info) = answer?;
     tx.commit().await?;
     Ok((data, page_info, seq))
 }
@@ -197,18 +283,19 @@ impl QueryService {
             .ok_or_else(|| {
                 QueryError::invalid("subject", format!("{subject} is not a query subject"))
             })?;
-        let (mut conn, query, scope) = self.admit(scope_token, auth, body).await?;
-        let (data, page_info, seq) = evaluate(&mut conn, &query, scope).await?;
+        let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
+        let (data, page_info, seq) = evaluate(&mut conn, &query, scope, grant).await?;
         Ok(json!({ "ok": true, "data": data, "pageInfo": page_info, "seq": seq }))
     }
 
-    /// Checks the caller and the request, waits for `minSeq`, and parses the query.
+    /// Checks the caller's token and the request, waits for `minSeq`, and parses the query;
+    /// returns what [`evaluate`] must still confirm about the caller.
     pub(crate) async fn admit(
         &self,
         scope_token: &str,
         auth: Option<&str>,
         body: &[u8],
-    ) -> Result<(deadpool_postgres::Object, parse::Query, Scope), QueryError> {
+    ) -> Result<(deadpool_postgres::Object, parse::Query, Scope, Grant), QueryError> {
         let subject_tenant = match scope_token {
             "platform" => None,
             token => Some(token.parse::<Uuid>().map_err(|_| {
@@ -225,6 +312,8 @@ impl QueryService {
             .check(&principal)
             .map_err(|limited| QueryError::rate_limited(&limited))?;
         let request = decode_request(body)?;
+        let (audience, scope, grant) = authorize(&principal, subject_tenant)?;
+        let query = parse::parse(&request.query, audience)?;
         let conn = self.pool.get().await?;
         // Query shapes are cached per connection (see `exec::fetch`); a caller cycling through
         // endless shapes must not grow that cache without bound.
@@ -247,9 +336,7 @@ impl QueryService {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        let (audience, scope) = self.authorize(&conn, &principal, subject_tenant).await?;
-        let query = parse::parse(&request.query, audience)?;
-        Ok((conn, query, scope))
+        Ok((conn, query, scope, grant))
     }
 
     /// Sets how long live queries live without renewal (default [`crate::live::TTL`]).
@@ -272,12 +359,12 @@ impl QueryService {
             .ok_or_else(|| {
                 QueryError::invalid("subject", format!("{subject} is not a subscribe subject"))
             })?;
-        let (mut conn, query, scope) = self.admit(scope_token, auth, body).await?;
-        let (data, page_info, seq) = evaluate(&mut conn, &query, scope).await?;
+        let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
+        let (data, page_info, seq) = evaluate(&mut conn, &query, scope, grant).await?;
         let hash = crate::live::digest(&data, &page_info);
         let (id, live_subject) = self
             .live
-            .add(scope_token, query, scope, hash)
+            .add(scope_token, query, scope, grant, hash)
             .ok_or_else(|| QueryError::unavailable("too many live queries on this instance"))?;
         Ok(json!({
             "ok": true, "subscription": id, "subject": live_subject,
@@ -316,8 +403,8 @@ impl QueryService {
                 continue;
             }
             last_seen = Some(seq);
-            for (id, query, scope, subject, hash) in subs {
-                match evaluate(&mut conn, &query, scope).await {
+            for (id, query, scope, grant, subject, hash) in subs {
+                match evaluate(&mut conn, &query, scope, grant).await {
                     Ok((data, page_info, at)) => {
                         let digest = crate::live::digest(&data, &page_info);
                         if digest != hash {
@@ -329,75 +416,13 @@ impl QueryService {
                             }
                         }
                     }
+                    Err(err) if err.code == ErrorCode::Forbidden => {
+                        // Deactivated since it subscribed: no more answers.
+                        info!(subscription = %id, "live query ended: {}", err.message);
+                        self.live.remove(id);
+                    }
                     Err(err) => warn!(error = %err, "live query evaluation failed"),
                 }
-            }
-        }
-    }
-
-    /// Who may read what: members their own tenant (if active, in an active tenant), admins
-    /// (active) and the platform token any tenant or all of them.
-    async fn authorize(
-        &self,
-        conn: &deadpool_postgres::Object,
-        principal: &Principal,
-        subject_tenant: Option<Uuid>,
-    ) -> Result<(Audience, Scope), QueryError> {
-        let claims = match principal {
-            Principal::Platform => {
-                return Ok((
-                    Audience::Admin,
-                    Scope {
-                        tenant: subject_tenant,
-                    },
-                ));
-            }
-            Principal::User(claims) => claims,
-        };
-        let user: Uuid = claims.sub.0;
-        match claims.kind {
-            PrincipalKind::Admin => {
-                let statement = conn
-                    .prepare_cached(
-                        "SELECT 1 FROM talkwai.admins WHERE user_id = $1 AND status = 'active'",
-                    )
-                    .await?;
-                let active = conn.query_opt(&statement, &[&user]).await?.is_some();
-                if !active {
-                    return Err(QueryError::forbidden("", "not an active admin"));
-                }
-                Ok((
-                    Audience::Admin,
-                    Scope {
-                        tenant: subject_tenant,
-                    },
-                ))
-            }
-            PrincipalKind::Member => {
-                let tenant = claims.tenant.map(|t| t.0);
-                if subject_tenant.is_none() || subject_tenant != tenant {
-                    return Err(QueryError::forbidden(
-                        "tenant",
-                        "members query their own tenant only",
-                    ));
-                }
-                let statement = conn
-                    .prepare_cached(
-                        "SELECT 1 FROM talkwai.members m JOIN talkwai.tenants t ON t.id = m.tenant_id
-                         WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'",
-                    )
-                    .await?;
-                let allowed = conn
-                    .query_opt(&statement, &[&user, &tenant])
-                    .await?
-                    .is_some();
-                if !allowed {
-                    return Err(QueryError::forbidden(
-                        "",
-                        "not an active member of an active tenant",
-                    ));
-                }
-                Ok((Audience::Member, Scope { tenant }))
             }
         }
     }

@@ -672,3 +672,100 @@ async fn a_query_with_min_seq_reads_its_own_write() {
         assert!(answer["seq"].as_u64().expect("seq") >= reply.seq);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_member_is_refused_at_once_and_its_live_query_ends() {
+    use futures::StreamExt;
+    let w = start(2).await;
+    let user = Uuid::new_v4();
+    send(
+        &w.client,
+        "talkwai.cmd.platform.user.create",
+        json!({"id": user, "email": format!("{user}@acme.test")}),
+        PLATFORM,
+    )
+    .await;
+    let member = Uuid::new_v4();
+    send(&w.client, &format!("talkwai.cmd.{}.member.create", w.a),
+        json!({"id": member, "firstName": "Dee", "lastName": "Activated", "email": "dee@acme.test", "role": "user", "user": user}),
+        PLATFORM).await;
+    let member_token = token(user, w.a);
+    let subject = format!("talkwai.qry.{}", w.a);
+    let tasks = json!({"tasks": {}});
+    let head = w.head().await;
+    let reply = w
+        .query_on(
+            &subject,
+            &member_token,
+            json!({"query": tasks, "minSeq": head}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "an active member reads: {reply}");
+    let subscribed = w
+        .query_on(
+            &format!("{subject}.subscribe"),
+            &member_token,
+            tasks.clone(),
+        )
+        .await;
+    assert_eq!(subscribed["ok"], true, "{subscribed}");
+    let live = subscribed["subject"]
+        .as_str()
+        .expect("live subject")
+        .to_owned();
+    let mut updates = w.client.subscribe(live).await.expect("subscribe");
+    // The owner's live query on the same data: the control that updates do flow.
+    let owners = w
+        .query_on(&format!("{subject}.subscribe"), &w.a_token, tasks.clone())
+        .await;
+    assert_eq!(owners["ok"], true, "{owners}");
+    let owners_live = owners["subject"].as_str().expect("live subject").to_owned();
+    let mut owner_updates = w.client.subscribe(owners_live).await.expect("subscribe");
+
+    send(
+        &w.client,
+        &format!("talkwai.cmd.{}.member.setStatus", w.a),
+        json!({"id": member, "status": "inactive"}),
+        PLATFORM,
+    )
+    .await;
+    let head = w.head().await;
+    let reply = w
+        .query_on(
+            &subject,
+            &member_token,
+            json!({"query": tasks, "minSeq": head}),
+        )
+        .await;
+    assert_eq!(
+        reply["ok"], false,
+        "a deactivated member is refused: {reply}"
+    );
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+    let reply = w
+        .query_on(
+            &format!("{subject}.subscribe"),
+            &member_token,
+            tasks.clone(),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+
+    // A new task changes both answers: only the owner hears of it.
+    send(&w.client, &format!("talkwai.cmd.{}.task.create", w.a),
+        json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}),
+        PLATFORM).await;
+    let update = tokio::time::timeout(Duration::from_secs(10), owner_updates.next())
+        .await
+        .expect("the owner's live query is updated")
+        .expect("update");
+    let update: Value = serde_json::from_slice(&update.payload).expect("JSON");
+    assert_eq!(update["data"]["tasks"].as_array().map(Vec::len), Some(3));
+    // The owner's update was published after the member's refresh was refused (both are
+    // evaluated in one pass, at the same checkpoint); nothing is queued for the member.
+    let leaked = tokio::time::timeout(Duration::from_millis(500), updates.next()).await;
+    assert!(
+        leaked.is_err(),
+        "a deactivated member got a live update: {leaked:?}"
+    );
+}
