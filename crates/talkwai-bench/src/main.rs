@@ -29,6 +29,11 @@
 //! - [`projection`], [`queries`], [`notify`]: the read side (with PostgreSQL from the
 //!   testkit), each with its own raw baseline; [`stack`]: what they share.
 
+/// mimalloc instead of glibc malloc: glibc spent ≈ 15 % of the command path's CPU in
+/// `malloc_consolidate`/`_int_free` (BENCHMARKS.md, "Commands").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baselines;
 mod chart;
 mod commands;

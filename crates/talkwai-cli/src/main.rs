@@ -1,6 +1,11 @@
 //! `talkwai`: the binary edge. Parses the command line, sets up logging to stderr, runs the
 //! command and turns its error into a message and an exit code (see the library docs).
 
+/// mimalloc instead of glibc malloc: glibc spent ≈ 15 % of the command path's CPU in
+/// `malloc_consolidate`/`_int_free` (BENCHMARKS.md, "Commands").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;
