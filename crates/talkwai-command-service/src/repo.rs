@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use talkwai_domain::ids::TenantId;
@@ -16,7 +16,7 @@ use talkwai_domain::{
     AggregateRef, AggregateState, EntityKind, Event, EventBody, FactKey, Facts, GuardEvent,
     GuardKey,
 };
-use talkwai_eventstore::{EventStore, StoredMessage};
+use talkwai_eventstore::{EventStore, HeadReader, StoredMessage};
 use talkwai_proto::{headers, subject};
 use uuid::Uuid;
 
@@ -84,7 +84,11 @@ impl Loaded {
 }
 
 /// The last message of subjects, by subject (absent: the subject is empty).
-pub type Heads = HashMap<String, StoredMessage>;
+pub type Heads = talkwai_eventstore::Heads;
+
+/// Merged head reads outstanding at once (the appender's writes in flight, for the same reason:
+/// one is answered while the next gathers).
+const HEAD_READS_IN_FLIGHT: usize = 2;
 
 /// A guard's holder and the sequence of its last message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,7 @@ pub struct GuardHead {
 /// Loads aggregates and facts, through a bounded cache.
 pub struct Repository {
     store: EventStore,
+    heads: HeadReader,
     cache: Mutex<LruCache<String, Loaded>>,
 }
 
@@ -108,10 +113,12 @@ impl std::fmt::Debug for Repository {
 }
 
 impl Repository {
-    /// A repository caching at most `capacity` aggregates.
+    /// A repository caching at most `capacity` aggregates. Starts its head reader on the
+    /// current tokio runtime.
     pub fn new(store: EventStore, capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
+            heads: HeadReader::start(store.clone(), HEAD_READS_IN_FLIGHT),
             store,
             cache: Mutex::new(LruCache::new(capacity)),
         }
@@ -157,18 +164,14 @@ impl Repository {
         Ok(loaded)
     }
 
-    /// The last message of each subject (duplicates allowed), in one round trip.
-    pub async fn heads(&self, subjects: &[String]) -> Result<Heads, ServiceError> {
-        let mut unique: Vec<String> = Vec::with_capacity(subjects.len());
-        for subject in subjects {
-            if !unique.contains(subject) {
-                unique.push(subject.clone());
-            }
-        }
-        if unique.is_empty() {
-            return Ok(Heads::new());
-        }
-        Ok(self.store.last_of_subjects(&unique).await?)
+    /// The last message of each subject (duplicates allowed), read after this call began, in
+    /// one round trip shared with the commands reading at the same moment (the answer may hold
+    /// their subjects too).
+    pub async fn heads(&self, subjects: &[String]) -> Result<Arc<Heads>, ServiceError> {
+        self.heads
+            .read(subjects.to_vec())
+            .await
+            .map_err(ServiceError::Store)
     }
 
     /// The aggregate at `target` as of `head` (its subject's last sequence, just read; `None`:

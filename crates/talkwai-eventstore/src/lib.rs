@@ -4,7 +4,8 @@
 //! messages, subjects and sequences, not the domain: it sets the stream up, appends groups of
 //! messages atomically with per-subject expected sequences ([`Appender`]), reads a subject's
 //! history with batched direct gets ([`EventStore::read_subject`]), reads the last message of
-//! many subjects at once ([`EventStore::last_of_subjects`]), and replays the log in order
+//! many subjects at once ([`EventStore::last_of_subjects`]; for many concurrent callers,
+//! merged into shared reads by [`HeadReader`]), and replays the log in order
 //! ([`EventStore::replay`]).
 //!
 //! # Architecture invariant
@@ -20,12 +21,14 @@
 
 mod append;
 mod error;
+mod heads;
 mod mux;
 mod read;
 mod stream;
 
 pub use append::{AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound};
 pub use error::StoreError;
+pub use heads::{HeadReader, Heads};
 pub use read::{Replay, StoredMessage};
 pub use stream::StreamSettings;
 
