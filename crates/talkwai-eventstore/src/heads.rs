@@ -57,8 +57,7 @@ impl HeadReader {
             .send(Ask { subjects, reply })
             .await
             .map_err(|_| "the head reader stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the head reader stopped".to_owned())?
+        rx.await.map_err(|_| "the head reader stopped".to_owned())?
     }
 }
 
@@ -128,7 +127,12 @@ mod tests {
         let mut subjects = vec!["a".to_owned(), "b".to_owned()];
         merge(
             &mut subjects,
-            &["b".to_owned(), "c".to_owned(), "a".to_owned(), "c".to_owned()],
+            &[
+                "b".to_owned(),
+                "c".to_owned(),
+                "a".to_owned(),
+                "c".to_owned(),
+            ],
         );
         assert_eq!(subjects, ["a", "b", "c"]);
     }
