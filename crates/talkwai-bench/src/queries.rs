@@ -256,33 +256,33 @@ async fn service_statements(pg: &tokio_postgres::Client, t: u64) -> anyhow::Resu
         ),
         "SELECT last_seq FROM talkwai.checkpoint".to_owned(),
         format!(
-            "SELECT to_jsonb(a1) FROM talkwai.tenants a1 WHERE a1.id = '{tenant}' AND a1.id = '{tenant}'
+            "SELECT row_to_json(a1) FROM talkwai.tenants a1 WHERE a1.id = '{tenant}' AND a1.id = '{tenant}'
              ORDER BY a1.created_at ASC, a1.id ASC LIMIT 101 OFFSET 0"
         ),
         format!(
-            "SELECT p.id::text, to_jsonb(c) FROM unnest(ARRAY['{tenant}']::uuid[]) AS p(id)
+            "SELECT p.id::text, row_to_json(c) FROM unnest(ARRAY['{tenant}']::uuid[]) AS p(id)
              CROSS JOIN LATERAL (SELECT a1.* FROM talkwai.members a1
                 WHERE a1.tenant_id = p.id AND a1.tenant_id = '{tenant}' AND a1.status = 'active'
                 ORDER BY a1.created_at ASC, a1.id ASC LIMIT 101 OFFSET 0) c"
         ),
         format!(
-            "SELECT p.id::text, to_jsonb(c) FROM unnest(ARRAY['{tenant}']::uuid[]) AS p(id)
+            "SELECT p.id::text, row_to_json(c) FROM unnest(ARRAY['{tenant}']::uuid[]) AS p(id)
              CROSS JOIN LATERAL (SELECT a1.* FROM talkwai.agents a1
                 WHERE a1.tenant_id = p.id AND a1.tenant_id = '{tenant}' AND true
                 ORDER BY a1.created_at ASC, a1.id ASC LIMIT 101 OFFSET 0) c"
         ),
         format!(
-            "SELECT p.id::text, to_jsonb(c) FROM unnest(ARRAY['{tenant}']::uuid[]) AS p(id)
+            "SELECT p.id::text, row_to_json(c) FROM unnest(ARRAY['{tenant}']::uuid[]) AS p(id)
              CROSS JOIN LATERAL (SELECT a1.* FROM talkwai.tasks a1
                 WHERE a1.tenant_id = p.id AND a1.tenant_id = '{tenant}' AND true
                 ORDER BY a1.created_at DESC, a1.id DESC LIMIT 21 OFFSET 0) c"
         ),
         format!(
-            "SELECT to_jsonb(a1) FROM talkwai.agents a1 WHERE a1.id = ANY({}) AND a1.tenant_id = '{tenant}' AND true",
+            "SELECT row_to_json(a1) FROM talkwai.agents a1 WHERE a1.id = ANY({}) AND a1.tenant_id = '{tenant}' AND true",
             list(&agents)
         ),
         format!(
-            "SELECT to_jsonb(a1) FROM talkwai.members a1 WHERE a1.id = ANY({}) AND a1.tenant_id = '{tenant}' AND true",
+            "SELECT row_to_json(a1) FROM talkwai.members a1 WHERE a1.id = ANY({}) AND a1.tenant_id = '{tenant}' AND true",
             list(&members)
         ),
     ])
