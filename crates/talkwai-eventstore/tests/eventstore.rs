@@ -259,3 +259,85 @@ async fn replay_delivers_the_log_in_order_with_filters() {
         .await;
     assert_eq!(got, vec![3, 5, 7]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_head_reads_are_never_older_than_the_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use talkwai_eventstore::HeadReader;
+
+    let (_server, store) = setup().await;
+    let appender = store.appender(AppenderConfig::default());
+    let subjects: Vec<String> = (0..8)
+        .map(|i| format!("talkwai.evt.platform.user.h{i}"))
+        .collect();
+    // What each subject's acknowledged head is at least, as the writer learns it.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..8).map(|_| AtomicU64::new(0)).collect());
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (subjects, acked, writing) =
+            (subjects.clone(), Arc::clone(&acked), Arc::clone(&writing));
+        tokio::spawn(async move {
+            let mut last = [0u64; 8];
+            let mut n = 0usize;
+            while writing.load(Ordering::Relaxed) {
+                let i = n % 8;
+                let ack = appender
+                    .append(request(vec![message(
+                        &subjects[i],
+                        &n.to_string(),
+                        last[i],
+                    )]))
+                    .await
+                    .expect("append");
+                last[i] = ack.last_seq;
+                acked[i].store(ack.last_seq, Ordering::SeqCst);
+                n += 1;
+            }
+            n
+        })
+    };
+    let reader = HeadReader::start(store.clone(), 2);
+    let mut readers = Vec::new();
+    for r in 0..32usize {
+        let (reader, subjects, acked) = (reader.clone(), subjects.clone(), Arc::clone(&acked));
+        readers.push(tokio::spawn(async move {
+            for k in 0..25usize {
+                // Two subjects of the eight, plus one that never has a message.
+                let (a, b) = ((r + k) % 8, (r * 3 + k) % 8);
+                let floor_a = acked[a].load(Ordering::SeqCst);
+                let floor_b = acked[b].load(Ordering::SeqCst);
+                let asked = vec![
+                    subjects[a].clone(),
+                    subjects[b].clone(),
+                    "talkwai.evt.platform.user.never".to_owned(),
+                ];
+                let heads = reader.read(asked).await.expect("read");
+                for (i, floor) in [(a, floor_a), (b, floor_b)] {
+                    let seq = heads.get(&subjects[i]).map_or(0, |m| m.seq);
+                    assert!(
+                        seq >= floor,
+                        "{}: head {seq} older than {floor}, acked before the call",
+                        subjects[i]
+                    );
+                    if let Some(m) = heads.get(&subjects[i]) {
+                        assert_eq!(m.subject, subjects[i]);
+                    }
+                }
+                assert!(!heads.contains_key("talkwai.evt.platform.user.never"));
+            }
+        }));
+    }
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+    writing.store(false, Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(written > 0, "the writer appended while the readers read");
+    // And a read after the writer stopped sees every last acknowledged head exactly.
+    let heads = reader.read(subjects.clone()).await.expect("read");
+    for (i, subject) in subjects.iter().enumerate() {
+        let acked = acked[i].load(Ordering::SeqCst);
+        assert_eq!(heads.get(subject).map_or(0, |m| m.seq), acked, "{subject}");
+    }
+}
