@@ -176,8 +176,31 @@ run_bench_guard() {
   return "$status"
 }
 
+# Free space (GiB) of the filesystem holding $1.
+free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
+
+# The build and the tests need a few GiB (a debug build ≈ 4 GiB, the 1M-task index test ≈ 1 GiB
+# of PostgreSQL files under the temp dir). A full disk fails tests in confusing ways, so say so
+# up front, and drop incremental-compilation caches (always safe to delete) when space is short.
+check_disk() {
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+  local tmp="${TMPDIR:-/tmp}"
+  local free
+  free="$(free_gib "$ROOT")"
+  if [[ -n "$free" && "$free" -lt 8 && -d "$target" ]]; then
+    log "only ${free} GiB free: removing incremental build caches under $target"
+    rm -rf "$target"/*/incremental
+    free="$(free_gib "$ROOT")"
+  fi
+  log "disk: ${free:-?} GiB free for the build, $(free_gib "$tmp") GiB free under $tmp"
+  if [[ -n "$free" && "$free" -lt 4 ]]; then
+    log "WARNING: less than 4 GiB free; the build or the 1M-row tests may fail with 'No space left on device'"
+  fi
+}
+
 cmd_test() {
   setup
+  check_disk
   export PATH="$BIN:$PATH"
   cd "$ROOT"
   # A CI run builds once: incremental artifacts only cost time and disk there.
