@@ -145,22 +145,32 @@ pub struct Memory {
     pub peak_mib: f64,
 }
 
+/// `VmRSS` and `VmHWM` of a process (`"self"` for this one) from `/proc/<pid>/status`.
+pub fn memory_of(pid: &str) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    Some(Memory {
+        rss_mib: field("VmRSS:")?,
+        peak_mib: field("VmHWM:")?,
+    })
+}
+
+/// Resets this process's `VmHWM` to its current RSS (Linux `clear_refs` 5); false if refused.
+pub fn reset_own_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 impl Service {
     /// `VmRSS` and `VmHWM` from `/proc/<pid>/status`.
     pub fn memory(&self) -> Option<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map(|kb| kb / 1024.0)
-        };
-        Some(Memory {
-            rss_mib: field("VmRSS:")?,
-            peak_mib: field("VmHWM:")?,
-        })
+        memory_of(&self.pid.to_string())
     }
 
     /// Fails when the process has already exited.

@@ -409,6 +409,10 @@ pub async fn run(quick: bool, events: Option<u64>) -> anyhow::Result<Report> {
 
     // 4. A rebuild of everything into a new generation while the projector is live.
     let pool = talkwai_projector::pool(&db, 4)?;
+    // The rebuild's own memory: this process's peak RSS growth while it runs (the live
+    // projector, idle, and the generated log are in the baseline).
+    let peak_reset = crate::procs::reset_own_peak();
+    let before = crate::procs::memory_of("self");
     let start = Instant::now();
     let rebuilt = rebuild::rebuild(
         &pool,
@@ -421,6 +425,18 @@ pub async fn run(quick: bool, events: Option<u64>) -> anyhow::Result<Report> {
     let elapsed = start.elapsed();
     let rate = rebuilt.events as f64 / elapsed.as_secs_f64().max(1e-9);
     let scale = REBUILD_TARGET as f64 / rebuilt.events.max(1) as f64;
+    let mut note = format!(
+        "swapped={} parity_seq={} generation={}",
+        rebuilt.swapped, rebuilt.parity_seq, rebuilt.generation
+    );
+    if let (true, Some(before), Some(after)) = (peak_reset, before, crate::procs::memory_of("self"))
+    {
+        let growth = after.peak_mib - before.rss_mib;
+        note.push_str(&format!(
+            "; peak RSS growth during the rebuild {growth:.0} MiB ({} rows at most per bulk window)",
+            rebuild::RebuildOptions::default().bulk_rows
+        ));
+    }
     let mut row = stack::row(
         "projection",
         "rebuild::rebuild (replay + parity + swap)",
@@ -431,10 +447,7 @@ pub async fn run(quick: bool, events: Option<u64>) -> anyhow::Result<Report> {
         None,
     )
     .ratio(rate / raw_rate, "events/s over raw upsert rows/s")
-    .note(format!(
-        "swapped={} parity_seq={} generation={}",
-        rebuilt.swapped, rebuilt.parity_seq, rebuilt.generation
-    ));
+    .note(note);
     if !rebuilt.swapped {
         row = row.note("parity check failed: NOT swapped");
     }

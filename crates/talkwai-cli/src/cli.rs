@@ -340,9 +340,9 @@ pub struct RebuildArgs {
     /// Events per transaction near the live checkpoint (the live projector pauses meanwhile).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
-    /// Rows held in memory in the bulk phase before they are written with COPY (about 2 KiB
-    /// each).
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    /// Rows held in memory in the bulk phase before they are written with COPY (≈ 8 KiB of
+    /// peak memory per row, all buffers included).
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub bulk_rows: u32,
 }
 

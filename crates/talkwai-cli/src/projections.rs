@@ -268,7 +268,7 @@ async fn run_rebuild(pool: &Pool, nats_url: &str, args: RebuildArgs) -> Result<(
     let options = RebuildOptions {
         tenant: args.tenant.map(Into::into),
         batch_size: usize::try_from(args.batch_size).unwrap_or(5000),
-        bulk_rows: usize::try_from(args.bulk_rows).unwrap_or(200_000),
+        bulk_rows: usize::try_from(args.bulk_rows).unwrap_or(50_000),
         force: args.force,
     };
     let bar = progress_bar();

@@ -218,7 +218,8 @@ pub async fn apply_batch(
     policy: PoisonPolicy,
     tenant: Option<TenantId>,
 ) -> Result<BatchOutcome, ProjectorError> {
-    let outcome = apply_rows(tx, schema, generation, messages, policy, tenant, None).await?;
+    let decoded = messages.iter().map(|m| decode_for(m, None)).collect();
+    let outcome = apply_rows(tx, schema, generation, messages, decoded, policy, tenant).await?;
     if outcome.checkpoint > 0 {
         let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
         let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
@@ -250,6 +251,26 @@ pub async fn apply_partition(
     slot: Slot,
     expected: u64,
 ) -> Result<BatchOutcome, ProjectorError> {
+    let decoded = messages.iter().map(|m| decode_for(m, Some(slot))).collect();
+    apply_partition_decoded(
+        tx, schema, generation, messages, decoded, policy, slot, expected,
+    )
+    .await
+}
+
+/// [`apply_partition`] with the messages already decoded (by [`decode_for`] with this slot,
+/// in the same order), so decoding can run ahead of the transaction.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_partition_decoded(
+    tx: &Transaction<'_>,
+    schema: &str,
+    generation: i32,
+    messages: &[StoredMessage],
+    decoded: Vec<Result<Decoded, String>>,
+    policy: PoisonPolicy,
+    slot: Slot,
+    expected: u64,
+) -> Result<BatchOutcome, ProjectorError> {
     let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
     let row = tx
         .query_opt(
@@ -272,7 +293,7 @@ pub async fn apply_partition(
             found: found.map(|f| f.0),
         });
     }
-    let outcome = apply_rows(tx, schema, generation, messages, policy, None, Some(slot)).await?;
+    let outcome = apply_rows(tx, schema, generation, messages, decoded, policy, None).await?;
     if outcome.checkpoint > 0 {
         let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
         let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
@@ -426,18 +447,18 @@ impl Flush {
     }
 }
 
-/// Applies the rows of `messages` (those of `tenant` / `slot` when given; the others only move
-/// the outcome's checkpoint) and records dead letters; leaves the checkpoint table alone.
+/// Applies the rows of `messages` (decoded as `decoded`; those of `tenant` when given — another
+/// partition's were decoded as ignored; the others only move the outcome's checkpoint) and
+/// records dead letters; leaves the checkpoint table alone.
 async fn apply_rows(
     tx: &Transaction<'_>,
     schema: &str,
     generation: i32,
     messages: &[StoredMessage],
+    decoded: Vec<Result<Decoded, String>>,
     policy: PoisonPolicy,
     tenant: Option<TenantId>,
-    slot: Option<Slot>,
 ) -> Result<BatchOutcome, ProjectorError> {
-    let decoded: Vec<_> = messages.iter().map(|m| decode_for(m, slot)).collect();
     let mut work = WorkingSet::default();
     let needed = needed_rows(&work, &decoded);
     load_rows(tx, schema, &mut work, &needed).await?;
@@ -483,7 +504,7 @@ async fn load_rows<C: tokio_postgres::GenericClient + Sync>(
     for (table, ids) in needed {
         let found = client
             .query(
-                &format!("SELECT to_jsonb(t) FROM {schema}.{table} t WHERE id = ANY($1)"),
+                &format!("SELECT row_to_json(t) FROM {schema}.{table} t WHERE id = ANY($1)"),
                 &[ids],
             )
             .await?;
@@ -584,11 +605,11 @@ async fn write(
     work: &WorkingSet,
 ) -> Result<(), ProjectorError> {
     for (table, columns) in COLUMNS {
-        let mut upserts = Vec::new();
+        let mut upserts: Vec<&Row> = Vec::new();
         let mut deletes = Vec::new();
         for key in work.order.iter().filter(|(t, _)| *t == table) {
             match work.rows.get(key) {
-                Some(Some(row)) => upserts.push(Value::Object(row.clone())),
+                Some(Some(row)) => upserts.push(row),
                 Some(None) if work.existed.contains(key) => deletes.push(key.1),
                 _ => {}
             }
@@ -604,7 +625,9 @@ async fn write(
                  ON CONFLICT (id) DO UPDATE SET {} WHERE {table}.last_seq < EXCLUDED.last_seq",
                 set.join(", ")
             );
-            tx.execute(&sql, &[&Value::Array(upserts)]).await?;
+            // Serialized straight from the working set (no copy of the rows).
+            tx.execute(&sql, &[&tokio_postgres::types::Json(&upserts)])
+                .await?;
         }
         if !deletes.is_empty() {
             tx.execute(

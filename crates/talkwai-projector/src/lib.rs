@@ -257,7 +257,7 @@ impl Projector {
             .get(0);
         let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
         let consumer = self.consumer(generation, slot, checkpoint).await?;
-        let mut messages = consumer
+        let messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size.max(1))
             .heartbeat(Duration::from_secs(5))
@@ -267,29 +267,27 @@ impl Projector {
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         info!(generation, partition = %slot, checkpoint, "projecting");
         let wait = Duration::from_millis(self.config.batch_wait_ms);
+        // Batches are gathered and decoded one ahead of the transaction applying the previous
+        // one; the fetcher stops when this pass ends (the receiver is dropped, or aborted).
+        let (feed, mut fetched) = tokio::sync::mpsc::channel(1);
+        let _fetcher = AbortOnDrop(tokio::spawn(fetch_batches(
+            messages,
+            self.config.batch_size,
+            wait,
+            slot,
+            checkpoint,
+            feed,
+        )));
         let mut last_acked = checkpoint;
         loop {
-            let Some(first) = messages.next().await else {
+            let Some(next) = fetched.recv().await else {
                 return Err(ProjectorError::Nats("consumer stream ended".into()));
             };
-            let mut batch = vec![first.map_err(|e| ProjectorError::Nats(e.to_string()))?];
-            let deadline = tokio::time::Instant::now() + wait;
-            while batch.len() < self.config.batch_size {
-                match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Ok(Some(message)) => {
-                        batch.push(message.map_err(|e| ProjectorError::Nats(e.to_string()))?);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let stored: Vec<StoredMessage> = batch
-                .iter()
-                .filter_map(StoredMessage::from_jetstream)
-                .filter(|m| m.seq > last_acked)
-                .collect();
-            if stored.is_empty() {
-                continue;
-            }
+            let Fetched {
+                batch,
+                stored,
+                decoded,
+            } = next?;
             let batch_span = info_span!(
                 "project_batch",
                 generation,
@@ -301,7 +299,9 @@ impl Projector {
             // One short span per traced event, in its command's trace; they end at the commit.
             let event_spans = event_spans(&stored, &batch_span);
             let applied = self
-                .apply_one(&mut conn, &schema, generation, slot, &stored, last_acked)
+                .apply_one(
+                    &mut conn, &schema, generation, slot, &stored, decoded, last_acked,
+                )
                 .instrument(batch_span)
                 .await;
             drop(event_spans);
@@ -333,6 +333,7 @@ impl Projector {
 
     /// Applies one batch of partition `slot` in one transaction with its checkpoint, fenced on
     /// the checkpoint being `expected`; `None` when the live generation changed under it.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_one(
         &self,
         conn: &mut deadpool_postgres::Object,
@@ -340,6 +341,7 @@ impl Projector {
         generation: i32,
         slot: Slot,
         stored: &[StoredMessage],
+        decoded: Vec<Result<apply::Decoded, String>>,
         expected: u64,
     ) -> Result<Option<apply::BatchOutcome>, ProjectorError> {
         {
@@ -361,11 +363,12 @@ impl Projector {
             if live != Some(generation) {
                 return Ok(None);
             }
-            let outcome = apply::apply_partition(
+            let outcome = apply::apply_partition_decoded(
                 &tx,
                 schema,
                 generation,
                 stored,
+                decoded,
                 self.config.on_poison,
                 slot,
                 expected,
@@ -559,4 +562,96 @@ pub fn consumer_name(generation: i32, slot: Slot) -> String {
 
 fn seq_of(message: &async_nats::jetstream::Message) -> Option<u64> {
     message.info().ok().map(|i| i.stream_sequence)
+}
+
+/// A gathered batch: the consumer's messages (to ack), the new ones as stored messages, and
+/// their decoded events.
+struct Fetched {
+    batch: Vec<async_nats::jetstream::Message>,
+    stored: Vec<StoredMessage>,
+    decoded: Vec<Result<apply::Decoded, String>>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Gathers batches from the consumer (up to `size` messages, waiting at most `wait` after the
+/// first), drops redeliveries at or below what was already handed on (`from` at first),
+/// decodes each batch on a blocking thread and hands it on, in order, until the consumer fails
+/// or nobody listens.
+async fn fetch_batches<S>(
+    mut messages: S,
+    size: usize,
+    wait: Duration,
+    slot: Slot,
+    from: u64,
+    feed: tokio::sync::mpsc::Sender<Result<Fetched, ProjectorError>>,
+) where
+    S: futures::Stream<
+            Item = Result<
+                async_nats::jetstream::Message,
+                async_nats::jetstream::consumer::pull::MessagesError,
+            >,
+        > + Unpin,
+{
+    let mut handed = from;
+    loop {
+        let Some(first) = messages.next().await else {
+            return;
+        };
+        let gathered = async {
+            let mut batch = vec![first.map_err(|e| ProjectorError::Nats(e.to_string()))?];
+            let deadline = tokio::time::Instant::now() + wait;
+            while batch.len() < size {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(message)) => {
+                        batch.push(message.map_err(|e| ProjectorError::Nats(e.to_string()))?);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Ok::<_, ProjectorError>(batch)
+        }
+        .await;
+        let batch = match gathered {
+            Ok(batch) => batch,
+            Err(err) => {
+                let _ = feed.send(Err(err)).await;
+                return;
+            }
+        };
+        let stored: Vec<StoredMessage> = batch
+            .iter()
+            .filter_map(StoredMessage::from_jetstream)
+            .filter(|m| m.seq > handed)
+            .collect();
+        let Some(last) = stored.last() else {
+            continue;
+        };
+        handed = last.seq;
+        let decoding = tokio::task::spawn_blocking(move || {
+            let decoded = stored
+                .iter()
+                .map(|m| apply::decode_for(m, Some(slot)))
+                .collect();
+            (stored, decoded)
+        });
+        let Ok((stored, decoded)) = decoding.await else {
+            return;
+        };
+        let fetched = Fetched {
+            batch,
+            stored,
+            decoded,
+        };
+        if feed.send(Ok(fetched)).await.is_err() {
+            return;
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Read-model rows and how each event changes them. A row is a JSON object whose keys are the
-//! table's columns; batches are read with `to_jsonb` and written with
+//! table's columns; batches are read with `row_to_json` and written with
 //! `jsonb_populate_recordset`, so one statement per table writes a whole batch.
 
 use serde::Serialize;
