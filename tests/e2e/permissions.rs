@@ -139,7 +139,7 @@ async fn tenant_credentials_are_fenced_to_their_tenant() {
         .await
         .expect("pub");
     operator.flush().await.expect("flush");
-    let mine = tokio::time::timeout(Duration::from_secs(2), own.next())
+    let mine = tokio::time::timeout(Duration::from_secs(10), own.next())
         .await
         .expect("own room delivers")
         .expect("msg");
@@ -177,7 +177,7 @@ async fn tenant_credentials_are_fenced_to_their_tenant() {
         .await
         .expect("pub");
     tenant.flush().await.expect("flush");
-    let got = tokio::time::timeout(Duration::from_secs(2), room.next())
+    let got = tokio::time::timeout(Duration::from_secs(10), room.next())
         .await
         .expect("delivered")
         .expect("msg");
