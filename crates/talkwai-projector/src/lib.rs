@@ -582,9 +582,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// Gathers batches from the consumer (up to `size` messages, waiting at most `wait` after the
-/// first), drops redeliveries at or below what was already handed on (`from` at first),
-/// decodes each batch on a blocking thread and hands it on, in order, until the consumer fails
-/// or nobody listens.
+/// first), drops redeliveries at or below what was already handed on (`from` at first), fails
+/// on a hole in the sequence, decodes each batch on a blocking thread and hands it on, in
+/// order, until the consumer fails or nobody listens.
 async fn fetch_batches<S>(
     mut messages: S,
     size: usize,
@@ -626,15 +626,30 @@ async fn fetch_batches<S>(
                 return;
             }
         };
-        let stored: Vec<StoredMessage> = batch
-            .iter()
-            .filter_map(StoredMessage::from_jetstream)
-            .filter(|m| m.seq > handed)
-            .collect();
-        let Some(last) = stored.last() else {
+        // The consumer reads the whole stream, whose sequences have no holes: each new message
+        // must be the next sequence. A hole means messages were lost in flight (a consumer
+        // leader change): acking past it would skip them for good, so the pass restarts from
+        // the checkpoint instead.
+        let mut stored: Vec<StoredMessage> = Vec::with_capacity(batch.len());
+        for message in batch.iter().filter_map(StoredMessage::from_jetstream) {
+            if message.seq <= handed {
+                continue;
+            }
+            if message.seq != handed + 1 {
+                let _ = feed
+                    .send(Err(ProjectorError::Nats(format!(
+                        "the consumer skipped from {handed} to {}: restarting from the checkpoint",
+                        message.seq
+                    ))))
+                    .await;
+                return;
+            }
+            handed = message.seq;
+            stored.push(message);
+        }
+        if stored.is_empty() {
             continue;
-        };
-        handed = last.seq;
+        }
         let decoding = tokio::task::spawn_blocking(move || {
             let decoded = stored
                 .iter()
