@@ -230,7 +230,7 @@ impl Handler {
                     subjects.push(subject::event(&known.entity));
                 }
             }
-            let heads = self.repo.heads(&subjects).await?;
+            let heads = self.repo.heads(subjects).await?;
             let actor = self.resolve_actor(&principal, plan, &heads).await?;
             let loaded = self
                 .repo

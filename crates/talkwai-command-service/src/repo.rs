@@ -167,11 +167,8 @@ impl Repository {
     /// The last message of each subject (duplicates allowed), read after this call began, in
     /// one round trip shared with the commands reading at the same moment (the answer may hold
     /// their subjects too).
-    pub async fn heads(&self, subjects: &[String]) -> Result<Arc<Heads>, ServiceError> {
-        self.heads
-            .read(subjects.to_vec())
-            .await
-            .map_err(ServiceError::Store)
+    pub async fn heads(&self, subjects: Vec<String>) -> Result<Arc<Heads>, ServiceError> {
+        self.heads.read(subjects).await.map_err(ServiceError::Store)
     }
 
     /// The aggregate at `target` as of `head` (its subject's last sequence, just read; `None`:

@@ -9,7 +9,7 @@
 //! per command. Every caller's answer is read after the caller asked, so it is as fresh as a
 //! read of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -77,7 +77,8 @@ async fn run(store: EventStore, mut rx: mpsc::Receiver<Ask>, in_flight: usize) {
         };
         let mut group = vec![first];
         let mut subjects = Vec::new();
-        merge(&mut subjects, &group[0].subjects);
+        let mut seen = HashSet::new();
+        merge(&mut subjects, &mut seen, &group[0].subjects);
         // Everything that queued up while the previous reads were in flight joins this one.
         while subjects.len() < MAX_SUBJECTS {
             match rx.try_recv() {
@@ -86,7 +87,7 @@ async fn run(store: EventStore, mut rx: mpsc::Receiver<Ask>, in_flight: usize) {
                         carried = Some(ask);
                         break;
                     }
-                    merge(&mut subjects, &ask.subjects);
+                    merge(&mut subjects, &mut seen, &ask.subjects);
                     group.push(ask);
                 }
                 Err(_) => break,
@@ -109,10 +110,10 @@ async fn run(store: EventStore, mut rx: mpsc::Receiver<Ask>, in_flight: usize) {
     let _ = permits.acquire_many(in_flight as u32).await;
 }
 
-/// Appends the subjects of `more` that `subjects` does not hold yet.
-fn merge(subjects: &mut Vec<String>, more: &[String]) {
+/// Appends the subjects of `more` not `seen` yet (in order), and marks them seen.
+fn merge(subjects: &mut Vec<String>, seen: &mut HashSet<String>, more: &[String]) {
     for subject in more {
-        if !subjects.contains(subject) {
+        if seen.insert(subject.clone()) {
             subjects.push(subject.clone());
         }
     }
@@ -124,9 +125,12 @@ mod tests {
 
     #[test]
     fn merging_keeps_the_first_occurrence_of_each_subject_in_order() {
-        let mut subjects = vec!["a".to_owned(), "b".to_owned()];
+        let mut subjects = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        merge(&mut subjects, &mut seen, &["a".to_owned(), "b".to_owned()]);
         merge(
             &mut subjects,
+            &mut seen,
             &[
                 "b".to_owned(),
                 "c".to_owned(),
