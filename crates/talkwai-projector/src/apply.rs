@@ -220,21 +220,34 @@ pub async fn apply_batch(
 ) -> Result<BatchOutcome, ProjectorError> {
     let decoded = messages.iter().map(|m| decode_for(m, None)).collect();
     let outcome = apply_rows(tx, schema, generation, messages, decoded, policy, tenant).await?;
-    if outcome.checkpoint > 0 {
-        let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
-        let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
-        tx.execute(
-            &format!(
-                "UPDATE {schema}.checkpoint SET last_seq = $1, last_event_at = $2,
-                 applied = applied + CASE WHEN part = 0 THEN $3::bigint ELSE 0 END, updated_at = now()
-                 WHERE last_seq < $1"
-            ),
-            &[&seq, &outcome.last_event_at, &applied],
-        )
-        .await?;
+    if let Some(seq) = advance_checkpoint(tx, schema, &outcome).await? {
         notify(tx, schema, seq).await?;
     }
     Ok(outcome)
+}
+
+/// Moves every partition row of `schema`'s checkpoint to `outcome`'s (counting its applied
+/// events on partition 0); returns the sequence, or `None` when the outcome moved nothing.
+async fn advance_checkpoint(
+    tx: &Transaction<'_>,
+    schema: &str,
+    outcome: &BatchOutcome,
+) -> Result<Option<i64>, ProjectorError> {
+    if outcome.checkpoint == 0 {
+        return Ok(None);
+    }
+    let seq = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
+    let applied = i64::try_from(outcome.applied).unwrap_or(i64::MAX);
+    tx.execute(
+        &format!(
+            "UPDATE {schema}.checkpoint SET last_seq = $1, last_event_at = $2,
+             applied = applied + CASE WHEN part = 0 THEN $3::bigint ELSE 0 END, updated_at = now()
+             WHERE last_seq < $1"
+        ),
+        &[&seq, &outcome.last_event_at, &applied],
+    )
+    .await?;
+    Ok(Some(seq))
 }
 
 /// Applies the events of partition `slot` among `messages` (the others are counted through:
@@ -431,18 +444,8 @@ impl Flush {
         schema: &str,
     ) -> Result<u64, ProjectorError> {
         copy(tx, schema, &self.work).await?;
-        if self.outcome.checkpoint > 0 {
-            let seq = i64::try_from(self.outcome.checkpoint).unwrap_or(i64::MAX);
-            let applied = i64::try_from(self.outcome.applied).unwrap_or(i64::MAX);
-            tx.execute(
-                &format!(
-                    "UPDATE {schema}.checkpoint SET last_seq = $1, last_event_at = $2,
-                     applied = applied + $3, updated_at = now() WHERE last_seq < $1"
-                ),
-                &[&seq, &self.outcome.last_event_at, &applied],
-            )
-            .await?;
-        }
+        // Not announced: nobody reads a generation that is being built.
+        advance_checkpoint(tx, schema, &self.outcome).await?;
         Ok(self.outcome.checkpoint)
     }
 }
