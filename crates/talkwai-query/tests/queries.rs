@@ -229,29 +229,45 @@ impl World {
 
     /// A member of tenant A asks, after waiting for every write so far.
     async fn ask(&self, query: Value) -> Value {
-        let head = self.head().await;
-        let reply = self
-            .query_on(
-                &format!("talkwai.qry.{}", self.a),
-                &self.a_token,
-                json!({"query": query, "minSeq": head}),
-            )
-            .await;
+        let reply = self.query_as(&self.a_token, &query).await;
         assert_eq!(reply["ok"], true, "query failed: {reply}");
         reply
     }
 
     async fn error(&self, query: Value) -> Value {
-        let head = self.head().await;
-        let reply = self
-            .query_on(
-                &format!("talkwai.qry.{}", self.a),
-                &self.a_token,
-                json!({"query": query, "minSeq": head}),
-            )
-            .await;
+        let reply = self.query_as(&self.a_token, &query).await;
         assert_eq!(reply["ok"], false, "query should fail: {reply}");
         reply["error"].clone()
+    }
+
+    /// `token`'s answer to `query` on tenant A, after waiting for every write so far.
+    async fn query_as(&self, token: &str, query: &Value) -> Value {
+        let head = self.head().await;
+        self.query_on(
+            &format!("talkwai.qry.{}", self.a),
+            token,
+            json!({"query": query, "minSeq": head}),
+        )
+        .await
+    }
+
+    /// `token`'s live subscription to `query` on tenant A (the reply, ok or not).
+    async fn subscribe_as(&self, token: &str, query: &Value) -> Value {
+        self.query_on(
+            &format!("talkwai.qry.{}.subscribe", self.a),
+            token,
+            query.clone(),
+        )
+        .await
+    }
+
+    /// The updates of a live subscription (`subscribed` is its reply).
+    async fn live_updates(&self, subscribed: &Value) -> async_nats::Subscriber {
+        let subject = subscribed["subject"].as_str().expect("live subject");
+        self.client
+            .subscribe(subject.to_owned())
+            .await
+            .expect("subscribe")
     }
 
     async fn head(&self) -> u64 {
@@ -690,37 +706,16 @@ async fn a_deactivated_member_is_refused_at_once_and_its_live_query_ends() {
         json!({"id": member, "firstName": "Dee", "lastName": "Activated", "email": "dee@acme.test", "role": "user", "user": user}),
         PLATFORM).await;
     let member_token = token(user, w.a);
-    let subject = format!("talkwai.qry.{}", w.a);
     let tasks = json!({"tasks": {}});
-    let head = w.head().await;
-    let reply = w
-        .query_on(
-            &subject,
-            &member_token,
-            json!({"query": tasks, "minSeq": head}),
-        )
-        .await;
+    let reply = w.query_as(&member_token, &tasks).await;
     assert_eq!(reply["ok"], true, "an active member reads: {reply}");
-    let subscribed = w
-        .query_on(
-            &format!("{subject}.subscribe"),
-            &member_token,
-            tasks.clone(),
-        )
-        .await;
+    let subscribed = w.subscribe_as(&member_token, &tasks).await;
     assert_eq!(subscribed["ok"], true, "{subscribed}");
-    let live = subscribed["subject"]
-        .as_str()
-        .expect("live subject")
-        .to_owned();
-    let mut updates = w.client.subscribe(live).await.expect("subscribe");
+    let mut updates = w.live_updates(&subscribed).await;
     // The owner's live query on the same data: the control that updates do flow.
-    let owners = w
-        .query_on(&format!("{subject}.subscribe"), &w.a_token, tasks.clone())
-        .await;
+    let owners = w.subscribe_as(&w.a_token, &tasks).await;
     assert_eq!(owners["ok"], true, "{owners}");
-    let owners_live = owners["subject"].as_str().expect("live subject").to_owned();
-    let mut owner_updates = w.client.subscribe(owners_live).await.expect("subscribe");
+    let mut owner_updates = w.live_updates(&owners).await;
 
     send(
         &w.client,
@@ -729,26 +724,13 @@ async fn a_deactivated_member_is_refused_at_once_and_its_live_query_ends() {
         PLATFORM,
     )
     .await;
-    let head = w.head().await;
-    let reply = w
-        .query_on(
-            &subject,
-            &member_token,
-            json!({"query": tasks, "minSeq": head}),
-        )
-        .await;
+    let reply = w.query_as(&member_token, &tasks).await;
     assert_eq!(
         reply["ok"], false,
         "a deactivated member is refused: {reply}"
     );
     assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
-    let reply = w
-        .query_on(
-            &format!("{subject}.subscribe"),
-            &member_token,
-            tasks.clone(),
-        )
-        .await;
+    let reply = w.subscribe_as(&member_token, &tasks).await;
     assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
 
     // A new task changes both answers: only the owner hears of it.
