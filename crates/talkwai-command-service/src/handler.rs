@@ -215,6 +215,11 @@ impl Handler {
 
         let _guard = self.stripe(&target).lock().await;
         let subject = subject::event(&target);
+        // A create of an aggregate this instance does not hold is decided on an empty one
+        // without reading its head: the append expects the subject to be empty, so a reused id
+        // or a retry of a create that landed is refused, and the next attempt reads the subject
+        // (finding the original outcome or the existing aggregate).
+        let mut read_target = command.action() != "create" || self.repo.holds(&subject);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -222,7 +227,9 @@ impl Handler {
             // the actor's user link guard and (when its resolution is cached) the actor's entity.
             let plan = self.actor_plan(&principal);
             let mut subjects = Vec::with_capacity(keys.len() + 3);
-            subjects.push(subject.clone());
+            if read_target {
+                subjects.push(subject.clone());
+            }
             subjects.extend(fact_subjects(&keys, scope));
             if let Some(plan) = &plan {
                 subjects.push(plan.guard_subject.clone());
@@ -232,10 +239,12 @@ impl Handler {
             }
             let heads = self.repo.heads(subjects).await?;
             let actor = self.resolve_actor(&principal, plan, &heads).await?;
-            let loaded = self
-                .repo
-                .load_at(target, heads.get(&subject).map(|m| m.seq))
-                .await?;
+            let head = if read_target {
+                heads.get(&subject).map(|m| m.seq)
+            } else {
+                None
+            };
+            let loaded = self.repo.load_at(target, head).await?;
             // A state at the subject's head holds every command record of the aggregate.
             if let Some(record) = loaded.commands.get(&command_id) {
                 return Ok(CommandAccepted {
@@ -365,6 +374,12 @@ impl Handler {
                         seq: ack.last_seq,
                     });
                 }
+                Err(AppendError::Conflict(_)) if !read_target => {
+                    // The create's subject was not empty: not a race, so no attempt is spent
+                    // and no backoff; read it this time.
+                    read_target = true;
+                    attempt -= 1;
+                }
                 Err(AppendError::Conflict(reason)) => {
                     debug!(%subject, attempt, %reason, "conflict, deciding again");
                     self.repo.forget(&subject);
@@ -378,6 +393,7 @@ impl Handler {
                     // The write may have landed: the reload finds our command id if it did.
                     warn!(%subject, %reason, "append outcome unknown, re-reading the log");
                     self.repo.forget(&subject);
+                    read_target = true;
                     if attempt >= self.conflict_attempts {
                         return Err(ServiceError::Store(reason));
                     }

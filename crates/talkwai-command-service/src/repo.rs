@@ -136,6 +136,11 @@ impl Repository {
             .and_then(|mut c| c.get(subject).cloned())
     }
 
+    /// Whether the cache holds the aggregate at `subject`.
+    pub fn holds(&self, subject: &str) -> bool {
+        self.cache.lock().is_ok_and(|c| c.contains(subject))
+    }
+
     /// Remembers an aggregate's state.
     pub fn remember(&self, subject: String, loaded: Loaded) {
         if let Ok(mut cache) = self.cache.lock() {

@@ -235,6 +235,38 @@ async fn a_command_sent_three_times_appends_once() {
     h.stop().await;
 }
 
+/// Creates skip reading their target when the instance does not hold it (the append expects
+/// an empty subject); an existing aggregate must still be found.
+#[tokio::test]
+async fn creates_on_a_cold_instance_find_what_the_log_already_holds() {
+    let mut h = Harness::start().await;
+    let w = world(&h).await;
+    let subject = format!("talkwai.cmd.{}.task.create", w.tenant);
+    let body = json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"});
+    let id = Uuid::new_v4();
+    let first = h
+        .send_with_id(&subject, body.clone(), Some(&w.owner_token), id)
+        .await
+        .into_result()
+        .expect("created");
+    let head = h.stream_head().await;
+    // Another command reusing the id, on an instance that never saw the task.
+    h.add_instance("cold-1").await;
+    h.stop_oldest().await;
+    let reused = h.err(&subject, body.clone(), Some(&w.owner_token)).await;
+    assert_eq!(reused.code, ErrorCode::AlreadyExists, "{reused:?}");
+    // The same command again, on another cold instance: the original outcome.
+    h.add_instance("cold-2").await;
+    h.stop_oldest().await;
+    let again = h
+        .send_with_id(&subject, body, Some(&w.owner_token), id)
+        .await
+        .into_result();
+    assert_eq!(again.expect("original outcome"), first);
+    assert_eq!(h.stream_head().await, head, "nothing appended");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn fifty_concurrent_conflicting_commands_keep_a_valid_lifecycle() {
     let h = Harness::start_instances(2).await;

@@ -84,6 +84,13 @@ impl Harness {
         panic!("command service did not become ready");
     }
 
+    /// Stops the oldest running instance (gracefully); the others keep serving.
+    pub async fn stop_oldest(&mut self) {
+        let (tx, handle) = self.stops.remove(0);
+        let _ = tx.send(());
+        let _ = handle.await;
+    }
+
     pub async fn stop(self) {
         for (tx, handle) in self.stops {
             let _ = tx.send(());
