@@ -1,13 +1,12 @@
-//! Grouped head reads: the last message of many subjects for many concurrent callers in one
-//! batched direct get.
+//! Grouped head reads: the last message of many subjects for many concurrent callers, each
+//! distinct subject read once.
 //!
 //! Every command reads the heads it depends on (its target, the facts it checks, its actor)
 //! right before deciding. Commands in flight at the same moment mostly share subjects (their
 //! tenant, their actor), so reads that wait while another read is in flight are merged into the
-//! next one, each subject asked once: the server answers one request and one message per
-//! distinct subject instead of one request, one end-of-batch marker and one message per subject
-//! per command. Every caller's answer is read after the caller asked, so it is as fresh as a
-//! read of its own.
+//! next one, each subject asked once ([`EventStore::last_of_subjects`]: one last-by-subject
+//! direct get per distinct subject, all in flight together) instead of once per command. Every
+//! caller's answer is read after the caller asked, so it is as fresh as a read of its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
