@@ -16,8 +16,8 @@ use crate::error::StoreError;
 
 /// How many messages one direct-get batch asks for.
 const DIRECT_BATCH: usize = 512;
-/// Last-by-subject direct gets one [`EventStore::last_of_subjects`] call keeps in flight.
-pub const HEADS_IN_FLIGHT: usize = 256;
+/// Last-by-subject direct gets one `EventStore::last_of_subjects` call keeps in flight.
+const HEADS_IN_FLIGHT: usize = 256;
 /// How long to wait for each message of a direct-get reply.
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -153,7 +153,7 @@ impl EventStore {
     }
 
     /// The last message of each subject that has one: one last-by-subject direct get per
-    /// distinct subject, all in flight at once (at most [`HEADS_IN_FLIGHT`]).
+    /// distinct subject, all in flight at once (at most `HEADS_IN_FLIGHT`).
     ///
     /// Not one `multi_last` batch request: nats-server answers that by walking the stream's
     /// message blocks back from the newest one holding a named subject, making sure each
