@@ -155,15 +155,20 @@ impl Repository {
         }
     }
 
-    /// Reads what the log holds beyond `base` (or everything) and caches the result.
+    /// Reads what the log holds beyond `base` (or everything), up to at least `head` (the
+    /// subject's last sequence, just read), and caches the result.
     pub async fn reload(
         &self,
         target: AggregateRef,
         base: Option<Loaded>,
+        head: u64,
     ) -> Result<Loaded, ServiceError> {
         let subject = subject::event(&target);
         let mut loaded = base.unwrap_or_else(|| Loaded::empty(target));
-        let messages = self.store.read_subject(&subject, loaded.last_seq).await?;
+        let messages = self
+            .store
+            .read_subject_through(&subject, loaded.last_seq, head)
+            .await?;
         loaded.fold(&subject, &messages)?;
         self.remember(subject, loaded.clone());
         Ok(loaded)
@@ -195,8 +200,8 @@ impl Repository {
         };
         match cached {
             Some(cached) if cached.last_seq == head => Ok(cached),
-            Some(cached) if cached.last_seq < head => self.reload(target, Some(cached)).await,
-            _ => self.reload(target, None).await,
+            Some(cached) if cached.last_seq < head => self.reload(target, Some(cached), head).await,
+            _ => self.reload(target, None, head).await,
         }
     }
 

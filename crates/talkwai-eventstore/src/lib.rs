@@ -5,8 +5,8 @@
 //! messages atomically with per-subject expected sequences ([`Appender`]), reads a subject's
 //! history with batched direct gets ([`EventStore::read_subject`]), reads the last message of
 //! many subjects at once ([`EventStore::last_of_subjects`]; for many concurrent callers,
-//! merged into shared reads by [`HeadReader`]), and replays the log in order
-//! ([`EventStore::replay`]).
+//! merged into shared reads by [`HeadReader`]; from the stream leader when the stream is
+//! replicated), and replays the log in order ([`EventStore::replay`]).
 //!
 //! # Architecture invariant
 //! No domain types and no PostgreSQL: the command service gives it bytes and headers.

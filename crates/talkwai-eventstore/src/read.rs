@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 
@@ -181,11 +182,19 @@ impl EventStore {
             .collect())
     }
 
-    /// The last message of one subject, if any.
+    /// The last message of one subject, if any, as of this call.
+    ///
+    /// On a single node this is a direct get. A replicated stream answers direct gets from any
+    /// replica, and a follower may not have applied the newest messages yet, so there the
+    /// stream leader answers (`$JS.API.STREAM.MSG.GET`): a fact read after a write was
+    /// acknowledged must see it.
     pub async fn last_of_subject(
         &self,
         subject: &str,
     ) -> Result<Option<StoredMessage>, StoreError> {
+        if self.replicas > 1 {
+            return self.read_at_leader(subject, None).await;
+        }
         let request = format!("$JS.API.DIRECT.GET.{}.{}", self.stream, subject);
         let message =
             tokio::time::timeout(DIRECT_TIMEOUT, self.client.request(request, Bytes::new()))
@@ -216,6 +225,62 @@ impl EventStore {
             payload: message.payload,
             stored_at_ms,
         }))
+    }
+
+    /// Every message of `subject` after `after`, up to at least `through` (a head just read):
+    /// [`EventStore::read_subject`], then, if a replica that was behind answered, the rest from
+    /// the stream leader.
+    pub async fn read_subject_through(
+        &self,
+        subject: &str,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut messages = self.read_subject(subject, after).await?;
+        let mut last = messages.last().map_or(after, |m| m.seq);
+        while last < through {
+            let Some(next) = self.read_at_leader(subject, Some(last + 1)).await? else {
+                return Err(StoreError::Protocol(format!(
+                    "{subject} ends at {last}, but its head was {through}"
+                )));
+            };
+            last = next.seq;
+            messages.push(next);
+        }
+        Ok(messages)
+    }
+
+    /// From the stream leader: the last message of `subject` (`from: None`), or its first
+    /// message at or after sequence `from`.
+    async fn read_at_leader(
+        &self,
+        subject: &str,
+        from: Option<u64>,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(StoreError::nats)?;
+        let request = match from {
+            None => stream.raw_message_builder().last_by_subject(subject),
+            Some(seq) => stream
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(subject),
+        };
+        match request.send().await {
+            Ok(message) => Ok(Some(StoredMessage {
+                seq: message.sequence,
+                subject: message.subject.to_string(),
+                headers: message.headers,
+                payload: message.payload,
+                stored_at_ms: i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(0),
+            })),
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(StoreError::nats(err)),
+        }
     }
 
     /// Replays the log in order from `from_seq` (1 for the beginning), optionally filtered by

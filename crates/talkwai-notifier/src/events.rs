@@ -257,7 +257,7 @@ impl EventLoop {
             .unwrap_or_default();
         let history = self
             .store
-            .read_subject(&stored.subject, facts.last_seq)
+            .read_subject_through(&stored.subject, facts.last_seq, stored.seq)
             .await?;
         for message in history.iter().filter(|m| m.seq < stored.seq) {
             let decoded = serde_json::from_slice::<EventBody>(&message.payload)
