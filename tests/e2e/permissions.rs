@@ -33,6 +33,24 @@ async fn connect(server: &NatsServer, user: &str, password: &str) -> async_nats:
         .unwrap_or_else(|e| panic!("{user} connects: {e}"))
 }
 
+/// Subscribes and waits until the server holds the subscription. `flush` only writes the
+/// subscription to the socket, so a message published on another connection right after could
+/// still reach the server first and be missed (seen under load); a probe published on the same
+/// connection is processed after the subscription.
+async fn subscribed(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {
+    let mut sub = client.subscribe(subject.clone()).await.expect("sub");
+    client
+        .publish(subject, "probe".into())
+        .await
+        .expect("probe");
+    let probe = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("probe delivered")
+        .expect("msg");
+    assert_eq!(probe.payload, "probe");
+    sub
+}
+
 async fn head(js: &async_nats::jetstream::Context) -> u64 {
     js.get_stream("TALKWAI_EVENTS")
         .await
@@ -101,10 +119,11 @@ async fn tenant_credentials_are_fenced_to_their_tenant() {
     assert_eq!(head(&js).await, 1, "the log is unchanged");
 
     // 2. Its own room works; another tenant's room and command subjects are closed.
-    let mut own = tenant
-        .subscribe(format!("talkwai.room.tenant.{ACME}.topic.taskUpdates"))
-        .await
-        .expect("sub");
+    let mut own = subscribed(
+        &tenant,
+        format!("talkwai.room.tenant.{ACME}.topic.taskUpdates"),
+    )
+    .await;
     let mut foreign = tenant
         .subscribe(format!("talkwai.room.tenant.{OTHER}.topic.taskUpdates"))
         .await
@@ -157,11 +176,11 @@ async fn tenant_credentials_are_fenced_to_their_tenant() {
         );
     }
     // 3. It may publish in its own room and send its own commands (requests reach a responder).
-    let mut room = operator
-        .subscribe(format!("talkwai.room.tenant.{ACME}.topic.custom"))
-        .await
-        .expect("sub");
-    operator.flush().await.expect("flush");
+    let mut room = subscribed(
+        &operator,
+        format!("talkwai.room.tenant.{ACME}.topic.custom"),
+    )
+    .await;
     tenant
         .publish(
             format!("talkwai.room.tenant.{ACME}.topic.custom"),
