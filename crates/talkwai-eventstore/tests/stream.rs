@@ -135,7 +135,13 @@ async fn reads_by_route(store: &EventStore, watcher: &async_nats::Client) -> (us
         .subscribe("$JS.API.DIRECT.GET.TALKWAI_EVENTS.>")
         .await
         .expect("subscribe");
-    watcher.flush().await.expect("flush");
+    // `flush` only writes the subscriptions out; a probe through the server proves they are in
+    // place before the reads start (a connection's operations are processed in order).
+    let mut probe = watcher.subscribe("probe").await.expect("subscribe");
+    watcher.publish("probe", "".into()).await.expect("probe");
+    tokio::time::timeout(std::time::Duration::from_secs(10), probe.next())
+        .await
+        .expect("the watcher's subscriptions are in place");
     let subjects = [
         a.to_owned(),
         b.to_owned(),
@@ -185,15 +191,23 @@ async fn a_replicated_stream_serves_heads_from_its_leader() {
     let client = async_nats::connect(node.as_str())
         .await
         .expect("connect to a node");
-    let store = EventStore::open(
-        client.clone(),
-        &StreamSettings {
+    // A freshly started cluster may still be settling (seen on a loaded machine): retry.
+    let mut attempts = 0;
+    let store = loop {
+        attempts += 1;
+        let settings = StreamSettings {
             replicas: 3,
             ..Default::default()
-        },
-    )
-    .await
-    .expect("R3 stream");
+        };
+        match EventStore::open(client.clone(), &settings).await {
+            Ok(store) => break store,
+            Err(err) if attempts < 20 => {
+                eprintln!("opening the R3 stream, attempt {attempts}: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("R3 stream: {err}"),
+        }
+    };
     let watcher = async_nats::connect(node.as_str())
         .await
         .expect("connect to the same node");
