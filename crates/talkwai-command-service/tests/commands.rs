@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{Harness, PLATFORM, admin_token, member_token, world};
+use common::{Harness, PLATFORM, World, admin_token, member_token, world};
 use serde_json::json;
 use talkwai_domain::ErrorCode;
+use talkwai_proto::CommandAccepted;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -199,19 +200,27 @@ async fn admins_create_tasks_and_are_recorded_as_creators() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn a_command_sent_three_times_appends_once() {
-    let h = Harness::start().await;
-    let w = world(&h).await;
-    let task = Uuid::new_v4();
+/// Creates a new task with a known command id: its subject, body, command id and outcome.
+async fn create_task_with_id(
+    h: &Harness,
+    w: &World,
+) -> (String, serde_json::Value, Uuid, CommandAccepted) {
     let subject = format!("talkwai.cmd.{}.task.create", w.tenant);
-    let body = json!({"id": task, "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"});
+    let body = json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"});
     let id = Uuid::new_v4();
     let first = h
         .send_with_id(&subject, body.clone(), Some(&w.owner_token), id)
         .await
         .into_result()
-        .expect("first");
+        .expect("created");
+    (subject, body, id, first)
+}
+
+#[tokio::test]
+async fn a_command_sent_three_times_appends_once() {
+    let h = Harness::start().await;
+    let w = world(&h).await;
+    let (subject, body, id, first) = create_task_with_id(&h, &w).await;
     let head = h.stream_head().await;
     for _ in 0..2 {
         let again = h
@@ -241,14 +250,7 @@ async fn a_command_sent_three_times_appends_once() {
 async fn creates_on_a_cold_instance_find_what_the_log_already_holds() {
     let mut h = Harness::start().await;
     let w = world(&h).await;
-    let subject = format!("talkwai.cmd.{}.task.create", w.tenant);
-    let body = json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"});
-    let id = Uuid::new_v4();
-    let first = h
-        .send_with_id(&subject, body.clone(), Some(&w.owner_token), id)
-        .await
-        .into_result()
-        .expect("created");
+    let (subject, body, id, first) = create_task_with_id(&h, &w).await;
     let head = h.stream_head().await;
     // Another command reusing the id, on an instance that never saw the task.
     h.add_instance("cold-1").await;

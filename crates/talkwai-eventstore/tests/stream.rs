@@ -20,13 +20,19 @@ async fn stream_replicas(client: &async_nats::Client) -> usize {
         .num_replicas
 }
 
-#[tokio::test]
-async fn default_settings_create_one_replica_on_a_single_node() {
+/// A single node with the stream opened at default settings.
+async fn single_node() -> (NatsServer, async_nats::Client, EventStore) {
     let server = NatsServer::start().await.expect("nats-server");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let store = EventStore::open(client.clone(), &StreamSettings::default())
         .await
         .expect("open creates the stream");
+    (server, client, store)
+}
+
+#[tokio::test]
+async fn default_settings_create_one_replica_on_a_single_node() {
+    let (_server, client, store) = single_node().await;
     assert_eq!(store.replicas(), 1);
     assert_eq!(stream_replicas(&client).await, 1);
 
@@ -169,11 +175,7 @@ async fn reads_by_route(store: &EventStore, watcher: &async_nats::Client) -> (us
 
 #[tokio::test]
 async fn a_single_node_serves_heads_with_direct_gets() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let store = EventStore::open(client.clone(), &StreamSettings::default())
-        .await
-        .expect("stream");
+    let (server, _client, store) = single_node().await;
     let watcher = async_nats::connect(server.url()).await.expect("connect");
     let (leader, direct) = reads_by_route(&store, &watcher).await;
     assert_eq!((leader, direct), (0, 15), "5 reads of 3 heads, all direct");
@@ -223,11 +225,7 @@ async fn a_replicated_stream_serves_heads_from_its_leader() {
 /// leader has nothing more either, it is an error, never a silently short history.
 #[tokio::test]
 async fn a_history_short_of_its_head_is_never_returned() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let store = EventStore::open(client, &StreamSettings::default())
-        .await
-        .expect("stream");
+    let (_server, _client, store) = single_node().await;
     let subject = "talkwai.evt.t.member.a";
     let seqs = append_each(&store, &[subject, subject]).await;
     let short = store
