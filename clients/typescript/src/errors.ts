@@ -56,6 +56,10 @@ export class UnavailableError extends TalkwaiError {}
 export class PayloadTooLargeError extends TalkwaiError {}
 /** A bug on the server's side (logged there). */
 export class InternalError extends TalkwaiError {}
+/** The command id already names another command; send this one with a new command id. */
+export class CommandIdReusedError extends TalkwaiError {}
+/** No command is served on the subject (unknown aggregate or action). */
+export class UnknownCommandError extends TalkwaiError {}
 
 const CLASSES: Record<ErrorCode, new (code: ErrorCode, message: string, field?: string | null) => TalkwaiError> = {
   validation_failed: ValidationFailedError,
@@ -70,6 +74,8 @@ const CLASSES: Record<ErrorCode, new (code: ErrorCode, message: string, field?: 
   unavailable: UnavailableError,
   payload_too_large: PayloadTooLargeError,
   internal: InternalError,
+  command_id_reused: CommandIdReusedError,
+  unknown_command: UnknownCommandError,
 };
 
 /** The error class of a wire error body; an unknown code becomes an {@link InternalError}. */

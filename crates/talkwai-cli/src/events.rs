@@ -29,7 +29,7 @@ pub async fn open_store(client: &async_nats::Client) -> Result<EventStore, CliEr
     let info = stream.info().await.map_err(CliError::nats)?;
     let settings = StreamSettings {
         replicas: info.config.num_replicas,
-        duplicate_window: info.config.duplicate_window,
+        duplicate_window: Some(info.config.duplicate_window),
         ..defaults
     };
     Ok(EventStore::open(client.clone(), &settings).await?)

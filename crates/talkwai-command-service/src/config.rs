@@ -38,6 +38,11 @@ pub struct Config {
     /// and creates a new stream with 1.
     #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 0)]
     pub stream_replicas: usize,
+    /// The event stream's `Nats-Msg-Id` window in seconds (unset: keep the stream's, 120 s for
+    /// a new one). Command ids do not rely on it: their records in the log refuse a reused id
+    /// at any time.
+    #[arg(long, env = "TALKWAI_DUPLICATE_WINDOW_SECS")]
+    pub duplicate_window_secs: Option<u64>,
     /// Commands handled at once by this instance.
     #[arg(long, env = "TALKWAI_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -79,6 +84,7 @@ impl Config {
             key_files: KeyFiles::default(),
             rate_limit: RateLimitConfig::OFF,
             stream_replicas: 1,
+            duplicate_window_secs: None,
             max_in_flight: 1024,
             cache_capacity: 10_000,
             conflict_attempts: 8,

@@ -26,6 +26,12 @@ pub enum ServiceError {
     /// Every retry met a concurrent writer.
     #[error("gave up after {0} conflicting attempts")]
     Conflict(u32),
+    /// The command id already names another command.
+    #[error("command id already used for another command on {command}")]
+    CommandIdReused {
+        /// The subject the earlier command arrived on.
+        command: String,
+    },
     /// The log holds something this code cannot read: a bug or a newer writer.
     #[error("unreadable event log at {subject}: {message}")]
     Corrupt {
@@ -77,6 +83,14 @@ impl ServiceError {
                 ErrorCode::Conflict,
                 format!("concurrent writers won {attempts} times in a row; retry later"),
             ),
+            Self::CommandIdReused { command } => ErrorBody::new(
+                ErrorCode::CommandIdReused,
+                format!(
+                    "this command id already names another command (sent on {command}, with \
+                     another body or subject); send a new command with a new command id"
+                ),
+            )
+            .with_field(talkwai_proto::headers::COMMAND_ID),
             Self::Corrupt { .. } => ErrorBody::new(ErrorCode::Internal, "internal error"),
         }
     }

@@ -17,6 +17,7 @@ use talkwai_domain::{
     GuardState,
 };
 use talkwai_eventstore::{AppendError, AppendRequest, Appender, Outbound};
+use talkwai_proto::command_record::{self, CommandRecord};
 use talkwai_proto::envelope::actor_header;
 use talkwai_proto::{
     CommandAccepted, CommandSubject, ErrorBody, Scope, decode_command, headers, subject,
@@ -215,20 +216,29 @@ impl Handler {
 
         let _guard = self.stripe(&target).lock().await;
         let subject = subject::event(&target);
+        let record_subject = command_record::subject(parsed.scope, command_id);
+        let fingerprint = command_record::fingerprint(request.subject, request.payload);
         // A create of an aggregate this instance does not hold is decided on an empty one
         // without reading its head: the append expects the subject to be empty, so a reused id
         // or a retry of a create that landed is refused, and the next attempt reads the subject
         // (finding the original outcome or the existing aggregate).
         let mut read_target = command.action() != "create" || self.repo.holds(&subject);
+        // Whether this attempt reads the command id's record: after any refused or unknown
+        // append, and when the target's history already names the command id. A first attempt
+        // needs no read: its append expects the record's subject to be empty.
+        let mut read_record = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             // One round trip for every head this command depends on: the target, its facts,
             // the actor's user link guard and (when its resolution is cached) the actor's entity.
             let plan = self.actor_plan(&principal);
-            let mut subjects = Vec::with_capacity(keys.len() + 3);
+            let mut subjects = Vec::with_capacity(keys.len() + 4);
             if read_target {
                 subjects.push(subject.clone());
+            }
+            if read_record {
+                subjects.push(record_subject.clone());
             }
             subjects.extend(fact_subjects(&keys, scope));
             if let Some(plan) = &plan {
@@ -238,6 +248,12 @@ impl Handler {
                 }
             }
             let heads = self.repo.heads(subjects).await?;
+            if read_record && let Some(stored) = heads.get(&record_subject) {
+                // The id already names a command: this one, resent, or another.
+                return self
+                    .recorded_outcome(&record_subject, stored, &fingerprint, target)
+                    .await;
+            }
             let actor = self.resolve_actor(&principal, plan, &heads).await?;
             let head = if read_target {
                 heads.get(&subject).map(|m| m.seq)
@@ -245,8 +261,14 @@ impl Handler {
                 None
             };
             let loaded = self.repo.load_at(target, head).await?;
-            // A state at the subject's head holds every command record of the aggregate.
             if let Some(record) = loaded.commands.get(&command_id) {
+                if !read_record {
+                    // The history names this id: compare with its record before answering.
+                    read_record = true;
+                    attempt -= 1;
+                    continue;
+                }
+                // Written before command records existed: the history is all there is.
                 return Ok(CommandAccepted {
                     id: target.id,
                     version: record.version,
@@ -262,14 +284,6 @@ impl Handler {
                 facts: &facts,
             };
             let decision = talkwai_domain::decide(&loaded.state, command.clone(), &ctx)?;
-            if decision.events.is_empty() {
-                return Ok(CommandAccepted {
-                    id: target.id,
-                    version: loaded.state.version(),
-                    events: Vec::new(),
-                    seq: loaded.last_seq,
-                });
-            }
             // Guards the decision touches but the requirements did not load (releases).
             let missing: Vec<GuardKey> = decision
                 .guards
@@ -280,29 +294,46 @@ impl Handler {
             if !missing.is_empty() {
                 guard_heads.extend(self.repo.guard_heads(&missing).await?);
             }
-            let mut messages = Vec::new();
-            let total = decision.events.len() + decision.guards.len();
+            let version = loaded.state.version() + decision.events.len() as u64;
+            let record = CommandRecord {
+                command: request.subject.to_owned(),
+                fingerprint: fingerprint.clone(),
+                target: subject.clone(),
+                events: u32::try_from(decision.events.len()).unwrap_or(u32::MAX),
+                version,
+                seq: decision.events.is_empty().then_some(loaded.last_seq),
+            };
             let actor_text = actor_header(&actor);
-            let tenant_text = scope.map_or_else(|| "platform".to_owned(), |t| t.to_string());
+            let at = ctx.now;
+            let total = decision.events.len() + 1 + decision.guards.len();
+            let meta = |part: usize| MessageMeta {
+                command_id,
+                actor: &actor_text,
+                at,
+                part: (part, total),
+                trace: &trace,
+            };
+            let mut messages = Vec::with_capacity(total);
             let mut bodies = Vec::with_capacity(decision.events.len());
             for (index, event) in decision.events.iter().enumerate() {
                 let body = event.encode();
-                let message = Self::message(
+                messages.push(Self::message(
                     &subject,
+                    target.tenant,
                     &body,
                     (index == 0).then_some(loaded.last_seq),
-                    MessageMeta {
-                        command_id,
-                        actor: &actor_text,
-                        tenant: &tenant_text,
-                        at: ctx.now,
-                        part: (index + 1, total),
-                        trace: &trace,
-                    },
-                )?;
-                messages.push(message);
+                    meta(index + 1),
+                )?);
                 bodies.push(body);
             }
+            // The record follows the events, so the reply's `seq` (the last event's) is the
+            // same whether it comes from this append or, on a resend, from the log.
+            messages.push(Self::record_message(
+                &record_subject,
+                parsed.scope.tenant(),
+                &record,
+                meta(decision.events.len() + 1),
+            ));
             for (index, change) in decision.guards.iter().enumerate() {
                 let head = guard_heads.get(&change.key).copied().unwrap_or(GuardHead {
                     owner: None,
@@ -324,21 +355,17 @@ impl Handler {
                 let body = change.event.encode();
                 messages.push(Self::message(
                     &subject::guard(&change.key),
+                    change.key.tenant(),
                     &body,
                     Some(head.seq),
-                    MessageMeta {
-                        command_id,
-                        actor: &actor_text,
-                        tenant: &tenant_text,
-                        at: ctx.now,
-                        part: (decision.events.len() + index + 1, total),
-                        trace: &trace,
-                    },
+                    meta(decision.events.len() + 2 + index),
                 )?);
             }
+            // No `Nats-Msg-Id`: the record's expectation is the deduplication, for ever and
+            // across aggregates, where the server's window is neither.
             let request = AppendRequest {
                 messages,
-                dedupe_id: Some(command_id.to_string()),
+                dedupe_id: None,
             };
             let append = info_span!("append", messages = request.messages.len(), attempt);
             let append_started = std::time::Instant::now();
@@ -346,6 +373,14 @@ impl Handler {
             crate::ops::append_done(&appended, append_started);
             match appended {
                 Ok(ack) => {
+                    if bodies.is_empty() {
+                        return Ok(CommandAccepted {
+                            id: target.id,
+                            version: loaded.state.version(),
+                            events: Vec::new(),
+                            seq: loaded.last_seq,
+                        });
+                    }
                     let mut next = loaded;
                     let last_event_seq = ack.first_seq + bodies.len() as u64 - 1;
                     for event in &decision.events {
@@ -371,13 +406,14 @@ impl Handler {
                         id: target.id,
                         version,
                         events: bodies,
-                        seq: ack.last_seq,
+                        seq: last_event_seq,
                     });
                 }
-                Err(AppendError::Conflict(_)) if !read_target => {
-                    // The create's subject was not empty: not a race, so no attempt is spent
-                    // and no backoff; read it this time.
+                Err(AppendError::Conflict(_)) if !read_target || !read_record => {
+                    // A create's subject was not empty, or the command id is taken: not a
+                    // race, so no attempt is spent and no backoff; read them this time.
                     read_target = true;
+                    read_record = true;
                     attempt -= 1;
                 }
                 Err(AppendError::Conflict(reason)) => {
@@ -390,10 +426,11 @@ impl Handler {
                     tokio::time::sleep(Duration::from_millis(backoff)).await;
                 }
                 Err(AppendError::Unknown(reason)) => {
-                    // The write may have landed: the reload finds our command id if it did.
+                    // The write may have landed: the record says so if it did.
                     warn!(%subject, %reason, "append outcome unknown, re-reading the log");
                     self.repo.forget(&subject);
                     read_target = true;
+                    read_record = true;
                     if attempt >= self.conflict_attempts {
                         return Err(ServiceError::Store(reason));
                     }
@@ -405,6 +442,52 @@ impl Handler {
         }
     }
 
+    /// The answer to a command whose id the log already records: the original outcome when
+    /// `fingerprint` matches (read from the log, never rebuilt from the request), else
+    /// `command_id_reused`.
+    async fn recorded_outcome(
+        &self,
+        record_subject: &str,
+        stored: &talkwai_eventstore::StoredMessage,
+        fingerprint: &str,
+        target: AggregateRef,
+    ) -> Result<CommandAccepted, ServiceError> {
+        let record = CommandRecord::decode(&stored.payload).map_err(|e| ServiceError::Corrupt {
+            subject: record_subject.to_owned(),
+            message: e.to_string(),
+        })?;
+        if record.fingerprint != fingerprint {
+            return Err(ServiceError::CommandIdReused {
+                command: record.command,
+            });
+        }
+        if record.events == 0 {
+            return Ok(CommandAccepted {
+                id: target.id,
+                version: record.version,
+                events: Vec::new(),
+                seq: record.seq.unwrap_or(0),
+            });
+        }
+        // The events landed in the record's batch, before it: the target's history holds them.
+        let loaded = self.repo.load_current(target).await?;
+        let command_id = stored
+            .header(headers::COMMAND_ID)
+            .and_then(|v| v.parse::<Uuid>().ok());
+        match command_id.and_then(|id| loaded.commands.get(&id)) {
+            Some(found) => Ok(CommandAccepted {
+                id: target.id,
+                version: found.version,
+                events: found.events.clone(),
+                seq: found.seq,
+            }),
+            None => Err(ServiceError::Corrupt {
+                subject: record_subject.to_owned(),
+                message: format!("recorded command's events are not in {}", record.target),
+            }),
+        }
+    }
+
     fn stripe(&self, target: &AggregateRef) -> &Mutex<()> {
         let mut hasher = DefaultHasher::new();
         target.hash(&mut hasher);
@@ -412,38 +495,44 @@ impl Handler {
         &self.stripes[index]
     }
 
+    /// One event or guard message of a command. `Talkwai-Tenant` is the scope of the subject
+    /// it is written to (a `tenant.created` on the new tenant's subject names that tenant).
     fn message(
         subject: &str,
+        tenant: Option<TenantId>,
         body: &talkwai_domain::EventBody,
         expected: Option<u64>,
         meta: MessageMeta<'_>,
     ) -> Result<Outbound, ServiceError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(headers::EVENT_TYPE, body.event_type.as_str());
-        headers.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-        headers.insert(headers::TENANT, meta.tenant);
-        headers.insert(headers::ACTOR, meta.actor);
-        headers.insert(headers::COMMAND_ID, meta.command_id.to_string().as_str());
-        headers.insert(headers::OCCURRED_AT, meta.at.0.to_string().as_str());
-        headers.insert(
-            headers::COMMAND_PART,
-            format!("{}/{}", meta.part.0, meta.part.1).as_str(),
-        );
-        for (name, values) in meta.trace.iter() {
-            for value in values {
-                headers.append(name.clone(), value.clone());
-            }
-        }
         let payload = serde_json::to_vec(body).map_err(|e| ServiceError::Corrupt {
             subject: subject.to_owned(),
             message: e.to_string(),
         })?;
         Ok(Outbound {
             subject: subject.to_owned(),
-            headers,
+            headers: meta.headers(&body.event_type, body.version, tenant),
             payload: payload.into(),
             expected_last_subject_seq: expected,
         })
+    }
+
+    /// The command's record, appended expecting its subject to be empty.
+    fn record_message(
+        subject: &str,
+        tenant: Option<TenantId>,
+        record: &CommandRecord,
+        meta: MessageMeta<'_>,
+    ) -> Outbound {
+        Outbound {
+            subject: subject.to_owned(),
+            headers: meta.headers(
+                command_record::RECORD_TYPE,
+                command_record::RECORD_VERSION,
+                tenant,
+            ),
+            payload: record.encode().into(),
+            expected_last_subject_seq: Some(0),
+        }
     }
 
     /// What resolving `principal` needs read: its user link guard and, when a resolution is
@@ -598,14 +687,42 @@ struct ActorPlan {
 }
 
 /// Headers every message of a command carries.
+#[derive(Clone, Copy)]
 struct MessageMeta<'a> {
     command_id: Uuid,
     actor: &'a str,
-    tenant: &'a str,
     at: Timestamp,
     part: (usize, usize),
     /// `traceparent` (and `tracestate`) to carry.
     trace: &'a HeaderMap,
+}
+
+impl MessageMeta<'_> {
+    /// The headers of one message of type `event_type` on a subject of `tenant`'s scope.
+    fn headers(&self, event_type: &str, version: u32, tenant: Option<TenantId>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::EVENT_TYPE, event_type);
+        headers.insert(headers::EVENT_VERSION, version.to_string().as_str());
+        headers.insert(
+            headers::TENANT,
+            tenant
+                .map_or_else(|| subject::PLATFORM.to_owned(), |t| t.to_string())
+                .as_str(),
+        );
+        headers.insert(headers::ACTOR, self.actor);
+        headers.insert(headers::COMMAND_ID, self.command_id.to_string().as_str());
+        headers.insert(headers::OCCURRED_AT, self.at.0.to_string().as_str());
+        headers.insert(
+            headers::COMMAND_PART,
+            format!("{}/{}", self.part.0, self.part.1).as_str(),
+        );
+        for (name, values) in self.trace.iter() {
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers
+    }
 }
 
 /// The trace context the events of a command carry: the `command` span's when tracing

@@ -41,6 +41,8 @@ use repo::Repository;
 
 /// Queue group shared by every instance.
 pub const QUEUE_GROUP: &str = "talkwai-command";
+/// Queue group of the catch-all that answers subjects no command endpoint serves.
+pub const UNKNOWN_QUEUE_GROUP: &str = "talkwai-command-unknown";
 /// Name in the NATS services API.
 pub const SERVICE_NAME: &str = "talkwai-command";
 
@@ -81,6 +83,7 @@ impl CommandService {
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let settings = StreamSettings {
             replicas: config.stream_replicas,
+            duplicate_window: config.duplicate_window_secs.map(Duration::from_secs),
             ..Default::default()
         };
         let store = EventStore::open(client.clone(), &settings).await?;
@@ -133,6 +136,17 @@ impl CommandService {
             }
         }
         let mut requests = futures::stream::select_all(endpoints);
+        // Every command subject is also delivered to one member of this second group, which
+        // answers only those no endpoint serves, so a client can tell an unknown action from
+        // a service that is down ("no responders").
+        let mut unknown = self
+            .client
+            .queue_subscribe(
+                talkwai_proto::subject::ALL_COMMANDS,
+                UNKNOWN_QUEUE_GROUP.to_owned(),
+            )
+            .await
+            .map_err(|e| StartError::Register(e.to_string()))?;
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let mut tasks = JoinSet::new();
         info!(instance = %self.config.instance, "command service ready");
@@ -160,12 +174,21 @@ impl CommandService {
                     // Reap finished tasks so the set stays small.
                     while tasks.try_join_next().is_some() {}
                 }
+                message = unknown.next() => {
+                    let Some(message) = message else { break };
+                    answer_unknown(&self.client, message).await;
+                }
             }
         }
         info!(
             in_flight = tasks.len(),
             "stopping: no new commands, finishing in-flight ones"
         );
+        // The catch-all goes first: while it is subscribed, a known command must still find
+        // an endpoint (else its request would wait out the caller's timeout, not fail fast).
+        if let Err(err) = unknown.unsubscribe().await {
+            warn!(error = %err, "cannot unsubscribe the unknown-command catch-all");
+        }
         drop(requests);
         if let Err(err) = service.stop().await {
             warn!(error = %err, "cannot unregister the service");
@@ -179,5 +202,60 @@ impl CommandService {
         // Replies are published; make sure they leave the process.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
         Ok(())
+    }
+}
+
+/// Whether a command endpoint serves `subject`: `talkwai.cmd.<any>.<aggregate>.<action>` of
+/// the contract, as the endpoints subscribe (a bad scope token is theirs to refuse).
+fn served(subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    let (Some("talkwai"), Some("cmd"), Some(_), Some(aggregate), Some(action), None) = (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) else {
+        return false;
+    };
+    ACTIONS
+        .iter()
+        .any(|(kind, actions)| kind.as_str() == aggregate && actions.contains(&action))
+}
+
+/// Answers a command subject no endpoint serves with `unknown_command`; ignores the others
+/// (their endpoint answers them).
+async fn answer_unknown(client: &async_nats::Client, message: async_nats::Message) {
+    if served(&message.subject) {
+        return;
+    }
+    let Some(reply) = message.reply else { return };
+    let body = talkwai_proto::ErrorBody::new(
+        talkwai_domain::ErrorCode::UnknownCommand,
+        format!(
+            "no command is served on {}: commands are talkwai.cmd.<tenant|platform>.<aggregate>.<action> \
+             with an aggregate and action of the contract (proto/asyncapi.yaml)",
+            message.subject
+        ),
+    )
+    .with_field("subject");
+    ops::unknown_command();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        talkwai_proto::headers::NATS_SERVICE_ERROR,
+        body.message.as_str(),
+    );
+    headers.insert(
+        talkwai_proto::headers::NATS_SERVICE_ERROR_CODE,
+        body.code.status().to_string().as_str(),
+    );
+    let reply_body = serde_json::to_vec(&talkwai_proto::CommandReply::rejected(body))
+        .unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    if let Err(err) = client
+        .publish_with_headers(reply, headers, reply_body.into())
+        .await
+    {
+        warn!(error = %err, "cannot answer an unknown command");
     }
 }

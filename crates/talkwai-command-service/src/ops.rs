@@ -9,6 +9,7 @@
 //! | `talkwai_command_conflicts_total` | counter | (a concurrent writer won; decided again) |
 //! | `talkwai_command_append_unknown_total` | counter | (append outcome unknown; log re-read) |
 //! | `talkwai_commands_in_flight` | gauge | |
+//! | `talkwai_commands_unknown_total` | counter | (answered `unknown_command`: no endpoint serves the subject) |
 //!
 //! The group commit itself (`talkwai_append_group_commands`, `_messages`, `_splits_total`) is
 //! measured by the event store's appender.
@@ -57,6 +58,11 @@ pub fn append_done(result: &Result<AppendAck, AppendError>, started: Instant) {
         }
         _ => {}
     }
+}
+
+/// Counts one request on a subject no command endpoint serves.
+pub fn unknown_command() {
+    metrics::counter!("talkwai_commands_unknown_total").increment(1);
 }
 
 /// Holds one command in the `talkwai_commands_in_flight` gauge while alive.

@@ -37,11 +37,16 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A bug or an unexpected state on our side.
     Internal,
+    /// The command id already names another command (another subject or body); not retryable:
+    /// send the new command with a new id.
+    CommandIdReused,
+    /// No handler serves the command subject (unknown aggregate or action).
+    UnknownCommand,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (used by tests and generated documentation).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::ValidationFailed,
         Self::NotFound,
         Self::AlreadyExists,
@@ -54,6 +59,8 @@ impl ErrorCode {
         Self::Unavailable,
         Self::PayloadTooLarge,
         Self::Internal,
+        Self::CommandIdReused,
+        Self::UnknownCommand,
     ];
 
     /// The wire form, e.g. `"validation_failed"`.
@@ -71,6 +78,8 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Internal => "internal",
+            Self::CommandIdReused => "command_id_reused",
+            Self::UnknownCommand => "unknown_command",
         }
     }
 
@@ -80,8 +89,8 @@ impl ErrorCode {
             Self::ValidationFailed => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden => 403,
-            Self::NotFound => 404,
-            Self::AlreadyExists | Self::Conflict => 409,
+            Self::NotFound | Self::UnknownCommand => 404,
+            Self::AlreadyExists | Self::Conflict | Self::CommandIdReused => 409,
             Self::PayloadTooLarge => 413,
             Self::InvalidTransition | Self::InvalidReference => 422,
             Self::RateLimited => 429,

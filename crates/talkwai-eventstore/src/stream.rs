@@ -17,9 +17,15 @@ pub struct StreamSettings {
     /// existing stream and creates a new one with 1, so a reader or a tool that opens the
     /// stream never changes its replication.
     pub replicas: usize,
-    /// How long JetStream remembers `Nats-Msg-Id`s.
-    pub duplicate_window: Duration,
+    /// How long JetStream remembers `Nats-Msg-Id`s. `None` (the default) keeps an existing
+    /// stream's window and creates a new one with [`DEFAULT_DUPLICATE_WINDOW`]. Command ids do
+    /// not depend on it (see `talkwai_proto::command_record`); raw publishers with
+    /// `Nats-Msg-Id` (imports) do.
+    pub duplicate_window: Option<Duration>,
 }
+
+/// The duplicate window of a new stream.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 impl Default for StreamSettings {
     fn default() -> Self {
@@ -27,7 +33,7 @@ impl Default for StreamSettings {
             name: "TALKWAI_EVENTS".to_owned(),
             subjects: vec!["talkwai.evt.>".to_owned()],
             replicas: 0,
-            duplicate_window: Duration::from_secs(120),
+            duplicate_window: None,
         }
     }
 }
@@ -42,7 +48,7 @@ impl StreamSettings {
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             num_replicas: self.replicas.max(1),
-            duplicate_window: self.duplicate_window,
+            duplicate_window: self.duplicate_window.unwrap_or(DEFAULT_DUPLICATE_WINDOW),
             deny_delete: true,
             deny_purge: true,
             allow_direct: true,
@@ -70,6 +76,9 @@ pub(crate) async fn ensure(
             let current = &existing.cached_info().config;
             if settings.replicas == 0 {
                 config.num_replicas = current.num_replicas;
+            }
+            if settings.duplicate_window.is_none() {
+                config.duplicate_window = current.duplicate_window;
             }
             // An update is a proposal to the JetStream meta group in a cluster: skip it when
             // nothing would change (every service opens the stream at start).

@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`subject`], [`headers`], [`envelope`]: the wire itself; [`room`]: room topics and
-//!   presence messages.
+//!   presence messages; [`command_record`]: what a command id names, kept in the log.
 //! - [`schema`]: the message catalog, the one table mapping actions and event types to Rust
 //!   types and JSON Schemas; [`asyncapi`] and [`generate`] render `proto/` from it, [`samples`]
 //!   holds the examples that seed new fixtures. `talkwai-proto-gen` writes the files.
@@ -15,6 +15,7 @@
 //! generator writing `proto/`). It depends on `talkwai-domain` for the command and event types.
 
 pub mod asyncapi;
+pub mod command_record;
 pub mod envelope;
 pub mod generate;
 pub mod headers;

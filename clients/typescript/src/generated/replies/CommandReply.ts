@@ -56,7 +56,9 @@ export type ErrorCode =
   | "rate_limited"
   | "unavailable"
   | "payload_too_large"
-  | "internal";
+  | "internal"
+  | "command_id_reused"
+  | "unknown_command";
 export type False = false;
 
 /**

@@ -18,7 +18,9 @@ export type ErrorCode =
   | "rate_limited"
   | "unavailable"
   | "payload_too_large"
-  | "internal";
+  | "internal"
+  | "command_id_reused"
+  | "unknown_command";
 
 /**
  * A typed error: a stable code, a lowercase message, and the body field it is about.
