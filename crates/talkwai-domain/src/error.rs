@@ -35,13 +35,15 @@ pub enum ErrorCode {
     Unavailable,
     /// The request body is larger than the endpoint accepts.
     PayloadTooLarge,
+    /// The answer would hold more rows than the query API returns at once; ask for pages.
+    TooManyRows,
     /// A bug or an unexpected state on our side.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (used by tests and generated documentation).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         Self::ValidationFailed,
         Self::NotFound,
         Self::AlreadyExists,
@@ -53,6 +55,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Unavailable,
         Self::PayloadTooLarge,
+        Self::TooManyRows,
         Self::Internal,
     ];
 
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::TooManyRows => "too_many_rows",
             Self::Internal => "internal",
         }
     }
@@ -83,7 +87,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::AlreadyExists | Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
-            Self::InvalidTransition | Self::InvalidReference => 422,
+            Self::InvalidTransition | Self::InvalidReference | Self::TooManyRows => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::Unavailable => 503,
