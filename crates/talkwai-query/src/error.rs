@@ -63,9 +63,9 @@ impl QueryError {
             path,
             format!(
                 "the answer would hold more than {cap} rows (all levels together), the most one \
-                 answer returns; ask for pages: give the levels a \"limit\" (or \"first\") and \
-                 fetch each next page with \"after\" set to the level's pageInfo endCursor while \
-                 hasNextPage is true"
+                 answer returns; ask for pages: give the levels a \"first\" and fetch each next \
+                 page with \"after\" set to the level's pageInfo endCursor while hasNextPage is \
+                 true (or page with \"limit\" and \"offset\")"
             ),
         )
     }
