@@ -54,6 +54,11 @@ export class RateLimitedError extends TalkwaiError {}
 export class UnavailableError extends TalkwaiError {}
 /** The body is larger than the endpoint accepts. */
 export class PayloadTooLargeError extends TalkwaiError {}
+/**
+ * A query's answer would pass the server's row cap (all levels together); `field` names the
+ * level. Ask for pages: `first` + `after` (the level's `pageInfo` `endCursor`), or `limit` + `offset`.
+ */
+export class TooManyRowsError extends TalkwaiError {}
 /** A bug on the server's side (logged there). */
 export class InternalError extends TalkwaiError {}
 /** The command id already names another command; send this one with a new command id. */
@@ -73,6 +78,7 @@ const CLASSES: Record<ErrorCode, new (code: ErrorCode, message: string, field?: 
   rate_limited: RateLimitedError,
   unavailable: UnavailableError,
   payload_too_large: PayloadTooLargeError,
+  too_many_rows: TooManyRowsError,
   internal: InternalError,
   command_id_reused: CommandIdReusedError,
   unknown_command: UnknownCommandError,

@@ -12,7 +12,12 @@ import { sleep } from "./core.js";
 import { TalkwaiError, errorFromBody, transportError } from "./errors.js";
 import { unref } from "./rooms.js";
 
-/** `$` of a query level: where, order, paging, fields, aggregate. */
+/**
+ * `$` of a query level: where, order, paging, fields, aggregate. Without `order` a level is
+ * sorted by `createdAt` ascending; without `limit`/`first`/`last` it returns every matching row
+ * (no default limit, as in InstaQL). An answer over the server's row cap (10,000 by default, all
+ * levels together) is refused with a {@link TooManyRowsError}: page with `first` + `after`.
+ */
 export interface QueryParams {
   where?: Record<string, unknown>;
   order?: Record<string, "asc" | "desc">;
@@ -52,7 +57,11 @@ export interface QueryOptions {
 
 /** Options of a live query. */
 export interface LiveQueryOptions extends QueryOptions {
-  /** Called when the live query cannot be kept up (it keeps trying). */
+  /**
+   * Called when the live query cannot be kept up (it keeps trying), or when the server cannot
+   * give a changed answer (a `TooManyRowsError` once it grew past the row cap; the next answer
+   * that fits is delivered as usual).
+   */
   onError?: (error: TalkwaiError) => void;
 }
 
@@ -143,8 +152,22 @@ export class LiveQuery<T = Record<string, unknown[]>> {
       return;
     }
     const sub = this.core.subscribe(a.subject, (value) => {
-      const update = value as { subscription?: string; data?: unknown; pageInfo?: Record<string, unknown>; seq?: number };
+      const update = value as {
+        subscription?: string;
+        ok?: boolean;
+        error?: unknown;
+        data?: unknown;
+        pageInfo?: Record<string, unknown>;
+        seq?: number;
+      };
       if (this.current?.id !== update.subscription) return;
+      if (update.ok === false) {
+        // The answer cannot be given (e.g. it grew past the row cap): no data until it can,
+        // and the next answer is delivered even if it equals the last one.
+        this.lastData = "";
+        this.options.onError?.(errorFromBody(update.error));
+        return;
+      }
       this.deliver(update.data, update.pageInfo, update.seq ?? 0);
     });
     const previous = this.current;

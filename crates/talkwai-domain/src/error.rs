@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The request body is larger than the endpoint accepts.
     PayloadTooLarge,
+    /// The answer would hold more rows than the query API returns at once; ask for pages.
+    TooManyRows,
     /// A bug or an unexpected state on our side.
     Internal,
     /// The command id already names another command (another subject or body); not retryable:
@@ -46,7 +48,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (used by tests and generated documentation).
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::ValidationFailed,
         Self::NotFound,
         Self::AlreadyExists,
@@ -58,6 +60,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Unavailable,
         Self::PayloadTooLarge,
+        Self::TooManyRows,
         Self::Internal,
         Self::CommandIdReused,
         Self::UnknownCommand,
@@ -77,6 +80,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::TooManyRows => "too_many_rows",
             Self::Internal => "internal",
             Self::CommandIdReused => "command_id_reused",
             Self::UnknownCommand => "unknown_command",
@@ -92,7 +96,7 @@ impl ErrorCode {
             Self::NotFound | Self::UnknownCommand => 404,
             Self::AlreadyExists | Self::Conflict | Self::CommandIdReused => 409,
             Self::PayloadTooLarge => 413,
-            Self::InvalidTransition | Self::InvalidReference => 422,
+            Self::InvalidTransition | Self::InvalidReference | Self::TooManyRows => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::Unavailable => 503,

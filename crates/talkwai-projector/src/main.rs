@@ -43,9 +43,21 @@ struct Cli {
     /// Per-tenant query rate limit.
     #[command(flatten)]
     rate_limit: RateLimitConfig,
+    /// Most rows one query answer holds, all levels together; a query over it is refused with
+    /// `too_many_rows` (ask for pages with `limit` and `after`).
+    #[arg(long, env = "TALKWAI_QUERY_MAX_ROWS", default_value_t = talkwai_query::exec::DEFAULT_MAX_ROWS, value_parser = at_least_one)]
+    query_max_rows: usize,
     /// Serve `/metrics`, `/livez` and `/readyz` on this address, e.g. `0.0.0.0:9102`.
     #[arg(long, env = "TALKWAI_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// A positive count.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{text} is not a positive integer")),
+        Ok(n) => Ok(n),
+    }
 }
 
 async fn shutdown_signal() {
@@ -96,8 +108,9 @@ async fn main() -> anyhow::Result<()> {
             cli.jwt_audience.as_deref(),
         )
         .with_public_keys(cli.key_files.load().context("loading jwt public keys")?);
-        let service =
-            QueryService::new(projector.pool().clone(), verifier).with_rate_limit(cli.rate_limit);
+        let service = QueryService::new(projector.pool().clone(), verifier)
+            .with_rate_limit(cli.rate_limit)
+            .with_max_rows(cli.query_max_rows);
         let client = projector.store().client().clone();
         let mut rx = stop_rx.clone();
         Some(tokio::spawn(async move {

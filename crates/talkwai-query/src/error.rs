@@ -55,6 +55,21 @@ impl QueryError {
         }
     }
 
+    /// The answer would hold more than `cap` rows (all levels together); `path` is the level
+    /// where it went over. The message says how to page instead.
+    pub fn too_many_rows(path: &str, cap: usize) -> Self {
+        Self::new(
+            ErrorCode::TooManyRows,
+            path,
+            format!(
+                "the answer would hold more than {cap} rows (all levels together), the most one \
+                 answer returns; ask for pages: give the levels a \"first\" and fetch each next \
+                 page with \"after\" set to the level's pageInfo endCursor while hasNextPage is \
+                 true (or page with \"limit\" and \"offset\")"
+            ),
+        )
+    }
+
     /// The read models are unreachable, or too slow.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, "", message)

@@ -13,8 +13,38 @@ use crate::error::QueryError;
 use crate::model::{Field, FieldType, Join, Namespace};
 use crate::parse::{self, Cursor, Dir, Filter, Node, Op, Page, Query};
 
-/// Most rows one query may return in all.
-pub const MAX_ROWS: usize = 10_000;
+/// Most rows one answer holds over all its levels unless the service sets another cap
+/// (`QueryService::with_max_rows`, `TALKWAI_QUERY_MAX_ROWS`).
+pub const DEFAULT_MAX_ROWS: usize = 10_000;
+
+/// What is left of the answer's row cap. A level fetches at most one row more than it may
+/// keep, so going over the cap shows without a separate count, and is refused with
+/// `too_many_rows`: an answer is never cut short silently.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// The cap, for the error message.
+    cap: usize,
+    /// Rows the answer may still take.
+    left: usize,
+}
+
+impl Budget {
+    /// Rows to fetch for a page of `size` rows (`None`: every row): one more than the page or
+    /// the cap allows, to tell a next page, or an answer over the cap, from the last row.
+    fn window(&self, size: Option<i64>) -> usize {
+        let size = size.and_then(|s| usize::try_from(s).ok());
+        size.map_or(self.left, |s| s.min(self.left)) + 1
+    }
+
+    /// Takes `rows` rows for the level at `path`; refuses when they pass the cap.
+    fn spend(&mut self, rows: usize, path: &str) -> Result<(), QueryError> {
+        if rows > self.left {
+            return Err(QueryError::too_many_rows(path, self.cap));
+        }
+        self.left -= rows;
+        Ok(())
+    }
+}
 
 /// Whose rows a query may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,12 +221,13 @@ fn cond_through(
     ))
 }
 
-/// Keyset condition and ORDER BY for a level.
+/// Keyset condition, ORDER BY, OFFSET and whether rows come in reverse (backward pages) for a
+/// level; the page size is [`Page::size`].
 fn paging_sql(
     sql: &mut Sql,
     node: &Node,
     alias: &str,
-) -> Result<(String, String, i64, i64, bool), QueryError> {
+) -> Result<(String, String, i64, bool), QueryError> {
     let (field, dir) = node.params.order;
     let col = format!("{alias}.{}", field.column);
     let (asc, desc) = ("ASC", "DESC");
@@ -209,14 +240,13 @@ fn paging_sql(
         Ok(format!(" AND ({col}, {alias}.id) {cmp} ({v}, {id})"))
     };
     Ok(match &node.params.page {
-        Page::Offset { limit, offset } => (
+        Page::Offset { offset, .. } => (
             String::new(),
             format!("{col} {forward_dir}, {alias}.id {forward_dir}"),
-            *limit,
             *offset,
             false,
         ),
-        Page::Forward { first, after } => {
+        Page::Forward { after, .. } => {
             let cond = match after {
                 Some(c) => keyset(sql, c, dir == Dir::Asc)?,
                 None => String::new(),
@@ -224,12 +254,11 @@ fn paging_sql(
             (
                 cond,
                 format!("{col} {forward_dir}, {alias}.id {forward_dir}"),
-                *first,
                 0,
                 false,
             )
         }
-        Page::Backward { last, before } => {
+        Page::Backward { before, .. } => {
             let cond = match before {
                 Some(c) => keyset(sql, c, dir != Dir::Asc)?,
                 None => String::new(),
@@ -237,7 +266,6 @@ fn paging_sql(
             (
                 cond,
                 format!("{col} {reverse_dir}, {alias}.id {reverse_dir}"),
-                *last,
                 0,
                 true,
             )
@@ -269,26 +297,37 @@ fn page_info(node: &Node, rows: &[Value], more: bool) -> Value {
     })
 }
 
-/// Trims the extra row fetched to detect a next page, and puts backward pages in order.
-fn settle(mut rows: Vec<Value>, limit: i64, reversed: bool) -> (Vec<Value>, bool) {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    let more = rows.len() > limit;
-    rows.truncate(limit);
+/// Trims the extra row fetched to detect a next page (a page of `size`; `None` keeps every
+/// row: whether they fit in the answer is [`Budget::spend`]'s call), and puts backward pages in
+/// order.
+fn settle(mut rows: Vec<Value>, size: Option<i64>, reversed: bool) -> (Vec<Value>, bool) {
+    let mut more = false;
+    if let Some(size) = size {
+        let size = usize::try_from(size).unwrap_or(0);
+        more = rows.len() > size;
+        rows.truncate(size);
+    }
     if reversed {
         rows.reverse();
     }
     (rows, more)
 }
 
-/// Runs a query; returns `data` and top-level `pageInfo`.
+/// Runs a query; returns `data` and top-level `pageInfo`. Levels without a page size return
+/// every matching row; an answer over `max_rows` rows (all levels together) is refused with
+/// `too_many_rows`, never cut short.
 pub async fn execute(
     client: &impl deadpool_postgres::GenericClient,
     query: &Query,
     scope: Scope,
+    max_rows: usize,
 ) -> Result<(Value, Value), QueryError> {
     let mut data = Map::new();
     let mut infos = Map::new();
-    let mut budget = MAX_ROWS;
+    let mut budget = Budget {
+        cap: max_rows,
+        left: max_rows,
+    };
     for (key, namespace, node) in &query.roots {
         let mut sql = Sql::default();
         let alias = sql.alias();
@@ -307,20 +346,21 @@ pub async fn execute(
             data.insert(key.clone(), json!({ "count": count }));
             continue;
         }
-        let (keyset, order, limit, offset, reversed) = paging_sql(&mut sql, node, &alias)?;
+        let (keyset, order, offset, reversed) = paging_sql(&mut sql, node, &alias)?;
+        let size = node.params.page.size();
         sql.text = format!(
             "SELECT row_to_json({alias}) FROM talkwai.{} {alias} WHERE {scoped} AND {filter}{keyset}
              ORDER BY {order} LIMIT {} OFFSET {offset}",
             namespace.table,
-            limit + 1
+            budget.window(size)
         );
         let rows: Vec<Value> = fetch(client, &sql)
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let (rows, more) = settle(rows, limit, reversed);
-        spend(&mut budget, rows.len())?;
+        let (rows, more) = settle(rows, size, reversed);
+        budget.spend(rows.len(), key)?;
         infos.insert(key.clone(), page_info(node, &rows, more));
         let mut shaped: Vec<Map<String, Value>> =
             rows.iter().map(|r| shape(r, namespace, node)).collect();
@@ -328,9 +368,11 @@ pub async fn execute(
             client,
             &rows,
             &mut shaped,
-            namespace,
-            node,
-            scope,
+            Level {
+                node,
+                path: key,
+                scope,
+            },
             &mut budget,
         )
         .await?;
@@ -340,17 +382,6 @@ pub async fn execute(
         );
     }
     Ok((Value::Object(data), Value::Object(infos)))
-}
-
-fn spend(budget: &mut usize, rows: usize) -> Result<(), QueryError> {
-    if rows > *budget {
-        return Err(QueryError::invalid(
-            "",
-            format!("result exceeds {MAX_ROWS} rows; add limits"),
-        ));
-    }
-    *budget -= rows;
-    Ok(())
 }
 
 /// Wire object of a row: the selected fields under their seed names.
@@ -390,11 +421,12 @@ enum Plan {
     Forward { sql: Sql, column: &'static str },
     /// A count of linked rows per parent.
     ReverseCount { sql: Sql },
-    /// A top-N page of linked rows per parent (`LATERAL`).
+    /// A page of linked rows per parent (`LATERAL`); `fetched_at_most` is the statement's
+    /// overall `LIMIT`: reaching it means the rows pass the answer's cap.
     Reverse {
         sql: Sql,
-        limit: i64,
         reversed: bool,
+        fetched_at_most: usize,
     },
 }
 
@@ -416,6 +448,7 @@ fn plan_link(
     target: &'static Namespace,
     child: &Node,
     scope: Scope,
+    budget: Budget,
 ) -> Result<Plan, QueryError> {
     let mut sql = Sql::default();
     let alias = sql.alias();
@@ -444,6 +477,7 @@ fn plan_link(
             if parents.is_empty() {
                 return Ok(Plan::Empty);
             }
+            let parent_count = parents.len();
             let p = sql.bind(Box::new(parents));
             if child.params.count {
                 sql.text = format!(
@@ -454,44 +488,60 @@ fn plan_link(
                 );
                 return Ok(Plan::ReverseCount { sql });
             }
-            let (keyset, order, limit, offset, reversed) = paging_sql(&mut sql, child, &alias)?;
+            let (keyset, order, offset, reversed) = paging_sql(&mut sql, child, &alias)?;
+            // Per parent: a page of `size` (+1 to tell a next page), or every row. The OFFSET,
+            // even 0, keeps PostgreSQL from flattening the subquery, so each parent's rows come
+            // in its ORDER BY. Over all parents: what the cap still allows, plus each parent's
+            // extra row; reaching that many means the answer would pass the cap.
+            let size = child.params.page.size();
+            let (per_parent, extra) = match size {
+                Some(size) => (format!(" LIMIT {}", size + 1), parent_count),
+                None => (String::new(), 0),
+            };
+            let fetched_at_most = budget.left + extra + 1;
             sql.text = format!(
                 "SELECT p.id::text, row_to_json(c) FROM unnest({p}::uuid[]) AS p(id)
                  CROSS JOIN LATERAL (
                     SELECT {alias}.* FROM talkwai.{} {alias}
                     WHERE {alias}.{column} = p.id AND {scoped} AND {filter}{keyset}
-                    ORDER BY {order} LIMIT {} OFFSET {offset}
-                 ) c",
+                    ORDER BY {order}{per_parent} OFFSET {offset}
+                 ) c
+                 LIMIT {fetched_at_most}",
                 target.table,
-                limit + 1
             );
             Plan::Reverse {
                 sql,
-                limit,
                 reversed,
+                fetched_at_most,
             }
         }
     })
 }
 
-/// Resolves every link of `node` for all `rows` at once, recursively: the statements of all
-/// links of a level are sent together, then each link's children resolve their own links.
-#[allow(clippy::too_many_arguments)]
+/// The level whose links are being resolved: its query node, its path in the query (for
+/// errors) and the caller's scope.
+#[derive(Clone, Copy)]
+struct Level<'a> {
+    node: &'a Node,
+    path: &'a str,
+    scope: Scope,
+}
+
+/// Resolves every link of a level for all its `rows` at once, recursively: the statements of
+/// all links of a level are sent together, then each link's children resolve their own links.
 fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
     client: &'a C,
     rows: &'a [Value],
     shaped: &'a mut [Map<String, Value>],
-    namespace: &'static Namespace,
-    node: &'a Node,
-    scope: Scope,
-    budget: &'a mut usize,
+    level: Level<'a>,
+    budget: &'a mut Budget,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), QueryError>> + Send + 'a>> {
     Box::pin(async move {
-        let _ = namespace;
+        let Level { node, path, scope } = level;
         let plans = node
             .links
             .iter()
-            .map(|(_, link, target, child)| plan_link(rows, link, target, child, scope))
+            .map(|(_, link, target, child)| plan_link(rows, link, target, child, scope, *budget))
             .collect::<Result<Vec<Plan>, QueryError>>()?;
         let fetched = futures::future::try_join_all(plans.iter().map(|plan| async move {
             match plan.sql() {
@@ -503,6 +553,12 @@ fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
         for ((label, link, target, child), (plan, result)) in
             node.links.iter().zip(plans.into_iter().zip(fetched))
         {
+            let child_path = format!("{path}.{label}");
+            let child_level = Level {
+                node: child,
+                path: &child_path,
+                scope,
+            };
             match plan {
                 Plan::Empty => {
                     // A forward link with no ids is null on every row; a reverse link with no
@@ -514,12 +570,12 @@ fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
                     }
                 }
                 Plan::Forward { column, .. } => {
+                    // At most one row per distinct id of the parents: bounded by the parents.
                     let found: Vec<Value> = result.iter().map(|r| r.get(0)).collect();
-                    spend(budget, found.len())?;
+                    budget.spend(found.len(), &child_path)?;
                     let mut children: Vec<Map<String, Value>> =
                         found.iter().map(|r| shape(r, target, child)).collect();
-                    attach_links(client, &found, &mut children, target, child, scope, budget)
-                        .await?;
+                    attach_links(client, &found, &mut children, child_level, budget).await?;
                     let by_id: HashMap<Uuid, Map<String, Value>> = found
                         .iter()
                         .zip(children)
@@ -544,8 +600,15 @@ fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
                     }
                 }
                 Plan::Reverse {
-                    limit, reversed, ..
+                    reversed,
+                    fetched_at_most,
+                    ..
                 } => {
+                    // The statement stopped at its overall LIMIT: the rows pass the cap.
+                    if result.len() >= fetched_at_most {
+                        return Err(QueryError::too_many_rows(&child_path, budget.cap));
+                    }
+                    let size = child.params.page.size();
                     let mut grouped: HashMap<String, Vec<Value>> = HashMap::new();
                     for r in &result {
                         grouped.entry(r.get(0)).or_default().push(r.get(1));
@@ -561,25 +624,16 @@ fn attach_links<'a, C: deadpool_postgres::GenericClient + Sync>(
                             .unwrap_or_default()
                             .to_owned();
                         let (page, more) =
-                            settle(grouped.remove(&id).unwrap_or_default(), limit, reversed);
+                            settle(grouped.remove(&id).unwrap_or_default(), size, reversed);
                         infos.push(page_info(child, &page, more));
                         let start = all_rows.len();
                         all_rows.extend(page);
                         spans.push(start..all_rows.len());
                     }
-                    spend(budget, all_rows.len())?;
+                    budget.spend(all_rows.len(), &child_path)?;
                     let mut children: Vec<Map<String, Value>> =
                         all_rows.iter().map(|r| shape(r, target, child)).collect();
-                    attach_links(
-                        client,
-                        &all_rows,
-                        &mut children,
-                        target,
-                        child,
-                        scope,
-                        budget,
-                    )
-                    .await?;
+                    attach_links(client, &all_rows, &mut children, child_level, budget).await?;
                     let cursor_mode = !matches!(child.params.page, Page::Offset { .. });
                     for ((out, span), info) in shaped.iter_mut().zip(spans).zip(infos) {
                         let list: Vec<Value> =

@@ -9,7 +9,10 @@
 //! ```
 //!
 //! Unlike InstantDB, `order`, `limit`, `offset` and cursors are honored at every level,
-//! server-side (the seed's dashboard query asks for 20 tasks *per tenant*).
+//! server-side (the seed's dashboard query asks for 20 tasks *per tenant*). As in InstaQL, a
+//! level without `limit` (or `first`/`last`) returns every matching row; an answer that would
+//! pass the service's row cap (all levels together) is refused with `too_many_rows`, never cut
+//! short.
 //!
 //! # Architecture invariant
 //! Reads the stable views (`talkwai.*`) only, never the event log or a generation schema; the

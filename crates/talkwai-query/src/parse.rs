@@ -7,10 +7,9 @@ use crate::model::{self, Field, FieldType, Join, Link, Namespace};
 
 /// Deepest nesting of links.
 pub const MAX_DEPTH: usize = 4;
-/// Largest page.
+/// Largest page. A level without `limit`/`first`/`last` has no page size: it returns every
+/// matching row, as InstaQL does, within the answer's row cap (`exec`).
 pub const MAX_LIMIT: i64 = 1000;
-/// Page size when none is given.
-pub const DEFAULT_LIMIT: i64 = 100;
 
 /// A whole query: top-level namespaces.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,30 +36,41 @@ pub enum Dir {
     Desc,
 }
 
-/// Paging.
+/// Paging. A page size of `None` means every row (no default limit, as in InstaQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Page {
     /// `limit`/`offset`.
     Offset {
-        /// Rows.
-        limit: i64,
+        /// Rows; `None`: all.
+        limit: Option<i64>,
         /// Skipped rows.
         offset: i64,
     },
     /// `first`/`after`: the next `first` rows after the cursor.
     Forward {
-        /// Rows.
-        first: i64,
+        /// Rows; `None`: all after the cursor.
+        first: Option<i64>,
         /// Cursor.
         after: Option<Cursor>,
     },
     /// `last`/`before`: the `last` rows before the cursor.
     Backward {
-        /// Rows.
-        last: i64,
+        /// Rows; `None`: all before the cursor.
+        last: Option<i64>,
         /// Cursor.
         before: Option<Cursor>,
     },
+}
+
+impl Page {
+    /// The page size asked for; `None`: every row.
+    pub fn size(&self) -> Option<i64> {
+        match self {
+            Self::Offset { limit, .. } => *limit,
+            Self::Forward { first, .. } => *first,
+            Self::Backward { last, .. } => *last,
+        }
+    }
 }
 
 /// A position in an ordering: the order field's value and the row id.
@@ -227,7 +237,7 @@ fn default_params(namespace: &'static Namespace) -> Params {
         filter: None,
         order: (created_at(namespace), Dir::Asc),
         page: Page::Offset {
-            limit: DEFAULT_LIMIT,
+            limit: None,
             offset: 0,
         },
         fields: None,
@@ -327,17 +337,11 @@ fn parse_params(
     }
     params.page = match (first, after, last, before) {
         (None, None, None, None) => Page::Offset {
-            limit: limit.unwrap_or(DEFAULT_LIMIT),
+            limit,
             offset: offset.unwrap_or(0),
         },
-        (first, after, None, None) => Page::Forward {
-            first: first.unwrap_or(DEFAULT_LIMIT),
-            after,
-        },
-        (None, None, last, before) => Page::Backward {
-            last: last.unwrap_or(DEFAULT_LIMIT),
-            before,
-        },
+        (first, after, None, None) => Page::Forward { first, after },
+        (None, None, last, before) => Page::Backward { last, before },
         _ => return Err(err(path, "use first/after or last/before, not both")),
     };
     Ok(params)

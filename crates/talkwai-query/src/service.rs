@@ -57,6 +57,8 @@ pub struct QueryService {
     /// Per-tenant allowance, spent after the token verified (off unless configured).
     limiter: TenantLimiter,
     live: crate::live::Registry,
+    /// Most rows one answer holds over all its levels; over it, `too_many_rows`.
+    max_rows: usize,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -162,6 +164,7 @@ pub(crate) async fn evaluate(
     query: &parse::Query,
     scope: Scope,
     grant: Grant,
+    max_rows: usize,
 ) -> Result<(Value, Value, i64), QueryError> {
     let tx = conn
         .build_transaction()
@@ -182,7 +185,7 @@ pub(crate) async fn evaluate(
         async { tx.batch_execute(&timeout).await.map_err(QueryError::from) },
         grant.confirm(&tx),
         checkpoint,
-        exec::execute(&tx, query, scope),
+        exec::execute(&tx, query, scope, max_rows),
     );
     // A refused grant wins over whatever else failed: the caller learns nothing more.
     granted?;
@@ -249,7 +252,16 @@ impl QueryService {
             verifier,
             limiter: TenantLimiter::off(),
             live: crate::live::Registry::default(),
+            max_rows: exec::DEFAULT_MAX_ROWS,
         }
+    }
+
+    /// Caps the rows of one answer, all levels together (default
+    /// [`exec::DEFAULT_MAX_ROWS`]; at least 1): a query or live query whose answer would hold
+    /// more is refused with `too_many_rows` instead of being cut short.
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows.max(1);
+        self
     }
 
     /// Refuses a tenant's queries with `rate_limited` beyond `limits`.
@@ -284,7 +296,8 @@ impl QueryService {
                 QueryError::invalid("subject", format!("{subject} is not a query subject"))
             })?;
         let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
-        let (data, page_info, seq) = evaluate(&mut conn, &query, scope, grant).await?;
+        let (data, page_info, seq) =
+            evaluate(&mut conn, &query, scope, grant, self.max_rows).await?;
         Ok(json!({ "ok": true, "data": data, "pageInfo": page_info, "seq": seq }))
     }
 
@@ -360,7 +373,8 @@ impl QueryService {
                 QueryError::invalid("subject", format!("{subject} is not a subscribe subject"))
             })?;
         let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
-        let (data, page_info, seq) = evaluate(&mut conn, &query, scope, grant).await?;
+        let (data, page_info, seq) =
+            evaluate(&mut conn, &query, scope, grant, self.max_rows).await?;
         let hash = crate::live::digest(&data, &page_info);
         let (id, live_subject) = self
             .live
@@ -404,11 +418,25 @@ impl QueryService {
             }
             last_seen = Some(seq);
             for (id, query, scope, grant, subject, hash) in subs {
-                match evaluate(&mut conn, &query, scope, grant).await {
+                match evaluate(&mut conn, &query, scope, grant, self.max_rows).await {
                     Ok((data, page_info, at)) => {
                         let digest = crate::live::digest(&data, &page_info);
                         if digest != hash {
-                            let update = json!({ "subscription": id, "data": data, "pageInfo": page_info, "seq": at });
+                            let update = json!({ "subscription": id, "ok": true, "data": data, "pageInfo": page_info, "seq": at });
+                            let bytes =
+                                Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
+                            if client.publish(subject, bytes).await.is_ok() {
+                                self.live.published(id, digest);
+                            }
+                        }
+                    }
+                    Err(err) if err.code == ErrorCode::TooManyRows => {
+                        // The answer grew past the cap: say so once (not a stale or cut answer);
+                        // the subscription stays, and answers again once it fits.
+                        let body = err.to_body();
+                        let digest = crate::live::digest(&json!(body), &Value::Null);
+                        if digest != hash {
+                            let update = json!({ "subscription": id, "ok": false, "error": body, "seq": seq });
                             let bytes =
                                 Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
                             if client.publish(subject, bytes).await.is_ok() {

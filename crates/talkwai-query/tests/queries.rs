@@ -95,6 +95,11 @@ async fn tenant_with_owner(client: &async_nats::Client, name: &str) -> (Uuid, St
 }
 
 async fn start(tasks_in_a: usize) -> World {
+    start_capped(tasks_in_a, None).await
+}
+
+/// [`start`] with the query service's row cap set to `max_rows` (`None`: its default).
+async fn start_capped(tasks_in_a: usize, max_rows: Option<usize>) -> World {
     let nats = NatsServer::start().await.expect("nats");
     let pg = Postgres::start().await.expect("pg");
     let db = pg.create_unique_database("query").await.expect("db");
@@ -118,7 +123,10 @@ async fn start(tasks_in_a: usize) -> World {
         None,
         None,
     );
-    let queries = QueryService::new(pool, verifier);
+    let mut queries = QueryService::new(pool, verifier);
+    if let Some(max_rows) = max_rows {
+        queries = queries.with_max_rows(max_rows);
+    }
     let qc = client.clone();
     tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
     for _ in 0..200 {
@@ -750,4 +758,257 @@ async fn a_deactivated_member_is_refused_at_once_and_its_live_query_ends() {
         leaked.is_err(),
         "a deactivated member got a live update: {leaked:?}"
     );
+}
+
+/// A new call task in tenant A (pending, no assignee, no agent).
+async fn new_task(w: &World) -> Uuid {
+    let id = Uuid::new_v4();
+    send(&w.client, &format!("talkwai.cmd.{}.task.create", w.a),
+        json!({"id": id, "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), PLATFORM).await;
+    id
+}
+
+/// The ids of every page of `params` on tenant A's `tasks`, following `first`/`after` cursors.
+async fn walk_pages(w: &World, params: Value) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut params = params.clone();
+        if let Some(cursor) = &after {
+            params["after"] = json!(cursor);
+        }
+        let reply = w.ask(json!({"tasks": {"$": params}})).await;
+        pages.push(ids(&reply["data"]["tasks"]));
+        let info = &reply["pageInfo"]["tasks"];
+        if info["hasNextPage"] == false {
+            return pages;
+        }
+        assert!(pages.len() < 100, "pages never end: {info}");
+        after = info["endCursor"].as_str().map(str::to_owned);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_without_limit_returns_every_row_at_every_level() {
+    // 140 tasks, every fourth started: 105 pending.
+    let w = start(140).await;
+    let pending = w.newest(|t| t.2 == "pending");
+    assert_eq!(pending.len(), 105);
+
+    // The seed's "all pending tasks" query, as the seed sends it: no limit.
+    let reply = w
+        .ask(json!({"tasks": {"$": {"where": {"and": [{"tenant.id": w.a}, {"status": "pending"}]}, "order": {"createdAt": "desc"}},
+            "agent": {}, "assignedTo": {}}}))
+        .await;
+    let tasks = &reply["data"]["tasks"];
+    assert_eq!(ids(tasks).len(), 105, "no silent cut");
+    assert_eq!(ids(tasks), pending, "every pending task, newest first");
+    assert_eq!(
+        reply["pageInfo"]["tasks"]["hasNextPage"], false,
+        "{}",
+        reply["pageInfo"]
+    );
+    for task in tasks.as_array().expect("tasks") {
+        let source = w
+            .tasks
+            .iter()
+            .find(|t| t.0.to_string() == task["id"])
+            .expect("known task");
+        assert_eq!(
+            task["agent"]["id"].as_str().map(str::to_owned),
+            source.4.map(|g| g.to_string()),
+            "links resolve on every row"
+        );
+    }
+
+    // Without `order`: createdAt ascending (oldest first), still every row.
+    let reply = w.ask(json!({"tasks": {}})).await;
+    let mut oldest_first = w.newest(|_| true);
+    oldest_first.reverse();
+    assert_eq!(ids(&reply["data"]["tasks"]), oldest_first);
+
+    // A nested link without limit: every linked row, per parent.
+    let reply = w
+        .ask(json!({"tenants": {"tasks": {"$": {"where": {"status": "pending"}, "order": {"createdAt": "desc"}}}},
+            "members": {"tasks": {"$": {"order": {"createdAt": "desc"}}}}}))
+        .await;
+    assert_eq!(ids(&reply["data"]["tenants"][0]["tasks"]), pending);
+    for member in reply["data"]["members"].as_array().expect("members") {
+        let id: Uuid = member["id"].as_str().expect("id").parse().expect("uuid");
+        assert_eq!(
+            ids(&member["tasks"]),
+            w.newest(|t| t.3 == Some(id)),
+            "tasks of member {id}"
+        );
+    }
+    let assigned = |m: Uuid| w.tasks.iter().filter(|t| t.3 == Some(m)).count();
+    assert!(
+        assigned(w.members[0]) > 40 && assigned(w.members[1]) > 40,
+        "several parents, each with a long list"
+    );
+
+    // Paging still works: `first`/`after` cursors and `limit`/`offset` walk the same rows.
+    let pages = walk_pages(
+        &w,
+        json!({"where": {"status": "pending"}, "order": {"createdAt": "desc"}, "first": 40}),
+    )
+    .await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![40, 40, 25]
+    );
+    assert_eq!(pages.concat(), pending, "cursor pages: no gaps, no repeats");
+    let mut by_offset = Vec::new();
+    for offset in [0, 40, 80] {
+        let reply = w
+            .ask(json!({"tasks": {"$": {"where": {"status": "pending"}, "order": {"createdAt": "desc"}, "limit": 40, "offset": offset}}}))
+            .await;
+        assert_eq!(
+            reply["pageInfo"]["tasks"]["hasNextPage"],
+            offset < 80,
+            "offset {offset}"
+        );
+        by_offset.extend(ids(&reply["data"]["tasks"]));
+    }
+    assert_eq!(by_offset, pending, "offset pages: no gaps, no repeats");
+    // `after` alone: every row after the cursor.
+    let first = w
+        .ask(json!({"tasks": {"$": {"where": {"status": "pending"}, "order": {"createdAt": "desc"}, "first": 5}}}))
+        .await;
+    let cursor = first["pageInfo"]["tasks"]["endCursor"].clone();
+    let rest = w
+        .ask(json!({"tasks": {"$": {"where": {"status": "pending"}, "order": {"createdAt": "desc"}, "after": cursor}}}))
+        .await;
+    assert_eq!(ids(&rest["data"]["tasks"]), pending[5..].to_vec());
+    assert_eq!(rest["pageInfo"]["tasks"]["hasNextPage"], false);
+    assert_eq!(rest["pageInfo"]["tasks"]["hasPreviousPage"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_row_cap_is_refused_with_too_many_rows() {
+    use futures::StreamExt;
+    const CAP: usize = 50;
+    // 60 tasks, every fourth started: 45 pending.
+    let w = start_capped(60, Some(CAP)).await;
+    let refused = |error: &Value, field: &str| {
+        assert_eq!(error["code"], "too_many_rows", "{error}");
+        assert_eq!(error["field"], field, "{error}");
+        let message = error["message"].as_str().expect("message");
+        assert!(
+            message.contains(&format!("more than {CAP} rows")),
+            "{message}"
+        );
+        assert!(
+            message.contains("\"first\"")
+                && message.contains("\"after\"")
+                && message.contains("endCursor"),
+            "the message says how to page: {message}"
+        );
+    };
+    // Over the cap at the root, in a nested link, and through one-links: refused, never cut.
+    refused(&w.error(json!({"tasks": {}})).await, "tasks");
+    refused(
+        &w.error(json!({"tenants": {"tasks": {}}})).await,
+        "tenants.tasks",
+    );
+    refused(
+        &w.error(json!({"tenants": {"tasks": {"$": {"first": CAP}}}}))
+            .await,
+        "tenants.tasks",
+    );
+    let error = w
+        .error(json!({"tasks": {"$": {"limit": 46}, "agent": {}, "assignedTo": {}, "tenant": {}}}))
+        .await;
+    assert_eq!(
+        error["code"], "too_many_rows",
+        "46 tasks + 2 agents + 2 members + 1 tenant: {error}"
+    );
+    assert!(
+        error["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("tasks.")),
+        "{error}"
+    );
+    // The wire status of the error.
+    let mut headers = HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {}", w.a_token).as_str());
+    let reply = w
+        .client
+        .request_with_headers(
+            format!("talkwai.qry.{}", w.a),
+            headers,
+            json!({"tasks": {}}).to_string().into(),
+        )
+        .await
+        .expect("query");
+    let code = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(code.as_deref(), Some("422"));
+
+    // Up to the cap, all levels together, is answered.
+    let reply = w.ask(json!({"tasks": {"$": {"first": CAP}}})).await;
+    assert_eq!(ids(&reply["data"]["tasks"]).len(), CAP);
+    assert_eq!(reply["pageInfo"]["tasks"]["hasNextPage"], true);
+    let reply = w
+        .ask(json!({"tenants": {"tasks": {"$": {"limit": CAP - 1}}}}))
+        .await;
+    assert_eq!(ids(&reply["data"]["tenants"][0]["tasks"]).len(), CAP - 1);
+    let reply = w
+        .ask(json!({"tasks": {"$": {"limit": 45}, "agent": {}, "assignedTo": {}, "tenant": {}}}))
+        .await;
+    assert_eq!(ids(&reply["data"]["tasks"]).len(), 45);
+    // Paging walks past the cap.
+    let pages = walk_pages(&w, json!({"order": {"createdAt": "desc"}, "first": 25})).await;
+    assert_eq!(
+        pages.concat(),
+        w.newest(|_| true),
+        "every task, page by page"
+    );
+
+    // Live queries obey the same rule: refused over the cap...
+    let subscribed = w.subscribe_as(&w.a_token, &json!({"tasks": {}})).await;
+    refused(&subscribed["error"], "tasks");
+    // ...and a live answer that grows past it says so instead of going stale or being cut,
+    // then answers again once it fits.
+    let pending_query = json!({"tasks": {"$": {"where": {"status": "pending"}}}});
+    let subscribed = w.subscribe_as(&w.a_token, &pending_query).await;
+    assert_eq!(subscribed["ok"], true, "{subscribed}");
+    assert_eq!(ids(&subscribed["data"]["tasks"]).len(), 45);
+    let mut updates = w.live_updates(&subscribed).await;
+    let mut last = None;
+    for _ in 0..(CAP + 1 - 45) {
+        last = Some(new_task(&w).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut next_update = async || -> Value {
+        let message = tokio::time::timeout_at(deadline, updates.next())
+            .await
+            .expect("a live update in time")
+            .expect("update");
+        serde_json::from_slice(&message.payload).expect("JSON")
+    };
+    let over = loop {
+        let update = next_update().await;
+        if update["ok"] == false {
+            break update;
+        }
+        assert_eq!(update["ok"], true, "{update}");
+        assert!(ids(&update["data"]["tasks"]).len() <= CAP, "{update}");
+    };
+    refused(&over["error"], "tasks");
+    assert!(over.get("data").is_none(), "no cut answer: {over}");
+    let cancelled = last.expect("a task was created");
+    send(
+        &w.client,
+        &format!("talkwai.cmd.{}.task.cancel", w.a),
+        json!({"id": cancelled}),
+        PLATFORM,
+    )
+    .await;
+    let back = next_update().await;
+    assert_eq!(back["ok"], true, "{back}");
+    assert_eq!(ids(&back["data"]["tasks"]).len(), CAP, "{back}");
 }

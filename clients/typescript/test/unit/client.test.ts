@@ -10,6 +10,7 @@ import {
   NotFoundError,
   TalkwaiClient,
   TalkwaiError,
+  TooManyRowsError,
   UnavailableError,
   ValidationFailedError,
   errorFromBody,
@@ -43,6 +44,7 @@ describe("errors", () => {
       ["invalid_transition", InvalidTransitionError],
       ["forbidden", ForbiddenError],
       ["unavailable", UnavailableError],
+      ["too_many_rows", TooManyRowsError],
       ["internal", InternalError],
     ];
     for (const [code, cls] of codes) {
@@ -199,6 +201,25 @@ describe("live queries", () => {
     await live.unsubscribe();
     assert.ok(!fake.subscribed(subject));
     assert.deepEqual(fake.requests.at(-1)?.body, { op: "unsubscribe" });
+  });
+
+  it("reports an update the server cannot answer as a typed error, then delivers again", async () => {
+    const fake = liveFake();
+    const seen: unknown[] = [];
+    const errors: TalkwaiError[] = [];
+    const live = client(fake).subscribeQuery({ tasks: {} }, (r) => seen.push(r.data), { onError: (e) => errors.push(e) });
+    await live.ready;
+    const subject = `talkwai.qry.${TENANT}.live.s1`;
+    const error = { code: "too_many_rows", message: "the answer would hold more than 10000 rows", field: "tasks" };
+    fake.deliver(subject, { subscription: "s1", ok: false, error, seq: 12 });
+    assert.deepEqual(seen, [{ tasks: ["first-1"] }], "no data from an error update");
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof TooManyRowsError);
+    assert.equal(errors[0]?.field, "tasks");
+    // The same answer as before the error is delivered again: the view must leave its error state.
+    fake.deliver(subject, { subscription: "s1", ok: true, data: { tasks: ["first-1"] }, pageInfo: {}, seq: 13 });
+    assert.deepEqual(seen, [{ tasks: ["first-1"] }, { tasks: ["first-1"] }]);
+    await live.unsubscribe();
   });
 
   it("subscribes again after a reconnect and keeps delivering", async () => {

@@ -56,6 +56,7 @@ export type ErrorCode =
   | "rate_limited"
   | "unavailable"
   | "payload_too_large"
+  | "too_many_rows"
   | "internal"
   | "command_id_reused"
   | "unknown_command";
