@@ -31,6 +31,9 @@ use crate::repo::{GuardHead, Heads, Repository, fact_subjects, guard_head};
 
 /// Number of per-aggregate lock stripes.
 const STRIPES: usize = 4096;
+/// Longest a command whose append outcome is unknown waits for the connection to come back
+/// before answering `unavailable`.
+const RECONNECT_WAIT: Duration = Duration::from_secs(5);
 /// Users whose member or admin entity is remembered.
 const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
 
@@ -432,6 +435,11 @@ impl Handler {
                     read_target = true;
                     read_record = true;
                     if attempt >= self.conflict_attempts {
+                        return Err(ServiceError::Store(reason));
+                    }
+                    // Read the outcome as soon as the connection is back, not after a fixed
+                    // wait; a caller retrying with the same id finds it too.
+                    if !self.repo.store().wait_connected(RECONNECT_WAIT).await {
                         return Err(ServiceError::Store(reason));
                     }
                 }

@@ -418,12 +418,22 @@ impl Writer {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PubAck, AppendError> {
-        let response = tokio::time::timeout(
+        let request = tokio::time::timeout(
             self.config.ack_timeout,
             self.client
                 .request_with_headers(subject.to_owned(), headers, payload),
-        )
-        .await
+        );
+        // A lost connection loses the ack too: say "unknown" at once, so the caller can find
+        // the outcome in the log as soon as the connection is back, instead of waiting out the
+        // ack timeout.
+        let response = tokio::select! {
+            response = request => response,
+            () = crate::connection_lost(&self.client) => {
+                return Err(AppendError::Unknown(
+                    "connection lost while waiting for the append ack".into(),
+                ));
+            }
+        }
         .map_err(|_| AppendError::Unknown("timed out waiting for the append ack".into()))?
         .map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => {

@@ -49,6 +49,20 @@ pub fn server_urls(list: &str) -> Vec<&str> {
         .collect()
 }
 
+/// How often connection-state waits look again.
+pub const CONNECTION_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Resolves once `client` is not connected (looked at every [`CONNECTION_POLL`]); never while
+/// it stays connected.
+pub(crate) async fn connection_lost(client: &async_nats::Client) {
+    loop {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        tokio::time::sleep(CONNECTION_POLL).await;
+    }
+}
+
 /// A handle on the event stream. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EventStore {
@@ -85,6 +99,21 @@ impl EventStore {
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// Waits until the client is connected, pausing [`CONNECTION_POLL`] between looks, for at
+    /// most `deadline`; whether it is.
+    pub async fn wait_connected(&self, deadline: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if self.client.connection_state() == async_nats::connection::State::Connected {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(CONNECTION_POLL).await;
+        }
     }
 
     /// The stream name.
