@@ -10,32 +10,32 @@ import type { Subscription } from "@nats-io/nats-core";
 import type { Core } from "./core.js";
 import { sleep } from "./core.js";
 import { TalkwaiError, errorFromBody, transportError } from "./errors.js";
+import type {
+  LiveControl,
+  LiveControlReply,
+  LiveUpdate,
+  PageInfo,
+  Query,
+  QueryLevel,
+  QueryParams,
+  QueryReply,
+  QueryRequest,
+  SubscribeReply,
+} from "./generated/index.js";
 import { unref } from "./rooms.js";
 
-/** `$` of a query level: where, order, paging, fields, aggregate. */
-export interface QueryParams {
-  where?: Record<string, unknown>;
-  order?: Record<string, "asc" | "desc">;
-  limit?: number;
-  offset?: number;
-  first?: number;
-  after?: string;
-  last?: number;
-  before?: string;
-  fields?: string[];
-  aggregate?: "count";
-}
-
-/** One level of an InstaQL query: `$` and nested links. */
-export type QueryLevel = { $?: QueryParams } & { [link: string]: QueryLevel | QueryParams | undefined };
-
-/** An InstaQL-shaped query: namespaces (`tenants`, `members`, `agents`, `tasks`, `admins`, `$users`) at the top. */
-export type Query = Record<string, QueryLevel>;
+/**
+ * An InstaQL-shaped query: namespaces (`tenants`, `members`, `agents`, `tasks`, `admins`, `$users`)
+ * at the top, each a level with `$` (where, order, paging, fields, aggregate) and nested links.
+ * Generated from `proto/schemas/query/QueryRequest.json`.
+ */
+export type { Query, QueryLevel, QueryParams };
 
 /** An answer: the data with the query's nesting, paging info and the checkpoint it was read at. */
 export interface QueryResult<T = Record<string, unknown[]>> {
   data: T;
-  pageInfo: Record<string, unknown>;
+  /** Page facts by namespace (cursors, whether more rows follow or precede). */
+  pageInfo: Record<string, PageInfo>;
   /** The projection checkpoint the answer was read at. */
   seq: number;
 }
@@ -56,27 +56,27 @@ export interface LiveQueryOptions extends QueryOptions {
   onError?: (error: TalkwaiError) => void;
 }
 
-interface Answer {
-  ok: boolean;
-  data?: unknown;
-  pageInfo?: Record<string, unknown>;
-  seq?: number;
-  error?: unknown;
-  subscription?: string;
-  subject?: string;
-  control?: string;
-  ttlMs?: number;
-}
+/** Any query-service reply: a query's, a subscription's or a live-query control request's. */
+type Answer = QueryReply | SubscribeReply | LiveControlReply;
+
+/** The fields of an accepted reply, whichever it is. */
+type Accepted = Partial<Extract<SubscribeReply, { ok: true }>> & Partial<Extract<QueryReply, { ok: true }>>;
 
 /** The request body: the query itself, or `{query, minSeq}`. */
-export function queryBody(query: Query, minSeq?: number): unknown {
+export function queryBody(query: Query, minSeq?: number): QueryRequest {
   return minSeq === undefined ? query : { query, minSeq };
 }
 
-function answer<T>(reply: unknown): QueryResult<T> & Answer {
-  const a = reply as Answer;
-  if (a?.ok !== true) throw errorFromBody(a?.error);
-  return { ...a, data: a.data as T, pageInfo: a.pageInfo ?? {}, seq: a.seq ?? 0 };
+function answer<T>(reply: unknown): QueryResult<T> & Omit<Accepted, "data" | "pageInfo" | "seq"> {
+  const a = reply as Answer | undefined;
+  if (a?.ok !== true) throw errorFromBody((a as { error?: unknown } | undefined)?.error);
+  const accepted = a as Accepted;
+  return { ...accepted, data: accepted.data as T, pageInfo: accepted.pageInfo ?? {}, seq: accepted.seq ?? 0 };
+}
+
+/** A live-query control request (`renew`, `unsubscribe`). */
+function controlRequest(op: LiveControl["op"]): LiveControl {
+  return { op };
 }
 
 /** Sends one query and returns its answer. */
@@ -119,7 +119,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     this.ready.catch(() => undefined);
   }
 
-  private deliver(data: unknown, pageInfo: Record<string, unknown> | undefined, seq: number): void {
+  private deliver(data: unknown, pageInfo: Record<string, PageInfo> | undefined, seq: number): void {
     if (seq < this.lastSeq) return;
     const text = JSON.stringify([data, pageInfo]);
     this.lastSeq = seq;
@@ -139,11 +139,11 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     const id = a.subscription;
     const control = a.control;
     if (this.closed) {
-      void this.core.request(control, { op: "unsubscribe" }, { timeoutMs: 2000 }).catch(() => undefined);
+      void this.core.request(control, controlRequest("unsubscribe"), { timeoutMs: 2000 }).catch(() => undefined);
       return;
     }
     const sub = this.core.subscribe(a.subject, (value) => {
-      const update = value as { subscription?: string; data?: unknown; pageInfo?: Record<string, unknown>; seq?: number };
+      const update = value as LiveUpdate;
       if (this.current?.id !== update.subscription) return;
       this.deliver(update.data, update.pageInfo, update.seq ?? 0);
     });
@@ -152,7 +152,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     this.subscriptions += 1;
     if (previous !== undefined) {
       previous.sub.unsubscribe();
-      void this.core.request(previous.control, { op: "unsubscribe" }, { timeoutMs: 2000 }).catch(() => undefined);
+      void this.core.request(previous.control, controlRequest("unsubscribe"), { timeoutMs: 2000 }).catch(() => undefined);
     }
     this.deliver(a.data, a.pageInfo, a.seq);
     this.scheduleRenew(a.ttlMs ?? 30_000);
@@ -169,7 +169,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     const current = this.current;
     if (this.closed || current === undefined) return;
     try {
-      const reply = (await this.core.request(current.control, { op: "renew" }, { timeoutMs: 3000 })) as Answer;
+      const reply = (await this.core.request(current.control, controlRequest("renew"), { timeoutMs: 3000 })) as LiveControlReply;
       if (reply?.ok !== true) throw errorFromBody(reply?.error);
       this.scheduleRenew(reply.ttlMs ?? ttlMs);
     } catch {
@@ -208,7 +208,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     this.current = undefined;
     if (current !== undefined) {
       current.sub.unsubscribe();
-      await this.core.request(current.control, { op: "unsubscribe" }, { timeoutMs: 2000 }).catch(() => undefined);
+      await this.core.request(current.control, controlRequest("unsubscribe"), { timeoutMs: 2000 }).catch(() => undefined);
     }
   }
 }
