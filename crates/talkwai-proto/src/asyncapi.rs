@@ -128,6 +128,7 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
     }
 
     query_channels(&mut channels, &mut operations, &reply);
+    service_channels(&mut channels, &mut operations, &reply);
 
     // Rooms and guards: one channel per entry; an operation for what the backbone sends or
     // answers (client topics have none: clients publish them, the backbone never reads them).
@@ -306,6 +307,44 @@ fn query_channels(
     }
 }
 
+/// The NATS services API: every service answers discovery requests for all services, its
+/// name, and its instance (`talkwai-notifier` sends `$SRV.PING.<service>` to watch them).
+fn service_channels(
+    channels: &mut Map<String, Value>,
+    operations: &mut Map<String, Value>,
+    reply: &dyn Fn(&str) -> Value,
+) {
+    for (channel, address, title) in [
+        ("srv", "$SRV.{verb}", "every service"),
+        ("srv.service", "$SRV.{verb}.{service}", "one service"),
+        (
+            "srv.instance",
+            "$SRV.{verb}.{service}.{instance}",
+            "one instance",
+        ),
+    ] {
+        channels.insert(
+            channel.to_owned(),
+            json!({
+                "address": address,
+                "title": format!("services API: {title}"),
+                "description": "NATS services API discovery (ADR-32); the request body is empty",
+                "parameters": parameters(address),
+            }),
+        );
+        operations.insert(
+            channel.to_owned(),
+            json!({
+                "action": "receive",
+                "title": format!("services API: {title}"),
+                "channel": { "$ref": format!("#/channels/{channel}") },
+                "reply": reply(schema::SERVICE_REPLY),
+                "tags": [{ "name": "service" }],
+            }),
+        );
+    }
+}
+
 /// Who may publish on a room channel (enforced by the NATS permissions in
 /// `deploy/nats/auth.conf`).
 fn publishers(entry: &CatalogEntry) -> Option<Vec<&'static str>> {
@@ -399,6 +438,17 @@ fn parameter_definitions() -> Value {
         },
         "memberId": {
             "description": "the member notified",
+        },
+        "verb": {
+            "description": "the services API request",
+            "enum": ["PING", "INFO", "STATS"],
+        },
+        "service": {
+            "description": "a service name",
+            "enum": schema::SERVICE_NAMES,
+        },
+        "instance": {
+            "description": "a service instance's id (from `PING` or `INFO`)",
         },
         "subscription": {
             "description": "a live query's subscription id (a UUID), from the subscribe reply",

@@ -66,6 +66,8 @@ pub enum MessageKind {
     Topic,
     /// A presence message.
     Presence,
+    /// The NATS services API (`$SRV.PING|INFO|STATS`) the services answer.
+    Service,
 }
 
 impl MessageKind {
@@ -81,6 +83,7 @@ impl MessageKind {
             Self::Query => "query",
             Self::Topic => "topic",
             Self::Presence => "presence",
+            Self::Service => "service",
         }
     }
 }
@@ -135,6 +138,7 @@ impl CatalogEntry {
             MessageKind::EventEnvelope | MessageKind::Guard => "envelopes",
             MessageKind::Query => "query",
             MessageKind::Topic | MessageKind::Presence => "rooms",
+            MessageKind::Service => "services",
         };
         format!("schemas/{dir}/{}.json", self.id())
     }
@@ -280,6 +284,12 @@ fn untyped(kind: MessageKind, name: &str, subject: &str, schema: Value) -> Catal
 
 /// The reply subject: the requester's inbox.
 pub const REPLY_SUBJECT: &str = "_INBOX.>";
+
+/// The catalog name of the NATS services API responses.
+pub const SERVICE_REPLY: &str = "ServiceApiReply";
+
+/// The NATS services (`$SRV`) names the backbone registers.
+pub const SERVICE_NAMES: [&str; 3] = ["talkwai-command", "talkwai-query", "talkwai-presence"];
 
 /// The catalog name of client topics (any topic name that is not a service topic).
 pub const CLIENT_TOPIC: &str = "clientTopic";
@@ -455,6 +465,26 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "talkwai.room.{roomType}.{roomId}.presence.events",
         ),
     ]);
+    entries.push(untyped(
+        MessageKind::Service,
+        SERVICE_REPLY,
+        REPLY_SUBJECT,
+        json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "ServiceApiReply",
+            "description": "a NATS services API response (ADR-32): `io.nats.micro.v1.ping_response`, \
+                `info_response` (endpoints and their subjects) or `stats_response` (request, \
+                error and latency counts per endpoint)",
+            "type": "object",
+            "properties": {
+                "type": { "type": "string", "pattern": "^io\\.nats\\.micro\\.v1\\.(ping|info|stats)_response$" },
+                "name": { "type": "string" },
+                "id": { "type": "string" },
+                "version": { "type": "string" },
+            },
+            "required": ["type", "name", "id", "version"],
+        }),
+    ));
     let commands = domain_commands();
     let events = domain_events();
     for entry in &mut entries {

@@ -795,6 +795,9 @@ fn every_subject_function_builds_a_subject_of_its_channel() {
             "room.presenceEvents",
         ),
         ("_INBOX.abc.def".to_owned(), "reply"),
+        ("$SRV.PING".to_owned(), "srv"),
+        ("$SRV.INFO.talkwai-query".to_owned(), "srv.service"),
+        ("$SRV.STATS.talkwai-command.Xy12".to_owned(), "srv.instance"),
     ];
     for op in ["join", "update", "leave", "heartbeat", "get"] {
         cases.push((s::room_presence("admin", "global", op), "room.presence"));
@@ -815,6 +818,8 @@ fn every_subject_function_builds_a_subject_of_its_channel() {
         "talkwai.room.tenant.x.presence.dance",
         "talkwai.qry.platform.live",
         "talkwai.other",
+        "$SRV.PING.someone-else",
+        "$SRV.DANCE",
     ] {
         assert_eq!(
             channel_for(subject),
@@ -824,8 +829,8 @@ fn every_subject_function_builds_a_subject_of_its_channel() {
     }
 }
 
-/// Every `talkwai.` subject literal in the services' and tools' sources (before their test
-/// modules) is in the contract: concrete ones have a channel, wildcard filters and `format!`
+/// Every `talkwai.` and `$SRV.` subject literal in the services' and tools' sources (before
+/// their test modules) is in the contract: concrete ones have a channel, wildcard filters and `format!`
 /// templates (`{...}` taken as one token, or as the rest when last) overlap at least one.
 #[test]
 fn every_subject_literal_in_the_crates_is_a_channel() {
@@ -855,6 +860,7 @@ fn every_subject_literal_in_the_crates_is_a_channel() {
         "talkwai.qry.*.live.*.ctl",
         "talkwai.qry.*.subscribe",
         "talkwai.qry.{scope_token}.live.{id}",
+        "$SRV.PING.{name}",
     ] {
         assert!(found.contains_key(expected), "scan misses {expected}");
     }
@@ -896,6 +902,12 @@ fn every_subject_literal_in_the_crates_is_a_channel() {
 /// The `"talkwai.<cmd|evt|qry|room>..."` and `"$SRV..."` string literals of a source.
 fn subject_literals(code: &str) -> Vec<String> {
     let mut found = Vec::new();
+    for (start, _) in code.match_indices("\"$SRV.") {
+        let rest = &code[start + 1..];
+        if let Some(end) = rest.find('"') {
+            found.push(rest[..end].to_owned());
+        }
+    }
     for (start, _) in code.match_indices("\"talkwai.") {
         let rest = &code[start + 1..];
         let Some(end) = rest.find('"') else { continue };
