@@ -174,6 +174,7 @@ pub struct QueryAnswer {
 #[serde(untagged)]
 pub enum QueryReply {
     /// Answered.
+    #[schemars(extend("additionalProperties" = false))]
     Answered {
         /// Always `true`.
         ok: True,
@@ -182,6 +183,7 @@ pub enum QueryReply {
         answer: QueryAnswer,
     },
     /// Refused.
+    #[schemars(extend("additionalProperties" = false))]
     Rejected {
         /// Always `false`.
         ok: False,
@@ -216,6 +218,7 @@ pub struct Subscribed {
 #[serde(untagged)]
 pub enum SubscribeReply {
     /// Subscribed.
+    #[schemars(extend("additionalProperties" = false))]
     Subscribed {
         /// Always `true`.
         ok: True,
@@ -224,6 +227,7 @@ pub enum SubscribeReply {
         subscribed: Subscribed,
     },
     /// Refused.
+    #[schemars(extend("additionalProperties" = false))]
     Rejected {
         /// Always `false`.
         ok: False,
@@ -271,6 +275,7 @@ pub struct LiveControl {
 #[serde(untagged)]
 pub enum LiveControlReply {
     /// Done.
+    #[schemars(extend("additionalProperties" = false))]
     Done {
         /// Always `true`.
         ok: True,
@@ -279,6 +284,7 @@ pub enum LiveControlReply {
         ttl_ms: Option<u64>,
     },
     /// Refused (an unknown `op`).
+    #[schemars(extend("additionalProperties" = false))]
     Rejected {
         /// Always `false`.
         ok: False,

@@ -1018,6 +1018,9 @@ fn query_schemas_describe_requests_replies_and_live_messages() {
         "refused query",
     );
     assert!(!reply.is_valid(&json!({"ok": true, "data": data, "seq": 7})));
+    assert!(!reply.is_valid(
+        &json!({"ok": true, "data": {}, "pageInfo": {}, "seq": 7, "subscription": samples::TASK})
+    ));
     assert!(!reply.is_valid(&json!({"ok": true, "data": {"tasks": 1}, "pageInfo": {}, "seq": 7})));
 
     let subscribe = query_validator("SubscribeReply");
