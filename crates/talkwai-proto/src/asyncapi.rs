@@ -661,6 +661,16 @@ pub fn channel_for(subject: &str) -> Option<&'static str> {
         .map(|(_, id)| id)
 }
 
+/// Whether a subject is NATS's own machinery that services use as storage or plumbing rather
+/// than a message of the contract: JetStream's API and acks (`$JS.`), key-value buckets
+/// (`$KV.`, the presence and lease buckets), object stores (`$O.`) and the system account
+/// (`$SYS.`). A check that every subject seen on the wire has a channel skips these.
+pub fn is_nats_internal(subject: &str) -> bool {
+    ["$JS.", "$JSC.", "$KV.", "$O.", "$SYS."]
+        .iter()
+        .any(|prefix| subject.starts_with(prefix))
+}
+
 /// The channels a NATS subject filter (with `*` and `>` wildcards, as subscriptions and stream
 /// filters use) can receive messages of.
 pub fn channels_matching_filter(filter: &str) -> Vec<&'static str> {

@@ -811,6 +811,14 @@ fn every_subject_function_builds_a_subject_of_its_channel() {
     }
     // Subjects outside the contract, and service topics under a client topic's name, are not.
     for subject in [
+        "$JS.API.STREAM.INFO.TALKWAI_EVENTS",
+        "$KV.TALKWAI_PRESENCE.tenant.x.y",
+    ] {
+        assert!(talkwai_proto::asyncapi::is_nats_internal(subject));
+        assert_eq!(channel_for(subject), None);
+    }
+    assert!(!talkwai_proto::asyncapi::is_nats_internal("$SRV.PING"));
+    for subject in [
         "talkwai.cmd.nope.task.create",
         "talkwai.evt.platform.task.not-a-uuid",
         "talkwai.room.tenant.x.topic.notifications",
