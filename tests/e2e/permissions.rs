@@ -36,14 +36,17 @@ async fn connect(server: &NatsServer, user: &str, password: &str) -> async_nats:
 /// Subscribes and waits until the server holds the subscription. `flush` only writes the
 /// subscription to the socket, so a message published on another connection right after could
 /// still reach the server first and be missed (seen under load); a probe published on the same
-/// connection is processed after the subscription.
+/// connection is processed after the subscription. The probe goes to a client topic of the
+/// tenant's room (every user here may publish it; the service topics are not the tenant's).
 async fn subscribed(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {
-    let mut sub = client.subscribe(subject.clone()).await.expect("sub");
+    let sub = client.subscribe(subject).await.expect("sub");
+    let probe_subject = format!("talkwai.room.tenant.{ACME}.topic.probe");
+    let mut probes = client.subscribe(probe_subject.clone()).await.expect("sub");
     client
-        .publish(subject, "probe".into())
+        .publish(probe_subject, "probe".into())
         .await
         .expect("probe");
-    let probe = tokio::time::timeout(Duration::from_secs(10), sub.next())
+    let probe = tokio::time::timeout(Duration::from_secs(10), probes.next())
         .await
         .expect("probe delivered")
         .expect("msg");

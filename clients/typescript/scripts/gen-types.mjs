@@ -66,6 +66,9 @@ async function render() {
   index += `export type { Peer, PresenceOp, LeaveReason } from "./rooms/presenceEvents.js";\n`;
   index += `export type { NotificationKind } from "./rooms/notifications.js";\n`;
   index += `export type { AlertKind } from "./rooms/systemAlerts.js";\n`;
+  index += `export type { Query, QueryLevel, QueryParams, QueryWithOptions, Direction, Aggregate } from "./query/QueryRequest.js";\n`;
+  index += `export type { Rows, Count, PageInfo } from "./query/QueryReply.js";\n`;
+  index += `export type { LiveOp } from "./query/LiveControl.js";\n`;
   index += `\n/** Every command action (\`<aggregate>.<action>\`) and its body type. */\nexport interface CommandBodies {\n`;
   for (const { action, title } of commandMap) {
     index += `  "${action}": import("./commands/${action}.js").${title};\n`;

@@ -10,37 +10,36 @@ import type { Subscription } from "@nats-io/nats-core";
 import type { Core } from "./core.js";
 import { sleep } from "./core.js";
 import { TalkwaiError, errorFromBody, transportError } from "./errors.js";
+import type {
+  LiveControl,
+  LiveControlReply,
+  LiveUpdate,
+  PageInfo,
+  Query,
+  QueryLevel,
+  QueryParams,
+  QueryReply,
+  QueryRequest,
+  SubscribeReply,
+} from "./generated/index.js";
 import { unref } from "./rooms.js";
 
 /**
- * `$` of a query level: where, order, paging, fields, aggregate. Without `order` a level is
- * sorted by `createdAt` ascending; without `limit`/`first`/`last` it returns every matching row
- * (no default limit, as in InstaQL). An answer over the server's row cap (10,000 by default, all
- * levels together) is refused with a {@link TooManyRowsError}: page with `first` + `after`.
+/**
+ * An InstaQL-shaped query: namespaces (`tenants`, `members`, `agents`, `tasks`, `admins`, `$users`)
+ * at the top, each a level with `$` (where, order, paging, fields, aggregate) and nested links.
+ * Generated from `proto/schemas/query/QueryRequest.json`. Without `order` a level is sorted by
+ * `createdAt` ascending; without `limit`/`first`/`last` it returns every matching row (no default
+ * limit, as in InstaQL). An answer over the server's row cap (10,000 by default, all levels
+ * together) is refused with a {@link TooManyRowsError}: page with `first` + `after`.
  */
-export interface QueryParams {
-  where?: Record<string, unknown>;
-  order?: Record<string, "asc" | "desc">;
-  limit?: number;
-  offset?: number;
-  first?: number;
-  after?: string;
-  last?: number;
-  before?: string;
-  fields?: string[];
-  aggregate?: "count";
-}
-
-/** One level of an InstaQL query: `$` and nested links. */
-export type QueryLevel = { $?: QueryParams } & { [link: string]: QueryLevel | QueryParams | undefined };
-
-/** An InstaQL-shaped query: namespaces (`tenants`, `members`, `agents`, `tasks`, `admins`, `$users`) at the top. */
-export type Query = Record<string, QueryLevel>;
+export type { Query, QueryLevel, QueryParams };
 
 /** An answer: the data with the query's nesting, paging info and the checkpoint it was read at. */
 export interface QueryResult<T = Record<string, unknown[]>> {
   data: T;
-  pageInfo: Record<string, unknown>;
+  /** Page facts by namespace (cursors, whether more rows follow or precede). */
+  pageInfo: Record<string, PageInfo>;
   /** The projection checkpoint the answer was read at. */
   seq: number;
 }
@@ -65,27 +64,27 @@ export interface LiveQueryOptions extends QueryOptions {
   onError?: (error: TalkwaiError) => void;
 }
 
-interface Answer {
-  ok: boolean;
-  data?: unknown;
-  pageInfo?: Record<string, unknown>;
-  seq?: number;
-  error?: unknown;
-  subscription?: string;
-  subject?: string;
-  control?: string;
-  ttlMs?: number;
-}
+/** Any query-service reply: a query's, a subscription's or a live-query control request's. */
+type Answer = QueryReply | SubscribeReply | LiveControlReply;
+
+/** The fields of an accepted reply, whichever it is. */
+type Accepted = Partial<Extract<SubscribeReply, { ok: true }>> & Partial<Extract<QueryReply, { ok: true }>>;
 
 /** The request body: the query itself, or `{query, minSeq}`. */
-export function queryBody(query: Query, minSeq?: number): unknown {
+export function queryBody(query: Query, minSeq?: number): QueryRequest {
   return minSeq === undefined ? query : { query, minSeq };
 }
 
-function answer<T>(reply: unknown): QueryResult<T> & Answer {
-  const a = reply as Answer;
-  if (a?.ok !== true) throw errorFromBody(a?.error);
-  return { ...a, data: a.data as T, pageInfo: a.pageInfo ?? {}, seq: a.seq ?? 0 };
+function answer<T>(reply: unknown): QueryResult<T> & Omit<Accepted, "data" | "pageInfo" | "seq"> {
+  const a = reply as Answer | undefined;
+  if (a?.ok !== true) throw errorFromBody((a as { error?: unknown } | undefined)?.error);
+  const accepted = a as Accepted;
+  return { ...accepted, data: accepted.data as T, pageInfo: accepted.pageInfo ?? {}, seq: accepted.seq ?? 0 };
+}
+
+/** A live-query control request (`renew`, `unsubscribe`). */
+function controlRequest(op: LiveControl["op"]): LiveControl {
+  return { op };
 }
 
 /** Sends one query and returns its answer. */
@@ -128,7 +127,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     this.ready.catch(() => undefined);
   }
 
-  private deliver(data: unknown, pageInfo: Record<string, unknown> | undefined, seq: number): void {
+  private deliver(data: unknown, pageInfo: Record<string, PageInfo> | undefined, seq: number): void {
     if (seq < this.lastSeq) return;
     const text = JSON.stringify([data, pageInfo]);
     this.lastSeq = seq;
@@ -148,18 +147,11 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     const id = a.subscription;
     const control = a.control;
     if (this.closed) {
-      void this.core.request(control, { op: "unsubscribe" }, { timeoutMs: 2000 }).catch(() => undefined);
+      void this.core.request(control, controlRequest("unsubscribe"), { timeoutMs: 2000 }).catch(() => undefined);
       return;
     }
     const sub = this.core.subscribe(a.subject, (value) => {
-      const update = value as {
-        subscription?: string;
-        ok?: boolean;
-        error?: unknown;
-        data?: unknown;
-        pageInfo?: Record<string, unknown>;
-        seq?: number;
-      };
+      const update = value as LiveUpdate;
       if (this.current?.id !== update.subscription) return;
       if (update.ok === false) {
         // The answer cannot be given (e.g. it grew past the row cap): no data until it can,
@@ -175,7 +167,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     this.subscriptions += 1;
     if (previous !== undefined) {
       previous.sub.unsubscribe();
-      void this.core.request(previous.control, { op: "unsubscribe" }, { timeoutMs: 2000 }).catch(() => undefined);
+      void this.core.request(previous.control, controlRequest("unsubscribe"), { timeoutMs: 2000 }).catch(() => undefined);
     }
     this.deliver(a.data, a.pageInfo, a.seq);
     this.scheduleRenew(a.ttlMs ?? 30_000);
@@ -192,7 +184,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     const current = this.current;
     if (this.closed || current === undefined) return;
     try {
-      const reply = (await this.core.request(current.control, { op: "renew" }, { timeoutMs: 3000 })) as Answer;
+      const reply = (await this.core.request(current.control, controlRequest("renew"), { timeoutMs: 3000 })) as LiveControlReply;
       if (reply?.ok !== true) throw errorFromBody(reply?.error);
       this.scheduleRenew(reply.ttlMs ?? ttlMs);
     } catch {
@@ -231,7 +223,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
     this.current = undefined;
     if (current !== undefined) {
       current.sub.unsubscribe();
-      await this.core.request(current.control, { op: "unsubscribe" }, { timeoutMs: 2000 }).catch(() => undefined);
+      await this.core.request(current.control, controlRequest("unsubscribe"), { timeoutMs: 2000 }).catch(() => undefined);
     }
   }
 }

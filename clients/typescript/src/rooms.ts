@@ -2,26 +2,50 @@
  * Rooms, the seed's real-time calls one to one: `room(type, id)` with
  * `presence.set/get/subscribe/leave`, `publishTopic` and `subscribeTopic`.
  *
- * - Topics are plain NATS subjects `talkwai.room.<type>.<id>.topic.<name>`: `taskUpdates`,
- *   `notifications.<memberId>` and `systemAlerts` come from the notifier (at-least-once, with
- *   `seq`: repeats are dropped here); clients publish their own topics directly.
+ * - Topics are plain NATS subjects `talkwai.room.<type>.<id>.topic.<name>`. The service topics
+ *   `taskUpdates`, `notifications.<memberId>` and `systemAlerts` come from the backbone only
+ *   (at-least-once, with `seq`: repeats are dropped here) and `publishTopic` refuses them (so do
+ *   the NATS permissions); clients publish `taskActivity` (the seed's `notifyTaskUpdate` shape)
+ *   and their own topics directly.
  * - Presence is request/reply on `talkwai.room.<type>.<id>.presence.<op>` with the bearer
  *   token; a joined session is refreshed every `ttlSecs`/3 and joined again after a reconnect
  *   or when the server no longer knows it. Changes arrive on `presence.events`.
  */
 import type { Subscription } from "@nats-io/nats-core";
 import type { Core } from "./core.js";
-import { TalkwaiError, errorFromBody } from "./errors.js";
-import type { Notification, Peer, PresenceEvent, PresenceReply, SystemAlert, TaskUpdate } from "./generated/index.js";
+import { ForbiddenError, TalkwaiError, errorFromBody } from "./errors.js";
+import type {
+  ClientTopic,
+  Notification,
+  Peer,
+  PresenceEvent,
+  PresenceReply,
+  SystemAlert,
+  TaskActivity,
+  TaskUpdate,
+} from "./generated/index.js";
 
 /** `tenant` (id: the tenant id) or `admin` (id: `global`). */
 export type RoomType = "tenant" | "admin";
 
-/** The message type of each notifier topic. */
+/** The message type of each named topic. */
 export interface TopicMessages {
   taskUpdates: TaskUpdate;
   systemAlerts: SystemAlert;
   notifications: Notification;
+  taskActivity: TaskActivity;
+}
+
+/** Topics only the backbone publishes (`notifications.<memberId>` too). */
+export const SERVICE_TOPICS = ["taskUpdates", "notifications", "systemAlerts"] as const;
+
+/** A service topic's name. */
+export type ServiceTopic = (typeof SERVICE_TOPICS)[number] | `notifications.${string}`;
+
+/** Whether clients may publish on `topic` (every topic but the service topics). */
+export function isClientTopic(topic: string): boolean {
+  const first = topic.split(".")[0] ?? topic;
+  return topic.length > 0 && !(SERVICE_TOPICS as readonly string[]).includes(first);
 }
 
 /** The message type of a topic name (`notifications.<memberId>` carries notifications). */
@@ -30,6 +54,13 @@ export type TopicMessage<N extends string> = N extends keyof TopicMessages
   : N extends `notifications.${string}`
     ? Notification
     : unknown;
+
+/** What a client may publish on a topic: `taskActivity` is typed, service topics never. */
+export type ClientTopicMessage<N extends string> = N extends ServiceTopic
+  ? never
+  : N extends "taskActivity"
+    ? TaskActivity
+    : ClientTopic | unknown;
 
 /** A fresh session id (`[A-Za-z0-9_-]`, as the presence service requires). */
 export function sessionId(): string {
@@ -215,8 +246,22 @@ export class Room {
     return `talkwai.room.${this.type}.${this.id}.${suffix}`;
   }
 
-  /** Publishes a client topic message (the seed's `publishTopic(room, topic, data)`). */
-  publishTopic(topic: string, data: unknown): void {
+  /**
+   * Publishes a client topic message (the seed's `publishTopic(room, topic, data)`):
+   * `taskActivity` ({@link TaskActivity}, the seed's `notifyTaskUpdate` body) or a topic of your
+   * own. The service topics (`taskUpdates`, `notifications.*`, `systemAlerts`) are the
+   * backbone's, derived from the event log: a {@link ForbiddenError} (field `topic`) is thrown
+   * and nothing is sent. A task's changes reach `taskUpdates` by themselves once its command is
+   * accepted.
+   */
+  publishTopic<N extends string>(topic: N, data: ClientTopicMessage<N>): void {
+    if (!isClientTopic(topic)) {
+      throw new ForbiddenError(
+        "forbidden",
+        `${topic} is published by the backbone only; publish taskActivity or a topic of your own`,
+        "topic",
+      );
+    }
     this.core.publish(this.subject(`topic.${topic}`), data);
   }
 

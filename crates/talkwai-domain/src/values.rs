@@ -60,6 +60,24 @@ macro_rules! string_value {
     };
 }
 
+/// What [`bounded_text!`] values accept, as a JSON Schema (ECMA-262) pattern: at least one
+/// character that is neither whitespace nor a control character, and no control character but
+/// tab, newline and carriage return (Rust's `char::is_control` is Unicode category Cc).
+pub const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*\
+[^\\s\\u0000-\\u001F\\u007F-\\u009F]\
+[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$";
+
+/// What [`JsonObject`] accepts, as a JSON Schema pattern: text whose first and last
+/// non-whitespace characters are braces (the decoder also parses it and bounds its depth).
+pub const JSON_OBJECT_PATTERN: &str = "^[ \\t\\n\\r]*\\{[\\s\\S]*\\}[ \\t\\n\\r]*$";
+
+/// What [`Address`] accepts, as a JSON Schema pattern: a `+` number of 8 to 15 digits (first
+/// not zero; spaces, dashes, dots and parentheses allowed between them), or an email address
+/// (a local part not starting with `+`, `@`, a dotted domain); surrounding whitespace is trimmed.
+pub const ADDRESS_PATTERN: &str = "^\\s*(?:\\+[ ().-]*[1-9](?:[ ().-]*[0-9]){7,14}[ ().-]*\
+|[A-Za-z0-9!#$%&'*/=?^_`{|}~.-][A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,63}\
+@[A-Za-z0-9-]{1,63}(?:\\.[A-Za-z0-9-]{1,63})+\\.?)\\s*$";
+
 /// Declares a trimmed, non-empty text bounded to `$max` characters.
 macro_rules! bounded_text {
     ($(#[$meta:meta])* $name:ident, $max:expr, $schema_desc:expr) => {
@@ -105,6 +123,7 @@ macro_rules! bounded_text {
                     "type": "string",
                     "minLength": 1,
                     "maxLength": $max,
+                    "pattern": crate::values::TEXT_PATTERN,
                     "description": $schema_desc,
                 })
             }
@@ -406,11 +425,11 @@ mod schema {
         "description": "E.164 phone number; separators are removed"
     });
     string_schema!(Address, {
-        "type": "string", "maxLength": 254,
+        "type": "string", "maxLength": 254, "pattern": ADDRESS_PATTERN,
         "description": "E.164 phone number (starting with +) or email address"
     });
     string_schema!(JsonObject, {
-        "type": "string", "maxLength": 32768,
+        "type": "string", "maxLength": 32768, "pattern": JSON_OBJECT_PATTERN,
         "description": "text holding a JSON object (the seed stores these fields as JSON strings)"
     });
 }

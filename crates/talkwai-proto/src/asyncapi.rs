@@ -3,13 +3,18 @@
 //! Operations are described from the backbone's side: it receives commands and queries (and
 //! replies to them), sends events, guard events, room topics and presence. Message payloads
 //! reference the schema files under `proto/schemas/`.
+//!
+//! [`channel_for`] tells which channel a concrete subject belongs to, so tests can check that
+//! every subject the system uses is in the contract.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
+use uuid::Uuid;
 
 use crate::schema::{self, CatalogEntry, MessageKind};
-use crate::{headers, samples};
+use crate::{headers, room, samples, subject};
 
 /// AsyncAPI names `schemaFormat` values by media type; our schemas are draft-07.
 pub const SCHEMA_FORMAT: &str = "application/schema+json;version=draft-07";
@@ -27,17 +32,29 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
 
     // Replies travel to the requester's inbox.
     let reply_channel = "reply";
+    let reply_messages: Map<String, Value> = catalog
+        .iter()
+        .filter(|e| e.subject == schema::REPLY_SUBJECT && e.kind != MessageKind::Error)
+        .map(|e| (e.id(), message_ref(&e.id())))
+        .collect();
     channels.insert(
         reply_channel.to_owned(),
         json!({
             "address": null,
-            "title": "command reply",
-            "description": "the requester's inbox (NATS request/reply): `{\"ok\": true, ...}` or \
-                            `{\"ok\": false, \"error\": {...}}`; rejected replies also set the \
-                            NATS services error headers",
-            "messages": { "CommandReply": message_ref("CommandReply") },
+            "title": "reply",
+            "description": "the requester's inbox (NATS request/reply; `_INBOX.>` by default): \
+                            `{\"ok\": true, ...}` or `{\"ok\": false, \"error\": {...}}`; \
+                            rejected command and query replies also set the NATS services \
+                            error headers",
+            "messages": reply_messages,
         }),
     );
+    let reply = |message: &str| {
+        json!({
+            "channel": { "$ref": format!("#/channels/{reply_channel}") },
+            "messages": [{ "$ref": format!("#/channels/{reply_channel}/messages/{message}") }],
+        })
+    };
 
     // Commands: one channel and one operation per aggregate and action.
     for entry in catalog.iter().filter(|e| e.kind == MessageKind::Command) {
@@ -60,12 +77,7 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
                 "summary": format!("the command service decides {} and replies", entry.name),
                 "channel": { "$ref": format!("#/channels/{channel}") },
                 "messages": [{ "$ref": format!("#/channels/{channel}/messages/{}", entry.id()) }],
-                "reply": {
-                    "channel": { "$ref": format!("#/channels/{reply_channel}") },
-                    "messages": [{
-                        "$ref": format!("#/channels/{reply_channel}/messages/CommandReply")
-                    }],
-                },
+                "reply": reply("CommandReply"),
                 "tags": [{ "name": "command" }, { "name": entry.aggregate().unwrap_or_default() }],
             }),
         );
@@ -115,47 +127,53 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
         );
     }
 
-    // Everything else: one channel and one operation per entry.
+    query_channels(&mut channels, &mut operations, &reply);
+    service_channels(&mut channels, &mut operations, &reply);
+
+    // Rooms and guards: one channel per entry; an operation for what the backbone sends or
+    // answers (client topics have none: clients publish them, the backbone never reads them).
     for entry in catalog.iter().filter(|e| {
-        !matches!(
+        matches!(
             e.kind,
-            MessageKind::Command
-                | MessageKind::Event
-                | MessageKind::Reply
-                | MessageKind::Error
-                | MessageKind::EventEnvelope
-        )
+            MessageKind::Guard | MessageKind::Topic | MessageKind::Presence
+        ) && e.subject != schema::REPLY_SUBJECT
     }) {
         let channel = match entry.kind {
             MessageKind::Guard => "evt.guard".to_owned(),
-            MessageKind::Query => "qry".to_owned(),
             MessageKind::Presence if entry.name == "presence" => "room.presence".to_owned(),
             MessageKind::Presence => format!("room.{}", entry.name),
             _ => format!("room.topic.{}", entry.name),
         };
-        let action = match entry.kind {
-            MessageKind::Query => "receive",
-            _ => "send",
-        };
-        channels.insert(
-            channel.clone(),
-            json!({
-                "address": entry.subject,
-                "title": entry.name,
-                "description": entry.description().unwrap_or_default(),
-                "parameters": parameters(&entry.subject),
-                "messages": { entry.id(): message_ref(&entry.id()) },
-            }),
-        );
-        operations.insert(
-            channel.clone(),
-            json!({
-                "action": action,
+        let mut body = json!({
+            "address": entry.subject,
+            "title": entry.name,
+            "description": entry.description().unwrap_or_default(),
+            "parameters": parameters(&entry.subject),
+            "messages": { entry.id(): message_ref(&entry.id()) },
+        });
+        if let Some(publishers) = publishers(entry) {
+            body["x-talkwai-publishers"] = json!(publishers);
+        }
+        channels.insert(channel.clone(), body);
+        let message = json!([{ "$ref": format!("#/channels/{channel}/messages/{}", entry.id()) }]);
+        let operation = match (entry.kind, entry.name.as_str()) {
+            (MessageKind::Presence, "presence") => json!({
+                "action": "receive",
+                "summary": "the notifier answers presence requests",
                 "channel": { "$ref": format!("#/channels/{channel}") },
-                "messages": [{ "$ref": format!("#/channels/{channel}/messages/{}", entry.id()) }],
+                "messages": message,
+                "reply": reply("presenceReply"),
                 "tags": [{ "name": entry.kind.as_str() }],
             }),
-        );
+            (MessageKind::Topic, name) if room::is_client_topic(name) => continue,
+            _ => json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{channel}") },
+                "messages": message,
+                "tags": [{ "name": entry.kind.as_str() }],
+            }),
+        };
+        operations.insert(channel, operation);
     }
 
     for channel in channels.values_mut() {
@@ -204,6 +222,7 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
                 "parameters": parameter_definitions(),
                 "schemas": {
                     "CommandHeaders": command_headers(),
+                    "AuthHeaders": auth_headers(),
                     "EventHeaders": event_headers(),
                     "ReplyHeaders": reply_headers(),
                 },
@@ -211,6 +230,134 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
             }),
         ),
     ]
+}
+
+/// The query API's channels: queries and subscriptions (answered), live updates (sent) and
+/// live-query control (answered by the instance holding the subscription).
+fn query_channels(
+    channels: &mut Map<String, Value>,
+    operations: &mut Map<String, Value>,
+    reply: &dyn Fn(&str) -> Value,
+) {
+    let specs = [
+        (
+            "qry",
+            subject::QUERY_PATTERN,
+            "query",
+            "an InstaQL-shaped query; the tenant scope comes from the caller's token and \
+             `platform` (admins) reads every tenant",
+            "QueryRequest",
+            Some("QueryReply"),
+        ),
+        (
+            "qry.subscribe",
+            subject::SUBSCRIBE_PATTERN,
+            "live query",
+            "subscribes to a query (same body): the reply carries the first answer, the \
+             `subject` of its updates and the `control` subject",
+            "QueryRequest",
+            Some("SubscribeReply"),
+        ),
+        (
+            "qry.live",
+            subject::LIVE_QUERY_PATTERN,
+            "live query updates",
+            "a live query's changed answers, published by the query service after each \
+             projection commit that changed the answer",
+            "LiveUpdate",
+            None,
+        ),
+        (
+            "qry.live.control",
+            subject::LIVE_CONTROL_PATTERN,
+            "live query control",
+            "`{\"op\": \"renew\"}` every `ttlMs`/2 and `{\"op\": \"unsubscribe\"}`; only the \
+             instance holding the subscription answers, no answer means it is gone",
+            "LiveControl",
+            Some("LiveControlReply"),
+        ),
+    ];
+    for (channel, address, title, description, message, answer) in specs {
+        channels.insert(
+            channel.to_owned(),
+            json!({
+                "address": address,
+                "title": title,
+                "description": description,
+                "parameters": parameters(address),
+                "messages": { message: message_ref(message) },
+                "x-talkwai-publishers": match answer {
+                    Some(_) => json!(["clients"]),
+                    None => json!(["query service"]),
+                },
+            }),
+        );
+        let messages = json!([{ "$ref": format!("#/channels/{channel}/messages/{message}") }]);
+        let mut operation = json!({
+            "action": if answer.is_some() { "receive" } else { "send" },
+            "title": title,
+            "channel": { "$ref": format!("#/channels/{channel}") },
+            "messages": messages,
+            "tags": [{ "name": "query" }],
+        });
+        if let Some(answer) = answer {
+            operation["reply"] = reply(answer);
+        }
+        operations.insert(channel.to_owned(), operation);
+    }
+}
+
+/// The NATS services API: every service answers discovery requests for all services, its
+/// name, and its instance (`talkwai-notifier` sends `$SRV.PING.<service>` to watch them).
+fn service_channels(
+    channels: &mut Map<String, Value>,
+    operations: &mut Map<String, Value>,
+    reply: &dyn Fn(&str) -> Value,
+) {
+    for (channel, address, title) in [
+        ("srv", "$SRV.{verb}", "every service"),
+        ("srv.service", "$SRV.{verb}.{service}", "one service"),
+        (
+            "srv.instance",
+            "$SRV.{verb}.{service}.{instance}",
+            "one instance",
+        ),
+    ] {
+        channels.insert(
+            channel.to_owned(),
+            json!({
+                "address": address,
+                "title": format!("services API: {title}"),
+                "description": "NATS services API discovery (ADR-32); the request body is empty",
+                "parameters": parameters(address),
+            }),
+        );
+        operations.insert(
+            channel.to_owned(),
+            json!({
+                "action": "receive",
+                "title": format!("services API: {title}"),
+                "channel": { "$ref": format!("#/channels/{channel}") },
+                "reply": reply(schema::SERVICE_REPLY),
+                "tags": [{ "name": "service" }],
+            }),
+        );
+    }
+}
+
+/// Who may publish on a room channel (enforced by the NATS permissions in
+/// `deploy/nats/auth.conf`).
+fn publishers(entry: &CatalogEntry) -> Option<Vec<&'static str>> {
+    match (entry.kind, entry.name.as_str()) {
+        (MessageKind::Topic, room::SYSTEM_ALERTS) => Some(vec!["notifier", "projector"]),
+        (MessageKind::Topic, name) if room::is_client_topic(name) => Some(vec!["clients"]),
+        (MessageKind::Topic, _) | (MessageKind::Presence, "presenceEvents") => {
+            Some(vec!["notifier"])
+        }
+        (MessageKind::Presence, _) => Some(vec!["clients"]),
+        (MessageKind::Guard, _) => Some(vec!["command service"]),
+        _ => None,
+    }
 }
 
 /// Example payloads by message id, from the [samples](crate::samples).
@@ -292,6 +439,24 @@ fn parameter_definitions() -> Value {
         "memberId": {
             "description": "the member notified",
         },
+        "verb": {
+            "description": "the services API request",
+            "enum": ["PING", "INFO", "STATS"],
+        },
+        "service": {
+            "description": "a service name",
+            "enum": schema::SERVICE_NAMES,
+        },
+        "instance": {
+            "description": "a service instance's id (from `PING` or `INFO`)",
+        },
+        "subscription": {
+            "description": "a live query's subscription id (a UUID), from the subscribe reply",
+        },
+        "topic": {
+            "description": "a client topic's name (`[A-Za-z0-9_-]+`): any name but the service \
+                            topics `taskUpdates`, `notifications` and `systemAlerts`",
+        },
     })
 }
 
@@ -315,6 +480,21 @@ fn command_headers() -> Value {
             headers::TRACESTATE: header("W3C trace state"),
         },
         "required": [headers::COMMAND_ID, headers::AUTHORIZATION],
+    })
+}
+
+fn auth_headers() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            headers::AUTHORIZATION: {
+                "type": "string", "pattern": "^Bearer .+$",
+                "description": "`Bearer <token>`: the platform token or a member's or admin's JWT",
+            },
+            headers::TRACEPARENT: header("W3C trace context"),
+            headers::TRACESTATE: header("W3C trace state"),
+        },
+        "required": [headers::AUTHORIZATION],
     })
 }
 
@@ -371,10 +551,15 @@ fn message(entry: &CatalogEntry, example: Option<&Value>) -> Value {
         message.insert("summary".into(), json!(description));
     }
     message.insert("contentType".into(), json!("application/json"));
-    let headers = match entry.kind {
-        MessageKind::Command | MessageKind::Query => Some("CommandHeaders"),
-        MessageKind::Event | MessageKind::Guard => Some("EventHeaders"),
-        MessageKind::Reply => Some("ReplyHeaders"),
+    let headers = match (entry.kind, entry.name.as_str()) {
+        (MessageKind::Command, _) => Some("CommandHeaders"),
+        (MessageKind::Query, "QueryRequest") | (MessageKind::Presence, "presence") => {
+            Some("AuthHeaders")
+        }
+        (MessageKind::Event | MessageKind::Guard, _) => Some("EventHeaders"),
+        (MessageKind::Reply, _) | (MessageKind::Query, "QueryReply" | "SubscribeReply") => {
+            Some("ReplyHeaders")
+        }
         _ => None,
     };
     if let Some(name) = headers {
@@ -412,4 +597,133 @@ fn message(entry: &CatalogEntry, example: Option<&Value>) -> Value {
     }
     message.insert("tags".into(), json!([{ "name": entry.kind.as_str() }]));
     Value::Object(message)
+}
+
+/// The channels that have an address, as `(channel id, address)`, in document order.
+pub fn channel_addresses() -> &'static [(String, String)] {
+    static CHANNELS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+        document(&schema::catalog())
+            .into_iter()
+            .find(|(key, _)| *key == "channels")
+            .and_then(|(_, channels)| channels.as_object().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(id, channel)| {
+                let address = channel["address"].as_str()?.to_owned();
+                Some((id, address))
+            })
+            .collect()
+    });
+    &CHANNELS
+}
+
+/// The reply channel's id; replies go to the requester's inbox (`_INBOX.` by default).
+pub const REPLY_CHANNEL: &str = "reply";
+
+/// The id of the AsyncAPI channel a concrete subject belongs to, or `None` when the contract
+/// does not describe it.
+///
+/// A channel matches when the subject has as many tokens as its address, literal tokens are
+/// equal and each parameter accepts its token (ids are UUIDs, `{tenant}` is a UUID or
+/// `platform`, enumerated parameters take their values, `{topic}` is a client topic). When
+/// several match, the one with the most literal tokens wins (`topic.taskUpdates` over
+/// `topic.{topic}`). `_INBOX.` subjects are the reply channel.
+pub fn channel_for(subject: &str) -> Option<&'static str> {
+    if subject.starts_with("_INBOX.") {
+        return Some(REPLY_CHANNEL);
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if tokens
+        .iter()
+        .any(|t| t.is_empty() || *t == "*" || *t == ">")
+    {
+        return None;
+    }
+    channel_addresses()
+        .iter()
+        .filter_map(|(id, address)| {
+            let pattern: Vec<&str> = address.split('.').collect();
+            if pattern.len() != tokens.len() {
+                return None;
+            }
+            let mut literals = 0;
+            for (expected, token) in pattern.iter().zip(&tokens) {
+                match parameter_name(expected) {
+                    Some(name) if parameter_accepts(name, token) => {}
+                    Some(_) => return None,
+                    None if expected == token => literals += 1,
+                    None => return None,
+                }
+            }
+            Some((literals, id.as_str()))
+        })
+        .max_by_key(|(literals, _)| *literals)
+        .map(|(_, id)| id)
+}
+
+/// Whether a subject is NATS's own machinery that services use as storage or plumbing rather
+/// than a message of the contract: JetStream's API and acks (`$JS.`), key-value buckets
+/// (`$KV.`, the presence and lease buckets), object stores (`$O.`) and the system account
+/// (`$SYS.`). A check that every subject seen on the wire has a channel skips these.
+pub fn is_nats_internal(subject: &str) -> bool {
+    ["$JS.", "$JSC.", "$KV.", "$O.", "$SYS."]
+        .iter()
+        .any(|prefix| subject.starts_with(prefix))
+}
+
+/// The channels a NATS subject filter (with `*` and `>` wildcards, as subscriptions and stream
+/// filters use) can receive messages of.
+pub fn channels_matching_filter(filter: &str) -> Vec<&'static str> {
+    let filter: Vec<&str> = filter.split('.').collect();
+    channel_addresses()
+        .iter()
+        .filter(|(_, address)| {
+            let pattern: Vec<&str> = address.split('.').collect();
+            filter_overlaps(&filter, &pattern)
+        })
+        .map(|(id, _)| id.as_str())
+        .collect()
+}
+
+fn filter_overlaps(filter: &[&str], pattern: &[&str]) -> bool {
+    match (filter.split_first(), pattern.split_first()) {
+        (Some((&">", _)), Some(_)) => true,
+        (Some((token, filter)), Some((expected, pattern))) => {
+            let matches = *token == "*"
+                || match parameter_name(expected) {
+                    Some(name) => parameter_accepts(name, token),
+                    None => expected == token,
+                };
+            matches && filter_overlaps(filter, pattern)
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn parameter_name(token: &str) -> Option<&str> {
+    token.strip_prefix('{').and_then(|t| t.strip_suffix('}'))
+}
+
+/// Whether a subject token is a valid value of an address parameter.
+fn parameter_accepts(name: &str, token: &str) -> bool {
+    static DEFINITIONS: LazyLock<Value> = LazyLock::new(parameter_definitions);
+    if token.is_empty() || token == "*" || token == ">" {
+        return false;
+    }
+    if let Some(values) = DEFINITIONS[name]["enum"].as_array() {
+        return values.iter().any(|v| v.as_str() == Some(token));
+    }
+    match name {
+        "tenant" => token == crate::subject::PLATFORM || token.parse::<Uuid>().is_ok(),
+        "id" | "subscription" | "memberId" => token.parse::<Uuid>().is_ok(),
+        "hash" => token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "topic" => {
+            room::is_client_topic(token)
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        }
+        _ => true,
+    }
 }

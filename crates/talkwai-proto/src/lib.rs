@@ -4,8 +4,9 @@
 //! tests fail when the two drift.
 //!
 //! # Layout
-//! - [`subject`], [`headers`], [`envelope`]: the wire itself; [`room`]: room topics and
-//!   presence messages; [`command_record`]: what a command id names, kept in the log.
+//! - [`subject`], [`headers`], [`envelope`]: the wire itself; [`query`]: queries and live
+//!   queries; [`room`]: room topics and presence messages; [`command_record`]: what a command
+//!   id names, kept in the log.
 //! - [`schema`]: the message catalog, the one table mapping actions and event types to Rust
 //!   types and JSON Schemas; [`asyncapi`] and [`generate`] render `proto/` from it, [`samples`]
 //!   holds the examples that seed new fixtures. `talkwai-proto-gen` writes the files.
@@ -19,6 +20,7 @@ pub mod command_record;
 pub mod envelope;
 pub mod generate;
 pub mod headers;
+pub mod query;
 pub mod room;
 pub mod samples;
 pub mod schema;

@@ -1,6 +1,14 @@
 //! Room messages: what the notifier publishes on room topics (`taskUpdates`, member
-//! `notifications`, admin `systemAlerts`) and the presence protocol (requests, replies, peers,
-//! announcements).
+//! `notifications`, admin `systemAlerts`), what clients publish (`taskActivity` and their own
+//! topics) and the presence protocol (requests, replies, peers, announcements).
+//!
+//! | topic | published by | schema |
+//! |---|---|---|
+//! | `taskUpdates` | the notifier only | [`TaskUpdate`] |
+//! | `notifications.<memberId>` | the notifier only | [`Notification`] |
+//! | `systemAlerts` (admin room) | the notifier and the projector only | [`SystemAlert`] |
+//! | `taskActivity` | members of the room (clients) | [`TaskActivity`] |
+//! | any other name | members of the room (clients) | any JSON, the client's own |
 //!
 //! Every message the notifier derives from the event log carries `seq`, the stream sequence of
 //! the event it came from: delivery is at-least-once, so a client drops a message whose `seq`
@@ -28,6 +36,17 @@ pub const NOTIFICATIONS: &str = "notifications";
 pub const SYSTEM_ALERTS: &str = "systemAlerts";
 /// The presence subject token on which [`PresenceEvent`]s are announced.
 pub const PRESENCE_EVENTS: &str = "events";
+/// The client topic carrying [`TaskActivity`] (what members are doing with a task now).
+pub const TASK_ACTIVITY: &str = "taskActivity";
+/// Topics only the backbone publishes, derived from the event log (with `seq`); NATS
+/// permissions refuse them to client credentials. Every other topic name is a client topic.
+pub const SERVICE_TOPICS: [&str; 3] = [TASK_UPDATES, NOTIFICATIONS, SYSTEM_ALERTS];
+
+/// Whether clients may publish on `topic` (`notifications.<memberId>` is a service topic).
+pub fn is_client_topic(topic: &str) -> bool {
+    let first = topic.split('.').next().unwrap_or(topic);
+    !topic.is_empty() && !SERVICE_TOPICS.contains(&first)
+}
 
 /// What happened to a task: the event name without the `task.` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -80,6 +99,24 @@ pub struct TaskUpdate {
     pub timestamp: i64,
     /// The event's stream sequence: increasing, the key for client-side dedupe.
     pub seq: u64,
+}
+
+/// What a member is doing with a task right now, published by clients on the tenant room's
+/// `taskActivity` topic (`talkwai.room.tenant.<tenant>.topic.taskActivity`): the seed's
+/// `notifyTaskUpdate` shape. Ephemeral and not authoritative: a task's changes come from the
+/// log, on `taskUpdates`, which only the notifier publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskActivity {
+    /// The task.
+    pub task_id: TaskId,
+    /// What the member is doing (`viewing`, `editing`, `calling`...), a client-chosen word.
+    #[schemars(length(min = 1, max = 64))]
+    pub action: String,
+    /// The `$users` id (or member id) of who does it.
+    pub user_id: Uuid,
+    /// When, epoch milliseconds.
+    pub timestamp: i64,
 }
 
 /// Why a member is notified.

@@ -36,9 +36,14 @@ use talkwai_domain::user::{UserEmailBody, UserEmailSet};
 use talkwai_domain::{Event, EventBody, GuardEvent};
 
 use crate::envelope::{CommandReply, ErrorBody};
-use crate::room::{
-    Notification, PresenceEvent, PresenceReply, PresenceRequest, SystemAlert, TaskUpdate,
+use crate::query::{
+    LiveControl, LiveControlReply, LiveUpdate, QueryReply, QueryRequest, SubscribeReply,
 };
+use crate::room::{
+    Notification, PresenceEvent, PresenceReply, PresenceRequest, SystemAlert, TaskActivity,
+    TaskUpdate,
+};
+use crate::subject;
 
 /// What part of the contract a message belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,12 +60,14 @@ pub enum MessageKind {
     EventEnvelope,
     /// A uniqueness guard event.
     Guard,
-    /// A query request or reply (`talkwai.qry.*`).
+    /// A query request or reply, a live-query update or control message (`talkwai.qry.*`).
     Query,
     /// A room topic message.
     Topic,
     /// A presence message.
     Presence,
+    /// The NATS services API (`$SRV.PING|INFO|STATS`) the services answer.
+    Service,
 }
 
 impl MessageKind {
@@ -76,6 +83,7 @@ impl MessageKind {
             Self::Query => "query",
             Self::Topic => "topic",
             Self::Presence => "presence",
+            Self::Service => "service",
         }
     }
 }
@@ -130,6 +138,7 @@ impl CatalogEntry {
             MessageKind::EventEnvelope | MessageKind::Guard => "envelopes",
             MessageKind::Query => "query",
             MessageKind::Topic | MessageKind::Presence => "rooms",
+            MessageKind::Service => "services",
         };
         format!("schemas/{dir}/{}.json", self.id())
     }
@@ -276,6 +285,15 @@ fn untyped(kind: MessageKind, name: &str, subject: &str, schema: Value) -> Catal
 /// The reply subject: the requester's inbox.
 pub const REPLY_SUBJECT: &str = "_INBOX.>";
 
+/// The catalog name of the NATS services API responses.
+pub const SERVICE_REPLY: &str = "ServiceApiReply";
+
+/// The NATS services (`$SRV`) names the backbone registers.
+pub const SERVICE_NAMES: [&str; 3] = ["talkwai-command", "talkwai-query", "talkwai-presence"];
+
+/// The catalog name of client topics (any topic name that is not a service topic).
+pub const CLIENT_TOPIC: &str = "clientTopic";
+
 /// Every message of the contract, commands first, in a stable order.
 ///
 /// Adding a command action or an event type (or version) to the domain means adding a line
@@ -388,16 +406,22 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "GuardEvent",
             "talkwai.evt.{tenant}.guard.{kind}.{hash}",
         ),
-        untyped(
+        // queries and live queries
+        other::<QueryRequest>(MessageKind::Query, "QueryRequest", subject::QUERY_PATTERN),
+        other::<QueryReply>(MessageKind::Query, "QueryReply", REPLY_SUBJECT),
+        other::<SubscribeReply>(MessageKind::Query, "SubscribeReply", REPLY_SUBJECT),
+        other::<LiveUpdate>(
             MessageKind::Query,
-            "QueryRequest",
-            "talkwai.qry.{tenant}",
-            open_object(
-                "QueryRequest",
-                "an InstaQL-shaped query (nested links, `$` with where/order/limit/offset); \
-                 the tenant scope comes from the caller's token",
-            ),
+            "LiveUpdate",
+            subject::LIVE_QUERY_PATTERN,
         ),
+        other::<LiveControl>(
+            MessageKind::Query,
+            "LiveControl",
+            subject::LIVE_CONTROL_PATTERN,
+        ),
+        other::<LiveControlReply>(MessageKind::Query, "LiveControlReply", REPLY_SUBJECT),
+        // rooms
         other::<TaskUpdate>(
             MessageKind::Topic,
             "taskUpdates",
@@ -413,6 +437,22 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "systemAlerts",
             "talkwai.room.{roomType}.{roomId}.topic.systemAlerts",
         ),
+        other::<TaskActivity>(
+            MessageKind::Topic,
+            "taskActivity",
+            "talkwai.room.{roomType}.{roomId}.topic.taskActivity",
+        ),
+        untyped(
+            MessageKind::Topic,
+            CLIENT_TOPIC,
+            "talkwai.room.{roomType}.{roomId}.topic.{topic}",
+            json!({
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "title": "ClientTopic",
+                "description": "a message of a client topic: any JSON the room's clients agree \
+                    on; the backbone neither publishes nor reads it",
+            }),
+        ),
         other::<PresenceRequest>(
             MessageKind::Presence,
             "presence",
@@ -425,6 +465,26 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "talkwai.room.{roomType}.{roomId}.presence.events",
         ),
     ]);
+    entries.push(untyped(
+        MessageKind::Service,
+        SERVICE_REPLY,
+        REPLY_SUBJECT,
+        json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "ServiceApiReply",
+            "description": "a NATS services API response (ADR-32): `io.nats.micro.v1.ping_response`, \
+                `info_response` (endpoints and their subjects) or `stats_response` (request, \
+                error and latency counts per endpoint)",
+            "type": "object",
+            "properties": {
+                "type": { "type": "string", "pattern": "^io\\.nats\\.micro\\.v1\\.(ping|info|stats)_response$" },
+                "name": { "type": "string" },
+                "id": { "type": "string" },
+                "version": { "type": "string" },
+            },
+            "required": ["type", "name", "id", "version"],
+        }),
+    ));
     let commands = domain_commands();
     let events = domain_events();
     for entry in &mut entries {
@@ -536,16 +596,6 @@ fn variants(root: &Value, schema: &Value) -> Vec<Value> {
         .cloned()
         .unwrap_or_default();
     list.iter().map(|v| resolve(root, v)).collect()
-}
-
-/// A hand-written schema for a message whose Rust type is not part of this crate yet.
-fn open_object(title: &str, description: &str) -> Value {
-    json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": title,
-        "description": description,
-        "type": "object",
-    })
 }
 
 /// The entry of a command (`task.create`).

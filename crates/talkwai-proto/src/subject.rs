@@ -9,6 +9,9 @@
 //! | `talkwai.evt.platform.<aggregate>.<id>` | admin and user events |
 //! | `talkwai.evt.<tenant\|platform>.guard.<kind>.<hash>` | uniqueness guards |
 //! | `talkwai.qry.<tenant>` / `talkwai.qry.platform` | queries |
+//! | `talkwai.qry.<scope>.subscribe` | live-query subscriptions |
+//! | `talkwai.qry.<scope>.live.<id>` | a live query's changed answers |
+//! | `talkwai.qry.<scope>.live.<id>.ctl` | a live query's `renew` / `unsubscribe` |
 //! | `talkwai.room.<type>.<id>.topic.<name>` | room topics |
 //! | `talkwai.room.<type>.<id>.presence.<op>` | presence |
 
@@ -227,6 +230,30 @@ impl EventSubject {
 /// The query subject of a scope.
 pub fn query(scope: Scope) -> String {
     format!("{ROOT}.qry.{scope}")
+}
+
+/// Query requests (AsyncAPI address).
+pub const QUERY_PATTERN: &str = "talkwai.qry.{tenant}";
+/// Live-query subscribe requests (AsyncAPI address).
+pub const SUBSCRIBE_PATTERN: &str = "talkwai.qry.{tenant}.subscribe";
+/// Live-query updates (AsyncAPI address).
+pub const LIVE_QUERY_PATTERN: &str = "talkwai.qry.{tenant}.live.{subscription}";
+/// Live-query control requests (AsyncAPI address).
+pub const LIVE_CONTROL_PATTERN: &str = "talkwai.qry.{tenant}.live.{subscription}.ctl";
+
+/// The live-query subscribe subject of a scope (`talkwai.qry.<scope>.subscribe`).
+pub fn subscribe(scope: Scope) -> String {
+    format!("{ROOT}.qry.{scope}.subscribe")
+}
+
+/// Where a live query's changed answers are published (`talkwai.qry.<scope>.live.<id>`).
+pub fn live_query(scope: &str, subscription: Uuid) -> String {
+    format!("{ROOT}.qry.{scope}.live.{subscription}")
+}
+
+/// A live query's control subject (`talkwai.qry.<scope>.live.<id>.ctl`).
+pub fn live_control(scope: &str, subscription: Uuid) -> String {
+    format!("{ROOT}.qry.{scope}.live.{subscription}.ctl")
 }
 
 /// A room topic subject (`talkwai.room.tenant.<id>.topic.taskUpdates`).

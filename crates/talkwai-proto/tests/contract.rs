@@ -531,7 +531,7 @@ fn asyncapi_names_every_subject_and_message() {
             "no message {}",
             entry.id()
         );
-        if !matches!(entry.kind, MessageKind::Reply | MessageKind::Error) {
+        if entry.subject != schema::REPLY_SUBJECT {
             assert!(
                 addresses.contains(entry.subject.as_str())
                     || entry.kind == MessageKind::EventEnvelope,
@@ -554,7 +554,12 @@ fn asyncapi_names_every_subject_and_message() {
         "talkwai.evt.platform.admin.{id}",
         "talkwai.evt.{tenant}.guard.{kind}.{hash}",
         "talkwai.qry.{tenant}",
+        "talkwai.qry.{tenant}.subscribe",
+        "talkwai.qry.{tenant}.live.{subscription}",
+        "talkwai.qry.{tenant}.live.{subscription}.ctl",
         "talkwai.room.{roomType}.{roomId}.topic.taskUpdates",
+        "talkwai.room.{roomType}.{roomId}.topic.taskActivity",
+        "talkwai.room.{roomType}.{roomId}.topic.{topic}",
         "talkwai.room.{roomType}.{roomId}.topic.notifications.{memberId}",
         "talkwai.room.{roomType}.{roomId}.topic.systemAlerts",
         "talkwai.room.{roomType}.{roomId}.presence.{op}",
@@ -711,4 +716,510 @@ fn guard_fixtures_decode_forever() {
         seen += 1;
     }
     assert_eq!(seen, 2, "a fixture for guard.claimed and guard.released");
+}
+
+// ---- every subject is a channel -------------------------------------------------------------
+
+/// The subjects the `talkwai_proto::subject` functions build, with the channel each must be.
+#[test]
+fn every_subject_function_builds_a_subject_of_its_channel() {
+    use talkwai_domain::{AggregateRef, EntityKind, GuardKey};
+    use talkwai_proto::asyncapi::channel_for;
+    use talkwai_proto::subject::{self as s, Scope};
+
+    let tenant = Scope::parse(TENANT).expect("tenant");
+    let id = samples::TASK;
+    let member = samples::MEMBER.to_string();
+    let mut cases = vec![
+        (
+            s::command(tenant, EntityKind::Task, "create"),
+            "cmd.task.create",
+        ),
+        (
+            s::command(Scope::Platform, EntityKind::Tenant, "create"),
+            "cmd.tenant.create",
+        ),
+        (
+            s::command(Scope::Platform, EntityKind::User, "delete"),
+            "cmd.user.delete",
+        ),
+        (
+            s::event(&AggregateRef {
+                kind: EntityKind::Task,
+                tenant: tenant.tenant(),
+                id,
+            }),
+            "evt.task",
+        ),
+        (
+            s::event(&AggregateRef {
+                kind: EntityKind::Admin,
+                tenant: None,
+                id,
+            }),
+            "evt.admin",
+        ),
+        (
+            s::guard(&GuardKey::UserEmail(
+                talkwai_domain::values::Email::parse("jane@acme-dental.com").expect("email"),
+            )),
+            "evt.guard",
+        ),
+        (s::query(tenant), "qry"),
+        (s::query(Scope::Platform), "qry"),
+        (s::subscribe(tenant), "qry.subscribe"),
+        (s::live_query(TENANT, id), "qry.live"),
+        (s::live_control("platform", id), "qry.live.control"),
+        (
+            s::room_topic("tenant", TENANT, "taskUpdates"),
+            "room.topic.taskUpdates",
+        ),
+        (
+            s::room_topic("tenant", TENANT, &format!("notifications.{member}")),
+            "room.topic.notifications",
+        ),
+        (
+            s::room_topic("admin", "global", "systemAlerts"),
+            "room.topic.systemAlerts",
+        ),
+        (
+            s::room_topic("tenant", TENANT, "taskActivity"),
+            "room.topic.taskActivity",
+        ),
+        (
+            s::room_topic("tenant", TENANT, "cursors"),
+            "room.topic.clientTopic",
+        ),
+        (
+            s::room_presence("tenant", TENANT, "events"),
+            "room.presenceEvents",
+        ),
+        ("_INBOX.abc.def".to_owned(), "reply"),
+        ("$SRV.PING".to_owned(), "srv"),
+        ("$SRV.INFO.talkwai-query".to_owned(), "srv.service"),
+        ("$SRV.STATS.talkwai-command.Xy12".to_owned(), "srv.instance"),
+    ];
+    for op in ["join", "update", "leave", "heartbeat", "get"] {
+        cases.push((s::room_presence("admin", "global", op), "room.presence"));
+    }
+    for (subject, channel) in cases {
+        assert_eq!(
+            channel_for(&subject),
+            Some(channel),
+            "{subject} must be a subject of channel {channel}"
+        );
+    }
+    // Subjects outside the contract, and service topics under a client topic's name, are not.
+    for subject in [
+        "$JS.API.STREAM.INFO.TALKWAI_EVENTS",
+        "$KV.TALKWAI_PRESENCE.tenant.x.y",
+    ] {
+        assert!(talkwai_proto::asyncapi::is_nats_internal(subject));
+        assert_eq!(channel_for(subject), None);
+    }
+    assert!(!talkwai_proto::asyncapi::is_nats_internal("$SRV.PING"));
+    for subject in [
+        "talkwai.cmd.nope.task.create",
+        "talkwai.evt.platform.task.not-a-uuid",
+        "talkwai.room.tenant.x.topic.notifications",
+        "talkwai.room.moon.x.topic.cursors",
+        "talkwai.room.tenant.x.presence.dance",
+        "talkwai.qry.platform.live",
+        "talkwai.other",
+        "$SRV.PING.someone-else",
+        "$SRV.DANCE",
+    ] {
+        assert_eq!(
+            channel_for(subject),
+            None,
+            "{subject} is not in the contract"
+        );
+    }
+}
+
+/// Every `talkwai.` and `$SRV.` subject literal in the services' and tools' sources (before
+/// their test modules) is in the contract: concrete ones have a channel, wildcard filters and `format!`
+/// templates (`{...}` taken as one token, or as the rest when last) overlap at least one.
+#[test]
+fn every_subject_literal_in_the_crates_is_a_channel() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = BTreeMap::new();
+    for dir in std::fs::read_dir(&crates).expect("crates/") {
+        let dir = dir.expect("entry").path();
+        if dir.ends_with("talkwai-proto") || !dir.join("src").is_dir() {
+            continue; // talkwai-proto's own builders are checked through its functions above
+        }
+        for file in generate::list_files(&dir, "src").expect("sources") {
+            if !file.ends_with(".rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(dir.join(&file)).expect("source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for literal in subject_literals(code) {
+                found.insert(literal, format!("{}/{file}", dir.display()));
+            }
+        }
+    }
+    assert!(
+        found.len() > 15,
+        "the scan finds the crates' subjects: {found:?}"
+    );
+    for expected in [
+        "talkwai.qry.*.live.*.ctl",
+        "talkwai.qry.*.subscribe",
+        "talkwai.qry.{scope_token}.live.{id}",
+        "$SRV.PING.{name}",
+    ] {
+        assert!(found.contains_key(expected), "scan misses {expected}");
+    }
+    let mut missing = Vec::new();
+    for (literal, file) in &found {
+        // A prefix (`"talkwai.qry."` in a `strip_prefix`) stands for every subject under it.
+        let literal = if literal.ends_with('.') {
+            format!("{literal}>")
+        } else {
+            literal.clone()
+        };
+        let covered = if literal.contains(['{', '*', '>']) {
+            let tokens: Vec<&str> = literal.split('.').collect();
+            let last = tokens.len() - 1;
+            let filter: Vec<&str> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match (t.contains('{'), i == last) {
+                    (true, true) => ">",
+                    (true, false) => "*",
+                    _ => t,
+                })
+                .collect();
+            !talkwai_proto::asyncapi::channels_matching_filter(&filter.join(".")).is_empty()
+        } else {
+            talkwai_proto::asyncapi::channel_for(&literal).is_some()
+        };
+        if !covered {
+            missing.push(format!("{literal} ({file})"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "subjects used in the crates but missing from proto/asyncapi.yaml:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+/// The `"talkwai.<cmd|evt|qry|room>..."` and `"$SRV..."` string literals of a source.
+fn subject_literals(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (start, _) in code.match_indices("\"$SRV.") {
+        let rest = &code[start + 1..];
+        if let Some(end) = rest.find('"') {
+            found.push(rest[..end].to_owned());
+        }
+    }
+    for (start, _) in code.match_indices("\"talkwai.") {
+        let rest = &code[start + 1..];
+        let Some(end) = rest.find('"') else { continue };
+        let literal = &rest[..end];
+        let kind = literal.split('.').nth(1).unwrap_or_default();
+        if matches!(kind, "cmd" | "evt" | "qry" | "room") && !literal.contains(' ') {
+            found.push(literal.to_owned());
+        }
+    }
+    found
+}
+
+// ---- queries --------------------------------------------------------------------------------
+
+#[test]
+fn query_requests_need_only_authorization() {
+    let document: BTreeMap<&str, Value> = talkwai_proto::asyncapi::document(&catalog())
+        .into_iter()
+        .collect();
+    let messages = &document["components"]["messages"];
+    let schemas = &document["components"]["schemas"];
+    for message in ["QueryRequest", "presence"] {
+        let headers = messages[message]["headers"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{message} has headers"));
+        let name = headers.rsplit('/').next().expect("name");
+        assert_eq!(
+            schemas[name]["required"],
+            json!([talkwai_proto::headers::AUTHORIZATION]),
+            "{message}: only Authorization is required"
+        );
+    }
+    assert_eq!(
+        schemas["CommandHeaders"]["required"],
+        json!([
+            talkwai_proto::headers::COMMAND_ID,
+            talkwai_proto::headers::AUTHORIZATION
+        ])
+    );
+    // Every operation that answers has a reply message in the reply channel.
+    for (channel, reply) in [
+        ("qry", "QueryReply"),
+        ("qry.subscribe", "SubscribeReply"),
+        ("qry.live.control", "LiveControlReply"),
+        ("room.presence", "presenceReply"),
+        ("cmd.task.create", "CommandReply"),
+    ] {
+        assert_eq!(
+            document["operations"][channel]["reply"]["messages"][0]["$ref"],
+            json!(format!("#/channels/reply/messages/{reply}")),
+            "{channel} replies with {reply}"
+        );
+    }
+}
+
+fn query_validator(name: &str) -> Validator {
+    validator(&format!("schemas/query/{name}.json"))
+}
+
+#[test]
+fn query_schemas_describe_requests_replies_and_live_messages() {
+    let request = query_validator("QueryRequest");
+    let dashboard = json!({"tenants": {"$": {"where": {"id": TENANT}},
+        "members": {"$": {"where": {"status": "active"}}},
+        "agents": {},
+        "tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 20}, "agent": {}, "assignedTo": {}}}});
+    for body in [
+        dashboard.clone(),
+        json!({"query": dashboard, "minSeq": 42}),
+        json!({"tasks": {"$": {"where": {"and": [{"tenant.id": TENANT}, {"status": "pending"}]},
+            "first": 10, "after": "abc", "fields": ["id", "status"]}}}),
+        json!({"tasks": {"$": {"aggregate": "count"}}}),
+    ] {
+        assert_valid(&request, &body, "query");
+        let typed: talkwai_proto::query::QueryRequest =
+            serde_json::from_value(body.clone()).expect("the Rust type reads it");
+        assert_eq!(serde_json::to_value(typed).expect("json"), body);
+    }
+    for body in [
+        json!([]),
+        json!({}),
+        json!({"tasks": []}),
+        json!({"tasks": {"$": null}}),
+        json!({"tasks": {"$": {"colour": "red"}}}),
+        json!({"tasks": {"$": {"order": {"createdAt": "sideways"}}}}),
+        json!({"tasks": {"$": {"order": {"createdAt": "asc", "id": "asc"}}}}),
+        json!({"tasks": {"$": {"limit": -1}}}),
+        json!({"tasks": {"$": {"limit": null}}}),
+        json!({"tasks": {"$": {"aggregate": "sum"}}}),
+        json!({"query": {"tasks": {}}, "minSeq": -1}),
+        json!({"query": {"tasks": {}}, "extra": 1}),
+    ] {
+        assert!(!request.is_valid(&body), "schema accepts query {body}");
+    }
+
+    let page = json!({"startCursor": "a", "endCursor": "b", "hasNextPage": true, "hasPreviousPage": false});
+    let data = json!({"tasks": [{"id": samples::TASK, "status": "pending", "agent": null,
+        "assignedTo": {"id": samples::MEMBER}}], "members": {"count": 3}});
+    let reply = query_validator("QueryReply");
+    assert_valid(
+        &reply,
+        &json!({"ok": true, "data": data, "pageInfo": {"tasks": page}, "seq": 7}),
+        "query reply",
+    );
+    assert_valid(
+        &reply,
+        &json!({"ok": false, "error": {"code": "validation_failed", "message": "x", "field": "tasks.$.where.colour"}}),
+        "refused query",
+    );
+    assert!(!reply.is_valid(&json!({"ok": true, "data": data, "seq": 7})));
+    assert!(!reply.is_valid(
+        &json!({"ok": true, "data": {}, "pageInfo": {}, "seq": 7, "subscription": samples::TASK})
+    ));
+    assert!(!reply.is_valid(&json!({"ok": true, "data": {"tasks": 1}, "pageInfo": {}, "seq": 7})));
+
+    let subscribe = query_validator("SubscribeReply");
+    let subscribed = json!({"ok": true, "subscription": samples::TASK,
+        "subject": format!("talkwai.qry.{TENANT}.live.{}", samples::TASK),
+        "control": format!("talkwai.qry.{TENANT}.live.{}.ctl", samples::TASK),
+        "ttlMs": 30000, "data": data, "pageInfo": {"tasks": page}, "seq": 7});
+    assert_valid(&subscribe, &subscribed, "subscribe reply");
+    let mut no_control = subscribed.clone();
+    no_control
+        .as_object_mut()
+        .expect("object")
+        .remove("control");
+    assert!(!subscribe.is_valid(&no_control));
+
+    let update = query_validator("LiveUpdate");
+    assert_valid(
+        &update,
+        &json!({"subscription": samples::TASK, "ok": true, "data": data, "pageInfo": {}, "seq": 8}),
+        "live update",
+    );
+    assert_valid(
+        &update,
+        &json!({"subscription": samples::TASK, "ok": false, "seq": 9,
+                "error": {"code": "too_many_rows", "message": "over the cap", "field": "tasks"}}),
+        "live refusal",
+    );
+    assert!(
+        !update.is_valid(
+            &json!({"subscription": samples::TASK, "data": data, "pageInfo": {}, "seq": 8})
+        ),
+        "ok is required"
+    );
+    let control = query_validator("LiveControl");
+    assert_valid(&control, &json!({"op": "renew"}), "renew");
+    assert_valid(&control, &json!({"op": "unsubscribe"}), "unsubscribe");
+    assert!(!control.is_valid(&json!({"op": "pause"})));
+    let control_reply = query_validator("LiveControlReply");
+    assert_valid(
+        &control_reply,
+        &json!({"ok": true, "ttlMs": 30000}),
+        "renewed",
+    );
+    assert_valid(&control_reply, &json!({"ok": true}), "unsubscribed");
+}
+
+// ---- room topics ----------------------------------------------------------------------------
+
+#[test]
+fn service_topics_carry_seq_and_clients_publish_task_activity() {
+    use talkwai_proto::room;
+
+    // The seed's `notifyTaskUpdate` body: a client message, not a notifier `taskUpdates` one.
+    let seed = json!({"taskId": samples::TASK, "action": "started", "userId": samples::USER,
+        "timestamp": 1_751_360_400_000_i64});
+    let task_updates = validator("schemas/rooms/taskUpdates.json");
+    assert!(
+        !task_updates.is_valid(&seed),
+        "taskUpdates are the notifier's, with seq"
+    );
+    assert_valid(
+        &validator("schemas/rooms/taskActivity.json"),
+        &seed,
+        "the seed's task update on taskActivity",
+    );
+    let activity: room::TaskActivity = serde_json::from_value(seed).expect("typed");
+    assert_eq!(activity.action, "started");
+    assert!(
+        !validator("schemas/rooms/taskActivity.json").is_valid(&json!({"taskId": samples::TASK,
+        "action": "", "userId": samples::USER, "timestamp": 1}))
+    );
+
+    for topic in ["taskUpdates", "notifications", "systemAlerts"] {
+        assert!(!room::is_client_topic(topic), "{topic} is a service topic");
+    }
+    assert!(!room::is_client_topic(&format!(
+        "notifications.{}",
+        samples::MEMBER
+    )));
+    for topic in ["taskActivity", "cursors", "typing"] {
+        assert!(room::is_client_topic(topic), "{topic} is a client topic");
+    }
+
+    // The document says who publishes each room channel.
+    let document: BTreeMap<&str, Value> = talkwai_proto::asyncapi::document(&catalog())
+        .into_iter()
+        .collect();
+    for (channel, publishers) in [
+        ("room.topic.taskUpdates", json!(["notifier"])),
+        ("room.topic.notifications", json!(["notifier"])),
+        ("room.topic.systemAlerts", json!(["notifier", "projector"])),
+        ("room.presenceEvents", json!(["notifier"])),
+        ("room.topic.taskActivity", json!(["clients"])),
+        ("room.topic.clientTopic", json!(["clients"])),
+    ] {
+        assert_eq!(
+            document["channels"][channel]["x-talkwai-publishers"], publishers,
+            "{channel}"
+        );
+    }
+}
+
+// ---- schemas refuse what the decoder refuses ------------------------------------------------
+
+/// Values the decoder refuses that JSON Schema can describe: the schema refuses them too.
+#[test]
+fn schemas_refuse_the_values_the_decoder_refuses() {
+    let task = samples::TASK.to_string();
+    let with = |name: &str, body: Value| (name.to_owned(), body);
+    let mut cases = Vec::new();
+    for text in ["[1,2]", "42", "\"x\"", "null", "", "  ", "{", "true"] {
+        cases.push(with(
+            "task.setMetadata",
+            json!({ "id": task, "metadata": text }),
+        ));
+        cases.push(with(
+            "agent.configure",
+            json!({ "id": samples::AGENT, "configuration": text }),
+        ));
+        cases.push(with(
+            "admin.setPermissions",
+            json!({ "id": samples::ADMIN, "permissions": text }),
+        ));
+    }
+    for name in ["   ", "\t\n", "Jane\u{0}Doe", "\u{7}", "x\u{1b}[31m"] {
+        cases.push(with(
+            "member.update",
+            json!({ "id": samples::MEMBER, "firstName": name }),
+        ));
+    }
+    for reason in ["", " ", "bad\u{8}"] {
+        cases.push(with("task.fail", json!({ "id": task, "reason": reason })));
+    }
+    for address in [
+        "nobody",
+        "+1",
+        "+0155500011",
+        "+1555abc0000",
+        "@acme.com",
+        "jane@",
+        "jane@localhost",
+        "+jane@acme.com",
+        "a@b@acme.com",
+    ] {
+        cases.push(with(
+            "task.create",
+            json!({ "id": task, "type": "call", "fromAddress": address, "toAddress": "+15550002222" }),
+        ));
+    }
+    for (name, body) in &cases {
+        let entry = schema::command_entry(name).expect("listed");
+        assert!(
+            !validator(&entry.schema_path()).is_valid(body),
+            "{name}: schema accepts {body}"
+        );
+        assert!(
+            decode_command(
+                &command_subject(&entry),
+                &serde_json::to_vec(body).expect("json")
+            )
+            .is_err(),
+            "{name}: the decoder accepts {body}"
+        );
+    }
+    // What the decoder accepts, the schema accepts (around the same edges).
+    let accepted = [
+        with(
+            "task.setMetadata",
+            json!({ "id": task, "metadata": " {\"a\": [1, 2]}\n" }),
+        ),
+        with(
+            "admin.setPermissions",
+            json!({ "id": samples::ADMIN, "permissions": "{}" }),
+        ),
+        with(
+            "member.update",
+            json!({ "id": samples::MEMBER, "firstName": " Zoë\tAnn " }),
+        ),
+        with(
+            "task.create",
+            json!({ "id": task, "type": "email", "fromAddress": " Desk.Team+x@Acme-Dental.com ",
+                    "toAddress": "+1 (555) 000-2222" }),
+        ),
+    ];
+    for (name, body) in &accepted {
+        let entry = schema::command_entry(name).expect("listed");
+        assert_valid(&validator(&entry.schema_path()), body, name);
+        decode_command(
+            &command_subject(&entry),
+            &serde_json::to_vec(body).expect("json"),
+        )
+        .unwrap_or_else(|e| panic!("{name}: the decoder refuses {body}: {e:?}"));
+    }
 }

@@ -42,13 +42,20 @@ export type { UserDeleteCommand } from "./commands/user.delete.js";
 export type { UserUpdateCommand } from "./commands/user.update.js";
 export type { CommandReply } from "./replies/CommandReply.js";
 export type { ErrorBody } from "./replies/ErrorBody.js";
+export type { ClientTopic } from "./rooms/clientTopic.js";
 export type { Notification } from "./rooms/notifications.js";
 export type { PresenceRequest } from "./rooms/presence.js";
 export type { PresenceEvent } from "./rooms/presenceEvents.js";
 export type { PresenceReply } from "./rooms/presenceReply.js";
 export type { SystemAlert } from "./rooms/systemAlerts.js";
+export type { TaskActivity } from "./rooms/taskActivity.js";
 export type { TaskUpdate } from "./rooms/taskUpdates.js";
+export type { LiveControl } from "./query/LiveControl.js";
+export type { LiveControlReply } from "./query/LiveControlReply.js";
+export type { LiveUpdate } from "./query/LiveUpdate.js";
+export type { QueryReply } from "./query/QueryReply.js";
 export type { QueryRequest } from "./query/QueryRequest.js";
+export type { SubscribeReply } from "./query/SubscribeReply.js";
 export type { EventBody } from "./envelopes/EventBody.js";
 export type { GuardEvent } from "./envelopes/GuardEvent.js";
 export type { ErrorCode } from "./replies/ErrorBody.js";
@@ -56,6 +63,9 @@ export type { TaskStatus, TaskAction } from "./rooms/taskUpdates.js";
 export type { Peer, PresenceOp, LeaveReason } from "./rooms/presenceEvents.js";
 export type { NotificationKind } from "./rooms/notifications.js";
 export type { AlertKind } from "./rooms/systemAlerts.js";
+export type { Query, QueryLevel, QueryParams, QueryWithOptions, Direction, Aggregate } from "./query/QueryRequest.js";
+export type { Rows, Count, PageInfo } from "./query/QueryReply.js";
+export type { LiveOp } from "./query/LiveControl.js";
 
 /** Every command action (`<aggregate>.<action>`) and its body type. */
 export interface CommandBodies {

@@ -14,9 +14,10 @@ import {
   UnavailableError,
   ValidationFailedError,
   errorFromBody,
+  isClientTopic,
   readClaims,
 } from "../../src/index.js";
-import type { ErrorCode, Peer, TaskUpdate } from "../../src/index.js";
+import type { ErrorCode, Peer, TaskActivity, TaskUpdate } from "../../src/index.js";
 import { FakeNats, timeout, until } from "./fake.js";
 
 const TENANT = "a0000000-0000-4000-8000-000000000001";
@@ -264,11 +265,23 @@ describe("live queries", () => {
 });
 
 describe("rooms", () => {
-  it("publishes and subscribes to topics on the room's subjects, dropping repeats", () => {
+  it("publishes client topics, refuses the service topics, and subscribes dropping repeats", () => {
     const fake = new FakeNats();
     const room = client(fake).room("tenant", TENANT);
-    room.publishTopic("taskUpdates", { taskId: "t", action: "created" });
-    assert.equal(fake.published[0]?.subject, `talkwai.room.tenant.${TENANT}.topic.taskUpdates`);
+    // The seed's notifyTaskUpdate body, typed by proto/schemas/rooms/taskActivity.json.
+    const activity: TaskActivity = { taskId: "t", action: "started", userId: "u", timestamp: 1 };
+    room.publishTopic("taskActivity", activity);
+    room.publishTopic("cursors", { x: 1 });
+    assert.deepEqual(
+      fake.published.map((p) => p.subject),
+      [`talkwai.room.tenant.${TENANT}.topic.taskActivity`, `talkwai.room.tenant.${TENANT}.topic.cursors`],
+    );
+    for (const topic of ["taskUpdates", "systemAlerts", "notifications", `notifications.${TENANT}`]) {
+      // @ts-expect-error service topics take no client message
+      assert.throws(() => room.publishTopic(topic as "taskUpdates", activity), (e: unknown) => e instanceof ForbiddenError && e.field === "topic");
+    }
+    assert.equal(fake.published.length, 2, "nothing is sent on a service topic");
+    assert.ok(isClientTopic("taskActivity") && !isClientTopic("taskUpdates"));
     const got: TaskUpdate[] = [];
     const stop = room.subscribeTopic("taskUpdates", (u) => got.push(u));
     const update = { taskId: "t", action: "started", status: "in_progress", userId: null, timestamp: 1, seq: 5 };
