@@ -239,13 +239,17 @@ pub enum KindArg {
 /// `talkwai token mint`.
 #[derive(Debug, Args)]
 pub struct MintArgs {
-    /// Member or admin.
-    #[arg(long, value_enum)]
-    pub kind: KindArg,
+    /// Member or admin (`member` with `--member`).
+    #[arg(long, value_enum, required_unless_present = "member")]
+    pub kind: Option<KindArg>,
     /// The `$users` id (`sub`).
-    #[arg(long)]
-    pub sub: Uuid,
-    /// The member's tenant.
+    #[arg(long, required_unless_present = "member", conflicts_with = "member")]
+    pub sub: Option<Uuid>,
+    /// A member id: read its `$users` link, tenant and role from the log (needs NATS) and mint
+    /// its token; no `--sub` needed.
+    #[arg(long, conflicts_with_all = ["sub", "role"])]
+    pub member: Option<Uuid>,
+    /// The member's tenant (with `--member`: where to look; any tenant when left out).
     #[arg(long)]
     pub tenant: Option<Uuid>,
     /// The role at minting time (informational).
