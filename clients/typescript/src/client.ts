@@ -67,6 +67,9 @@ export class TalkwaiClient {
       name: "talkwai-client",
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      // The bearer token also signs in to nats-server (its auth callout fences the connection
+      // to what the token may see); `options.nats` may bring other credentials instead.
+      ...(options.token === undefined ? {} : { token: options.token }),
       ...options.nats,
     });
     return new TalkwaiClient(nc, options);

@@ -144,6 +144,21 @@ pub fn redact(list: &str) -> String {
         .join(",")
 }
 
+/// Registers SIGINT and SIGTERM handlers now (from then on neither ends the process) and
+/// returns a future resolving on the first of them.
+pub fn shutdown_signals() -> Result<impl Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let register = |kind| signal(kind).map_err(|e| CliError::Nats(format!("signal handler: {e}")));
+    let mut interrupt = register(SignalKind::interrupt())?;
+    let mut terminate = register(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

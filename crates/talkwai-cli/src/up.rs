@@ -459,6 +459,8 @@ async fn serve(
     } else {
         DemoState::Seeded(demo::seed(client, &secrets.platform_token, &owner_token).await?)
     };
+    // Catch SIGINT/SIGTERM before the ready line: whoever waits for it may signal at once.
+    let shutdown = crate::shutdown_signals()?;
     print_banner(&Banner {
         demo: demo_state,
         owner_token: Some(&owner_token),
@@ -466,7 +468,7 @@ async fn serve(
         ..*banner
     })?;
     tokio::select! {
-        () = crate::shutdown_signal() => Ok(()),
+        () = shutdown => Ok(()),
         err = services.first_to_end() => Err(err),
     }
 }
@@ -690,9 +692,14 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         "talkwai up: rooms         the notifier in this process: topics talkwai.room.<type>.<id>.topic.<name>, presence talkwai.room.<type>.<id>.presence.{join,update,leave,heartbeat,get,events} (talkwai-presence)",
     )?;
     line(&format!(
-        "talkwai up: secrets       {data}/{} (platform token and JWT secret, {secrets_note})",
+        "talkwai up: secrets       {data}/{} (platform token, JWT secret, NATS passwords; {secrets_note})",
         secrets::FILE_NAME
     ))?;
+    if b.nats_local {
+        line(
+            "talkwai up: nats users    deploy/nats/auth.conf's (services, operator, tenant-acme); other clients sign in with a bearer token as the NATS auth token (auth callout), anonymous ones are refused",
+        )?;
+    }
     line(&format!("talkwai up: demo          {demo_note}"))?;
     if b.demo != DemoState::Skipped {
         line(&format!(
@@ -759,7 +766,8 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
             "  talkwai events show task/{pending} --tenant {t}  # one task's history and version"
         ))?;
         line(&format!(
-            "  TALKWAI_JWT_SECRET=<jwtSecret from {data}/secrets.json> talkwai token mint --kind member --sub <user uuid> --tenant {t}"
+            "  TALKWAI_JWT_SECRET=<jwtSecret from {data}/secrets.json> talkwai token mint --member {}  # a member's token (its $users link read from the log)",
+            demo::OWNER
         ))?;
         line(
             "  talkwai projections status                           # read models: checkpoint, lag, dead letters",

@@ -28,7 +28,7 @@ describe("the TypeScript client against talkwai up", { skip }, () => {
   let db: TalkwaiClient;
 
   before(async () => {
-    db = new TalkwaiClient(await connect({ servers: NATS, maxReconnectAttempts: -1, reconnectTimeWait: 100 }), { token: TOKEN });
+    db = new TalkwaiClient(await connect({ servers: NATS, token: TOKEN, maxReconnectAttempts: -1, reconnectTimeWait: 100 }), { token: TOKEN });
   });
   after(async () => {
     await db?.close();
