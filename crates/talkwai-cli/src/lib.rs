@@ -55,7 +55,7 @@ use std::time::Duration;
 pub use cli::Cli;
 pub use error::CliError;
 
-use cli::{Command, EventsCommand, RoomsCommand, TokenCommand};
+use cli::{Command, EventsCommand, MemberCommand, RoomsCommand, TokenCommand};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -69,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Events(EventsCommand::Export(args)) => events::export(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Import(args)) => events::import(&cli.nats_url, args).await,
         Command::Token(TokenCommand::Mint(args)) => token::run_mint(&cli.nats_url, args).await,
+        Command::Member(MemberCommand::Invite(args)) => member::invite(&cli.nats_url, args).await,
         Command::Projections(args) => projections::run(&cli.nats_url, args).await,
         Command::Up(args) => up::run(&cli.nats_url, args).await,
     }

@@ -1,11 +1,15 @@
 //! A member as the log of record says it is: its tenant, role, status and `$users` link, folded
-//! from its events (`talkwai token mint --member <id>` signs its token with that link as `sub`).
+//! from its events (`talkwai token mint --member <id>` signs its token with that link as `sub`),
+//! and `talkwai member invite`: identity, member and token in one step.
 
 use talkwai_domain::{AggregateRef, AggregateState, EntityKind};
 use uuid::Uuid;
 
+use crate::cli::InviteArgs;
 use crate::error::CliError;
 use crate::events;
+use crate::send::{SendOptions, send_command};
+use crate::token::{TokenSpec, mint, secret_from_env};
 
 /// What a token of the member needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,4 +90,61 @@ pub async fn resolve(
         user: user.0,
         role: live.role.as_str().to_owned(),
     })
+}
+
+/// Runs `talkwai member invite`: `user.create`, then `member.create` linked to it, then the
+/// member's token; prints `{"tenant", "user", "member", "token"}`. A refusal stops at that step
+/// (exit 1) and says what was already created.
+pub async fn invite(nats_url: &str, args: InviteArgs) -> Result<(), CliError> {
+    let secret = secret_from_env()?;
+    let token = args.token.ok_or_else(|| {
+        CliError::Usage("--token (or TALKWAI_TOKEN): the platform token or an admin's".into())
+    })?;
+    let client = crate::connect(nats_url).await?;
+    let (user, member) = (Uuid::new_v4(), Uuid::new_v4());
+    let steps = [
+        (
+            "talkwai.cmd.platform.user.create".to_owned(),
+            serde_json::json!({"id": user, "email": args.email}),
+        ),
+        (
+            format!("talkwai.cmd.{}.member.create", args.tenant),
+            serde_json::json!({"id": member, "firstName": args.first_name,
+                "lastName": args.last_name, "email": args.email, "role": args.role, "user": user}),
+        ),
+    ];
+    for (index, (subject, body)) in steps.iter().enumerate() {
+        let reply = send_command(
+            &client,
+            subject,
+            body.to_string().into(),
+            Some(&token),
+            Uuid::new_v4(),
+            SendOptions::default(),
+        )
+        .await?;
+        if let Err(error) = reply.reply.into_result() {
+            if index > 0 {
+                tracing::warn!(%user, "the $users identity was created; the member was not");
+            }
+            return Err(CliError::Rejected(error));
+        }
+    }
+    let link = resolve(&client, member, Some(args.tenant)).await?;
+    let token = mint(
+        &TokenSpec {
+            kind: talkwai_auth::PrincipalKind::Member,
+            sub: link.user,
+            tenant: Some(link.tenant),
+            role: Some(link.role),
+            ttl: args.ttl,
+            issuer: None,
+            audience: None,
+        },
+        &secret,
+    )?;
+    let out = serde_json::json!({
+        "tenant": args.tenant, "user": user, "member": member, "token": token,
+    });
+    crate::output::line(&out.to_string())
 }

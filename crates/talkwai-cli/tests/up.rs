@@ -789,6 +789,82 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         };
         assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
     }
+
+    // `member invite`: identity, member and token in one go; the token acts at once.
+    let platform = secrets_json(&data)["platformToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no platformToken"))
+        .to_owned();
+    let tenant_a = a.to_string();
+    let args = [
+        "member",
+        "invite",
+        "--tenant",
+        tenant_a.as_str(),
+        "--email",
+        "ivy@acme.com",
+        "--first-name",
+        "Ivy",
+        "--last-name",
+        "Invited",
+        "--role",
+        "manager",
+    ];
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_JWT_SECRET", &secret)
+        .env("TALKWAI_TOKEN", &platform)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "member invite: {}", run.stderr);
+    let invited = run.json();
+    let invited_token = invited["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {invited}"))
+        .to_owned();
+    match verifier.verify(&invited_token) {
+        Ok(talkwai_auth::Principal::User(claims)) => {
+            assert_eq!(claims.sub.0.to_string(), invited["user"], "{invited}");
+            assert_eq!(claims.role.as_deref(), Some("manager"));
+        }
+        other => panic!("the invite's token does not verify: {other:?}"),
+    }
+    let invited_client = try_connect(
+        async_nats::ConnectOptions::with_token(invited_token.clone()),
+        &ws_url,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the invite's token signs in over WebSocket: {e}"));
+    let reply = command(
+        &invited_client,
+        format!("talkwai.cmd.{a}.task.create"),
+        &invited_token,
+        common::task_body(Uuid::new_v4()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the invited member's command gets a reply: {e}"));
+    assert_eq!(reply["ok"], true, "{reply}");
+    // The same email again: refused (the identity's email is taken), exit 1.
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_JWT_SECRET", &secret)
+        .env("TALKWAI_TOKEN", &platform)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(
+        run.code, 1,
+        "a second invite of the same email: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("already_exists"), "{}", run.stderr);
+
+    drop(invited_client);
     drop(member_client);
     drop(operator);
     up.terminate().await;
