@@ -20,5 +20,5 @@ export { LiveQuery, queryBody } from "./query.js";
 export type { LiveQueryOptions, Query, QueryLevel, QueryOptions, QueryParams, QueryResult } from "./query.js";
 export { Presence, Room, sessionId } from "./rooms.js";
 export type { RoomType, TopicMessage, TopicMessages } from "./rooms.js";
-export { readClaims } from "./token.js";
+export { inboxPrefixFor, readClaims } from "./token.js";
 export type { TokenClaims } from "./token.js";

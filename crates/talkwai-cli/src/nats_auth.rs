@@ -7,7 +7,8 @@
 //! WebSocket) goes to [`run_callout`], which accepts only a valid bearer token as the NATS
 //! `auth_token` and answers with a NATS user fenced like the token: a member token gets the
 //! permissions of `auth.conf`'s `TENANT_ACME` with its own tenant in place of the demo tenant
-//! (the "auth callout templated on the tenant" of ARCHITECTURE.md), an admin or the platform
+//! (the "auth callout templated on the tenant" of ARCHITECTURE.md) and, in place of all of
+//! `_INBOX.>`, only its own reply inboxes ([`member_inbox_prefix`]); an admin or the platform
 //! token gets every command, query and room subject and still no event, JetStream or KV subject.
 //! An anonymous client is refused.
 //!
@@ -230,6 +231,37 @@ pub fn tenant_permissions(conf: &str, tenant: Uuid) -> Result<Permissions, NatsA
     Ok(permissions)
 }
 
+/// The reply-inbox prefix of a member's connections: `_INBOX.<$users id>`. A member may read
+/// only inboxes under it (`auth.conf`'s static tenant role allows all of `_INBOX.>`, where a
+/// wildcard subscription would read every other client's replies); clients set it as their
+/// inbox prefix (`inboxPrefixFor` in the TypeScript client, `custom_inbox_prefix` in Rust).
+pub fn member_inbox_prefix(user: Uuid) -> String {
+    format!("_INBOX.{user}")
+}
+
+/// A member's permissions: [`tenant_permissions`] with replies only to its own inboxes.
+pub fn member_permissions(
+    conf: &str,
+    tenant: Uuid,
+    user: Uuid,
+) -> Result<Permissions, NatsAuthError> {
+    let mut permissions = tenant_permissions(conf, tenant)?;
+    let own = format!("{}.>", member_inbox_prefix(user));
+    let mut replaced = false;
+    for subject in &mut permissions.subscribe.allow {
+        if subject == "_INBOX.>" {
+            *subject = own.clone();
+            replaced = true;
+        }
+    }
+    if !replaced {
+        return Err(NatsAuthError::Config(
+            "TENANT_ACME no longer subscribes to _INBOX.>".into(),
+        ));
+    }
+    Ok(permissions)
+}
+
 /// An admin's or the platform token's permissions: every command, query and room subject, no
 /// event, JetStream or KV subject.
 pub fn admin_permissions() -> Permissions {
@@ -350,7 +382,7 @@ fn user_claims(
         Principal::User(claims) => match (claims.kind, claims.tenant) {
             (PrincipalKind::Member, Some(tenant)) => (
                 format!("member/{}", claims.sub.0),
-                tenant_permissions(AUTH_CONF, tenant.0).map_err(|e| e.to_string())?,
+                member_permissions(AUTH_CONF, tenant.0, claims.sub.0).map_err(|e| e.to_string())?,
                 claims.exp,
             ),
             (PrincipalKind::Member, None) => return Err("member tokens must name a tenant".into()),
@@ -508,10 +540,11 @@ mod tests {
         let secret = SecretString::from("jwt-secret");
         let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
         let tenant = Uuid::new_v4();
+        let member = Uuid::new_v4();
         let token = crate::token::mint(
             &crate::token::TokenSpec {
                 kind: PrincipalKind::Member,
-                sub: Uuid::new_v4(),
+                sub: member,
                 tenant: Some(tenant),
                 role: None,
                 ttl: std::time::Duration::from_secs(60),
@@ -552,6 +585,11 @@ mod tests {
         assert_eq!(
             user_claims["nats"]["pub"]["allow"][0],
             format!("talkwai.cmd.{tenant}.>")
+        );
+        assert_eq!(
+            user_claims["nats"]["sub"]["allow"][0],
+            format!("_INBOX.{member}.>"),
+            "a member reads only its own inboxes"
         );
 
         for bad in [None, Some("not-a-token")] {

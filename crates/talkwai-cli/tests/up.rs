@@ -455,6 +455,12 @@ async fn try_connect(
     }
 }
 
+/// A member token's NATS sign-in: the token, and its own reply-inbox prefix.
+fn member_login(token: &str, user: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_token(token.to_owned())
+        .custom_inbox_prefix(format!("_INBOX.{user}"))
+}
+
 /// Subscribes and proves the subscription is in place with a probe from `prober` (which must
 /// be allowed to publish there).
 async fn subscribed(
@@ -575,7 +581,8 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
             .last_sequence
     };
     for url in [&tcp_url, &ws_url] {
-        let tenant = try_connect(async_nats::ConnectOptions::with_token(token.clone()), url)
+        let owner_user = demo::OWNER_USER.to_string();
+        let tenant = try_connect(member_login(&token, &owner_user), url)
             .await
             .unwrap_or_else(|e| panic!("a tenant token on {url} connects: {e}"));
 
@@ -605,6 +612,11 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
             .subscribe("talkwai.evt.>")
             .await
             .unwrap_or_else(|e| panic!("subscribe: {e}"));
+        // Other clients' replies (command replies carry events, query replies data).
+        let mut all_inboxes = tenant
+            .subscribe("_INBOX.>")
+            .await
+            .unwrap_or_else(|e| panic!("subscribe: {e}"));
         // Let the server answer the subscriptions (or refuse them) before publishing.
         tokio::time::sleep(Duration::from_millis(300)).await;
         for (subject, _) in &foreign {
@@ -613,6 +625,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
                 .await
                 .unwrap_or_else(|e| panic!("publish: {e}"));
         }
+        operator
+            .publish(format!("_INBOX.{}.reply", Uuid::new_v4()), "secret".into())
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
         operator
             .publish(
                 format!("talkwai.room.tenant.{a}.topic.taskUpdates"),
@@ -631,6 +647,11 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         silent(
             &mut all_events,
             &format!("talkwai.evt.> to a tenant-A client on {url}"),
+        )
+        .await;
+        silent(
+            &mut all_inboxes,
+            &format!("another client's inbox to a tenant-A client on {url}"),
         )
         .await;
 
@@ -749,7 +770,7 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         other => panic!("the minted token does not verify: {other:?}"),
     }
     let member_client = try_connect(
-        async_nats::ConnectOptions::with_token(minted.clone()),
+        member_login(&minted, &demo::OWNER_USER.to_string()),
         &tcp_url,
     )
     .await
@@ -833,7 +854,7 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         other => panic!("the invite's token does not verify: {other:?}"),
     }
     let invited_client = try_connect(
-        async_nats::ConnectOptions::with_token(invited_token.clone()),
+        member_login(&invited_token, invited["user"].as_str().unwrap_or_default()),
         &ws_url,
     )
     .await

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
-import { InvalidTransitionError, TalkwaiClient, UnavailableError, ValidationFailedError, id } from "../../src/index.js";
+import { InvalidTransitionError, TalkwaiClient, UnavailableError, ValidationFailedError, id, inboxPrefixFor } from "../../src/index.js";
 import type { Peer, TaskUpdate } from "../../src/index.js";
 
 const env = process.env;
@@ -28,7 +28,7 @@ describe("the TypeScript client against talkwai up", { skip }, () => {
   let db: TalkwaiClient;
 
   before(async () => {
-    db = new TalkwaiClient(await connect({ servers: NATS, token: TOKEN, maxReconnectAttempts: -1, reconnectTimeWait: 100 }), { token: TOKEN });
+    db = new TalkwaiClient(await connect({ servers: NATS, token: TOKEN, inboxPrefix: inboxPrefixFor(TOKEN), maxReconnectAttempts: -1, reconnectTimeWait: 100 }), { token: TOKEN });
   });
   after(async () => {
     await db?.close();

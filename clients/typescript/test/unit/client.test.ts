@@ -13,6 +13,7 @@ import {
   UnavailableError,
   ValidationFailedError,
   errorFromBody,
+  inboxPrefixFor,
   readClaims,
 } from "../../src/index.js";
 import type { ErrorCode, Peer, TaskUpdate } from "../../src/index.js";
@@ -68,6 +69,13 @@ describe("tokens", () => {
     assert.equal(readClaims(MEMBER)?.kind, "member");
     assert.equal(readClaims("platform-token"), undefined);
     assert.equal(new TalkwaiClient(new FakeNats().transport(), { token: MEMBER }).tenant, TENANT);
+  });
+
+  it("gives a member's connection its own reply-inbox prefix", () => {
+    assert.equal(inboxPrefixFor(MEMBER), `_INBOX.${readClaims(MEMBER)?.sub}`);
+    assert.equal(inboxPrefixFor(jwt({ sub: "u-1", kind: "admin", exp: 9999999999 })), "_INBOX");
+    assert.equal(inboxPrefixFor("platform-token"), "_INBOX");
+    assert.equal(inboxPrefixFor(undefined), "_INBOX");
   });
 });
 
