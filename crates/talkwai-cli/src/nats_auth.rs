@@ -263,20 +263,27 @@ pub fn member_permissions(
 }
 
 /// An admin's or the platform token's permissions: every command, query and room subject, no
-/// event, JetStream or KV subject.
-pub fn admin_permissions() -> Permissions {
+/// event, JetStream or KV subject, and no room subject the tenant role may not publish either
+/// (the services' topics, as `auth.conf` says).
+pub fn admin_permissions(conf: &str) -> Result<Permissions, NatsAuthError> {
     let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    Permissions {
+    let mut deny = strings(&["talkwai.evt.>", "$JS.>", "$KV.>"]);
+    for subject in tenant_permissions(conf, Uuid::nil())?.publish.deny {
+        if subject.starts_with("talkwai.room.") && !deny.contains(&subject) {
+            deny.push(subject);
+        }
+    }
+    Ok(Permissions {
         publish: Fence {
             allow: strings(&["talkwai.cmd.>", "talkwai.qry.>", "talkwai.room.>"]),
-            deny: strings(&["talkwai.evt.>", "$JS.>", "$KV.>"]),
+            deny,
         },
         subscribe: Fence {
             allow: strings(&["_INBOX.>", "talkwai.qry.*.live.>", "talkwai.room.>"]),
             deny: strings(&["talkwai.evt.>", "talkwai.cmd.>"]),
         },
         allow_responses: true,
-    }
+    })
 }
 
 fn now_secs() -> u64 {
@@ -376,7 +383,7 @@ fn user_claims(
     let (name, permissions, exp) = match principal {
         Principal::Platform => (
             "platform".to_owned(),
-            admin_permissions(),
+            admin_permissions(AUTH_CONF).map_err(|e| e.to_string())?,
             now + DEFAULT_USER_TTL_SECS,
         ),
         Principal::User(claims) => match (claims.kind, claims.tenant) {
@@ -388,7 +395,7 @@ fn user_claims(
             (PrincipalKind::Member, None) => return Err("member tokens must name a tenant".into()),
             (PrincipalKind::Admin, _) => (
                 format!("admin/{}", claims.sub.0),
-                admin_permissions(),
+                admin_permissions(AUTH_CONF).map_err(|e| e.to_string())?,
                 claims.exp,
             ),
         },
@@ -484,7 +491,12 @@ mod tests {
                 format!("talkwai.room.tenant.{t}.>"),
             ]
         );
-        assert_eq!(p.publish.deny, ["talkwai.evt.>", "$JS.>", "$KV.>"]);
+        for denied in ["talkwai.evt.>", "$JS.>", "$KV.>"] {
+            assert!(
+                p.publish.deny.iter().any(|d| d == denied),
+                "{denied} denied"
+            );
+        }
         assert_eq!(
             p.subscribe.allow,
             [
@@ -493,7 +505,25 @@ mod tests {
                 format!("talkwai.room.tenant.{t}.>"),
             ]
         );
-        assert_eq!(p.subscribe.deny, ["talkwai.evt.>", "talkwai.cmd.>"]);
+        for denied in ["talkwai.evt.>", "talkwai.cmd.>"] {
+            assert!(
+                p.subscribe.deny.iter().any(|d| d == denied),
+                "{denied} denied"
+            );
+        }
+        let admin = admin_permissions(AUTH_CONF).expect("admin");
+        for denied in p
+            .publish
+            .deny
+            .iter()
+            .filter(|d| d.starts_with("talkwai.room."))
+        {
+            assert!(
+                admin.publish.deny.contains(denied),
+                "admins are denied {denied} too"
+            );
+        }
+        assert!(admin.publish.deny.iter().any(|d| d == "talkwai.evt.>"));
         assert!(p.allow_responses);
         assert!(
             !format!("{p:?}").contains(TEMPLATE_TENANT),
