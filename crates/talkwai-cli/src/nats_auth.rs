@@ -100,14 +100,23 @@ pub fn server_config(conf: &str, secrets: &NatsSecrets) -> Result<String, NatsAu
         }
         text = text.replace(var, &quote(secret.expose_secret()));
     }
-    if let Some(at) = text.find("$TALKWAI_") {
+    // A password variable of a user `up` does not know (no service of `up` signs in as it):
+    // a fresh random password for this run, so the user exists but nobody knows it.
+    while let Some(at) = text.find("$TALKWAI_") {
         let var: String = text[at..]
             .chars()
             .take_while(|c| *c == '$' || *c == '_' || c.is_ascii_alphanumeric())
             .collect();
-        return Err(NatsAuthError::Config(format!(
-            "{var} has no value in talkwai up"
-        )));
+        if !(var.starts_with("$TALKWAI_NATS_") && var.ends_with("_PASSWORD")) {
+            return Err(NatsAuthError::Config(format!(
+                "{var} has no value in talkwai up"
+            )));
+        }
+        let password: String = rand::random::<[u8; 24]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        text = text.replace(&var, &quote(&password));
     }
     let users = config_users(conf);
     if users.is_empty() {
@@ -558,6 +567,23 @@ mod tests {
         }
         assert!(matches!(
             server_config("authorization { users: [] }", &secrets),
+            Err(NatsAuthError::Config(_))
+        ));
+        // A user added to auth.conf later gets a password nobody knows, not a failure.
+        let added = AUTH_CONF.replacen(
+            "  users: [",
+            "  users: [\n    { user: newcomer, password: $TALKWAI_NATS_NEWCOMER_PASSWORD }",
+            1,
+        );
+        let text = server_config(&added, &secrets).expect("config with a new user");
+        assert!(!text.contains("$TALKWAI_"));
+        assert!(
+            text.contains("\"newcomer\""),
+            "the new user bypasses the callout too"
+        );
+        let unknown = AUTH_CONF.replacen("users: [", "x: $TALKWAI_OTHER\n  users: [", 1);
+        assert!(matches!(
+            server_config(&unknown, &secrets),
             Err(NatsAuthError::Config(_))
         ));
     }
