@@ -51,7 +51,9 @@ async function timed(what, fn, limitMs) {
   return ms;
 }
 
-const nc = await connect({ servers: NATS });
+// The platform token signs in to nats-server too (its auth callout lets it reach every
+// tenant's commands, queries and rooms, as the other tenant's setup below needs).
+const nc = await connect({ servers: NATS, token: PLATFORM });
 const ops = new TalkwaiClient(nc, { token: OWNER });
 const platform = new TalkwaiClient(nc, { token: PLATFORM });
 

@@ -15,7 +15,7 @@ import { LiveQuery, runQuery } from "./query.js";
 import type { LiveQueryOptions, Query, QueryOptions, QueryResult } from "./query.js";
 import { Room } from "./rooms.js";
 import type { RoomType } from "./rooms.js";
-import { readClaims } from "./token.js";
+import { inboxPrefixFor, readClaims } from "./token.js";
 import type { TokenClaims } from "./token.js";
 
 /** A new id for an entity or a command (a random UUID, like the seed's `id()`). */
@@ -67,6 +67,10 @@ export class TalkwaiClient {
       name: "talkwai-client",
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      // The bearer token also signs in to nats-server (its auth callout fences the connection
+      // to what the token may see, a member's replies to its own inbox prefix); `options.nats`
+      // may bring other credentials instead.
+      ...(options.token === undefined ? {} : { token: options.token, inboxPrefix: inboxPrefixFor(options.token) }),
       ...options.nats,
     });
     return new TalkwaiClient(nc, options);

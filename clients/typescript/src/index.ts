@@ -20,5 +20,5 @@ export { LiveQuery, queryBody } from "./query.js";
 export type { LiveQueryOptions, QueryOptions, QueryResult } from "./query.js";
 export { Presence, Room, SERVICE_TOPICS, isClientTopic, sessionId } from "./rooms.js";
 export type { ClientTopicMessage, RoomType, ServiceTopic, TopicMessage, TopicMessages } from "./rooms.js";
-export { readClaims } from "./token.js";
+export { inboxPrefixFor, readClaims } from "./token.js";
 export type { TokenClaims } from "./token.js";

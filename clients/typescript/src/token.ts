@@ -39,3 +39,14 @@ export function readClaims(token: string): TokenClaims | undefined {
     return undefined;
   }
 }
+
+/**
+ * The reply-inbox prefix a connection signed in with `token` must use: `_INBOX.<sub>` for a
+ * member token (nats-server lets a member read only its own inboxes, so no one reads another's
+ * replies), the default `_INBOX` otherwise. Pass it as `inboxPrefix` when you make the NATS
+ * connection yourself; `TalkwaiClient.connect` does.
+ */
+export function inboxPrefixFor(token: string | undefined): string {
+  const claims = token === undefined ? undefined : readClaims(token);
+  return claims?.kind === "member" ? `_INBOX.${claims.sub}` : "_INBOX";
+}

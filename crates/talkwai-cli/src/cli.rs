@@ -51,6 +51,9 @@ pub enum Command {
     /// Mint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Members in one step.
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Inspect and operate the PostgreSQL read models (the projector).
     Projections(ProjectionsArgs),
     /// Run the whole system locally: nats-server, PostgreSQL, the command service, the
@@ -236,16 +239,54 @@ pub enum KindArg {
     Admin,
 }
 
+/// `talkwai member ...`.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Create a `$users` identity and a member linked to it, then print both ids and the
+    /// member's token (needs the platform token or an admin's, and `TALKWAI_JWT_SECRET`).
+    Invite(InviteArgs),
+}
+
+/// `talkwai member invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The tenant.
+    #[arg(long)]
+    pub tenant: Uuid,
+    /// Email (of the identity and the member).
+    #[arg(long)]
+    pub email: String,
+    /// First name.
+    #[arg(long)]
+    pub first_name: String,
+    /// Last name.
+    #[arg(long)]
+    pub last_name: String,
+    /// Role in the tenant: `user`, `manager` or `owner`.
+    #[arg(long, default_value = "user")]
+    pub role: String,
+    /// Bearer token allowed to create identities: the platform token or an admin's JWT.
+    #[arg(long, env = "TALKWAI_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// Lifetime of the printed token: `90s`, `15m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
 /// `talkwai token mint`.
 #[derive(Debug, Args)]
 pub struct MintArgs {
-    /// Member or admin.
-    #[arg(long, value_enum)]
-    pub kind: KindArg,
+    /// Member or admin (`member` with `--member`).
+    #[arg(long, value_enum, required_unless_present = "member")]
+    pub kind: Option<KindArg>,
     /// The `$users` id (`sub`).
-    #[arg(long)]
-    pub sub: Uuid,
-    /// The member's tenant.
+    #[arg(long, required_unless_present = "member", conflicts_with = "member")]
+    pub sub: Option<Uuid>,
+    /// A member id: read its `$users` link, tenant and role from the log (needs NATS) and mint
+    /// its token; no `--sub` needed.
+    #[arg(long, conflicts_with_all = ["sub", "role"])]
+    pub member: Option<Uuid>,
+    /// The member's tenant (with `--member`: where to look; any tenant when left out).
     #[arg(long)]
     pub tenant: Option<Uuid>,
     /// The role at minting time (informational).

@@ -90,6 +90,9 @@ pub enum CliError {
     /// A rebuild's parity check found differences; nothing was swapped.
     #[error("parity check failed: the new generation differs from the live one; nothing swapped")]
     ParityFailed,
+    /// The NATS users and permissions of `talkwai up` could not be set up.
+    #[error("nats auth")]
+    NatsAuth(#[from] crate::nats_auth::NatsAuthError),
     /// The demo could not be seeded.
     #[error("seeding the demo: {0}")]
     Seed(String),

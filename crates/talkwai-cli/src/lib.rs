@@ -26,8 +26,10 @@
 //! - [`events`]: `events tail`, `events show`, `events export` and `events import`.
 //! - [`token`]: `token mint`.
 //! - [`projections`]: the read models' status, dead letters, retries, rebuilds and replays.
-//! - [`up`]: the local system; [`demo`] its seed, [`secrets`] its `secrets.json` and
-//!   [`dashboard`] the browser dashboard it serves.
+//! - [`up`]: the local system; [`demo`] its seed, [`secrets`] its `secrets.json`,
+//!   [`nats_auth`] its NATS users, permissions and auth callout, [`guard`] the servers' death
+//!   with it and leftovers of a killed run, and [`dashboard`] the browser dashboard it serves.
+//! - [`member`]: a member's `$users` link, read from the log (`token mint --member`).
 //! - [`error`]: [`CliError`] and the exit codes; [`output`]: stdout that tolerates a closed pipe.
 
 pub mod cli;
@@ -35,6 +37,9 @@ pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod guard;
+pub mod member;
+pub mod nats_auth;
 pub mod output;
 pub mod projections;
 pub mod query;
@@ -50,7 +55,7 @@ use std::time::Duration;
 pub use cli::Cli;
 pub use error::CliError;
 
-use cli::{Command, EventsCommand, RoomsCommand, TokenCommand};
+use cli::{Command, EventsCommand, MemberCommand, RoomsCommand, TokenCommand};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -63,23 +68,96 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Events(EventsCommand::Show(args)) => events::show(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Export(args)) => events::export(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Import(args)) => events::import(&cli.nats_url, args).await,
-        Command::Token(TokenCommand::Mint(args)) => token::run_mint(args),
+        Command::Token(TokenCommand::Mint(args)) => token::run_mint(&cli.nats_url, args).await,
+        Command::Member(MemberCommand::Invite(args)) => member::invite(&cli.nats_url, args).await,
         Command::Projections(args) => projections::run(&cli.nats_url, args).await,
         Command::Up(args) => up::run(&cli.nats_url, args).await,
     }
 }
 
-/// Connects to NATS, failing fast when nobody listens.
+/// Connects to NATS, failing fast when nobody listens. Credentials in the URL
+/// (`nats://user:password@host:port`, or `nats://token@host:port`) sign in.
 pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
-    async_nats::ConnectOptions::new()
+    let (options, servers) = connect_options(url);
+    options
         .name("talkwai-cli")
         .connection_timeout(Duration::from_secs(5))
-        .connect(talkwai_eventstore::server_urls(url))
+        .connect(servers)
         .await
         .map_err(|e| CliError::Connect {
-            url: url.to_owned(),
+            url: redact(url),
             message: e.to_string(),
         })
+}
+
+/// The connect options and server URLs of a `TALKWAI_NATS_URL` value (one URL or several,
+/// comma separated): the first `user:password@` (or `token@`) found signs in, and is removed
+/// from every URL (the client does not read credentials from URLs itself).
+pub fn connect_options(list: &str) -> (async_nats::ConnectOptions, Vec<String>) {
+    let mut options = async_nats::ConnectOptions::new();
+    let mut signed_in = false;
+    let servers = talkwai_eventstore::server_urls(list)
+        .into_iter()
+        .map(|url| {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let Some((userinfo, host)) = authority.rsplit_once('@') else {
+                return url.to_owned();
+            };
+            if !signed_in {
+                signed_in = true;
+                options = match userinfo.split_once(':') {
+                    Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(
+                        user.to_owned(),
+                        password.to_owned(),
+                    ),
+                    None => async_nats::ConnectOptions::with_token(userinfo.to_owned()),
+                };
+            }
+            format!("{scheme}://{host}{path}")
+        })
+        .collect();
+    (options, servers)
+}
+
+/// `url` with any password or token replaced by `***` (for messages).
+pub fn redact(list: &str) -> String {
+    talkwai_eventstore::server_urls(list)
+        .into_iter()
+        .map(|url| {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_owned();
+            };
+            match rest.split_once('@') {
+                Some((userinfo, host)) if !host.contains('@') => {
+                    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+                    let shown = if user.is_empty() {
+                        "***".to_owned()
+                    } else {
+                        format!("{user}:***")
+                    };
+                    format!("{scheme}://{shown}@{host}")
+                }
+                _ => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Registers SIGINT and SIGTERM handlers now (from then on neither ends the process) and
+/// returns a future resolving on the first of them.
+pub fn shutdown_signals() -> Result<impl Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let register = |kind| signal(kind).map_err(|e| CliError::Nats(format!("signal handler: {e}")));
+    let mut interrupt = register(SignalKind::interrupt())?;
+    let mut terminate = register(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -93,5 +171,22 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_sign_in_and_are_removed() {
+        let (_, servers) = connect_options("nats://operator:pw@127.0.0.1:4222, nats://n2:4222");
+        assert_eq!(servers, ["nats://127.0.0.1:4222", "nats://n2:4222"]);
+        let (_, servers) = connect_options("nats://127.0.0.1:4222");
+        assert_eq!(servers, ["nats://127.0.0.1:4222"]);
+        assert_eq!(
+            redact("nats://operator:pw@127.0.0.1:4222,nats://tok@h:1"),
+            "nats://operator:***@127.0.0.1:4222,nats://***@h:1"
+        );
     }
 }

@@ -70,21 +70,46 @@ pub fn secret_from_env() -> Result<SecretString, CliError> {
     }
 }
 
-/// Runs `talkwai token mint`: prints the token and nothing else.
-pub fn run_mint(args: MintArgs) -> Result<(), CliError> {
-    let spec = TokenSpec {
-        kind: match args.kind {
-            KindArg::Member => PrincipalKind::Member,
-            KindArg::Admin => PrincipalKind::Admin,
+/// Runs `talkwai token mint`: prints the token and nothing else. With `--member`, the
+/// member's `$users` link, tenant and role come from the log.
+pub async fn run_mint(nats_url: &str, args: MintArgs) -> Result<(), CliError> {
+    let secret = secret_from_env()?;
+    let spec = match args.member {
+        Some(member) => {
+            if args.kind == Some(KindArg::Admin) {
+                return Err(CliError::Usage(
+                    "--member mints member tokens: leave out --kind admin".into(),
+                ));
+            }
+            let client = crate::connect(nats_url).await?;
+            let link = crate::member::resolve(&client, member, args.tenant).await?;
+            TokenSpec {
+                kind: PrincipalKind::Member,
+                sub: link.user,
+                tenant: Some(link.tenant),
+                role: Some(link.role),
+                ttl: args.ttl,
+                issuer: args.issuer,
+                audience: args.audience,
+            }
+        }
+        None => TokenSpec {
+            kind: match args.kind {
+                Some(KindArg::Admin) => PrincipalKind::Admin,
+                Some(KindArg::Member) => PrincipalKind::Member,
+                None => return Err(CliError::Usage("--kind or --member is required".into())),
+            },
+            sub: args
+                .sub
+                .ok_or_else(|| CliError::Usage("--sub or --member is required".into()))?,
+            tenant: args.tenant,
+            role: args.role,
+            ttl: args.ttl,
+            issuer: args.issuer,
+            audience: args.audience,
         },
-        sub: args.sub,
-        tenant: args.tenant,
-        role: args.role,
-        ttl: args.ttl,
-        issuer: args.issuer,
-        audience: args.audience,
     };
-    let token = mint(&spec, &secret_from_env()?)?;
+    let token = mint(&spec, &secret)?;
     crate::output::line(&token)
 }
 

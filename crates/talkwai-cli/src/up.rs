@@ -6,6 +6,11 @@
 //! prints what to try (dashboard URLs with dev tokens included), and on SIGINT/SIGTERM stops
 //! the services in reverse order of their start (each draining what it has in flight) and then
 //! the servers, keeping their data.
+//!
+//! nats-server runs production's users and permissions (`deploy/nats/auth.conf`, see
+//! [`nats_auth`]): the services sign in as their users, `up` itself and the printed URL as
+//! `operator`, browsers and other clients with a bearer token through the auth callout; the
+//! servers die with `up` and a leftover of a killed run is stopped first (see [`guard`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +28,9 @@ use uuid::Uuid;
 
 use crate::cli::UpArgs;
 use crate::error::CliError;
+use crate::guard::{self, Guardian};
 use crate::output::line;
-use crate::{dashboard, demo, events, secrets};
+use crate::{dashboard, demo, events, nats_auth, secrets};
 
 /// The line `talkwai up` prints once everything runs (scripts and tests wait for it).
 pub const READY_LINE: &str = "talkwai up: ready";
@@ -59,15 +65,30 @@ fn free_preferred(port: u16) -> Option<u16> {
     (port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()).then_some(port)
 }
 
-/// Starts nats-server with JetStream and a WebSocket listener for browsers (no TLS: loopback
-/// only; no users, like the client port of this local system).
-async fn start_nats(store: PathBuf, port: u16, ws_port: u16) -> Result<NatsServer, CliError> {
+/// The nats-server pid file in the store dir (how a later `up` finds a leftover server).
+const NATS_PID_FILE: &str = "nats-server.pid";
+
+/// Starts nats-server with JetStream, a WebSocket listener for browsers (no TLS: loopback
+/// only) and `auth` (the users, permissions and auth callout of [`nats_auth`]), after
+/// stopping a leftover server of this store dir.
+async fn start_nats(
+    store: PathBuf,
+    port: u16,
+    ws_port: u16,
+    auth: &str,
+) -> Result<NatsServer, CliError> {
+    let pid_file = store.join(NATS_PID_FILE);
+    guard::stop_leftover_nats(&pid_file).await?;
     let builder = || {
         NatsServer::builder()
             .store_dir(store.clone())
             .persistent(true)
             .server_name("talkwai-local")
             .websocket(true)
+            .extra_config(format!(
+                "pid_file: {}\n{auth}",
+                nats_auth::quote(&pid_file.to_string_lossy())
+            ))
     };
     if let Some(port) = free_preferred(port) {
         let preferred = match free_preferred(ws_port) {
@@ -85,7 +106,9 @@ async fn start_nats(store: PathBuf, port: u16, ws_port: u16) -> Result<NatsServe
     })
 }
 
+/// Starts PostgreSQL on `data`, after stopping a leftover postmaster of that data dir.
 async fn start_postgres(data: PathBuf, port: u16) -> Result<Postgres, CliError> {
+    guard::stop_leftover_postgres(&data).await?;
     let builder = || {
         Postgres::builder()
             .data_dir(data.clone())
@@ -122,6 +145,19 @@ fn projector_config(
     config.database_url = database_url.to_owned();
     config.instance = "talkwai-up".to_owned();
     Ok(config)
+}
+
+/// `TALKWAI_QUERY_MAX_ROWS` (as the projector binary reads it), else the query API's default.
+fn query_max_rows() -> Result<usize, CliError> {
+    match std::env::var("TALKWAI_QUERY_MAX_ROWS") {
+        Err(_) => Ok(talkwai_query::exec::DEFAULT_MAX_ROWS),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(CliError::Usage(format!(
+                "TALKWAI_QUERY_MAX_ROWS={text} is not a positive integer"
+            ))),
+        },
+    }
 }
 
 /// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
@@ -267,14 +303,27 @@ enum DemoState {
     Skipped,
 }
 
-/// The local servers; stopped gracefully (data kept) by [`Servers::stop`], killed by drop.
+/// The local servers; stopped gracefully (data kept) by [`Servers::stop`], killed by drop,
+/// and signalled by their guardians when this process dies.
 struct Servers {
     nats: Option<NatsServer>,
     postgres: Option<Postgres>,
+    guardians: Vec<Guardian>,
 }
 
 impl Servers {
+    /// Guards the server with `pid` (see [`guard`]): it gets `signal` when `up` dies.
+    fn guard(&mut self, pid: Option<u32>, signal: &str) -> Result<(), CliError> {
+        if let Some(pid) = pid {
+            self.guardians.push(Guardian::start(pid, signal)?);
+        }
+        Ok(())
+    }
+
     async fn stop(mut self) {
+        for guardian in self.guardians.drain(..) {
+            guardian.disarm().await;
+        }
         if let Some(nats) = self.nats.as_mut()
             && let Err(err) = nats.stop().await
         {
@@ -288,23 +337,75 @@ impl Servers {
     }
 }
 
-/// Builds and starts the in-process services, in order: the command service, the projector,
-/// the query API over the projector's pool (same platform token and JWT secret as the command
-/// service), the notifier.
+/// How the in-process services sign in to NATS: as the users of `auth.conf` on the local
+/// server, with the credentials of the URL on an external one.
+enum Login<'a> {
+    Local(&'a secrets::NatsSecrets),
+    External(&'a str),
+}
+
+impl Login<'_> {
+    fn options(
+        &self,
+        user: &str,
+        password: impl Fn(&secrets::NatsSecrets) -> &SecretString,
+    ) -> async_nats::ConnectOptions {
+        match self {
+            Login::Local(nats) => async_nats::ConnectOptions::with_user_and_password(
+                user.to_owned(),
+                password(nats).expose_secret().to_owned(),
+            ),
+            Login::External(url) => crate::connect_options(url).0,
+        }
+    }
+}
+
+/// Builds and starts the in-process services, in order: the auth callout (local NATS only),
+/// the command service, the projector, the query API over the projector's pool (same platform
+/// token and JWT secret as the command service), the notifier.
 async fn start_services(
     services: &mut Services,
+    client: &async_nats::Client,
+    login: &Login<'_>,
     nats_url: &str,
     postgres_url: &str,
     secrets: &secrets::Secrets,
 ) -> Result<(), CliError> {
-    let commands = CommandService::build(service_config(nats_url, secrets)?).await?;
+    let verifier = || {
+        TokenVerifier::new(
+            Some(secrets.platform_token.clone()),
+            Some(secrets.jwt_secret.clone()),
+            None,
+            None,
+        )
+    };
+    if let Login::Local(nats) = login {
+        let (client, verifier, key) = (
+            client.clone(),
+            verifier(),
+            std::sync::Arc::clone(&nats.callout_key),
+        );
+        services.spawn("auth callout", |stopped| {
+            nats_auth::run_callout(client, verifier, key, async {
+                let _ = stopped.await;
+            })
+        });
+    }
+    let commands = CommandService::build_with(
+        service_config(nats_url, secrets)?,
+        login.options("command-service", |n| &n.command_password),
+    )
+    .await?;
     services.spawn("command service", |stopped| {
         commands.run(async {
             let _ = stopped.await;
         })
     });
-    let projector =
-        talkwai_projector::Projector::build(projector_config(nats_url, postgres_url)?).await?;
+    let projector = talkwai_projector::Projector::build_with(
+        projector_config(nats_url, postgres_url)?,
+        login.options("projector", |n| &n.projector_password),
+    )
+    .await?;
     let pool = projector.pool().clone();
     let query_client = projector.store().client().clone();
     services.spawn("projector", |stopped| {
@@ -312,19 +413,17 @@ async fn start_services(
             let _ = stopped.await;
         })
     });
-    let verifier = TokenVerifier::new(
-        Some(secrets.platform_token.clone()),
-        Some(secrets.jwt_secret.clone()),
-        None,
-        None,
-    );
-    let queries = QueryService::new(pool, verifier);
+    let queries = QueryService::new(pool, verifier()).with_max_rows(query_max_rows()?);
     services.spawn("query service", |stopped| {
         queries.run(query_client, async {
             let _ = stopped.await;
         })
     });
-    let notifier = Notifier::build(notifier_config(nats_url, secrets)?).await?;
+    let notifier = Notifier::build_with(
+        notifier_config(nats_url, secrets)?,
+        login.options("notifier", |n| &n.notifier_password),
+    )
+    .await?;
     services.spawn("notifier", |stopped| {
         notifier.run(async {
             let _ = stopped.await;
@@ -373,6 +472,8 @@ async fn serve(
     } else {
         DemoState::Seeded(demo::seed(client, &secrets.platform_token, &owner_token).await?)
     };
+    // Catch SIGINT/SIGTERM before the ready line: whoever waits for it may signal at once.
+    let shutdown = crate::shutdown_signals()?;
     print_banner(&Banner {
         demo: demo_state,
         owner_token: Some(&owner_token),
@@ -380,27 +481,59 @@ async fn serve(
         ..*banner
     })?;
     tokio::select! {
-        () = crate::shutdown_signal() => Ok(()),
+        () = shutdown => Ok(()),
         err = services.first_to_end() => Err(err),
     }
 }
 
 /// Runs `talkwai up` until SIGINT or SIGTERM.
 pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
-    let data = data_dir(args.data_dir)?;
+    let data = data_dir(args.data_dir.clone())?;
     let secrets = secrets::load_or_create(&data.join(secrets::FILE_NAME))?;
 
     let mut servers = Servers {
         nats: None,
         postgres: None,
+        guardians: Vec::new(),
     };
-    if !args.no_nats {
-        servers.nats = Some(start_nats(data.join("nats"), args.nats_port, args.ws_port).await?);
+    let outcome = run_with(nats_url, args, &data, &secrets, &mut servers).await;
+    servers.stop().await;
+    if outcome.is_ok() {
+        line(&format!(
+            "talkwai up: stopped; data kept in {}",
+            data.display()
+        ))?;
     }
-    let nats_url = servers
-        .nats
-        .as_ref()
-        .map_or_else(|| nats_url.to_owned(), NatsServer::url);
+    outcome
+}
+
+/// Starts the servers (into `servers`, which the caller stops), the services and the
+/// dashboard, then serves until SIGINT/SIGTERM and stops the services.
+async fn run_with(
+    nats_url: &str,
+    args: UpArgs,
+    data: &Path,
+    secrets: &secrets::Secrets,
+    servers: &mut Servers,
+) -> Result<(), CliError> {
+    if !args.no_nats {
+        let auth = nats_auth::server_config(nats_auth::AUTH_CONF, &secrets.nats)?;
+        let nats = start_nats(data.join("nats"), args.nats_port, args.ws_port, &auth).await?;
+        let pid = nats.pid();
+        servers.nats = Some(nats);
+        servers.guard(pid, "TERM")?;
+    }
+    // The operator's URL (printed for the CLI) on the local server, the given one otherwise.
+    let nats_url = servers.nats.as_ref().map_or_else(
+        || nats_url.to_owned(),
+        |nats| {
+            format!(
+                "nats://operator:{}@127.0.0.1:{}",
+                secrets.nats.operator_password.expose_secret(),
+                nats.port()
+            )
+        },
+    );
     let ws_url = servers
         .nats
         .as_ref()
@@ -411,13 +544,30 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
         None => {
             let postgres = start_postgres(data.join("postgres"), args.postgres_port).await?;
             let url = postgres.url_for("postgres");
+            let pid = postgres.pid();
             servers.postgres = Some(postgres);
+            // SIGINT: PostgreSQL's fast shutdown (clean, no recovery on the next start).
+            servers.guard(pid, "INT")?;
             url
         }
     };
+    let login = if servers.nats.is_some() {
+        Login::Local(&secrets.nats)
+    } else {
+        Login::External(&nats_url)
+    };
+    let client = crate::connect(&nats_url).await?;
 
     let mut services = Services::default();
-    let mut started = start_services(&mut services, &nats_url, &postgres_url, &secrets).await;
+    let mut started = start_services(
+        &mut services,
+        &client,
+        &login,
+        &nats_url,
+        &postgres_url,
+        secrets,
+    )
+    .await;
     let mut dashboard_url = String::new();
     let mut dashboard_built = false;
     if started.is_ok() {
@@ -443,49 +593,35 @@ pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
             Err(err) => Err(err),
         };
     }
-    let client = match started {
-        Ok(()) => crate::connect(&nats_url).await,
+    let outcome = match started {
+        Ok(()) => {
+            serve(
+                &mut services,
+                &client,
+                &Banner {
+                    data,
+                    nats_url: &nats_url,
+                    nats_local: servers.nats.is_some(),
+                    ws_url: &ws_url,
+                    dashboard_url: &dashboard_url,
+                    dashboard_built,
+                    postgres_url: &postgres_url,
+                    postgres_local: servers.postgres.is_some(),
+                    secrets_created: secrets.created,
+                    demo: DemoState::Skipped,
+                    owner_token: None,
+                    admin_token: None,
+                },
+                secrets,
+                args.no_demo,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
-    let client = match client {
-        Ok(client) => client,
-        Err(err) => {
-            services.stop().await;
-            servers.stop().await;
-            return Err(err);
-        }
-    };
-    let outcome = serve(
-        &mut services,
-        &client,
-        &Banner {
-            data: &data,
-            nats_url: &nats_url,
-            nats_local: servers.nats.is_some(),
-            ws_url: &ws_url,
-            dashboard_url: &dashboard_url,
-            dashboard_built,
-            postgres_url: &postgres_url,
-            postgres_local: servers.postgres.is_some(),
-            secrets_created: secrets.created,
-            demo: DemoState::Skipped,
-            owner_token: None,
-            admin_token: None,
-        },
-        &secrets,
-        args.no_demo,
-    )
-    .await;
     tracing::info!("stopping: the services in reverse order, then the servers");
     services.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), client.drain()).await;
-    servers.stop().await;
-    if outcome.is_ok() {
-        line(&format!(
-            "talkwai up: stopped; data kept in {}",
-            data.display()
-        ))?;
-    }
     outcome
 }
 
@@ -569,9 +705,14 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         "talkwai up: rooms         the notifier in this process: topics talkwai.room.<type>.<id>.topic.<name>, presence talkwai.room.<type>.<id>.presence.{join,update,leave,heartbeat,get,events} (talkwai-presence)",
     )?;
     line(&format!(
-        "talkwai up: secrets       {data}/{} (platform token and JWT secret, {secrets_note})",
+        "talkwai up: secrets       {data}/{} (platform token, JWT secret, NATS passwords; {secrets_note})",
         secrets::FILE_NAME
     ))?;
+    if b.nats_local {
+        line(
+            "talkwai up: nats users    deploy/nats/auth.conf's (services, operator, tenant-acme); other clients sign in with a bearer token as the NATS auth token (auth callout), anonymous ones are refused",
+        )?;
+    }
     line(&format!("talkwai up: demo          {demo_note}"))?;
     if b.demo != DemoState::Skipped {
         line(&format!(
@@ -638,7 +779,8 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
             "  talkwai events show task/{pending} --tenant {t}  # one task's history and version"
         ))?;
         line(&format!(
-            "  TALKWAI_JWT_SECRET=<jwtSecret from {data}/secrets.json> talkwai token mint --kind member --sub <user uuid> --tenant {t}"
+            "  TALKWAI_JWT_SECRET=<jwtSecret from {data}/secrets.json> talkwai token mint --member {}  # a member's token (its $users link read from the log)",
+            demo::OWNER
         ))?;
         line(
             "  talkwai projections status                           # read models: checkpoint, lag, dead letters",

@@ -214,7 +214,12 @@ async fn the_dashboard_and_the_typescript_client_work_against_talkwai_up() {
     .unwrap_or_else(|e| panic!("mint: {e}"));
     let artifacts = root.join("target/artifacts/browser");
     let mut env: Vec<(String, String)> = vec![
-        ("TALKWAI_NATS_URL".into(), nats_url),
+        // nats.js reads no credentials from URLs: the Node side signs in with its tokens (the
+        // auth callout of `talkwai up`), so it gets the URL without the operator's password.
+        (
+            "TALKWAI_NATS_URL".into(),
+            talkwai_cli::connect_options(&nats_url).1.join(","),
+        ),
         ("TALKWAI_TOKEN".into(), token),
         ("TALKWAI_TENANT".into(), demo::TENANT.to_string()),
         ("TALKWAI_OWNER_MEMBER".into(), demo::OWNER.to_string()),

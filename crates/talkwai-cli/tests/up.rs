@@ -26,6 +26,10 @@ struct Up {
 
 impl Up {
     async fn start(data: &Path, log_name: &str) -> Self {
+        Self::start_with(data, log_name, &[]).await
+    }
+
+    async fn start_with(data: &Path, log_name: &str, extra: &[&str]) -> Self {
         let log = data.with_file_name(log_name);
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
@@ -40,6 +44,7 @@ impl Up {
                 "--postgres-port",
                 "0",
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -138,7 +143,7 @@ impl Up {
 }
 
 async fn store(nats_url: &str) -> EventStore {
-    let client = async_nats::connect(nats_url)
+    let client = talkwai_cli::connect(nats_url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {nats_url}: {e}"));
     EventStore::open(client, &StreamSettings::default())
@@ -201,7 +206,7 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         up.says(&updates_subject),
         "the banner must list the demo tenant's taskUpdates subject"
     );
-    let watcher = async_nats::connect(&nats_url)
+    let watcher = talkwai_cli::connect(&nats_url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {nats_url}: {e}"));
     let mut updates = watcher
@@ -323,7 +328,7 @@ async fn up_runs_the_system_and_finds_its_data_again() {
 
     // The query service and the notifier's presence service answer the services API, and
     // `talkwai presence` reads the demo tenant's room.
-    let client = async_nats::connect(&nats_url)
+    let client = talkwai_cli::connect(&nats_url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {nats_url}: {e}"));
     for service in ["talkwai-query", "talkwai-presence"] {
@@ -410,5 +415,606 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         String::from_utf8_lossy(&output.stderr)
     );
     drop(events);
+    up.terminate().await;
+}
+
+/// The value after `label` on the banner line starting with `talkwai up: <label>`.
+fn banner_value(up: &Up, label: &str) -> String {
+    let prefix = format!("talkwai up: {label}");
+    up.banner
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", up.banner.join("\n")))
+}
+
+/// The data dir's secrets (the JWT secret, to mint tokens).
+fn secrets_json(data: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(data.join("secrets.json"))
+        .unwrap_or_else(|e| panic!("secrets.json: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("secrets.json: {e}"))
+}
+
+/// Connects with `options` to `url`, or says why not (no retries: a refusal is final).
+async fn try_connect(
+    options: async_nats::ConnectOptions,
+    url: &str,
+) -> Result<async_nats::Client, String> {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        options
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url),
+    )
+    .await
+    {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// A member token's NATS sign-in: the token, and its own reply-inbox prefix.
+fn member_login(token: &str, user: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_token(token.to_owned())
+        .custom_inbox_prefix(format!("_INBOX.{user}"))
+}
+
+/// Subscribes and proves the subscription is in place with a probe from `prober` (which must
+/// be allowed to publish there).
+async fn subscribed(
+    client: &async_nats::Client,
+    prober: &async_nats::Client,
+    subject: &str,
+) -> async_nats::Subscriber {
+    let mut sub = client
+        .subscribe(subject.to_owned())
+        .await
+        .unwrap_or_else(|e| panic!("subscribe {subject}: {e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        prober
+            .publish(subject.to_owned(), "probe".into())
+            .await
+            .unwrap_or_else(|e| panic!("probe {subject}: {e}"));
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            futures::StreamExt::next(&mut sub),
+        )
+        .await
+        {
+            Ok(Some(m)) if m.payload == "probe" => return sub,
+            _ if std::time::Instant::now() < deadline => {}
+            other => panic!("the probe on {subject} never arrived: {other:?}"),
+        }
+    }
+}
+
+/// Nothing arrives on `sub` within half a second.
+async fn silent(sub: &mut async_nats::Subscriber, what: &str) {
+    let got = tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(sub)).await;
+    assert!(got.is_err(), "{what} must not get through: {got:?}");
+}
+
+/// A command request with a bearer token; the reply's JSON, or why there was none.
+async fn command(
+    client: &async_nats::Client,
+    subject: String,
+    token: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
+    let request = client.request_with_headers(subject, headers, body.to_string().into());
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no reply".into()),
+    }
+}
+
+/// Item 4 of issue 15: `up` runs production's NATS users and permissions. Anonymous and
+/// forged-token clients are refused on TCP and WebSocket; a tenant-A token is fenced to tenant
+/// A (no tenant B room, commands or events, no JetStream), while its own room and commands work.
+/// Item 5: `token mint --member` resolves the member's `$users` link from the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_fences_nats_like_production_and_mints_member_tokens() {
+    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let data = parent.path().join("data");
+    let up = Up::start_with(&data, "fence.log", &["--ws-port", "0"]).await;
+    let nats_url = up.export("TALKWAI_NATS_URL");
+    let token = up.export("TALKWAI_TOKEN");
+    let ws_url = banner_value(&up, "websocket");
+    let (_, plain) = talkwai_cli::connect_options(&nats_url);
+    let tcp_url = plain[0].clone();
+    assert!(!tcp_url.contains('@'), "{tcp_url}");
+    let operator = talkwai_cli::connect(&nats_url)
+        .await
+        .unwrap_or_else(|e| panic!("the printed operator URL connects: {e}"));
+
+    // Anonymous and forged: refused on both listeners.
+    let forged = talkwai_cli::token::mint(
+        &talkwai_cli::token::TokenSpec {
+            kind: talkwai_auth::PrincipalKind::Member,
+            sub: demo::OWNER_USER,
+            tenant: Some(demo::TENANT),
+            role: None,
+            ttl: Duration::from_secs(600),
+            issuer: None,
+            audience: None,
+        },
+        &secrecy::SecretString::from("not-the-secret"),
+    )
+    .unwrap_or_else(|e| panic!("mint: {e}"));
+    for url in [&tcp_url, &ws_url] {
+        let anonymous = try_connect(async_nats::ConnectOptions::new(), url).await;
+        assert!(
+            anonymous.is_err(),
+            "an anonymous client on {url} must be refused"
+        );
+        let wrong_password = try_connect(
+            async_nats::ConnectOptions::with_user_and_password("operator".into(), "guess".into()),
+            url,
+        )
+        .await;
+        assert!(
+            wrong_password.is_err(),
+            "a wrong password on {url} must be refused"
+        );
+        let forged = try_connect(async_nats::ConnectOptions::with_token(forged.clone()), url).await;
+        assert!(forged.is_err(), "a forged token on {url} must be refused");
+    }
+
+    let a = demo::TENANT;
+    let b = Uuid::new_v4();
+    let js = async_nats::jetstream::new(operator.clone());
+    let head = |js: async_nats::jetstream::Context| async move {
+        js.get_stream("TALKWAI_EVENTS")
+            .await
+            .unwrap_or_else(|e| panic!("stream: {e}"))
+            .info()
+            .await
+            .unwrap_or_else(|e| panic!("info: {e}"))
+            .state
+            .last_sequence
+    };
+    for url in [&tcp_url, &ws_url] {
+        let owner_user = demo::OWNER_USER.to_string();
+        let tenant = try_connect(member_login(&token, &owner_user), url)
+            .await
+            .unwrap_or_else(|e| panic!("a tenant token on {url} connects: {e}"));
+
+        // Reading: its own room arrives; B's room, B's commands, events and B's live queries
+        // do not.
+        let mut own = subscribed(
+            &tenant,
+            &operator,
+            &format!("talkwai.room.tenant.{a}.topic.taskUpdates"),
+        )
+        .await;
+        let mut foreign = Vec::new();
+        for subject in [
+            format!("talkwai.room.tenant.{b}.topic.taskUpdates"),
+            format!("talkwai.room.tenant.{b}.presence.events"),
+            format!("talkwai.cmd.{b}.task.create"),
+            format!("talkwai.evt.{b}.task.{}", Uuid::new_v4()),
+            format!("talkwai.qry.{b}.live.x"),
+        ] {
+            let sub = tenant
+                .subscribe(subject.clone())
+                .await
+                .unwrap_or_else(|e| panic!("subscribe: {e}"));
+            foreign.push((subject, sub));
+        }
+        let mut all_events = tenant
+            .subscribe("talkwai.evt.>")
+            .await
+            .unwrap_or_else(|e| panic!("subscribe: {e}"));
+        // Other clients' replies (command replies carry events, query replies data).
+        let mut all_inboxes = tenant
+            .subscribe("_INBOX.>")
+            .await
+            .unwrap_or_else(|e| panic!("subscribe: {e}"));
+        // Let the server answer the subscriptions (or refuse them) before publishing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (subject, _) in &foreign {
+            operator
+                .publish(subject.clone(), "secret".into())
+                .await
+                .unwrap_or_else(|e| panic!("publish: {e}"));
+        }
+        operator
+            .publish(format!("_INBOX.{}.reply", Uuid::new_v4()), "secret".into())
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        operator
+            .publish(
+                format!("talkwai.room.tenant.{a}.topic.taskUpdates"),
+                "mine".into(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        let mine =
+            tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut own))
+                .await
+                .unwrap_or_else(|_| panic!("the own room delivers on {url}"));
+        assert_eq!(mine.map(|m| m.payload), Some("mine".into()));
+        for (subject, sub) in &mut foreign {
+            silent(sub, &format!("{subject} to a tenant-A client on {url}")).await;
+        }
+        silent(
+            &mut all_events,
+            &format!("talkwai.evt.> to a tenant-A client on {url}"),
+        )
+        .await;
+        silent(
+            &mut all_inboxes,
+            &format!("another client's inbox to a tenant-A client on {url}"),
+        )
+        .await;
+
+        // Writing: nothing into B's room or commands, no forged events, no JetStream.
+        let mut b_room = subscribed(
+            &operator,
+            &operator,
+            &format!("talkwai.room.tenant.{b}.topic.taskUpdates"),
+        )
+        .await;
+        let mut b_commands = subscribed(
+            &operator,
+            &operator,
+            &format!("talkwai.cmd.{b}.task.create"),
+        )
+        .await;
+        let before = head(js.clone()).await;
+        tenant
+            .publish(
+                format!("talkwai.room.tenant.{b}.topic.taskUpdates"),
+                r#"{"taskId":"forged","action":"completed"}"#.into(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        tenant
+            .publish(format!("talkwai.cmd.{b}.task.create"), "{}".into())
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        tenant
+            .publish(
+                format!("talkwai.evt.{a}.task.{}", Uuid::new_v4()),
+                "{}".into(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        silent(
+            &mut b_room,
+            &format!("a tenant-A publish into B's room on {url}"),
+        )
+        .await;
+        silent(
+            &mut b_commands,
+            &format!("a tenant-A command to B on {url}"),
+        )
+        .await;
+        let info = tenant.request("$JS.API.STREAM.INFO.TALKWAI_EVENTS", "".into());
+        assert!(
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(2), info).await,
+                Ok(Ok(_))
+            ),
+            "no JetStream API for a tenant client on {url}"
+        );
+        assert_eq!(
+            head(js.clone()).await,
+            before,
+            "no event appended through {url}"
+        );
+        let refused = command(
+            &tenant,
+            format!("talkwai.cmd.{b}.task.create"),
+            &token,
+            common::task_body(Uuid::new_v4()),
+        )
+        .await;
+        assert!(
+            refused.is_err(),
+            "a command to tenant B gets no reply on {url}: {refused:?}"
+        );
+
+        // Its own commands work (replies come back through its inbox).
+        let reply = command(
+            &tenant,
+            format!("talkwai.cmd.{a}.task.create"),
+            &token,
+            common::task_body(Uuid::new_v4()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("an own command on {url} gets a reply: {e}"));
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+
+    // Item 5: one step from a member id to a working token.
+    let secret = secrets_json(&data)["jwtSecret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no jwtSecret"))
+        .to_owned();
+    let owner = demo::OWNER.to_string();
+    let args = ["token", "mint", "--member", owner.as_str()];
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_JWT_SECRET", &secret)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai token mint: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "token mint --member: {}", run.stderr);
+    let minted = run.stdout.trim().to_owned();
+    let verifier = talkwai_auth::TokenVerifier::new(
+        None,
+        Some(secrecy::SecretString::from(secret.clone())),
+        None,
+        None,
+    );
+    match verifier.verify(&minted) {
+        Ok(talkwai_auth::Principal::User(claims)) => {
+            assert_eq!(
+                claims.sub.0,
+                demo::OWNER_USER,
+                "sub is the member's $users link"
+            );
+            assert_eq!(claims.tenant.map(|t| t.0), Some(demo::TENANT));
+            assert_eq!(claims.role.as_deref(), Some("owner"));
+        }
+        other => panic!("the minted token does not verify: {other:?}"),
+    }
+    let member_client = try_connect(
+        member_login(&minted, &demo::OWNER_USER.to_string()),
+        &tcp_url,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the minted token signs in to NATS: {e}"));
+    let reply = command(
+        &member_client,
+        format!("talkwai.cmd.{a}.task.create"),
+        &minted,
+        common::task_body(Uuid::new_v4()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the minted token's command gets a reply: {e}"));
+    assert_eq!(reply["ok"], true, "{reply}");
+
+    // A member without a `$users` link, and one that does not exist: clear refusals.
+    let manager = demo::MANAGER.to_string();
+    for (member, expected) in [(manager.as_str(), "no $users link"), (owner.as_str(), "")] {
+        let tenant_b = b.to_string();
+        let mut args = vec!["token", "mint", "--member", member];
+        if expected.is_empty() {
+            args.extend(["--tenant", tenant_b.as_str()]);
+        }
+        let output = common::talkwai()
+            .env("TALKWAI_NATS_URL", &nats_url)
+            .env("TALKWAI_JWT_SECRET", &secret)
+            .args(&args)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("cannot run talkwai token mint: {e}"));
+        let run = common::Run::from_output(&args, output);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "no token printed: {}", run.stdout);
+        let expected = if expected.is_empty() {
+            "has no events in tenant"
+        } else {
+            expected
+        };
+        assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
+    }
+
+    // `member invite`: identity, member and token in one go; the token acts at once.
+    let platform = secrets_json(&data)["platformToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no platformToken"))
+        .to_owned();
+    let tenant_a = a.to_string();
+    let args = [
+        "member",
+        "invite",
+        "--tenant",
+        tenant_a.as_str(),
+        "--email",
+        "ivy@acme.com",
+        "--first-name",
+        "Ivy",
+        "--last-name",
+        "Invited",
+        "--role",
+        "manager",
+    ];
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_JWT_SECRET", &secret)
+        .env("TALKWAI_TOKEN", &platform)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "member invite: {}", run.stderr);
+    let invited = run.json();
+    let invited_token = invited["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {invited}"))
+        .to_owned();
+    match verifier.verify(&invited_token) {
+        Ok(talkwai_auth::Principal::User(claims)) => {
+            assert_eq!(claims.sub.0.to_string(), invited["user"], "{invited}");
+            assert_eq!(claims.role.as_deref(), Some("manager"));
+        }
+        other => panic!("the invite's token does not verify: {other:?}"),
+    }
+    let invited_client = try_connect(
+        member_login(&invited_token, invited["user"].as_str().unwrap_or_default()),
+        &ws_url,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the invite's token signs in over WebSocket: {e}"));
+    let reply = command(
+        &invited_client,
+        format!("talkwai.cmd.{a}.task.create"),
+        &invited_token,
+        common::task_body(Uuid::new_v4()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the invited member's command gets a reply: {e}"));
+    assert_eq!(reply["ok"], true, "{reply}");
+    // The same email again: refused (the identity's email is taken), exit 1.
+    let output = common::talkwai()
+        .env("TALKWAI_NATS_URL", &nats_url)
+        .env("TALKWAI_JWT_SECRET", &secret)
+        .env("TALKWAI_TOKEN", &platform)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(
+        run.code, 1,
+        "a second invite of the same email: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("already_exists"), "{}", run.stderr);
+
+    drop(invited_client);
+    drop(member_client);
+    drop(operator);
+    up.terminate().await;
+}
+
+/// Item 7 of issue 15: `kill -9` of `up` takes its servers with it, and the next `up` on the
+/// same data dir is ready with the same data (the demo not seeded again).
+#[tokio::test(flavor = "multi_thread")]
+async fn up_comes_back_after_sigkill() {
+    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let data = parent.path().join("data");
+    let mut up = Up::start(&data, "killed.log").await;
+    assert!(up.says("seeded now"));
+    let nats_url = up.export("TALKWAI_NATS_URL");
+    let head = store(&nats_url)
+        .await
+        .last_sequence()
+        .await
+        .unwrap_or_else(|e| panic!("head: {e}"));
+    let nats_pid: u32 = std::fs::read_to_string(data.join("nats/nats-server.pid"))
+        .unwrap_or_else(|e| panic!("nats pid file: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("nats pid: {e}"));
+    let postmaster = std::fs::read_to_string(data.join("postgres/postmaster.pid"))
+        .unwrap_or_else(|e| panic!("postmaster.pid: {e}"));
+    let pg_pid: u32 = postmaster
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("postmaster.pid: {postmaster}"));
+    assert!(talkwai_cli::guard::alive(nats_pid) && talkwai_cli::guard::alive(pg_pid));
+
+    up.child
+        .start_kill()
+        .unwrap_or_else(|e| panic!("SIGKILL talkwai up: {e}"));
+    let _ = up.child.wait().await;
+    drop(up);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (talkwai_cli::guard::alive(nats_pid) || talkwai_cli::guard::alive(pg_pid))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !talkwai_cli::guard::alive(nats_pid),
+        "nats-server must die with talkwai up"
+    );
+    assert!(
+        !talkwai_cli::guard::alive(pg_pid),
+        "postgresql must die with talkwai up"
+    );
+
+    let up = Up::start(&data, "after-kill.log").await;
+    assert!(
+        up.says("already seeded"),
+        "the restart must find the demo and not seed it again:\n{}",
+        up.banner.join("\n")
+    );
+    let events = store(&up.export("TALKWAI_NATS_URL")).await;
+    assert_eq!(
+        events
+            .last_sequence()
+            .await
+            .unwrap_or_else(|e| panic!("head: {e}")),
+        head,
+        "same log, nothing appended"
+    );
+    let database_url = up.export("TALKWAI_DATABASE_URL");
+    let tasks = wait_for_tasks(&database_url, demo::TASKS.len()).await;
+    assert_eq!(
+        tasks.len(),
+        demo::TASKS.len(),
+        "same read models: {tasks:?}"
+    );
+    drop(events);
+    up.terminate().await;
+}
+
+/// Item 7: a server left running by a killed `up` (here: started by hand on the data dir,
+/// without a guardian) is recognised by its pid file and stopped, and `up` starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_stops_leftover_servers_of_its_data_dir() {
+    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let data = parent.path().join("data");
+    // A first run creates the data dir, then its servers are left behind: `up` killed while
+    // its guardians were killed too (SIGKILL to the whole process group).
+    let mut up = Up::start(&data, "first.log").await;
+    let up_pid = up.child.id().unwrap_or_else(|| panic!("pid"));
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("kill -9 $(pgrep -f talkwai-up-guardian -P {up_pid}) {up_pid}"),
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(status.success());
+    let _ = up.child.wait().await;
+    drop(up);
+    let postmaster = std::fs::read_to_string(data.join("postgres/postmaster.pid"))
+        .unwrap_or_else(|e| panic!("postmaster.pid must be left behind: {e}"));
+    let pg_pid: u32 = postmaster
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("postmaster.pid: {postmaster}"));
+    assert!(
+        talkwai_cli::guard::alive(pg_pid),
+        "the leftover postmaster still runs"
+    );
+    let nats_pid: u32 = std::fs::read_to_string(data.join("nats/nats-server.pid"))
+        .unwrap_or_else(|e| panic!("the nats pid file must be left behind: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("nats pid: {e}"));
+    assert!(
+        talkwai_cli::guard::alive(nats_pid),
+        "the leftover nats-server still runs"
+    );
+
+    let up = Up::start(&data, "second.log").await;
+    assert!(up.says("already seeded"), "{}", up.banner.join("\n"));
+    assert!(
+        !talkwai_cli::guard::alive(pg_pid),
+        "the leftover postmaster was stopped"
+    );
+    assert!(
+        !talkwai_cli::guard::alive(nats_pid),
+        "the leftover nats-server was stopped"
+    );
     up.terminate().await;
 }

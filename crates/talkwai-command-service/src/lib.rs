@@ -74,8 +74,17 @@ pub struct CommandService {
 impl CommandService {
     /// Connects to NATS, sets up the event stream and the writer.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with(config, async_nats::ConnectOptions::new()).await
+    }
+
+    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name and
+    /// `retry_on_initial_connect` are set here.
+    pub async fn build_with(
+        config: Config,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, StartError> {
         let public_keys = config.key_files.load()?;
-        let client = async_nats::ConnectOptions::new()
+        let client = options
             .name(format!("talkwai-command-service/{}", config.instance))
             .retry_on_initial_connect()
             .connect(talkwai_eventstore::server_urls(&config.nats_url))

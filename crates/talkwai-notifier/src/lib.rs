@@ -183,7 +183,16 @@ pub struct Notifier {
 impl Notifier {
     /// Connects to NATS and sets up the event stream, the consumers and the buckets.
     pub async fn build(config: Config) -> Result<Self, NotifierError> {
-        let client = async_nats::ConnectOptions::new()
+        Self::build_with(config, async_nats::ConnectOptions::new()).await
+    }
+
+    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name and
+    /// `retry_on_initial_connect` are set here.
+    pub async fn build_with(
+        config: Config,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, NotifierError> {
+        let client = options
             .name(format!("talkwai-notifier/{}", config.instance))
             .retry_on_initial_connect()
             .connect(talkwai_eventstore::server_urls(&config.nats_url))

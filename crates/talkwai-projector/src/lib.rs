@@ -139,7 +139,16 @@ enum PassEnd {
 impl Projector {
     /// Connects to NATS and PostgreSQL and applies migrations.
     pub async fn build(config: Config) -> Result<Self, ProjectorError> {
-        let client = async_nats::ConnectOptions::new()
+        Self::build_with(config, async_nats::ConnectOptions::new()).await
+    }
+
+    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name and
+    /// `retry_on_initial_connect` are set here.
+    pub async fn build_with(
+        config: Config,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, ProjectorError> {
+        let client = options
             .name(format!("talkwai-projector/{}", config.instance))
             .retry_on_initial_connect()
             .connect(talkwai_eventstore::server_urls(&config.nats_url))

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
-import { ForbiddenError, InvalidTransitionError, TalkwaiClient, ValidationFailedError, id } from "../../src/index.js";
+import { InvalidTransitionError, TalkwaiClient, UnavailableError, ValidationFailedError, id, inboxPrefixFor } from "../../src/index.js";
 import type { Peer, TaskUpdate } from "../../src/index.js";
 
 const env = process.env;
@@ -28,7 +28,7 @@ describe("the TypeScript client against talkwai up", { skip }, () => {
   let db: TalkwaiClient;
 
   before(async () => {
-    db = new TalkwaiClient(await connect({ servers: NATS, maxReconnectAttempts: -1, reconnectTimeWait: 100 }), { token: TOKEN });
+    db = new TalkwaiClient(await connect({ servers: NATS, token: TOKEN, inboxPrefix: inboxPrefixFor(TOKEN), maxReconnectAttempts: -1, reconnectTimeWait: 100 }), { token: TOKEN });
   });
   after(async () => {
     await db?.close();
@@ -68,7 +68,13 @@ describe("the TypeScript client against talkwai up", { skip }, () => {
       assert.equal(err.field, "type");
       return true;
     });
-    await assert.rejects(db.query({ tasks: {} }, { scope: "b1000000-0000-4000-8000-00000000ffff" }), ForbiddenError);
+    // Another tenant's subject: nats-server's fence (the token's tenant, from talkwai up's auth
+    // callout) refuses the request before any service sees it.
+    await assert.rejects(db.query({ tasks: {} }, { scope: "b1000000-0000-4000-8000-00000000ffff" }), (err: unknown) => {
+      assert.ok(err instanceof UnavailableError, String(err));
+      assert.match(err.message, /Permissions Violation/);
+      return true;
+    });
   });
 
   it("delivers live query changes and task updates, also after a reconnect", async () => {

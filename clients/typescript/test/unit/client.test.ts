@@ -14,6 +14,7 @@ import {
   UnavailableError,
   ValidationFailedError,
   errorFromBody,
+  inboxPrefixFor,
   isClientTopic,
   readClaims,
 } from "../../src/index.js";
@@ -71,6 +72,13 @@ describe("tokens", () => {
     assert.equal(readClaims(MEMBER)?.kind, "member");
     assert.equal(readClaims("platform-token"), undefined);
     assert.equal(new TalkwaiClient(new FakeNats().transport(), { token: MEMBER }).tenant, TENANT);
+  });
+
+  it("gives a member's connection its own reply-inbox prefix", () => {
+    assert.equal(inboxPrefixFor(MEMBER), `_INBOX.${readClaims(MEMBER)?.sub}`);
+    assert.equal(inboxPrefixFor(jwt({ sub: "u-1", kind: "admin", exp: 9999999999 })), "_INBOX");
+    assert.equal(inboxPrefixFor("platform-token"), "_INBOX");
+    assert.equal(inboxPrefixFor(undefined), "_INBOX");
   });
 });
 
