@@ -940,8 +940,8 @@ async fn a_burst_over_the_tenant_allowance_is_rate_limited() {
     let (head_after, _) = stack.stream_state().await;
     assert_eq!(
         head_after - head_before,
-        accepted,
-        "one event per accepted task.create, none for the refused ones"
+        2 * accepted,
+        "one event and its command record per accepted task.create, none for the refused ones"
     );
     // Another tenant has its own allowance.
     stack

@@ -448,6 +448,11 @@ pub struct UpArgs {
     /// The built dashboard to serve; default `<repo>/clients/dashboard/dist`.
     #[arg(long)]
     pub dashboard_dir: Option<PathBuf>,
+    /// Write the local nats-server's protocol trace (every message's subject; payloads cut to
+    /// 32 bytes, but headers such as `Authorization` are in it) to this file: for debugging,
+    /// and for the test that every subject on the wire is in the contract. Never in production.
+    #[arg(long, env = "TALKWAI_NATS_TRACE_FILE")]
+    pub nats_trace_file: Option<PathBuf>,
 }
 
 /// Parses `500ms`, `90s`, `15m`, `1h`, `7d` or a bare number of seconds.

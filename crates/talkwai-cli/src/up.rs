@@ -518,6 +518,13 @@ async fn run_with(
 ) -> Result<(), CliError> {
     if !args.no_nats {
         let auth = nats_auth::server_config(nats_auth::AUTH_CONF, &secrets.nats)?;
+        let auth = match &args.nats_trace_file {
+            Some(file) => format!(
+                "trace: true\nmax_traced_msg_len: 32\nlog_file: {}\n{auth}",
+                nats_auth::quote(&file.to_string_lossy())
+            ),
+            None => auth,
+        };
         let nats = start_nats(data.join("nats"), args.nats_port, args.ws_port, &auth).await?;
         let pid = nats.pid();
         servers.nats = Some(nats);

@@ -107,12 +107,15 @@ async fn the_dashboard_and_the_typescript_client_work_against_talkwai_up() {
     let log = parent.path().join("up.log");
     let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
     let dashboard_dir = clients.join("dashboard/dist");
+    let trace = parent.path().join("nats-trace.log");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_talkwai"))
         .args(["up", "--data-dir"])
         .arg(&data)
         .args(["--nats-port", "0", "--postgres-port", "0", "--ws-port", "0"])
         .args(["--dashboard-port", "0", "--dashboard-dir"])
         .arg(&dashboard_dir)
+        .arg("--nats-trace-file")
+        .arg(&trace)
         .env_remove("TALKWAI_NATS_URL")
         .env_remove("TALKWAI_TOKEN")
         .env_remove("TALKWAI_POSTGRES_URL")
@@ -266,6 +269,7 @@ async fn the_dashboard_and_the_typescript_client_work_against_talkwai_up() {
     .await;
     assert!(report.contains("browser: ok"), "{report}");
     assert!(artifacts.join("dashboard.png").is_file());
+    every_subject_on_the_wire_is_a_channel(&trace);
 
     let pid = child.id().unwrap_or_else(|| panic!("talkwai up exited"));
     let status = std::process::Command::new("kill")
@@ -279,4 +283,35 @@ async fn the_dashboard_and_the_typescript_client_work_against_talkwai_up() {
         "talkwai up did not stop cleanly: {exited:?}\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// Every subject a client (service, Node client, browser) published during the run is a channel
+/// of `proto/asyncapi.yaml`, NATS plumbing (`$JS.`, `$KV.`...) aside.
+fn every_subject_on_the_wire_is_a_channel(trace: &Path) {
+    let log = std::fs::read_to_string(trace)
+        .unwrap_or_else(|e| panic!("nats trace {}: {e}", trace.display()));
+    let subjects = talkwai_testkit::trace::published_subjects(&log);
+    let unknown: Vec<&String> = subjects
+        .iter()
+        .filter(|s| !talkwai_proto::asyncapi::is_nats_internal(s))
+        .filter(|s| talkwai_proto::asyncapi::channel_for(s).is_none())
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "subjects on the wire that are no AsyncAPI channel: {unknown:?}"
+    );
+    // Not vacuous: the run spoke every family of the contract.
+    for family in [
+        "talkwai.cmd.",
+        "talkwai.qry.",
+        "talkwai.room.",
+        "$SRV.",
+        "_INBOX.",
+    ] {
+        assert!(
+            subjects.iter().any(|s| s.starts_with(family)),
+            "no {family} subject in the trace ({} subjects)",
+            subjects.len()
+        );
+    }
 }

@@ -139,6 +139,7 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
         ) && e.subject != schema::REPLY_SUBJECT
     }) {
         let channel = match entry.kind {
+            MessageKind::Guard if entry.name == "CommandRecorded" => "evt.command".to_owned(),
             MessageKind::Guard => "evt.guard".to_owned(),
             MessageKind::Presence if entry.name == "presence" => "room.presence".to_owned(),
             MessageKind::Presence => format!("room.{}", entry.name),
@@ -424,6 +425,9 @@ fn parameter_definitions() -> Value {
         },
         "hash": {
             "description": "hex of the first 128 bits of the SHA-256 of the guarded value",
+        },
+        "commandId": {
+            "description": "the command's `Talkwai-Command-Id`, as 32 hex digits (a UUID without dashes)",
         },
         "roomType": {
             "description": "the room type: `tenant` (id: the tenant id) or `admin` (id: `global`)",
@@ -717,6 +721,7 @@ fn parameter_accepts(name: &str, token: &str) -> bool {
     match name {
         "tenant" => token == crate::subject::PLATFORM || token.parse::<Uuid>().is_ok(),
         "id" | "subscription" | "memberId" => token.parse::<Uuid>().is_ok(),
+        "commandId" => token.len() == 32 && token.parse::<Uuid>().is_ok(),
         "hash" => token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
         "topic" => {
             room::is_client_topic(token)

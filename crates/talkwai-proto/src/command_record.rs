@@ -77,14 +77,20 @@ pub struct CommandRecord {
     pub seq: Option<u64>,
 }
 
-/// The wire body of a record, like an event's: `{"type", "version", "data"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The wire body of a record, like an event's: `{"type": "command.recorded", "version": 1,
+/// "data": {...}}`, on `talkwai.evt.<scope>.guard.command.<command id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Envelope {
+pub struct CommandRecorded {
+    /// Always `command.recorded`.
     #[serde(rename = "type")]
-    kind: String,
-    version: u32,
-    data: CommandRecord,
+    #[schemars(extend("const" = "command.recorded"))]
+    pub kind: String,
+    /// Always 1.
+    #[schemars(extend("const" = 1))]
+    pub version: u32,
+    /// The record.
+    pub data: CommandRecord,
 }
 
 /// A stored record that cannot be read.
@@ -95,7 +101,7 @@ pub struct RecordError(String);
 impl CommandRecord {
     /// The wire body.
     pub fn encode(&self) -> Vec<u8> {
-        let envelope = Envelope {
+        let envelope = CommandRecorded {
             kind: RECORD_TYPE.to_owned(),
             version: RECORD_VERSION,
             data: self.clone(),
@@ -106,7 +112,7 @@ impl CommandRecord {
 
     /// Reads a stored body.
     pub fn decode(body: &[u8]) -> Result<Self, RecordError> {
-        let envelope: Envelope =
+        let envelope: CommandRecorded =
             serde_json::from_slice(body).map_err(|e| RecordError(e.to_string()))?;
         if envelope.kind != RECORD_TYPE || envelope.version != RECORD_VERSION {
             return Err(RecordError(format!(
@@ -156,6 +162,34 @@ mod tests {
             CommandRecord::decode(br#"{"type":"guard.claimed","version":1,"data":{}}"#).is_err()
         );
         assert!(CommandRecord::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn records_are_a_channel_of_the_contract_and_match_its_schema() {
+        let tenant = Scope::Tenant(talkwai_domain::ids::TenantId(Uuid::from_u128(3)));
+        assert_eq!(
+            crate::asyncapi::channel_for(&subject(tenant, Uuid::from_u128(9))),
+            Some("evt.command")
+        );
+        let schema = crate::schema::catalog()
+            .into_iter()
+            .find(|e| e.name == "CommandRecorded")
+            .expect("in the catalog")
+            .schema;
+        let validator = jsonschema::validator_for(&schema).expect("a schema");
+        let record = CommandRecord {
+            command: "talkwai.cmd.platform.user.create".into(),
+            fingerprint: "ab".repeat(32),
+            target: "talkwai.evt.platform.user.x".into(),
+            events: 1,
+            version: 1,
+            seq: None,
+        };
+        let body: serde_json::Value = serde_json::from_slice(&record.encode()).expect("json");
+        assert!(validator.is_valid(&body), "{body}");
+        let mut wrong = body.clone();
+        wrong["type"] = "guard.claimed".into();
+        assert!(!validator.is_valid(&wrong));
     }
 
     #[test]

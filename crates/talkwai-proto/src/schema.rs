@@ -406,6 +406,11 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "GuardEvent",
             "talkwai.evt.{tenant}.guard.{kind}.{hash}",
         ),
+        other::<crate::command_record::CommandRecorded>(
+            MessageKind::Guard,
+            "CommandRecorded",
+            "talkwai.evt.{tenant}.guard.command.{commandId}",
+        ),
         // queries and live queries
         other::<QueryRequest>(MessageKind::Query, "QueryRequest", subject::QUERY_PATTERN),
         other::<QueryReply>(MessageKind::Query, "QueryReply", REPLY_SUBJECT),

@@ -35,6 +35,7 @@ pub mod discover;
 pub mod error;
 pub mod nats;
 pub mod postgres;
+pub mod trace;
 mod util;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};

@@ -56,6 +56,7 @@ export type { LiveUpdate } from "./query/LiveUpdate.js";
 export type { QueryReply } from "./query/QueryReply.js";
 export type { QueryRequest } from "./query/QueryRequest.js";
 export type { SubscribeReply } from "./query/SubscribeReply.js";
+export type { CommandRecorded } from "./envelopes/CommandRecorded.js";
 export type { EventBody } from "./envelopes/EventBody.js";
 export type { GuardEvent } from "./envelopes/GuardEvent.js";
 export type { ErrorCode } from "./replies/ErrorBody.js";
