@@ -5,29 +5,15 @@
 //! `x-talkwai-publishers` of each channel in `proto/asyncapi.yaml`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 use talkwai_proto::asyncapi::channel_for;
+use talkwai_e2e::auth_config;
 use talkwai_testkit::NatsServer;
 
 const ACME: &str = "a0000000-0000-4000-8000-000000000001";
 const MEMBER: &str = "a0000000-0000-4000-8000-0000000000aa";
-
-fn auth_config() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/auth.conf");
-    let text = std::fs::read_to_string(path).expect("read deploy/nats/auth.conf");
-    [
-        ("$TALKWAI_NATS_COMMAND_PASSWORD", "\"command-pw\""),
-        ("$TALKWAI_NATS_PROJECTOR_PASSWORD", "\"projector-pw\""),
-        ("$TALKWAI_NATS_NOTIFIER_PASSWORD", "\"notifier-pw\""),
-        ("$TALKWAI_NATS_TENANT_PASSWORD", "\"tenant-pw\""),
-        ("$TALKWAI_NATS_OPERATOR_PASSWORD", "\"operator-pw\""),
-    ]
-    .iter()
-    .fold(text, |text, (var, value)| text.replace(var, value))
-}
 
 async fn connect(server: &NatsServer, user: &str, password: &str) -> async_nats::Client {
     async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
