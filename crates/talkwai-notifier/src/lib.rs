@@ -23,12 +23,14 @@
 //! - [`events`]: the event consumer loop and its bounded task cache.
 //! - [`presence`], [`announce`]: presence endpoints and announcements.
 //! - [`monitor`]: the lease and the periodic checks.
+//! - [`heal`]: recreating the bucket and consumers found missing (after a nats-server restart).
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
 pub mod announce;
 pub mod derive;
 pub mod error;
 pub mod events;
+pub mod heal;
 pub mod monitor;
 pub mod ops;
 pub mod presence;
@@ -177,6 +179,7 @@ pub struct Notifier {
     store: EventStore,
     presence: Arc<presence::PresenceService>,
     lease: async_nats::jetstream::kv::Store,
+    upkeep: heal::Upkeep,
     config: Config,
 }
 
@@ -204,17 +207,22 @@ impl Notifier {
             config.jwt_audience.as_deref(),
         )
         .with_public_keys(config.key_files.load()?);
-        let presence = Arc::new(presence::PresenceService::new(
-            client.clone(),
-            kv,
-            verifier,
-            Duration::from_secs(config.presence_ttl_secs.max(1)),
-        ));
+        let upkeep = heal::Upkeep::new(store.clone(), config.clone());
+        let presence = Arc::new(
+            presence::PresenceService::new(
+                client.clone(),
+                kv,
+                verifier,
+                Duration::from_secs(config.presence_ttl_secs.max(1)),
+            )
+            .healing(upkeep.clone()),
+        );
         Ok(Self {
             client,
             store,
             presence,
             lease,
+            upkeep,
             config,
         })
     }
@@ -229,11 +237,13 @@ impl Notifier {
         let mut workers = JoinSet::new();
         workers.spawn(
             events::EventLoop::new(self.store.clone(), &self.config)
+                .healing(self.upkeep.clone())
                 .run(event_consumer, stop_rx.clone()),
         );
         workers.spawn(announce::run(
             self.client.clone(),
             presence_consumer,
+            self.upkeep.clone(),
             stop_rx.clone(),
         ));
         workers.spawn(

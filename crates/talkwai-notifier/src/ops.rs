@@ -147,9 +147,15 @@ pub async fn export_peers(
 }
 
 impl Notifier {
-    /// Ready when the NATS connection is up and JetStream answers.
+    /// Ready when the NATS connection is up, JetStream answers, and the presence bucket, the
+    /// announcer consumer and the event consumer exist (see [`crate::heal`]).
     pub fn readiness(&self) -> Readiness {
-        Readiness::always().with_nats(self.client.clone())
+        let upkeep = self.upkeep.clone();
+        Readiness::new(move || {
+            let upkeep = upkeep.clone();
+            async move { upkeep.checks().await }
+        })
+        .with_nats(self.client.clone())
     }
 }
 
