@@ -36,7 +36,12 @@ async fn try_presence(h: &Harness, subject: &str, body: Value, token: &str) -> O
 }
 
 /// Receives presence events until one for `session` with `op` arrives; panics after `within`.
-async fn wait_announced(sub: &mut async_nats::Subscriber, session: &str, op: &str, within: Duration) {
+async fn wait_announced(
+    sub: &mut async_nats::Subscriber,
+    session: &str,
+    op: &str,
+    within: Duration,
+) {
     let deadline = tokio::time::Instant::now() + within;
     let mut seen = Vec::new();
     loop {
@@ -126,19 +131,20 @@ async fn presence_and_notifications_work_again_after_a_nats_restart() {
     let readiness = notifier.readiness();
     let _running = tokio::spawn(notifier.run(std::future::pending::<()>()));
     wait_ready(&readiness, Duration::from_secs(10)).await;
-    let mut announced = h
-        .client
-        .subscribe(room("events"))
-        .await
-        .expect("subscribe");
+    let mut announced = h.client.subscribe(room("events")).await.expect("subscribe");
     let mut updates = h
         .client
         .subscribe(format!("talkwai.room.tenant.{t}.topic.taskUpdates"))
         .await
         .expect("subscribe");
-    let join = try_presence(&h, &room("join"), json!({"sessionId": "before"}), &w.owner_token)
-        .await
-        .expect("a reply");
+    let join = try_presence(
+        &h,
+        &room("join"),
+        json!({"sessionId": "before"}),
+        &w.owner_token,
+    )
+    .await
+    .expect("a reply");
     assert_eq!(join["ok"], true, "{join}");
     wait_announced(&mut announced, "before", "join", Duration::from_secs(10)).await;
 
@@ -149,8 +155,13 @@ async fn presence_and_notifications_work_again_after_a_nats_restart() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut replies = Vec::new();
     loop {
-        let reply =
-            try_presence(&h, &room("join"), json!({"sessionId": "after"}), &w.owner_token).await;
+        let reply = try_presence(
+            &h,
+            &room("join"),
+            json!({"sessionId": "after"}),
+            &w.owner_token,
+        )
+        .await;
         if reply.as_ref().is_some_and(|r| r["ok"] == true) {
             break;
         }
@@ -230,7 +241,10 @@ async fn readiness_fails_while_the_bucket_or_a_consumer_is_missing() {
         "nothing created yet"
     );
     upkeep.ensure_presence().await.expect("presence created");
-    upkeep.ensure_events().await.expect("event consumer created");
+    upkeep
+        .ensure_events()
+        .await
+        .expect("event consumer created");
     assert!(failing(&upkeep.checks().await).is_empty());
 
     // The bucket goes (as with a nats-server restart): not ready until recreated.
@@ -259,7 +273,10 @@ async fn readiness_fails_while_the_bucket_or_a_consumer_is_missing() {
         .await
         .expect("delete the consumer");
     assert_eq!(failing(&upkeep.checks().await), ["events"]);
-    upkeep.ensure_events().await.expect("event consumer recreated");
+    upkeep
+        .ensure_events()
+        .await
+        .expect("event consumer recreated");
     assert!(failing(&upkeep.checks().await).is_empty());
 }
 

@@ -201,7 +201,11 @@ async fn liveness_fails_while_it_cannot_progress(partitions: u32) {
     );
     eprintln!("{partitions} partition(s): /livez failed {failed:?} after nats-server stopped");
 
-    stack.nats.restart().await.expect("nats-server starts again");
+    stack
+        .nats
+        .restart()
+        .await
+        .expect("nats-server starts again");
     wait_status(port, "/livez", 200, Duration::from_secs(30)).await;
 }
 
