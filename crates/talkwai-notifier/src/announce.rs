@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::NotifierError;
-use crate::heal::{Upkeep, is_missing};
+use crate::heal::{Upkeep, VERIFY_EVERY, is_missing, still_there};
 use crate::presence::{BUCKET, StoredPeer};
 
 /// Pause between attempts to recreate a lost consumer.
@@ -110,7 +110,7 @@ pub async fn run(
     loop {
         match consumer.messages().await {
             Ok(messages) => {
-                if announce(&client, messages, &mut shutdown).await {
+                if announce(&client, &consumer, messages, &upkeep, &mut shutdown).await {
                     return Ok(());
                 }
             }
@@ -135,12 +135,25 @@ pub async fn run(
 /// (`false`).
 async fn announce(
     client: &async_nats::Client,
+    consumer: &PullConsumer,
     mut messages: pull::Stream,
+    upkeep: &Upkeep,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
+    let mut verify = tokio::time::interval(VERIFY_EVERY);
     loop {
+        upkeep.presence_reading();
         let message = tokio::select! {
             _ = shutdown.changed() => return true,
+            _ = alive.tick() => continue,
+            _ = verify.tick() => {
+                if still_there(consumer).await {
+                    continue;
+                }
+                warn!(consumer = CONSUMER, "the presence consumer is gone (nats-server restarted?)");
+                return false;
+            }
             message = messages.next() => message,
         };
         let Some(message) = message else {

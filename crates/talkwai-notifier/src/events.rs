@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{Instrument as _, Span, debug, field, info, info_span, warn};
 
 use crate::derive::{self, ActorRef, EventMeta, FailureSpikes, Outgoing, TaskFacts};
-use crate::heal::{Upkeep, is_missing};
+use crate::heal::{Upkeep, VERIFY_EVERY, is_missing, still_there};
 use crate::{Config, NotifierError};
 
 /// Pause between attempts to recreate a lost consumer.
@@ -106,7 +106,7 @@ impl EventLoop {
         loop {
             let messages = consumer.messages().await.map_err(NotifierError::js);
             let stopped = match messages {
-                Ok(messages) => self.pull(&client, messages, &mut shutdown).await,
+                Ok(messages) => self.pull(&client, &consumer, messages, &mut shutdown).await,
                 Err(err) => {
                     warn!(error = %err, "cannot read the event consumer");
                     false
@@ -137,12 +137,26 @@ impl EventLoop {
     async fn pull(
         &mut self,
         client: &async_nats::Client,
+        consumer: &PullConsumer,
         mut messages: async_nats::jetstream::consumer::pull::Stream,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
+        let mut verify = tokio::time::interval(VERIFY_EVERY);
         loop {
+            if let Some(upkeep) = &self.upkeep {
+                upkeep.events_reading();
+            }
             let message = tokio::select! {
                 _ = shutdown.changed() => return true,
+                _ = alive.tick() => continue,
+                _ = verify.tick() => {
+                    if self.upkeep.is_none() || still_there(consumer).await {
+                        continue;
+                    }
+                    warn!(consumer = CONSUMER, "the event consumer is gone");
+                    return false;
+                }
                 message = messages.next() => message,
             };
             let Some(message) = message else {

@@ -7,19 +7,23 @@
 //! event loop recreate their consumer when their message stream says it is gone, then read on.
 //! Every step is create-or-update with the same configuration, so instances healing at once
 //! agree. Readiness ([`Upkeep::checks`]) looks at the bucket and the consumers themselves, so
-//! `/readyz` is 503 while any is missing.
+//! `/readyz` is 503 while any is missing. Liveness ([`Upkeep::liveness`]) fails when the event
+//! loop or the announcer has not been connected and reading for `liveness_secs`.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use talkwai_eventstore::EventStore;
-use talkwai_telemetry::ops::Check;
+use talkwai_telemetry::ops::{Check, Liveness, Watchdog};
 
 use crate::presence::BUCKET;
 use crate::{Config, NotifierError, announce, events, presence};
 
 /// Longest a readiness look-up of one stream or consumer may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a reading loop makes sure its consumer still exists (a pull stream does not always
+/// notice that its consumer went with a nats-server restart).
+pub const VERIFY_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether a NATS error says a stream or consumer does not exist (deleted, or lost with a
 /// memory-storage stream when nats-server restarted).
@@ -36,17 +40,57 @@ pub fn is_missing(error: &str) -> bool {
     .any(|needle| error.contains(needle))
 }
 
+/// Whether `consumer` still exists: `false` only when the server says it (or its stream) is
+/// not there; a failed look-up (NATS down) counts as there.
+pub async fn still_there(consumer: &PullConsumer) -> bool {
+    match consumer.get_info().await {
+        Ok(_) => true,
+        Err(err) => !is_missing(&err.to_string()),
+    }
+}
+
 /// Knows how to (re)create the notifier's bucket and consumers; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Upkeep {
     store: EventStore,
     config: Config,
+    events_alive: Watchdog,
+    presence_alive: Watchdog,
 }
 
 impl Upkeep {
     /// Upkeep of the buckets and consumers of `config` on `store`'s JetStream.
     pub fn new(store: EventStore, config: Config) -> Self {
-        Self { store, config }
+        let silence = Duration::from_secs(config.liveness_secs.max(1));
+        Self {
+            store,
+            config,
+            events_alive: Watchdog::new("events", silence),
+            presence_alive: Watchdog::new("presence", silence),
+        }
+    }
+
+    /// `/livez`: the event loop and the announcer were connected and reading recently.
+    pub fn liveness(&self) -> Liveness {
+        Liveness::watchdogs(vec![self.events_alive.clone(), self.presence_alive.clone()])
+    }
+
+    /// Beats the event loop's watchdog if NATS is connected.
+    pub(crate) fn events_reading(&self) {
+        if self.connected() {
+            self.events_alive.beat();
+        }
+    }
+
+    /// Beats the announcer's watchdog if NATS is connected.
+    pub(crate) fn presence_reading(&self) {
+        if self.connected() {
+            self.presence_alive.beat();
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.store.client().connection_state() == async_nats::connection::State::Connected
     }
 
     /// Creates (or updates) the presence bucket and its announcer consumer; returns the
@@ -65,8 +109,7 @@ impl Upkeep {
     /// Readiness: `presence` (the bucket and the announcer consumer exist) and `events` (the
     /// event consumer exists).
     pub async fn checks(&self) -> Vec<Check> {
-        let state = self.store.client().connection_state();
-        if state != async_nats::connection::State::Connected {
+        if !self.connected() {
             return vec![
                 Check::fail("presence", "nats is not connected"),
                 Check::fail("events", "nats is not connected"),

@@ -136,6 +136,10 @@ pub struct Config {
     /// Name of this instance.
     #[arg(long, env = "TALKWAI_INSTANCE", default_value = "notifier-1")]
     pub instance: String,
+    /// `/livez` fails after this many seconds in which the event loop or the announcer was not
+    /// connected and reading its consumer (a restart is then due).
+    #[arg(long, env = "TALKWAI_NOTIFIER_LIVENESS_SECS", default_value_t = 60)]
+    pub liveness_secs: u64,
 }
 
 impl Config {
@@ -161,6 +165,7 @@ impl Config {
             replicas: 1,
             max_in_flight: 64,
             instance: "notifier-test".into(),
+            liveness_secs: 60,
         }
     }
 

@@ -337,3 +337,121 @@ async fn a_running_notifier_recreates_consumers_deleted_under_it() {
     assert_eq!(join["ok"], true, "{join}");
     wait_announced(&mut announced, "s1", "join", Duration::from_secs(10)).await;
 }
+
+/// Waits until every liveness check is `live`; returns how long it took, panics after `within`.
+async fn wait_live(
+    liveness: &talkwai_telemetry::ops::Liveness,
+    live: bool,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let checks = liveness.evaluate();
+        if checks.iter().all(|c| c.ok) == live {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "liveness not {live} within {within:?}: {checks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_fails_while_the_notifier_cannot_read_and_returns_when_it_can() {
+    let mut h = Harness::start().await;
+    let mut config = h.notifier_config();
+    config.liveness_secs = 2;
+    let notifier = Notifier::build(config).await.expect("notifier builds");
+    let liveness = notifier.liveness();
+    let readiness = notifier.readiness();
+    let _running = tokio::spawn(notifier.run(std::future::pending::<()>()));
+    wait_ready(&readiness, Duration::from_secs(10)).await;
+    assert_eq!(
+        liveness
+            .evaluate()
+            .iter()
+            .map(|c| (c.name, c.ok))
+            .collect::<Vec<_>>(),
+        [("events", true), ("presence", true)]
+    );
+
+    h.server.stop().await.expect("nats-server stops");
+    let failed = wait_live(&liveness, false, Duration::from_secs(20)).await;
+    assert!(
+        failed >= Duration::from_secs(1),
+        "live for the grace period first ({failed:?})"
+    );
+    h.server.restart().await.expect("nats-server starts again");
+    wait_live(&liveness, true, Duration::from_secs(20)).await;
+    // No presence request came: the announcer found its consumer gone and recreated it.
+    wait_ready(&readiness, Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_request_that_finds_the_bucket_gone_recreates_it_and_succeeds() {
+    let h = Harness::start().await;
+    let w = world(&h).await;
+    let config = h.notifier_config();
+    let store = EventStore::open(h.client.clone(), &StreamSettings::default())
+        .await
+        .expect("store");
+    let upkeep = Upkeep::new(store.clone(), config);
+    upkeep.ensure_presence().await.expect("presence created");
+    let js = store.jetstream();
+    let kv = js
+        .get_key_value(presence::BUCKET)
+        .await
+        .expect("the bucket");
+    let verifier = talkwai_auth::TokenVerifier::new(
+        None,
+        Some(secrecy::SecretString::from(common::SECRET)),
+        None,
+        None,
+    );
+    let service =
+        presence::PresenceService::new(h.client.clone(), kv, verifier, Duration::from_secs(5));
+    let healing = presence::PresenceService::new(
+        h.client.clone(),
+        js.get_key_value(presence::BUCKET)
+            .await
+            .expect("the bucket"),
+        talkwai_auth::TokenVerifier::new(
+            None,
+            Some(secrecy::SecretString::from(common::SECRET)),
+            None,
+            None,
+        ),
+        Duration::from_secs(5),
+    )
+    .healing(upkeep.clone());
+    let subject = format!("talkwai.room.tenant.{}.presence.join", w.tenant);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "Authorization",
+        format!("Bearer {}", w.owner_token).as_str(),
+    );
+    let body = serde_json::to_vec(&json!({"sessionId": "s1"})).expect("json");
+
+    js.delete_stream(format!("KV_{}", presence::BUCKET))
+        .await
+        .expect("delete the bucket");
+    let plain = service.handle(&subject, Some(&headers), &body).await;
+    assert_eq!(
+        plain.error.as_ref().map(|e| e.code),
+        Some(talkwai_domain::ErrorCode::Unavailable),
+        "without upkeep the request fails: {plain:?}"
+    );
+    let healed = healing.handle(&subject, Some(&headers), &body).await;
+    assert!(healed.ok, "{healed:?}");
+    assert_eq!(healed.peers.as_ref().map(Vec::len), Some(1), "{healed:?}");
+    assert!(
+        upkeep
+            .checks()
+            .await
+            .iter()
+            .any(|c| c.name == "presence" && c.ok),
+        "the bucket and the announcer consumer are back"
+    );
+}
