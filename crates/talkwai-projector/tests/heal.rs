@@ -154,20 +154,32 @@ async fn projects_again_after_a_nats_restart(partitions: u32) {
     wait_status(port, "/livez", 200, Duration::from_secs(5)).await;
 
     stack.nats.restart().await.expect("nats-server restarts");
+    let restarted = Instant::now();
+    if partitions > 1 {
+        // The lease bucket went with the restart: the projector recreates it and claims again.
+        let deadline = restarted + Duration::from_secs(30);
+        loop {
+            let held = talkwai_projector::lease::holders(stack.store.jetstream()).await;
+            if let Ok((leases, live)) = &held
+                && leases.len() == partitions as usize
+                && live.len() == 1
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the partitions were not leased again: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("leased again {:?} after the restart", restarted.elapsed());
+    }
     let after = append_tenant(&stack).await;
     let took = wait_projected(&pg, after, Duration::from_secs(30)).await;
-    eprintln!("{partitions} partition(s): projected again {took:?} after the restart");
-    if partitions > 1 {
-        let (leases, live) = talkwai_projector::lease::holders(stack.store.jetstream())
-            .await
-            .expect("lease holders");
-        assert_eq!(
-            leases.len(),
-            partitions as usize,
-            "every partition is leased again: {leases:?}"
-        );
-        assert_eq!(live.len(), 1, "one live heartbeat: {live:?}");
-    }
+    eprintln!(
+        "{partitions} partition(s): projected again {:?} after the restart ({took:?} after the append)",
+        restarted.elapsed()
+    );
     // A later event too: projection goes on, it did not just catch up once.
     let later = append_tenant(&stack).await;
     wait_projected(&pg, later, Duration::from_secs(10)).await;
