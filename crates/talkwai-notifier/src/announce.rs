@@ -1,7 +1,9 @@
 //! Presence announcements: every change of the presence bucket (joins, updates, leaves, and
 //! the markers the server writes when a TTL runs out) is read through one durable consumer,
 //! `talkwai-presence-announcer`, shared by every instance, and announced once on
-//! `talkwai.room.<type>.<id>.presence.events` before it is acked.
+//! `talkwai.room.<type>.<id>.presence.events` before it is acked. When the consumer is gone
+//! (the in-memory bucket was lost with a nats-server restart) the announcer recreates the
+//! bucket and the consumer ([`crate::heal`]) and reads on.
 
 use std::time::Duration;
 
@@ -14,7 +16,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::NotifierError;
+use crate::heal::{Upkeep, VERIFY_EVERY, is_missing, still_there};
 use crate::presence::{BUCKET, StoredPeer};
+
+/// Pause between attempts to recreate a lost consumer.
+const HEAL_PAUSE: Duration = Duration::from_secs(1);
 
 /// The durable consumer every instance pulls presence changes from.
 pub const CONSUMER: &str = "talkwai-presence-announcer";
@@ -92,22 +98,74 @@ pub fn announcement(
     ))
 }
 
-/// Announces until `shutdown` flips.
+/// Announces until `shutdown` flips; recreates the bucket and `consumer` with `upkeep` when
+/// they are found missing.
 pub async fn run(
     client: async_nats::Client,
-    consumer: PullConsumer,
+    mut consumer: PullConsumer,
+    upkeep: Upkeep,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), NotifierError> {
-    let mut messages = consumer.messages().await.map_err(NotifierError::js)?;
     info!(consumer = CONSUMER, "announcing presence");
     loop {
+        match consumer.messages().await {
+            Ok(messages) => {
+                if announce(&client, &consumer, messages, &upkeep, &mut shutdown).await {
+                    return Ok(());
+                }
+            }
+            Err(err) => warn!(error = %err, "cannot read presence changes"),
+        }
+        // The consumer (or the whole bucket) is gone: recreate, then read again.
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            () = tokio::time::sleep(HEAL_PAUSE) => {}
+        }
+        match upkeep.ensure_presence().await {
+            Ok(recreated) => {
+                info!(consumer = CONSUMER, "presence consumer recreated");
+                consumer = recreated;
+            }
+            Err(err) => warn!(error = %err, "cannot recreate the presence consumer yet"),
+        }
+    }
+}
+
+/// Announces from `messages` until `shutdown` flips (`true`) or the consumer is found missing
+/// (`false`).
+async fn announce(
+    client: &async_nats::Client,
+    consumer: &PullConsumer,
+    mut messages: pull::Stream,
+    upkeep: &Upkeep,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
+    let mut verify = tokio::time::interval(VERIFY_EVERY);
+    loop {
+        upkeep.presence_reading();
         let message = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => return true,
+            _ = alive.tick() => continue,
+            _ = verify.tick() => {
+                if still_there(consumer).await {
+                    continue;
+                }
+                warn!(consumer = CONSUMER, "the presence consumer is gone (nats-server restarted?)");
+                return false;
+            }
             message = messages.next() => message,
         };
-        let Some(message) = message else { break };
+        let Some(message) = message else {
+            warn!(consumer = CONSUMER, "presence consumer ended");
+            return false;
+        };
         let message = match message {
             Ok(message) => message,
+            Err(err) if is_missing(&err.to_string()) => {
+                warn!(error = %err, "the presence consumer is gone (nats-server restarted?)");
+                return false;
+            }
             Err(err) => {
                 warn!(error = %err, "presence consumer error");
                 continue;
@@ -130,5 +188,4 @@ pub async fn run(
             warn!(error = %err, seq, "cannot ack a presence change");
         }
     }
-    Ok(())
 }

@@ -1,5 +1,7 @@
 //! From the event log to room topics: the durable consumer `talkwai-notifier`, shared by every
-//! instance, explicit ack after publishing.
+//! instance, explicit ack after publishing. The consumer lives on the file-storage event stream
+//! and survives a nats-server restart; should it be gone all the same (deleted by hand), the
+//! loop recreates it ([`crate::heal`]) and reads on.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -19,7 +21,11 @@ use tokio::sync::watch;
 use tracing::{Instrument as _, Span, debug, field, info, info_span, warn};
 
 use crate::derive::{self, ActorRef, EventMeta, FailureSpikes, Outgoing, TaskFacts};
+use crate::heal::{Upkeep, VERIFY_EVERY, is_missing, still_there};
 use crate::{Config, NotifierError};
+
+/// Pause between attempts to recreate a lost consumer.
+const HEAL_PAUSE: Duration = Duration::from_secs(1);
 
 /// The durable consumer every notifier instance pulls from.
 pub const CONSUMER: &str = "talkwai-notifier";
@@ -59,6 +65,7 @@ pub struct EventLoop {
     tasks: LruCache<TaskId, TaskFacts>,
     spikes: FailureSpikes,
     skip_older_than_ms: i64,
+    upkeep: Option<Upkeep>,
 }
 
 impl EventLoop {
@@ -77,26 +84,91 @@ impl EventLoop {
             ),
             skip_older_than_ms: i64::try_from(config.skip_older_than_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            upkeep: None,
         }
+    }
+
+    /// Heals with `upkeep`: when the consumer is found missing it is recreated and read again
+    /// (without, the loop ends).
+    pub fn healing(mut self, upkeep: Upkeep) -> Self {
+        self.upkeep = Some(upkeep);
+        self
     }
 
     /// Pulls, publishes and acks until `shutdown` flips; the message in hand is finished first.
     pub async fn run(
         mut self,
-        consumer: PullConsumer,
+        mut consumer: PullConsumer,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), NotifierError> {
         let client = self.store.client().clone();
-        let mut messages = consumer.messages().await.map_err(NotifierError::js)?;
         info!(consumer = CONSUMER, "notifying from the event log");
         loop {
-            let message = tokio::select! {
+            let messages = consumer.messages().await.map_err(NotifierError::js);
+            let stopped = match messages {
+                Ok(messages) => self.pull(&client, &consumer, messages, &mut shutdown).await,
+                Err(err) => {
+                    warn!(error = %err, "cannot read the event consumer");
+                    false
+                }
+            };
+            let Some(upkeep) = self.upkeep.clone().filter(|_| !stopped) else {
+                break;
+            };
+            // The consumer is gone: recreate it, then read again.
+            tokio::select! {
                 _ = shutdown.changed() => break,
+                () = tokio::time::sleep(HEAL_PAUSE) => {}
+            }
+            match upkeep.ensure_events().await {
+                Ok(recreated) => {
+                    info!(consumer = CONSUMER, "event consumer recreated");
+                    consumer = recreated;
+                }
+                Err(err) => warn!(error = %err, "cannot recreate the event consumer yet"),
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+        Ok(())
+    }
+
+    /// Handles messages until `shutdown` flips (`true`) or the consumer is found missing
+    /// (`false`).
+    async fn pull(
+        &mut self,
+        client: &async_nats::Client,
+        consumer: &PullConsumer,
+        mut messages: async_nats::jetstream::consumer::pull::Stream,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
+        let mut verify = tokio::time::interval(VERIFY_EVERY);
+        loop {
+            if let Some(upkeep) = &self.upkeep {
+                upkeep.events_reading();
+            }
+            let message = tokio::select! {
+                _ = shutdown.changed() => return true,
+                _ = alive.tick() => continue,
+                _ = verify.tick() => {
+                    if self.upkeep.is_none() || still_there(consumer).await {
+                        continue;
+                    }
+                    warn!(consumer = CONSUMER, "the event consumer is gone");
+                    return false;
+                }
                 message = messages.next() => message,
             };
-            let Some(message) = message else { break };
+            let Some(message) = message else {
+                warn!(consumer = CONSUMER, "event consumer ended");
+                return false;
+            };
             let message = match message {
                 Ok(message) => message,
+                Err(err) if is_missing(&err.to_string()) => {
+                    warn!(error = %err, "the event consumer is gone");
+                    return false;
+                }
                 Err(err) => {
                     warn!(error = %err, "consumer error");
                     continue;
@@ -117,12 +189,10 @@ impl EventLoop {
                 ),
                 Some(&stored.headers),
             );
-            self.notify(&client, &message, &stored)
+            self.notify(client, &message, &stored)
                 .instrument(span)
                 .await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
-        Ok(())
     }
 
     /// Publishes the messages of one event (each carrying the `notify` span's trace context),

@@ -23,12 +23,14 @@
 //! - [`events`]: the event consumer loop and its bounded task cache.
 //! - [`presence`], [`announce`]: presence endpoints and announcements.
 //! - [`monitor`]: the lease and the periodic checks.
+//! - [`heal`]: recreating the bucket and consumers found missing (after a nats-server restart).
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
 pub mod announce;
 pub mod derive;
 pub mod error;
 pub mod events;
+pub mod heal;
 pub mod monitor;
 pub mod ops;
 pub mod presence;
@@ -134,6 +136,10 @@ pub struct Config {
     /// Name of this instance.
     #[arg(long, env = "TALKWAI_INSTANCE", default_value = "notifier-1")]
     pub instance: String,
+    /// `/livez` fails after this many seconds in which the event loop or the announcer was not
+    /// connected and reading its consumer (a restart is then due).
+    #[arg(long, env = "TALKWAI_NOTIFIER_LIVENESS_SECS", default_value_t = 60)]
+    pub liveness_secs: u64,
 }
 
 impl Config {
@@ -159,6 +165,7 @@ impl Config {
             replicas: 1,
             max_in_flight: 64,
             instance: "notifier-test".into(),
+            liveness_secs: 60,
         }
     }
 
@@ -177,6 +184,7 @@ pub struct Notifier {
     store: EventStore,
     presence: Arc<presence::PresenceService>,
     lease: async_nats::jetstream::kv::Store,
+    upkeep: heal::Upkeep,
     config: Config,
 }
 
@@ -213,17 +221,22 @@ impl Notifier {
             config.jwt_audience.as_deref(),
         )
         .with_public_keys(config.key_files.load()?);
-        let presence = Arc::new(presence::PresenceService::new(
-            client.clone(),
-            kv,
-            verifier,
-            Duration::from_secs(config.presence_ttl_secs.max(1)),
-        ));
+        let upkeep = heal::Upkeep::new(store.clone(), config.clone());
+        let presence = Arc::new(
+            presence::PresenceService::new(
+                client.clone(),
+                kv,
+                verifier,
+                Duration::from_secs(config.presence_ttl_secs.max(1)),
+            )
+            .healing(upkeep.clone()),
+        );
         Ok(Self {
             client,
             store,
             presence,
             lease,
+            upkeep,
             config,
         })
     }
@@ -238,11 +251,13 @@ impl Notifier {
         let mut workers = JoinSet::new();
         workers.spawn(
             events::EventLoop::new(self.store.clone(), &self.config)
+                .healing(self.upkeep.clone())
                 .run(event_consumer, stop_rx.clone()),
         );
         workers.spawn(announce::run(
             self.client.clone(),
             presence_consumer,
+            self.upkeep.clone(),
             stop_rx.clone(),
         ));
         workers.spawn(

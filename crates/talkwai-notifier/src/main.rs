@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the notifier")?;
     let _ops = match cli.metrics_addr {
         Some(addr) => Some(
-            talkwai_telemetry::ops::serve_ops(addr, notifier.readiness())
+            talkwai_telemetry::ops::serve_ops_with(addr, notifier.readiness(), notifier.liveness())
                 .await
                 .context("serving /metrics")?,
         ),

@@ -1,5 +1,6 @@
 //! Operations: the notifier's Prometheus metrics (recorded with the `metrics` macros; served
-//! with `/livez` and `/readyz` by `talkwai_telemetry::ops::serve_ops`) and its readiness.
+//! with `/livez` and `/readyz` by `talkwai_telemetry::ops::serve_ops_with`), its readiness and
+//! its liveness.
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -17,7 +18,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use talkwai_eventstore::StoredMessage;
 use talkwai_proto::room::PresenceReply;
-use talkwai_telemetry::ops::Readiness;
+use talkwai_telemetry::ops::{Liveness, Readiness};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -147,9 +148,21 @@ pub async fn export_peers(
 }
 
 impl Notifier {
-    /// Ready when the NATS connection is up and JetStream answers.
+    /// Ready when the NATS connection is up, JetStream answers, and the presence bucket, the
+    /// announcer consumer and the event consumer exist (see [`crate::heal`]).
     pub fn readiness(&self) -> Readiness {
-        Readiness::always().with_nats(self.client.clone())
+        let upkeep = self.upkeep.clone();
+        Readiness::new(move || {
+            let upkeep = upkeep.clone();
+            async move { upkeep.checks().await }
+        })
+        .with_nats(self.client.clone())
+    }
+
+    /// Live while the event loop and the announcer are connected and reading (see
+    /// [`crate::heal`]).
+    pub fn liveness(&self) -> Liveness {
+        self.upkeep.liveness()
     }
 }
 

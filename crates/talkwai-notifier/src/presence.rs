@@ -1,6 +1,11 @@
 //! Presence: the `talkwai-presence` service (join, update, leave, heartbeat, get) over the
 //! JetStream KV bucket `TALKWAI_PRESENCE`, one key `<roomType>.<roomId>.<sessionId>` per peer
 //! with a per-key TTL that every write refreshes.
+//!
+//! The bucket is in memory: a nats-server restart deletes it (and every peer). A request that
+//! finds it missing recreates it (with the announcer's consumer) and is retried once, so the
+//! first `join` after a restart succeeds; a `heartbeat` or `update` of a session lost with it
+//! answers `not_found` (join again), as after an expiry.
 
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ use uuid::Uuid;
 
 use crate::NotifierError;
 use crate::events::now_ms;
+use crate::heal::{Upkeep, is_missing};
 
 /// The presence bucket.
 pub const BUCKET: &str = "TALKWAI_PRESENCE";
@@ -190,6 +196,7 @@ pub struct PresenceService {
     kv: kv::Store,
     verifier: TokenVerifier,
     ttl: Duration,
+    upkeep: Option<Upkeep>,
 }
 
 impl PresenceService {
@@ -206,7 +213,15 @@ impl PresenceService {
             kv,
             verifier,
             ttl,
+            upkeep: None,
         }
+    }
+
+    /// Heals with `upkeep`: a request that finds the bucket missing recreates it and is
+    /// retried once.
+    pub fn healing(mut self, upkeep: Upkeep) -> Self {
+        self.upkeep = Some(upkeep);
+        self
     }
 
     /// Answers one request.
@@ -216,7 +231,18 @@ impl PresenceService {
         headers: Option<&HeaderMap>,
         payload: &[u8],
     ) -> PresenceReply {
-        match self.try_handle(subject, headers, payload).await {
+        let mut outcome = self.try_handle(subject, headers, payload).await;
+        if let (Err(error), Some(upkeep)) = (&outcome, &self.upkeep)
+            && error.code == ErrorCode::Unavailable
+            && is_missing(&error.message)
+        {
+            tracing::warn!(error = %error.message, "the presence bucket is gone (nats-server restarted?): recreating it");
+            match upkeep.ensure_presence().await {
+                Ok(_) => outcome = self.try_handle(subject, headers, payload).await,
+                Err(err) => tracing::warn!(error = %err, "cannot recreate the presence bucket"),
+            }
+        }
+        match outcome {
             Ok(reply) => reply,
             Err(error) => PresenceReply {
                 ok: false,
@@ -418,6 +444,11 @@ impl PresenceService {
                 .await
                 .map_err(|_| unavailable("presence read timed out".into()))?
                 .ok_or_else(|| unavailable("presence read closed".into()))?;
+            if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                return Err(unavailable(
+                    "no responders: the presence bucket is missing".into(),
+                ));
+            }
             if message.status.is_some() {
                 break; // 204 end of batch, 404 nothing there
             }

@@ -14,6 +14,12 @@
 //! Leases only decide who *tries*: correctness rests on the fenced checkpoint (see
 //! [`crate::partition`]), so a paused instance that still thinks it holds a lease cannot apply an
 //! event twice.
+//!
+//! The bucket is in memory: a nats-server restart deletes it. A round that finds it missing
+//! (its heartbeat write answers "no stream found") recreates it and writes again; the leases it
+//! held are gone with it, so their workers stop and the same round claims partitions afresh.
+//! Each successful round beats the projector's liveness watchdog: an instance whose rounds
+//! keep failing turns `/livez` 503 so it gets restarted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -52,6 +58,21 @@ pub async fn bucket(
     })
     .await
     .map_err(|e| ProjectorError::Nats(format!("lease bucket: {e}")))
+}
+
+/// Whether a NATS error says a stream or consumer does not exist (deleted, or lost with a
+/// memory-storage stream when nats-server restarted).
+pub fn is_missing(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    [
+        "stream not found",
+        "no stream found",
+        "consumer not found",
+        "consumer deleted",
+        "no responders",
+    ]
+    .iter()
+    .any(|needle| error.contains(needle))
 }
 
 /// The lease key of a partition.
@@ -142,7 +163,7 @@ pub(crate) struct Coordinator {
 impl Coordinator {
     /// A coordinator for `projector`'s configured partitions.
     pub(crate) async fn new(projector: Projector) -> Result<Self, ProjectorError> {
-        let ttl = Duration::from_millis(projector.config.lease_ttl_ms.max(1000));
+        let ttl = lease_ttl(&projector.config);
         let kv = bucket(projector.store.jetstream(), ttl, projector.store.replicas()).await?;
         let me = instance_id(&projector.config.instance);
         let count = projector.config.partitions.max(1);
@@ -181,17 +202,40 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn round(&mut self) {
-        if let Err(err) = self
-            .kv
-            .put(
-                format!("{HEARTBEAT}{}", self.me),
-                self.count.to_string().into_bytes().into(),
-            )
-            .await
-        {
-            warn!(error = %err, "cannot write the projector heartbeat");
+    /// Writes this instance's heartbeat; recreates the bucket once when it is missing.
+    async fn heartbeat(&mut self) -> Result<(), ProjectorError> {
+        let key = format!("{HEARTBEAT}{}", self.me);
+        let value: bytes::Bytes = self.count.to_string().into_bytes().into();
+        match self.kv.put(key.as_str(), value.clone()).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_missing(&err.to_string()) => {
+                warn!(error = %err, "the lease bucket is gone (nats-server restarted?): recreating it");
+                self.kv = bucket(
+                    self.projector.store.jetstream(),
+                    self.ttl,
+                    self.projector.store.replicas(),
+                )
+                .await?;
+                self.kv
+                    .put(key.as_str(), value)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ProjectorError::Nats(format!("heartbeat: {e}")))
+            }
+            Err(err) => Err(ProjectorError::Nats(format!("heartbeat: {err}"))),
         }
+    }
+
+    /// One round: heartbeat, renew, rebalance, claim; beats the liveness watchdog when the
+    /// heartbeat was written and the live instances could be counted.
+    async fn round(&mut self) {
+        let beat = match self.heartbeat().await {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(error = %err, "cannot write the projector heartbeat");
+                false
+            }
+        };
         // Renew what is held; whatever cannot be renewed is someone else's now.
         let indexes: Vec<u32> = self.held.keys().copied().collect();
         for index in indexes {
@@ -229,6 +273,9 @@ impl Coordinator {
                 return;
             }
         };
+        if beat {
+            self.projector.progress.beat();
+        }
         let live = u32::try_from(live.max(1)).unwrap_or(u32::MAX);
         let share = self.count.div_ceil(live) as usize;
         // Give back the highest partitions above the fair share (new instances joined).
@@ -307,6 +354,11 @@ impl Coordinator {
     }
 }
 
+/// The lease TTL of `config` (at least a second).
+pub(crate) fn lease_ttl(config: &crate::Config) -> Duration {
+    Duration::from_millis(config.lease_ttl_ms.max(1000))
+}
+
 async fn stop(held: Held) {
     let _ = held.stop.send(true);
     let mut worker = held.worker;
@@ -321,6 +373,17 @@ async fn stop(held: Held) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_streams_and_consumers_are_recognised() {
+        assert!(is_missing("no stream found for given subject"));
+        assert!(is_missing("failed to get stream: stream not found"));
+        assert!(is_missing("consumer not found"));
+        assert!(is_missing("Consumer Deleted"));
+        assert!(is_missing("no responders"));
+        assert!(!is_missing("wrong last sequence: 4"));
+        assert!(!is_missing("timed out"));
+    }
 
     #[test]
     fn lease_keys_round_trip() {

@@ -91,6 +91,10 @@ pub struct Config {
     /// milliseconds: how soon the partitions of a dead instance are taken over.
     #[arg(long, env = "TALKWAI_PROJECTOR_LEASE_TTL_MS", default_value_t = 5000)]
     pub lease_ttl_ms: u64,
+    /// `/livez` fails after this many seconds without progress: no successful lease round
+    /// (partitioned), no healthy apply pass (unpartitioned); a restart is then due.
+    #[arg(long, env = "TALKWAI_PROJECTOR_LIVENESS_SECS", default_value_t = 60)]
+    pub liveness_secs: u64,
 }
 
 impl Config {
@@ -106,6 +110,7 @@ impl Config {
             instance: "projector-test".to_owned(),
             partitions: 1,
             lease_ttl_ms: 5000,
+            liveness_secs: 60,
         }
     }
 }
@@ -126,6 +131,9 @@ pub struct Projector {
     pool: Pool,
     store: EventStore,
     config: Config,
+    /// Beaten by the lease coordinator's successful rounds (partitioned) or by a healthy apply
+    /// pass (unpartitioned); `/livez` fails when it goes silent.
+    progress: talkwai_telemetry::ops::Watchdog,
 }
 
 /// Why one pass of the apply loop ended.
@@ -172,11 +180,26 @@ impl Projector {
                 Err(err) => return Err(err.into()),
             }
         }
+        let progress = talkwai_telemetry::ops::Watchdog::new(
+            if config.partitions > 1 {
+                "leases"
+            } else {
+                "projection"
+            },
+            Duration::from_secs(config.liveness_secs.max(1)),
+        );
         Ok(Self {
             pool,
             store,
             config,
+            progress,
         })
+    }
+
+    /// What `/livez` checks: the projector still makes progress (see
+    /// [`Config::liveness_secs`]).
+    pub fn liveness(&self) -> talkwai_telemetry::ops::Liveness {
+        talkwai_telemetry::ops::Liveness::watchdogs(vec![self.progress.clone()])
     }
 
     /// The PostgreSQL pool.
@@ -224,6 +247,8 @@ impl Projector {
                 Ok(PassEnd::Swapped) => failures = 0,
                 Ok(PassEnd::Stopped) => {
                     failures = 0;
+                    // Stopped at a poison event is a state (readiness says so), not a hang.
+                    self.beat(slot);
                     tokio::select! {
                         () = shutdown.as_mut() => return Ok(()),
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -288,8 +313,15 @@ impl Projector {
             feed,
         )));
         let mut last_acked = checkpoint;
+        // A pass that is reading (its consumer stream has not failed) is progress, idle or not.
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let Some(next) = fetched.recv().await else {
+            self.beat(slot);
+            let next = tokio::select! {
+                next = fetched.recv() => next,
+                _ = alive.tick() => continue,
+            };
+            let Some(next) = next else {
                 return Err(ProjectorError::Nats("consumer stream ended".into()));
             };
             let Fetched {
@@ -337,6 +369,13 @@ impl Projector {
                     "projection stopped at a poison event; see `talkwai projections dead-letters`");
                 return Ok(PassEnd::Stopped);
             }
+        }
+    }
+
+    /// Records progress of the unpartitioned apply loop (partitioned: the coordinator beats).
+    fn beat(&self, slot: Slot) {
+        if slot.count <= 1 {
+            self.progress.beat();
         }
     }
 

@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 projector.store().clone(),
             );
             Some(
-                talkwai_telemetry::ops::serve_ops(addr, readiness)
+                talkwai_telemetry::ops::serve_ops_with(addr, readiness, projector.liveness())
                     .await
                     .context("serving /metrics")?,
             )

@@ -1,18 +1,19 @@
 //! The operations endpoint every service serves on one address: Prometheus `/metrics`,
-//! `/livez` (the process answers) and `/readyz` (its dependencies answer), over a small
-//! HTTP/1 server (hyper).
+//! `/livez` (the process can still do its job) and `/readyz` (its dependencies answer), over a
+//! small HTTP/1 server (hyper).
 //!
 //! Services record metrics with the `metrics` macros anywhere; [`metrics_handle`] installs the
 //! Prometheus recorder once per process (histograms ending in `_seconds` get latency buckets,
 //! `talkwai_append_group_*` size buckets) and [`serve_ops`] serves it with a service's
-//! [`Readiness`].
+//! [`Readiness`] ([`serve_ops_with`] adds its [`Liveness`], e.g. [`Watchdog`]s its loops beat).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,7 +26,8 @@ use tracing::{debug, info};
 
 /// Path of the Prometheus text exposition.
 pub const METRICS_PATH: &str = "/metrics";
-/// Path of the liveness probe: 200 while the process serves HTTP.
+/// Path of the liveness probe: 200 while the process serves HTTP and every liveness check
+/// passes, 503 otherwise.
 pub const LIVEZ_PATH: &str = "/livez";
 /// Path of the readiness probe: 200 when every check passes, 503 otherwise.
 pub const READYZ_PATH: &str = "/readyz";
@@ -172,6 +174,95 @@ impl Readiness {
     }
 }
 
+/// What `/livez` evaluates on each request: the process's own checks (cheap and local: never a
+/// dependency's health, which is readiness). Failing means a restart would help.
+#[derive(Clone)]
+pub struct Liveness(Arc<dyn Fn() -> Vec<Check> + Send + Sync>);
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Liveness").finish_non_exhaustive()
+    }
+}
+
+impl Liveness {
+    /// Liveness computed by `check` on every probe.
+    pub fn new<F>(check: F) -> Self
+    where
+        F: Fn() -> Vec<Check> + Send + Sync + 'static,
+    {
+        Self(Arc::new(check))
+    }
+
+    /// Alive as long as the process serves HTTP.
+    pub fn always() -> Self {
+        Self::new(Vec::new)
+    }
+
+    /// Alive while every watchdog was beaten recently enough.
+    pub fn watchdogs(watchdogs: Vec<Watchdog>) -> Self {
+        Self::new(move || watchdogs.iter().map(Watchdog::check).collect())
+    }
+
+    /// Runs the checks.
+    pub fn evaluate(&self) -> Vec<Check> {
+        (self.0)()
+    }
+}
+
+/// A progress beacon for liveness: a loop [`beat`](Self::beat)s after each successful round;
+/// its [`check`](Self::check) fails once it has not beaten for `max_silence`. Cheap to clone
+/// (clones share the beats); created beaten.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    name: &'static str,
+    max_silence: Duration,
+    origin: Instant,
+    /// Milliseconds from `origin` to the last beat.
+    last: Arc<AtomicU64>,
+}
+
+impl Watchdog {
+    /// A watchdog named `name` (the check's name) that tolerates `max_silence` without a beat.
+    pub fn new(name: &'static str, max_silence: Duration) -> Self {
+        Self {
+            name,
+            max_silence,
+            origin: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Records progress now.
+    pub fn beat(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub fn silence(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+
+    /// Passes while the last beat is at most `max_silence` old.
+    pub fn check(&self) -> Check {
+        let silence = self.silence();
+        if silence > self.max_silence {
+            Check::fail(
+                self.name,
+                format!(
+                    "no progress for {}s (at most {}s)",
+                    silence.as_secs(),
+                    self.max_silence.as_secs()
+                ),
+            )
+        } else {
+            Check::pass(self.name)
+        }
+    }
+}
+
 /// `nats`: the client is connected; `jetstream`: the JetStream API answers an account info
 /// request within two seconds (only asked when connected).
 pub async fn nats_checks(client: &async_nats::Client) -> Vec<Check> {
@@ -214,9 +305,18 @@ impl Drop for OpsServer {
     }
 }
 
-/// Serves `/metrics`, `/livez` and `/readyz` on `addr` until the returned server is dropped.
-/// Installs the Prometheus recorder (see [`metrics_handle`]) if it is not yet.
+/// Serves `/metrics`, `/livez` (always alive) and `/readyz` on `addr` until the returned server
+/// is dropped. Installs the Prometheus recorder (see [`metrics_handle`]) if it is not yet.
 pub async fn serve_ops(addr: SocketAddr, readiness: Readiness) -> Result<OpsServer, OpsError> {
+    serve_ops_with(addr, readiness, Liveness::always()).await
+}
+
+/// As [`serve_ops`], with `liveness` deciding `/livez`.
+pub async fn serve_ops_with(
+    addr: SocketAddr,
+    readiness: Readiness,
+    liveness: Liveness,
+) -> Result<OpsServer, OpsError> {
     let handle = metrics_handle()?;
     let listener = TcpListener::bind(addr).await.map_err(|e| OpsError::Bind {
         addr,
@@ -245,9 +345,10 @@ pub async fn serve_ops(addr: SocketAddr, readiness: Readiness) -> Result<OpsServ
             };
             let handle = handle.clone();
             let readiness = readiness.clone();
+            let liveness = liveness.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    respond(request, handle.clone(), readiness.clone())
+                    respond(request, handle.clone(), readiness.clone(), liveness.clone())
                 });
                 if let Err(err) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -271,10 +372,18 @@ struct ReadyBody<'a> {
     checks: &'a [Check],
 }
 
+/// The body of a failing `/livez`.
+#[derive(Debug, Serialize)]
+struct LiveBody<'a> {
+    live: bool,
+    checks: &'a [Check],
+}
+
 async fn respond(
     request: Request<Incoming>,
     handle: PrometheusHandle,
     readiness: Readiness,
+    liveness: Liveness,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(reply(
@@ -285,7 +394,19 @@ async fn respond(
     }
     Ok(match request.uri().path() {
         METRICS_PATH => reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
-        LIVEZ_PATH => reply(StatusCode::OK, "text/plain", "ok\n"),
+        LIVEZ_PATH => {
+            let checks = liveness.evaluate();
+            if checks.iter().all(|c| c.ok) {
+                reply(StatusCode::OK, "text/plain", "ok\n")
+            } else {
+                let body = serde_json::to_string(&LiveBody {
+                    live: false,
+                    checks: &checks,
+                })
+                .unwrap_or_else(|_| "{\"live\":false}".to_owned());
+                reply(StatusCode::SERVICE_UNAVAILABLE, "application/json", body)
+            }
+        }
         READYZ_PATH => {
             let checks = readiness.evaluate().await;
             let ready = checks.iter().all(|c| c.ok);
@@ -314,4 +435,25 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watchdog_fails_after_its_silence_and_passes_again_when_beaten() {
+        let dog = Watchdog::new("coordinator", Duration::from_millis(50));
+        assert!(dog.check().ok, "created beaten");
+        let liveness = Liveness::watchdogs(vec![dog.clone()]);
+        std::thread::sleep(Duration::from_millis(120));
+        let failed = dog.check();
+        assert!(!failed.ok, "silent for longer than allowed");
+        assert_eq!(failed.name, "coordinator");
+        assert!(!liveness.evaluate()[0].ok, "clones share the beats");
+        dog.beat();
+        assert!(dog.check().ok, "beaten again");
+        assert!(liveness.evaluate().iter().all(|c| c.ok));
+        assert!(Liveness::always().evaluate().is_empty());
+    }
 }
