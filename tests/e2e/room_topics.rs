@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use talkwai_proto::asyncapi::channel_for;
 use talkwai_e2e::auth_config;
+use talkwai_proto::asyncapi::channel_for;
 use talkwai_testkit::NatsServer;
 
 const ACME: &str = "a0000000-0000-4000-8000-000000000001";

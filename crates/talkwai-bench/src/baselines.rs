@@ -186,6 +186,7 @@ pub async fn appender(
                     expected_last_subject_seq: Some(0),
                 }],
                 dedupe_id: Some(message.command_id.to_string()),
+                claim_first: false,
             };
             appender
                 .append(request)

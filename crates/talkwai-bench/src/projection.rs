@@ -212,6 +212,7 @@ async fn write_log(store: &EventStore, rounds: Vec<Vec<Vec<Outbound>>>) -> anyho
                     .append(AppendRequest {
                         messages,
                         dedupe_id: None,
+                        claim_first: false,
                     })
                     .await
             }

@@ -225,11 +225,20 @@ impl Handler {
         // without reading its head: the append expects the subject to be empty, so a reused id
         // or a retry of a create that landed is refused, and the next attempt reads the subject
         // (finding the original outcome or the existing aggregate).
-        let mut read_target = command.action() != "create" || self.repo.holds(&subject);
+        // When nothing else is being written, the command will likely be written alone, as its
+        // record (a claim) then its events: reading the head first keeps a create refused for a
+        // taken id from leaving its claim behind. (Under load a cold create skips the read and
+        // is almost always written in a group, atomically; written alone, a refused one leaves
+        // its record, which names a command that appended nothing.)
+        let mut read_target =
+            command.action() != "create" || self.repo.holds(&subject) || self.appender.idle();
         // Whether this attempt reads the command id's record: after any refused or unknown
         // append, and when the target's history already names the command id. A first attempt
         // needs no read: its append expects the record's subject to be empty.
         let mut read_record = false;
+        // Whether the log already holds this command's record (a claim whose events did not
+        // land): then only the events are appended.
+        let mut claimed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -253,9 +262,14 @@ impl Handler {
             let heads = self.repo.heads(subjects).await?;
             if read_record && let Some(stored) = heads.get(&record_subject) {
                 // The id already names a command: this one, resent, or another.
-                return self
+                match self
                     .recorded_outcome(&record_subject, stored, &fingerprint, target)
-                    .await;
+                    .await?
+                {
+                    Some(outcome) => return Ok(outcome),
+                    // Our own claim, whose events did not land: decide and append them.
+                    None => claimed = true,
+                }
             }
             let actor = self.resolve_actor(&principal, plan, &heads).await?;
             let head = if read_target {
@@ -271,7 +285,8 @@ impl Handler {
                     attempt -= 1;
                     continue;
                 }
-                // Written before command records existed: the history is all there is.
+                // Its events landed (and, for histories written before command records
+                // existed, there is no record): the history is the outcome.
                 return Ok(CommandAccepted {
                     id: target.id,
                     version: record.version,
@@ -306,9 +321,18 @@ impl Handler {
                 version,
                 seq: decision.events.is_empty().then_some(loaded.last_seq),
             };
+            if claimed && decision.events.is_empty() {
+                return Ok(CommandAccepted {
+                    id: target.id,
+                    version: loaded.state.version(),
+                    events: Vec::new(),
+                    seq: loaded.last_seq,
+                });
+            }
             let actor_text = actor_header(&actor);
             let at = ctx.now;
-            let total = decision.events.len() + 1 + decision.guards.len();
+            let recorded = usize::from(!claimed);
+            let total = recorded + decision.events.len() + decision.guards.len();
             let meta = |part: usize| MessageMeta {
                 command_id,
                 actor: &actor_text,
@@ -317,6 +341,16 @@ impl Handler {
                 trace: &trace,
             };
             let mut messages = Vec::with_capacity(total);
+            // The record comes first: written alone, it is the claim that must land before the
+            // events (see `AppendRequest::claim_first`).
+            if !claimed {
+                messages.push(Self::record_message(
+                    &record_subject,
+                    parsed.scope.tenant(),
+                    &record,
+                    meta(1),
+                ));
+            }
             let mut bodies = Vec::with_capacity(decision.events.len());
             for (index, event) in decision.events.iter().enumerate() {
                 let body = event.encode();
@@ -325,18 +359,10 @@ impl Handler {
                     target.tenant,
                     &body,
                     (index == 0).then_some(loaded.last_seq),
-                    meta(index + 1),
+                    meta(recorded + index + 1),
                 )?);
                 bodies.push(body);
             }
-            // The record follows the events, so the reply's `seq` (the last event's) is the
-            // same whether it comes from this append or, on a resend, from the log.
-            messages.push(Self::record_message(
-                &record_subject,
-                parsed.scope.tenant(),
-                &record,
-                meta(decision.events.len() + 1),
-            ));
             for (index, change) in decision.guards.iter().enumerate() {
                 let head = guard_heads.get(&change.key).copied().unwrap_or(GuardHead {
                     owner: None,
@@ -361,7 +387,7 @@ impl Handler {
                     change.key.tenant(),
                     &body,
                     Some(head.seq),
-                    meta(decision.events.len() + 2 + index),
+                    meta(recorded + decision.events.len() + 1 + index),
                 )?);
             }
             // No `Nats-Msg-Id`: the record's expectation is the deduplication, for ever and
@@ -369,6 +395,7 @@ impl Handler {
             let request = AppendRequest {
                 messages,
                 dedupe_id: None,
+                claim_first: !claimed,
             };
             let append = info_span!("append", messages = request.messages.len(), attempt);
             let append_started = std::time::Instant::now();
@@ -451,15 +478,16 @@ impl Handler {
     }
 
     /// The answer to a command whose id the log already records: the original outcome when
-    /// `fingerprint` matches (read from the log, never rebuilt from the request), else
-    /// `command_id_reused`.
+    /// `fingerprint` matches and its events are in the target's history (read from the log,
+    /// never rebuilt from the request); `None` when it matches but its events did not land (a
+    /// claim, to be completed); `command_id_reused` when it does not match.
     async fn recorded_outcome(
         &self,
         record_subject: &str,
         stored: &talkwai_eventstore::StoredMessage,
         fingerprint: &str,
         target: AggregateRef,
-    ) -> Result<CommandAccepted, ServiceError> {
+    ) -> Result<Option<CommandAccepted>, ServiceError> {
         let record = CommandRecord::decode(&stored.payload).map_err(|e| ServiceError::Corrupt {
             subject: record_subject.to_owned(),
             message: e.to_string(),
@@ -470,30 +498,25 @@ impl Handler {
             });
         }
         if record.events == 0 {
-            return Ok(CommandAccepted {
+            return Ok(Some(CommandAccepted {
                 id: target.id,
                 version: record.version,
                 events: Vec::new(),
                 seq: record.seq.unwrap_or(0),
-            });
+            }));
         }
-        // The events landed in the record's batch, before it: the target's history holds them.
         let loaded = self.repo.load_current(target).await?;
         let command_id = stored
             .header(headers::COMMAND_ID)
             .and_then(|v| v.parse::<Uuid>().ok());
-        match command_id.and_then(|id| loaded.commands.get(&id)) {
-            Some(found) => Ok(CommandAccepted {
+        Ok(command_id
+            .and_then(|id| loaded.commands.get(&id))
+            .map(|found| CommandAccepted {
                 id: target.id,
                 version: found.version,
                 events: found.events.clone(),
                 seq: found.seq,
-            }),
-            None => Err(ServiceError::Corrupt {
-                subject: record_subject.to_owned(),
-                message: format!("recorded command's events are not in {}", record.target),
-            }),
-        }
+            }))
     }
 
     fn stripe(&self, target: &AggregateRef) -> &Mutex<()> {

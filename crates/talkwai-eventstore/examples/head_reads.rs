@@ -81,6 +81,7 @@ async fn main() {
     let request = |subjects: Vec<String>| AppendRequest {
         messages: subjects.into_iter().map(event).collect(),
         dedupe_id: None,
+        claim_first: false,
     };
     appender
         .append(request(facts.to_vec()))

@@ -11,6 +11,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -46,12 +47,21 @@ pub struct AppendRequest {
     /// Deduplication id (`Nats-Msg-Id`) used when the request is written as a single plain
     /// publish; atomic batches refuse it, so callers also record their own id in the headers.
     pub dedupe_id: Option<String>,
+    /// The first message is a claim (a subject expected empty, such as a command record) that
+    /// may land before the rest. When the request is written alone, the claim is published
+    /// alone first and the rest only if it landed: two single publishes cost the server less
+    /// than one atomic batch (which an R1 file stream stages on disk). If the rest then fails,
+    /// the claim stays: the caller must recognize its own claim when it tries again. In a group
+    /// the request is atomic as usual.
+    pub claim_first: bool,
 }
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendAck {
-    /// Stream sequence of the request's first message.
+    /// Stream sequence of the request's first message; with
+    /// [`AppendRequest::claim_first`], of its first message after the claim (the claim may have
+    /// landed earlier, with other writers' messages between).
     pub first_seq: u64,
     /// Stream sequence of the request's last message.
     pub last_seq: u64,
@@ -122,6 +132,17 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct Appender {
     tx: mpsc::Sender<Job>,
+    /// Appends submitted and not yet answered.
+    pending: Arc<AtomicUsize>,
+}
+
+/// Counts one append as pending while alive.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -138,7 +159,16 @@ impl Appender {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let writer = Writer { client, config };
         tokio::spawn(writer.run(rx));
-        Self { tx }
+        Self {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether no append is waiting or being written right now: the next one will most
+    /// likely be written alone (and a claim-first request as two single publishes).
+    pub fn idle(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) == 0
     }
 
     /// Appends the request's messages atomically; resolves when they are durable (or not).
@@ -152,6 +182,8 @@ impl Appender {
                 request.messages.len()
             )));
         }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let _pending = Pending(&self.pending);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { request, reply })
@@ -318,8 +350,9 @@ impl Writer {
                 let mut next = last + 1 - total;
                 for job in group {
                     let n = job.request.messages.len() as u64;
+                    let claim = u64::from(job.request.claim_first && n > 1);
                     let ack = AppendAck {
-                        first_seq: next,
+                        first_seq: next + claim,
                         last_seq: next + n - 1,
                         duplicate: false,
                     };
@@ -346,6 +379,23 @@ impl Writer {
     }
 
     async fn write_one(&self, request: &AppendRequest) -> Result<AppendAck, AppendError> {
+        if request.claim_first
+            && let [claim, rest @ ..] = request.messages.as_slice()
+            && !rest.is_empty()
+        {
+            let claim = AppendRequest {
+                messages: vec![claim.clone()],
+                dedupe_id: None,
+                claim_first: false,
+            };
+            Box::pin(self.write_one(&claim)).await?;
+            let rest = AppendRequest {
+                messages: rest.to_vec(),
+                dedupe_id: None,
+                claim_first: false,
+            };
+            return Box::pin(self.write_one(&rest)).await;
+        }
         if let [message] = request.messages.as_slice() {
             let mut headers = message.headers.clone();
             if let Some(expected) = message.expected_last_subject_seq {

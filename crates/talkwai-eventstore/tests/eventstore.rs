@@ -31,6 +31,7 @@ fn request(messages: Vec<Outbound>) -> AppendRequest {
     AppendRequest {
         messages,
         dedupe_id: None,
+        claim_first: false,
     }
 }
 
@@ -127,6 +128,7 @@ async fn a_retried_single_publish_is_stored_once() {
     let req = AppendRequest {
         messages: vec![message(subject, "x", 0)],
         dedupe_id: Some("cmd-1".into()),
+        claim_first: false,
     };
     let first = appender.append(req.clone()).await.expect("first");
     assert_eq!(first.last_seq, 1);

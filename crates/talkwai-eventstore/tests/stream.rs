@@ -120,6 +120,7 @@ async fn append_each(store: &EventStore, subjects: &[&str]) -> Vec<u64> {
                     expected_last_subject_seq: None,
                 }],
                 dedupe_id: None,
+                claim_first: false,
             })
             .await
             .expect("append");

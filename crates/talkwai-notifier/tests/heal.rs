@@ -107,6 +107,7 @@ async fn append_task(store: &EventStore, tenant: Uuid) -> Uuid {
                     expected_last_subject_seq: None,
                 }],
                 dedupe_id: None,
+                claim_first: false,
             })
             .await;
         match appended {

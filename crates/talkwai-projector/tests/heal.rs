@@ -101,6 +101,7 @@ async fn append_tenant(stack: &Stack) -> Uuid {
                     expected_last_subject_seq: None,
                 }],
                 dedupe_id: None,
+                claim_first: false,
             })
             .await;
         match appended {

@@ -97,6 +97,7 @@ async fn write_log(stack: &Stack) -> u64 {
                 .append(AppendRequest {
                     messages,
                     dedupe_id: None,
+                    claim_first: false,
                 })
                 .await
                 .unwrap_or_else(|e| panic!("append: {e}"))

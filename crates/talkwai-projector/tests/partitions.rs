@@ -96,6 +96,7 @@ async fn write_bulk(stack: &Stack, round: usize) -> u64 {
                 .append(AppendRequest {
                     messages,
                     dedupe_id: None,
+                    claim_first: false,
                 })
                 .await
                 .unwrap_or_else(|e| panic!("append: {e}"))
