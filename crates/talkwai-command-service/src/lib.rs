@@ -24,6 +24,7 @@ pub mod repo;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::service::ServiceExt;
@@ -67,6 +68,8 @@ pub struct CommandService {
     client: async_nats::Client,
     handler: Arc<Handler>,
     config: Config,
+    /// Set once every endpoint is subscribed and the server confirmed it; read by readiness.
+    serving: Arc<AtomicBool>,
 }
 
 impl CommandService {
@@ -106,6 +109,7 @@ impl CommandService {
             client,
             handler,
             config,
+            serving: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -132,6 +136,13 @@ impl CommandService {
                 endpoints.push(endpoint);
             }
         }
+        // `$SRV.PING` answers from the registration on; the endpoints serve once the server has
+        // their subscriptions, which the flush's round trip confirms. Ready only from then on.
+        self.client
+            .flush()
+            .await
+            .map_err(|e| StartError::Register(e.to_string()))?;
+        self.serving.store(true, Ordering::Release);
         let mut requests = futures::stream::select_all(endpoints);
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let mut tasks = JoinSet::new();
@@ -166,6 +177,7 @@ impl CommandService {
             in_flight = tasks.len(),
             "stopping: no new commands, finishing in-flight ones"
         );
+        self.serving.store(false, Ordering::Release);
         drop(requests);
         if let Err(err) = service.stop().await {
             warn!(error = %err, "cannot unregister the service");
