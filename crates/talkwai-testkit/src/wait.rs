@@ -238,10 +238,14 @@ mod tests {
     async fn a_probe_that_succeeds_later_is_retried_with_pauses() {
         let calls = AtomicU32::new(0);
         let started = Instant::now();
-        let value = wait_until(Duration::from_secs(5), Duration::from_millis(20), || async {
-            let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
-            (n >= 3).then_some(n)
-        })
+        let value = wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async {
+                let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+                (n >= 3).then_some(n)
+            },
+        )
         .await
         .expect("third attempt succeeds");
         assert_eq!(value, 3);
@@ -284,9 +288,11 @@ mod tests {
 
     #[tokio::test]
     async fn booleans_report_not_yet() {
-        let err = wait_until(Duration::from_millis(60), Duration::from_millis(20), || async {
-            false
-        })
+        let err = wait_until(
+            Duration::from_millis(60),
+            Duration::from_millis(20),
+            || async { false },
+        )
         .await
         .expect_err("false never settles");
         assert_eq!(err.last, "not yet");

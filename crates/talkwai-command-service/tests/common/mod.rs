@@ -140,9 +140,16 @@ impl Harness {
         token: Option<&str>,
         command_id: Option<Uuid>,
     ) -> CommandReply {
-        send_command(&self.client, subject, body, token, command_id, COMMAND_TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        send_command(
+            &self.client,
+            subject,
+            body,
+            token,
+            command_id,
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Sends and expects acceptance.

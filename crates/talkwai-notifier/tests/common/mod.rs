@@ -32,7 +32,9 @@ pub async fn wait_presence_ready(client: &async_nats::Client) {
     wait::wait_for_instances(client, "talkwai-presence", 1)
         .await
         .unwrap_or_else(|e| panic!("notifier did not become ready: {e}"));
-    let op = talkwai_notifier::presence::OPS.last().expect("presence ops");
+    let op = talkwai_notifier::presence::OPS
+        .last()
+        .expect("presence ops");
     let subject = format!("talkwai.room.probe.probe.presence.{op}");
     wait::wait_for_endpoint(client, &subject, "")
         .await
@@ -57,9 +59,10 @@ impl Harness {
         config.instance = name.to_owned();
         let service = CommandService::build(config).await.expect("service builds");
         let readiness = service.readiness();
-        self.commands.push(ServiceTask::spawn(|shutdown| async move {
-            service.run(shutdown).await.expect("service runs");
-        }));
+        self.commands
+            .push(ServiceTask::spawn(|shutdown| async move {
+                service.run(shutdown).await.expect("service runs");
+            }));
         wait::wait_until(wait::ENDPOINT_DEADLINE, wait::PAUSE, || async {
             readiness.evaluate().await.iter().all(|c| c.ok)
         })
@@ -78,9 +81,7 @@ impl Harness {
 
     /// How many instances of a service answer `$SRV.PING`.
     pub async fn ping(&self, service: &str) -> usize {
-        wait::ping_count(&self.client, service)
-            .await
-            .expect("ping")
+        wait::ping_count(&self.client, service).await.expect("ping")
     }
 
     pub fn notifier_config(&self) -> Config {

@@ -124,18 +124,22 @@ impl Stack {
     pub async fn wait_caught_up(&self, db: &str) -> u64 {
         let head = self.store.last_sequence().await.expect("head");
         let pg = self.pg_client(db).await;
-        wait::wait_until(Duration::from_secs(60), Duration::from_millis(10), || async {
-            let row = pg
-                .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            let seq: i64 = row.get(0);
-            if u64::try_from(seq).unwrap_or(0) >= head {
-                Ok(head)
-            } else {
-                Err(format!("checkpoint at {seq}"))
-            }
-        })
+        wait::wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(10),
+            || async {
+                let row = pg
+                    .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let seq: i64 = row.get(0);
+                if u64::try_from(seq).unwrap_or(0) >= head {
+                    Ok(head)
+                } else {
+                    Err(format!("checkpoint at {seq}"))
+                }
+            },
+        )
         .await
         .unwrap_or_else(|e| panic!("projection did not reach the head {head}: {e}"))
     }
