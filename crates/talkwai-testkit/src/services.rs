@@ -183,3 +183,42 @@ pub fn member_token(secret: &str, user: Uuid, tenant: Uuid) -> Result<String, Au
 pub fn admin_token(secret: &str, user: Uuid) -> Result<String, AuthError> {
     token(secret, user, PrincipalKind::Admin, None)
 }
+
+/// The subject of the command endpoint the command service subscribes last, on the platform
+/// scope: when it answers, the endpoints subscribed before it on the same connection do too.
+pub fn command_probe_subject() -> String {
+    let (kind, actions) = talkwai_domain::ACTIONS
+        .last()
+        .map_or(("tenant".to_owned(), &["create"][..]), |(k, a)| {
+            (k.to_string(), *a)
+        });
+    let action = actions.last().copied().unwrap_or("create");
+    format!("talkwai.cmd.platform.{kind}.{action}")
+}
+
+/// The subject of the query endpoint the query service subscribes last.
+pub const QUERY_PROBE_SUBJECT: &str = "talkwai.qry.platform.subscribe";
+
+/// Waits until the command endpoints answer `client`: an empty, unauthenticated command on
+/// [`command_probe_subject`] gets a reply (a typed refusal; it appends nothing).
+///
+/// # Errors
+/// [`crate::wait::WaitTimeout`] when no reply came in time.
+pub async fn wait_for_commands(
+    client: &async_nats::Client,
+) -> Result<(), crate::wait::WaitTimeout> {
+    crate::wait::wait_for_endpoint(client, &command_probe_subject(), Bytes::new())
+        .await
+        .map(drop)
+}
+
+/// Waits until the query endpoints answer `client`: an empty, unauthenticated request on
+/// [`QUERY_PROBE_SUBJECT`] gets a reply (a typed refusal).
+///
+/// # Errors
+/// [`crate::wait::WaitTimeout`] when no reply came in time.
+pub async fn wait_for_queries(client: &async_nats::Client) -> Result<(), crate::wait::WaitTimeout> {
+    crate::wait::wait_for_endpoint(client, QUERY_PROBE_SUBJECT, Bytes::new())
+        .await
+        .map(drop)
+}

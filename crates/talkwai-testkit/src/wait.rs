@@ -1,7 +1,8 @@
 //! Waiting in tests: every wait has a deadline and a pause between attempts.
 //!
 //! [`wait_until`] retries a probe until it succeeds or the deadline passes; the probe returns a
-//! `bool`, an `Option<T>` or a `Result<T, E>` (the last `Err` is reported on timeout).
+//! `bool`, an `Option<T>` or a `Result<T, E>` (the last `Err` is reported on timeout);
+//! [`poll_until`] returns the last value seen when it gives up, for tests that assert on it.
 //! [`wait_for_endpoint`] waits until a NATS request gets a reply other than "no responders",
 //! which is what "this service endpoint is subscribed" means; `$SRV.PING` is not enough, it
 //! answers as soon as the service is registered, before its endpoints subscribe.
@@ -117,6 +118,38 @@ where
                 attempts,
                 last: last.unwrap_or_else(|| "not yet".to_owned()),
             });
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Polls `probe` until `done` accepts its value, pausing `pause` between attempts, for at most
+/// `deadline`; for tests that assert on the last value seen whether or not it was accepted.
+///
+/// # Errors
+/// The last value seen when the deadline passed first (`None` when no attempt finished).
+pub async fn poll_until<T, F, Fut, D>(
+    deadline: Duration,
+    pause: Duration,
+    mut probe: F,
+    mut done: D,
+) -> Result<T, Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+    D: FnMut(&T) -> bool,
+{
+    let until = Instant::now() + deadline;
+    let mut last = None;
+    loop {
+        if let Ok(value) = tokio::time::timeout_at(until, probe()).await {
+            if done(&value) {
+                return Ok(value);
+            }
+            last = Some(value);
+        }
+        if Instant::now() + pause > until {
+            return Err(last);
         }
         tokio::time::sleep(pause).await;
     }
@@ -284,6 +317,30 @@ mod tests {
         .expect_err("never answers");
         assert!(err.last.contains("still running"), "{err}");
         assert!(err.waited < Duration::from_secs(2), "{err}");
+    }
+
+    #[tokio::test]
+    async fn polling_returns_the_accepted_value_or_the_last_seen() {
+        let calls = AtomicU32::new(0);
+        let next = || async { calls.fetch_add(1, Ordering::Relaxed) + 1 };
+        let got = poll_until(
+            Duration::from_secs(5),
+            Duration::from_millis(5),
+            next,
+            |n| *n == 3,
+        )
+        .await;
+        assert_eq!(got, Ok(3));
+        let last = poll_until(
+            Duration::from_millis(60),
+            Duration::from_millis(20),
+            next,
+            |_| false,
+        )
+        .await
+        .expect_err("never accepted")
+        .expect("some attempt finished");
+        assert!(last > 3, "the last value seen: {last}");
     }
 
     #[tokio::test]

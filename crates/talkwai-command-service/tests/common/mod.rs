@@ -65,9 +65,7 @@ pub async fn spawn_command_service(client: &async_nats::Client, config: Config) 
 /// The subject of the endpoint the service subscribes last (so the others are subscribed when
 /// it answers on the same connection); the probe is refused without side effects.
 pub fn probe_subject() -> String {
-    let (kind, actions) = talkwai_domain::ACTIONS.last().expect("command kinds");
-    let action = actions.last().expect("an action");
-    format!("talkwai.cmd.platform.{kind}.{action}")
+    talkwai_testkit::services::command_probe_subject()
 }
 
 impl Harness {
