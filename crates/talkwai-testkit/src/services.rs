@@ -222,3 +222,32 @@ pub async fn wait_for_queries(client: &async_nats::Client) -> Result<(), crate::
         .await
         .map(drop)
 }
+
+/// Waits (up to [`crate::wait::ENDPOINT_DEADLINE`]) until every check of a service's
+/// readiness (what its `/readyz` serves) passes; the command service's includes "every command
+/// endpoint is subscribed and the server confirmed it".
+///
+/// # Errors
+/// [`crate::wait::WaitTimeout`] with the failing checks when they did not pass in time.
+pub async fn wait_ready(
+    readiness: &talkwai_telemetry::ops::Readiness,
+) -> Result<(), crate::wait::WaitTimeout> {
+    crate::wait::wait_until(
+        crate::wait::ENDPOINT_DEADLINE,
+        crate::wait::PAUSE,
+        || async {
+            let failed: Vec<_> = readiness
+                .evaluate()
+                .await
+                .into_iter()
+                .filter(|c| !c.ok)
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{failed:?}"))
+            }
+        },
+    )
+    .await
+}

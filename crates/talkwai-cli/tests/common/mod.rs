@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use talkwai_command_service::{CommandService, Config};
 use talkwai_testkit::NatsServer;
 use talkwai_testkit::services::ServiceTask;
-use talkwai_testkit::wait;
 use uuid::Uuid;
 
 pub const PLATFORM: &str = "platform-token-for-cli-tests";
@@ -94,11 +93,9 @@ impl Harness {
                 .unwrap_or_else(|e| panic!("command service failed: {e}"));
         });
         // Ready: every command endpoint is subscribed (the server confirmed it).
-        wait::wait_until(wait::ENDPOINT_DEADLINE, wait::PAUSE, || async {
-            readiness.evaluate().await.iter().all(|c| c.ok)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("the command service never became ready: {e}"));
+        talkwai_testkit::services::wait_ready(&readiness)
+            .await
+            .unwrap_or_else(|e| panic!("the command service never became ready: {e}"));
         Self {
             server,
             client,

@@ -8,7 +8,7 @@ use talkwai_command_service::{CommandService, Config};
 use talkwai_proto::{CommandAccepted, CommandReply, ErrorBody};
 use talkwai_testkit::NatsServer;
 use talkwai_testkit::services::{COMMAND_TIMEOUT, ServiceTask, send_command};
-use talkwai_testkit::wait::{self, PAUSE};
+use talkwai_testkit::wait;
 use uuid::Uuid;
 
 pub const PLATFORM: &str = "platform-token-for-tests";
@@ -30,21 +30,9 @@ pub async fn spawn_command_service(client: &async_nats::Client, config: Config) 
     let task = ServiceTask::spawn(|shutdown| async move {
         service.run(shutdown).await.expect("service runs");
     });
-    wait::wait_until(wait::ENDPOINT_DEADLINE, PAUSE, || async {
-        let failed: Vec<_> = readiness
-            .evaluate()
-            .await
-            .into_iter()
-            .filter(|c| !c.ok)
-            .collect();
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{failed:?}"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+    talkwai_testkit::services::wait_ready(&readiness)
+        .await
+        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
     let subject = probe_subject();
     let reply = wait::wait_for_endpoint(client, &subject, "")
         .await

@@ -63,11 +63,9 @@ impl Harness {
             .push(ServiceTask::spawn(|shutdown| async move {
                 service.run(shutdown).await.expect("service runs");
             }));
-        wait::wait_until(wait::ENDPOINT_DEADLINE, wait::PAUSE, || async {
-            readiness.evaluate().await.iter().all(|c| c.ok)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+        talkwai_testkit::services::wait_ready(&readiness)
+            .await
+            .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
         let n = self.commands.len();
         wait::wait_for_instances(&self.client, "talkwai-command", n)
             .await

@@ -61,11 +61,9 @@ impl Stack {
             service.run(shutdown).await.expect("command service runs");
         }));
         // Ready: every command endpoint is subscribed (the server confirmed it).
-        wait::wait_until(wait::ENDPOINT_DEADLINE, wait::PAUSE, || async {
-            readiness.evaluate().await.iter().all(|c| c.ok)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("command service not ready: {e}"));
+        talkwai_testkit::services::wait_ready(&readiness)
+            .await
+            .unwrap_or_else(|e| panic!("command service not ready: {e}"));
     }
 
     pub fn projector_config(&self, db: &str) -> Config {
