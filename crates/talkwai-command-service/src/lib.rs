@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::service::ServiceExt;
+use bytes::Bytes;
 use futures::StreamExt;
 use talkwai_auth::TokenVerifier;
 use talkwai_domain::ACTIONS;
@@ -137,11 +138,13 @@ impl CommandService {
             }
         }
         // `$SRV.PING` answers from the registration on; the endpoints serve once the server has
-        // their subscriptions, which the flush's round trip confirms. Ready only from then on.
+        // their subscriptions. The server handles a connection's messages in order, so the
+        // answer to a request sent after them proves it has them. Ready only from then on.
+        let ping = format!("$SRV.PING.{SERVICE_NAME}.{}", service.info().await.id);
         self.client
-            .flush()
+            .request(ping.clone(), Bytes::new())
             .await
-            .map_err(|e| StartError::Register(e.to_string()))?;
+            .map_err(|e| StartError::Register(format!("confirming the subscriptions: {e}")))?;
         self.serving.store(true, Ordering::Release);
         let mut requests = futures::stream::select_all(endpoints);
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
@@ -178,6 +181,23 @@ impl CommandService {
             "stopping: no new commands, finishing in-flight ones"
         );
         self.serving.store(false, Ordering::Release);
+        // Leave the queue group before returning, confirmed the same way: a request the server
+        // would still route here after the return would get no reply.
+        for endpoint in requests.iter_mut() {
+            if let Err(err) = endpoint.stop().await {
+                warn!(error = %err, "cannot unsubscribe an endpoint");
+            }
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client.request(ping, Bytes::new()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(error = %err, "cannot confirm the endpoints' unsubscription"),
+            Err(_) => warn!("the endpoints' unsubscription was not confirmed within 5 s"),
+        }
         drop(requests);
         if let Err(err) = service.stop().await {
             warn!(error = %err, "cannot unregister the service");

@@ -79,8 +79,8 @@ impl Drop for InFlight {
 
 impl CommandService {
     /// Ready when the NATS connection is up, JetStream answers and [`CommandService::run`] has
-    /// every command endpoint subscribed (confirmed by the server): before that `$SRV.PING`
-    /// may answer while a command gets no responders.
+    /// every command endpoint subscribed (confirmed by a round trip through the server): before
+    /// that `$SRV.PING` may answer while a command gets no responders.
     pub fn readiness(&self) -> Readiness {
         let serving = std::sync::Arc::clone(&self.serving);
         Readiness::new(move || {
