@@ -132,25 +132,16 @@ impl Stack {
         stack
     }
 
+    /// Waits until real endpoints answer (`$SRV.PING` answers before they are subscribed).
     async fn wait_ready(&self, queries: bool) {
-        for _ in 0..250 {
-            let commands = self
-                .client
-                .request("$SRV.PING.talkwai-command", "".into())
+        talkwai_testkit::services::wait_for_commands(&self.client)
+            .await
+            .unwrap_or_else(|e| panic!("services did not become ready: {e}"));
+        if queries {
+            talkwai_testkit::services::wait_for_queries(&self.client)
                 .await
-                .is_ok();
-            let query = !queries
-                || self
-                    .client
-                    .request("$SRV.PING.talkwai-query", "".into())
-                    .await
-                    .is_ok();
-            if commands && query {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+                .unwrap_or_else(|e| panic!("services did not become ready: {e}"));
         }
-        panic!("services did not become ready");
     }
 
     async fn command_raw(
@@ -216,18 +207,18 @@ impl Stack {
     async fn wait_projected(&self) {
         let pool = self.pool.as_ref().expect("read side");
         let (head, _) = self.stream_state().await;
-        for _ in 0..500 {
-            let conn = pool.get().await.expect("pg connection");
-            if let Ok(row) = conn
-                .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-                .await
-                && u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) >= head
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("projection did not reach {head}");
+        talkwai_testkit::wait::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async {
+                let conn = pool.get().await.expect("pg connection");
+                conn.query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+                    .await
+                    .is_ok_and(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) >= head)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("projection did not reach {head}: {e}"));
     }
 
     /// The log and every read model: stream head and message count, then each `talkwai.*`

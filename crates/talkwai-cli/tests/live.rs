@@ -11,21 +11,26 @@ use common::{Harness, PLATFORM, Run, SECRET, task_body, world};
 use serde_json::{Value, json};
 use talkwai_auth::TokenVerifier;
 use talkwai_testkit::Postgres;
+use talkwai_testkit::wait;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use uuid::Uuid;
 
-/// Waits until `service` answers `$SRV.PING`.
+/// Waits until `service` answers `$SRV.PING` and, for the query and presence services, until
+/// a real endpoint answers (`$SRV.PING` answers before the endpoints are subscribed).
 async fn wait_for(h: &Harness, service: &str) {
-    for _ in 0..300 {
-        let ping = h
-            .client
-            .request(format!("$SRV.PING.{service}"), bytes::Bytes::new());
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), ping).await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    wait::wait_for_instances(&h.client, service, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{service} never answered $SRV.PING: {e}"));
+    let probe = match service {
+        "talkwai-query" => Some(talkwai_testkit::services::QUERY_PROBE_SUBJECT),
+        "talkwai-presence" => Some("talkwai.room.probe.probe.presence.get"),
+        _ => None,
+    };
+    if let Some(subject) = probe {
+        wait::wait_for_endpoint(&h.client, subject, "")
+            .await
+            .unwrap_or_else(|e| panic!("{subject} never answered: {e}"));
     }
-    panic!("{service} never answered $SRV.PING");
 }
 
 /// The projector and the query service (as `talkwai up` runs them) on a fresh database;

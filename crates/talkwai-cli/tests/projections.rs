@@ -76,13 +76,14 @@ impl Projected {
     /// Waits until the live checkpoint reaches the stream head.
     async fn caught_up(&self) -> u64 {
         let head = self.h.stream_head().await;
-        for _ in 0..1000 {
-            if self.checkpoint().await.is_some_and(|c| c >= head) {
-                return head;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the projection never reached the head {head}");
+        talkwai_testkit::wait::wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+            || async { self.checkpoint().await.is_some_and(|c| c >= head) },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the projection never reached the head {head}: {e}"));
+        head
     }
 
     async fn stop(mut self) {
@@ -166,16 +167,16 @@ async fn a_poison_event_is_listed_and_retry_skip_moves_past_it() {
         .sequence;
 
     // The projection stops on it; status says why.
-    let mut stopped = None;
-    for _ in 0..500 {
-        let run = p.projections(&["status", "--json"]).await;
-        if let Some(reason) = run.json()[0]["stopped"].as_str() {
-            stopped = Some(reason.to_owned());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stopped = stopped.unwrap_or_else(|| panic!("the projection never stopped"));
+    let stopped = talkwai_testkit::wait::wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            let run = p.projections(&["status", "--json"]).await;
+            run.json()[0]["stopped"].as_str().map(str::to_owned)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the projection never stopped: {e}"));
     assert!(stopped.contains(&poison_seq.to_string()), "{stopped}");
 
     let run = p.projections(&["dead-letters", "--json"]).await;

@@ -157,24 +157,29 @@ async fn wait_for_tasks(database_url: &str, at_least: usize) -> Vec<Uuid> {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {database_url}: {e}"));
     tokio::spawn(connection);
-    let mut last = Vec::new();
-    for _ in 0..600 {
-        // The view appears when the projector has created its first generation.
-        if let Ok(rows) = pg
-            .query(
+    // The view appears when the projector has created its first generation.
+    talkwai_testkit::wait::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            pg.query(
                 "SELECT id FROM talkwai.tasks WHERE tenant_id = $1",
                 &[&demo::TENANT],
             )
             .await
-        {
-            last = rows.iter().map(|r| r.get::<_, Uuid>(0)).collect();
-            if last.len() >= at_least {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("talkwai.tasks never held {at_least} demo rows; last saw {last:?}");
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, Uuid>(0))
+                    .collect::<Vec<Uuid>>()
+            })
+            .unwrap_or_default()
+        },
+        |last| last.len() >= at_least,
+    )
+    .await
+    .unwrap_or_else(|last| {
+        panic!("talkwai.tasks never held {at_least} demo rows; last saw {last:?}")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

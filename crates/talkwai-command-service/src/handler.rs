@@ -331,8 +331,9 @@ impl Handler {
             }
             let actor_text = actor_header(&actor);
             let at = ctx.now;
-            let recorded = usize::from(!claimed);
-            let total = recorded + decision.events.len() + decision.guards.len();
+            // Parts count the record as part 1 even when it is already in the log (a claim being
+            // completed), so a command's parts are whole however it was written.
+            let total = 1 + decision.events.len() + decision.guards.len();
             let meta = |part: usize| MessageMeta {
                 command_id,
                 actor: &actor_text,
@@ -359,7 +360,7 @@ impl Handler {
                     target.tenant,
                     &body,
                     (index == 0).then_some(loaded.last_seq),
-                    meta(recorded + index + 1),
+                    meta(index + 2),
                 )?);
                 bodies.push(body);
             }
@@ -387,7 +388,7 @@ impl Handler {
                     change.key.tenant(),
                     &body,
                     Some(head.seq),
-                    meta(recorded + decision.events.len() + 1 + index),
+                    meta(decision.events.len() + 2 + index),
                 )?);
             }
             // No `Nats-Msg-Id`: the record's expectation is the deduplication, for ever and

@@ -24,9 +24,11 @@ pub mod repo;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::service::ServiceExt;
+use bytes::Bytes;
 use futures::StreamExt;
 use talkwai_auth::TokenVerifier;
 use talkwai_domain::ACTIONS;
@@ -69,6 +71,8 @@ pub struct CommandService {
     client: async_nats::Client,
     handler: Arc<Handler>,
     config: Config,
+    /// Set once every endpoint is subscribed and the server confirmed it; read by readiness.
+    serving: Arc<AtomicBool>,
 }
 
 impl CommandService {
@@ -118,6 +122,7 @@ impl CommandService {
             client,
             handler,
             config,
+            serving: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -144,7 +149,6 @@ impl CommandService {
                 endpoints.push(endpoint);
             }
         }
-        let mut requests = futures::stream::select_all(endpoints);
         // Every command subject is also delivered to one member of this second group, which
         // answers only those no endpoint serves, so a client can tell an unknown action from
         // a service that is down ("no responders").
@@ -156,6 +160,16 @@ impl CommandService {
             )
             .await
             .map_err(|e| StartError::Register(e.to_string()))?;
+        // `$SRV.PING` answers from the registration on; the endpoints serve once the server has
+        // their subscriptions. The server handles a connection's messages in order, so the
+        // answer to a request sent after them proves it has them. Ready only from then on.
+        let ping = format!("$SRV.PING.{SERVICE_NAME}.{}", service.info().await.id);
+        self.client
+            .request(ping.clone(), Bytes::new())
+            .await
+            .map_err(|e| StartError::Register(format!("confirming the subscriptions: {e}")))?;
+        self.serving.store(true, Ordering::Release);
+        let mut requests = futures::stream::select_all(endpoints);
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let mut tasks = JoinSet::new();
         info!(instance = %self.config.instance, "command service ready");
@@ -197,6 +211,24 @@ impl CommandService {
         // an endpoint (else its request would wait out the caller's timeout, not fail fast).
         if let Err(err) = unknown.unsubscribe().await {
             warn!(error = %err, "cannot unsubscribe the unknown-command catch-all");
+        }
+        self.serving.store(false, Ordering::Release);
+        // Leave the queue group before returning, confirmed the same way: a request the server
+        // would still route here after the return would get no reply.
+        for endpoint in requests.iter_mut() {
+            if let Err(err) = endpoint.stop().await {
+                warn!(error = %err, "cannot unsubscribe an endpoint");
+            }
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client.request(ping, Bytes::new()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(error = %err, "cannot confirm the endpoints' unsubscription"),
+            Err(_) => warn!("the endpoints' unsubscription was not confirmed within 5 s"),
         }
         drop(requests);
         if let Err(err) = service.stop().await {

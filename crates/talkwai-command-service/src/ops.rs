@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use talkwai_eventstore::{AppendAck, AppendError};
-use talkwai_telemetry::ops::Readiness;
+use talkwai_telemetry::ops::{Check, Readiness};
 
 use crate::CommandService;
 use crate::error::ServiceError;
@@ -84,9 +84,22 @@ impl Drop for InFlight {
 }
 
 impl CommandService {
-    /// Ready when the NATS connection is up and JetStream answers.
+    /// Ready when the NATS connection is up, JetStream answers and [`CommandService::run`] has
+    /// every command endpoint subscribed (confirmed by a round trip through the server): before
+    /// that `$SRV.PING` may answer while a command gets no responders.
     pub fn readiness(&self) -> Readiness {
-        Readiness::always().with_nats(self.client.clone())
+        let serving = std::sync::Arc::clone(&self.serving);
+        Readiness::new(move || {
+            let serving = serving.load(std::sync::atomic::Ordering::Acquire);
+            async move {
+                vec![if serving {
+                    Check::pass("endpoints")
+                } else {
+                    Check::fail("endpoints", "the command endpoints are not subscribed")
+                }]
+            }
+        })
+        .with_nats(self.client.clone())
     }
 }
 

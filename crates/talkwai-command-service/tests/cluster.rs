@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use talkwai_domain::ErrorCode;
 use talkwai_eventstore::{EventStore, StreamSettings, server_urls};
 use talkwai_proto::{CommandAccepted, CommandReply};
+use talkwai_testkit::wait;
 use talkwai_testkit::{NatsCluster, NatsServer, Postgres};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
@@ -80,17 +81,16 @@ async fn service_stats(client: &async_nats::Client) -> Vec<Value> {
 
 /// Waits until `n` instances answer `$SRV.STATS.talkwai-command`.
 async fn wait_instances(client: &async_nats::Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait::wait_until(Duration::from_secs(60), wait::PAUSE, || async {
         let seen = service_stats(client).await.len();
         if seen >= n {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{seen} of {n} command service instances answered"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{seen} of {n} command service instances answered"
-        );
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Requests answered by one instance, by endpoint, from its stats.
@@ -208,13 +208,12 @@ impl Driver {
     /// Sends until accepted, retrying with the same command id on a timeout or a retryable
     /// error; panics on any other rejection or after `COMMAND_DEADLINE`.
     async fn execute(&self, subject: &str, body: &Value, command: Uuid) -> CommandAccepted {
-        let deadline = Instant::now() + COMMAND_DEADLINE;
-        loop {
+        wait::wait_until(COMMAND_DEADLINE, Duration::from_millis(50), || async {
             match self.attempt(subject, body, command).await {
                 Some(reply) => match reply.into_result() {
                     Ok(accepted) => {
                         self.acked.fetch_add(1, Ordering::Relaxed);
-                        return accepted;
+                        Ok(accepted)
                     }
                     Err(error)
                         if matches!(
@@ -223,19 +222,20 @@ impl Driver {
                         ) =>
                     {
                         self.retryable.fetch_add(1, Ordering::Relaxed);
+                        Err(format!("{error:?}"))
                     }
                     Err(error) => panic!("command {command} on {subject} refused: {error:?}"),
                 },
                 None => {
                     self.timeouts.fetch_add(1, Ordering::Relaxed);
+                    Err("no reply".to_owned())
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "command {command} on {subject} not accepted within {COMMAND_DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("command {command} on {subject} not accepted within {COMMAND_DEADLINE:?}: {e}")
+        })
     }
 
     /// `callers` tasks create tasks in `tenant` until `stop` is set; each finishes the command
@@ -311,11 +311,12 @@ async fn create_tenant(driver: &Driver) -> Uuid {
 
 /// Waits until `condition` holds, polling every 50 ms.
 async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::wait_until(timeout, Duration::from_millis(50), || {
+        let holds = condition();
+        async move { holds }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{what} within {timeout:?}: {e}"));
 }
 
 /// Checks the log against the acknowledged commands: each acked task's subject holds exactly
@@ -349,17 +350,11 @@ async fn check_log(store: &EventStore, tenant: Uuid, acked: &[Acked]) -> u64 {
     let mut parts: HashMap<String, BTreeMap<usize, (usize, u32)>> = HashMap::new();
     // Right after a node restart the cluster may still answer "temporarily unavailable" to
     // consumer creation (10008): retry that, bounded.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut replay = loop {
-        match store.replay(1, vec![]).await {
-            Ok(replay) => break replay,
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                eprintln!("replay not yet possible, retrying: {err}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => panic!("replay: {err}"),
-        }
-    };
+    let mut replay = wait::wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
+        store.replay(1, vec![])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("replay: {e}"));
     let mut seen = 0u64;
     while seen < head {
         let message = tokio::time::timeout(Duration::from_secs(30), replay.next())
@@ -523,21 +518,23 @@ async fn sigkill_of_the_stream_leader_loses_no_acknowledged_command() {
 
     // The projection converges to the log: checkpoint = head, tasks = acknowledged tasks.
     let pg_client = pg_connect(&db).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let checkpoint = pg_client
-            .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-            .await
-            .map_or(0, |row| row.get::<_, i64>(0));
-        if u64::try_from(checkpoint).unwrap_or(0) == head {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "projection stuck at {checkpoint} of {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let checkpoint = pg_client
+                .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+                .await
+                .map_or(0, |row| row.get::<_, i64>(0));
+            if u64::try_from(checkpoint).unwrap_or(0) == head {
+                Ok(())
+            } else {
+                Err(format!("projection stuck at {checkpoint} of {head}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let rows = pg_client
         .query(
             "SELECT id FROM talkwai.tasks WHERE tenant_id = $1",

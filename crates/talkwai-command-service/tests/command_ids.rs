@@ -358,3 +358,72 @@ async fn event_headers_name_the_scope_of_their_subject() {
     }
     h.stop().await;
 }
+
+/// A record whose events never landed (the process died between the claim and its events, or
+/// the events lost a race): a resend of that command completes it, once; another body is
+/// still refused.
+#[tokio::test]
+async fn a_claim_without_its_events_is_completed_by_the_resend() {
+    let h = start(1).await;
+    let w = world(&h).await;
+    let subject = format!("talkwai.cmd.{}.task.create", w.tenant);
+    let id = Uuid::new_v4();
+    let task = Uuid::new_v4();
+    let body = create_body(task);
+    let target = format!("talkwai.evt.{}.task.{task}", w.tenant);
+    let record = talkwai_proto::command_record::CommandRecord {
+        command: subject.clone(),
+        fingerprint: talkwai_proto::command_record::fingerprint(
+            &subject,
+            &serde_json::to_vec(&body).expect("json"),
+        ),
+        target: target.clone(),
+        events: 1,
+        version: 1,
+        seq: None,
+    };
+    let scope = talkwai_proto::Scope::Tenant(talkwai_domain::ids::TenantId(w.tenant));
+    let mut headers = HeaderMap::new();
+    headers.insert("Talkwai-Command-Id", id.to_string().as_str());
+    headers.insert("Talkwai-Command-Part", "1/2");
+    let js = async_nats::jetstream::new(h.client.clone());
+    js.publish_with_headers(
+        talkwai_proto::command_record::subject(scope, id),
+        headers,
+        record.encode().into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("the claim lands");
+    let head = h.stream_head().await;
+
+    assert_reused(
+        &send_bytes(
+            &h,
+            &subject,
+            &create_body(Uuid::new_v4()),
+            &w.owner_token,
+            id,
+        )
+        .await,
+    );
+    let first = send_bytes(&h, &subject, &body, &w.owner_token, id).await;
+    let accepted = serde_json::from_slice::<CommandReply>(&first)
+        .expect("reply")
+        .into_result()
+        .expect("the claimed command is carried out");
+    assert_eq!(accepted.events[0].event_type, "task.created");
+    assert_eq!(
+        h.stream_head().await,
+        head + 1,
+        "its event only, no second record"
+    );
+    assert_eq!(event_types(&h, w.tenant, task).await, ["task.created"]);
+    assert_eq!(
+        send_bytes(&h, &subject, &body, &w.owner_token, id).await,
+        first
+    );
+    assert_eq!(h.stream_head().await, head + 1);
+    h.stop().await;
+}

@@ -1,6 +1,8 @@
 //! Crash safety: SIGKILL the command service (a real process) under load, restart it, and check
 //! that every acknowledged command is in the log and no command is there in part.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use serde_json::{Value, json};
 use talkwai_eventstore::{EventStore, StreamSettings};
 use talkwai_proto::CommandReply;
 use talkwai_testkit::NatsServer;
+use talkwai_testkit::wait::wait_for_endpoint;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -31,19 +34,13 @@ fn spawn_service(url: &str, name: &str) -> Child {
         .expect("spawn the command service binary")
 }
 
+/// Waits until a real command endpoint of the service answers (`$SRV.PING` answers before the
+/// endpoints are subscribed).
 async fn wait_ready(client: &async_nats::Client) {
-    for _ in 0..300 {
-        if let Ok(Ok(_)) = tokio::time::timeout(
-            Duration::from_millis(200),
-            client.request("$SRV.PING.talkwai-command", "".into()),
-        )
+    let subject = common::probe_subject();
+    wait_for_endpoint(client, &subject, "")
         .await
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("command service did not become ready");
+        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
 }
 
 async fn send(

@@ -9,6 +9,8 @@ use common::{Harness, PLATFORM, SECRET};
 use serde_json::{Value, json};
 use talkwai_command_service::{CommandService, Config};
 use talkwai_telemetry::ops::serve_ops;
+use talkwai_testkit::services::{ServiceTask, send_command};
+use talkwai_testkit::wait::{PAUSE, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -46,17 +48,16 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 /// Polls `/readyz` until it answers `status`, for up to `within`.
 async fn wait_ready_status(addr: std::net::SocketAddr, status: u16, within: Duration) -> String {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    wait_until(within, Duration::from_millis(200), || async move {
         let (got, body) = get(addr, "/readyz").await;
         if got == status {
-            return body;
+            Ok(body)
+        } else {
+            Err(format!("{got}: {body}"))
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("/readyz never answered {status} within {within:?}; last {got}: {body}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("/readyz never answered {status} within {within:?}: {e}"))
 }
 
 async fn srv(client: &async_nats::Client, verb: &str) -> Value {
@@ -93,18 +94,8 @@ async fn metrics_count_commands_readiness_follows_nats_and_the_services_api_answ
     // a forged token (unauthenticated).
     let tenant = Uuid::new_v4();
     let subject = "talkwai.cmd.platform.tenant.create";
-    for _ in 0..10 {
-        // The endpoints subscribe asynchronously: retry the first command until answered.
-        if tokio::time::timeout(
-            Duration::from_secs(1),
-            h.client.request("$SRV.PING.talkwai-command", "".into()),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok())
-        {
-            break;
-        }
-    }
+    // Ready means every command endpoint is subscribed (the server confirmed it): the first
+    // command is answered, no retry (a `$SRV.PING` answer did not mean that).
     h.ok(
         subject,
         json!({"id": tenant, "name": "Ops"}),
@@ -216,5 +207,50 @@ async fn metrics_count_commands_readiness_follows_nats_and_the_services_api_answ
         .expect("service task")
         .expect("service stops cleanly");
     drop(ops);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_passes_only_once_every_command_endpoint_is_subscribed() {
+    let h = Harness::start_instances(0).await;
+    let service = CommandService::build(Config::for_tests(&h.server.url(), PLATFORM, SECRET))
+        .await
+        .expect("service builds");
+    let readiness = service.readiness();
+    let before = readiness.evaluate().await;
+    assert!(
+        before.iter().any(|c| c.name == "endpoints" && !c.ok),
+        "not ready before the endpoints serve: {before:?}"
+    );
+    let task = ServiceTask::spawn(|shutdown| async move {
+        service.run(shutdown).await.expect("service runs");
+    });
+    wait_until(Duration::from_secs(30), PAUSE, || async {
+        let checks = readiness.evaluate().await;
+        if checks.iter().all(|c| c.ok) {
+            Ok(())
+        } else {
+            Err(format!("{checks:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("never ready: {e}"));
+    // Ready: every command endpoint answers its first request (a typed refusal of an empty,
+    // unauthenticated command), none says "no responders".
+    for (kind, actions) in talkwai_domain::ACTIONS {
+        for action in *actions {
+            let subject = format!("talkwai.cmd.platform.{kind}.{action}");
+            let reply = send_command(&h.client, &subject, "", None, None, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("ready, yet {e}"));
+            assert!(reply.into_result().is_err(), "{subject}: refused");
+        }
+    }
+    task.stop().await;
+    let after = readiness.evaluate().await;
+    assert!(
+        after.iter().any(|c| c.name == "endpoints" && !c.ok),
+        "not ready once stopped: {after:?}"
+    );
     h.stop().await;
 }

@@ -195,22 +195,17 @@ async fn a_replicated_stream_serves_heads_from_its_leader() {
         .await
         .expect("connect to a node");
     // A freshly started cluster may still be settling (seen on a loaded machine): retry.
-    let mut attempts = 0;
-    let store = loop {
-        attempts += 1;
-        let settings = StreamSettings {
-            replicas: 3,
-            ..Default::default()
-        };
-        match EventStore::open(client.clone(), &settings).await {
-            Ok(store) => break store,
-            Err(err) if attempts < 20 => {
-                eprintln!("opening the R3 stream, attempt {attempts}: {err}");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(err) => panic!("R3 stream: {err}"),
-        }
+    let settings = StreamSettings {
+        replicas: 3,
+        ..Default::default()
     };
+    let store = talkwai_testkit::wait::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(500),
+        || EventStore::open(client.clone(), &settings),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("R3 stream: {e}"));
     let watcher = async_nats::connect(node.as_str())
         .await
         .expect("connect to the same node");

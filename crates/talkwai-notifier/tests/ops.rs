@@ -51,11 +51,7 @@ async fn metrics_count_messages_by_topic_presence_requests_and_peers() {
         .expect("ops endpoint");
     let addr = ops_server.local_addr();
     let _running = tokio::spawn(notifier.run(std::future::pending::<()>()));
-    for _ in 0..100 {
-        if h.ping("talkwai-presence").await >= 1 {
-            break;
-        }
-    }
+    common::wait_presence_ready(&h.client).await;
     let w = world(&h).await;
     let t = w.tenant;
     let mut updates = h

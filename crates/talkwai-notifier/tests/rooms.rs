@@ -223,14 +223,22 @@ async fn a_killed_notifier_restarted_mid_stream_loses_nothing_and_repeats_are_de
     let expected: Vec<u64> = writer.await.expect("writer");
 
     let mut got: Vec<Value> = before;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let seen_all = |got: &[Value]| {
         let seen: BTreeSet<u64> = got.iter().filter_map(|u| u["seq"].as_u64()).collect();
-        if expected.iter().all(|s| seen.contains(s)) || tokio::time::Instant::now() > deadline {
-            break;
+        expected.iter().all(|s| seen.contains(s))
+    };
+    // Until every expected update arrived, for at most 30 s (each receive waits up to 1 s, a
+    // pause after an empty one); the assertions below say what is missing.
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen_all(&got) {
+            let more = collect(&mut updates, 1, Duration::from_secs(1)).await;
+            if more.is_empty() {
+                tokio::time::sleep(talkwai_testkit::wait::PAUSE).await;
+            }
+            got.extend(more);
         }
-        got.extend(collect(&mut updates, 1, Duration::from_secs(1)).await);
-    }
+    })
+    .await;
     got.extend(collect(&mut updates, 10, Duration::from_millis(500)).await);
     let seqs: Vec<u64> = got
         .iter()
@@ -319,26 +327,26 @@ async fn presence_joins_updates_lists_and_expires_dead_peers_within_the_ttl() {
 
     // Alice heartbeats, Bob goes silent: Bob leaves by expiry within the TTL (plus slack).
     let started = tokio::time::Instant::now();
-    let mut bob_gone = None;
-    while started.elapsed() < Duration::from_secs(8) {
-        let beat = h
-            .presence(&room("heartbeat"), json!({"sessionId": "alice-1"}), &alice)
-            .await;
-        assert_eq!(beat["ok"], true, "{beat}");
-        let peers = h.presence(&room("get"), json!({}), &alice).await;
-        let ids: Vec<&str> = peers["peers"]
-            .as_array()
-            .expect("peers")
-            .iter()
-            .map(|p| p["sessionId"].as_str().expect("id"))
-            .collect();
-        if ids == ["alice-1"] {
-            bob_gone = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let bob_gone = bob_gone.expect("bob expired");
+    let bob_gone = talkwai_testkit::wait::wait_until(
+        Duration::from_secs(8),
+        Duration::from_millis(500),
+        || async {
+            let beat = h
+                .presence(&room("heartbeat"), json!({"sessionId": "alice-1"}), &alice)
+                .await;
+            assert_eq!(beat["ok"], true, "{beat}");
+            let peers = h.presence(&room("get"), json!({}), &alice).await;
+            let ids: Vec<&str> = peers["peers"]
+                .as_array()
+                .expect("peers")
+                .iter()
+                .map(|p| p["sessionId"].as_str().expect("id"))
+                .collect();
+            (ids == ["alice-1"]).then(|| started.elapsed())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("bob expired: {e}"));
     assert!(bob_gone < Duration::from_secs(5), "gone after {bob_gone:?}");
 
     let announced = collect(&mut events, 4, WAIT).await;

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use talkwai_domain::{Event, EventBody};
 use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
 use talkwai_proto::headers;
+use talkwai_testkit::wait::poll_until;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -157,19 +158,14 @@ async fn a_sigkilled_projector_resumes_without_losing_or_repeating_an_event() {
         // mid-batch, mid-commit, between a commit and its ack.
         let resumed = checkpoint(&pg).await;
         let advance = 400 + rng.next() % 2500;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let now = checkpoint(&pg).await;
-            if now >= resumed + advance || now >= head {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no progress past {now} after restart {}",
-                kills.len()
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        poll_until(
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+            || checkpoint(&pg),
+            |now| *now >= resumed + advance || *now >= head,
+        )
+        .await
+        .unwrap_or_else(|now| panic!("no progress past {now:?} after restart {}", kills.len()));
         tokio::time::sleep(Duration::from_millis(rng.next() % 15)).await;
         child.start_kill().expect("SIGKILL");
         let status = child.wait().await.expect("reaped");

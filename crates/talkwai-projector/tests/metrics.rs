@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Stack, random_commands};
+use talkwai_testkit::wait::poll_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` over HTTP/1.0: the status code and the whole response.
@@ -57,18 +58,17 @@ async fn the_binary_exports_checkpoint_lag_and_apply_counters() {
         .spawn()
         .expect("spawn projector");
     let head = stack.wait_caught_up(&stack.db).await;
-    let mut last = String::new();
-    for _ in 0..100 {
-        if let Some(metrics) = scrape(port).await {
-            last = metrics;
-            if value(&last, "talkwai_projector_checkpoint") == Some(head as f64)
-                && value(&last, "talkwai_projector_lag_events") == Some(0.0)
-            {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { scrape(port).await.unwrap_or_default() },
+        |last| {
+            value(last, "talkwai_projector_checkpoint") == Some(head as f64)
+                && value(last, "talkwai_projector_lag_events") == Some(0.0)
+        },
+    )
+    .await
+    .unwrap_or_else(|last| last.unwrap_or_default());
     assert_eq!(
         value(&last, "talkwai_projector_checkpoint"),
         Some(head as f64),

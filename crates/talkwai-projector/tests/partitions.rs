@@ -18,6 +18,7 @@ use talkwai_domain::{Event, EventBody};
 use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
 use talkwai_projector::rebuild::{self, RebuildOptions};
 use talkwai_proto::headers;
+use talkwai_testkit::wait::poll_until;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -151,15 +152,14 @@ async fn wait_owners(
     what: &str,
     check: impl Fn(&BTreeMap<String, BTreeSet<u32>>) -> bool,
 ) -> BTreeMap<String, BTreeSet<u32>> {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = owners(stack).await;
-        if check(&now) {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "{what}: leases are {now:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        within,
+        Duration::from_millis(100),
+        || owners(stack),
+        |now| check(now),
+    )
+    .await
+    .unwrap_or_else(|now| panic!("{what}: leases are {now:?}"))
 }
 
 fn all_held(owners: &BTreeMap<String, BTreeSet<u32>>) -> bool {
@@ -234,24 +234,24 @@ async fn three_instances_split_partitions_and_take_over_a_killed_ones() {
     let victim = "proj-c";
     let victim_parts = balanced[victim].clone();
     let resumed = stack.store.last_sequence().await.expect("head") / 4;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let cps = partition_checkpoints(&pg).await;
-        let mine: Vec<u64> = cps
-            .iter()
+    let mine_of = |cps: &[(u32, u64)]| -> Vec<u64> {
+        cps.iter()
             .filter(|(p, _)| victim_parts.contains(p))
             .map(|(_, s)| *s)
-            .collect();
-        if mine.iter().all(|s| *s > resumed) {
-            assert!(
-                mine.iter().any(|s| *s < head),
-                "{victim} finished its catch-up before it could be killed: {cps:?} of {head}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no catch-up progress: {cps:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+            .collect()
+    };
+    let cps = poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        || partition_checkpoints(&pg),
+        |cps| mine_of(cps).iter().all(|s| *s > resumed),
+    )
+    .await
+    .unwrap_or_else(|cps| panic!("no catch-up progress: {cps:?}"));
+    assert!(
+        mine_of(&cps).iter().any(|s| *s < head),
+        "{victim} finished its catch-up before it could be killed: {cps:?} of {head}"
+    );
     let mut child = children.remove(victim).expect("victim");
     child.start_kill().expect("SIGKILL");
     let status = child.wait().await.expect("reaped");
@@ -521,24 +521,24 @@ async fn a_poison_event_stops_only_its_partition() {
 
     let pg = stack.pg_client(&db).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let cps = partition_checkpoints(&pg).await;
-        let stopped = cps.iter().find(|(p, _)| *p == poisoned_part).map(|c| c.1);
-        let going = cps.iter().find(|(p, _)| *p != poisoned_part).map(|c| c.1);
-        if going.is_some_and(|s| s >= later.seq) {
-            assert_eq!(
-                stopped,
-                Some(poison_seq - 1),
-                "the poisoned partition stopped right before the poison: {cps:?}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the other partition did not go on: {cps:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cps = poll_until(
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || partition_checkpoints(&pg),
+        |cps| {
+            cps.iter()
+                .find(|(p, _)| *p != poisoned_part)
+                .is_some_and(|c| c.1 >= later.seq)
+        },
+    )
+    .await
+    .unwrap_or_else(|cps| panic!("the other partition did not go on: {cps:?}"));
+    let stopped = cps.iter().find(|(p, _)| *p == poisoned_part).map(|c| c.1);
+    assert_eq!(
+        stopped,
+        Some(poison_seq - 1),
+        "the poisoned partition stopped right before the poison: {cps:?}"
+    );
     let pool = talkwai_projector::pool(&db, 1).expect("pool");
     let mut conn = pool.get().await.expect("conn");
     assert_eq!(
@@ -550,15 +550,18 @@ async fn a_poison_event_stops_only_its_partition() {
     );
     // The poisoned partition's checkpoint sits right before the poison as soon as it applied
     // the event before it; the dead letter comes when it reaches the poison itself.
-    let letters = loop {
-        let letters = talkwai_projector::ops::dead_letters(&conn, false)
-            .await
-            .expect("dead letters");
-        if !letters.is_empty() || Instant::now() >= deadline {
-            break letters;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let letters = poll_until(
+        deadline.saturating_duration_since(Instant::now()),
+        Duration::from_millis(20),
+        || async {
+            talkwai_projector::ops::dead_letters(&conn, false)
+                .await
+                .expect("dead letters")
+        },
+        |letters| !letters.is_empty(),
+    )
+    .await
+    .unwrap_or_else(|last| last.unwrap_or_default());
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].seq, i64::try_from(poison_seq).expect("seq"));
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{Stack, random_commands};
 use serde_json::json;
+use talkwai_testkit::wait::poll_until;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,16 +105,18 @@ async fn a_poison_event_stops_the_projection_until_retried() {
 
     let pool = talkwai_projector::pool(&db, 1).expect("pool");
     let conn = pool.get().await.expect("conn");
-    let mut letters = Vec::new();
-    for _ in 0..500 {
-        letters = talkwai_projector::ops::dead_letters(&conn, false)
-            .await
-            .expect("dead letters");
-        if !letters.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let letters = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            talkwai_projector::ops::dead_letters(&conn, false)
+                .await
+                .expect("dead letters")
+        },
+        |letters| !letters.is_empty(),
+    )
+    .await
+    .unwrap_or_else(|last| last.unwrap_or_default());
     assert_eq!(letters.len(), 1, "one dead letter");
     assert_eq!(letters[0].seq, i64::try_from(poison_seq).expect("seq"));
     assert_eq!(letters[0].status, "open");

@@ -12,6 +12,7 @@ use common::{PLATFORM, Stack};
 use opentelemetry::trace::{SpanId, TraceId};
 use serde_json::json;
 use talkwai_proto::{CommandReply, headers};
+use talkwai_testkit::wait::poll_until;
 use uuid::Uuid;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -83,19 +84,21 @@ async fn one_trace_links_command_append_projection_and_notification() {
 
     let want = TraceId::from_hex(TRACE_ID).expect("trace id");
     let names = ["command", "append", "project", "notify"];
-    let mut seen = BTreeSet::new();
-    for _ in 0..200 {
-        seen = telemetry
-            .spans()
-            .into_iter()
-            .filter(|s| s.span_context.trace_id() == want)
-            .map(|s| s.name.to_string())
-            .collect();
-        if names.iter().all(|n| seen.contains(*n)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen: BTreeSet<String> = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            telemetry
+                .spans()
+                .into_iter()
+                .filter(|s| s.span_context.trace_id() == want)
+                .map(|s| s.name.to_string())
+                .collect::<BTreeSet<String>>()
+        },
+        |seen| names.iter().all(|n| seen.contains(*n)),
+    )
+    .await
+    .unwrap_or_else(|last| last.unwrap_or_default());
     for name in names {
         assert!(
             seen.contains(name),

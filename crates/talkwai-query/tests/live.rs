@@ -64,20 +64,13 @@ async fn live_queries_follow_changes_and_expire() {
     let queries = QueryService::new(pool, verifier).with_live_ttl(Duration::from_millis(1500));
     let qc = client.clone();
     tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
-    for _ in 0..200 {
-        if client
-            .request("$SRV.PING.talkwai-query", "".into())
-            .await
-            .is_ok()
-            && client
-                .request("$SRV.PING.talkwai-command", "".into())
-                .await
-                .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Real endpoints answer (`$SRV.PING` answers before they are subscribed).
+    talkwai_testkit::services::wait_for_commands(&client)
+        .await
+        .expect("command endpoints answer");
+    talkwai_testkit::services::wait_for_queries(&client)
+        .await
+        .expect("query endpoints answer");
     let tenant = Uuid::new_v4();
     let created = request(
         &client,

@@ -129,20 +129,13 @@ async fn start_capped(tasks_in_a: usize, max_rows: Option<usize>) -> World {
     }
     let qc = client.clone();
     tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
-    for _ in 0..200 {
-        let a = client
-            .request("$SRV.PING.talkwai-command", "".into())
-            .await
-            .is_ok();
-        let b = client
-            .request("$SRV.PING.talkwai-query", "".into())
-            .await
-            .is_ok();
-        if a && b {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Real endpoints answer (`$SRV.PING` answers before they are subscribed).
+    talkwai_testkit::services::wait_for_commands(&client)
+        .await
+        .expect("command endpoints answer");
+    talkwai_testkit::services::wait_for_queries(&client)
+        .await
+        .expect("query endpoints answer");
     let (a, a_token) = tenant_with_owner(&client, "Acme").await;
     let (b, b_token) = tenant_with_owner(&client, "Bravo").await;
     let mut members = Vec::new();

@@ -27,6 +27,10 @@
 //! - [`postgres`] holds [`Postgres`] and its builder (runs as `nobody` when the caller is root).
 //! - [`discover`] says where the binaries are looked for.
 //! - [`error`] holds [`TestkitError`].
+//! - [`wait`] holds the waits of tests: [`wait::wait_until`] (a deadline and a pause around any
+//!   probe), [`wait::wait_for_endpoint`] (until a NATS endpoint answers) and service pings.
+//! - [`services`] holds what the services' test harnesses share: [`services::ServiceTask`],
+//!   command requests, test tokens.
 //!
 //! This crate is for tests and local tooling: production services never depend on it.
 
@@ -35,8 +39,10 @@ pub mod discover;
 pub mod error;
 pub mod nats;
 pub mod postgres;
+pub mod services;
 pub mod trace;
 mod util;
+pub mod wait;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::{Result, TestkitError};

@@ -18,8 +18,7 @@ fn report(context: &str, err: &dyn std::error::Error) -> String {
 
 /// Publishes with retries: during an election the stream answers nothing for a moment.
 async fn publish(js: &jetstream::Context, subject: &str, payload: String) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    talkwai_testkit::wait::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         let attempt = async {
             js.publish(subject.to_owned(), payload.clone().into())
                 .await
@@ -27,19 +26,16 @@ async fn publish(js: &jetstream::Context, subject: &str, payload: String) -> u64
                 .await
                 .map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(ack)) => return ack.sequence,
-            Ok(Err(e)) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "publishing to {subject}: {e}"
-            ),
-            Err(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "publishing to {subject}: timed out"
-            ),
+        async move {
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(ack)) => Ok(ack.sequence),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("timed out".to_owned()),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("publishing to {subject}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -300,3 +300,33 @@ async fn websocket_listener_speaks_nats_on_a_free_port() {
         "the first frame must be this server's INFO: {info:?}"
     );
 }
+
+#[tokio::test]
+async fn wait_for_endpoint_waits_for_a_late_responder() {
+    use futures::StreamExt as _;
+    let server = start().await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let err = client
+        .request("probe.echo", "".into())
+        .await
+        .expect_err("nobody listens yet");
+    assert_eq!(
+        err.kind(),
+        async_nats::client::RequestErrorKind::NoResponders
+    );
+    let late = async_nats::connect(server.url()).await.expect("connect");
+    let responder = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut sub = late.subscribe("probe.echo").await.expect("subscribe");
+        while let Some(message) = sub.next().await {
+            if let Some(reply) = message.reply {
+                late.publish(reply, "pong".into()).await.expect("reply");
+            }
+        }
+    });
+    let reply = talkwai_testkit::wait::wait_for_endpoint(&client, "probe.echo", "ping")
+        .await
+        .expect("the late responder answers");
+    assert_eq!(&reply.payload[..], b"pong");
+    responder.abort();
+}

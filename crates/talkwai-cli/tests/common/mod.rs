@@ -7,10 +7,9 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use talkwai_auth::{Claims, PrincipalKind};
 use talkwai_command_service::{CommandService, Config};
 use talkwai_testkit::NatsServer;
-use tokio::sync::oneshot;
+use talkwai_testkit::services::ServiceTask;
 use uuid::Uuid;
 
 pub const PLATFORM: &str = "platform-token-for-cli-tests";
@@ -72,7 +71,7 @@ impl Run {
 pub struct Harness {
     pub server: NatsServer,
     pub client: async_nats::Client,
-    stop: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    stop: Option<ServiceTask>,
 }
 
 impl Harness {
@@ -86,41 +85,27 @@ impl Harness {
         let service = CommandService::build(Config::for_tests(&server.url(), PLATFORM, SECRET))
             .await
             .unwrap_or_else(|e| panic!("command service does not build: {e}"));
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
+        let readiness = service.readiness();
+        let task = ServiceTask::spawn(|shutdown| async move {
             service
-                .run(async {
-                    let _ = rx.await;
-                })
+                .run(shutdown)
                 .await
                 .unwrap_or_else(|e| panic!("command service failed: {e}"));
         });
-        let harness = Self {
+        // Ready: every command endpoint is subscribed (the server confirmed it).
+        talkwai_testkit::services::wait_ready(&readiness)
+            .await
+            .unwrap_or_else(|e| panic!("the command service never became ready: {e}"));
+        Self {
             server,
             client,
-            stop: Some((tx, handle)),
-        };
-        harness.wait_ready().await;
-        harness
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            let ping = self
-                .client
-                .request("$SRV.PING.talkwai-command", bytes::Bytes::new());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), ping).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop: Some(task),
         }
-        panic!("the command service never answered $SRV.PING");
     }
 
     pub async fn stop(mut self) {
-        if let Some((tx, handle)) = self.stop.take() {
-            let _ = tx.send(());
-            let _ = handle.await;
+        if let Some(task) = self.stop.take() {
+            task.stop().await;
         }
     }
 
@@ -174,17 +159,7 @@ impl Harness {
 }
 
 pub fn member_token(user: Uuid, tenant: Uuid) -> String {
-    let claims = Claims {
-        sub: user.into(),
-        kind: PrincipalKind::Member,
-        tenant: Some(tenant.into()),
-        role: None,
-        exp: talkwai_auth::now_secs() + 3600,
-        nbf: None,
-        iss: None,
-        aud: None,
-    };
-    talkwai_auth::mint(&claims, &secrecy::SecretString::from(SECRET))
+    talkwai_testkit::services::member_token(SECRET, user, tenant)
         .unwrap_or_else(|e| panic!("cannot mint a test token: {e}"))
 }
 

@@ -1,16 +1,14 @@
-//! Shared harness: a real nats-server, the command service in process, and a client.
+//! Shared harness: a real nats-server, the command service in process, and a client. The
+//! generic parts (service tasks, waits, command requests, tokens) are `talkwai_testkit`'s.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
-
-use async_nats::HeaderMap;
 use serde_json::{Value, json};
-use talkwai_auth::{Claims, PrincipalKind};
 use talkwai_command_service::{CommandService, Config};
 use talkwai_proto::{CommandAccepted, CommandReply, ErrorBody};
 use talkwai_testkit::NatsServer;
-use tokio::sync::oneshot;
+use talkwai_testkit::services::{COMMAND_TIMEOUT, ServiceTask, send_command};
+use talkwai_testkit::wait;
 use uuid::Uuid;
 
 pub const PLATFORM: &str = "platform-token-for-tests";
@@ -20,7 +18,42 @@ pub const SECRET: &str = "jwt-secret-for-tests";
 pub struct Harness {
     pub server: NatsServer,
     pub client: async_nats::Client,
-    stops: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    stops: Vec<ServiceTask>,
+}
+
+/// Starts a command service built from `config` in this process and returns once it serves:
+/// its readiness (endpoints subscribed, confirmed by the server) passes and a real command
+/// endpoint answers `client` (a typed refusal of an empty, unauthenticated request).
+pub async fn spawn_command_service(client: &async_nats::Client, config: Config) -> ServiceTask {
+    let service = CommandService::build(config).await.expect("service builds");
+    let readiness = service.readiness();
+    let task = ServiceTask::spawn(|shutdown| async move {
+        service.run(shutdown).await.expect("service runs");
+    });
+    talkwai_testkit::services::wait_ready(&readiness)
+        .await
+        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+    let subject = probe_subject();
+    let reply = wait::wait_for_endpoint(client, &subject, "")
+        .await
+        .unwrap_or_else(|e| panic!("{subject} never answered: {e}"));
+    let reply: CommandReply = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+        panic!(
+            "the probe's reply is a CommandReply: {e}: {}",
+            String::from_utf8_lossy(&reply.payload)
+        )
+    });
+    assert!(
+        reply.into_result().is_err(),
+        "an empty unauthenticated command is refused"
+    );
+    task
+}
+
+/// The subject of the endpoint the service subscribes last (so the others are subscribed when
+/// it answers on the same connection); the probe is refused without side effects.
+pub fn probe_subject() -> String {
+    talkwai_testkit::services::command_probe_subject()
 }
 
 impl Harness {
@@ -45,56 +78,22 @@ impl Harness {
     pub async fn add_instance(&mut self, name: &str) {
         let mut config = Config::for_tests(&self.server.url(), PLATFORM, SECRET);
         config.instance = name.to_owned();
-        let service = CommandService::build(config).await.expect("service builds");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            service
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("service runs");
-        });
-        self.stops.push((tx, handle));
-        self.wait_ready(self.stops.len()).await;
-    }
-
-    /// Waits until `n` instances answer `$SRV.PING.talkwai-command`.
-    async fn wait_ready(&self, n: usize) {
-        for _ in 0..200 {
-            let inbox = self.client.new_inbox();
-            let mut sub = self.client.subscribe(inbox.clone()).await.expect("sub");
-            self.client
-                .publish_with_reply("$SRV.PING.talkwai-command", inbox, "".into())
-                .await
-                .expect("ping");
-            let mut seen = 0;
-            while let Ok(Some(_)) = tokio::time::timeout(
-                Duration::from_millis(100),
-                futures::StreamExt::next(&mut sub),
-            )
+        let task = spawn_command_service(&self.client, config).await;
+        self.stops.push(task);
+        let n = self.stops.len();
+        wait::wait_for_instances(&self.client, "talkwai-command", n)
             .await
-            {
-                seen += 1;
-            }
-            if seen >= n {
-                return;
-            }
-        }
-        panic!("command service did not become ready");
+            .unwrap_or_else(|e| panic!("{n} command instances do not answer $SRV.PING: {e}"));
     }
 
     /// Stops the oldest running instance (gracefully); the others keep serving.
     pub async fn stop_oldest(&mut self) {
-        let (tx, handle) = self.stops.remove(0);
-        let _ = tx.send(());
-        let _ = handle.await;
+        self.stops.remove(0).stop().await;
     }
 
     pub async fn stop(self) {
-        for (tx, handle) in self.stops {
-            let _ = tx.send(());
-            let _ = handle.await;
+        for task in self.stops {
+            task.stop().await;
         }
     }
 
@@ -127,27 +126,16 @@ impl Harness {
         token: Option<&str>,
         command_id: Option<Uuid>,
     ) -> CommandReply {
-        let mut headers = HeaderMap::new();
-        if let Some(id) = command_id {
-            headers.insert("Talkwai-Command-Id", id.to_string().as_str());
-        }
-        if let Some(token) = token {
-            headers.insert("Authorization", format!("Bearer {token}").as_str());
-        }
-        let reply = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.client
-                .request_with_headers(subject.to_owned(), headers, body.into()),
+        send_command(
+            &self.client,
+            subject,
+            body,
+            token,
+            command_id,
+            COMMAND_TIMEOUT,
         )
         .await
-        .expect("reply in time")
-        .expect("request");
-        serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-            panic!(
-                "reply is a CommandReply: {e}: {}",
-                String::from_utf8_lossy(&reply.payload)
-            )
-        })
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Sends and expects acceptance.
@@ -199,25 +187,11 @@ impl Harness {
 }
 
 pub fn member_token(user: Uuid, tenant: Uuid) -> String {
-    token(user, PrincipalKind::Member, Some(tenant))
+    talkwai_testkit::services::member_token(SECRET, user, tenant).expect("mint")
 }
 
 pub fn admin_token(user: Uuid) -> String {
-    token(user, PrincipalKind::Admin, None)
-}
-
-fn token(user: Uuid, kind: PrincipalKind, tenant: Option<Uuid>) -> String {
-    let claims = Claims {
-        sub: user.into(),
-        kind,
-        tenant: tenant.map(Into::into),
-        role: None,
-        exp: talkwai_auth::now_secs() + 3600,
-        nbf: None,
-        iss: None,
-        aud: None,
-    };
-    talkwai_auth::mint(&claims, &secrecy::SecretString::from(SECRET)).expect("mint")
+    talkwai_testkit::services::admin_token(SECRET, user).expect("mint")
 }
 
 /// A tenant with an owner member linked to a user, ready for member-token commands.

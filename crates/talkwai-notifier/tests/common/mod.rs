@@ -1,18 +1,18 @@
-//! Shared harness: a real nats-server, the command service and the notifier in process.
+//! Shared harness: a real nats-server, the command service and the notifier in process. The
+//! generic parts (service tasks, waits, command requests, tokens) are `talkwai_testkit`'s.
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_auth::{Claims, PrincipalKind};
 use talkwai_command_service::{CommandService, Config as CommandConfig};
 use talkwai_notifier::{Config, Notifier};
 use talkwai_proto::CommandAccepted;
 use talkwai_testkit::NatsServer;
-use tokio::sync::oneshot;
+use talkwai_testkit::services::{COMMAND_TIMEOUT, ServiceTask, send_command};
+use talkwai_testkit::wait;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -22,7 +22,23 @@ pub const SECRET: &str = "jwt-secret-for-tests";
 pub struct Harness {
     pub server: NatsServer,
     pub client: async_nats::Client,
-    commands: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+    commands: Vec<ServiceTask>,
+}
+
+/// Waits until the presence endpoints serve `client`: `$SRV.PING.talkwai-presence` answers and
+/// a request on the endpoint the notifier subscribes last (`get`) gets a reply (a typed
+/// refusal of an unauthenticated request), not "no responders".
+pub async fn wait_presence_ready(client: &async_nats::Client) {
+    wait::wait_for_instances(client, "talkwai-presence", 1)
+        .await
+        .unwrap_or_else(|e| panic!("notifier did not become ready: {e}"));
+    let op = talkwai_notifier::presence::OPS
+        .last()
+        .expect("presence ops");
+    let subject = format!("talkwai.room.probe.probe.presence.{op}");
+    wait::wait_for_endpoint(client, &subject, "")
+        .await
+        .unwrap_or_else(|e| panic!("{subject} never answered: {e}"));
 }
 
 impl Harness {
@@ -42,44 +58,28 @@ impl Harness {
         let mut config = CommandConfig::for_tests(&self.server.url(), PLATFORM, SECRET);
         config.instance = name.to_owned();
         let service = CommandService::build(config).await.expect("service builds");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            service
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("service runs");
-        });
-        self.commands.push((tx, handle));
-        for _ in 0..100 {
-            if self.ping("talkwai-command").await >= self.commands.len() {
-                return;
-            }
-        }
-        panic!("command service did not become ready");
+        let readiness = service.readiness();
+        self.commands
+            .push(ServiceTask::spawn(|shutdown| async move {
+                service.run(shutdown).await.expect("service runs");
+            }));
+        talkwai_testkit::services::wait_ready(&readiness)
+            .await
+            .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+        let n = self.commands.len();
+        wait::wait_for_instances(&self.client, "talkwai-command", n)
+            .await
+            .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
     }
 
     /// Stops the last command instance added.
     pub async fn stop_command_instance(&mut self) {
-        let (tx, handle) = self.commands.pop().expect("an instance");
-        let _ = tx.send(());
-        let _ = handle.await;
+        self.commands.pop().expect("an instance").stop().await;
     }
 
     /// How many instances of a service answer `$SRV.PING`.
     pub async fn ping(&self, service: &str) -> usize {
-        let inbox = self.client.new_inbox();
-        let mut sub = self.client.subscribe(inbox.clone()).await.expect("sub");
-        self.client
-            .publish_with_reply(format!("$SRV.PING.{service}"), inbox, "".into())
-            .await
-            .expect("ping");
-        let mut seen = 0;
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-            seen += 1;
-        }
-        seen
+        wait::ping_count(&self.client, service).await.expect("ping")
     }
 
     pub fn notifier_config(&self) -> Config {
@@ -95,32 +95,22 @@ impl Harness {
                 .await
                 .expect("notifier runs");
         });
-        for _ in 0..100 {
-            if self.ping("talkwai-presence").await >= 1 {
-                return handle;
-            }
-        }
-        panic!("notifier did not become ready");
+        wait_presence_ready(&self.client).await;
+        handle
     }
 
     /// Sends a command and expects acceptance.
     pub async fn ok(&self, subject: &str, body: Value, token: &str) -> CommandAccepted {
-        let mut headers = HeaderMap::new();
-        headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
-        headers.insert("Authorization", format!("Bearer {token}").as_str());
-        let reply = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.client.request_with_headers(
-                subject.to_owned(),
-                headers,
-                serde_json::to_vec(&body).expect("json").into(),
-            ),
+        let reply = send_command(
+            &self.client,
+            subject,
+            serde_json::to_vec(&body).expect("json"),
+            Some(token),
+            Some(Uuid::new_v4()),
+            COMMAND_TIMEOUT,
         )
         .await
-        .expect("reply in time")
-        .expect("request");
-        let reply: talkwai_proto::CommandReply =
-            serde_json::from_slice(&reply.payload).expect("a command reply");
+        .unwrap_or_else(|e| panic!("{e}"));
         match reply.into_result() {
             Ok(accepted) => accepted,
             Err(error) => panic!("{subject} {body} was refused: {error:?}"),
@@ -147,25 +137,11 @@ impl Harness {
 }
 
 pub fn member_token(user: Uuid, tenant: Uuid) -> String {
-    token(user, PrincipalKind::Member, Some(tenant))
+    talkwai_testkit::services::member_token(SECRET, user, tenant).expect("mint")
 }
 
 pub fn admin_token(user: Uuid) -> String {
-    token(user, PrincipalKind::Admin, None)
-}
-
-fn token(user: Uuid, kind: PrincipalKind, tenant: Option<Uuid>) -> String {
-    let claims = Claims {
-        sub: user.into(),
-        kind,
-        tenant: tenant.map(Into::into),
-        role: None,
-        exp: talkwai_auth::now_secs() + 3600,
-        nbf: None,
-        iss: None,
-        aud: None,
-    };
-    talkwai_auth::mint(&claims, &secrecy::SecretString::from(SECRET)).expect("mint")
+    talkwai_testkit::services::admin_token(SECRET, user).expect("mint")
 }
 
 /// A tenant with an owner member linked to a user.
@@ -215,13 +191,9 @@ pub async fn member(h: &Harness, tenant: Uuid, role: &str) -> (Uuid, Uuid) {
 
 /// Receives JSON messages until `n` arrived or `timeout` passed.
 pub async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Duration) -> Vec<Value> {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, sub.next()).await {
-            Ok(Some(message)) => out.push(serde_json::from_slice(&message.payload).expect("json")),
-            _ => break,
-        }
-    }
-    out
+    wait::collect(sub, n, timeout)
+        .await
+        .into_iter()
+        .map(|message| serde_json::from_slice(&message.payload).expect("json"))
+        .collect()
 }

@@ -1,20 +1,21 @@
-//! Shared harness: real nats-server and PostgreSQL, the command service and the projector.
+//! Shared harness: real nats-server and PostgreSQL, the command service and the projector. The
+//! generic parts (service tasks, waits, command requests) are `talkwai_testkit`'s.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use talkwai_command_service::CommandService;
 use talkwai_domain::{AggregateState, Event, EventBody};
 use talkwai_eventstore::{EventStore, StreamSettings};
 use talkwai_projector::{Config, Projector};
-use talkwai_proto::{CommandAccepted, CommandReply, EventSubject};
+use talkwai_proto::{CommandAccepted, EventSubject};
+use talkwai_testkit::services::{COMMAND_TIMEOUT, ServiceTask, send_command};
+use talkwai_testkit::wait;
 use talkwai_testkit::{NatsServer, Postgres};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub const PLATFORM: &str = "platform-token-projector-tests";
@@ -25,7 +26,7 @@ pub struct Stack {
     pub db: String,
     pub client: async_nats::Client,
     pub store: EventStore,
-    stops: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    stops: Vec<ServiceTask>,
 }
 
 impl Stack {
@@ -55,28 +56,14 @@ impl Stack {
         let service = CommandService::build(config)
             .await
             .expect("command service");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            service
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("command service runs");
-        });
-        self.stops.push((tx, handle));
-        for _ in 0..100 {
-            if self
-                .client
-                .request("$SRV.PING.talkwai-command", "".into())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("command service not ready");
+        let readiness = service.readiness();
+        self.stops.push(ServiceTask::spawn(|shutdown| async move {
+            service.run(shutdown).await.expect("command service runs");
+        }));
+        // Ready: every command endpoint is subscribed (the server confirmed it).
+        talkwai_testkit::services::wait_ready(&readiness)
+            .await
+            .unwrap_or_else(|e| panic!("command service not ready: {e}"));
     }
 
     pub fn projector_config(&self, db: &str) -> Config {
@@ -86,22 +73,14 @@ impl Stack {
     /// Starts a projector on `db` in this process; returns its stop handle.
     pub async fn start_projector(&mut self, config: Config) {
         let projector = Projector::build(config).await.expect("projector builds");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            projector
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("projector runs");
-        });
-        self.stops.push((tx, handle));
+        self.stops.push(ServiceTask::spawn(|shutdown| async move {
+            projector.run(shutdown).await.expect("projector runs");
+        }));
     }
 
     pub async fn stop(self) {
-        for (tx, handle) in self.stops {
-            let _ = tx.send(());
-            let _ = handle.await;
+        for task in self.stops {
+            task.stop().await;
         }
     }
 
@@ -110,19 +89,16 @@ impl Stack {
         subject: &str,
         body: Value,
     ) -> Result<CommandAccepted, talkwai_proto::ErrorBody> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
-        headers.insert("Authorization", format!("Bearer {PLATFORM}").as_str());
-        let reply = self
-            .client
-            .request_with_headers(
-                subject.to_owned(),
-                headers,
-                serde_json::to_vec(&body).expect("json").into(),
-            )
-            .await
-            .expect("request");
-        let reply: CommandReply = serde_json::from_slice(&reply.payload).expect("reply");
+        let reply = send_command(
+            &self.client,
+            subject,
+            serde_json::to_vec(&body).expect("json"),
+            Some(PLATFORM),
+            Some(Uuid::new_v4()),
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         reply.into_result()
     }
 
@@ -146,19 +122,24 @@ impl Stack {
     pub async fn wait_caught_up(&self, db: &str) -> u64 {
         let head = self.store.last_sequence().await.expect("head");
         let pg = self.pg_client(db).await;
-        for _ in 0..3000 {
-            if let Ok(row) = pg
-                .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
-                .await
-            {
+        wait::wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(10),
+            || async {
+                let row = pg
+                    .query_one("SELECT last_seq FROM talkwai.checkpoint", &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let seq: i64 = row.get(0);
                 if u64::try_from(seq).unwrap_or(0) >= head {
-                    return head;
+                    Ok(head)
+                } else {
+                    Err(format!("checkpoint at {seq}"))
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("projection did not reach the head {head}");
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("projection did not reach the head {head}: {e}"))
     }
 
     /// Every row of every read model, by table then id, as JSON.
