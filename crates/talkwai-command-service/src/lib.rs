@@ -249,20 +249,11 @@ impl CommandService {
 /// Whether a command endpoint serves `subject`: `talkwai.cmd.<any>.<aggregate>.<action>` of
 /// the contract, as the endpoints subscribe (a bad scope token is theirs to refuse).
 fn served(subject: &str) -> bool {
-    let mut tokens = subject.split('.');
-    let (Some("talkwai"), Some("cmd"), Some(_), Some(aggregate), Some(action), None) = (
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-    ) else {
-        return false;
-    };
-    ACTIONS
-        .iter()
-        .any(|(kind, actions)| kind.as_str() == aggregate && actions.contains(&action))
+    talkwai_proto::CommandSubject::tokens(subject).is_some_and(|[_, aggregate, action]| {
+        ACTIONS
+            .iter()
+            .any(|(kind, actions)| kind.as_str() == aggregate && actions.contains(&action))
+    })
 }
 
 /// Answers a command subject no endpoint serves with `unknown_command`; ignores the others

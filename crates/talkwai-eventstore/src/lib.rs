@@ -49,6 +49,21 @@ pub fn server_urls(list: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Whether a NATS error's text says a stream or consumer does not exist (deleted, or lost with
+/// a memory-storage stream when nats-server restarted): what a service that owns it recreates.
+pub fn is_missing(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    [
+        "stream not found",
+        "no stream found",
+        "consumer not found",
+        "consumer deleted",
+        "no responders",
+    ]
+    .iter()
+    .any(|needle| error.contains(needle))
+}
+
 /// How often connection-state waits look again.
 pub const CONNECTION_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -141,5 +156,21 @@ impl EventStore {
     /// Starts a group-commit writer on this stream.
     pub fn appender(&self, config: AppenderConfig) -> Appender {
         Appender::start(self.client.clone(), config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_streams_and_consumers_are_recognised() {
+        assert!(is_missing("no stream found for given subject"));
+        assert!(is_missing("failed to get stream: stream not found"));
+        assert!(is_missing("consumer not found"));
+        assert!(is_missing("Consumer Deleted"));
+        assert!(is_missing("failed getting entry: no responders"));
+        assert!(!is_missing("wrong last sequence: 4"));
+        assert!(!is_missing("timed out"));
     }
 }

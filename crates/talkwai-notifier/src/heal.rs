@@ -25,20 +25,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// notice that its consumer went with a nats-server restart).
 pub const VERIFY_EVERY: Duration = Duration::from_secs(5);
 
-/// Whether a NATS error says a stream or consumer does not exist (deleted, or lost with a
-/// memory-storage stream when nats-server restarted).
-pub fn is_missing(error: &str) -> bool {
-    let error = error.to_ascii_lowercase();
-    [
-        "stream not found",
-        "no stream found",
-        "consumer not found",
-        "consumer deleted",
-        "no responders",
-    ]
-    .iter()
-    .any(|needle| error.contains(needle))
-}
+pub use talkwai_eventstore::is_missing;
 
 /// Whether `consumer` still exists: `false` only when the server says it (or its stream) is
 /// not there; a failed look-up (NATS down) counts as there.
@@ -143,21 +130,5 @@ impl Upkeep {
         tokio::time::timeout(CHECK_TIMEOUT, look)
             .await
             .unwrap_or_else(|_| Err(format!("looking up {stream}/{consumer} timed out")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_streams_and_consumers_are_recognised() {
-        assert!(is_missing("no stream found for given subject"));
-        assert!(is_missing("failed to get stream: stream not found"));
-        assert!(is_missing("consumer not found"));
-        assert!(is_missing("Consumer Deleted"));
-        assert!(is_missing("failed getting entry: no responders"));
-        assert!(!is_missing("wrong last sequence: 4"));
-        assert!(!is_missing("timed out"));
     }
 }

@@ -60,20 +60,7 @@ pub async fn bucket(
     .map_err(|e| ProjectorError::Nats(format!("lease bucket: {e}")))
 }
 
-/// Whether a NATS error says a stream or consumer does not exist (deleted, or lost with a
-/// memory-storage stream when nats-server restarted).
-pub fn is_missing(error: &str) -> bool {
-    let error = error.to_ascii_lowercase();
-    [
-        "stream not found",
-        "no stream found",
-        "consumer not found",
-        "consumer deleted",
-        "no responders",
-    ]
-    .iter()
-    .any(|needle| error.contains(needle))
-}
+pub use talkwai_eventstore::is_missing;
 
 /// The lease key of a partition.
 pub fn lease_key(slot: Slot) -> String {
@@ -373,17 +360,6 @@ async fn stop(held: Held) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_streams_and_consumers_are_recognised() {
-        assert!(is_missing("no stream found for given subject"));
-        assert!(is_missing("failed to get stream: stream not found"));
-        assert!(is_missing("consumer not found"));
-        assert!(is_missing("Consumer Deleted"));
-        assert!(is_missing("no responders"));
-        assert!(!is_missing("wrong last sequence: 4"));
-        assert!(!is_missing("timed out"));
-    }
 
     #[test]
     fn lease_keys_round_trip() {

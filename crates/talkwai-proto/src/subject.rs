@@ -120,6 +120,21 @@ pub struct CommandSubject {
 impl CommandSubject {
     /// Parses a command subject.
     pub fn parse(subject: &str) -> Result<Self, SubjectError> {
+        let Some([scope, aggregate, action]) = Self::tokens(subject) else {
+            return Err(SubjectError::Malformed(subject.to_owned()));
+        };
+        Ok(Self {
+            scope: Scope::parse(scope)?,
+            aggregate: parse_kind(aggregate)?,
+            action: action.to_owned(),
+        })
+    }
+}
+
+impl CommandSubject {
+    /// The scope, aggregate and action tokens of `talkwai.cmd.<scope>.<aggregate>.<action>`,
+    /// unchecked (a non-empty action), or `None` for another shape.
+    pub fn tokens(subject: &str) -> Option<[&str; 3]> {
         let mut tokens = subject.split('.');
         let (Some(ROOT), Some("cmd"), Some(scope), Some(aggregate), Some(action), None) = (
             tokens.next(),
@@ -129,16 +144,9 @@ impl CommandSubject {
             tokens.next(),
             tokens.next(),
         ) else {
-            return Err(SubjectError::Malformed(subject.to_owned()));
+            return None;
         };
-        if action.is_empty() {
-            return Err(SubjectError::Malformed(subject.to_owned()));
-        }
-        Ok(Self {
-            scope: Scope::parse(scope)?,
-            aggregate: parse_kind(aggregate)?,
-            action: action.to_owned(),
-        })
+        (!action.is_empty()).then_some([scope, aggregate, action])
     }
 }
 
