@@ -90,60 +90,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
         })
 }
 
-/// The connect options and server URLs of a `TALKWAI_NATS_URL` value (one URL or several,
-/// comma separated): the first `user:password@` (or `token@`) found signs in, and is removed
-/// from every URL (the client does not read credentials from URLs itself).
-pub fn connect_options(list: &str) -> (async_nats::ConnectOptions, Vec<String>) {
-    let mut options = async_nats::ConnectOptions::new();
-    let mut signed_in = false;
-    let servers = talkwai_eventstore::server_urls(list)
-        .into_iter()
-        .map(|url| {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let Some((userinfo, host)) = authority.rsplit_once('@') else {
-                return url.to_owned();
-            };
-            if !signed_in {
-                signed_in = true;
-                options = match userinfo.split_once(':') {
-                    Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(
-                        user.to_owned(),
-                        password.to_owned(),
-                    ),
-                    None => async_nats::ConnectOptions::with_token(userinfo.to_owned()),
-                };
-            }
-            format!("{scheme}://{host}{path}")
-        })
-        .collect();
-    (options, servers)
-}
-
-/// `url` with any password or token replaced by `***` (for messages).
-pub fn redact(list: &str) -> String {
-    talkwai_eventstore::server_urls(list)
-        .into_iter()
-        .map(|url| {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                return url.to_owned();
-            };
-            match rest.split_once('@') {
-                Some((userinfo, host)) if !host.contains('@') => {
-                    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-                    let shown = if user.is_empty() {
-                        "***".to_owned()
-                    } else {
-                        format!("{user}:***")
-                    };
-                    format!("{scheme}://{shown}@{host}")
-                }
-                _ => url.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
+pub use talkwai_eventstore::{connect_options, redact};
 
 /// Registers SIGINT and SIGTERM handlers now (from then on neither ends the process) and
 /// returns a future resolving on the first of them.
@@ -171,22 +118,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_in_urls_sign_in_and_are_removed() {
-        let (_, servers) = connect_options("nats://operator:pw@127.0.0.1:4222, nats://n2:4222");
-        assert_eq!(servers, ["nats://127.0.0.1:4222", "nats://n2:4222"]);
-        let (_, servers) = connect_options("nats://127.0.0.1:4222");
-        assert_eq!(servers, ["nats://127.0.0.1:4222"]);
-        assert_eq!(
-            redact("nats://operator:pw@127.0.0.1:4222,nats://tok@h:1"),
-            "nats://operator:***@127.0.0.1:4222,nats://***@h:1"
-        );
     }
 }

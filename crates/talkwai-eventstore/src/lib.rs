@@ -20,6 +20,7 @@
 //! also deduplicates it.
 
 mod append;
+pub mod connect;
 mod error;
 mod heads;
 mod mux;
@@ -27,6 +28,7 @@ mod read;
 mod stream;
 
 pub use append::{AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound};
+pub use connect::{connect_options, reconnect_delay, redact};
 pub use error::StoreError;
 pub use heads::{HeadReader, Heads};
 pub use read::{Replay, StoredMessage};

@@ -191,11 +191,13 @@ pub struct Notifier {
 impl Notifier {
     /// Connects to NATS and sets up the event stream, the consumers and the buckets.
     pub async fn build(config: Config) -> Result<Self, NotifierError> {
-        Self::build_with(config, async_nats::ConnectOptions::new()).await
+        // Credentials in the URL sign in; the reconnect policy is the shared one.
+        let options = talkwai_eventstore::connect_options(&config.nats_url).0;
+        Self::build_with(config, options).await
     }
 
-    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name and
-    /// `retry_on_initial_connect` are set here.
+    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name,
+    /// `retry_on_initial_connect` and the reconnect policy are set here.
     pub async fn build_with(
         config: Config,
         options: async_nats::ConnectOptions,
@@ -203,7 +205,8 @@ impl Notifier {
         let client = options
             .name(format!("talkwai-notifier/{}", config.instance))
             .retry_on_initial_connect()
-            .connect(talkwai_eventstore::server_urls(&config.nats_url))
+            .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
+            .connect(talkwai_eventstore::connect_options(&config.nats_url).1)
             .await
             .map_err(|e| NotifierError::Connect(e.to_string()))?;
         let settings = StreamSettings {

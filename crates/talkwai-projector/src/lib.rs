@@ -147,11 +147,13 @@ enum PassEnd {
 impl Projector {
     /// Connects to NATS and PostgreSQL and applies migrations.
     pub async fn build(config: Config) -> Result<Self, ProjectorError> {
-        Self::build_with(config, async_nats::ConnectOptions::new()).await
+        // Credentials in the URL sign in; the reconnect policy is the shared one.
+        let options = talkwai_eventstore::connect_options(&config.nats_url).0;
+        Self::build_with(config, options).await
     }
 
-    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name and
-    /// `retry_on_initial_connect` are set here.
+    /// [`build`](Self::build) with these connect options (credentials, e.g.); the name,
+    /// `retry_on_initial_connect` and the reconnect policy are set here.
     pub async fn build_with(
         config: Config,
         options: async_nats::ConnectOptions,
@@ -159,7 +161,8 @@ impl Projector {
         let client = options
             .name(format!("talkwai-projector/{}", config.instance))
             .retry_on_initial_connect()
-            .connect(talkwai_eventstore::server_urls(&config.nats_url))
+            .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
+            .connect(talkwai_eventstore::connect_options(&config.nats_url).1)
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         let store = EventStore::open(client, &StreamSettings::default()).await?;
