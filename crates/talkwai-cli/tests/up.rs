@@ -509,6 +509,29 @@ async fn silent(sub: &mut async_nats::Subscriber, what: &str) {
     }
 }
 
+/// A member token signs in to NATS at `url` and its `task.create` in tenant `tenant` is
+/// accepted.
+async fn signs_in_and_creates_a_task(
+    token: &str,
+    user: &str,
+    url: &str,
+    tenant: impl std::fmt::Display,
+    what: &str,
+) {
+    let client = try_connect(member_login(token, user), url)
+        .await
+        .unwrap_or_else(|e| panic!("the {what} token signs in to NATS: {e}"));
+    let reply = command(
+        &client,
+        format!("talkwai.cmd.{tenant}.task.create"),
+        token,
+        common::task_body(Uuid::new_v4()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the {what} token's command gets a reply: {e}"));
+    assert_eq!(reply["ok"], true, "{reply}");
+}
+
 /// A command request with a bearer token; the reply's JSON, or why there was none.
 async fn command(
     client: &async_nats::Client,
@@ -781,21 +804,14 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         }
         other => panic!("the minted token does not verify: {other:?}"),
     }
-    let member_client = try_connect(
-        member_login(&minted, &demo::OWNER_USER.to_string()),
-        &tcp_url,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the minted token signs in to NATS: {e}"));
-    let reply = command(
-        &member_client,
-        format!("talkwai.cmd.{a}.task.create"),
+    signs_in_and_creates_a_task(
         &minted,
-        common::task_body(Uuid::new_v4()),
+        &demo::OWNER_USER.to_string(),
+        &tcp_url,
+        a,
+        "minted",
     )
-    .await
-    .unwrap_or_else(|e| panic!("the minted token's command gets a reply: {e}"));
-    assert_eq!(reply["ok"], true, "{reply}");
+    .await;
 
     // A member without a `$users` link, and one that does not exist: clear refusals.
     let manager = demo::MANAGER.to_string();
@@ -865,21 +881,14 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         }
         other => panic!("the invite's token does not verify: {other:?}"),
     }
-    let invited_client = try_connect(
-        member_login(&invited_token, invited["user"].as_str().unwrap_or_default()),
-        &ws_url,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the invite's token signs in over WebSocket: {e}"));
-    let reply = command(
-        &invited_client,
-        format!("talkwai.cmd.{a}.task.create"),
+    signs_in_and_creates_a_task(
         &invited_token,
-        common::task_body(Uuid::new_v4()),
+        invited["user"].as_str().unwrap_or_default(),
+        &ws_url,
+        a,
+        "invited (over WebSocket)",
     )
-    .await
-    .unwrap_or_else(|e| panic!("the invited member's command gets a reply: {e}"));
-    assert_eq!(reply["ok"], true, "{reply}");
+    .await;
     // The same email again: refused (the identity's email is taken), exit 1.
     let output = common::talkwai()
         .env("TALKWAI_NATS_URL", &nats_url)
@@ -897,8 +906,6 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
     );
     assert!(run.stderr.contains("already_exists"), "{}", run.stderr);
 
-    drop(invited_client);
-    drop(member_client);
     drop(operator);
     up.terminate().await;
 }
