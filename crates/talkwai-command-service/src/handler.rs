@@ -221,15 +221,12 @@ impl Handler {
         let subject = subject::event(&target);
         let record_subject = command_record::subject(parsed.scope, command_id);
         let fingerprint = command_record::fingerprint(request.subject, request.payload);
-        // A create of an aggregate this instance does not hold is decided on an empty one
-        // without reading its head: the append expects the subject to be empty, so a reused id
-        // or a retry of a create that landed is refused, and the next attempt reads the subject
-        // (finding the original outcome or the existing aggregate).
-        // When nothing else is being written, the command will likely be written alone, as its
-        // record (a claim) then its events: reading the head first keeps a create refused for a
-        // taken id from leaving its claim behind. (Under load a cold create skips the read and
-        // is almost always written in a group, atomically; written alone, a refused one leaves
-        // its record, which names a command that appended nothing.)
+        // Under load, a create of an aggregate this instance does not hold is decided on an
+        // empty one without reading its head: the append expects the subject to be empty, so a
+        // taken id is refused and the next attempt reads the subject (finding the original
+        // outcome or the existing aggregate). When nothing else is being written the command
+        // will be written alone, its record (a claim) before its events, and the head is read
+        // first so a refused create leaves no claim behind.
         let mut read_target =
             command.action() != "create" || self.repo.holds(&subject) || self.appender.idle();
         // Whether this attempt reads the command id's record: after any refused or unknown
