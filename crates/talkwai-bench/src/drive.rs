@@ -118,6 +118,22 @@ impl Measured {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Adds another measurement of the same operation (counts, time, latencies, CPU).
+    pub fn absorb(&mut self, other: Measured) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        let _ = self.latency.add(&other.latency);
+        let sum = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| a + b);
+        self.cpu = CpuUsed {
+            bench: sum(self.cpu.bench, other.cpu.bench),
+            server: sum(self.cpu.server, other.cpu.server),
+        };
+    }
+
     /// A latency quantile in milliseconds (`None` when nothing succeeded).
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64 / 1000.0)
@@ -202,6 +218,40 @@ pub async fn run(callers: usize, budget: Budget, op: Op) -> Measured {
     total.elapsed = last - start;
     total.cpu = cpu.used();
     total
+}
+
+/// Measures `a` and `b` (one caller each) in alternating slices, `rounds` of each within
+/// `budget`, so both sides meet the same noise of a shared machine; a ratio of the two is then
+/// far steadier than one of two measurements taken seconds apart.
+pub async fn interleaved(budget: Budget, rounds: u32, a: Op, b: Op) -> (Measured, Measured) {
+    let rounds = rounds.max(1);
+    let slice = Budget::new(
+        budget.max_ops.div_ceil(u64::from(rounds)),
+        budget.max_time / rounds,
+    );
+    let (mut left, mut right): (Option<Measured>, Option<Measured>) = (None, None);
+    for round in 0..rounds {
+        // Each slice numbers its operations from 0: shift them so rounds pick other items.
+        let offset = u64::from(round) << 32;
+        for (op, into) in [(&a, &mut left), (&b, &mut right)] {
+            let op = Arc::clone(op);
+            let shifted: Op = Arc::new(move |caller, i| op(caller, i + offset));
+            let measured = run(1, slice, shifted).await;
+            match into {
+                Some(total) => total.absorb(measured),
+                None => *into = Some(measured),
+            }
+        }
+    }
+    let empty = || Measured {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+        cpu: CpuUsed::default(),
+    };
+    (left.unwrap_or_else(empty), right.unwrap_or_else(empty))
 }
 
 /// Runs `op` open loop at `rate` operations per second, `count` times: operation `k` starts

@@ -436,7 +436,8 @@ pub async fn run(
                 })
             })
         };
-        // Warm both up, then measure the SQL first and the service right after.
+        // Warm both up, then measure them in alternating slices (one noisy second on a
+        // shared machine then lands on both sides of the ratio).
         let _ = drive::run(
             1,
             Budget::new(50, Duration::from_secs(2)),
@@ -449,8 +450,7 @@ pub async fn run(
             Arc::clone(&nats_op),
         )
         .await;
-        let sql = drive::run(1, budget, sql_op).await;
-        let via = drive::run(1, budget, nats_op).await;
+        let (sql, via) = drive::interleaved(budget, 10, sql_op, nats_op).await;
         let sql_row = Row::new("queries-sql", &format!("SQL: {}", name), 1, "query", &sql)
             .note("one hand-written statement, jsonb_agg + LATERAL, direct on PostgreSQL");
         let ratio = p99_ratio(&via, &sql);

@@ -197,7 +197,7 @@ fn fmt_ms(value: Option<f64>) -> String {
 }
 
 /// Everything one run produced.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The subcommand.
     pub suite: String,
