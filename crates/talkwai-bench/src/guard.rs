@@ -65,11 +65,6 @@ fn guarded(report: &Report) -> BTreeMap<String, RecordedRatio> {
         .collect()
 }
 
-/// The keys of the ratios `report` is guarded on.
-pub fn keys(report: &Report) -> Vec<String> {
-    guarded(report).into_keys().collect()
-}
-
 fn read(path: &Path) -> anyhow::Result<Recorded> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

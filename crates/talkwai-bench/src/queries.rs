@@ -453,16 +453,18 @@ pub async fn run(
         let (sql, via) = drive::interleaved(budget, 10, sql_op, nats_op).await;
         let sql_row = Row::new("queries-sql", &format!("SQL: {}", name), 1, "query", &sql)
             .note("one hand-written statement, jsonb_agg + LATERAL, direct on PostgreSQL");
-        let ratio = p99_ratio(&via, &sql);
+        // The ratio (and the guard) use medians: a p99 of a few hundred samples on a shared
+        // 2-core machine is the scheduler's, not the query's. The target stays on the p99s.
+        let ratio = quantile_ratio(&via, &sql, 0.5);
         let service_row =
             Row::new("queries", name, 1, "query", &via).note(format!("rows in answer: {a}"));
         let service_row = match ratio {
             Some(r) => service_row
-                .ratio(r, "p99 over the SQL's p99")
+                .ratio(r, "p50 over the SQL's p50")
                 .lower_is_better(),
             None => service_row,
         };
-        let within = ratio.is_some_and(|r| r <= 3.0);
+        let within = quantile_ratio(&via, &sql, 0.99).is_some_and(|r| r <= 3.0);
         let service_row = if which == 0 {
             let p99 = via.quantile_ms(0.99).unwrap_or(f64::INFINITY);
             service_row.target("p99 <= 10 ms, <= 3x SQL", p99 <= 10.0 && within)
@@ -514,6 +516,6 @@ pub async fn run(
     Ok(report)
 }
 
-fn p99_ratio(a: &Measured, b: &Measured) -> Option<f64> {
-    Some(a.quantile_ms(0.99)? / b.quantile_ms(0.99)?.max(1e-6))
+fn quantile_ratio(a: &Measured, b: &Measured, q: f64) -> Option<f64> {
+    Some(a.quantile_ms(q)? / b.quantile_ms(q)?.max(1e-6))
 }

@@ -197,7 +197,7 @@ fn fmt_ms(value: Option<f64>) -> String {
 }
 
 /// Everything one run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Report {
     /// The subcommand.
     pub suite: String,
