@@ -76,9 +76,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// Connects to NATS, failing fast when nobody listens. Credentials in the URL
-/// (`nats://user:password@host:port`, or `nats://token@host:port`) sign in.
+/// (`nats://user:password@host:port`, or `nats://token@host:port`) or in the environment
+/// (`TALKWAI_NATS_USER`/`_PASSWORD`, `_TOKEN`, `_NKEY`, `_CREDS`) sign in.
 pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
-    let (options, servers) = connect_options(url);
+    let (options, servers) = connect_options(url).map_err(|e| CliError::Connect {
+        url: redact(url),
+        message: e.to_string(),
+    })?;
     options
         .name("talkwai-cli")
         .connection_timeout(Duration::from_secs(5))
@@ -90,7 +94,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
         })
 }
 
-pub use talkwai_eventstore::{connect_options, redact};
+pub use talkwai_eventstore::{connect_options, plain_servers, redact};
 
 /// Registers SIGINT and SIGTERM handlers now (from then on neither ends the process) and
 /// returns a future resolving on the first of them.

@@ -349,13 +349,18 @@ impl Login<'_> {
         &self,
         user: &str,
         password: impl Fn(&secrets::NatsSecrets) -> &SecretString,
-    ) -> async_nats::ConnectOptions {
+    ) -> Result<async_nats::ConnectOptions, CliError> {
         match self {
-            Login::Local(nats) => async_nats::ConnectOptions::with_user_and_password(
+            Login::Local(nats) => Ok(async_nats::ConnectOptions::with_user_and_password(
                 user.to_owned(),
                 password(nats).expose_secret().to_owned(),
-            ),
-            Login::External(url) => crate::connect_options(url).0,
+            )),
+            Login::External(url) => crate::connect_options(url)
+                .map(|(options, _)| options)
+                .map_err(|e| CliError::Connect {
+                    url: crate::redact(url),
+                    message: e.to_string(),
+                }),
         }
     }
 }
@@ -393,7 +398,7 @@ async fn start_services(
     }
     let commands = CommandService::build_with(
         service_config(nats_url, secrets)?,
-        login.options("command-service", |n| &n.command_password),
+        login.options("command-service", |n| &n.command_password)?,
     )
     .await?;
     services.spawn("command service", |stopped| {
@@ -403,7 +408,7 @@ async fn start_services(
     });
     let projector = talkwai_projector::Projector::build_with(
         projector_config(nats_url, postgres_url)?,
-        login.options("projector", |n| &n.projector_password),
+        login.options("projector", |n| &n.projector_password)?,
     )
     .await?;
     let pool = projector.pool().clone();
@@ -421,7 +426,7 @@ async fn start_services(
     });
     let notifier = Notifier::build_with(
         notifier_config(nats_url, secrets)?,
-        login.options("notifier", |n| &n.notifier_password),
+        login.options("notifier", |n| &n.notifier_password)?,
     )
     .await?;
     services.spawn("notifier", |stopped| {

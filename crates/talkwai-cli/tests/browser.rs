@@ -221,7 +221,7 @@ async fn the_dashboard_and_the_typescript_client_work_against_talkwai_up() {
         // auth callout of `talkwai up`), so it gets the URL without the operator's password.
         (
             "TALKWAI_NATS_URL".into(),
-            talkwai_cli::connect_options(&nats_url).1.join(","),
+            talkwai_cli::plain_servers(&nats_url).join(","),
         ),
         ("TALKWAI_TOKEN".into(), token),
         ("TALKWAI_TENANT".into(), demo::TENANT.to_string()),

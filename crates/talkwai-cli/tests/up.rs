@@ -562,7 +562,7 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
     let nats_url = up.export("TALKWAI_NATS_URL");
     let token = up.export("TALKWAI_TOKEN");
     let ws_url = banner_value(&up, "websocket");
-    let (_, plain) = talkwai_cli::connect_options(&nats_url);
+    let plain = talkwai_cli::plain_servers(&nats_url);
     let tcp_url = plain[0].clone();
     assert!(!tcp_url.contains('@'), "{tcp_url}");
     let operator = talkwai_cli::connect(&nats_url)

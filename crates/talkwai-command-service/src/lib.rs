@@ -78,8 +78,10 @@ pub struct CommandService {
 impl CommandService {
     /// Connects to NATS, sets up the event stream and the writer.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        // Credentials in the URL sign in; the reconnect policy is the shared one.
-        let options = talkwai_eventstore::connect_options(&config.nats_url).0;
+        // The credentials of the URL or the environment sign in; the reconnect policy is the
+        // shared one.
+        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+            .map_err(|e| StartError::Connect(e.to_string()))?;
         Self::build_with(config, options).await
     }
 
@@ -94,7 +96,7 @@ impl CommandService {
             .name(format!("talkwai-command-service/{}", config.instance))
             .retry_on_initial_connect()
             .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-            .connect(talkwai_eventstore::connect_options(&config.nats_url).1)
+            .connect(talkwai_eventstore::plain_servers(&config.nats_url))
             .await
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let settings = StreamSettings {

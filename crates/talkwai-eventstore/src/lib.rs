@@ -28,7 +28,10 @@ mod read;
 mod stream;
 
 pub use append::{AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound};
-pub use connect::{connect_options, reconnect_delay, redact};
+pub use connect::{
+    ConnectError, Credentials, connect_options, connect_options_with, plain_servers,
+    reconnect_delay, redact,
+};
 pub use error::StoreError;
 pub use heads::{HeadReader, Heads};
 pub use read::{Replay, StoredMessage};

@@ -191,8 +191,10 @@ pub struct Notifier {
 impl Notifier {
     /// Connects to NATS and sets up the event stream, the consumers and the buckets.
     pub async fn build(config: Config) -> Result<Self, NotifierError> {
-        // Credentials in the URL sign in; the reconnect policy is the shared one.
-        let options = talkwai_eventstore::connect_options(&config.nats_url).0;
+        // The credentials of the URL or the environment sign in; the reconnect policy is the
+        // shared one.
+        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+            .map_err(|e| NotifierError::Connect(e.to_string()))?;
         Self::build_with(config, options).await
     }
 
@@ -206,7 +208,7 @@ impl Notifier {
             .name(format!("talkwai-notifier/{}", config.instance))
             .retry_on_initial_connect()
             .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-            .connect(talkwai_eventstore::connect_options(&config.nats_url).1)
+            .connect(talkwai_eventstore::plain_servers(&config.nats_url))
             .await
             .map_err(|e| NotifierError::Connect(e.to_string()))?;
         let settings = StreamSettings {

@@ -147,8 +147,10 @@ enum PassEnd {
 impl Projector {
     /// Connects to NATS and PostgreSQL and applies migrations.
     pub async fn build(config: Config) -> Result<Self, ProjectorError> {
-        // Credentials in the URL sign in; the reconnect policy is the shared one.
-        let options = talkwai_eventstore::connect_options(&config.nats_url).0;
+        // The credentials of the URL or the environment sign in; the reconnect policy is the
+        // shared one.
+        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+            .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         Self::build_with(config, options).await
     }
 
@@ -162,7 +164,7 @@ impl Projector {
             .name(format!("talkwai-projector/{}", config.instance))
             .retry_on_initial_connect()
             .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-            .connect(talkwai_eventstore::connect_options(&config.nats_url).1)
+            .connect(talkwai_eventstore::plain_servers(&config.nats_url))
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         let store = EventStore::open(client, &StreamSettings::default()).await?;

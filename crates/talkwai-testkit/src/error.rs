@@ -18,6 +18,10 @@ pub enum TestkitError {
         hint: &'static str,
     },
 
+    /// A workspace binary could not be built or found ([`crate::bins`]).
+    #[error("workspace binary: {0}")]
+    Binary(String),
+
     /// A file-system or process operation failed.
     #[error("i/o error while {action}")]
     Io {

@@ -25,7 +25,8 @@
 //! - [`nats`] holds [`NatsServer`] and its builder.
 //! - [`cluster`] holds [`NatsCluster`]: nodes, routes, meta and stream leaders, kill/restart.
 //! - [`postgres`] holds [`Postgres`] and its builder (runs as `nobody` when the caller is root).
-//! - [`discover`] says where the binaries are looked for.
+//! - [`discover`] says where the server binaries are looked for; [`bins`] builds and finds the
+//!   workspace's own binaries for tests that run them as processes.
 //! - [`error`] holds [`TestkitError`].
 //! - [`wait`] holds the waits of tests: [`wait::wait_until`] (a deadline and a pause around any
 //!   probe), [`wait::wait_for_endpoint`] (until a NATS endpoint answers) and service pings.
@@ -34,6 +35,7 @@
 //!
 //! This crate is for tests and local tooling: production services never depend on it.
 
+pub mod bins;
 pub mod cluster;
 pub mod discover;
 pub mod error;
@@ -48,3 +50,4 @@ pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::{Result, TestkitError};
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use postgres::{Postgres, PostgresBuilder};
+pub use util::free_port;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
@@ -483,7 +483,7 @@ impl NatsServer {
             return true;
         };
         matches!(
-            http_get(http_port, "/healthz?js-enabled-only=true").await,
+            crate::wait::http_get(http_port, "/healthz?js-enabled-only=true").await,
             Some((200, _))
         )
     }
@@ -492,31 +492,11 @@ impl NatsServer {
     /// a 200 answer; `None` when monitoring is off, the server does not answer within 2 seconds
     /// or answers with another status.
     pub async fn monitoring_get(&self, path: &str) -> Option<String> {
-        match http_get(self.http_port?, path).await {
+        match crate::wait::http_get(self.http_port?, path).await {
             Some((200, body)) => Some(body),
             _ => None,
         }
     }
-}
-
-/// A minimal HTTP/1.0 GET on 127.0.0.1 (the monitoring endpoints need no more): the status code
-/// and the body, or `None` on any failure or after 2 seconds.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
 }
 
 impl Drop for NatsServer {

@@ -12,7 +12,7 @@ pub(crate) const PORT_ATTEMPTS: u32 = 8;
 /// Asks the kernel for a free port on 127.0.0.1 by binding port 0, then releases it.
 ///
 /// Another process may take the port before the server binds it; callers retry.
-pub(crate) fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| TestkitError::io("binding 127.0.0.1:0 to find a free port", e))?;
     let port = listener

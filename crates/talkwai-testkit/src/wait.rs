@@ -30,6 +30,7 @@ use std::time::Duration;
 use async_nats::client::RequestErrorKind;
 use bytes::Bytes;
 use futures::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 /// The default pause between two attempts.
@@ -260,6 +261,28 @@ pub async fn collect(
         }
     }
     out
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1 (monitoring, `/readyz`, `/livez`, `/metrics` need no
+/// more): the status code and the body, or `None` on any failure or after 2 seconds.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
