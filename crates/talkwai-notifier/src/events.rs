@@ -66,6 +66,8 @@ pub struct EventLoop {
     spikes: FailureSpikes,
     skip_older_than_ms: i64,
     upkeep: Option<Upkeep>,
+    /// How often an event still being worked on is reported in progress.
+    progress_every: Duration,
 }
 
 impl EventLoop {
@@ -85,6 +87,7 @@ impl EventLoop {
             skip_older_than_ms: i64::try_from(config.skip_older_than_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             upkeep: None,
+            progress_every: config.ack_wait() / 4,
         }
     }
 
@@ -189,9 +192,26 @@ impl EventLoop {
                 ),
                 Some(&stored.headers),
             );
-            self.notify(client, &message, &stored)
-                .instrument(span)
-                .await;
+            // While the event is being worked on, a progress ack every quarter of the ack
+            // wait keeps it ours; should this instance die, the consumer hands it to another
+            // one an ack wait later (a second by default), not after a long timeout.
+            let progress_every = self.progress_every;
+            let work = self.notify(client, &message, &stored).instrument(span);
+            tokio::pin!(work);
+            let mut progress = tokio::time::interval_at(
+                tokio::time::Instant::now() + progress_every,
+                progress_every,
+            );
+            loop {
+                tokio::select! {
+                    () = &mut work => break,
+                    _ = progress.tick() => {
+                        if let Err(err) = message.ack_with(AckKind::Progress).await {
+                            debug!(error = %err, seq = stored.seq, "cannot report progress");
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -83,8 +83,11 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub skip_older_than_secs: u64,
-    /// Seconds before an unacked event is redelivered (to this or another instance).
-    #[arg(long, env = "TALKWAI_NOTIFIER_ACK_WAIT_SECS", default_value_t = 30)]
+    /// Seconds before an unacked event is redelivered (to this or another instance). An
+    /// instance working on an event says so every quarter of this (a progress ack), so it
+    /// bounds only how long an event of an instance that died stays held, not how long an
+    /// event may take.
+    #[arg(long, env = "TALKWAI_NOTIFIER_ACK_WAIT_SECS", default_value_t = 1)]
     pub ack_wait_secs: u64,
     /// Events in flight across all instances; 1 keeps strict log order.
     #[arg(long, env = "TALKWAI_NOTIFIER_MAX_ACK_PENDING", default_value_t = 1)]
