@@ -25,7 +25,7 @@
 //! - [`lease`]: which instance applies which partition.
 //! - [`status`]: lag, checkpoints, read-your-writes waits.
 //! - [`health`]: readiness for `/readyz` (metrics are recorded with the `metrics` macros).
-//! - [`ops`]: dead letters and retries for operators.
+//! - [`dead_letters`]: dead letters and retries for operators.
 //! - [`rebuild`]: blue/green rebuilds, rollbacks, point-in-time replays.
 //! - `config`: flags and the PostgreSQL pool; `pass`: the apply loop of a partition; `fetch`:
 //!   batches gathered and decoded ahead; `alerts`: dead-letter alerts; `lag`: lag gauges.
@@ -33,12 +33,12 @@
 mod alerts;
 pub mod apply;
 mod config;
+pub mod dead_letters;
 pub mod error;
 mod fetch;
 pub mod health;
 mod lag;
 pub mod lease;
-pub mod ops;
 pub mod partition;
 mod pass;
 pub mod rebuild;

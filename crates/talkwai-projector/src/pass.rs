@@ -9,7 +9,7 @@ use talkwai_eventstore::StoredMessage;
 use tracing::{Instrument as _, Span, info, info_span, warn};
 
 use crate::fetch::{AbortOnDrop, Fetched, fetch_batches, seq_of};
-use crate::{Projector, ProjectorError, Slot, apply, ops, partition, schema};
+use crate::{Projector, ProjectorError, Slot, apply, dead_letters, partition, schema};
 
 /// Why one pass of the apply loop ended.
 enum PassEnd {
@@ -225,7 +225,7 @@ impl Projector {
             }
             if outcome.checkpoint > 0 && outcome.stopped_at.is_none() {
                 let checkpoint = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
-                ops::resolve_passed(&tx, generation, slot, checkpoint).await?;
+                dead_letters::resolve_passed(&tx, generation, slot, checkpoint).await?;
             }
             tx.commit().await?;
             self.alert_dead_letters(&outcome).await;
