@@ -4,10 +4,10 @@ use serde_json::Value;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::COLUMNS;
 use super::fold::WorkingSet;
 use crate::error::ProjectorError;
 use crate::rows::Row;
+use crate::schema::COLUMNS;
 
 /// Bytes per `COPY` data message.
 const COPY_CHUNK: usize = 1 << 20;
