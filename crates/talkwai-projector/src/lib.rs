@@ -27,8 +27,9 @@
 //! - [`health`]: readiness for `/readyz` (metrics are recorded with the `metrics` macros).
 //! - [`dead_letters`]: dead letters and retries for operators.
 //! - [`rebuild`]: blue/green rebuilds, rollbacks, point-in-time replays.
-//! - `config`: flags and the PostgreSQL pool; `pass`: the apply loop of a partition; `fetch`:
-//!   batches gathered and decoded ahead; `alerts`: dead-letter alerts; `lag`: lag gauges.
+//! - `config`: flags and the PostgreSQL pool; `pass`: the apply loop of a partition; `state`:
+//!   its SQL (checkpoint, generation lock, stops); `fetch`: batches gathered and decoded ahead;
+//!   `alerts`: dead-letter alerts; `lag`: lag gauges.
 
 mod alerts;
 pub mod apply;
@@ -44,6 +45,7 @@ mod pass;
 pub mod rebuild;
 pub mod rows;
 pub mod schema;
+mod state;
 pub mod status;
 
 use std::future::Future;

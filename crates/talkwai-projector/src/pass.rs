@@ -9,7 +9,7 @@ use talkwai_eventstore::StoredMessage;
 use tracing::{Instrument as _, Span, info, info_span, warn};
 
 use crate::fetch::{AbortOnDrop, Fetched, fetch_batches, seq_of};
-use crate::{Projector, ProjectorError, Slot, apply, dead_letters, partition, schema};
+use crate::{Projector, ProjectorError, Slot, apply, dead_letters, partition, schema, state};
 
 /// Why one pass of the apply loop ended.
 enum PassEnd {
@@ -62,23 +62,10 @@ impl Projector {
         let mut conn = self.pool.get().await?;
         let (generation, schema) = schema::live_generation(&mut conn).await?;
         partition::ensure_layout(&mut conn, &self.store, &schema, generation, slot.count).await?;
-        if self.is_stopped(&conn, generation, slot).await? {
+        if state::is_stopped(&conn, generation, slot).await? {
             return Ok(PassEnd::Stopped);
         }
-        let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
-        let checkpoint: i64 = conn
-            .query_opt(
-                &format!("SELECT last_seq FROM {schema}.checkpoint WHERE part = $1"),
-                &[&part],
-            )
-            .await?
-            .ok_or_else(|| ProjectorError::Fenced {
-                slot: slot.to_string(),
-                expected: 0,
-                found: None,
-            })?
-            .get(0);
-        let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+        let checkpoint = state::partition_checkpoint(&conn, &schema, slot).await?;
         let consumer = self.consumer(generation, slot, checkpoint).await?;
         let messages = consumer
             .stream()
@@ -183,21 +170,7 @@ impl Projector {
     ) -> Result<Option<apply::BatchOutcome>, ProjectorError> {
         {
             let tx = conn.transaction().await?;
-            // Shared between partitions; rebuild parity checks, swaps, retries and layout
-            // changes take it exclusively, so they pause every partition.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock_shared(7420100 + $1::int)",
-                &[&generation],
-            )
-            .await?;
-            let live: Option<i32> = tx
-                .query_opt(
-                    "SELECT generation FROM talkwai_meta.generations WHERE state = 'live'",
-                    &[],
-                )
-                .await?
-                .map(|r| r.get(0));
-            if live != Some(generation) {
+            if !state::lock_live(&tx, generation).await? {
                 return Ok(None);
             }
             let outcome = apply::apply_partition_decoded(
@@ -212,16 +185,7 @@ impl Projector {
             )
             .await?;
             if let Some(poison) = &outcome.stopped_at {
-                let seq = i64::try_from(poison.seq).unwrap_or(i64::MAX);
-                let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
-                tx.execute(
-                    "INSERT INTO talkwai_meta.projector_state (generation, part, stopped_at_seq, stopped_reason, updated_at)
-                     VALUES ($1, $2, $3, $4, now())
-                     ON CONFLICT (generation, part) DO UPDATE SET stopped_at_seq = EXCLUDED.stopped_at_seq,
-                        stopped_reason = EXCLUDED.stopped_reason, updated_at = now()",
-                    &[&generation, &part, &seq, &format!("event {} on {}: {}", poison.seq, poison.subject, poison.error)],
-                )
-                .await?;
+                state::record_stop(&tx, generation, slot, poison).await?;
             }
             if outcome.checkpoint > 0 && outcome.stopped_at.is_none() {
                 let checkpoint = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
@@ -236,23 +200,6 @@ impl Projector {
                 .increment(outcome.skipped.len() as u64 + u64::from(outcome.stopped_at.is_some()));
             Ok(Some(outcome))
         }
-    }
-
-    async fn is_stopped(
-        &self,
-        conn: &deadpool_postgres::Object,
-        generation: i32,
-        slot: Slot,
-    ) -> Result<bool, ProjectorError> {
-        let part = i32::try_from(slot.index).unwrap_or(i32::MAX);
-        let row = conn
-            .query_opt(
-                "SELECT stopped_at_seq FROM talkwai_meta.projector_state
-                 WHERE generation = $1 AND part = $2 AND stopped_at_seq IS NOT NULL",
-                &[&generation, &part],
-            )
-            .await?;
-        Ok(row.is_some())
     }
 
     /// (Re)creates the durable consumer of the generation's partition at `checkpoint + 1`.
