@@ -10,11 +10,13 @@ import type { CommandAccepted, CommandAction, CommandHelpers, CommandOptions } f
 import { COMMAND_ID, Core, sleep } from "./core.js";
 import type { Transport } from "./core.js";
 import { TalkwaiError, ValidationFailedError, errorFromBody } from "./errors.js";
+import { COMMAND_SUBJECTS } from "./generated/index.js";
 import type { CommandBodies } from "./generated/index.js";
 import { LiveQuery, runQuery } from "./query.js";
 import type { LiveQueryOptions, Query, QueryOptions, QueryResult } from "./query.js";
 import { Room } from "./rooms.js";
 import type { RoomType } from "./rooms.js";
+import { fill } from "./subjects.js";
 import { inboxPrefixFor, readClaims } from "./token.js";
 import type { TokenClaims } from "./token.js";
 
@@ -95,8 +97,8 @@ export class TalkwaiClient {
    * same command id, so the command is carried out at most once.
    */
   async command<A extends CommandAction>(action: A, body: CommandBodies[A], options: CommandOptions = {}): Promise<CommandAccepted> {
-    const scope = isPlatformAction(action) ? "platform" : this.scope(options.tenant);
-    const subject = `talkwai.cmd.${scope}.${action}`;
+    const template = COMMAND_SUBJECTS[action];
+    const subject = isPlatformAction(action) ? template : fill(template, { tenant: this.scope(options.tenant) });
     const commandId = options.commandId ?? id();
     const attempts = Math.max(1, options.attempts ?? 4);
     let last: TalkwaiError | undefined;

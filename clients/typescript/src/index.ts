@@ -14,11 +14,13 @@ export type { CommandAccepted, CommandAction, CommandHelpers, CommandOptions, He
 export { AUTHORIZATION, COMMAND_ID, Core } from "./core.js";
 export type { Transport } from "./core.js";
 export * from "./errors.js";
-export { COMMAND_ACTIONS } from "./generated/index.js";
+export { CHANNELS, COMMAND_ACTIONS, COMMAND_SUBJECTS } from "./generated/index.js";
 export type * from "./generated/index.js";
 export { LiveQuery, queryBody } from "./query.js";
 export type { LiveQueryOptions, QueryOptions, QueryResult } from "./query.js";
 export { Presence, Room, SERVICE_TOPICS, isClientTopic, sessionId } from "./rooms.js";
 export type { ClientTopicMessage, RoomType, ServiceTopic, TopicMessage, TopicMessages } from "./rooms.js";
+export { fill, subject } from "./subjects.js";
+export type { Channel } from "./subjects.js";
 export { inboxPrefixFor, readClaims } from "./token.js";
 export type { TokenClaims } from "./token.js";

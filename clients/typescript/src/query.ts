@@ -23,6 +23,7 @@ import type {
   SubscribeReply,
 } from "./generated/index.js";
 import { unref } from "./rooms.js";
+import { subject } from "./subjects.js";
 
 /**
 /**
@@ -89,7 +90,7 @@ function controlRequest(op: LiveControl["op"]): LiveControl {
 
 /** Sends one query and returns its answer. */
 export async function runQuery<T>(core: Core, scope: string, query: Query, options: QueryOptions = {}): Promise<QueryResult<T>> {
-  const reply = await core.request(`talkwai.qry.${scope}`, queryBody(query, options.minSeq), {
+  const reply = await core.request(subject("qry", { tenant: scope }), queryBody(query, options.minSeq), {
     timeoutMs: options.timeoutMs ?? 10_000,
   });
   const { data, pageInfo, seq } = answer<T>(reply);
@@ -137,7 +138,7 @@ export class LiveQuery<T = Record<string, unknown[]>> {
   }
 
   private async start(): Promise<void> {
-    const reply = await this.core.request(`talkwai.qry.${this.scope}.subscribe`, queryBody(this.query, this.options.minSeq), {
+    const reply = await this.core.request(subject("qry.subscribe", { tenant: this.scope }), queryBody(this.query, this.options.minSeq), {
       timeoutMs: this.options.timeoutMs ?? 10_000,
     });
     const a = answer<T>(reply);

@@ -14,6 +14,8 @@
 import type { Subscription } from "@nats-io/nats-core";
 import type { Core } from "./core.js";
 import { ForbiddenError, TalkwaiError, errorFromBody } from "./errors.js";
+import { subject as channelSubject } from "./subjects.js";
+import type { Channel } from "./subjects.js";
 import type {
   ClientTopic,
   Notification,
@@ -88,7 +90,7 @@ export class Presence {
   }
 
   private async call(op: string, body: unknown): Promise<PresenceReply> {
-    const reply = (await this.room.core.request(this.room.subject(`presence.${op}`), body)) as PresenceReply;
+    const reply = (await this.room.core.request(this.room.subject("room.presence", { op }), body)) as PresenceReply;
     if (reply?.ok !== true) throw errorFromBody(reply?.error);
     return reply;
   }
@@ -188,7 +190,7 @@ export class Presence {
   subscribe(listener: (peers: Peer[]) => void): () => void {
     this.listeners.add(listener);
     if (this.events === undefined) {
-      this.events = this.room.core.subscribe(this.room.subject("presence.events"), (value) => this.apply(value as PresenceEvent));
+      this.events = this.room.core.subscribe(this.room.subject("room.presenceEvents"), (value) => this.apply(value as PresenceEvent));
       this.stopReconnect ??= this.room.core.onReconnect(() => void this.resume());
       void this.refresh().catch(() => undefined);
     } else {
@@ -241,9 +243,9 @@ export class Room {
     this.presence = new Presence(this, session);
   }
 
-  /** `talkwai.room.<type>.<id>.<suffix>`. */
-  subject(suffix: string): string {
-    return `talkwai.room.${this.type}.${this.id}.${suffix}`;
+  /** The subject of a room channel in this room (`room.presence`, `room.topic.clientTopic`...). */
+  subject(channel: Channel & `room.${string}`, params: Record<string, string> = {}): string {
+    return channelSubject(channel, { ...params, roomType: this.type, roomId: this.id });
   }
 
   /**
@@ -262,7 +264,7 @@ export class Room {
         "topic",
       );
     }
-    this.core.publish(this.subject(`topic.${topic}`), data);
+    this.core.publish(this.subject("room.topic.clientTopic", { topic }), data);
   }
 
   /**
@@ -273,7 +275,7 @@ export class Room {
   subscribeTopic<N extends string>(topic: N, handler: (message: TopicMessage<N>, subject: string) => void): () => void {
     const seen = new Set<string>();
     const order: string[] = [];
-    const sub = this.core.subscribe(this.subject(`topic.${topic}`), (value, subject) => {
+    const sub = this.core.subscribe(this.subject("room.topic.clientTopic", { topic }), (value, subject) => {
       const seq = (value as { seq?: unknown })?.seq;
       if (typeof seq === "number") {
         const key = `${subject} ${seq}`;

@@ -243,7 +243,7 @@ async fn raw_upsert(
     batches: &[String],
 ) -> anyhow::Result<(u64, Duration, hdrhistogram::Histogram<u64>)> {
     let mut client = stack::connect(db).await?;
-    let columns = talkwai_projector::apply::COLUMNS
+    let columns = talkwai_projector::schema::COLUMNS
         .iter()
         .find(|(t, _)| *t == "tasks")
         .map(|(_, c)| *c)

@@ -1,6 +1,6 @@
 //! `talkwai projections ...`: what operators need to look at and repair the PostgreSQL read
 //! models without `psql`. Every subcommand is a thin edge over `talkwai_projector`'s
-//! `status`, `ops` and `rebuild` modules; long replays show an `indicatif` progress bar on
+//! `status`, `dead_letters` and `rebuild` modules; long replays show an `indicatif` progress bar on
 //! stderr (hidden when stderr is not a terminal).
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use talkwai_eventstore::EventStore;
 use talkwai_projector::rebuild::{self, Progress, RebuildOptions, RebuildReport, Until};
 use talkwai_projector::status::Status;
-use talkwai_projector::{ProjectorError, ops, status};
+use talkwai_projector::{ProjectorError, dead_letters, status};
 
 use crate::cli::{
     DeadLettersArgs, DropArgs, ProjectionsArgs, ProjectionsCommand, RebuildArgs, ReplayArgs,
@@ -141,7 +141,7 @@ async fn run_status(pool: &Pool, nats_url: &str, args: StatusArgs) -> Result<(),
 
 async fn run_dead_letters(pool: &Pool, args: DeadLettersArgs) -> Result<(), CliError> {
     let conn = pool.get().await.map_err(ProjectorError::from)?;
-    let letters = ops::dead_letters(&conn, args.all).await?;
+    let letters = dead_letters::dead_letters(&conn, args.all).await?;
     if args.json {
         let value = serde_json::to_value(&letters).map_err(|e| CliError::Nats(e.to_string()))?;
         return line(&value.to_string());
@@ -165,7 +165,7 @@ async fn run_dead_letters(pool: &Pool, args: DeadLettersArgs) -> Result<(), CliE
 
 async fn run_retry(pool: &Pool, args: RetryArgs) -> Result<(), CliError> {
     let mut conn = pool.get().await.map_err(ProjectorError::from)?;
-    let retry = ops::retry(&mut conn, args.skip).await?;
+    let retry = dead_letters::retry(&mut conn, args.skip).await?;
     match retry.stopped_at {
         Some(seq) if retry.skipped => line(&format!(
             "retry: generation {} skips event {seq} and resumes after it",

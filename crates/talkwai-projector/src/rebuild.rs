@@ -580,7 +580,7 @@ async fn compare(
         // An order-independent digest: the sum of a 64-bit hash of each row's text, the columns
         // named in a fixed order (so generations whose physical column order differs still
         // compare). No sort and no per-row JSON: a scan of each table.
-        let columns = apply::COLUMNS
+        let columns = crate::schema::COLUMNS
             .iter()
             .find(|(name, _)| *name == table)
             .map_or_else(

@@ -10,8 +10,124 @@ use crate::error::ProjectorError;
 pub const META: &str = "talkwai_meta";
 /// Schema of the stable views dashboards read.
 pub const VIEWS: &str = "talkwai";
-/// Read-model tables, in dependency order.
-pub const TABLES: [&str; 6] = ["tenants", "members", "admins", "agents", "tasks", "users"];
+/// The read-model tables, in dependency order, each with its columns in table order: the one
+/// list the projector writes by (upserts, `COPY`, parity digests). The generation DDL,
+/// the rows ([`crate::rows`]) and the query model are checked against it on a real PostgreSQL
+/// (`crates/talkwai-query/tests/read_model_schema.rs`).
+pub const COLUMNS: [(&str, &[&str]); 6] = [
+    (
+        "tenants",
+        &[
+            "id",
+            "name",
+            "domain",
+            "status",
+            "created_at",
+            "updated_at",
+            "version",
+            "last_seq",
+        ],
+    ),
+    (
+        "members",
+        &[
+            "id",
+            "tenant_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "role",
+            "status",
+            "user_id",
+            "created_at",
+            "updated_at",
+            "version",
+            "last_seq",
+        ],
+    ),
+    (
+        "admins",
+        &[
+            "id",
+            "first_name",
+            "last_name",
+            "email",
+            "role",
+            "permissions",
+            "status",
+            "user_id",
+            "created_at",
+            "updated_at",
+            "version",
+            "last_seq",
+        ],
+    ),
+    (
+        "agents",
+        &[
+            "id",
+            "tenant_id",
+            "name",
+            "description",
+            "type",
+            "configuration",
+            "status",
+            "created_at",
+            "updated_at",
+            "version",
+            "last_seq",
+        ],
+    ),
+    (
+        "tasks",
+        &[
+            "id",
+            "tenant_id",
+            "type",
+            "status",
+            "priority",
+            "from_address",
+            "to_address",
+            "subject",
+            "content",
+            "metadata",
+            "scheduled_at",
+            "started_at",
+            "completed_at",
+            "created_at",
+            "updated_at",
+            "agent_id",
+            "assigned_to",
+            "created_by",
+            "created_by_admin",
+            "version",
+            "last_seq",
+        ],
+    ),
+    (
+        "users",
+        &[
+            "id",
+            "email",
+            "created_at",
+            "updated_at",
+            "version",
+            "last_seq",
+        ],
+    ),
+];
+
+/// Read-model tables, in dependency order (the names of [`COLUMNS`]).
+pub const TABLES: [&str; 6] = {
+    let mut tables = [""; 6];
+    let mut i = 0;
+    while i < tables.len() {
+        tables[i] = COLUMNS[i].0;
+        i += 1;
+    }
+    tables
+};
 
 /// Metadata migrations, applied in order, each once (recorded in `talkwai_meta.migrations`).
 const MIGRATIONS: &[(i32, &str)] = &[

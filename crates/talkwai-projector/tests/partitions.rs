@@ -554,7 +554,7 @@ async fn a_poison_event_stops_only_its_partition() {
         deadline.saturating_duration_since(Instant::now()),
         Duration::from_millis(20),
         || async {
-            talkwai_projector::ops::dead_letters(&conn, false)
+            talkwai_projector::dead_letters::dead_letters(&conn, false)
                 .await
                 .expect("dead letters")
         },
@@ -565,7 +565,7 @@ async fn a_poison_event_stops_only_its_partition() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].seq, i64::try_from(poison_seq).expect("seq"));
 
-    let retry = talkwai_projector::ops::retry(&mut conn, true)
+    let retry = talkwai_projector::dead_letters::retry(&mut conn, true)
         .await
         .expect("retry --skip");
     assert_eq!(

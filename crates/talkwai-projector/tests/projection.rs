@@ -109,7 +109,7 @@ async fn a_poison_event_stops_the_projection_until_retried() {
         Duration::from_secs(10),
         Duration::from_millis(10),
         || async {
-            talkwai_projector::ops::dead_letters(&conn, false)
+            talkwai_projector::dead_letters::dead_letters(&conn, false)
                 .await
                 .expect("dead letters")
         },
@@ -156,7 +156,7 @@ async fn a_poison_event_stops_the_projection_until_retried() {
 
     // Retrying without a fix stops again at the same event.
     let mut conn = conn;
-    let retry = talkwai_projector::ops::retry(&mut conn, false)
+    let retry = talkwai_projector::dead_letters::retry(&mut conn, false)
         .await
         .expect("retry");
     assert_eq!(
@@ -164,7 +164,7 @@ async fn a_poison_event_stops_the_projection_until_retried() {
         Some(i64::try_from(poison_seq).expect("seq"))
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let letters = talkwai_projector::ops::dead_letters(&conn, false)
+    let letters = talkwai_projector::dead_letters::dead_letters(&conn, false)
         .await
         .expect("dead letters");
     assert_eq!(letters[0].status, "open");
@@ -176,7 +176,7 @@ async fn a_poison_event_stops_the_projection_until_retried() {
     );
 
     // Skipping it resumes the projection.
-    talkwai_projector::ops::retry(&mut conn, true)
+    talkwai_projector::dead_letters::retry(&mut conn, true)
         .await
         .expect("skip");
     assert!(
@@ -184,7 +184,7 @@ async fn a_poison_event_stops_the_projection_until_retried() {
             .await
             .expect("wait")
     );
-    let letters = talkwai_projector::ops::dead_letters(&conn, false)
+    let letters = talkwai_projector::dead_letters::dead_letters(&conn, false)
         .await
         .expect("dead letters");
     assert_eq!(letters[0].status, "skipped");

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  CHANNELS,
   COMMAND_ACTIONS,
   COMMAND_HELPERS,
+  COMMAND_SUBJECTS,
   ConflictError,
   ForbiddenError,
   InternalError,
@@ -14,9 +16,12 @@ import {
   UnavailableError,
   ValidationFailedError,
   errorFromBody,
+  fill,
   inboxPrefixFor,
   isClientTopic,
+  isPlatformAction,
   readClaims,
+  subject,
 } from "../../src/index.js";
 import type { ErrorCode, Peer, TaskActivity, TaskUpdate } from "../../src/index.js";
 import { FakeNats, timeout, until } from "./fake.js";
@@ -100,6 +105,30 @@ describe("commands", () => {
     assert.equal(req?.headers.Authorization, `Bearer ${MEMBER}`);
     assert.match(req?.headers["Talkwai-Command-Id"] ?? "", /^[0-9a-f-]{36}$/);
     assert.match((req?.body as { id: string }).id, /^[0-9a-f-]{36}$/, "create helpers choose the id");
+  });
+
+  it("takes helper names, subjects and scopes from the contract", () => {
+    // Helper names follow one rule: the verb, the aggregate, the rest.
+    assert.equal(COMMAND_HELPERS.createTask, "task.create");
+    assert.equal(COMMAND_HELPERS.linkTaskAgent, "task.linkAgent");
+    assert.equal(COMMAND_HELPERS.setAdminPermissions, "admin.setPermissions");
+    assert.equal(COMMAND_HELPERS.unlinkMemberUser, "member.unlinkUser");
+    // Platform actions are tenant creation, admins and users; the others take the tenant.
+    for (const action of COMMAND_ACTIONS) {
+      const platform = action === "tenant.create" || action.startsWith("admin.") || action.startsWith("user.");
+      assert.equal(isPlatformAction(action), platform, action);
+      assert.equal(
+        COMMAND_SUBJECTS[action],
+        platform ? `talkwai.cmd.platform.${action}` : `talkwai.cmd.{tenant}.${action}`,
+      );
+    }
+    assert.equal(subject("qry.subscribe", { tenant: TENANT }), `talkwai.qry.${TENANT}.subscribe`);
+    assert.equal(
+      subject("room.presence", { roomType: "tenant", roomId: TENANT, op: "join" }),
+      `talkwai.room.tenant.${TENANT}.presence.join`,
+    );
+    assert.equal(CHANNELS["room.topic.taskUpdates"], "talkwai.room.{roomType}.{roomId}.topic.taskUpdates");
+    assert.throws(() => fill(CHANNELS.qry, {}), /needs \{tenant\}/);
   });
 
   it("sends platform commands on talkwai.cmd.platform", async () => {

@@ -1,0 +1,147 @@
+//! The in-memory fold shared by the live apply and the bulk fold: the rows a batch touches,
+//! read once, changed by each event in turn.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use talkwai_domain::Event;
+use talkwai_domain::ids::TenantId;
+use talkwai_eventstore::StoredMessage;
+use uuid::Uuid;
+
+use super::{BatchOutcome, Decoded, PoisonPolicy, poison};
+use crate::error::ProjectorError;
+use crate::rows::{self, Applied, Row};
+
+/// The working set of a batch: the rows it touches, as they are after each event.
+#[derive(Default)]
+pub(super) struct WorkingSet {
+    pub(super) rows: HashMap<(&'static str, Uuid), Option<Row>>,
+    /// Rows read from the database (or known absent) before the batch.
+    pub(super) existed: HashSet<(&'static str, Uuid)>,
+    pub(super) order: Vec<(&'static str, Uuid)>,
+}
+
+/// The rows, per table, that events of `decoded` change but `work` does not hold: those whose
+/// first event is not a create.
+pub(super) fn needed_rows(
+    work: &WorkingSet,
+    decoded: &[Result<Decoded, String>],
+) -> HashMap<&'static str, Vec<Uuid>> {
+    let mut needed: HashMap<&'static str, Vec<Uuid>> = HashMap::new();
+    let mut seen: HashSet<(&'static str, Uuid)> = HashSet::new();
+    for item in decoded {
+        if let Ok(Decoded::Event(target, event)) = item {
+            let key = (rows::table(target.kind), target.id);
+            if !work.rows.contains_key(&key) && seen.insert(key) && !is_create(event) {
+                needed.entry(key.0).or_default().push(key.1);
+            }
+        }
+    }
+    needed
+}
+
+/// Reads `needed` rows into `work` (one query per table), marking them as existing.
+pub(super) async fn load_rows<C: tokio_postgres::GenericClient + Sync>(
+    client: &C,
+    schema: &str,
+    work: &mut WorkingSet,
+    needed: &HashMap<&'static str, Vec<Uuid>>,
+) -> Result<(), ProjectorError> {
+    for (table, ids) in needed {
+        let found = client
+            .query(
+                &format!("SELECT row_to_json(t) FROM {schema}.{table} t WHERE id = ANY($1)"),
+                &[ids],
+            )
+            .await?;
+        for row in found {
+            let Value::Object(map) = row.get::<_, Value>(0) else {
+                continue;
+            };
+            let Some(id) = map
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            else {
+                continue;
+            };
+            work.rows.insert((table, id), Some(map));
+            work.existed.insert((table, id));
+            work.order.push((table, id));
+        }
+    }
+    Ok(())
+}
+
+/// Folds `messages` into `work`, in order, under `policy`; returns what happened.
+pub(super) fn apply_events(
+    work: &mut WorkingSet,
+    messages: &[StoredMessage],
+    decoded: Vec<Result<Decoded, String>>,
+    policy: PoisonPolicy,
+    tenant: Option<TenantId>,
+) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    for (message, item) in messages.iter().zip(decoded) {
+        let applied = match item {
+            Ok(Decoded::Ignored) => Ok(None),
+            Ok(Decoded::Event(target, event)) => {
+                if tenant.is_some() && target.tenant != tenant {
+                    Ok(None)
+                } else {
+                    let table = rows::table(target.kind);
+                    let key = (table, target.id);
+                    let order = &mut work.order;
+                    let slot = work.rows.entry(key).or_insert_with(|| {
+                        order.push(key);
+                        None
+                    });
+                    // `rows::apply` refuses before it changes anything, so the row is
+                    // changed in place.
+                    rows::apply(slot, &target, &event, message.seq)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(result) => {
+                if matches!(result, Some(Applied::Changed | Applied::Deleted)) {
+                    outcome.applied += 1;
+                }
+                outcome.checkpoint = message.seq;
+                outcome.last_event_at = message.stored_at_ms;
+            }
+            Err(error) => {
+                let dead = poison(message, error);
+                match policy {
+                    PoisonPolicy::Stop => {
+                        outcome.stopped_at = Some(dead);
+                        break;
+                    }
+                    PoisonPolicy::Skip => {
+                        outcome.checkpoint = message.seq;
+                        outcome.skipped.push(dead);
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+fn is_create(event: &Event) -> bool {
+    use talkwai_domain::{admin::AdminEvent, agent::AgentEvent, member::MemberEvent};
+    use talkwai_domain::{task::TaskEvent, tenant::TenantEvent, user::UserEvent};
+    matches!(
+        event,
+        Event::Tenant(TenantEvent::Created(_))
+            | Event::Member(MemberEvent::Created(_))
+            | Event::Admin(AdminEvent::Created(_))
+            | Event::Agent(AgentEvent::Created(_))
+            | Event::Task(TaskEvent::Created(_))
+            | Event::User(UserEvent::Created(_))
+    )
+}
