@@ -418,7 +418,9 @@ async fn start_services(
             let _ = stopped.await;
         })
     });
-    let queries = QueryService::new(pool, verifier()).with_max_rows(query_max_rows()?);
+    let queries = QueryService::new(pool, verifier())
+        .with_change_feed(postgres_url)
+        .with_max_rows(query_max_rows()?);
     services.spawn("query service", |stopped| {
         queries.run(query_client, async {
             let _ = stopped.await;

@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
     // Flushes exported spans when main returns.
     let _telemetry = talkwai_telemetry::init("talkwai-projector");
     let cli = Cli::parse();
+    let database_url = cli.config.database_url.clone();
     let projector = Projector::build(cli.config)
         .await
         .context("starting the projector")?;
@@ -109,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_public_keys(cli.key_files.load().context("loading jwt public keys")?);
         let service = QueryService::new(projector.pool().clone(), verifier)
+            .with_change_feed(database_url)
             .with_rate_limit(cli.rate_limit)
             .with_max_rows(cli.query_max_rows);
         let client = projector.store().client().clone();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use talkwai_eventstore::StoredMessage;
+use talkwai_proto::changes::{CHANNEL, Changed};
 use tracing::{Instrument as _, Span, info, info_span, warn};
 
 use crate::fetch::{AbortOnDrop, Fetched, fetch_batches, seq_of};
@@ -190,6 +191,19 @@ impl Projector {
             if outcome.checkpoint > 0 && outcome.stopped_at.is_none() {
                 let checkpoint = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
                 dead_letters::resolve_passed(&tx, generation, slot, checkpoint).await?;
+            }
+            // Live queries learn which tenants changed when (and only if) this commits.
+            let changed = Changed::of_batch(
+                outcome.checkpoint,
+                stored
+                    .iter()
+                    .filter(|m| m.seq <= outcome.checkpoint && slot.owns(&m.subject))
+                    .map(|m| m.subject.as_str()),
+            );
+            if !changed.is_empty() {
+                let payload = serde_json::to_string(&changed).unwrap_or_default();
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                    .await?;
             }
             tx.commit().await?;
             self.alert_dead_letters(&outcome).await;

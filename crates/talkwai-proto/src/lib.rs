@@ -16,6 +16,7 @@
 //! generator writing `proto/`). It depends on `talkwai-domain` for the command and event types.
 
 pub mod asyncapi;
+pub mod changes;
 pub mod command_record;
 pub mod envelope;
 pub mod generate;

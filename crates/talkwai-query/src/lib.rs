@@ -23,10 +23,11 @@
 //! - [`parse`]: the InstaQL shape into a typed query.
 //! - [`exec`]: SQL per level, bound parameters only.
 //! - [`service`]: the NATS endpoint, tokens, read-your-writes.
-//! - [`live`]: live queries.
+//! - [`live`]: live queries; [`feed`]: the projector's change notifications they follow.
 
 pub mod error;
 pub mod exec;
+pub mod feed;
 pub mod live;
 pub mod model;
 pub mod parse;

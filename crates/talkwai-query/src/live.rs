@@ -8,8 +8,18 @@
 //!   instance holding the subscription answers. Unrenewed subscriptions expire after the TTL,
 //!   so dead dashboards are cleaned up.
 //!
-//! Every instance polls the live checkpoint (a one-row read every [`POLL`]); when it moved, each
-//! of its subscriptions is evaluated again and published only if its answer changed.
+//! What to evaluate again is pushed, not polled: the projector sends, with `pg_notify` in the
+//! transaction of each batch, the tenants the batch touched ([`talkwai_proto::changes`]); an
+//! instance listening ([`crate::feed`]) marks the subscriptions of those tenants (all of them
+//! for a platform change), and every [`POLL`] evaluates only the marked ones, once however
+//! many batches marked them (bursts coalesce; a mark that lands during an evaluation is kept
+//! for the next, so the last answer published is always the latest). An answer is published
+//! only if it changed. A tenant's writes never cost another tenant's dashboards anything.
+//!
+//! Safety net: every [`CHECK`] the checkpoint is read; a checkpoint that the notifications
+//! received a [`CHECK`] later still do not account for (notifications lost while the listening
+//! connection was down, an older projector) marks every subscription. Without a listening
+//! connection, every checkpoint move marks every subscription, as before.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,14 +27,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use talkwai_proto::changes::Changed;
 use uuid::Uuid;
 
 use crate::exec::Scope;
 use crate::parse::Query;
 use crate::service::Grant;
 
-/// How often the checkpoint is polled.
+/// How often marked subscriptions are evaluated (and, without a change feed, how often the
+/// checkpoint is polled).
 pub const POLL: Duration = Duration::from_millis(20);
+/// How often the checkpoint is compared with the notifications received.
+pub const CHECK: Duration = Duration::from_secs(1);
 /// How long a subscription lives without a renewal.
 pub const TTL: Duration = Duration::from_secs(30);
 /// Most subscriptions one instance holds.
@@ -40,7 +54,14 @@ pub(crate) struct Subscription {
     pub(crate) subject: String,
     pub(crate) hash: u64,
     pub(crate) expires: Instant,
+    /// Marked: its tenant's rows changed since it was last evaluated.
+    pub(crate) dirty: bool,
+    /// Times it was evaluated again after its first answer.
+    pub(crate) evaluations: u64,
 }
+
+/// A subscription to evaluate: id, query, scope, grant, update subject, last digest.
+pub(crate) type Marked = (Uuid, Query, Scope, Grant, String, u64);
 
 /// The subscriptions this instance holds.
 #[derive(Debug)]
@@ -101,6 +122,9 @@ impl Registry {
                 subject: subject.clone(),
                 hash,
                 expires: Instant::now() + self.ttl,
+                // A change may have committed between its first answer and now.
+                dirty: true,
+                evaluations: 0,
             },
         );
         Some((id, subject))
@@ -139,19 +163,55 @@ impl Registry {
         }
     }
 
-    /// Drops expired subscriptions; returns the live ones.
-    pub(crate) fn snapshot(&self) -> Vec<(Uuid, Query, Scope, Grant, String, u64)> {
+    /// Marks the subscriptions `changed` may concern: those of its tenants and those that
+    /// read every tenant (admins); all of them when it says everything.
+    pub fn mark(&self, changed: &Changed) {
         let Ok(mut subs) = self.subs.lock() else {
-            return Vec::new();
+            return;
+        };
+        for sub in subs.values_mut() {
+            sub.dirty |= changed.everything
+                || sub
+                    .scope
+                    .tenant
+                    .is_none_or(|tenant| changed.tenants.contains(&tenant));
+        }
+    }
+
+    /// Marks every subscription.
+    pub fn mark_all(&self) {
+        self.mark(&Changed {
+            everything: true,
+            ..Changed::default()
+        });
+    }
+
+    /// Drops expired subscriptions; returns the marked ones (unmarking them, and counting an
+    /// evaluation for each) and how many are live.
+    pub(crate) fn take_marked(&self) -> (Vec<Marked>, usize) {
+        let Ok(mut subs) = self.subs.lock() else {
+            return (Vec::new(), 0);
         };
         let now = Instant::now();
         subs.retain(|_, s| s.expires > now);
-        subs.iter()
+        let live = subs.len();
+        let marked = subs
+            .iter_mut()
+            .filter(|(_, s)| s.dirty)
             .map(|(id, s)| {
+                s.dirty = false;
+                s.evaluations += 1;
                 let query = s.query.clone();
                 (*id, query, s.scope, s.grant, s.subject.clone(), s.hash)
             })
-            .collect()
+            .collect();
+        (marked, live)
+    }
+
+    /// How many times subscription `id` was evaluated again after its first answer (`None`:
+    /// not held here).
+    pub fn evaluations(&self, id: Uuid) -> Option<u64> {
+        self.subs.lock().ok()?.get(&id).map(|s| s.evaluations)
     }
 
     /// Records the digest last published for `id`.

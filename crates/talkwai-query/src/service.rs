@@ -56,7 +56,9 @@ pub struct QueryService {
     verifier: TokenVerifier,
     /// Per-tenant allowance, spent after the token verified (off unless configured).
     limiter: TenantLimiter,
-    live: crate::live::Registry,
+    live: Arc<crate::live::Registry>,
+    /// Where to `LISTEN` for the projector's change notifications (none: poll the checkpoint).
+    change_feed: Option<String>,
     /// Most rows one answer holds over all its levels; over it, `too_many_rows`.
     max_rows: usize,
 }
@@ -251,9 +253,24 @@ impl QueryService {
             pool,
             verifier,
             limiter: TenantLimiter::off(),
-            live: crate::live::Registry::default(),
+            live: Arc::new(crate::live::Registry::default()),
+            change_feed: None,
             max_rows: exec::DEFAULT_MAX_ROWS,
         }
+    }
+
+    /// Follows the projector's change notifications on the database at `url` (the read
+    /// models' database), so live queries are evaluated again only for the tenants a committed
+    /// batch touched ([`crate::feed`]). Without it, every checkpoint move evaluates every live
+    /// query.
+    pub fn with_change_feed(mut self, url: impl Into<String>) -> Self {
+        self.change_feed = Some(url.into());
+        self
+    }
+
+    /// The live subscriptions this instance holds (for their evaluation counts).
+    pub fn live_queries(&self) -> Arc<crate::live::Registry> {
+        Arc::clone(&self.live)
     }
 
     /// Caps the rows of one answer, all levels together (default
@@ -354,7 +371,7 @@ impl QueryService {
 
     /// Sets how long live queries live without renewal (default [`crate::live::TTL`]).
     pub fn with_live_ttl(mut self, ttl: Duration) -> Self {
-        self.live = crate::live::Registry::with_ttl(ttl);
+        self.live = Arc::new(crate::live::Registry::with_ttl(ttl));
         self
     }
 
@@ -388,13 +405,18 @@ impl QueryService {
         }))
     }
 
-    /// Re-evaluates live queries whenever the checkpoint moves; publishes changed answers.
+    /// Evaluates the marked live queries every [`crate::live::POLL`]; publishes changed answers.
+    /// Marks come from `feed`; without one listening, from checkpoint moves.
     async fn refresh_live(
         self: Arc<Self>,
         client: async_nats::Client,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        feed: Option<Arc<crate::feed::ChangeFeed>>,
     ) {
         let mut last_seen = None;
+        let mut last_check: Option<std::time::Instant> = None;
+        // A checkpoint read at the last check that notifications did not yet account for.
+        let mut unexplained: Option<u64> = None;
         let mut ticker = tokio::time::interval(crate::live::POLL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -402,21 +424,52 @@ impl QueryService {
                 _ = stop.changed() => return,
                 _ = ticker.tick() => {}
             }
-            let subs = self.live.snapshot();
-            metrics::gauge!("talkwai_live_queries").set(subs.len() as f64);
+            if self.live.is_empty() {
+                metrics::gauge!("talkwai_live_queries").set(0.0);
+                continue;
+            }
+            let listening = feed.as_ref().filter(|f| f.listening());
+            let due = last_check.is_none_or(|at| at.elapsed() >= crate::live::CHECK);
+            if listening.is_none() || due {
+                let Ok(conn) = self.pool.get().await else {
+                    continue;
+                };
+                let Ok(seq) = checkpoint(&conn).await else {
+                    continue;
+                };
+                match listening {
+                    None => {
+                        if last_seen != Some(seq) {
+                            self.live.mark_all();
+                        }
+                    }
+                    Some(feed) => {
+                        last_check = Some(std::time::Instant::now());
+                        let notified = feed.max_seq();
+                        if unexplained.is_some_and(|earlier| earlier > notified) {
+                            warn!(
+                                checkpoint = seq,
+                                notified,
+                                "change notifications missing; evaluating every live query"
+                            );
+                            self.live.mark_all();
+                        }
+                        unexplained = (seq > notified).then_some(seq);
+                    }
+                }
+                last_seen = Some(seq);
+            }
+            let (subs, live) = self.live.take_marked();
+            metrics::gauge!("talkwai_live_queries").set(live as f64);
             if subs.is_empty() {
                 continue;
             }
+            metrics::counter!("talkwai_live_evaluations_total").increment(subs.len() as u64);
             let Ok(mut conn) = self.pool.get().await else {
+                self.live.mark_all();
                 continue;
             };
-            let Ok(seq) = checkpoint(&conn).await else {
-                continue;
-            };
-            if last_seen == Some(seq) {
-                continue;
-            }
-            last_seen = Some(seq);
+            let seq = last_seen.unwrap_or(0);
             for (id, query, scope, grant, subject, hash) in subs {
                 match evaluate(&mut conn, &query, scope, grant, self.max_rows).await {
                     Ok((data, page_info, at)) => {
@@ -436,7 +489,8 @@ impl QueryService {
                         let body = err.to_body();
                         let digest = crate::live::digest(&json!(body), &Value::Null);
                         if digest != hash {
-                            let update = json!({ "subscription": id, "ok": false, "error": body, "seq": seq });
+                            let at = checkpoint(&conn).await.unwrap_or(seq);
+                            let update = json!({ "subscription": id, "ok": false, "error": body, "seq": at });
                             let bytes =
                                 Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
                             if client.publish(subject, bytes).await.is_ok() {
@@ -494,7 +548,12 @@ impl QueryService {
         let mut endpoints = futures::stream::select(query, subscribe);
         let this = Arc::new(self);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let refresher = tokio::spawn(Arc::clone(&this).refresh_live(client.clone(), stop_rx));
+        let feed = this.change_feed.clone().map(|url| {
+            let feed = Arc::new(crate::feed::ChangeFeed::default());
+            tokio::spawn(Arc::clone(&feed).run(url, Arc::clone(&this.live), stop_rx.clone()));
+            feed
+        });
+        let refresher = tokio::spawn(Arc::clone(&this).refresh_live(client.clone(), stop_rx, feed));
         let permits = Arc::new(Semaphore::new(256));
         let mut tasks = JoinSet::new();
         info!("query service ready");

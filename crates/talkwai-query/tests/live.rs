@@ -180,3 +180,130 @@ async fn live_queries_follow_changes_and_expire() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(unanswered(&client, &control).await, "expired");
 }
+
+/// Creates a pending task in `tenant`; returns its reply's seq.
+async fn create_task(client: &async_nats::Client, tenant: Uuid) -> u64 {
+    let reply = request(
+        client,
+        &format!("talkwai.cmd.{tenant}.task.create"),
+        json!({"id": Uuid::new_v4(), "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}),
+        true,
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["seq"].as_u64().expect("seq")
+}
+
+/// Waits for the update of `updates` whose task count is `n`.
+async fn wait_for_count(updates: &mut async_nats::Subscriber, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let update = tokio::time::timeout_at(deadline, updates.next())
+            .await
+            .unwrap_or_else(|_| panic!("no update with {n} tasks in time"))
+            .expect("update");
+        let body: Value = serde_json::from_slice(&update.payload).expect("json");
+        if body["data"]["tasks"].as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_writes_never_re_evaluate_another_tenants_live_queries() {
+    let nats = NatsServer::start().await.expect("nats");
+    let pg = Postgres::start().await.expect("pg");
+    let db = pg.create_unique_database("isolation").await.expect("db");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let service = CommandService::build(talkwai_command_service::Config::for_tests(
+        &nats.url(),
+        PLATFORM,
+        "s",
+    ))
+    .await
+    .expect("command service");
+    tokio::spawn(async move { service.run(std::future::pending()).await });
+    let projector = Projector::build(talkwai_projector::Config::for_tests(&nats.url(), &db))
+        .await
+        .expect("projector");
+    let pool = projector.pool().clone();
+    tokio::spawn(async move { projector.run(std::future::pending()).await });
+    let verifier = TokenVerifier::new(Some(PLATFORM.to_owned().into()), None, None, None);
+    let queries = QueryService::new(pool, verifier).with_change_feed(db.clone());
+    let registry = queries.live_queries();
+    let qc = client.clone();
+    tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
+    talkwai_testkit::services::wait_for_commands(&client)
+        .await
+        .expect("command endpoints answer");
+    talkwai_testkit::services::wait_for_queries(&client)
+        .await
+        .expect("query endpoints answer");
+
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut seq = 0;
+    for (tenant, name) in [(a, "A"), (b, "B")] {
+        let created = request(
+            &client,
+            "talkwai.cmd.platform.tenant.create",
+            json!({"id": tenant, "name": name}),
+            true,
+        )
+        .await;
+        seq = created["seq"].as_u64().expect("seq");
+    }
+    let subscribe = |tenant: Uuid| {
+        let client = client.clone();
+        async move {
+            let subscribed = request(
+                &client,
+                &format!("talkwai.qry.{tenant}.subscribe"),
+                json!({"query": {"tasks": {}}, "minSeq": seq}),
+                false,
+            )
+            .await;
+            assert_eq!(subscribed["ok"], true, "{subscribed}");
+            let id: Uuid = subscribed["subscription"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("subscription id");
+            let updates = client
+                .subscribe(subscribed["subject"].as_str().expect("subject").to_owned())
+                .await
+                .expect("subscribe to updates");
+            (id, updates)
+        }
+    };
+    let (a_id, mut a_updates) = subscribe(a).await;
+    let (_, mut b_updates) = subscribe(b).await;
+    // A new subscription is evaluated once more right after it starts (a change may have
+    // committed in between); wait for that to settle.
+    let settled = talkwai_testkit::wait::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            registry
+                .evaluations(a_id)
+                .filter(|n| *n >= 1)
+                .ok_or("not yet")
+        },
+    )
+    .await
+    .expect("the first evaluation");
+
+    // B gets busy: 20 tasks, each seen by B's live query.
+    for n in 1..=20 {
+        create_task(&client, b).await;
+        wait_for_count(&mut b_updates, n).await;
+    }
+    assert_eq!(
+        registry.evaluations(a_id),
+        Some(settled),
+        "B's writes re-evaluated A's live query"
+    );
+
+    // A's own write does reach A.
+    create_task(&client, a).await;
+    wait_for_count(&mut a_updates, 1).await;
+    assert!(registry.evaluations(a_id).is_some_and(|n| n > settled));
+}
