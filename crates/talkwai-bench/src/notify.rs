@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::HeaderMap;
 use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_eventstore::{EventStore, StreamSettings};
+use talkwai_domain::ids::TenantId;
+use talkwai_eventstore::{EventStore, StreamSettings, header_map};
 use talkwai_notifier::{Config, Notifier};
-use talkwai_proto::headers;
+use talkwai_proto::{ActorRef, EventMeta, Scope, headers};
 use talkwai_testkit::NatsServer;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -73,15 +73,18 @@ async fn pace(
             _ => event(json!({"type": "task.completed", "version": 1, "data": {"at": at}}))?,
         };
         let body = ev.encode();
-        let mut h = HeaderMap::new();
-        h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-        h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-        h.insert(headers::TENANT, tenant.to_string().as_str());
-        h.insert(headers::ACTOR, "platform");
-        let command = Uuid::new_v4().to_string();
-        h.insert(headers::COMMAND_ID, command.as_str());
-        h.insert(headers::OCCURRED_AT, at.to_string().as_str());
-        h.insert(headers::COMMAND_PART, "1/1");
+        let command_id = Uuid::new_v4();
+        let command = command_id.to_string();
+        let mut h = header_map(
+            EventMeta::lone(
+                &body,
+                Scope::Tenant(TenantId(tenant)),
+                ActorRef::Platform,
+                command_id,
+                at,
+            )
+            .to_headers(),
+        );
         h.insert(
             headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
             expected.to_string().as_str(),
@@ -369,15 +372,18 @@ async fn pace_keyed(
         interval.tick().await;
         let task = Uuid::new_v4();
         let body = task_created(at, usize::try_from(k).unwrap_or(0))?.encode();
-        let mut h = HeaderMap::new();
-        h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-        h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-        h.insert(headers::TENANT, tenant.to_string().as_str());
-        h.insert(headers::ACTOR, "platform");
-        let command = Uuid::new_v4().to_string();
-        h.insert(headers::COMMAND_ID, command.as_str());
-        h.insert(headers::OCCURRED_AT, at.to_string().as_str());
-        h.insert(headers::COMMAND_PART, "1/1");
+        let command_id = Uuid::new_v4();
+        let command = command_id.to_string();
+        let mut h = header_map(
+            EventMeta::lone(
+                &body,
+                Scope::Tenant(TenantId(tenant)),
+                ActorRef::Platform,
+                command_id,
+                at,
+            )
+            .to_headers(),
+        );
         h.insert(headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
         h.insert(headers::NATS_MSG_ID, command.as_str());
         let mut hash = 0xcbf2_9ce4_8422_2325u64;

@@ -27,7 +27,9 @@ mod mux;
 mod read;
 mod stream;
 
-pub use append::{AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound};
+pub use append::{
+    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound, header_map,
+};
 pub use connect::{connect_options, reconnect_delay, redact};
 pub use error::StoreError;
 pub use heads::{HeadReader, Heads};

@@ -10,11 +10,14 @@ use async_nats::HeaderMap;
 use common::{Harness, collect, world};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Event, EventBody};
-use talkwai_eventstore::{AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings};
+use talkwai_eventstore::{
+    AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings, header_map,
+};
 use talkwai_notifier::heal::Upkeep;
 use talkwai_notifier::{Notifier, announce, events, presence};
-use talkwai_proto::headers;
+use talkwai_proto::{ActorRef, EventMeta, Scope};
 use uuid::Uuid;
 
 /// A presence request; `None` when no reply came (the service is not reachable yet).
@@ -84,17 +87,16 @@ async fn append_task(store: &EventStore, tenant: Uuid) -> Uuid {
             "agent": null, "assignedTo": null, "createdBy": null, "createdByAdmin": null}}))
     .expect("an event body");
     let body = Event::decode(&body).expect("decodes").encode();
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-    h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-    h.insert(headers::TENANT, tenant.to_string().as_str());
-    h.insert(headers::ACTOR, "platform");
-    h.insert(headers::COMMAND_ID, Uuid::new_v4().to_string().as_str());
-    h.insert(
-        headers::OCCURRED_AT,
-        talkwai_notifier::events::now_ms().to_string().as_str(),
+    let h = header_map(
+        EventMeta::lone(
+            &body,
+            Scope::Tenant(TenantId(tenant)),
+            ActorRef::Platform,
+            Uuid::new_v4(),
+            talkwai_notifier::events::now_ms(),
+        )
+        .to_headers(),
     );
-    h.insert(headers::COMMAND_PART, "1/1");
     let appender = store.appender(AppenderConfig::default());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
