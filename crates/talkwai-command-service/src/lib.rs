@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! - [`config`]: settings from flags and `TALKWAI_*` environment variables.
-//! - [`handler`]: one command, end to end.
+//! - [`handler`]: one command, end to end, in named steps; `request`: parsing a request.
 //! - [`repo`]: aggregate state from the log, cached; facts and guards.
 //! - [`error`]: errors and their wire codes.
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
@@ -18,9 +18,9 @@
 pub mod config;
 pub mod error;
 pub mod handler;
-pub mod limit;
 pub mod ops;
 pub mod repo;
+mod request;
 
 use std::future::Future;
 use std::sync::Arc;
