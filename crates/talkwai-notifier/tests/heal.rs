@@ -10,14 +10,10 @@ use async_nats::HeaderMap;
 use common::{Harness, collect, world};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Event, EventBody};
-use talkwai_eventstore::{
-    AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings, header_map,
-};
+use talkwai_eventstore::{AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings};
 use talkwai_notifier::heal::Upkeep;
 use talkwai_notifier::{Notifier, announce, events, presence};
-use talkwai_proto::{ActorRef, EventMeta, Scope};
 use uuid::Uuid;
 
 /// A presence request; `None` when no reply came (the service is not reachable yet).
@@ -87,15 +83,10 @@ async fn append_task(store: &EventStore, tenant: Uuid) -> Uuid {
             "agent": null, "assignedTo": null, "createdBy": null, "createdByAdmin": null}}))
     .expect("an event body");
     let body = Event::decode(&body).expect("decodes").encode();
-    let h = header_map(
-        EventMeta::lone(
-            &body,
-            Scope::Tenant(TenantId(tenant)),
-            ActorRef::Platform,
-            Uuid::new_v4(),
-            talkwai_notifier::events::now_ms(),
-        )
-        .to_headers(),
+    let h = talkwai_testkit::services::lone_event_headers(
+        &body,
+        tenant,
+        talkwai_notifier::events::now_ms(),
     );
     let appender = store.appender(AppenderConfig::default());
     let deadline = Instant::now() + Duration::from_secs(20);

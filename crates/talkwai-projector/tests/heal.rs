@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{Stack, random_commands};
 use serde_json::json;
-use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Event, EventBody};
-use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound, header_map};
-use talkwai_proto::{ActorRef, EventMeta, Scope};
+use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -81,16 +79,7 @@ async fn append_tenant(stack: &Stack) -> Uuid {
         "data": {"at": 1_751_360_400_000i64, "name": "Healed", "domain": null, "status": "active"}}))
     .expect("an event body");
     let body = Event::decode(&body).expect("decodes").encode();
-    let h = header_map(
-        EventMeta::lone(
-            &body,
-            Scope::Tenant(TenantId(tenant)),
-            ActorRef::Platform,
-            Uuid::new_v4(),
-            1_751_360_400_000,
-        )
-        .to_headers(),
-    );
+    let h = talkwai_testkit::services::lone_event_headers(&body, tenant, 1_751_360_400_000);
     let appender = stack.store.appender(AppenderConfig::default());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

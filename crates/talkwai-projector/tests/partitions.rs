@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 use common::{Stack, random_commands};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Event, EventBody};
-use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound, header_map};
+use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
 use talkwai_projector::rebuild::{self, RebuildOptions};
-use talkwai_proto::{ActorRef, EventMeta, Scope};
 use talkwai_testkit::wait::poll_until;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -33,16 +31,7 @@ fn outbound(subject: &str, tenant: Uuid, body: Value) -> Outbound {
     let body: EventBody = serde_json::from_value(body).expect("an event body");
     let event = Event::decode(&body).unwrap_or_else(|e| panic!("{body:?} does not decode: {e}"));
     let body = event.encode();
-    let h = header_map(
-        EventMeta::lone(
-            &body,
-            Scope::Tenant(TenantId(tenant)),
-            ActorRef::Platform,
-            Uuid::new_v4(),
-            1_751_360_400_000,
-        )
-        .to_headers(),
-    );
+    let h = talkwai_testkit::services::lone_event_headers(&body, tenant, 1_751_360_400_000);
     Outbound {
         subject: subject.to_owned(),
         headers: h,
