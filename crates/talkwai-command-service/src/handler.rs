@@ -8,21 +8,18 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use lru::LruCache;
 use rand::Rng;
-use talkwai_auth::{Admission, Principal, PrincipalKind, RateLimitConfig, TokenVerifier};
-use talkwai_domain::enums::{AdminStatus, MemberStatus};
+use talkwai_auth::{Admission, Principal, RateLimitConfig, TokenVerifier};
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::values::Timestamp;
 use talkwai_domain::{
-    Actor, AggregateRef, AggregateState, Context, Decision, DomainError, EntityKind, ErrorCode,
-    Event, EventBody, FactKey, GuardKey, GuardState,
+    AggregateRef, Context, Decision, DomainError, ErrorCode, Event, EventBody, FactKey, GuardKey,
+    GuardState,
 };
 use talkwai_eventstore::{AppendAck, AppendError, AppendRequest, Appender, Outbound, header_map};
 use talkwai_proto::command_record::{self, CommandRecord};
@@ -31,8 +28,9 @@ use talkwai_proto::{CommandAccepted, Scope, headers, subject};
 use tokio::sync::Mutex;
 use tracing::{Instrument as _, Span, debug, field, info_span, warn};
 
+use crate::actor::{ActorPlan, Actors};
 use crate::error::ServiceError;
-use crate::repo::{GuardHead, Heads, Loaded, Repository, fact_subjects, guard_head};
+use crate::repo::{GuardHead, Heads, Loaded, Repository, fact_subjects};
 use crate::request::{Request, header};
 
 /// Number of per-aggregate lock stripes.
@@ -40,8 +38,6 @@ const STRIPES: usize = 4096;
 /// Longest a command whose append outcome is unknown waits for the connection to come back
 /// before answering `unavailable`.
 const RECONNECT_WAIT: Duration = Duration::from_secs(5);
-/// Users whose member or admin entity is remembered.
-const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
 
 /// Everything a command needs besides the request.
 pub struct Handler {
@@ -55,7 +51,7 @@ pub struct Handler {
     stripes: Vec<Mutex<()>>,
     /// Users resolved to their member or admin entity (checked against the link guard's head
     /// on every command).
-    actors: std::sync::Mutex<LruCache<ActorKey, KnownActor>>,
+    actors: Actors,
 }
 
 impl std::fmt::Debug for Handler {
@@ -189,7 +185,7 @@ impl Handler {
             admission: Admission::new(verifier),
             conflict_attempts: conflict_attempts.max(1),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            actors: std::sync::Mutex::new(LruCache::new(ACTOR_CACHE)),
+            actors: Actors::new(),
         }
     }
 
@@ -329,7 +325,7 @@ impl Handler {
     /// One attempt: read the heads, answer a known command id, decide once, encode.
     async fn attempt(&self, job: &Job<'_>, progress: &mut Progress) -> Result<Step, ServiceError> {
         let request = job.request;
-        let plan = self.actor_plan(&job.principal);
+        let plan = self.actors.plan(&job.principal);
         let heads = self.read_heads(job, progress, plan.as_ref()).await?;
         if progress.read_record
             && let Some(stored) = heads.get(&job.record_subject)
@@ -344,7 +340,10 @@ impl Handler {
                 None => progress.claimed = true,
             }
         }
-        let actor = self.resolve_actor(&job.principal, plan, &heads).await?;
+        let actor = self
+            .actors
+            .resolve(&self.repo, &job.principal, plan, &heads)
+            .await?;
         let head = if progress.read_target {
             heads.get(&job.subject).map(|m| m.seq)
         } else {
@@ -642,156 +641,6 @@ impl Handler {
         let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
         &self.stripes[index]
     }
-
-    /// What resolving `principal` needs read: its user link guard and, when a resolution is
-    /// cached, the entity it pointed to. `None` for the platform.
-    fn actor_plan(&self, principal: &Principal) -> Option<ActorPlan> {
-        let Principal::User(claims) = principal else {
-            return None;
-        };
-        let (guard, key) = match claims.kind {
-            PrincipalKind::Admin => (
-                GuardKey::UserAdmin(claims.sub),
-                ActorKey {
-                    user: claims.sub,
-                    admin: true,
-                    tenant: None,
-                },
-            ),
-            PrincipalKind::Member => (
-                GuardKey::UserMember(claims.sub),
-                ActorKey {
-                    user: claims.sub,
-                    admin: false,
-                    tenant: claims.tenant,
-                },
-            ),
-        };
-        let known = self
-            .actors
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key).copied());
-        Some(ActorPlan {
-            guard_subject: subject::guard(&guard),
-            key,
-            known,
-        })
-    }
-
-    /// Turns a verified principal into an actor with its current role and status from the log,
-    /// from the heads read for the command (a second read only when the user's link is new to
-    /// this instance or changed).
-    async fn resolve_actor(
-        &self,
-        principal: &Principal,
-        plan: Option<ActorPlan>,
-        heads: &Heads,
-    ) -> Result<Actor, ServiceError> {
-        let claims = match principal {
-            Principal::Platform => return Ok(Actor::Platform),
-            Principal::User(claims) => claims,
-        };
-        let Some(plan) = plan else {
-            return Ok(Actor::Platform);
-        };
-        let forbidden =
-            |message: &str| ServiceError::Domain(DomainError::Forbidden(message.to_owned()));
-        let (kind, tenant, unlinked) = match claims.kind {
-            PrincipalKind::Admin => (EntityKind::Admin, None, "user is not linked to an admin"),
-            PrincipalKind::Member => (
-                EntityKind::Member,
-                Some(
-                    claims
-                        .tenant
-                        .ok_or_else(|| forbidden("member token without tenant"))?,
-                ),
-                "user is not linked to a member",
-            ),
-        };
-        let guard = heads.get(&plan.guard_subject);
-        let guard_seq = guard.map_or(0, |m| m.seq);
-        let entity = match plan.known {
-            Some(known) if known.guard_seq == guard_seq => known.entity,
-            _ => {
-                let Some(owner) = guard_head(&plan.guard_subject, guard)?.owner else {
-                    self.forget_actor(&plan.key);
-                    return Err(forbidden(unlinked));
-                };
-                AggregateRef {
-                    kind,
-                    tenant,
-                    id: owner,
-                }
-            }
-        };
-        let loaded = match plan.known {
-            // Its entity's head was read with the others.
-            Some(known) if known.entity == entity => {
-                let head = heads.get(&subject::event(&entity)).map(|m| m.seq);
-                self.repo.load_at(entity, head).await?
-            }
-            _ => self.repo.load_current(entity).await?,
-        };
-        if let Ok(mut actors) = self.actors.lock() {
-            actors.put(plan.key, KnownActor { entity, guard_seq });
-        }
-        match &loaded.state {
-            AggregateState::Admin(id, state) => {
-                let admin = state
-                    .live()
-                    .ok_or_else(|| forbidden("admin no longer exists"))?;
-                Ok(Actor::Admin {
-                    user: claims.sub,
-                    admin: *id,
-                    role: admin.role,
-                    permissions: Some(admin.permissions.clone()),
-                    active: admin.status == AdminStatus::Active,
-                })
-            }
-            AggregateState::Member(_, id, state) => {
-                let member = state
-                    .live()
-                    .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
-                Ok(Actor::Member {
-                    user: claims.sub,
-                    member: *id,
-                    tenant: member.tenant,
-                    role: member.role,
-                    active: member.status == MemberStatus::Active,
-                })
-            }
-            _ => Err(forbidden(unlinked)),
-        }
-    }
-
-    fn forget_actor(&self, key: &ActorKey) {
-        if let Ok(mut actors) = self.actors.lock() {
-            actors.pop(key);
-        }
-    }
-}
-
-/// Whose resolution is cached: a user, as admin or as member of a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ActorKey {
-    user: talkwai_domain::ids::UserId,
-    admin: bool,
-    tenant: Option<TenantId>,
-}
-
-/// A user's resolved entity, and the sequence of the link guard it was read from.
-#[derive(Debug, Clone, Copy)]
-struct KnownActor {
-    entity: AggregateRef,
-    guard_seq: u64,
-}
-
-/// The reads resolving one principal needs.
-struct ActorPlan {
-    guard_subject: String,
-    key: ActorKey,
-    known: Option<KnownActor>,
 }
 
 /// Who wrote a command's messages, and when.
