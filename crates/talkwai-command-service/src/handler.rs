@@ -1,10 +1,11 @@
-//! Handling one command, in named steps: [`Request::parse`](crate::request) (subject, command
-//! id, body, scope), admission ([`talkwai_auth::Admission`]: token, rate limit, tenant fence),
-//! then, under the target's stripe lock, attempts until one lands ([`Handler::write`], the
-//! retry policy). Each attempt ([`Handler::attempt`]) reads every head it needs in one round
-//! trip, answers a known command id from the log (idempotency, see
-//! [`talkwai_proto::command_record`]), decides once and encodes the messages
-//! ([`Handler::encode`]); a landed append updates the cache ([`Handler::accepted`]).
+//! Handling one command, in named steps:
+//! 1. `Request::parse` (module `request`): subject, command id, body, scope;
+//! 2. admission ([`talkwai_auth::Admission`]): token, rate limit, tenant fence;
+//! 3. under the target's stripe lock, `write`, the retry policy, runs attempts until one lands
+//!    or the answer is known. Each `attempt` reads every head it needs in one round trip,
+//!    resolves the actor (module `actor`), answers a known command id from the log
+//!    (idempotency, see [`talkwai_proto::command_record`]), decides once, and `encode`s the
+//!    messages; `accepted` moves the cached aggregate on after a landed append.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
