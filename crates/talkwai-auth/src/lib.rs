@@ -9,7 +9,8 @@
 //! ([`keys`]). `exp`, `nbf`, `iss` and `aud` are checked for every algorithm. The token's `alg`
 //! chooses which configured key may verify it, and each key verifies only its own algorithm, so
 //! an HS256 token signed with a public key as the secret, `alg: none` or any other algorithm is
-//! refused. [`limit`] holds the per-tenant rate limiter the services apply after verification.
+//! refused. [`limit`] holds the per-tenant rate limiter the services apply after verification;
+//! [`admission`] puts token, rate limit and tenant fence in one step every service reuses.
 //!
 //! # Architecture invariant
 //! No network I/O: verification is pure over the token text, the keys and the clock; the only
@@ -24,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use talkwai_domain::ids::{TenantId, UserId};
 
+pub mod admission;
 pub mod keys;
 pub mod limit;
 
+pub use admission::{Admission, Refused};
 pub use keys::{KeyError, PublicKeys};
 pub use limit::{LimitKey, RateLimitConfig, RateLimited, TenantLimiter};
 

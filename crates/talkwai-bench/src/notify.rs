@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::HeaderMap;
 use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_eventstore::{EventStore, StreamSettings};
+use talkwai_domain::EventBody;
+use talkwai_domain::ids::TenantId;
+use talkwai_eventstore::{EventStore, StreamSettings, header_map};
 use talkwai_notifier::{Config, Notifier};
-use talkwai_proto::headers;
+use talkwai_proto::{ActorRef, EventMeta, Scope, headers};
 use talkwai_testkit::NatsServer;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -73,20 +74,7 @@ async fn pace(
             _ => event(json!({"type": "task.completed", "version": 1, "data": {"at": at}}))?,
         };
         let body = ev.encode();
-        let mut h = HeaderMap::new();
-        h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-        h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-        h.insert(headers::TENANT, tenant.to_string().as_str());
-        h.insert(headers::ACTOR, "platform");
-        let command = Uuid::new_v4().to_string();
-        h.insert(headers::COMMAND_ID, command.as_str());
-        h.insert(headers::OCCURRED_AT, at.to_string().as_str());
-        h.insert(headers::COMMAND_PART, "1/1");
-        h.insert(
-            headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expected.to_string().as_str(),
-        );
-        h.insert(headers::NATS_MSG_ID, command.as_str());
+        let (h, _) = direct_headers(&body, tenant, at, expected);
         let payload = serde_json::to_vec(&body)?;
         let t0 = Instant::now();
         let ack = js
@@ -369,17 +357,7 @@ async fn pace_keyed(
         interval.tick().await;
         let task = Uuid::new_v4();
         let body = task_created(at, usize::try_from(k).unwrap_or(0))?.encode();
-        let mut h = HeaderMap::new();
-        h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-        h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-        h.insert(headers::TENANT, tenant.to_string().as_str());
-        h.insert(headers::ACTOR, "platform");
-        let command = Uuid::new_v4().to_string();
-        h.insert(headers::COMMAND_ID, command.as_str());
-        h.insert(headers::OCCURRED_AT, at.to_string().as_str());
-        h.insert(headers::COMMAND_PART, "1/1");
-        h.insert(headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-        h.insert(headers::NATS_MSG_ID, command.as_str());
+        let (h, command) = direct_headers(&body, tenant, at, 0);
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         for b in command.bytes() {
             hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -512,4 +490,32 @@ async fn drained(client: &async_nats::Client, limit: Duration) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(None)
+}
+
+/// A lone event's headers in `tenant` as the command service writes them, with the
+/// concurrency header (`expected`) and a fresh command id as the dedupe id; and that id.
+fn direct_headers(
+    body: &EventBody,
+    tenant: Uuid,
+    at: i64,
+    expected: u64,
+) -> (async_nats::HeaderMap, String) {
+    let command_id = Uuid::new_v4();
+    let command = command_id.to_string();
+    let mut h = header_map(
+        EventMeta::lone(
+            body,
+            Scope::Tenant(TenantId(tenant)),
+            ActorRef::Platform,
+            command_id,
+            at,
+        )
+        .to_headers(),
+    );
+    h.insert(
+        headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        expected.to_string().as_str(),
+    );
+    h.insert(headers::NATS_MSG_ID, command.as_str());
+    (h, command)
 }

@@ -3,7 +3,10 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use talkwai_proto::headers;
+use talkwai_domain::ids::TenantId;
+use talkwai_eventstore::header_map;
+use talkwai_proto::Scope;
+use talkwai_proto::event::{ActorRef, CommandPart, EventMeta};
 use uuid::Uuid;
 
 /// The create-task command the command scenarios send (a seed-like `createTask`).
@@ -87,17 +90,16 @@ impl EventFactory {
     pub fn task_created(&self) -> EventMessage {
         let task = Uuid::new_v4();
         let command_id = Uuid::new_v4();
-        let mut map = HeaderMap::new();
-        map.insert(headers::EVENT_TYPE, "task.created");
-        map.insert(headers::EVENT_VERSION, "1");
-        map.insert(headers::TENANT, self.tenant.to_string().as_str());
-        map.insert(headers::ACTOR, format!("member:{}", self.member).as_str());
-        map.insert(headers::COMMAND_ID, command_id.to_string().as_str());
-        map.insert(headers::OCCURRED_AT, self.at.to_string().as_str());
-        map.insert(headers::COMMAND_PART, "1/1");
+        let meta = EventMeta {
+            actor: Some(ActorRef::Member(self.member)),
+            command_id: Some(command_id),
+            occurred_at: Some(i64::try_from(self.at).unwrap_or(i64::MAX)),
+            part: Some(CommandPart { index: 1, total: 1 }),
+            ..EventMeta::typed("task.created", 1, Scope::Tenant(TenantId(self.tenant)))
+        };
         EventMessage {
             subject: format!("talkwai.evt.{}.task.{task}", self.tenant),
-            headers: map,
+            headers: header_map(meta.to_headers()),
             payload: self.payload.clone(),
             command_id,
         }

@@ -19,13 +19,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Event, EventBody};
-use talkwai_eventstore::{AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings};
+use talkwai_eventstore::{
+    AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings, header_map,
+};
 use talkwai_projector::{Projector, rebuild, rows};
-use talkwai_proto::{EventSubject, headers};
+use talkwai_proto::{ActorRef, EventMeta, EventSubject, Scope};
 use talkwai_testkit::{NatsServer, Postgres};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -47,17 +49,16 @@ const REBUILD_TARGET: u64 = 1_000_000;
 
 fn outbound(subject: String, tenant: Uuid, event: &Event, expected: Option<u64>) -> Outbound {
     let body = event.encode();
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-    h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-    h.insert(headers::TENANT, tenant.to_string().as_str());
-    h.insert(headers::ACTOR, "platform");
-    h.insert(headers::COMMAND_ID, Uuid::new_v4().to_string().as_str());
-    h.insert(headers::OCCURRED_AT, "1751360400000");
-    h.insert(headers::COMMAND_PART, "1/1");
+    let meta = EventMeta::lone(
+        &body,
+        Scope::Tenant(TenantId(tenant)),
+        ActorRef::Platform,
+        Uuid::new_v4(),
+        1_751_360_400_000,
+    );
     Outbound {
         subject,
-        headers: h,
+        headers: header_map(meta.to_headers()),
         payload: serde_json::to_vec(&body).unwrap_or_default().into(),
         expected_last_subject_seq: expected,
     }

@@ -153,9 +153,14 @@ async fn a_poison_event_is_listed_and_retry_skip_moves_past_it() {
     // A `task.started` for a task that never existed, written behind the service's back.
     let ghost = Uuid::new_v4();
     let subject = format!("talkwai.evt.{}.task.{ghost}", w.tenant);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Talkwai-Event-Type", "task.started");
-    headers.insert("Talkwai-Event-Version", "1");
+    let headers = talkwai_eventstore::header_map(
+        talkwai_proto::EventMeta {
+            event_type: Some("task.started".into()),
+            version: Some(1),
+            ..Default::default()
+        }
+        .to_headers(),
+    );
     let body = json!({"type": "task.started", "version": 1, "data": {"at": 1_751_360_820_000i64}});
     let js = async_nats::jetstream::new(p.h.client.clone());
     let poison_seq = js

@@ -1,6 +1,6 @@
 //! The service's errors and the one place that maps them to wire codes.
 
-use talkwai_auth::{AuthError, RateLimited};
+use talkwai_auth::{AuthError, RateLimited, Refused};
 use talkwai_domain::{DecodeError, DomainError, ErrorCode, EvolveError};
 use talkwai_eventstore::StoreError;
 use talkwai_proto::ErrorBody;
@@ -40,6 +40,16 @@ pub enum ServiceError {
         /// What.
         message: String,
     },
+}
+
+impl From<Refused> for ServiceError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Token(err) => Self::Auth(err),
+            Refused::RateLimited(limited) => Self::RateLimited(limited),
+            Refused::OutsideTenant => Self::Domain(DomainError::Forbidden(refused.to_string())),
+        }
+    }
 }
 
 impl From<StoreError> for ServiceError {

@@ -1,56 +1,58 @@
-//! Handling one command: decode, authenticate, decide, append, answer.
+//! Handling one command, in named steps:
+//! 1. `Request::parse` (module `request`): subject, command id, body, scope;
+//! 2. admission ([`talkwai_auth::Admission`]): token, rate limit, tenant fence;
+//! 3. under the target's stripe lock, `write`, the retry policy, runs attempts until one lands
+//!    or the answer is known. Each `attempt` reads every head it needs in one round trip,
+//!    resolves the actor (module `actor`), answers a known command id from the log
+//!    (idempotency, see [`talkwai_proto::command_record`]), decides once, and `encode`s the
+//!    messages; `accepted` moves the cached aggregate on after a landed append.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use lru::LruCache;
 use rand::Rng;
-use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
-use talkwai_domain::enums::{AdminStatus, MemberStatus};
+use talkwai_auth::{Admission, Principal, RateLimitConfig, TokenVerifier};
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::values::Timestamp;
 use talkwai_domain::{
-    Actor, AggregateRef, AggregateState, Context, DomainError, EntityKind, ErrorCode, GuardKey,
+    AggregateRef, Context, Decision, DomainError, ErrorCode, Event, EventBody, FactKey, GuardKey,
     GuardState,
 };
-use talkwai_eventstore::{AppendError, AppendRequest, Appender, Outbound};
+use talkwai_eventstore::{AppendAck, AppendError, AppendRequest, Appender, Outbound, header_map};
 use talkwai_proto::command_record::{self, CommandRecord};
-use talkwai_proto::envelope::actor_header;
-use talkwai_proto::{
-    CommandAccepted, CommandSubject, ErrorBody, Scope, decode_command, headers, subject,
-};
+use talkwai_proto::event::{ActorRef, CommandPart, EventMeta};
+use talkwai_proto::{CommandAccepted, Scope, headers, subject};
 use tokio::sync::Mutex;
 use tracing::{Instrument as _, Span, debug, field, info_span, warn};
-use uuid::Uuid;
 
+use crate::actor::{ActorPlan, Actors};
 use crate::error::ServiceError;
-use crate::repo::{GuardHead, Heads, Repository, fact_subjects, guard_head};
+use crate::repo::{GuardHead, Heads, Loaded, Repository, fact_subjects};
+use crate::request::{Request, header};
 
 /// Number of per-aggregate lock stripes.
 const STRIPES: usize = 4096;
 /// Longest a command whose append outcome is unknown waits for the connection to come back
 /// before answering `unavailable`.
 const RECONNECT_WAIT: Duration = Duration::from_secs(5);
-/// Users whose member or admin entity is remembered.
-const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
 
 /// Everything a command needs besides the request.
 pub struct Handler {
     repo: Repository,
     appender: Appender,
-    verifier: TokenVerifier,
+    /// Token, per-tenant rate limit and tenant fence, checked before anything is read.
+    admission: Admission,
     conflict_attempts: u32,
     /// Commands on one aggregate are decided one at a time in this instance, so they do not
     /// conflict with each other; instances still race, and the expected sequence settles that.
     stripes: Vec<Mutex<()>>,
     /// Users resolved to their member or admin entity (checked against the link guard's head
     /// on every command).
-    actors: std::sync::Mutex<LruCache<ActorKey, KnownActor>>,
-    /// Per-tenant allowance, spent in admission (see [`crate::limit`]).
-    pub(crate) limiter: talkwai_auth::TenantLimiter,
+    actors: Actors,
 }
 
 impl std::fmt::Debug for Handler {
@@ -79,8 +81,95 @@ fn now_ms() -> Timestamp {
     Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
-    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+/// An admitted command: what every attempt at writing it shares.
+struct Job<'a> {
+    request: &'a Request<'a>,
+    principal: Principal,
+    /// The addressed aggregate.
+    target: AggregateRef,
+    /// Its event subject.
+    subject: String,
+    /// The subject of the command id's record.
+    record_subject: String,
+    /// What the record compares a resent command with.
+    fingerprint: String,
+    /// The facts the decider needs.
+    keys: Vec<FactKey>,
+    /// `traceparent` (and `tracestate`) every message carries.
+    trace: HeaderMap,
+}
+
+impl<'a> Job<'a> {
+    fn new(request: &'a Request<'a>, principal: Principal, trace: HeaderMap) -> Self {
+        let scope = request.scope.tenant();
+        let target = request.command.target(scope);
+        Self {
+            principal,
+            target,
+            subject: subject::event(&target),
+            record_subject: command_record::subject(request.scope, request.command_id),
+            fingerprint: command_record::fingerprint(request.subject, request.payload),
+            keys: request.command.requirements(scope),
+            trace,
+            request,
+        }
+    }
+
+    /// The tenant of the command's scope (`None`: the platform).
+    fn scope(&self) -> Option<TenantId> {
+        self.request.scope.tenant()
+    }
+
+    /// The answer of a command that wrote nothing to an aggregate at `loaded`.
+    fn unchanged(&self, loaded: &Loaded) -> CommandAccepted {
+        CommandAccepted {
+            id: self.target.id,
+            version: loaded.state.version(),
+            events: Vec::new(),
+            seq: loaded.last_seq,
+        }
+    }
+}
+
+/// What the attempts at one command have learnt so far.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Whether an attempt reads the target's head. Under load, a create of an aggregate this
+    /// instance does not hold is decided on an empty one without reading it: the append
+    /// expects the subject to be empty, so a taken id is refused and the next attempt reads
+    /// the subject (finding the original outcome or the existing aggregate). When nothing else
+    /// is being written the command will be written alone, its record (a claim) before its
+    /// events, and the head is read first so a refused create leaves no claim behind.
+    read_target: bool,
+    /// Whether an attempt reads the command id's record: after any refused or unknown append,
+    /// and when the target's history already names the command id. A first attempt needs no
+    /// read: its append expects the record's subject to be empty.
+    read_record: bool,
+    /// Whether the log already holds this command's record (a claim whose events did not
+    /// land): then only the events are appended.
+    claimed: bool,
+}
+
+/// Where one attempt got to.
+enum Step {
+    /// The answer is known without writing: a resent command, or a claim with nothing left to
+    /// append.
+    Answered(CommandAccepted),
+    /// The target's history names the command id: read its record and try again (no attempt
+    /// spent).
+    ReadRecord,
+    /// The messages to append, and what a landed append makes of the aggregate.
+    Append(AppendRequest, Decided),
+}
+
+/// A decision, encoded.
+struct Decided {
+    /// The aggregate it was decided on.
+    loaded: Arc<Loaded>,
+    /// Its events.
+    events: Vec<Event>,
+    /// Their bodies, as appended and answered.
+    bodies: Vec<EventBody>,
 }
 
 impl Handler {
@@ -94,12 +183,18 @@ impl Handler {
         Self {
             repo,
             appender,
-            verifier,
+            admission: Admission::new(verifier),
             conflict_attempts: conflict_attempts.max(1),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            actors: std::sync::Mutex::new(LruCache::new(ACTOR_CACHE)),
-            limiter: talkwai_auth::TenantLimiter::off(),
+            actors: Actors::new(),
         }
+    }
+
+    /// Refuses a tenant's commands with `rate_limited` beyond `limits` (`0` per second: off);
+    /// a refused command appends nothing.
+    pub fn with_rate_limit(mut self, limits: RateLimitConfig) -> Self {
+        self.admission = self.admission.with_rate_limit(limits);
+        self
     }
 
     /// Handles one command request; returns the reply body and headers.
@@ -148,305 +243,58 @@ impl Handler {
         (Bytes::from(bytes), reply_headers)
     }
 
-    async fn run(&self, request: &Incoming<'_>) -> Result<CommandAccepted, ServiceError> {
-        let parsed = CommandSubject::parse(request.subject).map_err(|e| {
-            let field = match e {
-                talkwai_proto::SubjectError::InvalidScope(_) => "tenant",
-                _ => "subject",
-            };
-            ServiceError::Request(
-                ErrorBody::new(ErrorCode::ValidationFailed, e.to_string()).with_field(field),
-            )
-        })?;
-        let command_id = header(request.headers, headers::COMMAND_ID)
-            .ok_or_else(|| {
-                ServiceError::Request(
-                    ErrorBody::new(ErrorCode::ValidationFailed, "missing command id header")
-                        .with_field(headers::COMMAND_ID),
-                )
-            })?
-            .parse::<Uuid>()
-            .map_err(|_| {
-                ServiceError::Request(
-                    ErrorBody::new(ErrorCode::ValidationFailed, "command id must be a UUID")
-                        .with_field(headers::COMMAND_ID),
-                )
-            })?;
+    /// Parse, admit, then write under the target's stripe lock.
+    async fn run(&self, incoming: &Incoming<'_>) -> Result<CommandAccepted, ServiceError> {
         let span = Span::current();
-        span.record("aggregate", parsed.aggregate.to_string().as_str());
-        span.record("action", parsed.action.as_str());
-        span.record("command_id", command_id.to_string().as_str());
-        let command = decode_command(&parsed, request.payload).map_err(ServiceError::Request)?;
-        match (command.is_platform(), parsed.scope) {
-            (true, Scope::Tenant(_)) => {
-                return Err(ServiceError::Request(
-                    ErrorBody::new(
-                        ErrorCode::ValidationFailed,
-                        format!(
-                            "{} is a platform command: send it on talkwai.cmd.platform.{}.{}",
-                            command.permission(),
-                            parsed.aggregate,
-                            parsed.action
-                        ),
-                    )
-                    .with_field("subject"),
-                ));
-            }
-            (false, Scope::Platform) => {
-                return Err(ServiceError::Request(
-                    ErrorBody::new(
-                        ErrorCode::ValidationFailed,
-                        format!(
-                            "{} is a tenant command: send it on talkwai.cmd.<tenant>.{}.{}",
-                            command.permission(),
-                            parsed.aggregate,
-                            parsed.action
-                        ),
-                    )
-                    .with_field("subject"),
-                ));
-            }
-            _ => {}
-        }
+        let request = Request::parse(incoming.subject, incoming.headers, incoming.payload, &span)?;
         let principal = self
-            .verifier
-            .verify_header(header(request.headers, headers::AUTHORIZATION))?;
-        self.admit(&principal, parsed.scope.tenant())?;
-        let scope = parsed.scope.tenant();
-        let target = command.target(scope);
-        let trace = trace_context(&span, request.headers);
-        let keys = command.requirements(scope);
+            .admission
+            .admit_to(request.authorization, request.scope.tenant())?;
+        let job = Job::new(&request, principal, trace_context(&span, incoming.headers));
+        let _guard = self.stripe(&job.target).lock().await;
+        self.write(&job).await
+    }
 
-        let _guard = self.stripe(&target).lock().await;
-        let subject = subject::event(&target);
-        let record_subject = command_record::subject(parsed.scope, command_id);
-        let fingerprint = command_record::fingerprint(request.subject, request.payload);
-        // Under load, a create of an aggregate this instance does not hold is decided on an
-        // empty one without reading its head: the append expects the subject to be empty, so a
-        // taken id is refused and the next attempt reads the subject (finding the original
-        // outcome or the existing aggregate). When nothing else is being written the command
-        // will be written alone, its record (a claim) before its events, and the head is read
-        // first so a refused create leaves no claim behind.
-        let mut read_target =
-            command.action() != "create" || self.repo.holds(&subject) || self.appender.idle();
-        // Whether this attempt reads the command id's record: after any refused or unknown
-        // append, and when the target's history already names the command id. A first attempt
-        // needs no read: its append expects the record's subject to be empty.
-        let mut read_record = false;
-        // Whether the log already holds this command's record (a claim whose events did not
-        // land): then only the events are appended.
-        let mut claimed = false;
+    /// The retry policy: attempts until an append lands or the answer is known. A conflict
+    /// that is not a race (a create's subject was taken, the command id is known) is read
+    /// again at once; a race backs off and decides again, at most `conflict_attempts` times;
+    /// an append of unknown outcome waits for the connection and reads the record.
+    async fn write(&self, job: &Job<'_>) -> Result<CommandAccepted, ServiceError> {
+        let mut progress = Progress {
+            read_target: job.request.command.action() != "create"
+                || self.repo.holds(&job.subject)
+                || self.appender.idle(),
+            read_record: false,
+            claimed: false,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // One round trip for every head this command depends on: the target, its facts,
-            // the actor's user link guard and (when its resolution is cached) the actor's entity.
-            let plan = self.actor_plan(&principal);
-            let mut subjects = Vec::with_capacity(keys.len() + 4);
-            if read_target {
-                subjects.push(subject.clone());
-            }
-            if read_record {
-                subjects.push(record_subject.clone());
-            }
-            subjects.extend(fact_subjects(&keys, scope));
-            if let Some(plan) = &plan {
-                subjects.push(plan.guard_subject.clone());
-                if let Some(known) = plan.known {
-                    subjects.push(subject::event(&known.entity));
-                }
-            }
-            let heads = self.repo.heads(subjects).await?;
-            if read_record && let Some(stored) = heads.get(&record_subject) {
-                // The id already names a command: this one, resent, or another.
-                match self
-                    .recorded_outcome(&record_subject, stored, &fingerprint, target)
-                    .await?
-                {
-                    Some(outcome) => return Ok(outcome),
-                    // Our own claim, whose events did not land: decide and append them.
-                    None => claimed = true,
-                }
-            }
-            let actor = self.resolve_actor(&principal, plan, &heads).await?;
-            let head = if read_target {
-                heads.get(&subject).map(|m| m.seq)
-            } else {
-                None
-            };
-            let loaded = self.repo.load_at(target, head).await?;
-            if let Some(record) = loaded.commands.get(&command_id) {
-                if !read_record {
-                    // The history names this id: compare with its record before answering.
-                    read_record = true;
+            let (request, decided) = match self.attempt(job, &mut progress).await? {
+                Step::Answered(accepted) => return Ok(accepted),
+                Step::ReadRecord => {
+                    progress.read_record = true;
                     attempt -= 1;
                     continue;
                 }
-                // Its events landed (and, for histories written before command records
-                // existed, there is no record): the history is the outcome.
-                return Ok(CommandAccepted {
-                    id: target.id,
-                    version: record.version,
-                    events: record.events.clone(),
-                    seq: record.seq,
-                });
-            }
-            let (facts, mut guard_heads) = self.repo.facts_at(&keys, scope, &heads).await?;
-            let ctx = Context {
-                now: now_ms(),
-                actor: &actor,
-                tenant: scope,
-                facts: &facts,
-            };
-            let decision = talkwai_domain::decide(&loaded.state, command.clone(), &ctx)?;
-            // Guards the decision touches but the requirements did not load (releases).
-            let missing: Vec<GuardKey> = decision
-                .guards
-                .iter()
-                .map(|g| g.key.clone())
-                .filter(|k| !guard_heads.contains_key(k))
-                .collect();
-            if !missing.is_empty() {
-                guard_heads.extend(self.repo.guard_heads(&missing).await?);
-            }
-            let version = loaded.state.version() + decision.events.len() as u64;
-            let record = CommandRecord {
-                command: request.subject.to_owned(),
-                fingerprint: fingerprint.clone(),
-                target: subject.clone(),
-                events: u32::try_from(decision.events.len()).unwrap_or(u32::MAX),
-                version,
-                seq: decision.events.is_empty().then_some(loaded.last_seq),
-            };
-            if claimed && decision.events.is_empty() {
-                return Ok(CommandAccepted {
-                    id: target.id,
-                    version: loaded.state.version(),
-                    events: Vec::new(),
-                    seq: loaded.last_seq,
-                });
-            }
-            let actor_text = actor_header(&actor);
-            let at = ctx.now;
-            // Parts count the record as part 1 even when it is already in the log (a claim being
-            // completed), so a command's parts are whole however it was written.
-            let total = 1 + decision.events.len() + decision.guards.len();
-            let meta = |part: usize| MessageMeta {
-                command_id,
-                actor: &actor_text,
-                at,
-                part: (part, total),
-                trace: &trace,
-            };
-            let mut messages = Vec::with_capacity(total);
-            // The record comes first: written alone, it is the claim that must land before the
-            // events (see `AppendRequest::claim_first`).
-            if !claimed {
-                messages.push(Self::record_message(
-                    &record_subject,
-                    parsed.scope.tenant(),
-                    &record,
-                    meta(1),
-                ));
-            }
-            let mut bodies = Vec::with_capacity(decision.events.len());
-            for (index, event) in decision.events.iter().enumerate() {
-                let body = event.encode();
-                messages.push(Self::message(
-                    &subject,
-                    target.tenant,
-                    &body,
-                    (index == 0).then_some(loaded.last_seq),
-                    meta(index + 2),
-                )?);
-                bodies.push(body);
-            }
-            for (index, change) in decision.guards.iter().enumerate() {
-                let head = guard_heads.get(&change.key).copied().unwrap_or(GuardHead {
-                    owner: None,
-                    seq: 0,
-                });
-                let mut state = GuardState { owner: head.owner };
-                if let Err(err) = state.apply(&change.event) {
-                    // A claim on a taken guard is refused by the decider; a release of a guard
-                    // we do not hold means there is nothing to release.
-                    if matches!(change.event, talkwai_domain::GuardEvent::Claimed { .. }) {
-                        return Err(ServiceError::Domain(DomainError::AlreadyExists {
-                            field: None,
-                            message: format!("unique value is taken: {err}"),
-                        }));
-                    }
-                    warn!(guard = change.key.kind(), error = %err, "skipping release of a guard not held");
-                    continue;
-                }
-                let body = change.event.encode();
-                messages.push(Self::message(
-                    &subject::guard(&change.key),
-                    change.key.tenant(),
-                    &body,
-                    Some(head.seq),
-                    meta(decision.events.len() + 2 + index),
-                )?);
-            }
-            // No `Nats-Msg-Id`: the record's expectation is the deduplication, for ever and
-            // across aggregates, where the server's window is neither.
-            let request = AppendRequest {
-                messages,
-                dedupe_id: None,
-                claim_first: !claimed,
+                Step::Append(request, decided) => (request, decided),
             };
             let append = info_span!("append", messages = request.messages.len(), attempt);
             let append_started = std::time::Instant::now();
             let appended = self.appender.append(request).instrument(append).await;
             crate::ops::append_done(&appended, append_started);
             match appended {
-                Ok(ack) => {
-                    if bodies.is_empty() {
-                        return Ok(CommandAccepted {
-                            id: target.id,
-                            version: loaded.state.version(),
-                            events: Vec::new(),
-                            seq: loaded.last_seq,
-                        });
-                    }
-                    let mut next = loaded;
-                    let last_event_seq = ack.first_seq + bodies.len() as u64 - 1;
-                    for event in &decision.events {
-                        if let Err(err) = talkwai_domain::apply(&mut next.state, event) {
-                            // The decider and evolve disagree: a bug. The log is fine; drop
-                            // the cached state so the next command reloads it.
-                            self.repo.forget(&subject);
-                            return Err(ServiceError::evolve(&subject, &err));
-                        }
-                    }
-                    next.last_seq = last_event_seq;
-                    let version = next.state.version();
-                    next.commands.insert(
-                        command_id,
-                        crate::repo::CommandRecord {
-                            version,
-                            seq: last_event_seq,
-                            events: bodies.clone(),
-                        },
-                    );
-                    self.repo.remember(subject.clone(), next);
-                    return Ok(CommandAccepted {
-                        id: target.id,
-                        version,
-                        events: bodies,
-                        seq: last_event_seq,
-                    });
-                }
-                Err(AppendError::Conflict(_)) if !read_target || !read_record => {
+                Ok(ack) => return self.accepted(job, decided, &ack),
+                Err(AppendError::Conflict(_)) if !progress.read_target || !progress.read_record => {
                     // A create's subject was not empty, or the command id is taken: not a
                     // race, so no attempt is spent and no backoff; read them this time.
-                    read_target = true;
-                    read_record = true;
+                    progress.read_target = true;
+                    progress.read_record = true;
                     attempt -= 1;
                 }
                 Err(AppendError::Conflict(reason)) => {
-                    debug!(%subject, attempt, %reason, "conflict, deciding again");
-                    self.repo.forget(&subject);
+                    debug!(subject = %job.subject, attempt, %reason, "conflict, deciding again");
+                    self.repo.forget(&job.subject);
                     if attempt >= self.conflict_attempts {
                         return Err(ServiceError::Conflict(attempt));
                     }
@@ -455,10 +303,10 @@ impl Handler {
                 }
                 Err(AppendError::Unknown(reason)) => {
                     // The write may have landed: the record says so if it did.
-                    warn!(%subject, %reason, "append outcome unknown, re-reading the log");
-                    self.repo.forget(&subject);
-                    read_target = true;
-                    read_record = true;
+                    warn!(subject = %job.subject, %reason, "append outcome unknown, re-reading the log");
+                    self.repo.forget(&job.subject);
+                    progress.read_target = true;
+                    progress.read_record = true;
                     if attempt >= self.conflict_attempts {
                         return Err(ServiceError::Store(reason));
                     }
@@ -473,6 +321,279 @@ impl Handler {
                 }
             }
         }
+    }
+
+    /// One attempt: read the heads, answer a known command id, decide once, encode.
+    async fn attempt(&self, job: &Job<'_>, progress: &mut Progress) -> Result<Step, ServiceError> {
+        let request = job.request;
+        let plan = self.actors.plan(&job.principal);
+        let heads = self.read_heads(job, progress, plan.as_ref()).await?;
+        if progress.read_record
+            && let Some(stored) = heads.get(&job.record_subject)
+        {
+            // The id already names a command: this one, resent, or another.
+            match self
+                .recorded_outcome(&job.record_subject, stored, &job.fingerprint, job.target)
+                .await?
+            {
+                Some(outcome) => return Ok(Step::Answered(outcome)),
+                // Our own claim, whose events did not land: decide and append them.
+                None => progress.claimed = true,
+            }
+        }
+        let actor = self
+            .actors
+            .resolve(&self.repo, &job.principal, plan, &heads)
+            .await?;
+        let head = if progress.read_target {
+            heads.get(&job.subject).map(|m| m.seq)
+        } else {
+            None
+        };
+        let loaded = self.repo.load_at(job.target, head).await?;
+        if let Some(record) = loaded.commands.get(&request.command_id) {
+            if !progress.read_record {
+                // The history names this id: compare with its record before answering.
+                return Ok(Step::ReadRecord);
+            }
+            // Its events landed (and, for histories written before command records existed,
+            // there is no record): the history is the outcome.
+            return Ok(Step::Answered(CommandAccepted {
+                id: job.target.id,
+                version: record.version,
+                events: record.events.clone(),
+                seq: record.seq,
+            }));
+        }
+        let (facts, mut guard_heads) = self.repo.facts_at(&job.keys, job.scope(), &heads).await?;
+        let ctx = Context {
+            now: now_ms(),
+            actor: &actor,
+            tenant: job.scope(),
+            facts: &facts,
+        };
+        let decision = talkwai_domain::decide(&loaded.state, request.command.clone(), &ctx)?;
+        // Guards the decision touches but the requirements did not load (releases).
+        let missing: Vec<GuardKey> = decision
+            .guards
+            .iter()
+            .map(|g| g.key.clone())
+            .filter(|k| !guard_heads.contains_key(k))
+            .collect();
+        if !missing.is_empty() {
+            guard_heads.extend(self.repo.guard_heads(&missing).await?);
+        }
+        if progress.claimed && decision.events.is_empty() {
+            return Ok(Step::Answered(job.unchanged(&loaded)));
+        }
+        let author = Author {
+            actor: ActorRef::from(&actor),
+            at: ctx.now,
+        };
+        let (messages, bodies) = Self::encode(
+            job,
+            progress.claimed,
+            &loaded,
+            &decision,
+            &guard_heads,
+            author,
+        )?;
+        // No `Nats-Msg-Id`: the record's expectation is the deduplication, for ever and
+        // across aggregates, where the server's window is neither.
+        let append = AppendRequest {
+            messages,
+            dedupe_id: None,
+            claim_first: !progress.claimed,
+        };
+        Ok(Step::Append(
+            append,
+            Decided {
+                loaded,
+                events: decision.events,
+                bodies,
+            },
+        ))
+    }
+
+    /// One round trip for every head this attempt depends on: the target (unless skipped), the
+    /// command id's record (when it must be read), its facts, the actor's user link guard and
+    /// (when its resolution is cached) the actor's entity.
+    async fn read_heads(
+        &self,
+        job: &Job<'_>,
+        progress: &Progress,
+        plan: Option<&ActorPlan>,
+    ) -> Result<Arc<Heads>, ServiceError> {
+        let mut subjects = Vec::with_capacity(job.keys.len() + 4);
+        if progress.read_target {
+            subjects.push(job.subject.clone());
+        }
+        if progress.read_record {
+            subjects.push(job.record_subject.clone());
+        }
+        subjects.extend(fact_subjects(&job.keys, job.scope()));
+        if let Some(plan) = plan {
+            subjects.push(plan.guard_subject.clone());
+            if let Some(known) = plan.known {
+                subjects.push(subject::event(&known.entity));
+            }
+        }
+        self.repo.heads(subjects).await
+    }
+
+    /// The messages of a decision: the command's record (unless `claimed`: already in the
+    /// log), its events on the target, then its guard changes; and the events' bodies.
+    fn encode(
+        job: &Job<'_>,
+        claimed: bool,
+        loaded: &Loaded,
+        decision: &Decision<Event>,
+        guard_heads: &HashMap<GuardKey, GuardHead>,
+        author: Author,
+    ) -> Result<(Vec<Outbound>, Vec<EventBody>), ServiceError> {
+        let request = job.request;
+        // Parts count the record as part 1 even when it is already in the log (a claim being
+        // completed), so a command's parts are whole however it was written.
+        let total = 1 + decision.events.len() + decision.guards.len();
+        let headers = |event_type: &str, version: u32, tenant: Option<TenantId>, part: usize| {
+            let meta = EventMeta {
+                actor: Some(author.actor),
+                command_id: Some(request.command_id),
+                occurred_at: Some(author.at.0),
+                part: Some(CommandPart {
+                    index: u32::try_from(part).unwrap_or(u32::MAX),
+                    total: u32::try_from(total).unwrap_or(u32::MAX),
+                }),
+                ..EventMeta::typed(
+                    event_type,
+                    version,
+                    tenant.map_or(Scope::Platform, Scope::Tenant),
+                )
+            };
+            let mut headers = header_map(meta.to_headers());
+            for (name, values) in job.trace.iter() {
+                for value in values {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            headers
+        };
+        let mut messages = Vec::with_capacity(total);
+        // The record comes first: written alone, it is the claim that must land before the
+        // events (see `AppendRequest::claim_first`). `Talkwai-Tenant` is the scope of the
+        // subject a message is written to (a `tenant.created` on the new tenant's subject
+        // names that tenant).
+        if !claimed {
+            let record = CommandRecord {
+                command: request.subject.to_owned(),
+                fingerprint: job.fingerprint.clone(),
+                target: job.subject.clone(),
+                events: u32::try_from(decision.events.len()).unwrap_or(u32::MAX),
+                version: loaded.state.version() + decision.events.len() as u64,
+                seq: decision.events.is_empty().then_some(loaded.last_seq),
+            };
+            messages.push(Outbound {
+                subject: job.record_subject.clone(),
+                headers: headers(
+                    command_record::RECORD_TYPE,
+                    command_record::RECORD_VERSION,
+                    job.scope(),
+                    1,
+                ),
+                payload: record.encode().into(),
+                expected_last_subject_seq: Some(0),
+            });
+        }
+        let mut bodies = Vec::with_capacity(decision.events.len());
+        for (index, event) in decision.events.iter().enumerate() {
+            let body = event.encode();
+            messages.push(Outbound {
+                subject: job.subject.clone(),
+                headers: headers(&body.event_type, body.version, job.target.tenant, index + 2),
+                payload: payload(&job.subject, &body)?,
+                expected_last_subject_seq: (index == 0).then_some(loaded.last_seq),
+            });
+            bodies.push(body);
+        }
+        for (index, change) in decision.guards.iter().enumerate() {
+            let head = guard_heads.get(&change.key).copied().unwrap_or(GuardHead {
+                owner: None,
+                seq: 0,
+            });
+            let mut state = GuardState { owner: head.owner };
+            if let Err(err) = state.apply(&change.event) {
+                // A claim on a taken guard is refused by the decider; a release of a guard
+                // we do not hold means there is nothing to release.
+                if matches!(change.event, talkwai_domain::GuardEvent::Claimed { .. }) {
+                    return Err(ServiceError::Domain(DomainError::AlreadyExists {
+                        field: None,
+                        message: format!("unique value is taken: {err}"),
+                    }));
+                }
+                warn!(guard = change.key.kind(), error = %err, "skipping release of a guard not held");
+                continue;
+            }
+            let body = change.event.encode();
+            let guard_subject = subject::guard(&change.key);
+            messages.push(Outbound {
+                payload: payload(&guard_subject, &body)?,
+                headers: headers(
+                    &body.event_type,
+                    body.version,
+                    change.key.tenant(),
+                    decision.events.len() + 2 + index,
+                ),
+                subject: guard_subject,
+                expected_last_subject_seq: Some(head.seq),
+            });
+        }
+        Ok((messages, bodies))
+    }
+
+    /// The answer to a landed append; the aggregate, moved on by its events, is cached.
+    fn accepted(
+        &self,
+        job: &Job<'_>,
+        decided: Decided,
+        ack: &AppendAck,
+    ) -> Result<CommandAccepted, ServiceError> {
+        let Decided {
+            loaded,
+            events,
+            bodies,
+        } = decided;
+        if bodies.is_empty() {
+            return Ok(job.unchanged(&loaded));
+        }
+        let last_event_seq = ack.first_seq + bodies.len() as u64 - 1;
+        // The cached copy is about to be replaced: drop it first so the state is moved on in
+        // place, not copied, unless a concurrent reader still holds it.
+        self.repo.forget(&job.subject);
+        let mut next = Arc::unwrap_or_clone(loaded);
+        for event in &events {
+            if let Err(err) = talkwai_domain::apply(&mut next.state, event) {
+                // The decider and evolve disagree: a bug. The log is fine; the cached state is
+                // already dropped, so the next command reloads it.
+                return Err(ServiceError::evolve(&job.subject, &err));
+            }
+        }
+        next.last_seq = last_event_seq;
+        let version = next.state.version();
+        next.commands.insert(
+            job.request.command_id,
+            crate::repo::CommandRecord {
+                version,
+                seq: last_event_seq,
+                events: bodies.clone(),
+            },
+        );
+        self.repo.remember(job.subject.clone(), next);
+        Ok(CommandAccepted {
+            id: job.target.id,
+            version,
+            events: bodies,
+            seq: last_event_seq,
+        })
     }
 
     /// The answer to a command whose id the log already records: the original outcome when
@@ -504,9 +625,7 @@ impl Handler {
             }));
         }
         let loaded = self.repo.load_current(target).await?;
-        let command_id = stored
-            .header(headers::COMMAND_ID)
-            .and_then(|v| v.parse::<Uuid>().ok());
+        let command_id = EventMeta::from_headers(|name| stored.header(name)).command_id;
         Ok(command_id
             .and_then(|id| loaded.commands.get(&id))
             .map(|found| CommandAccepted {
@@ -523,235 +642,23 @@ impl Handler {
         let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
         &self.stripes[index]
     }
+}
 
-    /// One event or guard message of a command. `Talkwai-Tenant` is the scope of the subject
-    /// it is written to (a `tenant.created` on the new tenant's subject names that tenant).
-    fn message(
-        subject: &str,
-        tenant: Option<TenantId>,
-        body: &talkwai_domain::EventBody,
-        expected: Option<u64>,
-        meta: MessageMeta<'_>,
-    ) -> Result<Outbound, ServiceError> {
-        let payload = serde_json::to_vec(body).map_err(|e| ServiceError::Corrupt {
+/// Who wrote a command's messages, and when.
+#[derive(Debug, Clone, Copy)]
+struct Author {
+    actor: ActorRef,
+    at: Timestamp,
+}
+
+/// An event or guard body as appended.
+fn payload(subject: &str, body: &EventBody) -> Result<Bytes, ServiceError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ServiceError::Corrupt {
             subject: subject.to_owned(),
             message: e.to_string(),
-        })?;
-        Ok(Outbound {
-            subject: subject.to_owned(),
-            headers: meta.headers(&body.event_type, body.version, tenant),
-            payload: payload.into(),
-            expected_last_subject_seq: expected,
         })
-    }
-
-    /// The command's record, appended expecting its subject to be empty.
-    fn record_message(
-        subject: &str,
-        tenant: Option<TenantId>,
-        record: &CommandRecord,
-        meta: MessageMeta<'_>,
-    ) -> Outbound {
-        Outbound {
-            subject: subject.to_owned(),
-            headers: meta.headers(
-                command_record::RECORD_TYPE,
-                command_record::RECORD_VERSION,
-                tenant,
-            ),
-            payload: record.encode().into(),
-            expected_last_subject_seq: Some(0),
-        }
-    }
-
-    /// What resolving `principal` needs read: its user link guard and, when a resolution is
-    /// cached, the entity it pointed to. `None` for the platform.
-    fn actor_plan(&self, principal: &Principal) -> Option<ActorPlan> {
-        let Principal::User(claims) = principal else {
-            return None;
-        };
-        let (guard, key) = match claims.kind {
-            PrincipalKind::Admin => (
-                GuardKey::UserAdmin(claims.sub),
-                ActorKey {
-                    user: claims.sub,
-                    admin: true,
-                    tenant: None,
-                },
-            ),
-            PrincipalKind::Member => (
-                GuardKey::UserMember(claims.sub),
-                ActorKey {
-                    user: claims.sub,
-                    admin: false,
-                    tenant: claims.tenant,
-                },
-            ),
-        };
-        let known = self
-            .actors
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key).copied());
-        Some(ActorPlan {
-            guard_subject: subject::guard(&guard),
-            key,
-            known,
-        })
-    }
-
-    /// Turns a verified principal into an actor with its current role and status from the log,
-    /// from the heads read for the command (a second read only when the user's link is new to
-    /// this instance or changed).
-    async fn resolve_actor(
-        &self,
-        principal: &Principal,
-        plan: Option<ActorPlan>,
-        heads: &Heads,
-    ) -> Result<Actor, ServiceError> {
-        let claims = match principal {
-            Principal::Platform => return Ok(Actor::Platform),
-            Principal::User(claims) => claims,
-        };
-        let Some(plan) = plan else {
-            return Ok(Actor::Platform);
-        };
-        let forbidden =
-            |message: &str| ServiceError::Domain(DomainError::Forbidden(message.to_owned()));
-        let (kind, tenant, unlinked) = match claims.kind {
-            PrincipalKind::Admin => (EntityKind::Admin, None, "user is not linked to an admin"),
-            PrincipalKind::Member => (
-                EntityKind::Member,
-                Some(
-                    claims
-                        .tenant
-                        .ok_or_else(|| forbidden("member token without tenant"))?,
-                ),
-                "user is not linked to a member",
-            ),
-        };
-        let guard = heads.get(&plan.guard_subject);
-        let guard_seq = guard.map_or(0, |m| m.seq);
-        let entity = match plan.known {
-            Some(known) if known.guard_seq == guard_seq => known.entity,
-            _ => {
-                let Some(owner) = guard_head(&plan.guard_subject, guard)?.owner else {
-                    self.forget_actor(&plan.key);
-                    return Err(forbidden(unlinked));
-                };
-                AggregateRef {
-                    kind,
-                    tenant,
-                    id: owner,
-                }
-            }
-        };
-        let loaded = match plan.known {
-            // Its entity's head was read with the others.
-            Some(known) if known.entity == entity => {
-                let head = heads.get(&subject::event(&entity)).map(|m| m.seq);
-                self.repo.load_at(entity, head).await?
-            }
-            _ => self.repo.load_current(entity).await?,
-        };
-        if let Ok(mut actors) = self.actors.lock() {
-            actors.put(plan.key, KnownActor { entity, guard_seq });
-        }
-        match &loaded.state {
-            AggregateState::Admin(id, state) => {
-                let admin = state
-                    .live()
-                    .ok_or_else(|| forbidden("admin no longer exists"))?;
-                Ok(Actor::Admin {
-                    user: claims.sub,
-                    admin: *id,
-                    role: admin.role,
-                    permissions: Some(admin.permissions.clone()),
-                    active: admin.status == AdminStatus::Active,
-                })
-            }
-            AggregateState::Member(_, id, state) => {
-                let member = state
-                    .live()
-                    .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
-                Ok(Actor::Member {
-                    user: claims.sub,
-                    member: *id,
-                    tenant: member.tenant,
-                    role: member.role,
-                    active: member.status == MemberStatus::Active,
-                })
-            }
-            _ => Err(forbidden(unlinked)),
-        }
-    }
-
-    fn forget_actor(&self, key: &ActorKey) {
-        if let Ok(mut actors) = self.actors.lock() {
-            actors.pop(key);
-        }
-    }
-}
-
-/// Whose resolution is cached: a user, as admin or as member of a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ActorKey {
-    user: talkwai_domain::ids::UserId,
-    admin: bool,
-    tenant: Option<TenantId>,
-}
-
-/// A user's resolved entity, and the sequence of the link guard it was read from.
-#[derive(Debug, Clone, Copy)]
-struct KnownActor {
-    entity: AggregateRef,
-    guard_seq: u64,
-}
-
-/// The reads resolving one principal needs.
-struct ActorPlan {
-    guard_subject: String,
-    key: ActorKey,
-    known: Option<KnownActor>,
-}
-
-/// Headers every message of a command carries.
-#[derive(Clone, Copy)]
-struct MessageMeta<'a> {
-    command_id: Uuid,
-    actor: &'a str,
-    at: Timestamp,
-    part: (usize, usize),
-    /// `traceparent` (and `tracestate`) to carry.
-    trace: &'a HeaderMap,
-}
-
-impl MessageMeta<'_> {
-    /// The headers of one message of type `event_type` on a subject of `tenant`'s scope.
-    fn headers(&self, event_type: &str, version: u32, tenant: Option<TenantId>) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(headers::EVENT_TYPE, event_type);
-        headers.insert(headers::EVENT_VERSION, version.to_string().as_str());
-        headers.insert(
-            headers::TENANT,
-            tenant
-                .map_or_else(|| subject::PLATFORM.to_owned(), |t| t.to_string())
-                .as_str(),
-        );
-        headers.insert(headers::ACTOR, self.actor);
-        headers.insert(headers::COMMAND_ID, self.command_id.to_string().as_str());
-        headers.insert(headers::OCCURRED_AT, self.at.0.to_string().as_str());
-        headers.insert(
-            headers::COMMAND_PART,
-            format!("{}/{}", self.part.0, self.part.1).as_str(),
-        );
-        for (name, values) in self.trace.iter() {
-            for value in values {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        headers
-    }
 }
 
 /// The trace context the events of a command carry: the `command` span's when tracing

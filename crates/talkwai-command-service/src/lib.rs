@@ -10,17 +10,19 @@
 //!
 //! # Layout
 //! - [`config`]: settings from flags and `TALKWAI_*` environment variables.
-//! - [`handler`]: one command, end to end.
+//! - [`handler`]: one command, end to end, in named steps; `request`: parsing a request;
+//!   `actor`: a verified principal resolved to its member or admin entity.
 //! - [`repo`]: aggregate state from the log, cached; facts and guards.
 //! - [`error`]: errors and their wire codes.
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
+mod actor;
 pub mod config;
 pub mod error;
 pub mod handler;
-pub mod limit;
 pub mod ops;
 pub mod repo;
+mod request;
 
 use std::future::Future;
 use std::sync::Arc;

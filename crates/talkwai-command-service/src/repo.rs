@@ -4,7 +4,7 @@
 //! sequence it was decided on, so stale state is refused by JetStream and reloaded. Facts about
 //! other aggregates (and guards), the actor's entity and the target itself are checked against
 //! their current last sequence in one multi-subject direct get per command ([`Repository::heads`]),
-//! and only what changed is read.
+//! and only what changed is read. Cached aggregates are shared (`Arc`): a hit copies nothing.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::{
-    AggregateRef, AggregateState, EntityKind, Event, EventBody, FactKey, Facts, GuardEvent,
-    GuardKey,
+    AggregateRef, AggregateState, EntityKind, EventBody, FactKey, Facts, GuardEvent, GuardKey,
 };
 use talkwai_eventstore::{EventStore, HeadReader, StoredMessage};
-use talkwai_proto::{headers, subject};
+use talkwai_proto::event::{DecodeError, decode_stored};
+use talkwai_proto::subject;
 use uuid::Uuid;
 
 use crate::error::ServiceError;
@@ -56,19 +56,22 @@ impl Loaded {
     /// Folds stored messages (in order) into the state, strictly.
     pub fn fold(&mut self, subject: &str, messages: &[StoredMessage]) -> Result<(), ServiceError> {
         for message in messages {
-            let body: EventBody =
-                serde_json::from_slice(&message.payload).map_err(|e| ServiceError::Corrupt {
+            let stored = decode_stored(subject, |name| message.header(name), &message.payload)
+                .map_err(|e| match e {
+                    DecodeError::Event(e) => ServiceError::decode(subject, &e),
+                    other => ServiceError::Corrupt {
+                        subject: subject.to_owned(),
+                        message: other.to_string(),
+                    },
+                })?
+                .ok_or_else(|| ServiceError::Corrupt {
                     subject: subject.to_owned(),
-                    message: e.to_string(),
+                    message: "not an aggregate's subject".to_owned(),
                 })?;
-            let event = Event::decode(&body).map_err(|e| ServiceError::decode(subject, &e))?;
-            talkwai_domain::apply(&mut self.state, &event)
+            talkwai_domain::apply(&mut self.state, &stored.event)
                 .map_err(|e| ServiceError::evolve(subject, &e))?;
             self.last_seq = message.seq;
-            if let Some(id) = message
-                .header(headers::COMMAND_ID)
-                .and_then(|v| v.parse().ok())
-            {
+            if let Some(id) = stored.meta.command_id {
                 let record = self.commands.entry(id).or_insert_with(|| CommandRecord {
                     version: 0,
                     seq: 0,
@@ -76,7 +79,7 @@ impl Loaded {
                 });
                 record.version = self.state.version();
                 record.seq = message.seq;
-                record.events.push(body);
+                record.events.push(stored.body);
             }
         }
         Ok(())
@@ -103,7 +106,8 @@ pub struct GuardHead {
 pub struct Repository {
     store: EventStore,
     heads: HeadReader,
-    cache: Mutex<LruCache<String, Loaded>>,
+    /// Aggregates by subject, shared with the commands using them.
+    cache: Mutex<LruCache<String, Arc<Loaded>>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -129,11 +133,11 @@ impl Repository {
         &self.store
     }
 
-    fn cached(&self, subject: &str) -> Option<Loaded> {
+    fn cached(&self, subject: &str) -> Option<Arc<Loaded>> {
         self.cache
             .lock()
             .ok()
-            .and_then(|mut c| c.get(subject).cloned())
+            .and_then(|mut c| c.get(subject).map(Arc::clone))
     }
 
     /// Whether the cache holds the aggregate at `subject`.
@@ -143,6 +147,10 @@ impl Repository {
 
     /// Remembers an aggregate's state.
     pub fn remember(&self, subject: String, loaded: Loaded) {
+        self.share(subject, Arc::new(loaded));
+    }
+
+    fn share(&self, subject: String, loaded: Arc<Loaded>) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.put(subject, loaded);
         }
@@ -160,17 +168,20 @@ impl Repository {
     pub async fn reload(
         &self,
         target: AggregateRef,
-        base: Option<Loaded>,
+        base: Option<Arc<Loaded>>,
         head: u64,
-    ) -> Result<Loaded, ServiceError> {
+    ) -> Result<Arc<Loaded>, ServiceError> {
         let subject = subject::event(&target);
-        let mut loaded = base.unwrap_or_else(|| Loaded::empty(target));
+        let from = base.as_ref().map_or(0, |b| b.last_seq);
         let messages = self
             .store
-            .read_subject_through(&subject, loaded.last_seq, head)
+            .read_subject_through(&subject, from, head)
             .await?;
+        // The base stays in the cache (and with other readers) until the result replaces it.
+        let mut loaded = base.map_or_else(|| Loaded::empty(target), Arc::unwrap_or_clone);
         loaded.fold(&subject, &messages)?;
-        self.remember(subject, loaded.clone());
+        let loaded = Arc::new(loaded);
+        self.share(subject, Arc::clone(&loaded));
         Ok(loaded)
     }
 
@@ -188,7 +199,7 @@ impl Repository {
         &self,
         target: AggregateRef,
         head: Option<u64>,
-    ) -> Result<Loaded, ServiceError> {
+    ) -> Result<Arc<Loaded>, ServiceError> {
         let subject = subject::event(&target);
         let cached = self.cached(&subject);
         let Some(head) = head else {
@@ -196,7 +207,7 @@ impl Repository {
                 // The cache knows messages the log no longer has (stream purged): drop it.
                 self.forget(&subject);
             }
-            return Ok(Loaded::empty(target));
+            return Ok(Arc::new(Loaded::empty(target)));
         };
         match cached {
             Some(cached) if cached.last_seq == head => Ok(cached),
@@ -255,7 +266,7 @@ impl Repository {
 
     /// Loads an aggregate checking its head first, so the state is current (used for facts
     /// such as the actor's own member or admin entity).
-    pub async fn load_current(&self, target: AggregateRef) -> Result<Loaded, ServiceError> {
+    pub async fn load_current(&self, target: AggregateRef) -> Result<Arc<Loaded>, ServiceError> {
         let subject = subject::event(&target);
         let head = self.store.last_of_subject(&subject).await?;
         self.load_at(target, head.map(|m| m.seq)).await

@@ -39,6 +39,18 @@ pub struct Outbound {
     pub expected_last_subject_seq: Option<u64>,
 }
 
+/// A header map holding `pairs` in order (a message's `Talkwai-*` headers, as
+/// `talkwai_proto::EventMeta::to_headers` gives them).
+pub fn header_map<N: AsRef<str>, V: AsRef<str>>(
+    pairs: impl IntoIterator<Item = (N, V)>,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.insert(name.as_ref(), value.as_ref());
+    }
+    headers
+}
+
 /// Messages that must land together or not at all.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {

@@ -27,7 +27,9 @@ mod mux;
 mod read;
 mod stream;
 
-pub use append::{AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound};
+pub use append::{
+    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound, header_map,
+};
 pub use connect::{
     ConnectError, Credentials, connect_options, connect_options_with, plain_servers,
     reconnect_delay, redact,

@@ -15,43 +15,12 @@ use talkwai_proto::room::{
     SYSTEM_ALERTS, SystemAlert, TASK_UPDATES, TENANT_ROOM, TaskAction, TaskUpdate,
 };
 use talkwai_proto::subject::room_topic;
-use uuid::Uuid;
 
-/// Who caused an event, from the `Talkwai-Actor` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActorRef {
-    /// `platform` (or a missing or unreadable header).
-    Platform,
-    /// `member:<id>`.
-    Member(Uuid),
-    /// `admin:<id>`.
-    Admin(Uuid),
-}
+pub use talkwai_proto::event::ActorRef;
 
-impl ActorRef {
-    /// Parses `member:<id>`, `admin:<id>` or `platform`; anything else is the platform.
-    pub fn parse(header: Option<&str>) -> Self {
-        let Some((kind, id)) = header.and_then(|h| h.split_once(':')) else {
-            return Self::Platform;
-        };
-        match (kind, id.parse::<Uuid>()) {
-            ("member", Ok(id)) => Self::Member(id),
-            ("admin", Ok(id)) => Self::Admin(id),
-            _ => Self::Platform,
-        }
-    }
-
-    /// The member or admin id, `None` for the platform.
-    pub fn user_id(self) -> Option<Uuid> {
-        match self {
-            Self::Platform => None,
-            Self::Member(id) | Self::Admin(id) => Some(id),
-        }
-    }
-
-    fn is_member(self, member: MemberId) -> bool {
-        self == Self::Member(member.0)
-    }
+/// Whether `actor` is the member `member`.
+fn is_member(actor: ActorRef, member: MemberId) -> bool {
+    actor == ActorRef::Member(member.0)
 }
 
 /// What the notifier remembers about a task: enough to say its status after any event and
@@ -134,7 +103,7 @@ impl Outgoing {
 
 /// Where and when an event happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventMeta {
+pub struct Happened {
     /// Stream sequence.
     pub seq: u64,
     /// The tenant.
@@ -167,7 +136,7 @@ pub fn system_alerts_subject() -> String {
 /// (assigned to you; a task you created completed or failed). Nobody is notified of their own
 /// action. `after` is the facts with the event folded in; `before` without it.
 pub fn task_messages(
-    meta: EventMeta,
+    meta: Happened,
     task: TaskId,
     event: &TaskEvent,
     before: &TaskFacts,
@@ -195,7 +164,7 @@ pub fn task_messages(
         ),
         _ => (None, NotificationKind::TaskAssigned, None),
     };
-    if let Some(member) = recipient.filter(|m| !meta.actor.is_member(*m)) {
+    if let Some(member) = recipient.filter(|m| !is_member(meta.actor, *m)) {
         out.push(Outgoing::new(
             notifications_subject(meta.tenant, member),
             &Notification {
@@ -213,7 +182,7 @@ pub fn task_messages(
 }
 
 /// The alert of a tenant status change, if it is one admins care about.
-pub fn tenant_alert(meta: EventMeta, change: &TenantStatusChanged) -> Option<Outgoing> {
+pub fn tenant_alert(meta: Happened, change: &TenantStatusChanged) -> Option<Outgoing> {
     let kind = match (change.previous, change.status) {
         (_, TenantStatus::Suspended) => AlertKind::TenantSuspended,
         (TenantStatus::Active, TenantStatus::Inactive) => AlertKind::TenantDeactivated,
@@ -296,7 +265,7 @@ impl FailureSpikes {
     }
 
     /// The alert for a spike of `count` failures in `tenant`.
-    pub fn alert(&self, meta: EventMeta, count: usize) -> Outgoing {
+    pub fn alert(&self, meta: Happened, count: usize) -> Outgoing {
         let mut details = serde_json::Map::new();
         details.insert("failures".into(), json!(count));
         details.insert("windowSecs".into(), json!(self.window_ms / 1000));
@@ -320,13 +289,15 @@ impl FailureSpikes {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use talkwai_domain::state::Stamp;
     use talkwai_domain::values::Timestamp;
 
     use super::*;
 
-    fn meta(actor: ActorRef) -> EventMeta {
-        EventMeta {
+    fn meta(actor: ActorRef) -> Happened {
+        Happened {
             seq: 7,
             tenant: TenantId(Uuid::from_u128(1)),
             actor,
@@ -404,18 +375,6 @@ mod tests {
         );
         assert_eq!(out[0].body["status"], serde_json::Value::Null);
         assert_eq!(out[0].body["userId"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn actor_header_parses() {
-        let id = Uuid::from_u128(5);
-        assert_eq!(
-            ActorRef::parse(Some(&format!("admin:{id}"))),
-            ActorRef::Admin(id)
-        );
-        assert_eq!(ActorRef::parse(Some("platform")), ActorRef::Platform);
-        assert_eq!(ActorRef::parse(None), ActorRef::Platform);
-        assert_eq!(ActorRef::parse(Some("member:nope")), ActorRef::Platform);
     }
 
     #[test]

@@ -13,14 +13,14 @@ use lru::LruCache;
 use talkwai_domain::ids::TaskId;
 use talkwai_domain::task::TaskEvent;
 use talkwai_domain::tenant::TenantEvent;
-use talkwai_domain::{EntityKind, Event, EventBody};
+use talkwai_domain::{EntityKind, Event};
 use talkwai_eventstore::{EventStore, StoredMessage};
-use talkwai_proto::EventSubject;
-use talkwai_proto::headers::{ACTOR, EVENT_TYPE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, OCCURRED_AT};
+use talkwai_proto::event::{DecodeError, StoredEvent, decode_stored};
+use talkwai_proto::headers::{EVENT_TYPE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use tokio::sync::watch;
 use tracing::{Instrument as _, Span, debug, field, info, info_span, warn};
 
-use crate::derive::{self, ActorRef, EventMeta, FailureSpikes, Outgoing, TaskFacts};
+use crate::derive::{self, ActorRef, FailureSpikes, Happened, Outgoing, TaskFacts};
 use crate::heal::{Upkeep, VERIFY_EVERY, is_missing, still_there};
 use crate::{Config, NotifierError};
 
@@ -273,30 +273,30 @@ impl EventLoop {
             debug!(seq = stored.seq, "skipping a stale event");
             return Ok(Vec::new());
         }
-        let Ok(EventSubject::Aggregate(target)) = EventSubject::parse(&stored.subject) else {
-            return Ok(Vec::new());
-        };
+        let decoded =
+            match decode_stored(&stored.subject, |name| stored.header(name), &stored.payload) {
+                Ok(Some(decoded)) => decoded,
+                // Not an aggregate's subject (a guard), or not one of ours.
+                Ok(None) | Err(DecodeError::Subject(_)) => return Ok(Vec::new()),
+                Err(err) => {
+                    warn!(error = %err, seq = stored.seq, "undecodable event, not notified");
+                    return Ok(Vec::new());
+                }
+            };
+        let StoredEvent {
+            target,
+            meta,
+            event,
+            ..
+        } = decoded;
         let Some(tenant) = target.tenant else {
             return Ok(Vec::new());
         };
-        let event = match serde_json::from_slice::<EventBody>(&stored.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|body| Event::decode(&body).map_err(|e| e.to_string()))
-        {
-            Ok(event) => event,
-            Err(err) => {
-                warn!(error = %err, seq = stored.seq, "undecodable event, not notified");
-                return Ok(Vec::new());
-            }
-        };
-        let meta = EventMeta {
+        let meta = Happened {
             seq: stored.seq,
             tenant,
-            actor: ActorRef::parse(stored.header(ACTOR)),
-            occurred_at: stored
-                .header(OCCURRED_AT)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(stored.stored_at_ms),
+            actor: meta.actor.unwrap_or(ActorRef::Platform),
+            occurred_at: meta.occurred_at.unwrap_or(stored.stored_at_ms),
         };
         match (target.kind, event) {
             (EntityKind::Task, Event::Task(event)) => {
@@ -350,10 +350,16 @@ impl EventLoop {
             .read_subject_through(&stored.subject, facts.last_seq, stored.seq)
             .await?;
         for message in history.iter().filter(|m| m.seq < stored.seq) {
-            let decoded = serde_json::from_slice::<EventBody>(&message.payload)
-                .ok()
-                .and_then(|body| Event::decode(&body).ok());
-            if let Some(Event::Task(event)) = decoded {
+            let decoded = decode_stored(
+                &message.subject,
+                |name| message.header(name),
+                &message.payload,
+            );
+            if let Ok(Some(StoredEvent {
+                event: Event::Task(event),
+                ..
+            })) = decoded
+            {
                 facts.evolve(&event, message.seq);
             }
         }

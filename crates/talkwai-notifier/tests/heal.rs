@@ -14,7 +14,6 @@ use talkwai_domain::{Event, EventBody};
 use talkwai_eventstore::{AppendRequest, AppenderConfig, EventStore, Outbound, StreamSettings};
 use talkwai_notifier::heal::Upkeep;
 use talkwai_notifier::{Notifier, announce, events, presence};
-use talkwai_proto::headers;
 use uuid::Uuid;
 
 /// A presence request; `None` when no reply came (the service is not reachable yet).
@@ -84,17 +83,11 @@ async fn append_task(store: &EventStore, tenant: Uuid) -> Uuid {
             "agent": null, "assignedTo": null, "createdBy": null, "createdByAdmin": null}}))
     .expect("an event body");
     let body = Event::decode(&body).expect("decodes").encode();
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-    h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-    h.insert(headers::TENANT, tenant.to_string().as_str());
-    h.insert(headers::ACTOR, "platform");
-    h.insert(headers::COMMAND_ID, Uuid::new_v4().to_string().as_str());
-    h.insert(
-        headers::OCCURRED_AT,
-        talkwai_notifier::events::now_ms().to_string().as_str(),
+    let h = talkwai_testkit::services::lone_event_headers(
+        &body,
+        tenant,
+        talkwai_notifier::events::now_ms(),
     );
-    h.insert(headers::COMMAND_PART, "1/1");
     let appender = store.appender(AppenderConfig::default());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

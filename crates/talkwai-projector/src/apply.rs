@@ -6,9 +6,9 @@ mod copy;
 mod fold;
 
 use talkwai_domain::ids::TenantId;
-use talkwai_domain::{AggregateRef, Event, EventBody};
+use talkwai_domain::{AggregateRef, Event};
 use talkwai_eventstore::StoredMessage;
-use talkwai_proto::EventSubject;
+use talkwai_proto::event::{EventMeta, decode_stored};
 use tokio_postgres::Transaction;
 
 use crate::error::ProjectorError;
@@ -76,20 +76,22 @@ pub(crate) fn decode_for(message: &StoredMessage, slot: Option<Slot>) -> Result<
 }
 
 fn decode(message: &StoredMessage) -> Result<Decoded, String> {
-    let subject = EventSubject::parse(&message.subject).map_err(|e| e.to_string())?;
-    let EventSubject::Aggregate(target) = subject else {
-        return Ok(Decoded::Ignored);
-    };
-    let body: EventBody = serde_json::from_slice(&message.payload).map_err(|e| e.to_string())?;
-    let event = Event::decode(&body).map_err(|e| e.to_string())?;
-    Ok(Decoded::Event(target, Box::new(event)))
+    let stored = decode_stored(
+        &message.subject,
+        |name| message.header(name),
+        &message.payload,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(stored.map_or(Decoded::Ignored, |s| {
+        Decoded::Event(s.target, Box::new(s.event))
+    }))
 }
 
 fn poison(message: &StoredMessage, error: String) -> Poison {
     Poison {
         seq: message.seq,
         subject: message.subject.clone(),
-        event_type: message.header("Talkwai-Event-Type").map(str::to_owned),
+        event_type: EventMeta::from_headers(|name| message.header(name)).event_type,
         error,
         payload: String::from_utf8_lossy(&message.payload).into_owned(),
     }

@@ -7,12 +7,10 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use common::{Stack, random_commands};
 use serde_json::json;
 use talkwai_domain::{Event, EventBody};
 use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
-use talkwai_proto::headers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -81,14 +79,7 @@ async fn append_tenant(stack: &Stack) -> Uuid {
         "data": {"at": 1_751_360_400_000i64, "name": "Healed", "domain": null, "status": "active"}}))
     .expect("an event body");
     let body = Event::decode(&body).expect("decodes").encode();
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-    h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-    h.insert(headers::TENANT, tenant.to_string().as_str());
-    h.insert(headers::ACTOR, "platform");
-    h.insert(headers::COMMAND_ID, Uuid::new_v4().to_string().as_str());
-    h.insert(headers::OCCURRED_AT, "1751360400000");
-    h.insert(headers::COMMAND_PART, "1/1");
+    let h = talkwai_testkit::services::lone_event_headers(&body, tenant, 1_751_360_400_000);
     let appender = stack.store.appender(AppenderConfig::default());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

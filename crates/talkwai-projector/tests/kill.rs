@@ -7,13 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use common::{Rng, Stack};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Event, EventBody};
-use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
-use talkwai_proto::headers;
+use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound, header_map};
+use talkwai_proto::Scope;
+use talkwai_proto::event::{ActorRef, CommandPart, EventMeta};
 use talkwai_testkit::wait::poll_until;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -29,17 +30,20 @@ fn outbound(subject: &str, tenant: Uuid, body: Value, part: (usize, usize)) -> O
     let body: EventBody = serde_json::from_value(body).expect("an event body");
     let event = Event::decode(&body).unwrap_or_else(|e| panic!("{body:?} does not decode: {e}"));
     let body = event.encode();
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-    h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-    h.insert(headers::TENANT, tenant.to_string().as_str());
-    h.insert(headers::ACTOR, "platform");
-    h.insert(headers::COMMAND_ID, Uuid::new_v4().to_string().as_str());
-    h.insert(headers::OCCURRED_AT, "1751360400000");
-    h.insert(
-        headers::COMMAND_PART,
-        format!("{}/{}", part.0, part.1).as_str(),
-    );
+    let meta = EventMeta {
+        part: Some(CommandPart {
+            index: u32::try_from(part.0).expect("a part"),
+            total: u32::try_from(part.1).expect("parts"),
+        }),
+        ..EventMeta::lone(
+            &body,
+            Scope::Tenant(TenantId(tenant)),
+            ActorRef::Platform,
+            Uuid::new_v4(),
+            1_751_360_400_000,
+        )
+    };
+    let h = header_map(meta.to_headers());
     Outbound {
         subject: subject.to_owned(),
         headers: h,

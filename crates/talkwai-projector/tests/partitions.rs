@@ -10,14 +10,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use common::{Stack, random_commands};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use talkwai_domain::{Event, EventBody};
 use talkwai_eventstore::{AppendRequest, AppenderConfig, Outbound};
 use talkwai_projector::rebuild::{self, RebuildOptions};
-use talkwai_proto::headers;
 use talkwai_testkit::wait::poll_until;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -33,14 +31,7 @@ fn outbound(subject: &str, tenant: Uuid, body: Value) -> Outbound {
     let body: EventBody = serde_json::from_value(body).expect("an event body");
     let event = Event::decode(&body).unwrap_or_else(|e| panic!("{body:?} does not decode: {e}"));
     let body = event.encode();
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, body.event_type.as_str());
-    h.insert(headers::EVENT_VERSION, body.version.to_string().as_str());
-    h.insert(headers::TENANT, tenant.to_string().as_str());
-    h.insert(headers::ACTOR, "platform");
-    h.insert(headers::COMMAND_ID, Uuid::new_v4().to_string().as_str());
-    h.insert(headers::OCCURRED_AT, "1751360400000");
-    h.insert(headers::COMMAND_PART, "1/1");
+    let h = talkwai_testkit::services::lone_event_headers(&body, tenant, 1_751_360_400_000);
     Outbound {
         subject: subject.to_owned(),
         headers: h,
@@ -499,8 +490,13 @@ async fn a_poison_event_stops_only_its_partition() {
     }
     stack.wait_caught_up(&db).await;
 
-    let mut headers = HeaderMap::new();
-    headers.insert("Talkwai-Event-Type", "task.started");
+    let headers = talkwai_eventstore::header_map(
+        talkwai_proto::EventMeta {
+            event_type: Some("task.started".into()),
+            ..Default::default()
+        }
+        .to_headers(),
+    );
     let poison_seq = async_nats::jetstream::new(stack.client.clone())
         .publish_with_headers(
             format!("talkwai.evt.{poisoned}.task.{}", Uuid::new_v4()),

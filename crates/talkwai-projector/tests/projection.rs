@@ -83,8 +83,13 @@ async fn a_poison_event_stops_the_projection_until_retried() {
     // An event no projector can apply: a start of a task that has no row (written around the
     // command service, as a buggy or foreign writer could).
     let ghost = Uuid::new_v4();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Talkwai-Event-Type", "task.started");
+    let headers = talkwai_eventstore::header_map(
+        talkwai_proto::EventMeta {
+            event_type: Some("task.started".into()),
+            ..Default::default()
+        }
+        .to_headers(),
+    );
     let ack = async_nats::jetstream::new(stack.client.clone())
         .publish_with_headers(
             format!("talkwai.evt.{tenant}.task.{ghost}"),

@@ -231,15 +231,6 @@ fn quoted_field(message: &str) -> Option<String> {
     rest.split_once('`').map(|(field, _)| field.to_owned())
 }
 
-/// Who caused an event, as written in the `Talkwai-Actor` header.
-pub fn actor_header(actor: &talkwai_domain::Actor) -> String {
-    match actor {
-        talkwai_domain::Actor::Platform => "platform".to_owned(),
-        talkwai_domain::Actor::Admin { admin, .. } => format!("admin:{admin}"),
-        talkwai_domain::Actor::Member { member, .. } => format!("member:{member}"),
-    }
-}
-
 /// The aggregate kinds that live in the platform scope.
 pub fn is_platform_kind(kind: EntityKind) -> bool {
     matches!(kind, EntityKind::Admin | EntityKind::User)

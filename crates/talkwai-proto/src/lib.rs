@@ -4,7 +4,8 @@
 //! tests fail when the two drift.
 //!
 //! # Layout
-//! - [`subject`], [`headers`], [`envelope`]: the wire itself; [`query`]: queries and live
+//! - [`subject`], [`headers`], [`envelope`]: the wire itself; [`event`]: the event message
+//!   format (headers and the decoding of a stored event); [`query`]: queries and live
 //!   queries; [`room`]: room topics and presence messages; [`command_record`]: what a command
 //!   id names, kept in the log.
 //! - [`schema`]: the message catalog, the one table mapping actions and event types to Rust
@@ -19,6 +20,7 @@ pub mod asyncapi;
 pub mod changes;
 pub mod command_record;
 pub mod envelope;
+pub mod event;
 pub mod generate;
 pub mod headers;
 pub mod query;
@@ -29,4 +31,5 @@ pub mod subject;
 pub mod yaml;
 
 pub use envelope::{CommandAccepted, CommandReply, ErrorBody, decode_command};
+pub use event::{ActorRef, EventMeta, StoredEvent, decode_stored};
 pub use subject::{CommandSubject, EventSubject, Scope, SubjectError};

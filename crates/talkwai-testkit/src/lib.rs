@@ -31,7 +31,7 @@
 //! - [`wait`] holds the waits of tests: [`wait::wait_until`] (a deadline and a pause around any
 //!   probe), [`wait::wait_for_endpoint`] (until a NATS endpoint answers) and service pings.
 //! - [`services`] holds what the services' test harnesses share: [`services::ServiceTask`],
-//!   command requests, test tokens.
+//!   command requests, test tokens, the headers of an event appended around the service.
 //!
 //! This crate is for tests and local tooling: production services never depend on it.
 

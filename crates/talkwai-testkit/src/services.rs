@@ -13,8 +13,10 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use secrecy::SecretString;
 use talkwai_auth::{AuthError, Claims, PrincipalKind};
-use talkwai_proto::CommandReply;
+use talkwai_domain::EventBody;
+use talkwai_domain::ids::TenantId;
 use talkwai_proto::headers::{AUTHORIZATION, COMMAND_ID};
+use talkwai_proto::{ActorRef, CommandReply, EventMeta, Scope};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -250,4 +252,22 @@ pub async fn wait_ready(
         },
     )
     .await
+}
+
+/// The headers the command service writes on a command's only event (`body` in `tenant`, by
+/// the platform, at `occurred_at`, under a fresh command id): for tests that append events
+/// around the service.
+pub fn lone_event_headers(body: &EventBody, tenant: Uuid, occurred_at: i64) -> HeaderMap {
+    let meta = EventMeta::lone(
+        body,
+        Scope::Tenant(TenantId(tenant)),
+        ActorRef::Platform,
+        Uuid::new_v4(),
+        occurred_at,
+    );
+    let mut headers = HeaderMap::new();
+    for (name, value) in meta.to_headers() {
+        headers.insert(name, value.as_str());
+    }
+    headers
 }

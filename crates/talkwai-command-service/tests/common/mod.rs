@@ -173,13 +173,10 @@ impl Harness {
             .expect("read")
             .into_iter()
             .map(|m| {
+                let meta = talkwai_proto::EventMeta::from_headers(|name| m.header(name));
                 (
-                    m.header("Talkwai-Event-Type")
-                        .unwrap_or_default()
-                        .to_owned(),
-                    m.header("Talkwai-Command-Id")
-                        .unwrap_or_default()
-                        .to_owned(),
+                    meta.event_type.unwrap_or_default(),
+                    meta.command_id.map(|id| id.to_string()).unwrap_or_default(),
                 )
             })
             .collect()
