@@ -279,7 +279,7 @@ async fn measure(
 }
 
 /// Waits until a service answers `$SRV.PING.<name>`.
-async fn wait_ping(client: &async_nats::Client, name: &str) -> anyhow::Result<()> {
+pub async fn wait_ping(client: &async_nats::Client, name: &str) -> anyhow::Result<()> {
     let subject = format!("$SRV.PING.{name}");
     for _ in 0..300 {
         let ping = client.request(subject.clone(), Bytes::new());
