@@ -3,7 +3,8 @@
 #
 #   scripts/dev.sh setup   install what is missing (pinned nats-server, PostgreSQL); idempotent
 #   scripts/dev.sh test    setup, then fmt, clippy, the domain dependency check, all tests,
-#                          then the benchmark regression guard (TALKWAI_SKIP_BENCH=1 skips it)
+#                          then the benchmark regression guard and the fault suite
+#                          (TALKWAI_SKIP_BENCH=1 skips both)
 #   scripts/dev.sh up      setup, then run the whole system locally (`talkwai up`)
 #   (test and up also prepare clients/: npm ci and build; test installs Debian chromium for
 #   the dashboard's browser test and runs the TypeScript client's unit tests)
@@ -24,7 +25,8 @@ usage() {
 usage: scripts/dev.sh <command> [args]
   setup   install the pinned nats-server into .tools/bin and PostgreSQL if missing
   test    setup, cargo fmt --check, clippy -D warnings, domain dependency check, all tests,
-          then `talkwai-bench all --quick --check` (TALKWAI_SKIP_BENCH=1 skips it)
+          then `talkwai-bench all --quick --check` and `talkwai-bench faults --quick`
+          (TALKWAI_SKIP_BENCH=1 skips both)
   up      setup, then `cargo run --release -p talkwai-cli -- up [args]`
   (test and up run npm ci + build in clients/; test installs chromium for the browser test)
 EOF
@@ -176,6 +178,23 @@ run_bench_guard() {
   return "$status"
 }
 
+# The fault suite: every service, nats-server (one node and the R3 stream leader) killed and
+# PostgreSQL stopped at once, under load (BENCHMARKS.md, "Faults"). Fails on a broken
+# invariant (a command lost or applied twice, read models unequal to the log, dead letters,
+# presence or a partitioned projector not back); recovery times are printed, never failed.
+run_fault_suite() {
+  if [[ -n "${TALKWAI_SKIP_BENCH:-}" ]]; then
+    log "TALKWAI_SKIP_BENCH set: skipping the fault suite"
+    return 0
+  fi
+  log "fault suite: talkwai-bench faults --quick"
+  local started=$SECONDS
+  local status=0
+  cargo run -q -p talkwai-bench -- faults --quick || status=$?
+  log "fault suite took $((SECONDS - started)) s"
+  return "$status"
+}
+
 # Free space (GiB) of the filesystem holding $1.
 free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
 
@@ -222,6 +241,7 @@ cmd_test() {
   local status=0
   run_tests || status=$?
   run_bench_guard || status=1
+  run_fault_suite || status=1
   return "$status"
 }
 

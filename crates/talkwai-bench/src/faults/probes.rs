@@ -3,8 +3,9 @@
 //!
 //! - `taskUpdates`: every room message of the tenant with its `seq` (a plain subscriber, as a
 //!   dashboard would be);
-//! - the projector's checkpoint: `SELECT last_seq FROM talkwai.checkpoint` every 50 ms (the
-//!   lowest partition's with partitions), reconnecting to PostgreSQL when it went away;
+//! - the projector's checkpoint: every partition's row of the live generation every 50 ms
+//!   (`talkwai.checkpoint`, which dashboards read, is the lowest of them), reconnecting to
+//!   PostgreSQL when it went away;
 //! - presence: a `presence.join` every 100 ms, recording the ones answered `ok`.
 //!
 //! Recovery figures are read from these timelines afterwards, so a fault action never has to
@@ -69,6 +70,40 @@ impl Timeline {
     }
 }
 
+/// A timeline per partition of the live generation's checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Partitions(Arc<Mutex<std::collections::BTreeMap<i32, Timeline>>>);
+
+impl Partitions {
+    fn push(&self, part: i32, value: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(part)
+            .or_default()
+            .push(value);
+    }
+
+    /// How long after `t0` every partition's checkpoint had moved again (the slowest one
+    /// counts: the read models are complete only up to the lowest checkpoint).
+    pub fn advanced_after(&self, t0: Instant) -> Option<Duration> {
+        let parts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if parts.is_empty() {
+            return None;
+        }
+        parts
+            .values()
+            .map(|timeline| timeline.advanced_after(t0))
+            .collect::<Option<Vec<Duration>>>()?
+            .into_iter()
+            .max()
+    }
+}
+
 /// How long after `t0` the first of `times` came.
 pub fn first_after(times: &[Instant], t0: Instant) -> Option<Duration> {
     times
@@ -82,8 +117,10 @@ pub fn first_after(times: &[Instant], t0: Instant) -> Option<Duration> {
 pub struct Probes {
     /// `taskUpdates` seqs as they arrived.
     pub task_updates: Timeline,
-    /// Checkpoint readings.
+    /// Checkpoint readings: the lowest partition's (`talkwai.checkpoint`).
     pub checkpoint: Timeline,
+    /// Checkpoint readings of each partition.
+    pub partitions: Partitions,
     /// When a `presence.join` was answered `ok` (value 1).
     pub presence: Timeline,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -106,6 +143,7 @@ impl Probes {
     ) -> anyhow::Result<Self> {
         let task_updates = Timeline::default();
         let checkpoint = Timeline::default();
+        let partitions = Partitions::default();
         let presence = Timeline::default();
         let mut updates = client
             .subscribe(format!(
@@ -125,7 +163,11 @@ impl Probes {
                 }
             }
         });
-        let poller = tokio::spawn(poll_checkpoint(database.to_owned(), checkpoint.clone()));
+        let poller = tokio::spawn(poll_checkpoint(
+            database.to_owned(),
+            checkpoint.clone(),
+            partitions.clone(),
+        ));
         let prober = tokio::spawn(probe_presence(
             client.clone(),
             world.clone(),
@@ -134,14 +176,15 @@ impl Probes {
         Ok(Self {
             task_updates,
             checkpoint,
+            partitions,
             presence,
             tasks: vec![reader, poller, prober],
         })
     }
 }
 
-/// Reads the checkpoint until aborted; a failed read drops the connection and opens another.
-async fn poll_checkpoint(database: String, timeline: Timeline) {
+/// Reads the checkpoints until aborted; a failed read drops the connection and opens another.
+async fn poll_checkpoint(database: String, timeline: Timeline, partitions: Partitions) {
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
         if client
@@ -164,15 +207,15 @@ async fn poll_checkpoint(database: String, timeline: Timeline) {
             };
         }
         if let Some(c) = &client {
-            let read = tokio::time::timeout(
-                Duration::from_secs(2),
-                c.query_one("SELECT last_seq FROM talkwai.checkpoint", &[]),
-            )
-            .await;
+            let read = tokio::time::timeout(Duration::from_secs(2), read_checkpoints(c)).await;
             match read {
-                Ok(Ok(row)) => {
-                    let seq: i64 = row.get(0);
-                    timeline.push(u64::try_from(seq).unwrap_or(0));
+                Ok(Ok(rows)) => {
+                    if let Some(lowest) = rows.iter().map(|(_, seq)| *seq).min() {
+                        timeline.push(lowest);
+                    }
+                    for (part, seq) in rows {
+                        partitions.push(part, seq);
+                    }
                 }
                 // Not created yet, PostgreSQL gone or slow: connect again.
                 _ => client = None,
@@ -180,6 +223,29 @@ async fn poll_checkpoint(database: String, timeline: Timeline) {
         }
         tokio::time::sleep(CHECKPOINT_EVERY).await;
     }
+}
+
+/// Every partition's checkpoint of the live generation: `(partition, last_seq)`.
+async fn read_checkpoints(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(i32, u64)>, tokio_postgres::Error> {
+    let schema: String = client
+        .query_one(
+            "SELECT schema_name FROM talkwai_meta.generations WHERE state = 'live'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let rows = client
+        .query(
+            &format!("SELECT part, last_seq FROM \"{schema}\".checkpoint ORDER BY part"),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+        .collect())
 }
 
 /// Joins the tenant's room with one session, again and again, until aborted.
