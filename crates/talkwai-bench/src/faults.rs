@@ -60,16 +60,16 @@ enum Fault {
     Postgres,
 }
 
-/// What is measured after the fault.
+/// What is measured after the fault: when its progress resumed ([`probes::resumed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Measure {
-    /// The first final answer to a command.
+    /// Final answers to commands.
     Commands,
-    /// The first `taskUpdates` message with a `seq` newer than any before the fault.
+    /// `taskUpdates` messages with a `seq` newer than any before.
     TaskUpdates,
-    /// Every partition's checkpoint past its value at the fault.
+    /// Every partition's checkpoint moving.
     Checkpoint,
-    /// The first `presence.join` answered `ok`.
+    /// `presence.join` answered `ok`.
     Presence,
 }
 
@@ -541,9 +541,9 @@ async fn under_fault(
         (t0 - fault_at).as_secs_f64()
     );
     let measure = |m: Measure| match m {
-        Measure::Commands => probes::first_after(&load.answers(), t0),
-        Measure::TaskUpdates => probes.task_updates.advanced_after(t0),
-        Measure::Checkpoint => probes.partitions.advanced_after(t0),
+        Measure::Commands => probes::resumed(&load.answers(), t0),
+        Measure::TaskUpdates => probes::resumed(&probes.task_updates.progress(), t0),
+        Measure::Checkpoint => probes.partitions.resumed(t0),
         Measure::Presence => {
             let times: Vec<Instant> = probes
                 .presence
@@ -551,9 +551,10 @@ async fn under_fault(
                 .into_iter()
                 .map(|(at, _)| at)
                 .collect();
-            probes::first_after(&times, t0)
+            probes::resumed(&times, t0)
         }
     };
+    tokio::time::sleep(probes::GRACE.saturating_sub(t0.elapsed())).await;
     while !scenario.measures.iter().all(|(m, _)| measure(*m).is_some()) && t0.elapsed() < pace.cap {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -48,20 +48,20 @@ impl Timeline {
             .clone()
     }
 
-    /// How long after `t0` the value first went past the highest value seen before `t0`
-    /// (the stream moving again: a new `taskUpdates` seq, a checkpoint that advanced).
-    pub fn advanced_after(&self, t0: Instant) -> Option<Duration> {
-        let samples = self.samples();
-        let before = samples
-            .iter()
-            .filter(|(at, _)| *at < t0)
-            .map(|(_, v)| *v)
-            .max()
-            .unwrap_or(0);
-        samples
-            .iter()
-            .find(|(at, v)| *at >= t0 && *v > before)
-            .map(|(at, _)| *at - t0)
+    /// When the value went past every earlier one (the stream moved: a new `taskUpdates`
+    /// seq, a checkpoint that advanced).
+    pub fn progress(&self) -> Vec<Instant> {
+        let mut highest = None;
+        let mut out = Vec::new();
+        for (at, value) in self.samples() {
+            if highest.is_none_or(|h| value > h) {
+                if highest.is_some() {
+                    out.push(at);
+                }
+                highest = Some(value);
+            }
+        }
+        out
     }
 
     /// The latest value.
@@ -84,9 +84,9 @@ impl Partitions {
             .push(value);
     }
 
-    /// How long after `t0` every partition's checkpoint had moved again (the slowest one
-    /// counts: the read models are complete only up to the lowest checkpoint).
-    pub fn advanced_after(&self, t0: Instant) -> Option<Duration> {
+    /// How long after `t0` every partition's checkpoint moved again ([`resumed`]; the
+    /// slowest counts: the read models are complete only up to the lowest checkpoint).
+    pub fn resumed(&self, t0: Instant) -> Option<Duration> {
         let parts = self
             .0
             .lock()
@@ -97,20 +97,50 @@ impl Partitions {
         }
         parts
             .values()
-            .map(|timeline| timeline.advanced_after(t0))
+            .map(|timeline| resumed(&timeline.progress(), t0))
             .collect::<Option<Vec<Duration>>>()?
             .into_iter()
             .max()
     }
 }
 
-/// How long after `t0` the first of `times` came.
-pub fn first_after(times: &[Instant], t0: Instant) -> Option<Duration> {
-    times
-        .iter()
-        .filter(|at| **at >= t0)
-        .min()
-        .map(|at| *at - t0)
+/// Progress after this much past a fault still counts as the one the fault interrupted: a
+/// killed process's last commit or reply can land a few milliseconds after its death, and the
+/// stall it leaves begins only then.
+pub const GRACE: Duration = Duration::from_millis(500);
+
+/// How long after `t0` the progress stream (`times`: replies, new seqs, checkpoint moves)
+/// resumed after the fault: the end of the longest pause that began before `t0 + GRACE` and
+/// ended after `t0`. `None` while such a pause is still open (no progress since, longer than
+/// any closed one), so a stream that only let through what was in flight at the fault does
+/// not count as resumed. Meaningful from `t0 + GRACE` on.
+pub fn resumed(times: &[Instant], t0: Instant) -> Option<Duration> {
+    let now = Instant::now();
+    let mut times = times.to_vec();
+    times.sort();
+    // Pauses: (start, end), the last one still open.
+    let mut pauses: Vec<(Instant, Option<Instant>)> =
+        times.windows(2).map(|w| (w[0], Some(w[1]))).collect();
+    match (times.first(), times.last()) {
+        (Some(first), Some(last)) => {
+            if *first > t0 {
+                pauses.push((t0, Some(*first)));
+            }
+            pauses.push((*last, None));
+        }
+        _ => pauses.push((t0, None)),
+    }
+    let longest = pauses
+        .into_iter()
+        .filter(|(start, end)| *start <= t0 + GRACE && end.is_none_or(|end| end >= t0))
+        // The longest; of equally long ones, the first.
+        .max_by_key(|(start, end)| {
+            (
+                end.unwrap_or(now).saturating_duration_since(*start),
+                std::cmp::Reverse(*start),
+            )
+        })?;
+    longest.1.map(|end| end.saturating_duration_since(t0))
 }
 
 /// The three probes of one scenario; dropping it stops them.
@@ -274,5 +304,84 @@ pub async fn presence_join(
         Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload)
             .is_ok_and(|v| v.get("ok") == Some(&Value::Bool(true))),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeline(start: Instant, samples: &[(u64, u64)]) -> Timeline {
+        let timeline = Timeline::default();
+        for (ms, value) in samples {
+            timeline
+                .0
+                .lock()
+                .expect("lock")
+                .push((start + Duration::from_millis(*ms), *value));
+        }
+        timeline
+    }
+
+    #[test]
+    fn progress_is_a_value_past_every_earlier_one() {
+        let start = Instant::now();
+        // A repeat of seq 7 (redelivered) is no progress.
+        let t = timeline(start, &[(0, 5), (500, 7), (1200, 7), (1500, 8)]);
+        let ms = |ms| start + Duration::from_millis(ms);
+        assert_eq!(t.progress(), vec![ms(500), ms(1500)]);
+    }
+
+    #[test]
+    fn resumed_is_the_end_of_the_pause_the_fault_made() {
+        // Everything in the past: a pause still open lasts until now.
+        let start = Instant::now()
+            .checked_sub(Duration::from_secs(20))
+            .expect("a clock 20 s old");
+        let ms = |ms| start + Duration::from_millis(ms);
+        let t0 = ms(1000);
+        // Steady progress every 100 ms, a commit in flight lands 40 ms after the kill, then
+        // nothing until 6 s later; a later hiccup does not count.
+        let mut times: Vec<Instant> = (0..=10).map(|i| ms(i * 100)).collect();
+        times.push(ms(1040));
+        times.extend((0..10).map(|i| ms(7040 + i * 100)));
+        times.extend([ms(9000), ms(11000)]);
+        assert_eq!(resumed(&times, t0), Some(Duration::from_millis(6040)));
+        // While the pause is open, not resumed, even though something came after the fault.
+        let open: Vec<Instant> = vec![ms(900), ms(1040)];
+        assert_eq!(resumed(&open, ms(1000)), None);
+        // Nothing at all since the fault: not resumed.
+        assert_eq!(resumed(&[ms(900)], ms(1000)), None);
+        // Undisturbed: the first progress after the fault.
+        let steady: Vec<Instant> = (0..50)
+            .map(|i| start + Duration::from_millis(15_000 + i * 100))
+            .collect();
+        let t0 = steady[10] + Duration::from_millis(30);
+        assert_eq!(resumed(&steady, t0), Some(Duration::from_millis(70)));
+    }
+
+    #[test]
+    fn every_partition_must_move_and_the_slowest_counts() {
+        let start = Instant::now()
+            .checked_sub(Duration::from_millis(8000))
+            .expect("a clock 8 s old");
+        let ms = |ms| start + Duration::from_millis(ms);
+        let parts = Partitions::default();
+        let steady: Vec<(u64, u64)> = (0..80).map(|i| (i * 100, i)).collect();
+        parts
+            .0
+            .lock()
+            .expect("lock")
+            .insert(0, timeline(start, &steady));
+        // Partition 1 stops at 1 s and moves again at 7 s.
+        let mut frozen: Vec<(u64, u64)> = (0..=10).map(|i| (i * 100, i)).collect();
+        frozen.extend((11..80).map(|i| (i * 100, if i < 70 { 10 } else { i })));
+        parts
+            .0
+            .lock()
+            .expect("lock")
+            .insert(1, timeline(start, &frozen));
+        assert_eq!(parts.resumed(ms(1000)), Some(Duration::from_millis(6000)));
+        assert_eq!(Partitions::default().resumed(ms(1000)), None);
     }
 }
