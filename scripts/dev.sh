@@ -166,16 +166,7 @@ run_tests() {
 BENCH_GUARD_FILE="crates/talkwai-bench/baseline.json"
 
 run_bench_guard() {
-  if [[ -n "${TALKWAI_SKIP_BENCH:-}" ]]; then
-    log "TALKWAI_SKIP_BENCH set: skipping the benchmark regression guard"
-    return 0
-  fi
-  log "benchmark regression guard: talkwai-bench all --quick --check $BENCH_GUARD_FILE"
-  local started=$SECONDS
-  local status=0
-  cargo run -q -p talkwai-bench -- all --quick --check "$BENCH_GUARD_FILE" || status=$?
-  log "benchmark regression guard took $((SECONDS - started)) s"
-  return "$status"
+  run_bench_step "benchmark regression guard" all --quick --check "$BENCH_GUARD_FILE"
 }
 
 # The fault suite: every service, nats-server (one node and the R3 stream leader) killed and
@@ -183,15 +174,22 @@ run_bench_guard() {
 # invariant (a command lost or applied twice, read models unequal to the log, dead letters,
 # presence or a partitioned projector not back); recovery times are printed, never failed.
 run_fault_suite() {
+  run_bench_step "fault suite" faults --quick
+}
+
+# `talkwai-bench <args>` under a label, timed; skipped when TALKWAI_SKIP_BENCH is set.
+run_bench_step() {
+  local label="$1"
+  shift
   if [[ -n "${TALKWAI_SKIP_BENCH:-}" ]]; then
-    log "TALKWAI_SKIP_BENCH set: skipping the fault suite"
+    log "TALKWAI_SKIP_BENCH set: skipping the $label"
     return 0
   fi
-  log "fault suite: talkwai-bench faults --quick"
+  log "$label: talkwai-bench $*"
   local started=$SECONDS
   local status=0
-  cargo run -q -p talkwai-bench -- faults --quick || status=$?
-  log "fault suite took $((SECONDS - started)) s"
+  cargo run -q -p talkwai-bench -- "$@" || status=$?
+  log "$label took $((SECONDS - started)) s"
   return "$status"
 }
 

@@ -344,6 +344,24 @@ impl Fleet {
         Ok(())
     }
 
+    /// Starts `n` instances of `bin` with `env`, named (`TALKWAI_INSTANCE`) and labelled
+    /// `<name>-1`, `<name>-2`...
+    fn spawn_each(
+        &mut self,
+        bin: &'static str,
+        name: &str,
+        n: usize,
+        env: &[(&'static str, String)],
+    ) -> anyhow::Result<()> {
+        for i in 1..=n {
+            let label = format!("{name}-{i}");
+            let mut env = env.to_vec();
+            env.push(("TALKWAI_INSTANCE", label.clone()));
+            self.spawn(bin, label, env)?;
+        }
+        Ok(())
+    }
+
     /// SIGKILLs the instance labelled `label`, or else the first of `bin`; returns what it
     /// needs to start again.
     async fn kill(
@@ -434,41 +452,32 @@ async fn run_scenario(
             1
         }
     };
-    for i in 1..=count(Fault::Command) {
-        let name = format!("command-{i}");
-        fleet.spawn(
-            "talkwai-command-service",
-            name.clone(),
-            with(&[("TALKWAI_INSTANCE", name)]),
-        )?;
-    }
+    let partitions = scenario.partitions.to_string();
+    fleet.spawn_each(
+        "talkwai-command-service",
+        "command",
+        count(Fault::Command),
+        &with(&[]),
+    )?;
     let client = connect(&urls).await?;
     commands::wait_ready(&client)
         .await
         .context("waiting for the command service")?;
-    for i in 1..=count(Fault::Projector) {
-        let name = format!("projector-{i}");
-        fleet.spawn(
-            "talkwai-projector",
-            name.clone(),
-            with(&[
-                ("TALKWAI_DATABASE_URL", db.clone()),
-                (
-                    "TALKWAI_PROJECTOR_PARTITIONS",
-                    scenario.partitions.to_string(),
-                ),
-                ("TALKWAI_INSTANCE", name),
-            ]),
-        )?;
-    }
-    for i in 1..=count(Fault::Notifier) {
-        let name = format!("notifier-{i}");
-        fleet.spawn(
-            "talkwai-notifier",
-            name.clone(),
-            with(&[("TALKWAI_INSTANCE", name)]),
-        )?;
-    }
+    fleet.spawn_each(
+        "talkwai-projector",
+        "projector",
+        count(Fault::Projector),
+        &with(&[
+            ("TALKWAI_DATABASE_URL", db.clone()),
+            ("TALKWAI_PROJECTOR_PARTITIONS", partitions),
+        ]),
+    )?;
+    fleet.spawn_each(
+        "talkwai-notifier",
+        "notifier",
+        count(Fault::Notifier),
+        &with(&[]),
+    )?;
     let outcome = under_fault(
         scenario, pace, &client, &mut nats, pg, &mut fleet, &db, report,
     )

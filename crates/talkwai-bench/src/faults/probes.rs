@@ -175,13 +175,7 @@ impl Probes {
         let checkpoint = Timeline::default();
         let partitions = Partitions::default();
         let presence = Timeline::default();
-        let mut updates = client
-            .subscribe(format!(
-                "talkwai.room.tenant.{}.topic.taskUpdates",
-                world.tenant
-            ))
-            .await?;
-        client.flush().await?;
+        let mut updates = crate::e2e::subscribe_task_updates(client, world).await?;
         let seen = task_updates.clone();
         let reader = tokio::spawn(async move {
             while let Some(message) = updates.next().await {
