@@ -600,9 +600,13 @@ async fn under_fault(
         let mut row = Row::figure(
             "faults",
             &format!("{}: {}", scenario.key, m.label()),
-            got.map_or(pace.cap.as_secs_f64(), |d| d.as_secs_f64()),
+            got.map_or(0.0, |d| d.as_secs_f64()),
             "s",
         );
+        // Not recovered within the cap: no value (JSON null); `seconds` says how long it was
+        // watched.
+        row.value = got.map(|d| d.as_secs_f64());
+        row.seconds = pace.cap.as_secs_f64();
         if let Some(target) = target {
             row = row.target(
                 format!("<= {target:.0} s"),
@@ -651,6 +655,7 @@ fn cells(row: &Row) -> (&str, String) {
     let value = match (row.value, row.value_unit.as_deref()) {
         (Some(v), Some("s")) => format!("{v:.2} s"),
         (Some(v), Some(unit)) => format!("{v:.0} {unit}"),
+        (None, Some("s")) if row.seconds > 0.0 => format!("> {:.0} s", row.seconds),
         _ => "-".to_owned(),
     };
     (figure, value)
