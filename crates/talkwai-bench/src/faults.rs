@@ -217,9 +217,20 @@ impl Pace {
     }
 }
 
-/// Runs every scenario; returns the report and the broken invariants (empty when all held).
-pub async fn run(quick: bool) -> anyhow::Result<(Report, Vec<String>)> {
+/// Runs every scenario (or those whose keys `only` lists, comma separated); returns the report
+/// and the broken invariants (empty when all held).
+pub async fn run(quick: bool, only: Option<&str>) -> anyhow::Result<(Report, Vec<String>)> {
     let pace = Pace::new(quick);
+    let chosen: Vec<Scenario> = SCENARIOS
+        .into_iter()
+        .filter(|s| only.is_none_or(|keys| keys.split(',').any(|k| k.trim() == s.key)))
+        .collect();
+    if chosen.is_empty() {
+        anyhow::bail!(
+            "no scenario named {only:?}; the scenarios: {}",
+            SCENARIOS.map(|s| s.key).join(", ")
+        );
+    }
     let binaries = Binaries::ensure()?;
     let mut pg = Postgres::builder()
         .durable(true)
@@ -244,12 +255,12 @@ pub async fn run(quick: bool) -> anyhow::Result<(Report, Vec<String>)> {
     ));
     println!(
         "talkwai-bench faults: {} scenarios, service processes ({})",
-        SCENARIOS.len(),
+        chosen.len(),
         binaries.profile
     );
     let logs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench/logs/faults");
     let mut violations = Vec::new();
-    for scenario in SCENARIOS {
+    for scenario in chosen {
         println!("\n  scenario {}", scenario.key);
         let started = Instant::now();
         let found = match run_scenario(

@@ -88,6 +88,10 @@ struct Cli {
     /// Record this run's ratios in FILE (merged with what it holds: the worse value stays).
     #[arg(long, global = true, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// `faults` only: run just these scenarios (keys, comma separated, e.g.
+    /// `nats-restart,stream-leader`).
+    #[arg(long, global = true, value_name = "KEYS")]
+    only: Option<String>,
     /// Where to write the chart (default `target/bench/<suite>.svg`; a full `all` run also
     /// writes `docs/benchmarks.svg`).
     #[arg(long, global = true, value_name = "FILE")]
@@ -162,10 +166,14 @@ fn main() -> anyhow::Result<()> {
             SuiteName::Queries => queries::run(quick, seconds, None).await,
             SuiteName::Notify => notify::run(quick, seconds).await,
             SuiteName::E2e => e2e::run(quick, seconds).await,
-            SuiteName::Faults => faults::run(quick).await.map(|(report, broken)| {
-                violations = broken;
-                report
-            }),
+            SuiteName::Faults => {
+                faults::run(quick, cli.only.as_deref())
+                    .await
+                    .map(|(report, broken)| {
+                        violations = broken;
+                        report
+                    })
+            }
             SuiteName::All => all(quick, plan).await.map(|(report, stages)| {
                 owners = stages;
                 report

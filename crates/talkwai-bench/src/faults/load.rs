@@ -1,8 +1,11 @@
 //! The outside client of the fault suite: task lifecycles (`task.create`, then `task.start`,
 //! then `task.complete`) started at a fixed rate, each command sent again — with the same
 //! `Talkwai-Command-Id` — after no reply within [`ATTEMPT_TIMEOUT`] or a retryable refusal
-//! (`unavailable`, `conflict`, `rate_limited`), until it gets a final answer. What it records
-//! is what the checks and the recovery figures are computed from.
+//! (`unavailable`, `conflict`, `rate_limited`), until it gets a final answer. It retries like
+//! the TypeScript client (`clients/typescript`, `command()`): a 5 s timeout per attempt and a
+//! pause of 100 ms doubling between attempts (capped here at 1.6 s, and never giving up), so
+//! the load it puts on a recovering system is what real clients would. What it records is what
+//! the checks and the recovery figures are computed from.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,10 +21,13 @@ use uuid::Uuid;
 use crate::commands::World;
 use crate::payload::create_task_command;
 
-/// How long one attempt waits for its reply before it is sent again.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause before sending again (after a refusal or an error that came at once).
+/// How long one attempt waits for its reply before it is sent again (the TypeScript
+/// client's default).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before the first resend; it doubles with every attempt up to [`MAX_RETRY_PAUSE`].
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(1600);
 /// A command still without a final answer this long after its first send is reported as
 /// unanswered (a violation).
 const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
@@ -191,6 +197,7 @@ impl Caller {
         let command = Uuid::new_v4();
         let subject = format!("talkwai.cmd.{}.task.{action}", self.tenant);
         let first = Instant::now();
+        let mut pause = RETRY_PAUSE;
         loop {
             self.shared.attempts.fetch_add(1, Ordering::Relaxed);
             match self.attempt(&subject, body.clone(), command).await {
@@ -235,7 +242,8 @@ impl Caller {
                 ));
                 return None;
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
         }
     }
 
