@@ -243,8 +243,8 @@ pub async fn run(quick: bool, only: Option<&str>) -> anyhow::Result<(Report, Vec
          per-tenant rate limit off; nats-server sync_interval always (the cluster: default); \
          PostgreSQL durable; load: {} task lifecycles/s (create, start, complete: {} \
          commands/s) from an outside client retrying with the same command id after {:?} \
-         without a reply; {:?} of load before the fault, figures waited for up to {:?}, then \
-         {:?} more load",
+         without a reply or a retryable refusal, pausing 100 ms doubling to 1.6 s; {:?} of \
+         load before the fault, figures waited for up to {:?}, then {:?} more load",
         binaries.profile,
         pace.lifecycles_per_sec,
         pace.lifecycles_per_sec * 3.0,
