@@ -3,7 +3,8 @@
 #
 #   scripts/dev.sh setup   install what is missing (pinned nats-server, PostgreSQL); idempotent
 #   scripts/dev.sh test    setup, then fmt, clippy, the domain dependency check, all tests,
-#                          then the benchmark regression guard (TALKWAI_SKIP_BENCH=1 skips it)
+#                          then the benchmark regression guard and the fault suite
+#                          (TALKWAI_SKIP_BENCH=1 skips both)
 #   scripts/dev.sh up      setup, then run the whole system locally (`talkwai up`)
 #   (test and up also prepare clients/: npm ci and build; test installs Debian chromium for
 #   the dashboard's browser test and runs the TypeScript client's unit tests)
@@ -24,7 +25,8 @@ usage() {
 usage: scripts/dev.sh <command> [args]
   setup   install the pinned nats-server into .tools/bin and PostgreSQL if missing
   test    setup, cargo fmt --check, clippy -D warnings, domain dependency check, all tests,
-          then `talkwai-bench all --quick --check` (TALKWAI_SKIP_BENCH=1 skips it)
+          then `talkwai-bench all --quick --check` and `talkwai-bench faults --quick`
+          (TALKWAI_SKIP_BENCH=1 skips both)
   up      setup, then `cargo run --release -p talkwai-cli -- up [args]`
   (test and up run npm ci + build in clients/; test installs chromium for the browser test)
 EOF
@@ -164,15 +166,30 @@ run_tests() {
 BENCH_GUARD_FILE="crates/talkwai-bench/baseline.json"
 
 run_bench_guard() {
+  run_bench_step "benchmark regression guard" all --quick --check "$BENCH_GUARD_FILE"
+}
+
+# The fault suite: every service, nats-server (one node and the R3 stream leader) killed and
+# PostgreSQL stopped at once, under load (BENCHMARKS.md, "Faults"). Fails on a broken
+# invariant (a command lost or applied twice, read models unequal to the log, dead letters,
+# presence or a partitioned projector not back); recovery times are printed, never failed.
+run_fault_suite() {
+  run_bench_step "fault suite" faults --quick
+}
+
+# `talkwai-bench <args>` under a label, timed; skipped when TALKWAI_SKIP_BENCH is set.
+run_bench_step() {
+  local label="$1"
+  shift
   if [[ -n "${TALKWAI_SKIP_BENCH:-}" ]]; then
-    log "TALKWAI_SKIP_BENCH set: skipping the benchmark regression guard"
+    log "TALKWAI_SKIP_BENCH set: skipping the $label"
     return 0
   fi
-  log "benchmark regression guard: talkwai-bench all --quick --check $BENCH_GUARD_FILE"
+  log "$label: talkwai-bench $*"
   local started=$SECONDS
   local status=0
-  cargo run -q -p talkwai-bench -- all --quick --check "$BENCH_GUARD_FILE" || status=$?
-  log "benchmark regression guard took $((SECONDS - started)) s"
+  cargo run -q -p talkwai-bench -- "$@" || status=$?
+  log "$label took $((SECONDS - started)) s"
   return "$status"
 }
 
@@ -222,6 +239,7 @@ cmd_test() {
   local status=0
   run_tests || status=$?
   run_bench_guard || status=1
+  run_fault_suite || status=1
   return "$status"
 }
 

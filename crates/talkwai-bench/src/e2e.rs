@@ -279,7 +279,7 @@ async fn measure(
 }
 
 /// Waits until a service answers `$SRV.PING.<name>`.
-async fn wait_ping(client: &async_nats::Client, name: &str) -> anyhow::Result<()> {
+pub async fn wait_ping(client: &async_nats::Client, name: &str) -> anyhow::Result<()> {
     let subject = format!("$SRV.PING.{name}");
     for _ in 0..300 {
         let ping = client.request(subject.clone(), Bytes::new());
@@ -417,6 +417,22 @@ async fn raw_delivery(
     Ok(histogram)
 }
 
+/// Subscribes to the `taskUpdates` room topic of `world`'s tenant (flushed: subscribed on
+/// the server when it returns).
+pub async fn subscribe_task_updates(
+    client: &async_nats::Client,
+    world: &World,
+) -> anyhow::Result<async_nats::Subscriber> {
+    let updates = client
+        .subscribe(format!(
+            "talkwai.room.tenant.{}.topic.taskUpdates",
+            world.tenant
+        ))
+        .await?;
+    client.flush().await?;
+    Ok(updates)
+}
+
 /// What one end-to-end command saw.
 struct Trace {
     scheduled: Instant,
@@ -435,13 +451,7 @@ async fn end_to_end(
     secs: f64,
     raw_p99: Option<f64>,
 ) -> anyhow::Result<()> {
-    let mut updates = client
-        .subscribe(format!(
-            "talkwai.room.tenant.{}.topic.taskUpdates",
-            world.tenant
-        ))
-        .await?;
-    client.flush().await?;
+    let mut updates = subscribe_task_updates(client, world).await?;
     let arrivals: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let seen = Arc::clone(&arrivals);
     let reader = tokio::spawn(async move {

@@ -10,6 +10,7 @@
 //! cargo run --release -p talkwai-bench -- commands [--quick] [--sweep] [--json out.json]
 //! cargo run --release -p talkwai-bench -- baselines
 //! cargo run --release -p talkwai-bench -- e2e          # also projection, queries, notify
+//! cargo run --release -p talkwai-bench -- faults [--quick]  # fails on a broken invariant
 //! ```
 //!
 //! Not a test: it prints a table and writes JSON (default `target/bench/<suite>.json`) and a
@@ -27,6 +28,8 @@
 //! - [`payload`]: the events and commands the scenarios send.
 //! - [`report`]: rows, the table and the JSON file; [`machine`]: what it ran on;
 //!   [`chart`]: the SVG; [`guard`]: `--check` / `--record`.
+//! - [`faults`]: the fault suite (SIGKILL of each service and of nats-server, PostgreSQL
+//!   stopped at once) under load: invariants asserted, recovery times measured.
 //! - [`projection`], [`queries`], [`notify`]: the read side (with PostgreSQL from the
 //!   testkit), each with its own raw baseline; [`stack`]: what they share.
 
@@ -40,6 +43,7 @@ mod chart;
 mod commands;
 mod drive;
 mod e2e;
+mod faults;
 mod guard;
 mod machine;
 mod notify;
@@ -84,6 +88,10 @@ struct Cli {
     /// Record this run's ratios in FILE (merged with what it holds: the worse value stays).
     #[arg(long, global = true, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// `faults` only: run just these scenarios (keys, comma separated, e.g.
+    /// `nats-restart,stream-leader`).
+    #[arg(long, global = true, value_name = "KEYS")]
+    only: Option<String>,
     /// Where to write the chart (default `target/bench/<suite>.svg`; a full `all` run also
     /// writes `docs/benchmarks.svg`).
     #[arg(long, global = true, value_name = "FILE")]
@@ -108,6 +116,11 @@ enum SuiteName {
     Queries,
     /// Event committed to `taskUpdates` delivered, at 1,000 events/s, notifier in process.
     Notify,
+    /// Faults under load (SIGKILL of every service, of nats-server and of the R3 stream
+    /// leader, PostgreSQL stopped at once): recovery times against their targets; exits
+    /// non-zero when an invariant breaks (a command lost or applied twice, read models
+    /// unequal to the log, dead letters, presence not back, a survivor gone).
+    Faults,
 }
 
 impl SuiteName {
@@ -120,6 +133,7 @@ impl SuiteName {
             Self::Projection => "projection",
             Self::Queries => "queries",
             Self::Notify => "notify",
+            Self::Faults => "faults",
         }
     }
 }
@@ -145,12 +159,21 @@ fn main() -> anyhow::Result<()> {
     let quick = cli.quick;
     let seconds = cli.seconds;
     let mut owners: Vec<(Stage, Vec<String>)> = Vec::new();
+    let mut violations: Vec<String> = Vec::new();
     let mut report = runtime.block_on(async {
         match cli.suite {
             SuiteName::Projection => projection::run(quick, None).await,
             SuiteName::Queries => queries::run(quick, seconds, None).await,
             SuiteName::Notify => notify::run(quick, seconds).await,
             SuiteName::E2e => e2e::run(quick, seconds).await,
+            SuiteName::Faults => {
+                faults::run(quick, cli.only.as_deref())
+                    .await
+                    .map(|(report, broken)| {
+                        violations = broken;
+                        report
+                    })
+            }
             SuiteName::All => all(quick, plan).await.map(|(report, stages)| {
                 owners = stages;
                 report
@@ -162,7 +185,11 @@ fn main() -> anyhow::Result<()> {
         report.compute_ratios();
     }
     println!();
-    println!("{}", report.table());
+    if matches!(cli.suite, SuiteName::Faults) {
+        println!("{}", faults::table(&report));
+    } else {
+        println!("{}", report.table());
+    }
     for note in &report.notes {
         println!("note: {note}");
     }
@@ -172,6 +199,16 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| target.join(format!("{}.json", cli.suite.name())));
     report.write_json(&path)?;
     println!("results written to {}", path.display());
+    if matches!(cli.suite, SuiteName::Faults) {
+        if !violations.is_empty() {
+            bail!(
+                "{} broken invariants:\n{}",
+                violations.len(),
+                violations.join("\n")
+            );
+        }
+        return Ok(());
+    }
     let chart = cli
         .chart
         .unwrap_or_else(|| target.join(format!("{}.svg", cli.suite.name())));

@@ -92,8 +92,20 @@ impl Binaries {
     /// Starts `bin` with `env` (on top of a clean `TALKWAI_*`-free environment), its output
     /// going to `logs/<bin>.log`.
     pub fn spawn(&self, bin: &str, env: &[(&str, String)], logs: &Path) -> anyhow::Result<Service> {
+        self.spawn_as(bin, bin, env, logs)
+    }
+
+    /// [`spawn`](Self::spawn) with the output going to `logs/<label>.log` (several instances
+    /// of one binary side by side).
+    pub fn spawn_as(
+        &self,
+        bin: &str,
+        label: &str,
+        env: &[(&str, String)],
+        logs: &Path,
+    ) -> anyhow::Result<Service> {
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
-        let log_path = logs.join(format!("{bin}.log"));
+        let log_path = logs.join(format!("{label}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = tokio::process::Command::new(self.dir.join(bin));
@@ -182,6 +194,18 @@ impl Service {
                 self.log.display()
             );
         }
+        Ok(())
+    }
+
+    /// SIGKILL (a crash: no shutdown work at all), then waits for the exit.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child
+            .start_kill()
+            .with_context(|| format!("sending SIGKILL to {}", self.name))?;
+        self.child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {} to exit", self.name))?;
         Ok(())
     }
 
