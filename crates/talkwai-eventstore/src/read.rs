@@ -19,8 +19,27 @@ use crate::error::StoreError;
 const DIRECT_BATCH: usize = 512;
 /// Last-by-subject direct gets one `EventStore::last_of_subjects` call keeps in flight.
 const HEADS_IN_FLIGHT: usize = 256;
-/// How long to wait for each message of a direct-get reply.
-const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for each message of a read's reply. A read takes milliseconds; one that
+/// takes seconds went to a node that died (an R3 leader) or a connection that dropped, and the
+/// command reading it is better failed as retryable at once than held.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `read`, failed as soon as the connection is lost or [`DIRECT_TIMEOUT`] passes: a request in
+/// flight when the connection drops is never answered (the reply inbox is gone with the
+/// connection), so waiting out its timeout would only hold the caller.
+async fn bounded<T>(
+    client: &async_nats::Client,
+    read: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::select! {
+        outcome = tokio::time::timeout(DIRECT_TIMEOUT, read) => {
+            outcome.map_err(|_| StoreError::Nats("read timed out".into()))?
+        }
+        () = crate::connection_lost(client) => {
+            Err(StoreError::Nats("the connection to NATS was lost during a read".into()))
+        }
+    }
+}
 
 /// A message as stored in the stream.
 #[derive(Debug, Clone)]
@@ -85,10 +104,14 @@ impl EventStore {
             .map_err(StoreError::nats)?;
         let mut out = Vec::new();
         loop {
-            let message = tokio::time::timeout(DIRECT_TIMEOUT, replies.rx.recv())
-                .await
-                .map_err(|_| StoreError::Nats("direct get timed out".into()))?
-                .ok_or_else(|| StoreError::Nats("direct get reply inbox closed".into()))?;
+            let message = bounded(&self.client, async {
+                replies
+                    .rx
+                    .recv()
+                    .await
+                    .ok_or_else(|| StoreError::Nats("direct get reply inbox closed".into()))
+            })
+            .await?;
             if let Some(status) = message.status {
                 match status.as_u16() {
                     // End of batch, or nothing matched.
@@ -196,11 +219,13 @@ impl EventStore {
             return self.read_at_leader(subject, None).await;
         }
         let request = format!("$JS.API.DIRECT.GET.{}.{}", self.stream, subject);
-        let message =
-            tokio::time::timeout(DIRECT_TIMEOUT, self.client.request(request, Bytes::new()))
+        let message = bounded(&self.client, async {
+            self.client
+                .request(request, Bytes::new())
                 .await
-                .map_err(|_| StoreError::Nats("direct get timed out".into()))?
-                .map_err(StoreError::nats)?;
+                .map_err(StoreError::nats)
+        })
+        .await?;
         if let Some(status) = message.status {
             return match status.as_u16() {
                 404 => Ok(None),
@@ -269,7 +294,8 @@ impl EventStore {
                 .sequence(seq)
                 .next_by_subject(subject),
         };
-        match request.send().await {
+        let sent = bounded(&self.client, async { Ok(request.send().await) }).await?;
+        match sent {
             Ok(message) => Ok(Some(StoredMessage {
                 seq: message.sequence,
                 subject: message.subject.to_string(),

@@ -46,7 +46,10 @@ impl Projector {
                 }
                 Err(err) => {
                     failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    // 200 ms doubling to 1 s: a pass every second against a server that is
+                    // down costs nothing, and projection resumes within a second of its return.
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(4)))
+                        .min(Duration::from_secs(1));
                     warn!(error = %err, partition = %slot, ?backoff, "projection pass failed, retrying");
                     tokio::select! {
                         () = shutdown.as_mut() => return Ok(()),
