@@ -23,29 +23,6 @@ struct Cli {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Flushes exported spans when main returns.
@@ -63,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     service
-        .run(shutdown_signal())
+        .run(talkwai_service::shutdown_signal())
         .await
         .context("running the command service")?;
     Ok(())

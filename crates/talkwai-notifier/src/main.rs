@@ -23,21 +23,6 @@ struct Cli {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Flushes exported spans when main returns.
@@ -55,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     notifier
-        .run(shutdown_signal())
+        .run(talkwai_service::shutdown_signal())
         .await
         .context("running the notifier")?;
     Ok(())

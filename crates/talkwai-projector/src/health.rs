@@ -24,7 +24,7 @@ struct Progress {
     moved_at: Option<Instant>,
 }
 
-/// The readiness of a projector (and of the query API it serves) over `pool` and `store`.
+/// The readiness of a projector over `pool` and `store`.
 pub fn readiness(pool: Pool, store: EventStore) -> Readiness {
     let progress = Arc::new(Mutex::new(Progress::default()));
     let client = store.client().clone();
