@@ -278,17 +278,16 @@ fn k8s_manifests_match_the_binaries_probes_env_and_resources() {
             binary, name,
             "{name}: the Deployment is named after its binary"
         );
-        let (_, crate_dir) = binaries
-            .iter()
-            .find(|(b, _)| *b == binary)
-            .unwrap_or_else(|| panic!("{image}: no binary {binary} in the workspace"));
+        assert!(
+            binaries.iter().any(|(b, _)| *b == binary),
+            "{image}: no binary {binary} in the workspace"
+        );
         assert!(
             container.get("command").is_none(),
             "{name}: the image's entrypoint runs"
         );
-        let main = std::fs::read_to_string(crate_dir.join("src/main.rs")).expect("main.rs");
         assert!(
-            main.contains("env = \"TALKWAI_METRICS_ADDR\""),
+            binary_variables(&binary).contains_key("TALKWAI_METRICS_ADDR"),
             "{binary} reads TALKWAI_METRICS_ADDR"
         );
 
@@ -416,8 +415,8 @@ const NOT_DEPLOYED: &[(&str, &str)] = &[
 
 /// The `TALKWAI_*` variables a binary reads, each with whether clap requires it: its library
 /// `Config` through clap's own definitions (flattened groups such as `talkwai_auth::AuthArgs`
-/// included), plus the `env = "..."` arguments of its `main.rs` (the ops address), which are
-/// all optional there.
+/// included), plus the ops address of `talkwai_service::binary` when its `main.rs` runs the
+/// service through it, and any `env = "..."` argument of its `main.rs` (all optional).
 fn binary_variables(binary: &str) -> std::collections::BTreeMap<String, bool> {
     use clap::Args as _;
     let command = clap::Command::new("service");
@@ -444,6 +443,16 @@ fn binary_variables(binary: &str) -> std::collections::BTreeMap<String, bool> {
     for piece in main.split("env = \"").skip(1) {
         let name = piece.split('"').next().expect("an env name");
         out.entry(name.to_owned()).or_insert(false);
+    }
+    // A `main.rs` that is `talkwai_service::binary::run::<S>()` also reads its `OpsArgs`.
+    if main.contains("talkwai_service::binary::run::<") {
+        let ops = talkwai_service::binary::OpsArgs::augment_args(clap::Command::new("ops"));
+        for arg in ops.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                out.entry(env.to_string_lossy().into_owned())
+                    .or_insert(false);
+            }
+        }
     }
     out
 }

@@ -196,6 +196,28 @@ impl CommandService {
     }
 }
 
+impl talkwai_service::binary::Service for CommandService {
+    type Config = Config;
+    type Error = StartError;
+    const BINARY: &'static str = "talkwai-command-service";
+    const ABOUT: &'static str = "TalkwAI command service";
+
+    async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build(config).await
+    }
+
+    fn readiness(&self) -> talkwai_telemetry::ops::Readiness {
+        self.readiness()
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        self.run(shutdown).await
+    }
+}
+
 /// The command handler as the serving loop calls it, one command per request.
 struct Commands(Arc<Handler>);
 

@@ -296,6 +296,32 @@ impl Notifier {
     }
 }
 
+impl talkwai_service::binary::Service for Notifier {
+    type Config = Config;
+    type Error = NotifierError;
+    const BINARY: &'static str = "talkwai-notifier";
+    const ABOUT: &'static str = "TalkwAI notifier: rooms, notifications, presence";
+
+    async fn build(config: Config) -> Result<Self, NotifierError> {
+        Self::build(config).await
+    }
+
+    fn readiness(&self) -> talkwai_telemetry::ops::Readiness {
+        self.readiness()
+    }
+
+    fn liveness(&self) -> talkwai_telemetry::ops::Liveness {
+        self.liveness()
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NotifierError> {
+        self.run(shutdown).await
+    }
+}
+
 /// Presence as the serving loop calls it, one request per message.
 struct Presence(Arc<presence::PresenceService>);
 

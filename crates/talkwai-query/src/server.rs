@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::QueryError;
 use crate::service::QueryService;
 
-/// Why the query service could not start.
+/// Why the query service could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// NATS is unreachable.
@@ -25,6 +25,9 @@ pub enum StartError {
     /// The identity provider's public keys cannot be loaded.
     #[error("cannot load jwt public keys: {0}")]
     Keys(#[from] talkwai_auth::KeyError),
+    /// The endpoints could not be registered, or serving failed.
+    #[error("serving: {0}")]
+    Serve(#[from] QueryError),
 }
 
 /// A built query service, ready to run.
@@ -120,5 +123,32 @@ impl QueryServer {
     /// drains the requests in hand.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), QueryError> {
         self.service.run(self.client, shutdown).await
+    }
+}
+
+impl talkwai_service::binary::Service for QueryServer {
+    type Config = Config;
+    type Error = StartError;
+    const BINARY: &'static str = "talkwai-query-service";
+    const ABOUT: &'static str =
+        "TalkwAI query service: InstaQL-shaped queries over the read models";
+
+    async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build(config).await
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.readiness()
+    }
+
+    fn liveness(&self) -> Liveness {
+        self.liveness()
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        Ok(self.run(shutdown).await?)
     }
 }

@@ -1,17 +1,21 @@
 //! What every TalkwAI service shares, written once: how it connects to NATS ([`connect`]), how
 //! it serves its NATS services-API endpoints ([`serve`]: register, confirm the subscriptions,
-//! one task per request under a cap, leave the queue group, drain) and when it stops
-//! ([`shutdown_signal`]). The token flags every service takes are `talkwai_auth::AuthArgs`;
+//! one task per request under a cap, leave the queue group, drain), when it stops
+//! ([`shutdown_signal`]) and its binary's `main` ([`binary`]: command line, telemetry, the
+//! operations endpoint). The token flags every service takes are `talkwai_auth::AuthArgs`;
 //! the operations endpoint is `talkwai_telemetry::ops`.
 //!
 //! # Architecture invariant
-//! Knows NATS and tokio, never a service's messages, the domain or PostgreSQL: a service hands
-//! the loop a [`serve::Handler`] that turns a request into a reply.
+//! Knows NATS, tokio, clap and the telemetry crate, never a service's messages, the domain or
+//! PostgreSQL: a service hands the loop a [`serve::Handler`] that turns a request into a reply,
+//! and its binary a [`binary::Service`].
 //!
 //! # Layout
 //! - [`serve`]: the services-API serving loop.
+//! - [`binary`]: a service binary's `main`.
 //! - this file: [`connect`] and [`shutdown_signal`].
 
+pub mod binary;
 pub mod serve;
 
 pub use serve::{Endpoints, Handler, InFlight, Registration, ServeError};
