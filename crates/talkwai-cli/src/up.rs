@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use secrecy::{ExposeSecret as _, SecretString};
 use talkwai_auth::{AuthArgs, TokenVerifier};
 use talkwai_command_service::{CommandService, Config};
@@ -127,20 +126,27 @@ async fn start_postgres(data: PathBuf, port: u16) -> Result<Postgres, CliError> 
     })
 }
 
+/// A service's settings as its binary reads them (defaults and `TALKWAI_*` variables), with
+/// `args` on its command line; `what` names the service in an error.
+fn settings<C: clap::Args + clap::FromArgMatches>(
+    what: &str,
+    args: &[&str],
+) -> Result<C, CliError> {
+    let usage = |e: clap::Error| CliError::Usage(format!("{what} settings: {e}"));
+    let matches = C::augment_args(clap::Command::new("talkwai-up"))
+        .try_get_matches_from(std::iter::once("talkwai-up").chain(args.iter().copied()))
+        .map_err(usage)?;
+    C::from_arg_matches(&matches).map_err(usage)
+}
+
 /// The projector's settings: defaults and `TALKWAI_PROJECTOR_*` tuning variables, with the
 /// local NATS and PostgreSQL URLs.
 fn projector_config(
     nats_url: &str,
     database_url: &str,
 ) -> Result<talkwai_projector::Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: talkwai_projector::Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up", "--database-url", database_url])
-        .map_err(|e| CliError::Usage(format!("projector settings: {e}")))?
-        .config;
+    let mut config: talkwai_projector::Config =
+        settings("projector", &["--database-url", database_url])?;
     config.nats_url = nats_url.to_owned();
     config.database_url = database_url.to_owned();
     config.instance = "talkwai-up".to_owned();
@@ -154,14 +160,8 @@ fn query_config(
     database_url: &str,
     secrets: &secrets::Secrets,
 ) -> Result<talkwai_query::Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: talkwai_query::Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up", "--database-url", database_url])
-        .map_err(|e| CliError::Usage(format!("query service settings: {e}")))?
-        .config;
+    let mut config: talkwai_query::Config =
+        settings("query service", &["--database-url", database_url])?;
     config.nats_url = nats_url.to_owned();
     config.database_url = database_url.to_owned();
     local_auth(&mut config.auth, secrets);
@@ -181,14 +181,7 @@ fn local_auth(auth: &mut AuthArgs, secrets: &secrets::Secrets) {
 /// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
 /// NATS URL and the secrets of the data dir.
 fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up"])
-        .map_err(|e| CliError::Usage(format!("command service settings: {e}")))?
-        .config;
+    let mut config: Config = settings("command service", &[])?;
     config.nats_url = nats_url.to_owned();
     local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();
@@ -201,14 +194,7 @@ fn notifier_config(
     nats_url: &str,
     secrets: &secrets::Secrets,
 ) -> Result<talkwai_notifier::Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: talkwai_notifier::Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up"])
-        .map_err(|e| CliError::Usage(format!("notifier settings: {e}")))?
-        .config;
+    let mut config: talkwai_notifier::Config = settings("notifier", &[])?;
     config.nats_url = nats_url.to_owned();
     local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();

@@ -287,19 +287,8 @@ pub fn subscribe_scope(subject: &str) -> Option<&str> {
 /// The subscription id of a live-query control subject (`talkwai.qry.<scope>.live.<id>.ctl`);
 /// `None` for another shape or an id that is not a UUID.
 pub fn live_control_id(subject: &str) -> Option<Uuid> {
-    let mut tokens = subject.split('.');
-    match (
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-    ) {
-        (Some(ROOT), Some("qry"), Some(_), Some("live"), Some(id), Some("ctl"), None) => {
-            id.parse().ok()
-        }
+    match subject.split('.').collect::<Vec<_>>().as_slice() {
+        [ROOT, "qry", _, "live", id, "ctl"] => id.parse().ok(),
         _ => None,
     }
 }
