@@ -7,33 +7,21 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use talkwai_testkit::wait::poll_until;
-use talkwai_testkit::{NatsServer, Postgres};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use talkwai_testkit::{NatsServer, Postgres, http_get};
 
 const PLATFORM: &str = "platform-token-for-the-process-test";
 const SECRET: &str = "jwt-secret-for-the-process-test";
 
-/// `GET path` over HTTP/1.0: the status code and the whole response.
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.ok()?;
-    let status = body.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body))
-}
-
-/// Polls `/readyz` until its status is `status` (10 s); the last answer.
+/// Polls `/readyz` until its status is `status` (20 s); the last answer.
 async fn readyz_until(port: u16, status: u16) -> (u16, String) {
     poll_until(
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || async { get(port, "/readyz").await.unwrap_or((0, String::new())) },
+        || async {
+            http_get(port, "/readyz")
+                .await
+                .unwrap_or((0, String::new()))
+        },
         |(got, _)| *got == status,
     )
     .await
@@ -103,9 +91,9 @@ async fn the_binary_serves_queries_health_and_metrics_and_stops_on_sigterm() {
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["data"]["tenants"], serde_json::json!([]), "{reply}");
 
-    let live = get(port, "/livez").await;
+    let live = http_get(port, "/livez").await;
     assert_eq!(live.map(|(status, _)| status), Some(200), "/livez");
-    let metrics = get(port, "/metrics").await.expect("/metrics").1;
+    let metrics = http_get(port, "/metrics").await.expect("/metrics").1;
     assert!(
         metrics.contains("talkwai_queries_total{kind=\"query\",outcome=\"ok\"} 1"),
         "{metrics}"

@@ -46,5 +46,5 @@ pub mod wait;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::{Result, TestkitError};
-pub use nats::{NatsServer, NatsServerBuilder};
+pub use nats::{NatsServer, NatsServerBuilder, http_get};
 pub use postgres::{Postgres, PostgresBuilder};

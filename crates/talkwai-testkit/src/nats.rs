@@ -499,9 +499,10 @@ impl NatsServer {
     }
 }
 
-/// A minimal HTTP/1.0 GET on 127.0.0.1 (the monitoring endpoints need no more): the status code
-/// and the body, or `None` on any failure or after 2 seconds.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// A minimal HTTP/1.0 GET on 127.0.0.1 (nats-server's monitoring and the services' `/metrics`,
+/// `/livez` and `/readyz` need no more): the status code and the body, or `None` on any
+/// failure or after 2 seconds.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
