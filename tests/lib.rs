@@ -6,7 +6,8 @@
 use std::path::Path;
 
 /// `deploy/nats/auth.conf` as a nats-server config fragment, with fixed test passwords
-/// (`command-pw`, `projector-pw`, `notifier-pw`, `tenant-pw`, `operator-pw`) in place of the `$TALKWAI_NATS_*_PASSWORD` variables the deployment sets.
+/// (`command-pw`, `projector-pw`, `notifier-pw`, `query-pw`, `tenant-pw`, `operator-pw`) in
+/// place of the `$TALKWAI_NATS_*_PASSWORD` variables the deployment sets.
 pub fn auth_config() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/auth.conf");
     let text = std::fs::read_to_string(&path)
@@ -15,6 +16,7 @@ pub fn auth_config() -> String {
         ("$TALKWAI_NATS_COMMAND_PASSWORD", "\"command-pw\""),
         ("$TALKWAI_NATS_PROJECTOR_PASSWORD", "\"projector-pw\""),
         ("$TALKWAI_NATS_NOTIFIER_PASSWORD", "\"notifier-pw\""),
+        ("$TALKWAI_NATS_QUERY_PASSWORD", "\"query-pw\""),
         ("$TALKWAI_NATS_TENANT_PASSWORD", "\"tenant-pw\""),
         ("$TALKWAI_NATS_OPERATOR_PASSWORD", "\"operator-pw\""),
     ]

@@ -91,9 +91,9 @@ impl Stack {
         let nats = NatsServer::start().await.expect("nats-server starts");
         let client = async_nats::connect(nats.url()).await.expect("connect");
         let mut config = Config::for_tests(&nats.url(), PLATFORM, SECRET);
-        config.jwt_issuer = Some(ISSUER.into());
-        config.jwt_audience = Some(AUDIENCE.into());
-        config.key_files = key_files();
+        config.auth.jwt_issuer = Some(ISSUER.into());
+        config.auth.jwt_audience = Some(AUDIENCE.into());
+        config.auth.key_files = key_files();
         config.rate_limit = rate_limit;
         let service = CommandService::build(config)
             .await

@@ -89,3 +89,70 @@ async fn services_sign_in_with_the_credentials_in_their_nats_url() {
     let _ = stop.send(());
     let _ = running.await;
 }
+
+/// The query service signs in as its own user (`query-service`, no JetStream): it serves
+/// queries under that user's permissions, and its readiness asks NATS for nothing its user may
+/// not do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_service_signs_in_as_its_own_user() {
+    let server = NatsServer::builder()
+        .extra_config(auth_config())
+        .start()
+        .await
+        .expect("nats-server with auth.conf");
+    // PostgreSQL is not needed to refuse a query without a token: nothing is read.
+    let config = talkwai_query::Config::for_tests(
+        &url_as(&server, "query-service", "query-pw"),
+        "postgres://nobody@127.0.0.1:1/none",
+        PLATFORM,
+        SECRET,
+    );
+    let queries = tokio::time::timeout(
+        Duration::from_secs(30),
+        talkwai_query::QueryServer::build(config),
+    )
+    .await
+    .expect("the query service signs in in time")
+    .expect("the query service builds");
+    let readiness = queries.readiness();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(queries.run(async {
+        let _ = stopped.await;
+    }));
+
+    let operator =
+        async_nats::ConnectOptions::with_user_and_password("operator".into(), "operator-pw".into())
+            .connect(server.url())
+            .await
+            .expect("operator connects");
+    let reply = wait_for_endpoint_with_headers(
+        &operator,
+        "talkwai.qry.platform",
+        HeaderMap::new(),
+        b"{\"tenants\": {}}".to_vec(),
+    )
+    .await
+    .expect("the query service answers");
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).expect("json reply");
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"]["code"], "unauthenticated", "{reply}");
+    let checks = readiness.evaluate().await;
+    let nats = checks
+        .iter()
+        .find(|c| c.name == "nats")
+        .expect("a nats check");
+    assert!(
+        nats.ok,
+        "connected as query-service (it answered): {checks:?}"
+    );
+    assert!(
+        checks.iter().all(|c| c.name != "jetstream"),
+        "no JetStream check for a service that never uses it: {checks:?}"
+    );
+
+    let _ = stop.send(());
+    running
+        .await
+        .expect("the query task")
+        .expect("the query service stops cleanly");
+}

@@ -12,10 +12,11 @@ fn repo_root() -> PathBuf {
 }
 
 /// The environment variables `deploy/nats/auth.conf` takes its passwords from.
-const PASSWORDS: [&str; 5] = [
+const PASSWORDS: [&str; 6] = [
     "TALKWAI_NATS_COMMAND_PASSWORD",
     "TALKWAI_NATS_PROJECTOR_PASSWORD",
     "TALKWAI_NATS_NOTIFIER_PASSWORD",
+    "TALKWAI_NATS_QUERY_PASSWORD",
     "TALKWAI_NATS_TENANT_PASSWORD",
     "TALKWAI_NATS_OPERATOR_PASSWORD",
 ];
@@ -238,6 +239,7 @@ fn k8s_manifests_match_the_binaries_probes_env_and_resources() {
         ("talkwai-command-service", 150),
         ("talkwai-projector", 250),
         ("talkwai-notifier", 100),
+        ("talkwai-query-service", 100),
     ];
     let deployments = of_kind("Deployment");
     assert_eq!(
@@ -276,17 +278,16 @@ fn k8s_manifests_match_the_binaries_probes_env_and_resources() {
             binary, name,
             "{name}: the Deployment is named after its binary"
         );
-        let (_, crate_dir) = binaries
-            .iter()
-            .find(|(b, _)| *b == binary)
-            .unwrap_or_else(|| panic!("{image}: no binary {binary} in the workspace"));
+        assert!(
+            binaries.iter().any(|(b, _)| *b == binary),
+            "{image}: no binary {binary} in the workspace"
+        );
         assert!(
             container.get("command").is_none(),
             "{name}: the image's entrypoint runs"
         );
-        let main = std::fs::read_to_string(crate_dir.join("src/main.rs")).expect("main.rs");
         assert!(
-            main.contains("env = \"TALKWAI_METRICS_ADDR\""),
+            binary_variables(&binary).contains_key("TALKWAI_METRICS_ADDR"),
             "{binary} reads TALKWAI_METRICS_ADDR"
         );
 
@@ -324,7 +325,8 @@ fn k8s_manifests_match_the_binaries_probes_env_and_resources() {
         }
         let names: Vec<&str> = env.iter().filter_map(|v| v["name"].as_str()).collect();
         assert!(names.contains(&"TALKWAI_NATS_URL"), "{name}: NATS URL");
-        if binary != "talkwai-notifier" {
+        // Every service that verifies tokens; the projector verifies none.
+        if binary != "talkwai-projector" {
             assert!(names.contains(&"TALKWAI_JWT_SECRET"), "{name}: JWT secret");
         }
 
@@ -389,23 +391,32 @@ const ONLY_IN_K8S: &[(&str, &str)] = &[(
 const ONLY_IN_COMPOSE: &[(&str, &str)] = &[];
 
 /// Variables every service must be given in both files although clap gives them a default or
-/// makes them optional: the default NATS URL is 127.0.0.1 (never right in a container), the
-/// probes need the ops address, and without the JWT secret no member can use the service.
-const DEPLOY_REQUIRED: [&str; 3] = [
-    "TALKWAI_NATS_URL",
-    "TALKWAI_METRICS_ADDR",
-    "TALKWAI_JWT_SECRET",
+/// makes them optional: the default NATS URL is 127.0.0.1 (never right in a container) and the
+/// probes need the ops address.
+const DEPLOY_REQUIRED: [&str; 2] = ["TALKWAI_NATS_URL", "TALKWAI_METRICS_ADDR"];
+
+/// Per binary, variables it must be given besides [`DEPLOY_REQUIRED`] and its clap-required
+/// ones: without the JWT secret no member can use a service that verifies tokens (all but the
+/// projector, which verifies none), and the platform token is the operators' way in.
+const DEPLOY_REQUIRED_FOR: &[(&str, &str)] = &[
+    ("talkwai-command-service", "TALKWAI_JWT_SECRET"),
+    ("talkwai-command-service", "TALKWAI_PLATFORM_TOKEN"),
+    ("talkwai-notifier", "TALKWAI_JWT_SECRET"),
+    ("talkwai-query-service", "TALKWAI_JWT_SECRET"),
+    ("talkwai-query-service", "TALKWAI_PLATFORM_TOKEN"),
 ];
 
-/// Per binary, variables it must be given besides [`DEPLOY_REQUIRED`] and its clap-required ones.
-const DEPLOY_REQUIRED_FOR: &[(&str, &str)] = &[
-    ("talkwai-command-service", "TALKWAI_PLATFORM_TOKEN"),
-    ("talkwai-projector", "TALKWAI_PLATFORM_TOKEN"),
+/// The workspace's binaries that are not services, with why; every other binary is deployed
+/// (a Deployment in `deploy/k8s`, a service in `docker-compose.yml`).
+const NOT_DEPLOYED: &[(&str, &str)] = &[
+    ("talkwai", "the operator CLI, run by people and scripts"),
+    ("talkwai-bench", "the benchmarks, run by CI and engineers"),
 ];
 
 /// The `TALKWAI_*` variables a binary reads, each with whether clap requires it: its library
-/// `Config` through clap's own definitions, plus the `env = "..."` arguments of its `main.rs`
-/// (the ops address, the projector's query API settings), which are all optional there.
+/// `Config` through clap's own definitions (flattened groups such as `talkwai_auth::AuthArgs`
+/// included), plus the ops address of `talkwai_service::binary` when its `main.rs` runs the
+/// service through it, and any `env = "..."` argument of its `main.rs` (all optional).
 fn binary_variables(binary: &str) -> std::collections::BTreeMap<String, bool> {
     use clap::Args as _;
     let command = clap::Command::new("service");
@@ -413,6 +424,7 @@ fn binary_variables(binary: &str) -> std::collections::BTreeMap<String, bool> {
         "talkwai-command-service" => talkwai_command_service::Config::augment_args(command),
         "talkwai-projector" => talkwai_projector::Config::augment_args(command),
         "talkwai-notifier" => talkwai_notifier::Config::augment_args(command),
+        "talkwai-query-service" => talkwai_query::Config::augment_args(command),
         other => panic!("no clap configuration known for {other}: add it here"),
     };
     let mut out = std::collections::BTreeMap::new();
@@ -432,19 +444,10 @@ fn binary_variables(binary: &str) -> std::collections::BTreeMap<String, bool> {
         let name = piece.split('"').next().expect("an env name");
         out.entry(name.to_owned()).or_insert(false);
     }
-    // `#[command(flatten)]`ed argument groups of `main.rs` from talkwai-auth.
-    if main.contains("key_files: KeyFiles") {
-        for arg in talkwai_auth::KeyFiles::augment_args(clap::Command::new("keys")).get_arguments()
-        {
-            if let Some(env) = arg.get_env() {
-                out.entry(env.to_string_lossy().into_owned())
-                    .or_insert(false);
-            }
-        }
-    }
-    if main.contains("rate_limit: RateLimitConfig") {
-        let limits = talkwai_auth::RateLimitConfig::augment_args(clap::Command::new("limits"));
-        for arg in limits.get_arguments() {
+    // A `main.rs` that is `talkwai_service::binary::run::<S>()` also reads its `OpsArgs`.
+    if main.contains("talkwai_service::binary::run::<") {
+        let ops = talkwai_service::binary::OpsArgs::augment_args(clap::Command::new("ops"));
+        for arg in ops.get_arguments() {
             if let Some(env) = arg.get_env() {
                 out.entry(env.to_string_lossy().into_owned())
                     .or_insert(false);
@@ -618,14 +621,7 @@ fn compose_and_k8s_run_the_same_services_variables_and_nats_users() {
     let mut workspace_binaries: Vec<String> = binaries()
         .into_iter()
         .map(|(b, _)| b)
-        .filter(|b| {
-            [
-                "talkwai-command-service",
-                "talkwai-projector",
-                "talkwai-notifier",
-            ]
-            .contains(&b.as_str())
-        })
+        .filter(|b| !NOT_DEPLOYED.iter().any(|(n, _)| n == b))
         .collect();
     workspace_binaries.sort();
     assert_eq!(
@@ -843,4 +839,65 @@ async fn the_compose_health_check_follows_readyz() {
     // The accept loops end at the runtime's next turn.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!run(closed).await, "unhealthy when nothing listens");
+}
+
+/// The query API is a service of its own: the projector's crate does not depend on the query
+/// crate, its binary reads no query or token setting, and its NATS user may neither take query
+/// requests nor publish live-query updates (the query service's user may).
+#[test]
+fn the_projector_does_not_serve_queries() {
+    let manifest = std::fs::read_to_string(repo_root().join("crates/talkwai-projector/Cargo.toml"))
+        .expect("the projector's manifest");
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    assert!(
+        !dependencies
+            .lines()
+            .any(|l| l.trim_start().starts_with("talkwai-query")),
+        "talkwai-projector depends on talkwai-query:\n{dependencies}"
+    );
+    let reads = binary_variables("talkwai-projector");
+    for var in [
+        "TALKWAI_QUERY_MAX_ROWS",
+        "TALKWAI_JWT_SECRET",
+        "TALKWAI_PLATFORM_TOKEN",
+    ] {
+        assert!(!reads.contains_key(var), "the projector reads {var}");
+    }
+    let queries = binary_variables("talkwai-query-service");
+    for var in [
+        "TALKWAI_QUERY_MAX_ROWS",
+        "TALKWAI_DATABASE_URL",
+        "TALKWAI_JWT_SECRET",
+    ] {
+        assert!(queries.contains_key(var), "the query service reads {var}");
+    }
+    let conf =
+        std::fs::read_to_string(repo_root().join("deploy/nats/auth.conf")).expect("auth.conf");
+    let role = |name: &str| -> String {
+        let start = conf
+            .find(&format!("  {name} = {{"))
+            .unwrap_or_else(|| panic!("auth.conf has no role {name}"));
+        let end = conf[start..].find("\n  }").expect("the role closes") + start;
+        conf[start..end].to_owned()
+    };
+    assert!(
+        !role("PROJECTOR").contains("talkwai.qry"),
+        "the projector's NATS user has query subjects: {}",
+        role("PROJECTOR")
+    );
+    let query = role("QUERY");
+    for subject in ["talkwai.qry.>", "talkwai.qry.*.live.>"] {
+        assert!(
+            query.contains(&format!("\"{subject}\"")),
+            "QUERY grants {subject}"
+        );
+    }
+    assert!(
+        !query.contains("$JS.") && !query.contains("talkwai.evt"),
+        "the query service's NATS user has no JetStream or events: {query}"
+    );
 }

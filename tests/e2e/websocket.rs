@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PASSWORDS: [(&str, &str); 5] = [
+const PASSWORDS: [(&str, &str); 6] = [
     ("TALKWAI_NATS_COMMAND_PASSWORD", "command-pw"),
     ("TALKWAI_NATS_PROJECTOR_PASSWORD", "projector-pw"),
     ("TALKWAI_NATS_NOTIFIER_PASSWORD", "notifier-pw"),
+    ("TALKWAI_NATS_QUERY_PASSWORD", "query-pw"),
     ("TALKWAI_NATS_TENANT_PASSWORD", "tenant-pw"),
     ("TALKWAI_NATS_OPERATOR_PASSWORD", "operator-pw"),
 ];

@@ -116,6 +116,51 @@ impl KeyFiles {
     }
 }
 
+/// The token flags every service takes (`#[command(flatten)]`): the platform token, the HS256
+/// secret, the required issuer and audience, and an external identity provider's key files.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// The platform admin token (bootstraps tenants and the first superadmin).
+    #[arg(long, env = "TALKWAI_PLATFORM_TOKEN", hide_env_values = true)]
+    pub platform_token: Option<SecretString>,
+    /// HS256 secret of member and admin JWTs.
+    #[arg(long, env = "TALKWAI_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// Required JWT issuer (`iss`), if any.
+    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required JWT audience (`aud`), if any.
+    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// An external identity provider's EdDSA/RS256 public keys (PEM or JWKS file).
+    #[command(flatten)]
+    pub key_files: KeyFiles,
+}
+
+impl AuthArgs {
+    /// The platform token and the HS256 secret, no issuer, audience or key files (tests and
+    /// `talkwai up`).
+    pub fn with_secrets(platform_token: SecretString, jwt_secret: SecretString) -> Self {
+        Self {
+            platform_token: Some(platform_token),
+            jwt_secret: Some(jwt_secret),
+            ..Self::default()
+        }
+    }
+
+    /// The verifier these flags describe; reads the key files.
+    pub fn verifier(&self) -> Result<TokenVerifier, KeyError> {
+        let keys = self.key_files.load()?;
+        Ok(TokenVerifier::new(
+            self.platform_token.clone(),
+            self.jwt_secret.clone(),
+            self.jwt_issuer.as_deref(),
+            self.jwt_audience.as_deref(),
+        )
+        .with_public_keys(keys))
+    }
+}
+
 /// Verifies bearer tokens.
 pub struct TokenVerifier {
     platform_token: Option<SecretString>,

@@ -3,8 +3,8 @@
 //! - create-task at **500 commands/s** through the `talkwai-command-service` process: send →
 //!   reply, p50/p99, beside raw JetStream publishes at the same pacing (send → ack);
 //! - **1,000 commands/s**: command sent → the task visible in a query (read-your-writes: the
-//!   query carries the reply's `seq` as `minSeq`, answered by the `talkwai-projector` process's
-//!   query API), and command sent → its `taskUpdates` message delivered (from the
+//!   query carries the reply's `seq` as `minSeq`, answered by the `talkwai-query-service`
+//!   process from what the `talkwai-projector` process wrote), and command sent → its `taskUpdates` message delivered (from the
 //!   `talkwai-notifier` process), beside raw publishes read by a plain core subscriber at the
 //!   same pacing;
 //! - a closed-loop burst of create-task with 64 callers through the process;
@@ -40,13 +40,14 @@ const COMMAND_RATE: u64 = 500;
 /// Rate of the end-to-end scenario.
 const E2E_RATE: u64 = 1_000;
 /// Peak RSS targets, MiB: (binary, label, target).
-const RSS_TARGETS: [(&str, &str, f64); 3] = [
+const RSS_TARGETS: [(&str, &str, f64); 4] = [
     ("talkwai-command-service", "command service", 150.0),
-    ("talkwai-projector", "projector (+ query API)", 250.0),
+    ("talkwai-projector", "projector", 250.0),
+    ("talkwai-query-service", "query service", 100.0),
     ("talkwai-notifier", "notifier", 100.0),
 ];
 
-/// The three processes.
+/// The service processes.
 struct Processes(Vec<Service>);
 
 impl Processes {
@@ -83,7 +84,7 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     let mut report = stack::new_report("e2e", quick, Some(client.server_info().version));
     report.notes.push(format!(
         "e2e: services as separate processes ({} build): talkwai-command-service, \
-         talkwai-projector (with the query API), talkwai-notifier, default settings but the \
+         talkwai-projector, talkwai-query-service, talkwai-notifier, default settings but the \
          per-tenant rate limit off (one tenant sends everything); PostgreSQL durable (fsync on); {secs} s per paced scenario",
         binaries.profile
     ));
@@ -117,6 +118,14 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
         &with(&[
             ("TALKWAI_DATABASE_URL", db.clone()),
             ("TALKWAI_INSTANCE", "bench-projector".to_owned()),
+        ]),
+        &logs,
+    )?);
+    procs.0.push(binaries.spawn(
+        "talkwai-query-service",
+        &with(&[
+            ("TALKWAI_DATABASE_URL", db.clone()),
+            ("TALKWAI_INSTANCE", "bench-query".to_owned()),
         ]),
         &logs,
     )?);
@@ -192,7 +201,7 @@ async fn measure(
             Ok(true) => break,
             Ok(false) => bail!("the query answered without the task it waited for"),
             Err(err) if Instant::now() > deadline => {
-                bail!("the projector's query API does not answer: {err}")
+                bail!("the query service does not answer: {err}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

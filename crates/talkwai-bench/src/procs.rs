@@ -1,5 +1,5 @@
 //! The services as separate processes — their own binaries (`talkwai-command-service`,
-//! `talkwai-projector` with the query API, `talkwai-notifier`), configured through their
+//! `talkwai-projector`, `talkwai-query-service`, `talkwai-notifier`), configured through their
 //! `TALKWAI_*` environment variables like in production — so the peak RSS of each can be read
 //! from `/proc/<pid>/status` (`VmHWM`).
 //!
@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-/// The three service binaries.
-pub const BINARIES: [&str; 3] = [
+/// The four service binaries.
+pub const BINARIES: [&str; 4] = [
     "talkwai-command-service",
     "talkwai-projector",
+    "talkwai-query-service",
     "talkwai-notifier",
 ];
 

@@ -81,6 +81,9 @@ pub enum CliError {
     /// The in-process query service failed.
     #[error("query service failed")]
     Query(#[from] talkwai_query::QueryError),
+    /// The in-process query service could not start.
+    #[error("query service failed to start")]
+    QueryStart(#[from] talkwai_query::StartError),
     /// The in-process notifier failed.
     #[error("notifier failed")]
     Notifier(#[from] talkwai_notifier::NotifierError),

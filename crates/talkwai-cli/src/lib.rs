@@ -9,7 +9,7 @@
 //! # Architecture invariant
 //! The CLI reads the log of record (JetStream) and talks to services over NATS like any other
 //! client; it never writes events itself. `talkwai up` is the one place that runs servers
-//! (through `talkwai-testkit`) and services (command service, projector, query API, notifier)
+//! (through `talkwai-testkit`) and services (command service, projector, query service, notifier)
 //! in process.
 //! `projections` writes only through `talkwai_projector`'s operator functions.
 //!
@@ -111,16 +111,5 @@ pub fn shutdown_signals() -> Result<impl Future<Output = ()>, CliError> {
     })
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
-}
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (the services' own).
+pub use talkwai_service::shutdown_signal;

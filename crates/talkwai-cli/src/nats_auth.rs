@@ -40,7 +40,7 @@ const ACCOUNT: &str = "$G";
 const DEFAULT_USER_TTL_SECS: u64 = 24 * 3600;
 
 /// `auth.conf`'s password variables and which secret fills each.
-fn passwords(secrets: &NatsSecrets) -> [(&'static str, &secrecy::SecretString); 5] {
+fn passwords(secrets: &NatsSecrets) -> [(&'static str, &secrecy::SecretString); 6] {
     [
         ("$TALKWAI_NATS_COMMAND_PASSWORD", &secrets.command_password),
         (
@@ -51,6 +51,7 @@ fn passwords(secrets: &NatsSecrets) -> [(&'static str, &secrecy::SecretString); 
             "$TALKWAI_NATS_NOTIFIER_PASSWORD",
             &secrets.notifier_password,
         ),
+        ("$TALKWAI_NATS_QUERY_PASSWORD", &secrets.query_password),
         ("$TALKWAI_NATS_TENANT_PASSWORD", &secrets.tenant_password),
         (
             "$TALKWAI_NATS_OPERATOR_PASSWORD",
@@ -480,6 +481,7 @@ mod tests {
             command_password: SecretString::from("c-pw"),
             projector_password: SecretString::from("p-pw"),
             notifier_password: SecretString::from("n-pw"),
+            query_password: SecretString::from("q-pw"),
             tenant_password: SecretString::from("t-pw"),
             operator_password: SecretString::from("o-pw"),
             callout_key: std::sync::Arc::new(nkeys::KeyPair::new_account()),
@@ -550,6 +552,7 @@ mod tests {
                 "command-service",
                 "projector",
                 "notifier",
+                "query-service",
                 "tenant-acme",
                 "operator"
             ]
@@ -559,7 +562,7 @@ mod tests {
         assert!(!text.contains("$TALKWAI_"));
         assert!(text.contains(&secrets.callout_key.public_key()));
         assert!(text.contains(
-            "auth_users: [\"command-service\", \"projector\", \"notifier\", \"tenant-acme\", \"operator\"]"
+            "auth_users: [\"command-service\", \"projector\", \"notifier\", \"query-service\", \"tenant-acme\", \"operator\"]"
         ));
         // Everything of auth.conf but the password variables is kept as is.
         for line in AUTH_CONF.lines().filter(|l| !l.contains("$TALKWAI_")) {

@@ -127,16 +127,16 @@ mod tests {
         let member = SecretString::from(jwt(PrincipalKind::Member, Some(tenant)));
         assert_eq!(
             query_subject(None, Some(&member)).ok(),
-            Some(format!("talkwai.qry.{tenant}"))
+            Some(subject::query(Scope::Tenant(tenant.into())))
         );
-        let other = Uuid::new_v4().to_string();
+        let other = Uuid::new_v4();
         assert_eq!(
-            query_subject(Some(&other), Some(&member)).ok(),
-            Some(format!("talkwai.qry.{other}"))
+            query_subject(Some(&other.to_string()), Some(&member)).ok(),
+            Some(subject::query(Scope::Tenant(other.into())))
         );
         assert_eq!(
             query_subject(Some("platform"), None).ok(),
-            Some("talkwai.qry.platform".to_owned())
+            Some(subject::query(Scope::Platform))
         );
         let admin = SecretString::from(jwt(PrincipalKind::Admin, None));
         assert!(matches!(

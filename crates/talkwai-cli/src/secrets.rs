@@ -30,6 +30,9 @@ struct NatsFile {
     command_password: String,
     projector_password: String,
     notifier_password: String,
+    /// Added after the first release: a file without it gains one.
+    #[serde(default)]
+    query_password: String,
     tenant_password: String,
     operator_password: String,
     /// Seed of the account nkey that signs the auth callout's answers.
@@ -42,6 +45,7 @@ impl NatsFile {
             command_password: random_hex(),
             projector_password: random_hex(),
             notifier_password: random_hex(),
+            query_password: random_hex(),
             tenant_password: random_hex(),
             operator_password: random_hex(),
             callout_seed: String::new(),
@@ -54,10 +58,12 @@ impl NatsFile {
 pub struct NatsSecrets {
     /// `command-service`.
     pub command_password: SecretString,
-    /// `projector` (also the query API).
+    /// `projector`.
     pub projector_password: SecretString,
     /// `notifier`.
     pub notifier_password: SecretString,
+    /// `query-service`.
+    pub query_password: SecretString,
     /// `tenant-acme`, the demo tenant's static credential.
     pub tenant_password: SecretString,
     /// `operator`: every subject (the CLI, `up` itself, the auth callout).
@@ -139,6 +145,10 @@ pub fn load_or_create(path: &Path) -> Result<Secrets, CliError> {
         dirty = true;
         NatsFile::generate()
     });
+    if nats.query_password.is_empty() {
+        nats.query_password = random_hex();
+        dirty = true;
+    }
     let callout_key = match nkeys::KeyPair::from_seed(&nats.callout_seed) {
         Ok(key) => key,
         Err(_) => {
@@ -164,6 +174,7 @@ pub fn load_or_create(path: &Path) -> Result<Secrets, CliError> {
             command_password: SecretString::from(nats.command_password),
             projector_password: SecretString::from(nats.projector_password),
             notifier_password: SecretString::from(nats.notifier_password),
+            query_password: SecretString::from(nats.query_password),
             tenant_password: SecretString::from(nats.tenant_password),
             operator_password: SecretString::from(nats.operator_password),
             callout_key: std::sync::Arc::new(callout_key),

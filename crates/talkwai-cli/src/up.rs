@@ -1,6 +1,6 @@
 //! `talkwai up`: the whole system on one machine. Starts a persistent nats-server (JetStream)
 //! and a persistent PostgreSQL under the data dir, runs the command service, the projector
-//! (read models in PostgreSQL), the query API over the projector's pool and the notifier
+//! (read models in PostgreSQL), the query service over them and the notifier
 //! (rooms, presence, alerts) in this process, serves the live dashboard (`clients/dashboard`)
 //! over HTTP with nats-server's WebSocket listener for browsers, seeds the demo tenant once,
 //! prints what to try (dashboard URLs with dev tokens included), and on SIGINT/SIGTERM stops
@@ -15,12 +15,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use secrecy::{ExposeSecret as _, SecretString};
-use talkwai_auth::TokenVerifier;
+use talkwai_auth::{AuthArgs, TokenVerifier};
 use talkwai_command_service::{CommandService, Config};
 use talkwai_notifier::Notifier;
-use talkwai_query::QueryService;
+use talkwai_query::QueryServer;
 use talkwai_testkit::{NatsServer, Postgres};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -127,55 +126,64 @@ async fn start_postgres(data: PathBuf, port: u16) -> Result<Postgres, CliError> 
     })
 }
 
+/// A service's settings as its binary reads them (defaults and `TALKWAI_*` variables), with
+/// `args` on its command line; `what` names the service in an error.
+fn settings<C: clap::Args + clap::FromArgMatches>(
+    what: &str,
+    args: &[&str],
+) -> Result<C, CliError> {
+    let usage = |e: clap::Error| CliError::Usage(format!("{what} settings: {e}"));
+    let matches = C::augment_args(clap::Command::new("talkwai-up"))
+        .try_get_matches_from(std::iter::once("talkwai-up").chain(args.iter().copied()))
+        .map_err(usage)?;
+    C::from_arg_matches(&matches).map_err(usage)
+}
+
 /// The projector's settings: defaults and `TALKWAI_PROJECTOR_*` tuning variables, with the
 /// local NATS and PostgreSQL URLs.
 fn projector_config(
     nats_url: &str,
     database_url: &str,
 ) -> Result<talkwai_projector::Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: talkwai_projector::Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up", "--database-url", database_url])
-        .map_err(|e| CliError::Usage(format!("projector settings: {e}")))?
-        .config;
+    let mut config: talkwai_projector::Config =
+        settings("projector", &["--database-url", database_url])?;
     config.nats_url = nats_url.to_owned();
     config.database_url = database_url.to_owned();
     config.instance = "talkwai-up".to_owned();
     Ok(config)
 }
 
-/// `TALKWAI_QUERY_MAX_ROWS` (as the projector binary reads it), else the query API's default.
-fn query_max_rows() -> Result<usize, CliError> {
-    match std::env::var("TALKWAI_QUERY_MAX_ROWS") {
-        Err(_) => Ok(talkwai_query::exec::DEFAULT_MAX_ROWS),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(CliError::Usage(format!(
-                "TALKWAI_QUERY_MAX_ROWS={text} is not a positive integer"
-            ))),
-        },
-    }
+/// The query service's settings: defaults and `TALKWAI_QUERY_*` tuning variables, with the
+/// local NATS and PostgreSQL URLs and the secrets of the data dir.
+fn query_config(
+    nats_url: &str,
+    database_url: &str,
+    secrets: &secrets::Secrets,
+) -> Result<talkwai_query::Config, CliError> {
+    let mut config: talkwai_query::Config =
+        settings("query service", &["--database-url", database_url])?;
+    config.nats_url = nats_url.to_owned();
+    config.database_url = database_url.to_owned();
+    local_auth(&mut config.auth, secrets);
+    config.instance = "talkwai-up".to_owned();
+    Ok(config)
+}
+
+/// The local system's token settings: the secrets of the data dir, no issuer or audience
+/// (key files from the environment are kept).
+fn local_auth(auth: &mut AuthArgs, secrets: &secrets::Secrets) {
+    auth.platform_token = Some(secrets.platform_token.clone());
+    auth.jwt_secret = Some(secrets.jwt_secret.clone());
+    auth.jwt_issuer = None;
+    auth.jwt_audience = None;
 }
 
 /// The command service's settings: defaults and `TALKWAI_*` tuning variables, with the local
 /// NATS URL and the secrets of the data dir.
 fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up"])
-        .map_err(|e| CliError::Usage(format!("command service settings: {e}")))?
-        .config;
+    let mut config: Config = settings("command service", &[])?;
     config.nats_url = nats_url.to_owned();
-    config.platform_token = Some(secrets.platform_token.clone());
-    config.jwt_secret = Some(secrets.jwt_secret.clone());
-    config.jwt_issuer = None;
-    config.jwt_audience = None;
+    local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();
     Ok(config)
 }
@@ -186,19 +194,9 @@ fn notifier_config(
     nats_url: &str,
     secrets: &secrets::Secrets,
 ) -> Result<talkwai_notifier::Config, CliError> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: talkwai_notifier::Config,
-    }
-    let mut config = Wrapper::try_parse_from(["talkwai-up"])
-        .map_err(|e| CliError::Usage(format!("notifier settings: {e}")))?
-        .config;
+    let mut config: talkwai_notifier::Config = settings("notifier", &[])?;
     config.nats_url = nats_url.to_owned();
-    config.platform_token = Some(secrets.platform_token.clone());
-    config.jwt_secret = Some(secrets.jwt_secret.clone());
-    config.jwt_issuer = None;
-    config.jwt_audience = None;
+    local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();
     Ok(config)
 }
@@ -366,8 +364,8 @@ impl Login<'_> {
 }
 
 /// Builds and starts the in-process services, in order: the auth callout (local NATS only),
-/// the command service, the projector, the query API over the projector's pool (same platform
-/// token and JWT secret as the command service), the notifier.
+/// the command service, the projector, the query service (its own pool; same platform token
+/// and JWT secret as the command service), the notifier.
 async fn start_services(
     services: &mut Services,
     client: &async_nats::Client,
@@ -411,18 +409,18 @@ async fn start_services(
         login.options("projector", |n| &n.projector_password)?,
     )
     .await?;
-    let pool = projector.pool().clone();
-    let query_client = projector.store().client().clone();
     services.spawn("projector", |stopped| {
         projector.run(async {
             let _ = stopped.await;
         })
     });
-    let queries = QueryService::new(pool, verifier())
-        .with_change_feed(postgres_url)
-        .with_max_rows(query_max_rows()?);
+    let queries = QueryServer::build_with(
+        query_config(nats_url, postgres_url, secrets)?,
+        login.options("query-service", |n| &n.query_password)?,
+    )
+    .await?;
     services.spawn("query service", |stopped| {
-        queries.run(query_client, async {
+        queries.run(async {
             let _ = stopped.await;
         })
     });
@@ -451,7 +449,7 @@ async fn serve(
 ) -> Result<(), CliError> {
     for name in [
         talkwai_command_service::SERVICE_NAME,
-        talkwai_query::service::QUEUE_GROUP,
+        talkwai_query::service::SERVICE_NAME,
         talkwai_notifier::PRESENCE_SERVICE,
     ] {
         wait_ready(client, name).await?;

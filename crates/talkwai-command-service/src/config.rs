@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use secrecy::SecretString;
-use talkwai_auth::{KeyFiles, RateLimitConfig};
+use talkwai_auth::{AuthArgs, RateLimitConfig};
 
 /// Everything the command service needs to start.
 #[derive(Debug, Clone, Args)]
@@ -16,21 +16,9 @@ pub struct Config {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// The platform admin token (bootstraps tenants and the first superadmin).
-    #[arg(long, env = "TALKWAI_PLATFORM_TOKEN", hide_env_values = true)]
-    pub platform_token: Option<SecretString>,
-    /// HS256 secret of member and admin JWTs.
-    #[arg(long, env = "TALKWAI_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<SecretString>,
-    /// Required JWT issuer (`iss`), if any.
-    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-    /// Required JWT audience (`aud`), if any.
-    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-    /// An external identity provider's EdDSA/RS256 public keys (PEM or JWKS file).
+    /// The platform token, JWT secret, issuer, audience and key files.
     #[command(flatten)]
-    pub key_files: KeyFiles,
+    pub auth: AuthArgs,
     /// Per-tenant command rate limit.
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
@@ -77,11 +65,10 @@ impl Config {
     pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
-            platform_token: Some(SecretString::from(platform_token.to_owned())),
-            jwt_secret: Some(SecretString::from(jwt_secret.to_owned())),
-            jwt_issuer: None,
-            jwt_audience: None,
-            key_files: KeyFiles::default(),
+            auth: AuthArgs::with_secrets(
+                SecretString::from(platform_token.to_owned()),
+                SecretString::from(jwt_secret.to_owned()),
+            ),
             rate_limit: RateLimitConfig::OFF,
             stream_replicas: 1,
             duplicate_window_secs: None,

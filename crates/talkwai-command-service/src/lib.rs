@@ -29,14 +29,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
-use talkwai_auth::TokenVerifier;
 use talkwai_domain::ACTIONS;
 use talkwai_eventstore::{AppenderConfig, EventStore, StreamSettings};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use talkwai_service::{Endpoints, Registration, ServeError};
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -65,6 +62,9 @@ pub enum StartError {
     /// The identity provider's public keys cannot be loaded.
     #[error("cannot load jwt public keys: {0}")]
     Keys(#[from] talkwai_auth::KeyError),
+    /// The endpoints could not be registered or confirmed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 /// A built command service, ready to run.
@@ -93,12 +93,9 @@ impl CommandService {
         config: Config,
         options: async_nats::ConnectOptions,
     ) -> Result<Self, StartError> {
-        let public_keys = config.key_files.load()?;
-        let client = options
-            .name(format!("talkwai-command-service/{}", config.instance))
-            .retry_on_initial_connect()
-            .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-            .connect(talkwai_eventstore::plain_servers(&config.nats_url))
+        let verifier = config.auth.verifier()?;
+        let name = format!("talkwai-command-service/{}", config.instance);
+        let client = talkwai_service::connect(name, &config.nats_url, options)
             .await
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let settings = StreamSettings {
@@ -113,13 +110,6 @@ impl CommandService {
             linger: Duration::from_micros(config.group_linger_us),
             ..Default::default()
         });
-        let verifier = TokenVerifier::new(
-            config.platform_token.clone(),
-            config.jwt_secret.clone(),
-            config.jwt_issuer.as_deref(),
-            config.jwt_audience.as_deref(),
-        )
-        .with_public_keys(public_keys);
         let repo = Repository::new(store, config.cache_capacity);
         let handler = Arc::new(
             Handler::new(repo, appender, verifier, config.conflict_attempts)
@@ -136,30 +126,21 @@ impl CommandService {
     /// Serves commands until `shutdown` resolves, then stops taking new ones and waits (up
     /// to the grace period) for the ones in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-        let service = self
-            .client
-            .service_builder()
-            .description("TalkwAI commands: decide and append to the event log")
-            .queue_group(QUEUE_GROUP)
-            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-            .await
-            .map_err(|e| StartError::Register(e.to_string()))?;
-        let mut endpoints = Vec::new();
-        for (kind, actions) in ACTIONS {
-            for action in *actions {
-                let endpoint = service
-                    .endpoint_builder()
-                    .name(format!("{kind}_{action}"))
-                    .add(format!("talkwai.cmd.*.{kind}.{action}"))
-                    .await
-                    .map_err(|e| StartError::Register(e.to_string()))?;
-                endpoints.push(endpoint);
-            }
-        }
+        let endpoints = ACTIONS
+            .iter()
+            .flat_map(|(kind, actions)| {
+                actions.iter().map(move |action| {
+                    (
+                        format!("{kind}_{action}"),
+                        talkwai_proto::subject::command_endpoint(*kind, action),
+                    )
+                })
+            })
+            .collect();
         // Every command subject is also delivered to one member of this second group, which
         // answers only those no endpoint serves, so a client can tell an unknown action from
         // a service that is down ("no responders").
-        let mut unknown = self
+        let unknown = self
             .client
             .queue_subscribe(
                 talkwai_proto::subject::ALL_COMMANDS,
@@ -167,89 +148,114 @@ impl CommandService {
             )
             .await
             .map_err(|e| StartError::Register(e.to_string()))?;
-        // `$SRV.PING` answers from the registration on; the endpoints serve once the server has
-        // their subscriptions. The server handles a connection's messages in order, so the
-        // answer to a request sent after them proves it has them. Ready only from then on.
-        let ping = format!("$SRV.PING.{SERVICE_NAME}.{}", service.info().await.id);
-        self.client
-            .request(ping.clone(), Bytes::new())
-            .await
-            .map_err(|e| StartError::Register(format!("confirming the subscriptions: {e}")))?;
+        let mut endpoints = Endpoints::start(
+            &self.client,
+            Registration {
+                name: SERVICE_NAME,
+                version: env!("CARGO_PKG_VERSION"),
+                description: "TalkwAI commands: decide and append to the event log",
+                queue_group: QUEUE_GROUP,
+            },
+            endpoints,
+        )
+        .await?;
+        // Ready once the server confirmed the endpoints' subscriptions (`Endpoints::start`), and
+        // with them the catch-all's, subscribed before.
         self.serving.store(true, Ordering::Release);
-        let mut requests = futures::stream::select_all(endpoints);
-        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
-        let mut tasks = JoinSet::new();
+        let (stop_unknown, unknown_stopped) = tokio::sync::oneshot::channel::<()>();
+        let catch_all = tokio::spawn(answer_unknown_until(
+            self.client.clone(),
+            unknown,
+            unknown_stopped,
+        ));
         info!(instance = %self.config.instance, "command service ready");
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                request = requests.next() => {
-                    let Some(request) = request else { break };
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                    let handler = Arc::clone(&self.handler);
-                    tasks.spawn(async move {
-                        let _in_flight = ops::InFlight::enter();
-                        let incoming = Incoming {
-                            subject: request.message.subject.as_str(),
-                            headers: request.message.headers.as_ref(),
-                            payload: &request.message.payload,
-                        };
-                        let (body, headers) = handler.handle(incoming).await;
-                        if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
-                            warn!(error = %err, "cannot send the reply");
-                        }
-                        drop(permit);
-                    });
-                    // Reap finished tasks so the set stays small.
-                    while tasks.try_join_next().is_some() {}
-                }
-                message = unknown.next() => {
-                    let Some(message) = message else { break };
-                    answer_unknown(&self.client, message).await;
-                }
-            }
-        }
+        let in_flight = endpoints
+            .serve(
+                Arc::new(Commands(Arc::clone(&self.handler))),
+                self.config.max_in_flight,
+                shutdown,
+            )
+            .await;
         info!(
-            in_flight = tasks.len(),
+            in_flight = in_flight.len(),
             "stopping: no new commands, finishing in-flight ones"
         );
         // The catch-all goes first: while it is subscribed, a known command must still find
         // an endpoint (else its request would wait out the caller's timeout, not fail fast).
-        if let Err(err) = unknown.unsubscribe().await {
-            warn!(error = %err, "cannot unsubscribe the unknown-command catch-all");
+        let _ = stop_unknown.send(());
+        if let Err(err) = catch_all.await {
+            warn!(error = %err, "the unknown-command catch-all failed");
         }
         self.serving.store(false, Ordering::Release);
-        // Leave the queue group before returning, confirmed the same way: a request the server
-        // would still route here after the return would get no reply.
-        for endpoint in requests.iter_mut() {
-            if let Err(err) = endpoint.stop().await {
-                warn!(error = %err, "cannot unsubscribe an endpoint");
-            }
-        }
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            self.client.request(ping, Bytes::new()),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => warn!(error = %err, "cannot confirm the endpoints' unsubscription"),
-            Err(_) => warn!("the endpoints' unsubscription was not confirmed within 5 s"),
-        }
-        drop(requests);
-        if let Err(err) = service.stop().await {
-            warn!(error = %err, "cannot unregister the service");
-        }
+        // Leave the queue group before returning, confirmed: a request the server would still
+        // route here after the return would get no reply.
+        endpoints.stop().await;
         let grace = self.config.shutdown_grace();
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
+        if !in_flight.drain(Some(grace)).await {
             warn!(grace = ?grace, "in-flight commands did not finish in time");
         }
         // Replies are published; make sure they leave the process.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
         Ok(())
+    }
+}
+
+impl talkwai_service::binary::Service for CommandService {
+    type Config = Config;
+    type Error = StartError;
+    const BINARY: &'static str = "talkwai-command-service";
+    const ABOUT: &'static str = "TalkwAI command service";
+
+    async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build(config).await
+    }
+
+    fn readiness(&self) -> talkwai_telemetry::ops::Readiness {
+        self.readiness()
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        self.run(shutdown).await
+    }
+}
+
+/// The command handler as the serving loop calls it, one command per request.
+struct Commands(Arc<Handler>);
+
+impl talkwai_service::Handler for Commands {
+    async fn handle(&self, message: &async_nats::Message) -> (Bytes, async_nats::HeaderMap) {
+        let _in_flight = ops::InFlight::enter();
+        let incoming = Incoming {
+            subject: message.subject.as_str(),
+            headers: message.headers.as_ref(),
+            payload: &message.payload,
+        };
+        self.0.handle(incoming).await
+    }
+}
+
+/// Answers the catch-all's messages until `stop` resolves (or the subscription ends), then
+/// unsubscribes it.
+async fn answer_unknown_until(
+    client: async_nats::Client,
+    mut unknown: async_nats::Subscriber,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            message = unknown.next() => {
+                let Some(message) = message else { break };
+                answer_unknown(&client, message).await;
+            }
+        }
+    }
+    if let Err(err) = unknown.unsubscribe().await {
+        warn!(error = %err, "cannot unsubscribe the unknown-command catch-all");
     }
 }
 

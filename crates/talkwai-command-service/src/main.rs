@@ -1,70 +1,13 @@
-//! `talkwai-command-service`: serves the command endpoints until SIGINT/SIGTERM.
+//! `talkwai-command-service`: serves the command endpoints, until SIGINT/SIGTERM. Flags and `TALKWAI_*` variables:
+//! `--help`; the loop around the service: `talkwai_service::binary`.
 
 /// mimalloc instead of glibc malloc: glibc spent ≈ 15 % of the command path's CPU in
 /// `malloc_consolidate`/`_int_free` (BENCHMARKS.md, "Commands").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::Context as _;
-use clap::Parser;
-use talkwai_command_service::{CommandService, Config};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "talkwai-command-service",
-    version,
-    about = "TalkwAI command service"
-)]
-struct Cli {
-    #[command(flatten)]
-    config: Config,
-    /// Serve `/metrics`, `/livez` and `/readyz` on this address, e.g. `0.0.0.0:9101`.
-    #[arg(long, env = "TALKWAI_METRICS_ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Flushes exported spans when main returns.
-    let _telemetry = talkwai_telemetry::init("talkwai-command-service");
-    let cli = Cli::parse();
-    let service = CommandService::build(cli.config)
-        .await
-        .context("starting the command service")?;
-    let _ops = match cli.metrics_addr {
-        Some(addr) => Some(
-            talkwai_telemetry::ops::serve_ops(addr, service.readiness())
-                .await
-                .context("serving /metrics")?,
-        ),
-        None => None,
-    };
-    service
-        .run(shutdown_signal())
-        .await
-        .context("running the command service")?;
+    talkwai_service::binary::run::<talkwai_command_service::CommandService>().await?;
     Ok(())
 }

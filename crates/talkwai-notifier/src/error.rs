@@ -12,9 +12,9 @@ pub enum NotifierError {
     /// A JetStream stream, consumer or bucket cannot be set up or used.
     #[error("jetstream: {0}")]
     JetStream(String),
-    /// The services API refused the registration.
-    #[error("cannot register the service: {0}")]
-    Register(String),
+    /// The services API refused the registration, or the server did not confirm it.
+    #[error(transparent)]
+    Register(#[from] talkwai_service::ServeError),
     /// The identity provider's public keys cannot be loaded.
     #[error("cannot load jwt public keys: {0}")]
     Keys(#[from] talkwai_auth::KeyError),

@@ -39,13 +39,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::ServiceExt;
+use bytes::Bytes;
 use clap::Args;
-use futures::StreamExt;
 use secrecy::SecretString;
-use talkwai_auth::{KeyFiles, TokenVerifier};
+use talkwai_auth::AuthArgs;
 use talkwai_eventstore::{EventStore, StreamSettings};
-use tokio::sync::{Semaphore, watch};
+use talkwai_service::{Endpoints, Registration};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -61,21 +61,10 @@ pub struct Config {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// The platform token (accepted by the verifier, refused for presence: it is nobody).
-    #[arg(long, env = "TALKWAI_PLATFORM_TOKEN", hide_env_values = true)]
-    pub platform_token: Option<SecretString>,
-    /// HS256 secret of member and admin JWTs (presence requests).
-    #[arg(long, env = "TALKWAI_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<SecretString>,
-    /// Required JWT issuer (`iss`), if any.
-    #[arg(long, env = "TALKWAI_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-    /// Required JWT audience (`aud`), if any.
-    #[arg(long, env = "TALKWAI_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-    /// An external identity provider's EdDSA/RS256 public keys (PEM or JWKS file).
+    /// The platform token (accepted by the verifier, refused for presence: it is nobody), the
+    /// JWT secret (presence requests), issuer, audience and key files.
     #[command(flatten)]
-    pub key_files: KeyFiles,
+    pub auth: AuthArgs,
     /// Events stored longer ago than this many seconds are acked without notifying (0: never).
     #[arg(
         long = "skip-older-than",
@@ -150,11 +139,10 @@ impl Config {
     pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
-            platform_token: Some(SecretString::from(platform_token)),
-            jwt_secret: Some(SecretString::from(jwt_secret)),
-            jwt_issuer: None,
-            jwt_audience: None,
-            key_files: KeyFiles::default(),
+            auth: AuthArgs::with_secrets(
+                SecretString::from(platform_token),
+                SecretString::from(jwt_secret),
+            ),
             skip_older_than_secs: 0,
             ack_wait_secs: 2,
             max_ack_pending: 1,
@@ -207,11 +195,9 @@ impl Notifier {
         config: Config,
         options: async_nats::ConnectOptions,
     ) -> Result<Self, NotifierError> {
-        let client = options
-            .name(format!("talkwai-notifier/{}", config.instance))
-            .retry_on_initial_connect()
-            .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-            .connect(talkwai_eventstore::plain_servers(&config.nats_url))
+        let verifier = config.auth.verifier()?;
+        let name = format!("talkwai-notifier/{}", config.instance);
+        let client = talkwai_service::connect(name, &config.nats_url, options)
             .await
             .map_err(|e| NotifierError::Connect(e.to_string()))?;
         let settings = StreamSettings {
@@ -222,13 +208,6 @@ impl Notifier {
         let js = store.jetstream().clone();
         let kv = presence::bucket(&js, store.replicas()).await?;
         let lease = monitor::bucket(&js, store.replicas()).await?;
-        let verifier = TokenVerifier::new(
-            config.platform_token.clone(),
-            config.jwt_secret.clone(),
-            config.jwt_issuer.as_deref(),
-            config.jwt_audience.as_deref(),
-        )
-        .with_public_keys(config.key_files.load()?);
         let upkeep = heal::Upkeep::new(store.clone(), config.clone());
         let presence = Arc::new(
             presence::PresenceService::new(
@@ -279,60 +258,36 @@ impl Notifier {
         );
         workers.spawn(ops::export_peers(js.clone(), stop_rx.clone()));
 
-        let service = self
-            .client
-            .service_builder()
-            .description("TalkwAI presence: join, update, leave, heartbeat, get")
-            .queue_group(PRESENCE_SERVICE)
-            .start(PRESENCE_SERVICE, env!("CARGO_PKG_VERSION"))
-            .await
-            .map_err(|e| NotifierError::Register(e.to_string()))?;
-        let mut endpoints = Vec::new();
-        for op in presence::OPS {
-            endpoints.push(
-                service
-                    .endpoint_builder()
-                    .name(op)
-                    .add(format!("talkwai.room.*.*.presence.{op}"))
-                    .await
-                    .map_err(|e| NotifierError::Register(e.to_string()))?,
-            );
-        }
-        let mut requests = futures::stream::select_all(endpoints);
-        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
-        let mut tasks = JoinSet::new();
+        let mut endpoints = Endpoints::start(
+            &self.client,
+            Registration {
+                name: PRESENCE_SERVICE,
+                version: env!("CARGO_PKG_VERSION"),
+                description: "TalkwAI presence: join, update, leave, heartbeat, get",
+                queue_group: PRESENCE_SERVICE,
+            },
+            presence::OPS
+                .iter()
+                .map(|op| {
+                    (
+                        (*op).to_owned(),
+                        talkwai_proto::subject::presence_endpoint(op),
+                    )
+                })
+                .collect(),
+        )
+        .await?;
         info!(instance = %self.config.instance, "notifier ready");
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                request = requests.next() => {
-                    let Some(request) = request else { break };
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                    let presence = Arc::clone(&self.presence);
-                    tasks.spawn(async move {
-                        let reply = presence
-                            .handle(
-                                request.message.subject.as_str(),
-                                request.message.headers.as_ref(),
-                                &request.message.payload,
-                            )
-                            .await;
-                        ops::presence_done(request.message.subject.as_str(), &reply);
-                        let body = serde_json::to_vec(&reply).unwrap_or_default();
-                        if let Err(err) = request.respond(Ok(body.into())).await {
-                            warn!(error = %err, "cannot send the presence reply");
-                        }
-                        drop(permit);
-                    });
-                    while tasks.try_join_next().is_some() {}
-                }
-            }
-        }
-        drop(requests);
-        let _ = service.stop().await;
+        let in_flight = endpoints
+            .serve(
+                Arc::new(Presence(Arc::clone(&self.presence))),
+                self.config.max_in_flight,
+                shutdown,
+            )
+            .await;
+        endpoints.stop().await;
         let _ = stop_tx.send(true);
-        while tasks.join_next().await.is_some() {}
+        in_flight.drain(None).await;
         let mut result = Ok(());
         while let Some(done) = workers.join_next().await {
             match done {
@@ -343,5 +298,47 @@ impl Notifier {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
         result
+    }
+}
+
+impl talkwai_service::binary::Service for Notifier {
+    type Config = Config;
+    type Error = NotifierError;
+    const BINARY: &'static str = "talkwai-notifier";
+    const ABOUT: &'static str = "TalkwAI notifier: rooms, notifications, presence";
+
+    async fn build(config: Config) -> Result<Self, NotifierError> {
+        Self::build(config).await
+    }
+
+    fn readiness(&self) -> talkwai_telemetry::ops::Readiness {
+        self.readiness()
+    }
+
+    fn liveness(&self) -> talkwai_telemetry::ops::Liveness {
+        self.liveness()
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NotifierError> {
+        self.run(shutdown).await
+    }
+}
+
+/// Presence as the serving loop calls it, one request per message.
+struct Presence(Arc<presence::PresenceService>);
+
+impl talkwai_service::Handler for Presence {
+    async fn handle(&self, message: &async_nats::Message) -> (Bytes, async_nats::HeaderMap) {
+        let subject = message.subject.as_str();
+        let reply = self
+            .0
+            .handle(subject, message.headers.as_ref(), &message.payload)
+            .await;
+        ops::presence_done(subject, &reply);
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        (body.into(), async_nats::HeaderMap::new())
     }
 }

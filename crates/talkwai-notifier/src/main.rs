@@ -1,62 +1,13 @@
-//! `talkwai-notifier`: room topics from the event log and presence, until SIGINT/SIGTERM.
+//! `talkwai-notifier`: room topics from the event log and presence, until SIGINT/SIGTERM. Flags and `TALKWAI_*` variables:
+//! `--help`; the loop around the service: `talkwai_service::binary`.
 
 /// mimalloc instead of glibc malloc: glibc spent ≈ 15 % of the command path's CPU in
 /// `malloc_consolidate`/`_int_free` (BENCHMARKS.md, "Commands").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::Context as _;
-use clap::Parser;
-use talkwai_notifier::{Config, Notifier};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "talkwai-notifier",
-    version,
-    about = "TalkwAI notifier: rooms, notifications, presence"
-)]
-struct Cli {
-    #[command(flatten)]
-    config: Config,
-    /// Serve `/metrics`, `/livez` and `/readyz` on this address, e.g. `0.0.0.0:9103`.
-    #[arg(long, env = "TALKWAI_METRICS_ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Flushes exported spans when main returns.
-    let _telemetry = talkwai_telemetry::init("talkwai-notifier");
-    let cli = Cli::parse();
-    let notifier = Notifier::build(cli.config)
-        .await
-        .context("starting the notifier")?;
-    let _ops = match cli.metrics_addr {
-        Some(addr) => Some(
-            talkwai_telemetry::ops::serve_ops_with(addr, notifier.readiness(), notifier.liveness())
-                .await
-                .context("serving /metrics")?,
-        ),
-        None => None,
-    };
-    notifier
-        .run(shutdown_signal())
-        .await
-        .context("running the notifier")?;
+    talkwai_service::binary::run::<talkwai_notifier::Notifier>().await?;
     Ok(())
 }

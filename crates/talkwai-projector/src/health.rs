@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use std::future::Future;
 use talkwai_eventstore::EventStore;
-use talkwai_telemetry::ops::{Check, Readiness};
+
+use talkwai_telemetry::ops::{Check, Liveness, Readiness};
 
 use crate::status;
+use crate::{Config, Projector, ProjectorError};
 
 /// How long a lagging projection may go without applying anything and still count as ready.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
@@ -24,7 +27,7 @@ struct Progress {
     moved_at: Option<Instant>,
 }
 
-/// The readiness of a projector (and of the query API it serves) over `pool` and `store`.
+/// The readiness of a projector over `pool` and `store`.
 pub fn readiness(pool: Pool, store: EventStore) -> Readiness {
     let progress = Arc::new(Mutex::new(Progress::default()));
     let client = store.client().clone();
@@ -64,6 +67,32 @@ pub fn readiness(pool: Pool, store: EventStore) -> Readiness {
         }
     })
     .with_nats(client)
+}
+
+impl talkwai_service::binary::Service for Projector {
+    type Config = Config;
+    type Error = ProjectorError;
+    const BINARY: &'static str = "talkwai-projector";
+    const ABOUT: &'static str = "TalkwAI projection service: the PostgreSQL read models";
+
+    async fn build(config: Config) -> Result<Self, ProjectorError> {
+        Self::build(config).await
+    }
+
+    fn readiness(&self) -> Readiness {
+        readiness(self.pool().clone(), self.store().clone())
+    }
+
+    fn liveness(&self) -> Liveness {
+        self.liveness()
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ProjectorError> {
+        self.run(shutdown).await
+    }
 }
 
 /// Caught up, or applying (the checkpoint moved within [`STALL_AFTER`]), and not stopped.

@@ -88,11 +88,8 @@ impl Projector {
         config: Config,
         options: async_nats::ConnectOptions,
     ) -> Result<Self, ProjectorError> {
-        let client = options
-            .name(format!("talkwai-projector/{}", config.instance))
-            .retry_on_initial_connect()
-            .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-            .connect(talkwai_eventstore::plain_servers(&config.nats_url))
+        let name = format!("talkwai-projector/{}", config.instance);
+        let client = talkwai_service::connect(name, &config.nats_url, options)
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         let store = EventStore::open(client, &StreamSettings::default()).await?;

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use talkwai_domain::ids::TenantId;
 use talkwai_eventstore::{EventStore, Replay, StoreError, StoredMessage};
+use talkwai_proto::subject::{self, Scope};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -223,7 +224,7 @@ pub async fn rebuild(
     info!(generation, schema = %new_schema, "rebuild started");
     let filters = options
         .tenant
-        .map(|t| vec![format!("talkwai.evt.{t}.>")])
+        .map(|t| vec![subject::tenant_events(Scope::Tenant(t))])
         .unwrap_or_default();
     let mut replay = Feed::start(store.replay(1, filters).await?);
     let mut checkpoint = 0u64;

@@ -63,7 +63,6 @@ fn spawn_projector(stack: &Stack, partitions: u32, port: u16) -> Child {
         .env("TALKWAI_PROJECTOR_LEASE_TTL_MS", LEASE_TTL_MS.to_string())
         .env("TALKWAI_PROJECTOR_LIVENESS_SECS", LIVENESS_SECS.to_string())
         .env("TALKWAI_METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("TALKWAI_NO_QUERIES", "true")
         .env("TALKWAI_INSTANCE", "healer")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -50,7 +50,6 @@ async fn the_binary_exports_checkpoint_lag_and_apply_counters() {
         .env("TALKWAI_NATS_URL", stack.nats.url())
         .env("TALKWAI_DATABASE_URL", &stack.db)
         .env("TALKWAI_METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("TALKWAI_NO_QUERIES", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

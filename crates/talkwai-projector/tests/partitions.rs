@@ -107,7 +107,6 @@ fn spawn_projector(stack: &Stack, db: &str, name: &str) -> Child {
         .env("TALKWAI_PROJECTOR_LEASE_TTL_MS", LEASE_TTL_MS.to_string())
         .env("TALKWAI_PROJECTOR_BATCH_SIZE", "100")
         .env("TALKWAI_PROJECTOR_POOL_SIZE", "3")
-        .env("TALKWAI_NO_QUERIES", "true")
         .env("TALKWAI_INSTANCE", name)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)

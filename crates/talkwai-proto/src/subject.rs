@@ -165,6 +165,12 @@ pub fn command(scope: Scope, aggregate: EntityKind, action: &str) -> String {
     format!("{ROOT}.cmd.{scope}.{aggregate}.{action}")
 }
 
+/// What the command service subscribes for one aggregate action, in every scope
+/// (`talkwai.cmd.*.<aggregate>.<action>`).
+pub fn command_endpoint(aggregate: EntityKind, action: &str) -> String {
+    format!("{ROOT}.cmd.*.{aggregate}.{action}")
+}
+
 /// The event subject of one aggregate.
 pub fn event(target: &AggregateRef) -> String {
     format!(
@@ -249,6 +255,44 @@ pub const LIVE_QUERY_PATTERN: &str = "talkwai.qry.{tenant}.live.{subscription}";
 /// Live-query control requests (AsyncAPI address).
 pub const LIVE_CONTROL_PATTERN: &str = "talkwai.qry.{tenant}.live.{subscription}.ctl";
 
+/// What the query service subscribes for queries, in every scope (`talkwai.qry.*`).
+pub const QUERY_ENDPOINT: &str = "talkwai.qry.*";
+/// What the query service subscribes for live-query subscriptions (`talkwai.qry.*.subscribe`).
+pub const SUBSCRIBE_ENDPOINT: &str = "talkwai.qry.*.subscribe";
+/// What every query service instance subscribes for live-query controls
+/// (`talkwai.qry.*.live.*.ctl`; only the instance holding the subscription answers).
+pub const LIVE_CONTROL_ENDPOINT: &str = "talkwai.qry.*.live.*.ctl";
+
+/// The scope token of a query subject (`talkwai.qry.<scope>`), unchecked; `None` for another
+/// shape.
+pub fn query_scope(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(ROOT)?
+        .strip_prefix(".qry.")
+        .filter(|scope| !scope.contains('.'))
+}
+
+/// Whether a subject arriving at the query service is a live-query subscription (ends with
+/// `.subscribe`) rather than a query.
+pub fn is_subscribe(subject: &str) -> bool {
+    subject.ends_with(".subscribe")
+}
+
+/// The scope token of a subscribe subject (`talkwai.qry.<scope>.subscribe`), unchecked; `None`
+/// for another shape.
+pub fn subscribe_scope(subject: &str) -> Option<&str> {
+    subject.strip_suffix(".subscribe").and_then(query_scope)
+}
+
+/// The subscription id of a live-query control subject (`talkwai.qry.<scope>.live.<id>.ctl`);
+/// `None` for another shape or an id that is not a UUID.
+pub fn live_control_id(subject: &str) -> Option<Uuid> {
+    match subject.split('.').collect::<Vec<_>>().as_slice() {
+        [ROOT, "qry", _, "live", id, "ctl"] => id.parse().ok(),
+        _ => None,
+    }
+}
+
 /// The live-query subscribe subject of a scope (`talkwai.qry.<scope>.subscribe`).
 pub fn subscribe(scope: Scope) -> String {
     format!("{ROOT}.qry.{scope}.subscribe")
@@ -272,4 +316,66 @@ pub fn room_topic(room_type: &str, room_id: &str, topic: &str) -> String {
 /// A room presence subject (`talkwai.room.tenant.<id>.presence.<op>`).
 pub fn room_presence(room_type: &str, room_id: &str, op: &str) -> String {
     format!("{ROOT}.room.{room_type}.{room_id}.presence.{op}")
+}
+
+/// What the notifier subscribes for one presence operation, in every room
+/// (`talkwai.room.*.*.presence.<op>`).
+pub fn presence_endpoint(op: &str) -> String {
+    format!("{ROOT}.room.*.*.presence.{op}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_subjects_name_their_scope_and_subscription() {
+        let tenant = Uuid::new_v4();
+        let scope = Scope::Tenant(TenantId(tenant));
+        assert_eq!(
+            query_scope(&query(scope)),
+            Some(tenant.to_string().as_str())
+        );
+        assert_eq!(query_scope(&query(Scope::Platform)), Some(PLATFORM));
+        assert_eq!(
+            query_scope(&subscribe(scope)),
+            None,
+            "a subscribe is no query"
+        );
+        assert_eq!(subscribe_scope(&subscribe(Scope::Platform)), Some(PLATFORM));
+        assert_eq!(subscribe_scope(&query(scope)), None);
+        let id = Uuid::new_v4();
+        let scope_token = tenant.to_string();
+        assert_eq!(live_control_id(&live_control(&scope_token, id)), Some(id));
+        assert_eq!(live_control_id(&live_query(&scope_token, id)), None);
+        assert_eq!(
+            live_control_id(&format!("talkwai.qry.{scope_token}.live.nope.ctl")),
+            None
+        );
+    }
+
+    #[test]
+    fn endpoints_are_the_wildcards_of_their_subjects() {
+        assert_eq!(
+            command_endpoint(EntityKind::Task, "create"),
+            "talkwai.cmd.*.task.create"
+        );
+        assert_eq!(presence_endpoint("join"), "talkwai.room.*.*.presence.join");
+        for (endpoint, subject) in [
+            (QUERY_ENDPOINT, query(Scope::Platform)),
+            (SUBSCRIBE_ENDPOINT, subscribe(Scope::Platform)),
+            (LIVE_CONTROL_ENDPOINT, live_control(PLATFORM, Uuid::nil())),
+        ] {
+            let tokens: Vec<&str> = endpoint.split('.').collect();
+            let concrete: Vec<&str> = subject.split('.').collect();
+            assert_eq!(tokens.len(), concrete.len(), "{endpoint} vs {subject}");
+            assert!(
+                tokens
+                    .iter()
+                    .zip(&concrete)
+                    .all(|(t, c)| *t == "*" || t == c),
+                "{endpoint} matches {subject}"
+            );
+        }
+    }
 }

@@ -18,22 +18,32 @@
 //! Reads the stable views (`talkwai.*`) only, never the event log or a generation schema; the
 //! tenant scope comes from the caller's token and is added to every level and every link.
 //!
+//! The crate is also the query service's binary, `talkwai-query-service` (`src/main.rs`): a
+//! process of its own, so queries scale apart from projection; [`QueryServer`] is what it runs
+//! (its own NATS connection, PostgreSQL pool, readiness and liveness).
+//!
 //! # Layout
+//! - [`config`]: settings from flags and `TALKWAI_*` environment variables.
+//! - [`server`]: the service as a process runs it.
 //! - [`model`]: namespaces, fields, links, indexes.
 //! - [`parse`]: the InstaQL shape into a typed query.
 //! - [`exec`]: SQL per level, bound parameters only.
 //! - [`service`]: the NATS endpoint, tokens, read-your-writes.
 //! - [`live`]: live queries; [`feed`]: the projector's change notifications they follow.
 
+pub mod config;
 pub mod error;
 pub mod exec;
 pub mod feed;
 pub mod live;
 pub mod model;
 pub mod parse;
+pub mod server;
 pub mod service;
 
+pub use config::Config;
 pub use error::QueryError;
 pub use exec::{Scope, execute};
 pub use parse::{Audience, parse};
+pub use server::{QueryServer, StartError};
 pub use service::QueryService;

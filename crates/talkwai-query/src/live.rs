@@ -112,7 +112,7 @@ impl Registry {
             return None;
         }
         let id = Uuid::new_v4();
-        let subject = format!("talkwai.qry.{scope_token}.live.{id}");
+        let subject = talkwai_proto::subject::live_query(scope_token, id);
         subs.insert(
             id,
             Subscription {

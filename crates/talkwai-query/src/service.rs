@@ -5,16 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Pool};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use talkwai_auth::{Principal, PrincipalKind, RateLimitConfig, TenantLimiter, TokenVerifier};
 use talkwai_domain::ErrorCode;
-use talkwai_proto::headers;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use talkwai_proto::{headers, subject};
+use talkwai_service::{Endpoints, Registration};
+use talkwai_telemetry::ops::{Liveness, Watchdog};
 use tokio_postgres::types::ToSql;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -27,7 +26,7 @@ use crate::parse::{self, Audience};
 /// `subscribe`, `outcome` `ok` or the error code) and times it
 /// (`talkwai_query_duration_seconds{kind}`).
 fn record(subject: &str, error: Option<&QueryError>, started: std::time::Instant) {
-    let kind = if subject.ends_with(".subscribe") {
+    let kind = if subject::is_subscribe(subject) {
         "subscribe"
     } else {
         "query"
@@ -45,10 +44,18 @@ pub const STATEMENT_TIMEOUT: &str = "2s";
 
 /// Prepared statements kept per pooled connection before its cache is cleared.
 const MAX_CACHED_STATEMENTS: usize = 512;
+/// How long the live-query refresher may stand still before `/livez` fails (default).
+pub const DEFAULT_LIVENESS: Duration = Duration::from_secs(60);
 /// Longest a query waits for `minSeq`.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Queue group of every query instance.
 pub const QUEUE_GROUP: &str = "talkwai-query";
+/// Name in the NATS services API.
+pub const SERVICE_NAME: &str = "talkwai-query";
+/// Queries and subscriptions answered at once by one instance.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// How long a stopping instance waits for the requests in hand.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Answers queries.
 pub struct QueryService {
@@ -61,6 +68,8 @@ pub struct QueryService {
     change_feed: Option<String>,
     /// Most rows one answer holds over all its levels; over it, `too_many_rows`.
     max_rows: usize,
+    /// Beaten by every round of the live-query refresher; `/livez` fails when it goes silent.
+    progress: Watchdog,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -256,6 +265,7 @@ impl QueryService {
             live: Arc::new(crate::live::Registry::default()),
             change_feed: None,
             max_rows: exec::DEFAULT_MAX_ROWS,
+            progress: Watchdog::new("live_queries", DEFAULT_LIVENESS),
         }
     }
 
@@ -271,6 +281,19 @@ impl QueryService {
     /// The live subscriptions this instance holds (for their evaluation counts).
     pub fn live_queries(&self) -> Arc<crate::live::Registry> {
         Arc::clone(&self.live)
+    }
+
+    /// Makes [`liveness`](Self::liveness) fail once the live-query refresher has not gone
+    /// round for `silence` (default 60 s).
+    pub fn with_liveness_after(mut self, silence: Duration) -> Self {
+        self.progress = Watchdog::new("live_queries", silence);
+        self
+    }
+
+    /// `/livez`: the live-query refresher still goes round (it is the one loop of the service
+    /// that runs on its own; a wedged or dead refresher leaves every live query stale).
+    pub fn liveness(&self) -> Liveness {
+        Liveness::watchdogs(vec![self.progress.clone()])
     }
 
     /// Caps the rows of one answer, all levels together (default
@@ -306,12 +329,9 @@ impl QueryService {
         auth: Option<&str>,
         body: &[u8],
     ) -> Result<Value, QueryError> {
-        let scope_token = subject
-            .strip_prefix("talkwai.qry.")
-            .filter(|s| !s.contains('.'))
-            .ok_or_else(|| {
-                QueryError::invalid("subject", format!("{subject} is not a query subject"))
-            })?;
+        let scope_token = subject::query_scope(subject).ok_or_else(|| {
+            QueryError::invalid("subject", format!("{subject} is not a query subject"))
+        })?;
         let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
         let (data, page_info, seq) =
             evaluate(&mut conn, &query, scope, grant, self.max_rows).await?;
@@ -382,13 +402,9 @@ impl QueryService {
         auth: Option<&str>,
         body: &[u8],
     ) -> Result<Value, QueryError> {
-        let scope_token = subject
-            .strip_prefix("talkwai.qry.")
-            .and_then(|s| s.strip_suffix(".subscribe"))
-            .filter(|s| !s.contains('.'))
-            .ok_or_else(|| {
-                QueryError::invalid("subject", format!("{subject} is not a subscribe subject"))
-            })?;
+        let scope_token = subject::subscribe_scope(subject).ok_or_else(|| {
+            QueryError::invalid("subject", format!("{subject} is not a subscribe subject"))
+        })?;
         let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
         let (data, page_info, seq) =
             evaluate(&mut conn, &query, scope, grant, self.max_rows).await?;
@@ -399,7 +415,7 @@ impl QueryService {
             .ok_or_else(|| QueryError::unavailable("too many live queries on this instance"))?;
         Ok(json!({
             "ok": true, "subscription": id, "subject": live_subject,
-            "control": format!("talkwai.qry.{scope_token}.live.{id}.ctl"),
+            "control": subject::live_control(scope_token, id),
             "ttlMs": u64::try_from(self.live.ttl().as_millis()).unwrap_or(u64::MAX),
             "data": data, "pageInfo": page_info, "seq": seq,
         }))
@@ -424,6 +440,7 @@ impl QueryService {
                 _ = stop.changed() => return,
                 _ = ticker.tick() => {}
             }
+            self.progress.beat();
             if self.live.is_empty() {
                 metrics::gauge!("talkwai_live_queries").set(0.0);
                 continue;
@@ -509,6 +526,29 @@ impl QueryService {
         }
     }
 
+    /// Answers live-query control requests for the subscriptions this instance holds until
+    /// `stop` changes (or the subscription ends).
+    async fn answer_controls(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        mut control: async_nats::Subscriber,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                message = control.next() => {
+                    let Some(message) = message else { return };
+                    if let (Some(id), Some(reply)) = (subject::live_control_id(&message.subject), message.reply.clone())
+                        && let Some(answer) = self.live.control(id, &message.payload)
+                    {
+                        let _ = client.publish(reply, Bytes::from(answer.to_string())).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Serves `talkwai.qry.*` (queries), `talkwai.qry.*.subscribe` and the live-query control
     /// subjects until `shutdown` resolves, then drains in-flight requests.
     pub async fn run(
@@ -516,36 +556,31 @@ impl QueryService {
         client: async_nats::Client,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), QueryError> {
-        let service = client
-            .service_builder()
-            .description("TalkwAI queries: InstaQL-shaped reads of the read models")
-            .queue_group(QUEUE_GROUP)
-            .start("talkwai-query", env!("CARGO_PKG_VERSION"))
-            .await
-            .map_err(|e| {
-                QueryError::unavailable(format!("cannot register the query service: {e}"))
-            })?;
-        let query = service
-            .endpoint_builder()
-            .name("query")
-            .add("talkwai.qry.*")
-            .await
-            .map_err(|e| QueryError::unavailable(format!("cannot add the query endpoint: {e}")))?;
-        let subscribe = service
-            .endpoint_builder()
-            .name("subscribe")
-            .add("talkwai.qry.*.subscribe")
-            .await
-            .map_err(|e| {
-                QueryError::unavailable(format!("cannot add the subscribe endpoint: {e}"))
-            })?;
-        let mut control = client
-            .subscribe("talkwai.qry.*.live.*.ctl")
+        // Subscribed before the endpoints, so the confirmation of theirs covers it too.
+        let control = client
+            .subscribe(subject::LIVE_CONTROL_ENDPOINT)
             .await
             .map_err(|e| {
                 QueryError::unavailable(format!("cannot subscribe to live controls: {e}"))
             })?;
-        let mut endpoints = futures::stream::select(query, subscribe);
+        let mut endpoints = Endpoints::start(
+            &client,
+            Registration {
+                name: SERVICE_NAME,
+                version: env!("CARGO_PKG_VERSION"),
+                description: "TalkwAI queries: InstaQL-shaped reads of the read models",
+                queue_group: QUEUE_GROUP,
+            },
+            vec![
+                ("query".to_owned(), subject::QUERY_ENDPOINT.to_owned()),
+                (
+                    "subscribe".to_owned(),
+                    subject::SUBSCRIBE_ENDPOINT.to_owned(),
+                ),
+            ],
+        )
+        .await
+        .map_err(|e| QueryError::unavailable(e.to_string()))?;
         let this = Arc::new(self);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let feed = this.change_feed.clone().map(|url| {
@@ -553,65 +588,50 @@ impl QueryService {
             tokio::spawn(Arc::clone(&feed).run(url, Arc::clone(&this.live), stop_rx.clone()));
             feed
         });
-        let refresher = tokio::spawn(Arc::clone(&this).refresh_live(client.clone(), stop_rx, feed));
-        let permits = Arc::new(Semaphore::new(256));
-        let mut tasks = JoinSet::new();
+        let refresher =
+            tokio::spawn(Arc::clone(&this).refresh_live(client.clone(), stop_rx.clone(), feed));
+        let controls =
+            tokio::spawn(Arc::clone(&this).answer_controls(client.clone(), control, stop_rx));
         info!("query service ready");
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                message = control.next() => {
-                    let Some(message) = message else { break };
-                    let id = message.subject.as_str().rsplit('.').nth(1).and_then(|s| s.parse::<Uuid>().ok());
-                    if let (Some(id), Some(reply)) = (id, message.reply.clone())
-                        && let Some(answer) = this.live.control(id, &message.payload)
-                    {
-                        let _ = client.publish(reply, Bytes::from(answer.to_string())).await;
-                    }
-                }
-                request = endpoints.next() => {
-                    let Some(request) = request else { break };
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                    let this = Arc::clone(&this);
-                    tasks.spawn(async move {
-                        let auth = request.message.headers.as_ref()
-                            .and_then(|h| h.get(headers::AUTHORIZATION))
-                            .map(|v| v.as_str().to_owned());
-                        let subject = request.message.subject.as_str();
-                        let started = std::time::Instant::now();
-                        let (body, error) = if subject.ends_with(".subscribe") {
-                            match this.subscribe(subject, auth.as_deref(), &request.message.payload).await {
-                                Ok(value) => (value, None),
-                                Err(err) => (json!({ "ok": false, "error": err.to_body() }), Some(err)),
-                            }
-                        } else {
-                            this.answer(subject, auth.as_deref(), &request.message.payload).await
-                        };
-                        record(subject, error.as_ref(), started);
-                        let mut reply_headers = async_nats::HeaderMap::new();
-                        if let Some(err) = error {
-                            reply_headers.insert(headers::NATS_SERVICE_ERROR, err.message.as_str());
-                            reply_headers.insert(headers::NATS_SERVICE_ERROR_CODE, err.code.status().to_string().as_str());
-                        }
-                        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-                        if let Err(err) = request.respond_with_headers(Ok(bytes), reply_headers).await {
-                            warn!(error = %err, "cannot send the query reply");
-                        }
-                        drop(permit);
-                    });
-                    while tasks.try_join_next().is_some() {}
-                }
-            }
-        }
+        let in_flight = endpoints
+            .serve(Arc::clone(&this), MAX_IN_FLIGHT, shutdown)
+            .await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
-        drop(endpoints);
-        let _ = service.stop().await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let _ = controls.await;
+        endpoints.stop().await;
+        in_flight.drain(Some(SHUTDOWN_GRACE)).await;
         Ok(())
+    }
+}
+
+impl talkwai_service::Handler for QueryService {
+    async fn handle(&self, message: &async_nats::Message) -> (Bytes, async_nats::HeaderMap) {
+        let auth = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::AUTHORIZATION))
+            .map(|v| v.as_str());
+        let subject = message.subject.as_str();
+        let started = std::time::Instant::now();
+        let (body, error) = if subject::is_subscribe(subject) {
+            match self.subscribe(subject, auth, &message.payload).await {
+                Ok(value) => (value, None),
+                Err(err) => (json!({ "ok": false, "error": err.to_body() }), Some(err)),
+            }
+        } else {
+            self.answer(subject, auth, &message.payload).await
+        };
+        record(subject, error.as_ref(), started);
+        let mut reply_headers = async_nats::HeaderMap::new();
+        if let Some(err) = error {
+            reply_headers.insert(headers::NATS_SERVICE_ERROR, err.message.as_str());
+            reply_headers.insert(
+                headers::NATS_SERVICE_ERROR_CODE,
+                err.code.status().to_string().as_str(),
+            );
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        (bytes, reply_headers)
     }
 }

@@ -162,6 +162,21 @@ impl Readiness {
         })
     }
 
+    /// The NATS connection check of `client` (no JetStream: for a service that never uses
+    /// it), then this readiness's own.
+    pub fn with_nats_connection(self, client: async_nats::Client) -> Self {
+        let own = self.0;
+        Self::new(move || {
+            let check = nats_connected(&client);
+            let own = Arc::clone(&own);
+            async move {
+                let mut checks = vec![check];
+                checks.extend(own().await);
+                checks
+            }
+        })
+    }
+
     /// Runs the checks, bounded by [`READINESS_TIMEOUT`].
     pub async fn evaluate(&self) -> Vec<Check> {
         match tokio::time::timeout(READINESS_TIMEOUT, (self.0)()).await {
@@ -263,15 +278,22 @@ impl Watchdog {
     }
 }
 
+/// `nats`: the client is connected.
+pub fn nats_connected(client: &async_nats::Client) -> Check {
+    let state = client.connection_state();
+    if state == async_nats::connection::State::Connected {
+        Check::pass("nats")
+    } else {
+        Check::fail("nats", format!("connection {state}"))
+    }
+}
+
 /// `nats`: the client is connected; `jetstream`: the JetStream API answers an account info
 /// request within two seconds (only asked when connected).
 pub async fn nats_checks(client: &async_nats::Client) -> Vec<Check> {
-    let state = client.connection_state();
-    if state != async_nats::connection::State::Connected {
-        return vec![
-            Check::fail("nats", format!("connection {state}")),
-            Check::fail("jetstream", "nats is not connected"),
-        ];
+    let connected = nats_connected(client);
+    if !connected.ok {
+        return vec![connected, Check::fail("jetstream", "nats is not connected")];
     }
     let js = async_nats::jetstream::new(client.clone());
     let jetstream = match tokio::time::timeout(Duration::from_secs(2), js.query_account()).await {

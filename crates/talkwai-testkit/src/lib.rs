@@ -51,3 +51,4 @@ pub use error::{Result, TestkitError};
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use postgres::{Postgres, PostgresBuilder};
 pub use util::free_port;
+pub use wait::http_get;
