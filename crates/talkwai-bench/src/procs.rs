@@ -50,34 +50,13 @@ impl Binaries {
     pub fn ensure() -> anyhow::Result<Self> {
         let (dir, profile) = own_dir()?;
         if std::env::var_os("TALKWAI_BENCH_NO_BUILD").is_none() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let mut command = std::process::Command::new(cargo);
-            command.current_dir(&root).arg("build").arg("--quiet");
-            match profile.as_str() {
-                "debug" => {}
-                "release" => {
-                    command.arg("--release");
-                }
-                other => {
-                    command.args(["--profile", other]);
-                }
-            }
-            for bin in BINARIES {
-                command.args(["--bin", bin]);
-            }
-            println!("  building the service binaries ({profile}): {command:?}");
+            println!("  building the service binaries ({profile}) with cargo");
             let started = std::time::Instant::now();
-            let status = command
-                .status()
-                .context("running cargo to build the service binaries")?;
+            talkwai_testkit::bins::cargo_build(&dir, &BINARIES).map_err(anyhow::Error::msg)?;
             println!(
                 "  service binaries built in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
-            if !status.success() {
-                bail!("cargo build of the service binaries failed: {status}");
-            }
         }
         for bin in BINARIES {
             if !dir.join(bin).is_file() {

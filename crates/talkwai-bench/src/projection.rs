@@ -249,16 +249,8 @@ async fn raw_upsert(
         .find(|(t, _)| *t == "tasks")
         .map(|(_, c)| *c)
         .unwrap_or_default();
-    let set: Vec<String> = columns
-        .iter()
-        .skip(1)
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {schema}.tasks SELECT * FROM jsonb_populate_recordset(NULL::{schema}.tasks, $1::text::jsonb)
-         ON CONFLICT (id) DO UPDATE SET {} WHERE tasks.last_seq < EXCLUDED.last_seq",
-        set.join(", ")
-    );
+    // The projector's own statement, so the baseline differs only in what it skips.
+    let sql = talkwai_projector::apply::upsert_sql(schema, "tasks", columns, "$1::text::jsonb");
     let statement = client.prepare(&sql).await?;
     let mut latency = drive::histogram();
     let mut rows = 0u64;

@@ -147,7 +147,7 @@ fn projector_config(
 ) -> Result<talkwai_projector::Config, CliError> {
     let mut config: talkwai_projector::Config =
         settings("projector", &["--database-url", database_url])?;
-    config.nats_url = nats_url.to_owned();
+    config.nats = talkwai_service::NatsArgs::new(nats_url);
     config.database_url = database_url.to_owned();
     config.instance = "talkwai-up".to_owned();
     Ok(config)
@@ -162,7 +162,7 @@ fn query_config(
 ) -> Result<talkwai_query::Config, CliError> {
     let mut config: talkwai_query::Config =
         settings("query service", &["--database-url", database_url])?;
-    config.nats_url = nats_url.to_owned();
+    config.nats = talkwai_service::NatsArgs::new(nats_url);
     config.database_url = database_url.to_owned();
     local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();
@@ -182,7 +182,7 @@ fn local_auth(auth: &mut AuthArgs, secrets: &secrets::Secrets) {
 /// NATS URL and the secrets of the data dir.
 fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, CliError> {
     let mut config: Config = settings("command service", &[])?;
-    config.nats_url = nats_url.to_owned();
+    config.nats = talkwai_service::NatsArgs::new(nats_url);
     local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();
     Ok(config)
@@ -195,7 +195,7 @@ fn notifier_config(
     secrets: &secrets::Secrets,
 ) -> Result<talkwai_notifier::Config, CliError> {
     let mut config: talkwai_notifier::Config = settings("notifier", &[])?;
-    config.nats_url = nats_url.to_owned();
+    config.nats = talkwai_service::NatsArgs::new(nats_url);
     local_auth(&mut config.auth, secrets);
     config.instance = "talkwai-up".to_owned();
     Ok(config)

@@ -10,12 +10,8 @@ use talkwai_auth::{AuthArgs, RateLimitConfig};
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// NATS server URL(s), comma separated.
-    #[arg(
-        long,
-        env = "TALKWAI_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: talkwai_service::NatsArgs,
     /// The platform token, JWT secret, issuer, audience and key files.
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -64,7 +60,7 @@ impl Config {
     /// otherwise (`TALKWAI_GROUP_LINGER_US` is honoured, so benchmarks can compare lingers).
     pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
         Self {
-            nats_url: nats_url.to_owned(),
+            nats: talkwai_service::NatsArgs::new(nats_url),
             auth: AuthArgs::with_secrets(
                 SecretString::from(platform_token.to_owned()),
                 SecretString::from(jwt_secret.to_owned()),

@@ -82,7 +82,9 @@ impl CommandService {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         // The credentials of the URL or the environment sign in; the reconnect policy is the
         // shared one.
-        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+        let options = config
+            .nats
+            .options()
             .map_err(|e| StartError::Connect(e.to_string()))?;
         Self::build_with(config, options).await
     }
@@ -95,7 +97,9 @@ impl CommandService {
     ) -> Result<Self, StartError> {
         let verifier = config.auth.verifier()?;
         let name = format!("talkwai-command-service/{}", config.instance);
-        let client = talkwai_service::connect(name, &config.nats_url, options)
+        let client = config
+            .nats
+            .connect(name, options)
             .await
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let settings = StreamSettings {

@@ -54,13 +54,9 @@ pub use error::NotifierError;
 /// Configuration, from flags or `TALKWAI_*` environment variables.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// NATS server URL(s).
-    #[arg(
-        long,
-        env = "TALKWAI_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    /// NATS server URL(s), comma separated.
+    #[command(flatten)]
+    pub nats: talkwai_service::NatsArgs,
     /// The platform token (accepted by the verifier, refused for presence: it is nobody), the
     /// JWT secret (presence requests), issuer, audience and key files.
     #[command(flatten)]
@@ -138,7 +134,7 @@ impl Config {
     /// A configuration for tests: short TTLs and intervals, nothing skipped.
     pub fn for_tests(nats_url: &str, platform_token: &str, jwt_secret: &str) -> Self {
         Self {
-            nats_url: nats_url.to_owned(),
+            nats: talkwai_service::NatsArgs::new(nats_url),
             auth: AuthArgs::with_secrets(
                 SecretString::from(platform_token),
                 SecretString::from(jwt_secret),
@@ -184,7 +180,9 @@ impl Notifier {
     pub async fn build(config: Config) -> Result<Self, NotifierError> {
         // The credentials of the URL or the environment sign in; the reconnect policy is the
         // shared one.
-        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+        let options = config
+            .nats
+            .options()
             .map_err(|e| NotifierError::Connect(e.to_string()))?;
         Self::build_with(config, options).await
     }
@@ -197,7 +195,9 @@ impl Notifier {
     ) -> Result<Self, NotifierError> {
         let verifier = config.auth.verifier()?;
         let name = format!("talkwai-notifier/{}", config.instance);
-        let client = talkwai_service::connect(name, &config.nats_url, options)
+        let client = config
+            .nats
+            .connect(name, options)
             .await
             .map_err(|e| NotifierError::Connect(e.to_string()))?;
         let settings = StreamSettings {

@@ -267,16 +267,7 @@ async fn write(
             }
         }
         if !upserts.is_empty() {
-            let set: Vec<String> = columns
-                .iter()
-                .skip(1)
-                .map(|c| format!("{c} = EXCLUDED.{c}"))
-                .collect();
-            let sql = format!(
-                "INSERT INTO {schema}.{table} SELECT * FROM jsonb_populate_recordset(NULL::{schema}.{table}, $1)
-                 ON CONFLICT (id) DO UPDATE SET {} WHERE {table}.last_seq < EXCLUDED.last_seq",
-                set.join(", ")
-            );
+            let sql = upsert_sql(schema, table, columns, "$1");
             // Serialized straight from the working set (no copy of the rows).
             tx.execute(&sql, &[&tokio_postgres::types::Json(&upserts)])
                 .await?;
@@ -308,4 +299,20 @@ async fn record_dead_letter(
     )
     .await?;
     Ok(())
+}
+
+/// The upsert of the rows of `table` given as one JSON array in the statement's parameter,
+/// written `param` (`$1`, or `$1::text::jsonb` for a text parameter): a row replaces the stored
+/// one only if its `last_seq` is newer. `columns` are the table's, `id` first.
+pub fn upsert_sql(schema: &str, table: &str, columns: &[&str], param: &str) -> String {
+    let set: Vec<String> = columns
+        .iter()
+        .skip(1)
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO {schema}.{table} SELECT * FROM jsonb_populate_recordset(NULL::{schema}.{table}, {param})
+         ON CONFLICT (id) DO UPDATE SET {} WHERE {table}.last_seq < EXCLUDED.last_seq",
+        set.join(", ")
+    )
 }

@@ -11,12 +11,8 @@ use crate::{PoisonPolicy, ProjectorError};
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// NATS server URL(s), comma separated.
-    #[arg(
-        long,
-        env = "TALKWAI_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: talkwai_service::NatsArgs,
     /// PostgreSQL connection string (URL or `key=value` form).
     #[arg(long, env = "TALKWAI_DATABASE_URL")]
     pub database_url: String,
@@ -54,7 +50,7 @@ impl Config {
     /// A configuration for tests.
     pub fn for_tests(nats_url: &str, database_url: &str) -> Self {
         Self {
-            nats_url: nats_url.to_owned(),
+            nats: talkwai_service::NatsArgs::new(nats_url),
             database_url: database_url.to_owned(),
             batch_size: 1000,
             batch_wait_ms: 5,

@@ -77,7 +77,9 @@ impl Projector {
     pub async fn build(config: Config) -> Result<Self, ProjectorError> {
         // The credentials of the URL or the environment sign in; the reconnect policy is the
         // shared one.
-        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+        let options = config
+            .nats
+            .options()
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         Self::build_with(config, options).await
     }
@@ -89,7 +91,9 @@ impl Projector {
         options: async_nats::ConnectOptions,
     ) -> Result<Self, ProjectorError> {
         let name = format!("talkwai-projector/{}", config.instance);
-        let client = talkwai_service::connect(name, &config.nats_url, options)
+        let client = config
+            .nats
+            .connect(name, options)
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         let store = EventStore::open(client, &StreamSettings::default()).await?;

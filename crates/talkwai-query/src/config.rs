@@ -13,12 +13,8 @@ use crate::exec::DEFAULT_MAX_ROWS;
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// NATS server URL(s), comma separated.
-    #[arg(
-        long,
-        env = "TALKWAI_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: talkwai_service::NatsArgs,
     /// PostgreSQL connection string (URL or `key=value` form) of the read models.
     #[arg(long, env = "TALKWAI_DATABASE_URL")]
     pub database_url: String,
@@ -62,7 +58,7 @@ impl Config {
         jwt_secret: &str,
     ) -> Self {
         Self {
-            nats_url: nats_url.to_owned(),
+            nats: talkwai_service::NatsArgs::new(nats_url),
             database_url: database_url.to_owned(),
             pool_size: 4,
             auth: AuthArgs::with_secrets(

@@ -43,7 +43,9 @@ impl QueryServer {
     /// (connections are made on first use, so PostgreSQL may come up later: readiness says
     /// when it answers).
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let (options, _) = talkwai_eventstore::connect_options(&config.nats_url)
+        let options = config
+            .nats
+            .options()
             .map_err(|e| StartError::Connect(e.to_string()))?;
         Self::build_with(config, options).await
     }
@@ -62,7 +64,9 @@ impl QueryServer {
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| StartError::Pool(e.to_string()))?;
         let name = format!("talkwai-query-service/{}", config.instance);
-        let client = talkwai_service::connect(name, &config.nats_url, options)
+        let client = config
+            .nats
+            .connect(name, options)
             .await
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let service = QueryService::new(pool.clone(), verifier)

@@ -20,22 +20,53 @@ pub mod serve;
 
 pub use serve::{Endpoints, Handler, InFlight, Registration, ServeError};
 
-/// Connects a service to the servers of a `TALKWAI_NATS_URL` value (`url`, one URL or several,
-/// comma separated) with `options` (its credentials: those in `url`, from
-/// `talkwai_eventstore::connect_options`, or given): named `name` in the server's connection
-/// list, retrying the first connect until a server answers, reconnecting on the shared policy
-/// (`talkwai_eventstore::reconnect_delay`).
-pub async fn connect(
-    name: String,
-    url: &str,
-    options: async_nats::ConnectOptions,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    options
-        .name(name)
-        .retry_on_initial_connect()
-        .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
-        .connect(talkwai_eventstore::plain_servers(url))
-        .await
+/// The NATS server(s) of a service, the same flag in every service's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated; how to sign in: README, "NATS credentials".
+    #[arg(
+        long,
+        env = "TALKWAI_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+}
+
+impl NatsArgs {
+    /// The servers of `url` (one URL or several, comma separated).
+    pub fn new(url: &str) -> Self {
+        Self {
+            nats_url: url.to_owned(),
+        }
+    }
+
+    /// Connect options signed in with the credentials of the URL or of the environment
+    /// (`talkwai_eventstore::connect_options`).
+    ///
+    /// # Errors
+    /// When the credentials are ambiguous, incomplete or unreadable.
+    pub fn options(&self) -> Result<async_nats::ConnectOptions, talkwai_eventstore::ConnectError> {
+        talkwai_eventstore::connect_options(&self.nats_url).map(|(options, _)| options)
+    }
+
+    /// Connects with `options` (credentials: [`options`](Self::options), or given), named
+    /// `name` in the server's connection list, retrying the first connect until a server
+    /// answers, reconnecting on the shared policy (`talkwai_eventstore::reconnect_delay`).
+    ///
+    /// # Errors
+    /// When async-nats refuses the options.
+    pub async fn connect(
+        &self,
+        name: String,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        options
+            .name(name)
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(talkwai_eventstore::reconnect_delay)
+            .connect(talkwai_eventstore::plain_servers(&self.nats_url))
+            .await
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM; on SIGINT alone when SIGTERM cannot be caught.

@@ -29,16 +29,22 @@ fn build() -> std::result::Result<PathBuf, String> {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .ok_or_else(|| format!("{} has no profile directory", exe.display()))?;
-    let profile = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_owned();
+    cargo_build(&dir, &BINARIES)?;
+    Ok(dir)
+}
+
+/// Runs `cargo build --bin …` for `binaries` into the profile directory `dir`
+/// (`target/<profile>`: the profile is its name) of this workspace.
+///
+/// # Errors
+/// When cargo cannot run or the build fails.
+pub fn cargo_build(dir: &Path, binaries: &[&str]) -> std::result::Result<(), String> {
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut command = std::process::Command::new(cargo);
     command.current_dir(&root).args(["build", "--quiet"]);
-    match profile.as_str() {
+    match profile {
         "debug" => {}
         "release" => {
             command.arg("--release");
@@ -50,16 +56,17 @@ fn build() -> std::result::Result<PathBuf, String> {
     if let Some(target) = dir.parent() {
         command.env("CARGO_TARGET_DIR", target);
     }
-    for bin in BINARIES {
+    for bin in binaries {
         command.args(["--bin", bin]);
     }
     let status = command
         .status()
-        .map_err(|e| format!("running cargo to build {BINARIES:?}: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build of {BINARIES:?} failed: {status}"));
+        .map_err(|e| format!("running cargo to build {binaries:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build of {binaries:?} failed: {status}"))
     }
-    Ok(dir)
 }
 
 /// The path of workspace binary `name` (one of [`BINARIES`]), built if needed.
