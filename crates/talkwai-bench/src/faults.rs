@@ -703,7 +703,7 @@ async fn partition_owner(
     partitions: u32,
 ) -> anyhow::Result<String> {
     let ours = talkwai_projector::partition::partition_of(
-        &format!("talkwai.evt.{tenant}.task.x"),
+        &format!("talkwai.evt.{tenant}.task.{}", uuid::Uuid::nil()),
         partitions,
     );
     talkwai_testkit::wait::wait_until(
