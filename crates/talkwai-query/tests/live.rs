@@ -41,36 +41,66 @@ async fn unanswered(client: &async_nats::Client, control: &str) -> bool {
     )
 }
 
+/// Real servers, the command service, the projector and a query service (shaped by `with`,
+/// given the database URL) in this process, their endpoints answering.
+struct Stack {
+    _nats: NatsServer,
+    _pg: Postgres,
+    client: async_nats::Client,
+    registry: std::sync::Arc<talkwai_query::live::Registry>,
+}
+
+impl Stack {
+    async fn start(name: &str, with: impl FnOnce(QueryService, String) -> QueryService) -> Self {
+        let nats = NatsServer::start().await.expect("nats");
+        let pg = Postgres::start().await.expect("pg");
+        let db = pg.create_unique_database(name).await.expect("db");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let service = CommandService::build(talkwai_command_service::Config::for_tests(
+            &nats.url(),
+            PLATFORM,
+            "s",
+        ))
+        .await
+        .expect("command service");
+        tokio::spawn(async move { service.run(std::future::pending()).await });
+        let projector = Projector::build(talkwai_projector::Config::for_tests(&nats.url(), &db))
+            .await
+            .expect("projector");
+        let pool = projector.pool().clone();
+        tokio::spawn(async move { projector.run(std::future::pending()).await });
+        let verifier = TokenVerifier::new(Some(PLATFORM.to_owned().into()), None, None, None);
+        let queries = with(QueryService::new(pool, verifier), db);
+        let registry = queries.live_queries();
+        let qc = client.clone();
+        tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
+        // Real endpoints answer (`$SRV.PING` answers before they are subscribed).
+        talkwai_testkit::services::wait_for_commands(&client)
+            .await
+            .expect("command endpoints answer");
+        talkwai_testkit::services::wait_for_queries(&client)
+            .await
+            .expect("query endpoints answer");
+        Self {
+            _nats: nats,
+            _pg: pg,
+            client,
+            registry,
+        }
+    }
+
+    fn registry(&self) -> std::sync::Arc<talkwai_query::live::Registry> {
+        std::sync::Arc::clone(&self.registry)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_queries_follow_changes_and_expire() {
-    let nats = NatsServer::start().await.expect("nats");
-    let pg = Postgres::start().await.expect("pg");
-    let db = pg.create_unique_database("live").await.expect("db");
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let service = CommandService::build(talkwai_command_service::Config::for_tests(
-        &nats.url(),
-        PLATFORM,
-        "s",
-    ))
-    .await
-    .expect("command service");
-    tokio::spawn(async move { service.run(std::future::pending()).await });
-    let projector = Projector::build(talkwai_projector::Config::for_tests(&nats.url(), &db))
-        .await
-        .expect("projector");
-    let pool = projector.pool().clone();
-    tokio::spawn(async move { projector.run(std::future::pending()).await });
-    let verifier = TokenVerifier::new(Some(PLATFORM.to_owned().into()), None, None, None);
-    let queries = QueryService::new(pool, verifier).with_live_ttl(Duration::from_millis(1500));
-    let qc = client.clone();
-    tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
-    // Real endpoints answer (`$SRV.PING` answers before they are subscribed).
-    talkwai_testkit::services::wait_for_commands(&client)
-        .await
-        .expect("command endpoints answer");
-    talkwai_testkit::services::wait_for_queries(&client)
-        .await
-        .expect("query endpoints answer");
+    let stack = Stack::start("live", |queries, _| {
+        queries.with_live_ttl(Duration::from_millis(1500))
+    })
+    .await;
+    let client = stack.client.clone();
     let tenant = Uuid::new_v4();
     let created = request(
         &client,
@@ -211,34 +241,9 @@ async fn wait_for_count(updates: &mut async_nats::Subscriber, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_writes_never_re_evaluate_another_tenants_live_queries() {
-    let nats = NatsServer::start().await.expect("nats");
-    let pg = Postgres::start().await.expect("pg");
-    let db = pg.create_unique_database("isolation").await.expect("db");
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let service = CommandService::build(talkwai_command_service::Config::for_tests(
-        &nats.url(),
-        PLATFORM,
-        "s",
-    ))
-    .await
-    .expect("command service");
-    tokio::spawn(async move { service.run(std::future::pending()).await });
-    let projector = Projector::build(talkwai_projector::Config::for_tests(&nats.url(), &db))
-        .await
-        .expect("projector");
-    let pool = projector.pool().clone();
-    tokio::spawn(async move { projector.run(std::future::pending()).await });
-    let verifier = TokenVerifier::new(Some(PLATFORM.to_owned().into()), None, None, None);
-    let queries = QueryService::new(pool, verifier).with_change_feed(db.clone());
-    let registry = queries.live_queries();
-    let qc = client.clone();
-    tokio::spawn(async move { queries.run(qc, std::future::pending()).await });
-    talkwai_testkit::services::wait_for_commands(&client)
-        .await
-        .expect("command endpoints answer");
-    talkwai_testkit::services::wait_for_queries(&client)
-        .await
-        .expect("query endpoints answer");
+    let stack = Stack::start("isolation", |queries, db| queries.with_change_feed(db)).await;
+    let registry = stack.registry();
+    let client = stack.client.clone();
 
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let mut seq = 0;
