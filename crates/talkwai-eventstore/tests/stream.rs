@@ -20,6 +20,18 @@ async fn stream_replicas(client: &async_nats::Client) -> usize {
         .num_replicas
 }
 
+/// Opens the stream with `settings`, retrying while a cluster settles: on a loaded machine a
+/// freshly started cluster (or one scaling a stream) can time out a stream create or update.
+async fn open_settled(client: &async_nats::Client, settings: &StreamSettings) -> EventStore {
+    talkwai_testkit::wait::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(500),
+        || EventStore::open(client.clone(), settings),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open at R{}: {e}", settings.replicas))
+}
+
 /// A single node with the stream opened at default settings.
 async fn single_node() -> (NatsServer, async_nats::Client, EventStore) {
     let server = NatsServer::start().await.expect("nats-server");
@@ -56,36 +68,32 @@ async fn an_r3_stream_keeps_its_replicas_when_opened_with_defaults() {
         .connect(server_urls(&cluster.url_list()))
         .await
         .expect("connect to the cluster");
-    let store = EventStore::open(
-        client.clone(),
+    let store = open_settled(
+        &client,
         &StreamSettings {
             replicas: 3,
             ..Default::default()
         },
     )
-    .await
-    .expect("open creates the stream at R3");
+    .await;
     assert_eq!(store.replicas(), 3);
     assert_eq!(stream_replicas(&client).await, 3);
 
     // A reader (projector, tool, test) opening with defaults keeps R3.
-    let reader = EventStore::open(client.clone(), &StreamSettings::default())
-        .await
-        .expect("open with defaults");
+    let reader = open_settled(&client, &StreamSettings::default()).await;
     assert_eq!(reader.replicas(), 3);
     assert_eq!(stream_replicas(&client).await, 3);
 
     // An explicit count still changes it (scaling down and up again).
     for replicas in [1, 3] {
-        let store = EventStore::open(
-            client.clone(),
+        let store = open_settled(
+            &client,
             &StreamSettings {
                 replicas,
                 ..Default::default()
             },
         )
-        .await
-        .unwrap_or_else(|e| panic!("open at R{replicas}: {e}"));
+        .await;
         assert_eq!(store.replicas(), replicas);
         assert_eq!(stream_replicas(&client).await, replicas);
     }
@@ -199,13 +207,7 @@ async fn a_replicated_stream_serves_heads_from_its_leader() {
         replicas: 3,
         ..Default::default()
     };
-    let store = talkwai_testkit::wait::wait_until(
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_millis(500),
-        || EventStore::open(client.clone(), &settings),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("R3 stream: {e}"));
+    let store = open_settled(&client, &settings).await;
     let watcher = async_nats::connect(node.as_str())
         .await
         .expect("connect to the same node");
