@@ -9,7 +9,7 @@ use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Pool};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use talkwai_auth::{Principal, PrincipalKind, RateLimitConfig, TenantLimiter, TokenVerifier};
+use talkwai_auth::{Admission, Principal, PrincipalKind, RateLimitConfig, Refused, TokenVerifier};
 use talkwai_domain::ErrorCode;
 use talkwai_proto::{headers, subject};
 use talkwai_service::{Endpoints, Registration};
@@ -60,9 +60,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Answers queries.
 pub struct QueryService {
     pool: Pool,
-    verifier: TokenVerifier,
-    /// Per-tenant allowance, spent after the token verified (off unless configured).
-    limiter: TenantLimiter,
+    /// The token, then the per-tenant allowance (off unless configured): the command
+    /// service's admission, the same rules.
+    admission: Admission,
     live: Arc<crate::live::Registry>,
     /// Where to `LISTEN` for the projector's change notifications (none: poll the checkpoint).
     change_feed: Option<String>,
@@ -260,8 +260,7 @@ impl QueryService {
     pub fn new(pool: Pool, verifier: TokenVerifier) -> Self {
         Self {
             pool,
-            verifier,
-            limiter: TenantLimiter::off(),
+            admission: Admission::new(verifier),
             live: Arc::new(crate::live::Registry::default()),
             change_feed: None,
             max_rows: exec::DEFAULT_MAX_ROWS,
@@ -305,9 +304,11 @@ impl QueryService {
     }
 
     /// Refuses a tenant's queries with `rate_limited` beyond `limits`.
-    pub fn with_rate_limit(mut self, limits: RateLimitConfig) -> Self {
-        self.limiter = TenantLimiter::new(limits);
-        self
+    pub fn with_rate_limit(self, limits: RateLimitConfig) -> Self {
+        Self {
+            admission: self.admission.with_rate_limit(limits),
+            ..self
+        }
     }
 
     /// Answers one request on `subject`; returns the reply body and whether it is an error.
@@ -346,21 +347,28 @@ impl QueryService {
         auth: Option<&str>,
         body: &[u8],
     ) -> Result<(deadpool_postgres::Object, parse::Query, Scope, Grant), QueryError> {
-        let subject_tenant = match scope_token {
-            "platform" => None,
-            token => Some(token.parse::<Uuid>().map_err(|_| {
+        let subject_tenant = subject::Scope::parse(scope_token)
+            .map_err(|_| {
                 QueryError::invalid("tenant", "the subject names a tenant UUID or 'platform'")
-            })?),
-        };
-        let principal = self.verifier.verify_header(auth).map_err(|e| QueryError {
-            code: ErrorCode::Unauthenticated,
-            message: e.to_string(),
-            field: None,
-            retry_after_ms: None,
-        })?;
-        self.limiter
-            .check(&principal)
-            .map_err(|limited| QueryError::rate_limited(&limited))?;
+            })?
+            .tenant()
+            .map(|tenant| *tenant.as_uuid());
+        // The tenant fence comes with the grant (`authorize`), after the body is read.
+        let principal = self
+            .admission
+            .admit(auth)
+            .map_err(|refused| match refused {
+                Refused::Token(e) => QueryError {
+                    code: ErrorCode::Unauthenticated,
+                    message: e.to_string(),
+                    field: None,
+                    retry_after_ms: None,
+                },
+                Refused::RateLimited(limited) => QueryError::rate_limited(&limited),
+                Refused::OutsideTenant => {
+                    QueryError::forbidden("tenant", "members query their own tenant only")
+                }
+            })?;
         let request = decode_request(body)?;
         let (audience, scope, grant) = authorize(&principal, subject_tenant)?;
         let query = parse::parse(&request.query, audience)?;
