@@ -113,6 +113,18 @@ impl CpuSample {
 }
 
 impl Measured {
+    /// Nothing measured yet.
+    pub fn empty() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+            cpu: CpuUsed::default(),
+        }
+    }
+
     /// Successful operations per second.
     pub fn per_sec(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -193,14 +205,7 @@ pub async fn run(callers: usize, budget: Budget, op: Op) -> Measured {
             (ok, errors, first_error, latency, Instant::now())
         });
     }
-    let mut total = Measured {
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-        cpu: CpuUsed::default(),
-    };
+    let mut total = Measured::empty();
     let mut last = start;
     while let Some(joined) = tasks.join_next().await {
         let Ok((ok, errors, first_error, latency, ended)) = joined else {
@@ -243,15 +248,10 @@ pub async fn interleaved(budget: Budget, rounds: u32, a: Op, b: Op) -> (Measured
             }
         }
     }
-    let empty = || Measured {
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-        cpu: CpuUsed::default(),
-    };
-    (left.unwrap_or_else(empty), right.unwrap_or_else(empty))
+    (
+        left.unwrap_or_else(Measured::empty),
+        right.unwrap_or_else(Measured::empty),
+    )
 }
 
 /// Runs `op` open loop at `rate` operations per second, `count` times: operation `k` starts
@@ -262,14 +262,7 @@ pub async fn paced(rate: f64, count: u64, op: Op) -> Measured {
     let cpu = CpuSample::now();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut total = Measured {
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-        cpu: CpuUsed::default(),
-    };
+    let mut total = Measured::empty();
     let settle =
         |total: &mut Measured,
          outcome: Result<Result<Duration, String>, tokio::task::JoinError>| {
