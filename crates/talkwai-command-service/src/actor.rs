@@ -12,7 +12,7 @@ use talkwai_domain::{Actor, AggregateRef, AggregateState, DomainError, EntityKin
 use talkwai_proto::subject;
 
 use crate::error::ServiceError;
-use crate::repo::{Heads, Repository, guard_head};
+use crate::repo::{HeadsView, Repository, guard_head};
 
 /// Users whose member or admin entity is remembered.
 const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
@@ -74,7 +74,7 @@ impl Actors {
         repo: &Repository,
         principal: &Principal,
         plan: Option<ActorPlan>,
-        heads: &Heads,
+        heads: &HeadsView,
     ) -> Result<Actor, ServiceError> {
         let claims = match principal {
             Principal::Platform => return Ok(Actor::Platform),
@@ -97,7 +97,7 @@ impl Actors {
                 "user is not linked to a member",
             ),
         };
-        let guard = heads.get(&plan.guard_subject);
+        let guard = heads.message(&plan.guard_subject);
         let guard_seq = guard.map_or(0, |m| m.seq);
         let entity = match plan.known {
             Some(known) if known.guard_seq == guard_seq => known.entity,
@@ -116,8 +116,10 @@ impl Actors {
         let loaded = match plan.known {
             // Its entity's head was read with the others.
             Some(known) if known.entity == entity => {
-                let head = heads.get(&subject::event(&entity)).map(|m| m.seq);
-                repo.load_at(entity, head).await?
+                let entity_subject = subject::event(&entity);
+                let head = heads.seq(&entity_subject);
+                repo.load_at(entity, head, heads.tag(&entity_subject))
+                    .await?
             }
             _ => repo.load_current(entity).await?,
         };

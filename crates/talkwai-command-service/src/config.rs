@@ -47,6 +47,15 @@ pub struct Config {
     /// this many microseconds for more commands before writing (0: never wait).
     #[arg(long, env = "TALKWAI_GROUP_LINGER_US", default_value_t = 2000)]
     pub group_linger_us: u64,
+    /// Partitions the tenants are split into between instances; each is decided from memory by
+    /// the one instance holding its lease (0: no ownership, every command reads the heads it
+    /// depends on). Every instance must use the same number.
+    #[arg(long, env = "TALKWAI_COMMAND_PARTITIONS", default_value_t = 64)]
+    pub partitions: u32,
+    /// How long a partition lease lives without renewal, milliseconds (at least 1000): how
+    /// soon the tenants of a dead instance move to the others.
+    #[arg(long, env = "TALKWAI_COMMAND_LEASE_TTL_MS", default_value_t = 2000)]
+    pub lease_ttl_ms: u64,
     /// Name of this instance in service discovery.
     #[arg(long, env = "TALKWAI_INSTANCE", default_value = "command-1")]
     pub instance: String,
@@ -77,9 +86,16 @@ impl Config {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2000),
+            partitions: 64,
+            lease_ttl_ms: 2000,
             instance: "command-test".to_owned(),
             shutdown_grace_secs: 10,
         }
+    }
+
+    /// The partition lease TTL.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms.max(1000))
     }
 
     /// The shutdown grace period.

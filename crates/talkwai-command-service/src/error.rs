@@ -32,6 +32,13 @@ pub enum ServiceError {
         /// The subject the earlier command arrived on.
         command: String,
     },
+    /// The command's tenant is changing owner between instances (or has none yet): nothing
+    /// was written; retry.
+    #[error("partition {partition} is moving between command-service instances")]
+    Moved {
+        /// The tenant's partition.
+        partition: u32,
+    },
     /// The log holds something this code cannot read: a bug or a newer writer.
     #[error("unreadable event log at {subject}: {message}")]
     Corrupt {
@@ -101,6 +108,14 @@ impl ServiceError {
                 ),
             )
             .with_field(talkwai_proto::headers::COMMAND_ID),
+            Self::Moved { partition } => ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "this tenant's commands are moving to another command-service instance \
+                     (partition {partition}); nothing was written: retry with the same command id"
+                ),
+            )
+            .with_retry_after_ms(200),
             Self::Corrupt { .. } => ErrorBody::new(ErrorCode::Internal, "internal error"),
         }
     }

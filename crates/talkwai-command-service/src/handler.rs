@@ -22,7 +22,9 @@ use talkwai_domain::{
     AggregateRef, Context, Decision, DomainError, ErrorCode, Event, EventBody, FactKey, GuardKey,
     GuardState,
 };
-use talkwai_eventstore::{AppendAck, AppendError, AppendRequest, Appender, Outbound, header_map};
+use talkwai_eventstore::{
+    AppendAck, AppendError, AppendRequest, Appender, Fence, Outbound, header_map,
+};
 use talkwai_proto::command_record::{self, CommandRecord};
 use talkwai_proto::event::{ActorRef, CommandPart, EventMeta};
 use talkwai_proto::{CommandAccepted, Scope, headers, subject};
@@ -31,7 +33,8 @@ use tracing::{Instrument as _, Span, debug, field, info_span, warn};
 
 use crate::actor::{ActorPlan, Actors};
 use crate::error::ServiceError;
-use crate::repo::{GuardHead, Heads, Loaded, Repository, fact_subjects};
+use crate::ownership::{Ownership, Tenure};
+use crate::repo::{GuardHead, HeadsView, Loaded, Repository, fact_subjects};
 use crate::request::{Request, header};
 
 /// Number of per-aggregate lock stripes.
@@ -53,6 +56,9 @@ pub struct Handler {
     /// Users resolved to their member or admin entity (checked against the link guard's head
     /// on every command).
     actors: Actors,
+    /// The partitions this instance decides from memory (`None`: every command reads its
+    /// heads).
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -187,7 +193,21 @@ impl Handler {
             conflict_attempts: conflict_attempts.max(1),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             actors: Actors::new(),
+            ownership: None,
         }
+    }
+
+    /// Decides the commands of the partitions `ownership` holds from memory (the repository
+    /// must trust the same ownership), fencing their appends with the tenure they were
+    /// decided under.
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    /// The partitions this instance holds, when it owns partitions at all.
+    pub fn ownership(&self) -> Option<&Arc<Ownership>> {
+        self.ownership.as_ref()
     }
 
     /// Refuses a tenant's commands with `rate_limited` beyond `limits` (`0` per second: off);
@@ -216,31 +236,48 @@ impl Handler {
         let started = std::time::Instant::now();
         let result = self.run(&request).instrument(span.clone()).await;
         crate::ops::command_done(request.subject, &result, started);
-        let mut reply_headers = HeaderMap::new();
-        let reply = match result {
+        match result {
             Ok(accepted) => {
                 span.record("outcome", "accepted");
-                talkwai_proto::CommandReply::accepted(accepted)
+                let reply = talkwai_proto::CommandReply::accepted(accepted);
+                (encode_reply(&reply), HeaderMap::new())
             }
             Err(err) => {
-                let body = err.to_body();
-                span.record("outcome", body.code.to_string().as_str());
                 let _entered = span.enter();
-                if body.code == ErrorCode::Internal || body.code == ErrorCode::Unavailable {
-                    warn!(subject = request.subject, error = %err, "command failed");
-                } else {
-                    debug!(subject = request.subject, code = %body.code, "command rejected");
-                }
-                reply_headers.insert(headers::NATS_SERVICE_ERROR, body.message.as_str());
-                reply_headers.insert(
-                    headers::NATS_SERVICE_ERROR_CODE,
-                    body.code.status().to_string().as_str(),
-                );
-                talkwai_proto::CommandReply::rejected(body)
+                span.record("outcome", err.to_body().code.to_string().as_str());
+                Self::rejected(request.subject, &err)
             }
-        };
-        let bytes = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        (Bytes::from(bytes), reply_headers)
+        }
+    }
+
+    /// The reply to a command refused with `err` outside [`handle`](Self::handle) (routing);
+    /// counted like the others.
+    pub fn reply_error(
+        &self,
+        subject: &str,
+        err: &ServiceError,
+        started: std::time::Instant,
+    ) -> (Bytes, HeaderMap) {
+        crate::ops::command_outcome(subject, &err.to_body().code.to_string(), started);
+        Self::rejected(subject, err)
+    }
+
+    /// The error reply: the body and the services API's error headers; logged.
+    fn rejected(subject: &str, err: &ServiceError) -> (Bytes, HeaderMap) {
+        let body = err.to_body();
+        if body.code == ErrorCode::Internal || body.code == ErrorCode::Unavailable {
+            warn!(subject, error = %err, "command failed");
+        } else {
+            debug!(subject, code = %body.code, "command rejected");
+        }
+        let mut reply_headers = HeaderMap::new();
+        reply_headers.insert(headers::NATS_SERVICE_ERROR, body.message.as_str());
+        reply_headers.insert(
+            headers::NATS_SERVICE_ERROR_CODE,
+            body.code.status().to_string().as_str(),
+        );
+        let reply = talkwai_proto::CommandReply::rejected(body);
+        (encode_reply(&reply), reply_headers)
     }
 
     /// Parse, admit, then write under the target's stripe lock.
@@ -252,14 +289,30 @@ impl Handler {
             .admit_to(request.authorization, request.scope.tenant())?;
         let job = Job::new(&request, principal, trace_context(&span, incoming.headers));
         let _guard = self.stripe(&job.target).lock().await;
-        self.write(&job).await
+        // Held until the command is answered: its partition is not given back meanwhile.
+        let tenure = match &self.ownership {
+            Some(ownership) => ownership.enter(ownership.partition_of(&job.subject)).await,
+            None => None,
+        };
+        self.write(&job, tenure.as_ref()).await
+    }
+
+    /// The fence of an append decided under `tenure`: the lease is still certainly held.
+    fn fence(&self, tenure: Option<&Tenure<'_>>) -> Option<Fence> {
+        let ownership = Arc::clone(self.ownership.as_ref()?);
+        let (partition, tenure) = tenure.map(|t| (t.partition, t.tenure))?;
+        Some(Arc::new(move || ownership.holds(partition, tenure)))
     }
 
     /// The retry policy: attempts until an append lands or the answer is known. A conflict
     /// that is not a race (a create's subject was taken, the command id is known) is read
     /// again at once; a race backs off and decides again, at most `conflict_attempts` times;
     /// an append of unknown outcome waits for the connection and reads the record.
-    async fn write(&self, job: &Job<'_>) -> Result<CommandAccepted, ServiceError> {
+    async fn write(
+        &self,
+        job: &Job<'_>,
+        tenure: Option<&Tenure<'_>>,
+    ) -> Result<CommandAccepted, ServiceError> {
         let mut progress = Progress {
             read_target: job.request.command.action() != "create"
                 || self.repo.holds(&job.subject)
@@ -281,10 +334,25 @@ impl Handler {
             };
             let append = info_span!("append", messages = request.messages.len(), attempt);
             let append_started = std::time::Instant::now();
-            let appended = self.appender.append(request).instrument(append).await;
+            let fence = self.fence(tenure);
+            let appended = async {
+                match fence {
+                    Some(fence) => self.appender.append_fenced(request, fence).await,
+                    None => self.appender.append(request).await,
+                }
+            }
+            .instrument(append)
+            .await;
             crate::ops::append_done(&appended, append_started);
             match appended {
-                Ok(ack) => return self.accepted(job, decided, &ack),
+                Ok(ack) => return self.accepted(job, decided, &ack, tenure),
+                Err(AppendError::Fenced) => {
+                    // The lease ran out (a pause, a lost connection): another instance may
+                    // own the partition now, so nothing decided here may be written.
+                    return Err(ServiceError::Moved {
+                        partition: tenure.map_or(0, |t| t.partition),
+                    });
+                }
                 Err(AppendError::Conflict(_)) if !progress.read_target || !progress.read_record => {
                     // A create's subject was not empty, or the command id is taken: not a
                     // race, so no attempt is spent and no backoff; read them this time.
@@ -329,7 +397,7 @@ impl Handler {
         let plan = self.actors.plan(&job.principal);
         let heads = self.read_heads(job, progress, plan.as_ref()).await?;
         if progress.read_record
-            && let Some(stored) = heads.get(&job.record_subject)
+            && let Some(stored) = heads.message(&job.record_subject)
         {
             // The id already names a command: this one, resent, or another.
             match self
@@ -346,11 +414,14 @@ impl Handler {
             .resolve(&self.repo, &job.principal, plan, &heads)
             .await?;
         let head = if progress.read_target {
-            heads.get(&job.subject).map(|m| m.seq)
+            heads.seq(&job.subject)
         } else {
             None
         };
-        let loaded = self.repo.load_at(job.target, head).await?;
+        let loaded = self
+            .repo
+            .load_at(job.target, head, heads.tag(&job.subject))
+            .await?;
         if let Some(record) = loaded.commands.get(&request.command_id) {
             if !progress.read_record {
                 // The history names this id: compare with its record before answering.
@@ -423,7 +494,7 @@ impl Handler {
         job: &Job<'_>,
         progress: &Progress,
         plan: Option<&ActorPlan>,
-    ) -> Result<Arc<Heads>, ServiceError> {
+    ) -> Result<HeadsView, ServiceError> {
         let mut subjects = Vec::with_capacity(job.keys.len() + 4);
         if progress.read_target {
             subjects.push(job.subject.clone());
@@ -438,7 +509,10 @@ impl Handler {
                 subjects.push(subject::event(&known.entity));
             }
         }
-        self.repo.heads(subjects).await
+        let asked = subjects.len();
+        let view = self.repo.heads(subjects).await?;
+        crate::ops::heads(view.known(), asked - view.known());
+        Ok(view)
     }
 
     /// The messages of a decision: the command's record (unless `claimed`: already in the
@@ -556,6 +630,7 @@ impl Handler {
         job: &Job<'_>,
         decided: Decided,
         ack: &AppendAck,
+        tenure: Option<&Tenure<'_>>,
     ) -> Result<CommandAccepted, ServiceError> {
         let Decided {
             loaded,
@@ -578,6 +653,8 @@ impl Handler {
             }
         }
         next.last_seq = last_event_seq;
+        // Written under the tenure this command holds: the log's last word while it lasts.
+        next.tenure = tenure.map_or(0, |t| t.tenure);
         let version = next.state.version();
         next.commands.insert(
             job.request.command_id,
@@ -642,6 +719,11 @@ impl Handler {
         let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
         &self.stripes[index]
     }
+}
+
+/// A reply's JSON.
+fn encode_reply(reply: &talkwai_proto::CommandReply) -> Bytes {
+    Bytes::from(serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec()))
 }
 
 /// Who wrote a command's messages, and when.

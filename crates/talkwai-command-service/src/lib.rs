@@ -13,6 +13,8 @@
 //! - [`handler`]: one command, end to end, in named steps; `request`: parsing a request;
 //!   `actor`: a verified principal resolved to its member or admin entity.
 //! - [`repo`]: aggregate state from the log, cached; facts and guards.
+//! - [`ownership`]: the partitions (tenants) this instance holds and decides from memory;
+//!   [`route`]: a command reaches its partition's owner with at most one hop.
 //! - [`error`]: errors and their wire codes.
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
@@ -21,24 +23,28 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod ops;
+pub mod ownership;
 pub mod repo;
 mod request;
+pub mod route;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use talkwai_domain::ACTIONS;
+use talkwai_eventstore::lease::{self, LeaseConfig, Leases};
 use talkwai_eventstore::{AppenderConfig, EventStore, StreamSettings};
 use talkwai_service::{Endpoints, Registration, ServeError};
 use tracing::{info, warn};
 
 pub use config::Config;
-use handler::{Handler, Incoming};
+use handler::Handler;
+use ownership::{Holder, Owners, Ownership};
 use repo::Repository;
+use route::Router;
 
 /// Queue group shared by every instance.
 pub const QUEUE_GROUP: &str = "talkwai-command";
@@ -71,6 +77,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct CommandService {
     client: async_nats::Client,
+    store: EventStore,
     handler: Arc<Handler>,
     config: Config,
     /// Set once every endpoint is subscribed and the server confirmed it; read by readiness.
@@ -114,13 +121,21 @@ impl CommandService {
             linger: Duration::from_micros(config.group_linger_us),
             ..Default::default()
         });
-        let repo = Repository::new(store, config.cache_capacity);
-        let handler = Arc::new(
-            Handler::new(repo, appender, verifier, config.conflict_attempts)
-                .with_rate_limit(config.rate_limit),
-        );
+        let ownership =
+            (config.partitions > 0).then(|| Arc::new(Ownership::new(config.partitions)));
+        let mut repo = Repository::new(store.clone(), config.cache_capacity);
+        if let Some(ownership) = &ownership {
+            repo = repo.with_ownership(Arc::clone(ownership));
+        }
+        let mut handler = Handler::new(repo, appender, verifier, config.conflict_attempts)
+            .with_rate_limit(config.rate_limit);
+        if let Some(ownership) = ownership {
+            handler = handler.with_ownership(ownership);
+        }
+        let handler = Arc::new(handler);
         Ok(Self {
             client,
+            store,
             handler,
             config,
             serving: Arc::new(AtomicBool::new(false)),
@@ -152,6 +167,7 @@ impl CommandService {
             )
             .await
             .map_err(|e| StartError::Register(e.to_string()))?;
+        let mut owned = self.start_ownership().await?;
         let mut endpoints = Endpoints::start(
             &self.client,
             Registration {
@@ -173,12 +189,20 @@ impl CommandService {
             unknown_stopped,
         ));
         info!(instance = %self.config.instance, "command service ready");
+        let router = Arc::new(Router::new(
+            self.client.clone(),
+            Arc::clone(&self.handler),
+            owned
+                .as_ref()
+                .map_or_else(Arc::default, |o| Arc::clone(&o.owners)),
+            owned.as_ref().map(|o| o.me.clone()).unwrap_or_default(),
+            ownership::settle_wait(self.config.lease_ttl()),
+        ));
+        let forwarded = owned
+            .as_mut()
+            .map(|o| o.serve_forwarded(&router, self.config.max_in_flight));
         let in_flight = endpoints
-            .serve(
-                Arc::new(Commands(Arc::clone(&self.handler))),
-                self.config.max_in_flight,
-                shutdown,
-            )
+            .serve(Arc::clone(&router), self.config.max_in_flight, shutdown)
             .await;
         info!(
             in_flight = in_flight.len(),
@@ -198,9 +222,169 @@ impl CommandService {
         if !in_flight.drain(Some(grace)).await {
             warn!(grace = ?grace, "in-flight commands did not finish in time");
         }
+        // Then the partitions go back (others take them at once, not after a TTL), and the
+        // commands forwarded here meanwhile are answered.
+        if let Some(owned) = owned {
+            owned.stop(forwarded).await;
+        }
         // Replies are published; make sure they leave the process.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
         Ok(())
+    }
+}
+
+/// What runs while this instance takes part in partition ownership.
+struct Owned {
+    /// This instance's id in the lease bucket.
+    me: String,
+    owners: Arc<Owners>,
+    forwarded: Option<async_nats::Subscriber>,
+    stop_leases: tokio::sync::oneshot::Sender<()>,
+    leases: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl Owned {
+    /// Starts serving the commands forwarded to this instance.
+    fn serve_forwarded(
+        &mut self,
+        router: &Arc<Router>,
+        max_in_flight: usize,
+    ) -> Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )> {
+        let requests = self.forwarded.take()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(route::serve_forwarded(
+            Arc::clone(router),
+            requests,
+            max_in_flight,
+            stopped,
+        ));
+        Some((stop, task))
+    }
+
+    /// Gives every partition back, then stops serving forwarded commands and watching owners.
+    async fn stop(
+        self,
+        forwarded: Option<
+            Option<(
+                tokio::sync::oneshot::Sender<()>,
+                tokio::task::JoinHandle<()>,
+            )>,
+        >,
+    ) {
+        let _ = self.stop_leases.send(());
+        if let Err(err) = self.leases.await {
+            warn!(error = %err, "the partition leases task failed");
+        }
+        if let Some((stop, task)) = forwarded.flatten() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        self.watch.abort();
+    }
+}
+
+impl CommandService {
+    /// Joins partition ownership (when configured): subscribes to the commands forwarded to
+    /// this instance, starts watching who holds what and claiming leases, and waits (at most
+    /// a TTL and a half) for the first lease round so a lone instance starts owning its
+    /// partitions.
+    async fn start_ownership(&self) -> Result<Option<Owned>, StartError> {
+        if self.handler.ownership().is_none() {
+            return Ok(None);
+        }
+        let ttl = self.config.lease_ttl();
+        let config = LeaseConfig {
+            bucket: ownership::BUCKET.into(),
+            description: "TalkwAI command-service partition leases and heartbeats".into(),
+            ttl,
+            replicas: self.store.replicas(),
+            count: self.config.partitions,
+            instance: self.config.instance.clone(),
+        };
+        let js = self.store.jetstream().clone();
+        let (ready, first_round) = tokio::sync::oneshot::channel();
+        let handler_ownership = self
+            .handler
+            .ownership()
+            .map(Arc::clone)
+            .ok_or_else(|| StartError::Register("no ownership".into()))?;
+        let leases = Leases::new(
+            js.clone(),
+            config.clone(),
+            Holder::new(handler_ownership, ready),
+        )
+        .await
+        .map_err(StartError::Stream)?;
+        let me = leases.instance().to_owned();
+        let forwarded = self
+            .client
+            .subscribe(route::forward_subject(&me))
+            .await
+            .map_err(|e| StartError::Register(e.to_string()))?;
+        let owners = Arc::new(Owners::default());
+        let watch = tokio::spawn(watch_owners(js, config, Arc::clone(&owners)));
+        let (stop_leases, stopped) = tokio::sync::oneshot::channel::<()>();
+        let leases = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            tokio::pin!(stopped);
+            leases.run(&mut stopped).await;
+        });
+        if tokio::time::timeout(ttl + ttl / 2, first_round)
+            .await
+            .is_err()
+        {
+            warn!(
+                "no partition lease round finished yet; serving anyway (commands wait for owners)"
+            );
+        }
+        info!(instance = %me, partitions = self.config.partitions, "taking part in partition ownership");
+        Ok(Some(Owned {
+            me,
+            owners,
+            forwarded: Some(forwarded),
+            stop_leases,
+            leases,
+            watch,
+        }))
+    }
+}
+
+/// Keeps `owners` current from the lease bucket, re-opening the watch when it ends (a
+/// nats-server restart deletes the in-memory bucket).
+async fn watch_owners(
+    js: async_nats::jetstream::Context,
+    config: LeaseConfig,
+    owners: Arc<Owners>,
+) {
+    loop {
+        match lease::bucket(&js, &config).await {
+            Ok(kv) => match kv.watch_with_history(">").await {
+                Ok(mut entries) => {
+                    while let Some(entry) = entries.next().await {
+                        let Ok(entry) = entry else { break };
+                        let Some((slot, holder)) = lease::parse_entry(&entry.key, &entry.value)
+                        else {
+                            continue;
+                        };
+                        if slot.count != config.count.max(1) {
+                            continue;
+                        }
+                        let held =
+                            matches!(entry.operation, async_nats::jetstream::kv::Operation::Put);
+                        owners.set(slot.index, held.then_some(holder));
+                    }
+                }
+                Err(err) => warn!(error = %err, "cannot watch the partition owners"),
+            },
+            Err(err) => warn!(error = %err, "cannot open the partition lease bucket"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -223,21 +407,6 @@ impl talkwai_service::binary::Service for CommandService {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         self.run(shutdown).await
-    }
-}
-
-/// The command handler as the serving loop calls it, one command per request.
-struct Commands(Arc<Handler>);
-
-impl talkwai_service::Handler for Commands {
-    async fn handle(&self, message: &async_nats::Message) -> (Bytes, async_nats::HeaderMap) {
-        let _in_flight = ops::InFlight::enter();
-        let incoming = Incoming {
-            subject: message.subject.as_str(),
-            headers: message.headers.as_ref(),
-            payload: &message.payload,
-        };
-        self.0.handle(incoming).await
     }
 }
 

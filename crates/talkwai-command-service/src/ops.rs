@@ -10,6 +10,9 @@
 //! | `talkwai_command_append_unknown_total` | counter | (append outcome unknown; log re-read) |
 //! | `talkwai_commands_in_flight` | gauge | |
 //! | `talkwai_commands_unknown_total` | counter | (answered `unknown_command`: no endpoint serves the subject) |
+//! | `talkwai_command_partitions_held` | gauge | (partitions whose commands this instance decides from memory) |
+//! | `talkwai_command_heads_total` | counter | `from` (`memory`: known without a read; `log`: read) |
+//! | `talkwai_commands_forwarded_total` | counter | `outcome` (`answered`, `unavailable`) (sent on to the partition's owner) |
 //!
 //! The group commit itself (`talkwai_append_group_commands`, `_messages`, `_splits_total`) is
 //! measured by the event store's appender.
@@ -35,11 +38,18 @@ pub fn action_label(subject: &str) -> String {
 
 /// Counts one answered command by action and outcome, and times it.
 pub fn command_done<T>(subject: &str, result: &Result<T, ServiceError>, started: Instant) {
-    let action = action_label(subject);
     let outcome = match result {
         Ok(_) => "accepted".to_owned(),
         Err(err) => err.to_body().code.to_string(),
     };
+    command_outcome(subject, &outcome, started);
+}
+
+/// Counts one answered command by action and `outcome` (`accepted` or an error code), and
+/// times it.
+pub fn command_outcome(subject: &str, outcome: &str, started: Instant) {
+    let action = action_label(subject);
+    let outcome = outcome.to_owned();
     metrics::histogram!("talkwai_command_duration_seconds", "action" => action.clone())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("talkwai_commands_total", "action" => action, "outcome" => outcome)
@@ -58,6 +68,28 @@ pub fn append_done(result: &Result<AppendAck, AppendError>, started: Instant) {
         }
         _ => {}
     }
+}
+
+/// Sets how many partitions this instance holds.
+pub fn partitions_held(held: usize) {
+    metrics::gauge!("talkwai_command_partitions_held").set(held as f64);
+}
+
+/// Counts the heads one attempt knew from memory and those it read.
+pub fn heads(known: usize, read: usize) {
+    if known > 0 {
+        metrics::counter!("talkwai_command_heads_total", "from" => "memory")
+            .increment(known as u64);
+    }
+    if read > 0 {
+        metrics::counter!("talkwai_command_heads_total", "from" => "log").increment(read as u64);
+    }
+}
+
+/// Counts one command sent on to its partition's owner.
+pub fn forwarded(answered: bool) {
+    let outcome = if answered { "answered" } else { "unavailable" };
+    metrics::counter!("talkwai_commands_forwarded_total", "outcome" => outcome).increment(1);
 }
 
 /// Counts one request on a subject no command endpoint serves.

@@ -1,10 +1,12 @@
 //! Aggregate state from the log: loading, a bounded cache, and the facts a decider needs.
 //!
 //! The cache is safe without invalidation messages: the target aggregate is appended with the
-//! sequence it was decided on, so stale state is refused by JetStream and reloaded. Facts about
-//! other aggregates (and guards), the actor's entity and the target itself are checked against
-//! their current last sequence in one multi-subject direct get per command ([`Repository::heads`]),
-//! and only what changed is read. Cached aggregates are shared (`Arc`): a hit copies nothing.
+//! sequence it was decided on, so stale state is refused by JetStream and reloaded. What a
+//! command depends on is checked against its current last sequence in one merged read
+//! ([`Repository::heads`]), and only what changed is read, except what this instance owns:
+//! an aggregate cached during the current tenure of its partition (see [`crate::ownership`]) is
+//! the log's last word and needs no read at all. Cached aggregates are shared (`Arc`): a hit
+//! copies nothing.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -21,6 +23,7 @@ use talkwai_proto::subject;
 use uuid::Uuid;
 
 use crate::error::ServiceError;
+use crate::ownership::Ownership;
 
 /// What a command did, kept so a retried command gets the original answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,9 @@ pub struct Loaded {
     pub last_seq: u64,
     /// Outcome of every command in its history, by command id.
     pub commands: HashMap<Uuid, CommandRecord>,
+    /// The tenure of its partition under which it was read or written (0: none); see
+    /// [`crate::ownership`].
+    pub tenure: u64,
 }
 
 impl Loaded {
@@ -50,6 +56,7 @@ impl Loaded {
             state: AggregateState::new(target),
             last_seq: 0,
             commands: HashMap::new(),
+            tenure: 0,
         }
     }
 
@@ -89,6 +96,44 @@ impl Loaded {
 /// The last message of subjects, by subject (absent: the subject is empty).
 pub type Heads = talkwai_eventstore::Heads;
 
+/// The heads one attempt decides on: read from the log, or known from memory (aggregates this
+/// instance cached during the current tenure of their partition), with the tenure each
+/// subject's partition had before the read.
+#[derive(Debug, Default)]
+pub struct HeadsView {
+    read: Arc<Heads>,
+    /// Subjects known without reading, and their last sequence.
+    known: HashMap<String, u64>,
+    /// Tenure of each asked subject's partition, taken before the read (absent: 0).
+    tags: HashMap<String, u64>,
+}
+
+impl HeadsView {
+    /// The last sequence of `subject` (`None`: empty).
+    pub fn seq(&self, subject: &str) -> Option<u64> {
+        match self.known.get(subject) {
+            Some(0) => None,
+            Some(seq) => Some(*seq),
+            None => self.read.get(subject).map(|m| m.seq),
+        }
+    }
+
+    /// The last message of `subject`, when it was read (guards and command records always are).
+    pub fn message(&self, subject: &str) -> Option<&StoredMessage> {
+        self.read.get(subject)
+    }
+
+    /// The tenure `subject`'s partition had before the read (0: not held).
+    pub fn tag(&self, subject: &str) -> u64 {
+        self.tags.get(subject).copied().unwrap_or(0)
+    }
+
+    /// How many subjects were answered from memory.
+    pub fn known(&self) -> usize {
+        self.known.len()
+    }
+}
+
 /// Merged head reads outstanding at once (the appender's writes in flight, for the same reason:
 /// one is answered while the next gathers).
 const HEAD_READS_IN_FLIGHT: usize = 2;
@@ -106,6 +151,8 @@ pub struct GuardHead {
 pub struct Repository {
     store: EventStore,
     heads: HeadReader,
+    /// The partitions this instance holds (`None`: no ownership, every head is read).
+    ownership: Option<Arc<Ownership>>,
     /// Aggregates by subject, shared with the commands using them.
     cache: Mutex<LruCache<String, Arc<Loaded>>>,
 }
@@ -123,14 +170,34 @@ impl Repository {
         let capacity = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             heads: HeadReader::start(store.clone(), HEAD_READS_IN_FLIGHT),
+            ownership: None,
             store,
             cache: Mutex::new(LruCache::new(capacity)),
         }
     }
 
+    /// Trusts what was cached during the tenures of `ownership`'s partitions.
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
     /// The event store.
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// The current tenure of `subject`'s partition (0: not held, or no ownership).
+    pub fn tenure_of(&self, subject: &str) -> u64 {
+        self.ownership.as_ref().map_or(0, |o| o.tenure_of(subject))
+    }
+
+    /// The cached aggregate at `subject` when it is the log's last word: cached during the
+    /// current tenure of its partition.
+    fn trusted(&self, subject: &str) -> Option<Arc<Loaded>> {
+        let ownership = self.ownership.as_ref()?;
+        self.cached(subject)
+            .filter(|loaded| ownership.trusts(subject, loaded.tenure))
     }
 
     fn cached(&self, subject: &str) -> Option<Arc<Loaded>> {
@@ -150,8 +217,17 @@ impl Repository {
         self.share(subject, Arc::new(loaded));
     }
 
+    /// Caches `loaded` unless the cache already holds a later copy (a slower read must not
+    /// undo a write that landed meanwhile): the log only grows, so a higher last sequence is
+    /// newer; at the same sequence a tagged copy is kept over an untagged one.
     fn share(&self, subject: String, loaded: Arc<Loaded>) {
         if let Ok(mut cache) = self.cache.lock() {
+            if let Some(existing) = cache.peek(&subject)
+                && (existing.last_seq > loaded.last_seq
+                    || (existing.last_seq == loaded.last_seq && loaded.tenure == 0))
+            {
+                return;
+            }
             cache.put(subject, loaded);
         }
     }
@@ -170,6 +246,7 @@ impl Repository {
         target: AggregateRef,
         base: Option<Arc<Loaded>>,
         head: u64,
+        tag: u64,
     ) -> Result<Arc<Loaded>, ServiceError> {
         let subject = subject::event(&target);
         let from = base.as_ref().map_or(0, |b| b.last_seq);
@@ -180,25 +257,50 @@ impl Repository {
         // The base stays in the cache (and with other readers) until the result replaces it.
         let mut loaded = base.map_or_else(|| Loaded::empty(target), Arc::unwrap_or_clone);
         loaded.fold(&subject, &messages)?;
+        loaded.tenure = tag;
         let loaded = Arc::new(loaded);
         self.share(subject, Arc::clone(&loaded));
         Ok(loaded)
     }
 
-    /// The last message of each subject (duplicates allowed), read after this call began, in
-    /// one round trip shared with the commands reading at the same moment (the answer may hold
-    /// their subjects too).
-    pub async fn heads(&self, subjects: Vec<String>) -> Result<Arc<Heads>, ServiceError> {
-        self.heads.read(subjects).await.map_err(ServiceError::Store)
+    /// The last sequence of each subject (duplicates allowed): from memory for the aggregates
+    /// this instance cached during their partition's current tenure, else read after this call
+    /// began, in one round trip shared with the commands reading at the same moment. No round
+    /// trip at all when everything is known.
+    pub async fn heads(&self, subjects: Vec<String>) -> Result<HeadsView, ServiceError> {
+        let mut view = HeadsView::default();
+        let mut unknown = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let tag = self.tenure_of(&subject);
+            if tag != 0 {
+                if let Some(loaded) = self.trusted(&subject) {
+                    view.known.insert(subject.clone(), loaded.last_seq);
+                    view.tags.insert(subject, tag);
+                    continue;
+                }
+                view.tags.insert(subject.clone(), tag);
+            }
+            unknown.push(subject);
+        }
+        if !unknown.is_empty() {
+            view.read = self
+                .heads
+                .read(unknown)
+                .await
+                .map_err(ServiceError::Store)?;
+        }
+        Ok(view)
     }
 
     /// The aggregate at `target` as of `head` (its subject's last sequence, just read; `None`:
     /// the subject is empty): the cached copy when it is at `head`, else the cached copy plus
     /// the messages after it, else the whole history. An empty subject costs no read.
+    /// `tag` is the tenure of its partition taken before `head` was read (0: none).
     pub async fn load_at(
         &self,
         target: AggregateRef,
         head: Option<u64>,
+        tag: u64,
     ) -> Result<Arc<Loaded>, ServiceError> {
         let subject = subject::event(&target);
         let cached = self.cached(&subject);
@@ -211,8 +313,10 @@ impl Repository {
         };
         match cached {
             Some(cached) if cached.last_seq == head => Ok(cached),
-            Some(cached) if cached.last_seq < head => self.reload(target, Some(cached), head).await,
-            _ => self.reload(target, None, head).await,
+            Some(cached) if cached.last_seq < head => {
+                self.reload(target, Some(cached), head, tag).await
+            }
+            _ => self.reload(target, None, head, tag).await,
         }
     }
 
@@ -222,7 +326,7 @@ impl Repository {
         &self,
         keys: &[FactKey],
         scope: Option<TenantId>,
-        heads: &Heads,
+        heads: &HeadsView,
     ) -> Result<(Facts, HashMap<GuardKey, GuardHead>), ServiceError> {
         let mut facts = Facts::default();
         let mut guards = HashMap::new();
@@ -230,19 +334,22 @@ impl Repository {
             let Some(subject) = fact_subject(key, scope) else {
                 continue;
             };
-            let head = heads.get(&subject);
             match key {
                 FactKey::Guard(guard) => {
-                    let head = guard_head(&subject, head)?;
+                    let head = guard_head(&subject, heads.message(&subject))?;
                     facts.guards.insert(guard.clone(), head.owner);
                     guards.insert(guard.clone(), head);
                 }
                 _ => {
-                    let Some(head) = head else { continue };
+                    let Some(head) = heads.seq(&subject) else {
+                        continue;
+                    };
                     let Some(target) = fact_target(key, scope) else {
                         continue;
                     };
-                    let loaded = self.load_at(target, Some(head.seq)).await?;
+                    let loaded = self
+                        .load_at(target, Some(head), heads.tag(&subject))
+                        .await?;
                     insert_fact(&mut facts, &loaded.state);
                 }
             }
@@ -268,8 +375,14 @@ impl Repository {
     /// such as the actor's own member or admin entity).
     pub async fn load_current(&self, target: AggregateRef) -> Result<Arc<Loaded>, ServiceError> {
         let subject = subject::event(&target);
+        let tag = self.tenure_of(&subject);
+        if tag != 0
+            && let Some(loaded) = self.trusted(&subject)
+        {
+            return Ok(loaded);
+        }
         let head = self.store.last_of_subject(&subject).await?;
-        self.load_at(target, head.map(|m| m.seq)).await
+        self.load_at(target, head.map(|m| m.seq), tag).await
     }
 }
 

@@ -97,7 +97,14 @@ pub enum AppendError {
     /// The appender is shut down.
     #[error("appender is closed")]
     Closed,
+    /// The request's fence failed right before it would have been written: nothing of it
+    /// was sent (see [`Appender::append_fenced`]).
+    #[error("fenced: the writer no longer holds what the request was decided under")]
+    Fenced,
 }
+
+/// A check made right before a request is written; `false` drops it unwritten.
+pub type Fence = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -138,6 +145,14 @@ impl Default for AppenderConfig {
 struct Job {
     request: AppendRequest,
     reply: oneshot::Sender<Result<AppendAck, AppendError>>,
+    fence: Option<Fence>,
+}
+
+impl Job {
+    /// Whether the job may still be written.
+    fn admitted(&self) -> bool {
+        self.fence.as_ref().is_none_or(|fence| fence())
+    }
 }
 
 /// The group-commit writer. Cheap to clone; the writer task stops when every clone is dropped.
@@ -185,6 +200,26 @@ impl Appender {
 
     /// Appends the request's messages atomically; resolves when they are durable (or not).
     pub async fn append(&self, request: AppendRequest) -> Result<AppendAck, AppendError> {
+        self.submit(request, None).await
+    }
+
+    /// [`append`](Self::append), checking `fence` right before the request is written (after
+    /// any wait in the queue); when it fails nothing is written and the answer is
+    /// [`AppendError::Fenced`]. The command service fences its partition leases this way: a
+    /// paused instance that wakes after losing a lease writes nothing it decided before.
+    pub async fn append_fenced(
+        &self,
+        request: AppendRequest,
+        fence: Fence,
+    ) -> Result<AppendAck, AppendError> {
+        self.submit(request, Some(fence)).await
+    }
+
+    async fn submit(
+        &self,
+        request: AppendRequest,
+        fence: Option<Fence>,
+    ) -> Result<AppendAck, AppendError> {
         if request.messages.is_empty() {
             return Err(AppendError::Rejected("empty append".into()));
         }
@@ -198,7 +233,11 @@ impl Appender {
         let _pending = Pending(&self.pending);
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { request, reply })
+            .send(Job {
+                request,
+                reply,
+                fence,
+            })
             .await
             .map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
@@ -333,6 +372,15 @@ impl Writer {
     }
 
     async fn write_group(&self, group: Vec<Job>) {
+        // The fences are checked last, right before the write.
+        let (group, fenced): (Vec<Job>, Vec<Job>) = group.into_iter().partition(Job::admitted);
+        for job in fenced {
+            metrics::counter!("talkwai_append_fenced_total").increment(1);
+            let _ = job.reply.send(Err(AppendError::Fenced));
+        }
+        if group.is_empty() {
+            return;
+        }
         let sizes = group
             .iter()
             .map(|j| j.request.messages.len())

@@ -23,12 +23,14 @@ mod append;
 pub mod connect;
 mod error;
 mod heads;
+pub mod lease;
 mod mux;
+pub mod partition;
 mod read;
 mod stream;
 
 pub use append::{
-    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Outbound, header_map,
+    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Fence, Outbound, header_map,
 };
 pub use connect::{
     ConnectError, Credentials, connect_options, connect_options_with, plain_servers,
