@@ -28,8 +28,10 @@ use crate::ownership::Owners;
 pub const FORWARD_PREFIX: &str = "talkwai.fwd.cmd";
 /// Header naming a forwarded command's original subject.
 pub const FORWARDED_SUBJECT: &str = "Talkwai-Forwarded-Subject";
-/// How long a forwarded command may take at its owner.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a forwarded command may take at its owner before the owners are looked at again
+/// (a paused owner keeps its connection, so its silence is the only sign). Sending it again is
+/// safe: the command id makes a second delivery answer the first one's outcome.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between looks at a partition that is changing owner.
 const SETTLE_PAUSE: Duration = Duration::from_millis(50);
 

@@ -283,7 +283,7 @@ impl Writer {
             let writer = Arc::clone(&this);
             let done = Arc::clone(&done);
             tokio::spawn(async move {
-                writer.write_group(group).await;
+                writer.write_group(group, true).await;
                 drop(permit);
                 done.notify_waiters();
             });
@@ -371,7 +371,11 @@ impl Writer {
         builder
     }
 
-    async fn write_group(&self, group: Vec<Job>) {
+    /// Writes a group as one atomic batch (a lone request as itself). Fences are checked
+    /// before anything is sent and again right before the commit; when one fails at the
+    /// commit, the batch is left uncommitted (the server drops it) and, once
+    /// (`rewrite_fenced`), the others are written again without it.
+    async fn write_group(&self, group: Vec<Job>, rewrite_fenced: bool) {
         // The fences are checked last, right before the write.
         let (group, fenced): (Vec<Job>, Vec<Job>) = group.into_iter().partition(Job::admitted);
         for job in fenced {
@@ -389,17 +393,23 @@ impl Writer {
         metrics::histogram!("talkwai_append_group_messages").record(sizes as f64);
         if group.len() == 1 {
             for job in group {
-                let result = self.write_one(&job.request).await;
+                let result = self.write_one(&job.request, &|| job.admitted()).await;
                 let _ = job.reply.send(result);
             }
             return;
         }
+        let fences = || group.iter().all(Job::admitted);
         let messages: Vec<&Outbound> = group
             .iter()
             .flat_map(|j| j.request.messages.iter())
             .collect();
         let total = messages.len() as u64;
-        match self.publish_atomic(&messages).await {
+        let published = self.publish_atomic(&messages, &fences).await;
+        drop(messages);
+        match published {
+            Err(AppendError::Fenced) if rewrite_fenced => {
+                Box::pin(self.write_group(group, false)).await;
+            }
             Ok(last) => {
                 debug!(
                     commands = group.len(),
@@ -430,7 +440,10 @@ impl Writer {
                 // landed; write each request alone so only the culprit fails.
                 debug!(error = %err, commands = group.len(), "group refused, splitting");
                 metrics::counter!("talkwai_append_group_splits_total").increment(1);
-                let results = join_all(group.iter().map(|job| self.write_one(&job.request))).await;
+                let results = join_all(group.iter().map(|job| async move {
+                    self.write_one(&job.request, &|| job.admitted()).await
+                }))
+                .await;
                 for (job, result) in group.into_iter().zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -438,7 +451,12 @@ impl Writer {
         }
     }
 
-    async fn write_one(&self, request: &AppendRequest) -> Result<AppendAck, AppendError> {
+    /// Writes one request; `fence` is checked right before each publish.
+    async fn write_one(
+        &self,
+        request: &AppendRequest,
+        fence: &(dyn Fn() -> bool + Sync),
+    ) -> Result<AppendAck, AppendError> {
         if request.claim_first
             && let [claim, rest @ ..] = request.messages.as_slice()
             && !rest.is_empty()
@@ -448,13 +466,13 @@ impl Writer {
                 dedupe_id: None,
                 claim_first: false,
             };
-            Box::pin(self.write_one(&claim)).await?;
+            Box::pin(self.write_one(&claim, fence)).await?;
             let rest = AppendRequest {
                 messages: rest.to_vec(),
                 dedupe_id: None,
                 claim_first: false,
             };
-            return Box::pin(self.write_one(&rest)).await;
+            return Box::pin(self.write_one(&rest, fence)).await;
         }
         if let [message] = request.messages.as_slice() {
             let mut headers = message.headers.clone();
@@ -467,6 +485,9 @@ impl Writer {
             if let Some(id) = &request.dedupe_id {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
+            if !fence() {
+                return Err(AppendError::Fenced);
+            }
             let ack = self
                 .request(&message.subject, headers, message.payload.clone())
                 .await?;
@@ -477,7 +498,7 @@ impl Writer {
             });
         }
         let messages: Vec<&Outbound> = request.messages.iter().collect();
-        let last = self.publish_atomic(&messages).await?;
+        let last = self.publish_atomic(&messages, fence).await?;
         let n = messages.len() as u64;
         Ok(AppendAck {
             first_seq: last + 1 - n,
@@ -486,8 +507,14 @@ impl Writer {
         })
     }
 
-    /// Publishes `messages` as one atomic batch; returns the last message's sequence.
-    async fn publish_atomic(&self, messages: &[&Outbound]) -> Result<u64, AppendError> {
+    /// Publishes `messages` as one atomic batch; returns the last message's sequence. `fence`
+    /// is checked right before the commit: when it fails the commit is not sent, so the server
+    /// drops the batch, and the answer is [`AppendError::Fenced`].
+    async fn publish_atomic(
+        &self,
+        messages: &[&Outbound],
+        fence: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, AppendError> {
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
         let last_index = messages.len() - 1;
         for (index, message) in messages.iter().enumerate() {
@@ -502,6 +529,9 @@ impl Writer {
             }
             if index == last_index {
                 headers.insert("Nats-Batch-Commit", "1");
+                if !fence() {
+                    return Err(AppendError::Fenced);
+                }
                 let ack = self
                     .request(&message.subject, headers, message.payload.clone())
                     .await?;
