@@ -234,9 +234,9 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
             Some(binary) => match Peer::start(binary).await {
                 Ok(peer) => Some(peer),
                 Err(err) => {
-                    report
-                        .notes
-                        .push(format!("peer not started, skipped: {err:#}"));
+                    let failure = format!("peer not started, skipped: {err:#}");
+                    println!("  {failure}");
+                    report.notes.push(failure);
                     None
                 }
             },
