@@ -44,7 +44,7 @@ fn throughput_bars(report: &Report) -> Vec<Bar> {
             value: r.ops_per_sec,
             inner: None,
             text: format!(
-                "{:.0} {}/s{}",
+                "{:.0} {}/s{}{}",
                 r.ops_per_sec,
                 if r.unit.starts_with("batch") {
                     "msg"
@@ -52,7 +52,9 @@ fn throughput_bars(report: &Report) -> Vec<Bar> {
                     &r.unit
                 },
                 r.ratio
-                    .map_or_else(String::new, |x| format!("  ({x:.2}× baseline)"))
+                    .map_or_else(String::new, |x| format!("  ({x:.2}× baseline)")),
+                r.peer_ratio
+                    .map_or_else(String::new, |x| format!("  ({x:.2}× cqrs-es)"))
             ),
         })
         .collect()

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo run --release -p talkwai-bench -- all [--quick] [--check FILE] [--record FILE]
-//! cargo run --release -p talkwai-bench -- commands [--quick] [--sweep] [--json out.json]
+//! cargo run --release -p talkwai-bench -- commands [--quick] [--sweep] [--no-peer] [--json out.json]
 //! cargo run --release -p talkwai-bench -- baselines
 //! cargo run --release -p talkwai-bench -- e2e          # also projection, queries, notify
 //! cargo run --release -p talkwai-bench -- faults [--quick]  # fails on a broken invariant
@@ -22,6 +22,8 @@
 //! - [`suite`]: which scenarios each subcommand runs, and their budgets.
 //! - [`baselines`]: raw single publishes, raw atomic batches, the eventstore appender.
 //! - [`commands`]: the command service in process and its scenarios.
+//! - [`peer`]: the same commands through cqrs-es + postgres-es (`bench/peer-cqrs-es`, outside
+//!   the workspace) on a durable PostgreSQL, for a ratio to the peer on every command row.
 //! - [`e2e`]: the services as separate processes ([`procs`]): fixed-rate command latency,
 //!   end to end (query, `taskUpdates`), peak RSS.
 //! - [`drive`]: closed-loop callers, the open-loop pacer, latency histograms.
@@ -48,6 +50,7 @@ mod guard;
 mod machine;
 mod notify;
 mod payload;
+mod peer;
 mod procs;
 mod projection;
 mod queries;
@@ -75,6 +78,10 @@ struct Cli {
     /// writes in flight 1, 4, 8...), to find the best one.
     #[arg(long, global = true)]
     sweep: bool,
+    /// `commands` and `all`: skip the cqrs-es peer (built and run by default, never with
+    /// `--quick`).
+    #[arg(long, global = true)]
+    no_peer: bool,
     /// Where to write the JSON results (default `target/bench/<suite>.json`).
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -103,7 +110,8 @@ struct Cli {
 enum SuiteName {
     /// Everything below, in one report (JSON, table, chart).
     All,
-    /// Commands through the command service (plus the raw reference for ratios).
+    /// Commands through the command service (plus the raw reference for ratios), beside the
+    /// same commands through cqrs-es + postgres-es (skipped by `--quick` and `--no-peer`).
     Commands,
     /// Raw JetStream and eventstore appender baselines.
     Baselines,
@@ -154,6 +162,7 @@ fn main() -> anyhow::Result<()> {
         baselines: matches!(cli.suite, SuiteName::All | SuiteName::Baselines),
         commands: matches!(cli.suite, SuiteName::All | SuiteName::Commands),
         sweep: cli.sweep,
+        peer: !cli.quick && !cli.no_peer,
         budgets: suite::Budgets::new(cli.quick, cli.seconds),
     };
     let quick = cli.quick;

@@ -30,7 +30,7 @@ pub struct Binaries {
 }
 
 /// The profile directory this binary runs from (`target/<profile>/talkwai-bench`).
-fn own_dir() -> anyhow::Result<(PathBuf, String)> {
+pub fn own_dir() -> anyhow::Result<(PathBuf, String)> {
     let exe = std::env::current_exe().context("locating the bench binary")?;
     let dir = exe
         .parent()

@@ -10,7 +10,12 @@ use crate::machine::Machine;
 /// The scenario every ratio is measured against.
 pub const REFERENCE: &str = "raw single publish (window 64)";
 /// Groups whose rows get a ratio to [`REFERENCE`] (the others carry their own baseline).
-const REFERENCE_GROUPS: [&str; 5] = ["baseline", "appender", "commands", "variant", "process"];
+const REFERENCE_GROUPS: [&str; 6] = [
+    "baseline", "appender", "commands", "variant", "process", "peer",
+];
+/// How the peer's rows (group `peer`) name their scenario: this, then the scenario of ours
+/// they compare with (`cqrs-es create-task`).
+pub const PEER_PREFIX: &str = "cqrs-es ";
 
 /// One measured scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -40,10 +45,18 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// What `ratio` compares with when it is not the raw-publish reference.
     pub ratio_to: Option<String>,
-    /// CPU time of this process (load generator and, for commands, the command service)
-    /// per operation, µs.
+    /// `ops_per_sec` over the peer's (cqrs-es + postgres-es) for the same workload and
+    /// callers in the same run; command rows only, when the peer ran.
+    pub peer_ratio: Option<f64>,
+    /// The target against the peer, e.g. `>= 2x peer, p99 <= peer's`.
+    pub peer_target: Option<String>,
+    /// Whether `peer_target` is met.
+    pub peer_target_met: Option<bool>,
+    /// CPU time of this process (load generator and, for commands, the command service; for
+    /// the peer's rows, the peer's process) per operation, µs.
     pub bench_cpu_us_per_op: Option<f64>,
-    /// CPU time of nats-server per operation, µs.
+    /// CPU time of the server per operation, µs: nats-server, or the PostgreSQL processes for
+    /// the peer's rows.
     pub server_cpu_us_per_op: Option<f64>,
     /// A figure that is not a rate (peak RSS in MiB, an extrapolated wall time in s...).
     pub value: Option<f64>,
@@ -76,6 +89,9 @@ impl Row {
             p99_ms: m.quantile_ms(0.99),
             ratio: None,
             ratio_to: None,
+            peer_ratio: None,
+            peer_target: None,
+            peer_target_met: None,
             bench_cpu_us_per_op: m.cpu.bench.map(|d| per_op(d, m.ok)),
             server_cpu_us_per_op: m.cpu.server.map(|d| per_op(d, m.ok)),
             value: None,
@@ -102,6 +118,9 @@ impl Row {
             p99_ms: None,
             ratio: None,
             ratio_to: None,
+            peer_ratio: None,
+            peer_target: None,
+            peer_target_met: None,
             bench_cpu_us_per_op: None,
             server_cpu_us_per_op: None,
             value: Some(value),
@@ -131,12 +150,24 @@ impl Row {
         format!("{} / {} / {}", self.group, self.scenario, self.callers)
     }
 
-    /// The target column: `ratio >= 2.5 pass`, or `-`.
+    /// The target column: `ratio >= 2.5: pass`, the target against the peer after it, or `-`.
     pub fn target_cell(&self) -> String {
-        match (&self.target, self.target_met) {
-            (Some(t), Some(true)) => format!("{t}: pass"),
-            (Some(t), _) => format!("{t}: MISS"),
-            _ => "-".to_owned(),
+        let cell = |target: &Option<String>, met: Option<bool>| match (target, met) {
+            (Some(t), Some(true)) => Some(format!("{t}: pass")),
+            (Some(t), _) => Some(format!("{t}: MISS")),
+            _ => None,
+        };
+        let cells: Vec<String> = [
+            cell(&self.target, self.target_met),
+            cell(&self.peer_target, self.peer_target_met),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if cells.is_empty() {
+            "-".to_owned()
+        } else {
+            cells.join("; ")
         }
     }
 
@@ -236,34 +267,37 @@ impl Report {
             row.ratio = reference.map(|r| row.ops_per_sec / r);
         }
         self.command_targets();
+        self.peer_ratios();
     }
 
     /// The table: scenario, callers, ops/s (or the figure), p50, p99, ratio, CPU, target.
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} | {} |\n",
+            "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>7} | {:>9} | {:>9} | {} |\n",
             "scenario",
             "callers",
             "ops/s",
             "p50 ms",
             "p99 ms",
             "ratio",
+            "vs peer",
             "bench µs",
-            "nats µs",
+            "server µs",
             "target"
         ));
         out.push_str(&format!(
-            "|{:-<68}|{:->9}|{:->12}|{:->10}|{:->10}|{:->8}|{:->11}|{:->11}|{:-<8}|\n",
-            "", ":", ":", ":", ":", ":", ":", ":", ""
+            "|{:-<68}|{:->9}|{:->12}|{:->10}|{:->10}|{:->8}|{:->9}|{:->11}|{:->11}|{:-<8}|\n",
+            "", ":", ":", ":", ":", ":", ":", ":", ":", ""
         ));
         for row in &self.rows {
             if let (Some(value), Some(unit)) = (row.value, &row.value_unit) {
                 out.push_str(&format!(
-                    "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} | {} |\n",
+                    "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>7} | {:>9} | {:>9} | {} |\n",
                     format!("{} ({unit})", row.scenario),
                     "-",
                     format!("{value:.1}"),
+                    "-",
                     "-",
                     "-",
                     "-",
@@ -279,13 +313,15 @@ impl Report {
                 row.unit.as_str()
             };
             out.push_str(&format!(
-                "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>9} | {:>9} | {} |\n",
+                "| {:<66} | {:>7} | {:>10} | {:>8} | {:>8} | {:>6} | {:>7} | {:>9} | {:>9} | {} |\n",
                 format!("{} ({unit}/s)", row.scenario),
                 row.callers,
                 format!("{:.0}", row.ops_per_sec),
                 fmt_ms(row.p50_ms),
                 fmt_ms(row.p99_ms),
                 row.ratio
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
+                row.peer_ratio
                     .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
                 row.bench_cpu_us_per_op
                     .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
@@ -336,6 +372,55 @@ impl Report {
         }
     }
 
+    /// Fills every command row's ratio to the peer's row of the same workload (the scenario
+    /// before any `, settings` suffix) and callers, and the targets against the peer
+    /// for the default rows: ×1 p50 no higher than the peer's; ×64 at least 2× with a p99 no
+    /// higher; ×512 at least 3×; start+complete ×64 at least 2×.
+    fn peer_ratios(&mut self) {
+        let peers: Vec<Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.group == "peer")
+            .cloned()
+            .collect();
+        for row in self
+            .rows
+            .iter_mut()
+            .filter(|r| matches!(r.group.as_str(), "commands" | "variant"))
+        {
+            let workload = row.scenario.split(", ").next().unwrap_or_default();
+            let Some(peer) = peers.iter().find(|p| {
+                p.callers == row.callers
+                    && p.scenario.strip_prefix(PEER_PREFIX) == Some(workload)
+                    && p.ops_per_sec > 0.0
+            }) else {
+                continue;
+            };
+            let ratio = row.ops_per_sec / peer.ops_per_sec;
+            row.peer_ratio = Some(ratio);
+            if row.group != "commands" || row.scenario != workload {
+                continue;
+            }
+            let at_most = |ours: Option<f64>, theirs: Option<f64>| {
+                ours.zip(theirs).is_some_and(|(a, b)| a <= b)
+            };
+            let target = match (workload, row.callers) {
+                ("create-task", 1) => Some(("p50 <= peer's", at_most(row.p50_ms, peer.p50_ms))),
+                ("create-task", 64) => Some((
+                    ">= 2x peer, p99 <= peer's",
+                    ratio >= 2.0 && at_most(row.p99_ms, peer.p99_ms),
+                )),
+                ("create-task", 512) => Some((">= 3x peer", ratio >= 3.0)),
+                ("start-task + complete-task", 64) => Some((">= 2x peer", ratio >= 2.0)),
+                _ => None,
+            };
+            if let Some((target, met)) = target {
+                row.peer_target = Some(target.to_owned());
+                row.peer_target_met = Some(met);
+            }
+        }
+    }
+
     /// Writes the JSON file (creating its directory).
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -343,5 +428,121 @@ impl Report {
         }
         std::fs::write(path, serde_json::to_vec_pretty(self)?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(
+        group: &str,
+        scenario: &str,
+        callers: usize,
+        ops_per_sec: f64,
+        p50: f64,
+        p99: f64,
+    ) -> Row {
+        let mut row = crate::stack::row(
+            group,
+            scenario,
+            callers,
+            "command",
+            1,
+            std::time::Duration::from_secs(1),
+            None,
+        );
+        row.ops_per_sec = ops_per_sec;
+        row.p50_ms = Some(p50);
+        row.p99_ms = Some(p99);
+        row
+    }
+
+    fn report(rows: Vec<Row>) -> Report {
+        let mut report = crate::stack::new_report("commands", false, None);
+        report.rows = rows;
+        report.compute_ratios();
+        report
+    }
+
+    #[test]
+    fn command_rows_get_a_ratio_to_the_peer_of_their_workload_and_callers() {
+        let report = report(vec![
+            rate("baseline", REFERENCE, 64, 1_000.0, 1.0, 2.0),
+            rate("commands", "create-task", 1, 800.0, 0.9, 2.0),
+            rate("peer", "cqrs-es create-task", 1, 1_000.0, 0.7, 1.5),
+            rate("commands", "create-task", 64, 9_000.0, 5.0, 20.0),
+            rate("peer", "cqrs-es create-task", 64, 4_000.0, 10.0, 22.0),
+            rate("commands", "create-task", 512, 9_000.0, 5.0, 20.0),
+            rate("peer", "cqrs-es create-task", 512, 4_000.0, 10.0, 22.0),
+            rate(
+                "commands",
+                "start-task + complete-task",
+                64,
+                3_000.0,
+                5.0,
+                20.0,
+            ),
+            rate(
+                "peer",
+                "cqrs-es start-task + complete-task",
+                64,
+                2_000.0,
+                5.0,
+                20.0,
+            ),
+            rate(
+                "commands",
+                "create-task, group_commit=false writes_in_flight=2",
+                64,
+                2_000.0,
+                5.0,
+                20.0,
+            ),
+        ]);
+        let find = |scenario: &str, callers: usize| {
+            report
+                .rows
+                .iter()
+                .find(|r| r.scenario == scenario && r.callers == callers)
+                .expect("row present")
+        };
+        let one = find("create-task", 1);
+        assert_eq!(one.peer_ratio, Some(0.8));
+        assert_eq!(one.peer_target.as_deref(), Some("p50 <= peer's"));
+        assert_eq!(one.peer_target_met, Some(false));
+        let many = find("create-task", 64);
+        assert_eq!(many.peer_ratio, Some(2.25));
+        assert_eq!(many.peer_target_met, Some(true));
+        assert_eq!(find("create-task", 512).peer_target_met, Some(false));
+        let transitions = find("start-task + complete-task", 64);
+        assert_eq!(transitions.peer_ratio, Some(1.5));
+        assert_eq!(transitions.peer_target_met, Some(false));
+        let variant = find("create-task, group_commit=false writes_in_flight=2", 64);
+        assert_eq!(variant.peer_ratio, Some(0.5));
+        assert_eq!(variant.peer_target, None);
+        // The peer's rows have a ratio to raw appends, none to themselves.
+        let peer = find("cqrs-es create-task", 64);
+        assert_eq!(peer.ratio, Some(4.0));
+        assert_eq!(peer.peer_ratio, None);
+        assert!(
+            many.target_cell()
+                .contains(">= 2x peer, p99 <= peer's: pass")
+        );
+    }
+
+    #[test]
+    fn without_the_peer_no_row_gets_a_peer_ratio() {
+        let report = report(vec![
+            rate("baseline", REFERENCE, 64, 1_000.0, 1.0, 2.0),
+            rate("commands", "create-task", 64, 9_000.0, 5.0, 20.0),
+        ]);
+        assert!(
+            report
+                .rows
+                .iter()
+                .all(|r| r.peer_ratio.is_none() && r.peer_target.is_none())
+        );
+        assert_eq!(report.rows[1].target_cell(), "ratio >= 2.5: pass");
     }
 }

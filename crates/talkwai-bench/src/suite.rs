@@ -11,7 +11,8 @@ use crate::commands::{self, RunningService, ServiceSettings};
 use crate::drive::Budget;
 use crate::machine::Machine;
 use crate::payload::EventFactory;
-use crate::report::{Report, Row};
+use crate::peer::{self, Peer};
+use crate::report::{PEER_PREFIX, Report, Row};
 
 /// The window of the reference: durable publishes with this many acks outstanding.
 const REFERENCE_WINDOW: usize = 64;
@@ -75,6 +76,8 @@ pub struct Plan {
     pub commands: bool,
     /// Writer-setting variants of the command service.
     pub sweep: bool,
+    /// The cqrs-es peer beside every command row (with `commands`).
+    pub peer: bool,
     /// Budgets.
     pub budgets: Budgets,
 }
@@ -84,12 +87,59 @@ fn push(report: &mut Report, row: Row) {
     report.rows.push(row);
 }
 
+/// Pushes a row of the peer and prints ours over it (the command row measured just before).
+fn push_peer(report: &mut Report, row: Row) {
+    row.announce();
+    let workload = row.scenario.strip_prefix(PEER_PREFIX).unwrap_or_default();
+    if let Some(ours) = report
+        .rows
+        .iter()
+        .rev()
+        .find(|r| r.group == "commands" && r.scenario == workload && r.callers == row.callers)
+        .filter(|_| row.ops_per_sec > 0.0)
+    {
+        println!(
+            "      ours / cqrs-es: {:.2}x",
+            ours.ops_per_sec / row.ops_per_sec
+        );
+    }
+    report.rows.push(row);
+}
+
+/// Runs one scenario of the peer; a failure drops the peer for the rest of the run (noted), so
+/// it never costs the run its own figures.
+async fn measure_peer<F>(report: &mut Report, slot: &mut Option<Peer>, scenario: F)
+where
+    F: AsyncFnOnce(&mut Peer, &mut Vec<String>) -> anyhow::Result<Row>,
+{
+    let Some(peer) = slot.as_mut() else { return };
+    match scenario(peer, &mut report.notes).await {
+        Ok(row) => push_peer(report, row),
+        Err(err) => {
+            println!("  the cqrs-es peer failed, skipped from here on: {err:#}");
+            report
+                .notes
+                .push(format!("peer failed and was skipped: {err:#}"));
+            *slot = None;
+        }
+    }
+}
+
 /// Runs the plan on a fresh nats-server and returns the report.
 pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report> {
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let mut machine = Machine::detect();
+    // Built before any server starts, so a (cold) build does not land in a measurement.
+    let mut peer_failure = None;
+    let peer_binary = if plan.commands && plan.peer {
+        peer::build()
+            .map_err(|err| peer_failure = Some(format!("peer not built, skipped: {err:#}")))
+            .ok()
+    } else {
+        None
+    };
     let server = NatsServer::start()
         .await
         .context("starting nats-server (scripts/dev.sh setup installs it)")?;
@@ -119,6 +169,10 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
         report.machine.nproc
     );
     let b = plan.budgets;
+    if let Some(failure) = peer_failure {
+        println!("  {failure}");
+        report.notes.push(failure);
+    }
 
     push(
         &mut report,
@@ -176,17 +230,40 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
                 .notes
                 .push(format!("stored event size unknown: {err}")),
         }
+        let mut peer = match peer_binary {
+            Some(binary) => match Peer::start(binary).await {
+                Ok(peer) => Some(peer),
+                Err(err) => {
+                    let failure = format!("peer not started, skipped: {err:#}");
+                    println!("  {failure}");
+                    report.notes.push(failure);
+                    None
+                }
+            },
+            None => None,
+        };
+        // Each row of ours, then the peer's for the same workload, so both meet the same
+        // moment of a shared machine.
         for callers in [1, 64, 512] {
             push(
                 &mut report,
                 commands::create_tasks(&client, &world, callers, b.ops(), defaults, "commands")
                     .await,
             );
+            measure_peer(&mut report, &mut peer, async |p, notes| {
+                p.create_tasks(callers, &b, notes).await
+            })
+            .await;
         }
         push(
             &mut report,
             commands::start_complete(&client, &world, 64, b.tasks_per_caller, defaults).await?,
         );
+        measure_peer(&mut report, &mut peer, async |p, notes| {
+            p.start_complete(64, b.tasks_per_caller, &b, notes).await
+        })
+        .await;
+        drop(peer);
         service.stop().await?;
 
         // The group commit off (skipped by --quick: the guard does not need it).
