@@ -343,3 +343,61 @@ async fn merged_head_reads_are_never_older_than_the_call() {
         assert_eq!(heads.get(subject).map_or(0, |m| m.seq), acked, "{subject}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_fence_writes_nothing_and_spares_the_rest_of_its_group() {
+    let (_server, store) = setup().await;
+    let appender = store.appender(AppenderConfig {
+        max_in_flight: 1,
+        ..Default::default()
+    });
+    // Alone: a failed fence writes nothing, a passing one writes.
+    let fenced = appender
+        .append_fenced(
+            request(vec![message("talkwai.evt.platform.user.f0", "no", 0)]),
+            std::sync::Arc::new(|| false),
+        )
+        .await;
+    assert!(matches!(fenced, Err(AppendError::Fenced)), "{fenced:?}");
+    assert_eq!(store.last_sequence().await.expect("head"), 0);
+    appender
+        .append_fenced(
+            request(vec![message("talkwai.evt.platform.user.f0", "yes", 0)]),
+            std::sync::Arc::new(|| true),
+        )
+        .await
+        .expect("a passing fence writes");
+    assert_eq!(store.last_sequence().await.expect("head"), 1);
+
+    // In a group: the fenced requests fail, the others land (one message each).
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let appender: Appender = appender.clone();
+        tasks.push(tokio::spawn(async move {
+            let subject = format!("talkwai.evt.platform.user.g{i}");
+            let open = i % 3 != 0;
+            appender
+                .append_fenced(
+                    request(vec![message(&subject, "e", 0)]),
+                    std::sync::Arc::new(move || open),
+                )
+                .await
+        }));
+    }
+    let (mut written, mut fenced) = (0, 0);
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.expect("join") {
+            Ok(_) => {
+                assert!(i % 3 != 0, "request {i} was fenced but written");
+                written += 1;
+            }
+            Err(AppendError::Fenced) => {
+                assert!(i % 3 == 0, "request {i} was open but fenced");
+                fenced += 1;
+            }
+            Err(other) => panic!("request {i}: {other}"),
+        }
+    }
+    assert_eq!((written, fenced), (66, 34));
+    assert_eq!(store.last_sequence().await.expect("head"), 1 + 66);
+}
