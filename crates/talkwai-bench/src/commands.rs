@@ -33,14 +33,16 @@ pub struct ServiceSettings {
     pub group_commit: bool,
     /// `Config::writes_in_flight`.
     pub writes_in_flight: usize,
+    /// `Config::partitions` (0: no ownership, every command reads its heads).
+    pub partitions: u32,
 }
 
 impl ServiceSettings {
     /// The label used in scenario names.
     pub fn label(self) -> String {
         format!(
-            "group_commit={} writes_in_flight={}",
-            self.group_commit, self.writes_in_flight
+            "group_commit={} writes_in_flight={} partitions={}",
+            self.group_commit, self.writes_in_flight, self.partitions
         )
     }
 }
@@ -51,12 +53,15 @@ impl Default for ServiceSettings {
         Self {
             group_commit: config.group_commit,
             writes_in_flight: config.writes_in_flight,
+            partitions: config.partitions,
         }
     }
 }
 
 /// A command service running in this process.
 pub struct RunningService {
+    /// How full its writes are.
+    pub groups: Arc<talkwai_eventstore::GroupStats>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -71,12 +76,14 @@ impl RunningService {
         let mut config = Config::for_tests(url, PLATFORM, SECRET);
         config.group_commit = settings.group_commit;
         config.writes_in_flight = settings.writes_in_flight;
+        config.partitions = settings.partitions;
         // The production default, so every task of a run stays cached like in production.
         config.cache_capacity = 100_000;
         config.instance = format!("bench-{}", Uuid::new_v4().simple());
         let service = CommandService::build(config)
             .await
             .context("building the command service")?;
+        let groups = service.group_stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             service
@@ -87,7 +94,21 @@ impl RunningService {
                 .map_err(anyhow::Error::from)
         });
         wait_ready(client).await?;
-        Ok(Self { stop, task })
+        Ok(Self { groups, stop, task })
+    }
+
+    /// Runs `measure` and notes the mean number of commands per durable write it caused.
+    pub async fn with_groups(&self, measure: impl Future<Output = Row>) -> Row {
+        let (writes, requests) = self.groups.snapshot();
+        let row = measure.await;
+        let (writes_after, requests_after) = self.groups.snapshot();
+        let writes = writes_after.saturating_sub(writes);
+        if writes == 0 {
+            return row;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let mean = requests_after.saturating_sub(requests) as f64 / writes as f64;
+        row.note(format!("{mean:.1} commands per write"))
     }
 
     /// Stops taking commands and waits for the instance to finish.

@@ -247,7 +247,15 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
         for callers in [1, 64, 512] {
             push(
                 &mut report,
-                commands::create_tasks(&client, &world, callers, b.ops(), defaults, "commands")
+                service
+                    .with_groups(commands::create_tasks(
+                        &client,
+                        &world,
+                        callers,
+                        b.ops(),
+                        defaults,
+                        "commands",
+                    ))
                     .await,
             );
             measure_peer(&mut report, &mut peer, async |p, notes| {
@@ -271,7 +279,16 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
         if !quick {
             variants.push(ServiceSettings {
                 group_commit: false,
-                writes_in_flight: defaults.writes_in_flight,
+                ..defaults
+            });
+            // Ownership off: every command reads its heads (the write path before #18).
+            variants.push(ServiceSettings {
+                partitions: 0,
+                ..defaults
+            });
+            variants.push(ServiceSettings {
+                writes_in_flight: 1,
+                ..defaults
             });
         }
         if plan.sweep {
@@ -282,11 +299,13 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
                     .map(|writes_in_flight| ServiceSettings {
                         group_commit: true,
                         writes_in_flight,
+                        ..defaults
                     }),
             );
             variants.push(ServiceSettings {
                 group_commit: false,
                 writes_in_flight: 64,
+                ..defaults
             });
         }
         for settings in variants {
@@ -299,7 +318,16 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
             commands::warm_up(&client, &world, Budget::new(u64::MAX, b.warm_up)).await;
             push(
                 &mut report,
-                commands::create_tasks(&client, &world, 64, b.ops(), settings, group).await,
+                service
+                    .with_groups(commands::create_tasks(
+                        &client,
+                        &world,
+                        64,
+                        b.ops(),
+                        settings,
+                        group,
+                    ))
+                    .await,
             );
             if plan.sweep && settings.group_commit {
                 push(

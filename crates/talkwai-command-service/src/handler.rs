@@ -205,6 +205,11 @@ impl Handler {
         self
     }
 
+    /// How full this instance's writes are.
+    pub fn group_stats(&self) -> Arc<talkwai_eventstore::GroupStats> {
+        self.appender.stats()
+    }
+
     /// The partitions this instance holds, when it owns partitions at all.
     pub fn ownership(&self) -> Option<&Arc<Ownership>> {
         self.ownership.as_ref()

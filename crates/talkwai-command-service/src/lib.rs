@@ -388,6 +388,13 @@ async fn watch_owners(
     }
 }
 
+impl CommandService {
+    /// How full this instance's writes are (writes and the commands they carried).
+    pub fn group_stats(&self) -> Arc<talkwai_eventstore::GroupStats> {
+        self.handler.group_stats()
+    }
+}
+
 impl talkwai_service::binary::Service for CommandService {
     type Config = Config;
     type Error = StartError;

@@ -161,6 +161,30 @@ pub struct Appender {
     tx: mpsc::Sender<Job>,
     /// Appends submitted and not yet answered.
     pending: Arc<AtomicUsize>,
+    stats: Arc<GroupStats>,
+}
+
+/// How full the writes are: writes made and requests they carried (a request is one
+/// command's messages), counted since the appender started.
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    writes: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl GroupStats {
+    /// `(writes, requests)` so far; two readings give the mean group size in between.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.writes.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record(&self, requests: usize) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+    }
 }
 
 /// Counts one append as pending while alive.
@@ -184,12 +208,23 @@ impl Appender {
     /// Spawns the writer task on the current tokio runtime.
     pub fn start(client: async_nats::Client, config: AppenderConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let writer = Writer { client, config };
+        let stats = Arc::new(GroupStats::default());
+        let writer = Writer {
+            client,
+            config,
+            stats: Arc::clone(&stats),
+        };
         tokio::spawn(writer.run(rx));
         Self {
             tx,
             pending: Arc::new(AtomicUsize::new(0)),
+            stats,
         }
+    }
+
+    /// How full this appender's writes are.
+    pub fn stats(&self) -> Arc<GroupStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Whether no append is waiting or being written right now: the next one will most
@@ -247,6 +282,7 @@ impl Appender {
 struct Writer {
     client: async_nats::Client,
     config: AppenderConfig,
+    stats: Arc<GroupStats>,
 }
 
 impl Writer {
@@ -390,6 +426,7 @@ impl Writer {
             .map(|j| j.request.messages.len())
             .sum::<usize>();
         metrics::histogram!("talkwai_append_group_commands").record(group.len() as f64);
+        self.stats.record(group.len());
         metrics::histogram!("talkwai_append_group_messages").record(sizes as f64);
         if group.len() == 1 {
             for job in group {

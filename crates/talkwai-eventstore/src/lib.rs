@@ -30,7 +30,8 @@ mod read;
 mod stream;
 
 pub use append::{
-    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Fence, Outbound, header_map,
+    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Fence, GroupStats, Outbound,
+    header_map,
 };
 pub use connect::{
     ConnectError, Credentials, connect_options, connect_options_with, plain_servers,
