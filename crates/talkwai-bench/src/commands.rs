@@ -108,7 +108,7 @@ impl RunningService {
         }
         #[allow(clippy::cast_precision_loss)]
         let mean = requests_after.saturating_sub(requests) as f64 / writes as f64;
-        row.note(format!("{mean:.1} commands per write"))
+        row.remark(format!("{mean:.1} commands per write"))
     }
 
     /// Stops taking commands and waits for the instance to finish.

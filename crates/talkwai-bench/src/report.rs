@@ -181,6 +181,17 @@ impl Row {
         self
     }
 
+    /// Appends a remark after the note already there.
+    pub fn remark(mut self, remark: impl Into<String>) -> Self {
+        let remark = remark.into();
+        self.note = if self.note.is_empty() {
+            remark
+        } else {
+            format!("{}; {remark}", self.note)
+        };
+        self
+    }
+
     /// Adds a remark.
     pub fn note(mut self, note: impl Into<String>) -> Self {
         let note = note.into();
