@@ -193,8 +193,8 @@ pub struct EventBody {
     /// The event type, `<aggregate>.<name>` (`task.started`).
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The version of the data's shape, per type (the current one is
-    /// [`upcast::current_version`]); also in the `Talkwai-Event-Version` header.
+    /// The version of the data's shape, per event type; also in the `Talkwai-Event-Version`
+    /// header.
     pub version: u32,
     /// The payload.
     pub data: serde_json::Value,

@@ -438,7 +438,7 @@ pub struct TaskAssigned {
     pub at: Timestamp,
 }
 
-/// `task.cancelled` v1, and `task.failed` v1 (upcast by [`upcast_failed_v1`]).
+/// `task.cancelled` v1, and `task.failed` v1 (read today through its upcaster to v2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -450,7 +450,7 @@ pub struct TaskEnded {
     pub at: Timestamp,
 }
 
-/// `task.completed` v2 (v1 was a [`Stamp`], upcast by [`upcast_completed_v1`]).
+/// `task.completed` v2: v1 held only `at` and is read as v2 with no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -462,7 +462,7 @@ pub struct TaskCompleted {
     pub at: Timestamp,
 }
 
-/// `task.failed` v2 (v1 was a [`TaskEnded`], upcast by [`upcast_failed_v1`]).
+/// `task.failed` v2: v1 held `reason` and `at` and is read as v2 with no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
