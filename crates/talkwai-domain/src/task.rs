@@ -478,7 +478,9 @@ pub struct TaskFailed {
 }
 
 /// Upcaster `task.completed` v1 → v2: the v1 data (a [`Stamp`]) read strictly, with no outcome.
-pub fn upcast_completed_v1(data: serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
+pub fn upcast_completed_v1(
+    data: serde_json::Value,
+) -> Result<serde_json::Value, serde_json::Error> {
     let v1: Stamp = serde_json::from_value(data)?;
     serde_json::to_value(TaskCompleted {
         outcome: None,

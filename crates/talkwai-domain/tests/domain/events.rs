@@ -197,10 +197,7 @@ pub fn all_events() -> Vec<Event> {
         })),
         Event::Task(TaskEvent::Unassigned(stamp)),
         Event::Task(TaskEvent::Started(stamp)),
-        Event::Task(TaskEvent::Completed(TaskCompleted {
-            outcome: None,
-            at,
-        })),
+        Event::Task(TaskEvent::Completed(TaskCompleted { outcome: None, at })),
         Event::Task(TaskEvent::Failed(TaskFailed {
             reason: Some(reason("busy")),
             outcome: None,
@@ -226,7 +223,10 @@ fn every_event_round_trips_through_its_body() {
     let mut types = std::collections::BTreeSet::new();
     for event in all_events() {
         let body = event.encode();
-        assert_eq!(body.version, talkwai_domain::current_version(&body.event_type));
+        assert_eq!(
+            body.version,
+            talkwai_domain::current_version(&body.event_type)
+        );
         assert_eq!(body.event_type, event.type_name());
         let (aggregate, _) = body
             .event_type

@@ -783,10 +783,7 @@ fn complete_and_fail_record_the_outcome_and_retry_clears_it() {
             at: NOW,
         }))])
         .then_state(|s| {
-            assert_eq!(
-                task_of(s).outcome,
-                Some(outcome("booked the appointment"))
-            );
+            assert_eq!(task_of(s).outcome, Some(outcome("booked the appointment")));
         });
 
     Scenario::given(task_ref(id()), history("in_progress"))
@@ -801,10 +798,7 @@ fn complete_and_fail_record_the_outcome_and_retry_clears_it() {
             at: NOW,
         }))])
         .then_state(|s| {
-            assert_eq!(
-                task_of(s).outcome,
-                Some(outcome("no answer after 3 rings"))
-            );
+            assert_eq!(task_of(s).outcome, Some(outcome("no answer after 3 rings")));
         });
     let mut history = history("in_progress");
     history.push(ev(TaskEvent::Failed(TaskFailed {

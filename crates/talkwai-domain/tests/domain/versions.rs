@@ -67,11 +67,12 @@ fn version_2_carries_the_outcome() {
                                   "transcriptRef": "t/1"}, "at": 7});
     let event = Event::decode(&body("task.completed", 2, data.clone())).expect("decodes");
     let Event::Task(TaskEvent::Completed(TaskCompleted {
-        outcome: Some(TaskOutcome {
-            summary,
-            duration_secs: Some(duration),
-            ..
-        }),
+        outcome:
+            Some(TaskOutcome {
+                summary,
+                duration_secs: Some(duration),
+                ..
+            }),
         ..
     })) = &event
     else {
