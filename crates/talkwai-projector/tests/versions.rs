@@ -173,3 +173,75 @@ async fn a_rebuild_of_a_log_mixing_v1_and_v2_equals_the_live_projection() {
     assert_eq!(stack.tables(&db).await, live, "rebuilt rows = live rows");
     stack.stop().await;
 }
+
+/// A database whose generations predate task outcomes gets the two columns from migration 3
+/// (no rebuild: their rows keep their values and read `NULL` outcomes), and the views show them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_3_adds_the_outcome_columns_to_existing_generations() {
+    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
+    let db = pg.create_unique_database("migrate").await.expect("db");
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let mut conn = pool.get().await.expect("conn");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migrate");
+    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
+        .await
+        .expect("generation");
+    // Back to the layout before migration 3, with a task in it.
+    conn.batch_execute(&format!(
+        "DROP VIEW talkwai.tasks;
+         ALTER TABLE {live}.tasks DROP COLUMN outcome, DROP COLUMN outcome_summary;
+         DELETE FROM talkwai_meta.migrations WHERE version = 3;
+         CREATE VIEW talkwai.tasks AS SELECT * FROM {live}.tasks;
+         INSERT INTO {live}.tasks (id, tenant_id, type, status, priority, from_address,
+             to_address, created_at, updated_at, version, last_seq)
+         VALUES ('{TENANT}', '{TENANT}', 'call', 'completed', 'low', '+15550001111',
+             '+15550002222', 1, 2, 3, 4);"
+    ))
+    .await
+    .expect("old layout");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migration 3");
+    let columns = |table: &'static str| {
+        let conn = &conn;
+        let live = live.clone();
+        async move {
+            let schema = if table == "view" {
+                "talkwai".to_owned()
+            } else {
+                live
+            };
+            conn.query(
+                "SELECT column_name::text FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = 'tasks' ORDER BY ordinal_position",
+                &[&schema],
+            )
+            .await
+            .expect("columns")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+        }
+    };
+    let expected: Vec<String> = talkwai_projector::schema::COLUMNS
+        .iter()
+        .find(|(t, _)| *t == "tasks")
+        .expect("tasks")
+        .1
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    assert_eq!(columns("table").await, expected, "{live}.tasks");
+    assert_eq!(columns("view").await, expected, "talkwai.tasks");
+    let row = conn
+        .query_one(
+            "SELECT status, outcome IS NULL, outcome_summary IS NULL FROM talkwai.tasks",
+            &[],
+        )
+        .await
+        .expect("the old row");
+    assert_eq!(row.get::<_, String>(0), "completed");
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+}
