@@ -162,14 +162,7 @@ async fn a_rebuild_of_a_log_mixing_v1_and_v2_equals_the_live_projection() {
     .await
     .expect("rebuild succeeds");
     assert!(report.swapped, "{report:?}");
-    assert!(
-        report
-            .parity
-            .iter()
-            .all(|p| p.same_content && p.live_rows == p.new_rows),
-        "{:?}",
-        report.parity
-    );
+    common::assert_parity(&report);
     assert_eq!(stack.tables(&db).await, live, "rebuilt rows = live rows");
     stack.stop().await;
 }

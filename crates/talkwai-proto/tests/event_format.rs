@@ -123,13 +123,18 @@ fn a_guard_subject_is_not_an_event() {
     assert_eq!(read, None);
 }
 
-#[test]
-fn a_version_header_that_disagrees_with_the_body_is_refused() {
-    let target = AggregateRef {
+/// The sample task's address.
+fn sample_task() -> AggregateRef {
+    AggregateRef {
         kind: EntityKind::Task,
         tenant: Some(TenantId(samples::TENANT)),
         id: samples::TASK,
-    };
+    }
+}
+
+#[test]
+fn a_version_header_that_disagrees_with_the_body_is_refused() {
+    let target = sample_task();
     let body = br#"{"type":"task.completed","version":1,"data":{"at":1}}"#;
     let headers = [(talkwai_proto::headers::EVENT_VERSION, "2")];
     let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -153,11 +158,7 @@ fn a_version_header_that_disagrees_with_the_body_is_refused() {
 
 #[test]
 fn a_future_version_is_a_typed_error() {
-    let target = AggregateRef {
-        kind: EntityKind::Task,
-        tenant: Some(TenantId(samples::TENANT)),
-        id: samples::TASK,
-    };
+    let target = sample_task();
     let body = br#"{"type":"task.completed","version":3,"data":{"at":1,"mood":"great"}}"#;
     let e = decode_stored(&subject::event(&target), |_| None, body).expect_err("future");
     assert!(

@@ -262,7 +262,8 @@ fn a_body_is_exactly_type_version_data() {
     assert!(serde_json::from_value::<EventBody>(extra).is_err());
 }
 
-fn body(event_type: &str, version: u32, data: serde_json::Value) -> EventBody {
+/// An event body of `event_type` at `version` holding `data`.
+pub fn body(event_type: &str, version: u32, data: serde_json::Value) -> EventBody {
     EventBody {
         event_type: event_type.into(),
         version,

@@ -5,18 +5,10 @@ use serde_json::json;
 use talkwai_domain::task::{TaskCompleted, TaskEvent, TaskFailed, TaskOutcome};
 use talkwai_domain::upcast::UPCASTERS;
 use talkwai_domain::values::{OutcomeSummary, Timestamp};
-use talkwai_domain::{DecodeError, Event, EventBody, current_version};
+use talkwai_domain::{DecodeError, Event, current_version};
 
-use crate::events::all_events;
+use crate::events::{all_events, body};
 use crate::fixtures::reason;
-
-fn body(event_type: &str, version: u32, data: serde_json::Value) -> EventBody {
-    EventBody {
-        event_type: event_type.into(),
-        version,
-        data,
-    }
-}
 
 #[test]
 fn task_completed_and_failed_are_at_version_2_and_the_rest_at_1() {

@@ -277,6 +277,18 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
     })
 }
 
+/// Asserts that a rebuild's parity check found every table equal (row counts and content).
+pub fn assert_parity(report: &talkwai_projector::rebuild::RebuildReport) {
+    assert!(
+        report
+            .parity
+            .iter()
+            .all(|p| p.same_content && p.live_rows == p.new_rows),
+        "{:?}",
+        report.parity
+    );
+}
+
 /// A small deterministic generator (xorshift) so failures replay with the same seed.
 pub struct Rng(pub u64);
 
