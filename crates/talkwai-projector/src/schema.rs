@@ -303,7 +303,8 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                     version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
             )
             .await?;
-        let mut repoint = false;
+        // Views to make again over the live generation once the migrations ran.
+        let (mut repoint_checkpoint, mut repoint_tasks) = (false, false);
         for (version, sql) in MIGRATIONS {
             let done = client
                 .query_opt(
@@ -314,7 +315,8 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                 .is_some();
             if !done {
                 client.batch_execute(sql).await?;
-                repoint = repoint || *version >= 2;
+                repoint_checkpoint |= *version == 2;
+                repoint_tasks |= *version == 3;
                 client
                     .execute(
                         "INSERT INTO talkwai_meta.migrations (version) VALUES ($1)",
@@ -323,17 +325,24 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                     .await?;
             }
         }
-        if repoint {
-            // Migration 2 made the checkpoint view an aggregate over partitions, migration 3
-            // added task columns: the views are made again over the live generation.
+        if repoint_checkpoint || repoint_tasks {
+            // Migration 2 made the checkpoint view an aggregate over partitions; migration 3
+            // added task columns, which a view's `*` (fixed when it was made) does not show.
             let live = client
                 .query_opt(
-                    "SELECT schema_name FROM talkwai_meta.generations WHERE state = 'live'",
+                    "SELECT g.schema_name, to_regclass(format('%I.tasks', g.schema_name)) IS NOT NULL
+                     FROM talkwai_meta.generations g WHERE g.state = 'live'",
                     &[],
                 )
                 .await?;
             if let Some(row) = live {
-                point_views(client, row.get::<_, &str>(0)).await?;
+                let schema: &str = row.get(0);
+                if repoint_checkpoint {
+                    point_checkpoint_view(client, schema).await?;
+                }
+                if repoint_tasks && row.get::<_, bool>(1) {
+                    client.batch_execute(&view_sql(schema, "tasks")).await?;
+                }
             }
         }
         Ok::<_, ProjectorError>(())
@@ -426,15 +435,17 @@ pub async fn live_generation(
 /// is one row over all partitions: `last_seq` is the lowest partition checkpoint (every event
 /// up to it is applied, whatever its partition), `applied` the sum, `partitions` the count.
 pub async fn point_views(client: &impl GenericClient, schema: &str) -> Result<(), ProjectorError> {
-    let mut sql = String::new();
-    for table in TABLES {
-        // DROP + CREATE rather than CREATE OR REPLACE: columns may differ between generations.
-        sql.push_str(&format!(
-            "DROP VIEW IF EXISTS {VIEWS}.{table}; CREATE VIEW {VIEWS}.{table} AS SELECT * FROM {schema}.{table};"
-        ));
-    }
+    let sql: String = TABLES.iter().map(|table| view_sql(schema, table)).collect();
     client.batch_execute(&sql).await?;
     point_checkpoint_view(client, schema).await
+}
+
+/// The statements that point `talkwai.<table>` at `schema.<table>`. DROP + CREATE rather than
+/// CREATE OR REPLACE: columns may differ between generations.
+fn view_sql(schema: &str, table: &str) -> String {
+    format!(
+        "DROP VIEW IF EXISTS {VIEWS}.{table}; CREATE VIEW {VIEWS}.{table} AS SELECT * FROM {schema}.{table};"
+    )
 }
 
 /// Points `talkwai.checkpoint` at `schema`'s partition checkpoints.
