@@ -3,7 +3,8 @@
 //!
 //! Lifecycle: `pending → in_progress → completed | failed`, `pending → failed` (cancel),
 //! `failed → pending` (retry); `completed` is final. `startedAt` is set by start, `completedAt`
-//! by complete, fail and cancel; retry clears both.
+//! by complete, fail and cancel; retry clears both. Complete and fail may carry the outcome an
+//! agent reports ([`TaskOutcome`], in `task.completed` / `task.failed` v2); retry clears it.
 
 use serde::{Deserialize, Serialize};
 

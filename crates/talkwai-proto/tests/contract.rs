@@ -139,6 +139,27 @@ fn catalog_covers_exactly_the_domain_events_with_their_rust_types() {
     }
 }
 
+#[test]
+fn every_event_type_lists_every_version_from_1_to_its_current_one() {
+    let mut listed: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for entry in entries(MessageKind::Event) {
+        listed
+            .entry(entry.name.clone())
+            .or_default()
+            .push(entry.version.expect("events are versioned"));
+    }
+    for (event_type, mut versions) in listed {
+        versions.sort_unstable();
+        let current = talkwai_domain::current_version(&event_type);
+        assert_eq!(
+            versions,
+            (1..=current).collect::<Vec<_>>(),
+            "{event_type}: the catalog must keep every version ever written, up to the current \
+             one (talkwai_domain::upcast)"
+        );
+    }
+}
+
 /// The root schema of a type as it appears among another schema's definitions.
 fn strip_root(schema: &Value) -> Value {
     let mut schema = schema.clone();
