@@ -5,7 +5,7 @@
 // tokens get the admin room: its presence and system alerts.
 import "./style.css";
 import { TalkwaiClient, TalkwaiError } from "@talkwai/client";
-import type { Notification, Peer, Room, SystemAlert, TaskStatus, TaskUpdate } from "@talkwai/client";
+import type { Notification, Peer, Room, SystemAlert, TaskOutcome, TaskStatus, TaskUpdate } from "@talkwai/client";
 import { ago, byId, fill, h, time } from "./dom.js";
 
 interface Config {
@@ -19,6 +19,8 @@ interface Task {
   id: string; type: string; status: TaskStatus; priority: string; subject?: string | null;
   fromAddress: string; toAddress: string; createdAt: number; updatedAt: number;
   agent?: Agent | null; assignedTo?: Member | null;
+  /** What the agent reported when it completed or failed the task (`null`: nothing). */
+  outcome?: TaskOutcome | null;
 }
 interface Tenant { id: string; name: string; domain?: string | null; status: string; members: Member[]; agents: Agent[]; tasks: Task[] }
 
@@ -192,7 +194,7 @@ async function tenantView(db: TalkwaiClient): Promise<void> {
     return h(
       "tr",
       { "data-testid": `task-${task.id}`, "data-status": s },
-      h("td", {}, h("div", { class: "subject" }, task.subject ?? h("span", { class: "muted" }, "(no subject)")), h("div", { class: "muted small" }, `${task.type} · ${task.fromAddress} → ${task.toAddress}`)),
+      h("td", {}, h("div", { class: "subject" }, task.subject ?? h("span", { class: "muted" }, "(no subject)")), h("div", { class: "muted small" }, `${task.type} · ${task.fromAddress} → ${task.toAddress}`), outcomeLine(task)),
       h("td", {}, statusBadge(s)),
       h("td", {}, h("span", { class: `prio ${task.priority}` }, task.priority)),
       h("td", { class: "small" }, task.agent?.name ?? "", task.assignedTo ? h("div", { class: "muted" }, `${task.assignedTo.firstName} ${task.assignedTo.lastName}`) : null),
@@ -204,6 +206,19 @@ async function tenantView(db: TalkwaiClient): Promise<void> {
         s === "in_progress" ? h("button", { "data-testid": `complete-${task.id}`, onclick: (() => void act("completeTask", task.id)) as EventListener }, "Complete") : null,
         s === "in_progress" ? h("button", { class: "ghost", onclick: (() => void act("failTask", task.id)) as EventListener }, "Fail") : null,
       ),
+    );
+  }
+
+  // The reported outcome under a completed or failed task: summary, duration, transcript.
+  function outcomeLine(task: Task): HTMLElement | null {
+    const o = task.outcome;
+    if (!o) return null;
+    const details = [o.durationSecs != null ? `${o.durationSecs} s` : null, o.transcriptRef ?? null].filter((d) => d !== null);
+    return h(
+      "div",
+      { class: "outcome small", "data-testid": `outcome-${task.id}` },
+      h("span", {}, o.summary),
+      details.length > 0 ? h("span", { class: "muted" }, ` · ${details.join(" · ")}`) : null,
     );
   }
 

@@ -126,6 +126,11 @@ try {
     await a1.page.locator(sel(task.id, "completed")).first().waitFor({ timeout: LIVE_MS });
   }, LIVE_MS);
   await a1.page.getByTestId(`update-${task.id}-completed`).waitFor({ timeout: LIVE_MS });
+  // The outcome an agent reports shows under the task (task.completed v2).
+  const done = await ops.createTask({ type: "call", priority: "low", fromAddress: "+15550009999", toAddress: "+15550008888", subject: "Outcome from the browser test" });
+  await ops.startTask({ id: done.id });
+  await ops.completeTask({ id: done.id, outcome: { summary: "Booked for Tuesday", durationSecs: 42, transcriptRef: "t/browser.json" } });
+  await a1.page.getByTestId(`outcome-${done.id}`).filter({ hasText: "Booked for Tuesday" }).waitFor({ timeout: LIVE_MS });
 
   // The page sends commands itself.
   const subject = `Made on the page ${Date.now()}`;

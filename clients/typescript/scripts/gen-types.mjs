@@ -86,6 +86,7 @@ async function render() {
   index += `export type { TaskStatus, TaskAction } from "./rooms/taskUpdates.js";\n`;
   index += `export type { Peer, PresenceOp, LeaveReason } from "./rooms/presenceEvents.js";\n`;
   index += `export type { NotificationKind } from "./rooms/notifications.js";\n`;
+  index += `export type { TaskOutcome } from "./commands/task.complete.js";\n`;
   index += `export type { AlertKind } from "./rooms/systemAlerts.js";\n`;
   index += `export type { Query, QueryLevel, QueryParams, QueryWithOptions, Direction, Aggregate } from "./query/QueryRequest.js";\n`;
   index += `export type { Rows, Count, PageInfo } from "./query/QueryReply.js";\n`;

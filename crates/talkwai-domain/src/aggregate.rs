@@ -14,6 +14,7 @@ use crate::policy;
 use crate::state::{Decision, EvolveError, State};
 use crate::task::{self, Task, TaskCommand, TaskEvent};
 use crate::tenant::{self, Tenant, TenantCommand, TenantEvent};
+use crate::upcast;
 use crate::user::{self, User, UserCommand, UserEvent};
 
 /// Where an aggregate lives: its kind, its tenant (`None` for platform aggregates: admins and
@@ -192,7 +193,8 @@ pub struct EventBody {
     /// The event type, `<aggregate>.<name>` (`task.started`).
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The version of the data's shape.
+    /// The version of the data's shape, per event type; also in the `Talkwai-Event-Version`
+    /// header.
     pub version: u32,
     /// The payload.
     pub data: serde_json::Value,
@@ -223,10 +225,6 @@ pub enum DecodeError {
 }
 
 impl Event {
-    /// Current version of every event type. Bump per type when its data changes shape, and
-    /// add an upcaster arm in [`Event::decode`].
-    pub const CURRENT_VERSION: u32 = 1;
-
     /// The aggregate kind the event belongs to.
     pub fn kind(&self) -> EntityKind {
         match self {
@@ -252,8 +250,8 @@ impl Event {
             .cloned()
             .unwrap_or(serde_json::Value::Null);
         EventBody {
+            version: upcast::current_version(&event_type),
             event_type,
-            version: Self::CURRENT_VERSION,
             data,
         }
     }
@@ -263,25 +261,28 @@ impl Event {
         self.encode().event_type
     }
 
-    /// Decodes a wire body, upcasting older versions to the current shape.
+    /// The version writers write for this event's type (see [`upcast`]).
+    pub fn version(&self) -> u32 {
+        self.encode().version
+    }
+
+    /// Decodes a wire body of any version ever written: its data is first upcast to the
+    /// type's current version ([`upcast::upcast`], the one place versions are handled), then
+    /// read as the current shape. A version newer than this code is
+    /// [`DecodeError::UnknownVersion`].
     pub fn decode(body: &EventBody) -> Result<Self, DecodeError> {
         let ty = body.event_type.as_str();
         let (aggregate, _) = ty
             .split_once('.')
             .ok_or_else(|| DecodeError::UnknownType(ty.into()))?;
-        if body.version != Self::CURRENT_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                event_type: ty.into(),
-                version: body.version,
-            });
-        }
+        let data = upcast::upcast(body)?;
         match aggregate {
-            "tenant" => decode_as(ty, &body.data).map(Self::Tenant),
-            "member" => decode_as(ty, &body.data).map(Self::Member),
-            "admin" => decode_as(ty, &body.data).map(Self::Admin),
-            "agent" => decode_as(ty, &body.data).map(Self::Agent),
-            "task" => decode_as(ty, &body.data).map(Self::Task),
-            "user" => decode_as(ty, &body.data).map(Self::User),
+            "tenant" => decode_as(ty, &data).map(Self::Tenant),
+            "member" => decode_as(ty, &data).map(Self::Member),
+            "admin" => decode_as(ty, &data).map(Self::Admin),
+            "agent" => decode_as(ty, &data).map(Self::Agent),
+            "task" => decode_as(ty, &data).map(Self::Task),
+            "user" => decode_as(ty, &data).map(Self::User),
             _ => Err(DecodeError::UnknownType(ty.into())),
         }
     }

@@ -17,6 +17,7 @@
 //!   each with its state, commands, events, `decide` and `apply`.
 //! - [`guard`]: uniqueness guards for cross-aggregate invariants.
 //! - [`aggregate`]: the enums over all aggregates and the top-level `decide`/`evolve`.
+//! - [`upcast`]: each event type's version and the upcasters that read older ones.
 //! - [`policy`]: who may do what.
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod state;
 pub mod task;
 pub mod tenant;
+pub mod upcast;
 pub mod user;
 pub mod values;
 
@@ -45,3 +47,4 @@ pub use context::{Actor, Context, FactKey, Facts};
 pub use error::{DomainError, EntityKind, ErrorCode};
 pub use guard::{GuardChange, GuardEvent, GuardKey, GuardState};
 pub use state::{Decision, EvolveError, Lifecycle, State};
+pub use upcast::current_version;

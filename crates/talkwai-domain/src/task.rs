@@ -3,7 +3,8 @@
 //!
 //! Lifecycle: `pending → in_progress → completed | failed`, `pending → failed` (cancel),
 //! `failed → pending` (retry); `completed` is final. `startedAt` is set by start, `completedAt`
-//! by complete, fail and cancel; retry clears both.
+//! by complete, fail and cancel; retry clears both. Complete and fail may carry the outcome an
+//! agent reports ([`TaskOutcome`], in `task.completed` / `task.failed` v2); retry clears it.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,10 @@ use crate::error::{DomainError, EntityKind};
 use crate::ids::{AdminId, AgentId, MemberId, TaskId, TenantId};
 use crate::patch;
 use crate::state::{ById, Decision, EvolveError, Stamp, State};
-use crate::values::{Address, Content, JsonObject, Reason, Subject, Timestamp};
+use crate::values::{
+    Address, Content, DurationSecs, JsonObject, OutcomeSummary, Reason, Subject, Timestamp,
+    TranscriptRef,
+};
 
 const KIND: EntityKind = EntityKind::Task;
 
@@ -58,6 +62,24 @@ pub struct Task {
     pub created_by: Option<MemberId>,
     /// Creating admin (`taskCreatedByAdmin`).
     pub created_by_admin: Option<AdminId>,
+    /// What the agent reported when it completed or failed the task (cleared by retry).
+    pub outcome: Option<TaskOutcome>,
+}
+
+/// What an agent reports when it completes or fails a task: given with `task.complete` /
+/// `task.fail`, stored in `task.completed` / `task.failed` from version 2 on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskOutcome {
+    /// What happened.
+    pub summary: OutcomeSummary,
+    /// How long the work took, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<DurationSecs>,
+    /// Where the transcript of the work is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_ref: Option<TranscriptRef>,
 }
 
 /// `task.create`: the seed's `createTask`. `createdBy` comes from the caller's identity.
@@ -175,7 +197,34 @@ pub struct AssignTask {
     pub assigned_to: MemberId,
 }
 
-/// `task.fail` / `task.cancel`, with an optional reason.
+/// `task.complete`, with what the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompleteTask {
+    /// The task.
+    pub id: TaskId,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<TaskOutcome>,
+}
+
+/// `task.fail`, with an optional reason and what the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailTask {
+    /// The task.
+    pub id: TaskId,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<TaskOutcome>,
+}
+
+/// `task.cancel`, with an optional reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -209,9 +258,9 @@ pub enum TaskCommand {
     /// `pending → in_progress`.
     Start(ById<TaskId>),
     /// `in_progress → completed`.
-    Complete(ById<TaskId>),
+    Complete(CompleteTask),
     /// `in_progress → failed`.
-    Fail(EndTask),
+    Fail(FailTask),
     /// `pending → failed`.
     Cancel(EndTask),
     /// `failed → pending`.
@@ -229,11 +278,12 @@ impl TaskCommand {
             Self::SetMetadata(c) => c.id,
             Self::LinkAgent(c) => c.id,
             Self::Assign(c) => c.id,
-            Self::Fail(c) | Self::Cancel(c) => c.id,
+            Self::Complete(c) => c.id,
+            Self::Fail(c) => c.id,
+            Self::Cancel(c) => c.id,
             Self::UnlinkAgent(c)
             | Self::Unassign(c)
             | Self::Start(c)
-            | Self::Complete(c)
             | Self::Retry(c)
             | Self::Delete(c) => c.id,
         }
@@ -389,7 +439,7 @@ pub struct TaskAssigned {
     pub at: Timestamp,
 }
 
-/// `task.failed` / `task.cancelled` v1.
+/// `task.cancelled` v1, and `task.failed` v1 (read today through its upcaster to v2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -399,6 +449,55 @@ pub struct TaskEnded {
     pub reason: Option<Reason>,
     /// When (also `completedAt`).
     pub at: Timestamp,
+}
+
+/// `task.completed` v2: v1 held only `at` and is read as v2 with no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskCompleted {
+    /// What the agent reported (`null`: nothing, as in every v1 event).
+    #[serde(default)]
+    pub outcome: Option<TaskOutcome>,
+    /// When (also `completedAt`).
+    pub at: Timestamp,
+}
+
+/// `task.failed` v2: v1 held `reason` and `at` and is read as v2 with no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskFailed {
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<Reason>,
+    /// What the agent reported (`null`: nothing, as in every v1 event).
+    #[serde(default)]
+    pub outcome: Option<TaskOutcome>,
+    /// When (also `completedAt`).
+    pub at: Timestamp,
+}
+
+/// Upcaster `task.completed` v1 → v2: the v1 data (a [`Stamp`]) read strictly, with no outcome.
+pub fn upcast_completed_v1(
+    data: serde_json::Value,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let v1: Stamp = serde_json::from_value(data)?;
+    serde_json::to_value(TaskCompleted {
+        outcome: None,
+        at: v1.at,
+    })
+}
+
+/// Upcaster `task.failed` v1 → v2: the v1 data (a [`TaskEnded`]) read strictly, with no
+/// outcome.
+pub fn upcast_failed_v1(data: serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
+    let v1: TaskEnded = serde_json::from_value(data)?;
+    serde_json::to_value(TaskFailed {
+        reason: v1.reason,
+        outcome: None,
+        at: v1.at,
+    })
 }
 
 /// Events of a task.
@@ -432,10 +531,10 @@ pub enum TaskEvent {
     Started(Stamp),
     /// `in_progress → completed`; `at` is `completedAt`.
     #[serde(rename = "task.completed")]
-    Completed(Stamp),
+    Completed(TaskCompleted),
     /// `in_progress → failed`.
     #[serde(rename = "task.failed")]
-    Failed(TaskEnded),
+    Failed(TaskFailed),
     /// `pending → failed`.
     #[serde(rename = "task.cancelled")]
     Cancelled(TaskEnded),
@@ -658,18 +757,22 @@ pub fn decide(
                 _ => Err(transition_error(task, "start")),
             }
         }
-        TaskCommand::Complete(_) => {
+        TaskCommand::Complete(c) => {
             let task = state.require_live(KIND)?;
             match task.status {
-                TaskStatus::InProgress => one(TaskEvent::Completed(Stamp { at })),
+                TaskStatus::InProgress => one(TaskEvent::Completed(TaskCompleted {
+                    outcome: c.outcome,
+                    at,
+                })),
                 _ => Err(transition_error(task, "complete")),
             }
         }
         TaskCommand::Fail(c) => {
             let task = state.require_live(KIND)?;
             match task.status {
-                TaskStatus::InProgress => one(TaskEvent::Failed(TaskEnded {
+                TaskStatus::InProgress => one(TaskEvent::Failed(TaskFailed {
                     reason: c.reason,
+                    outcome: c.outcome,
                     at,
                 })),
                 _ => Err(transition_error(task, "fail")),
@@ -749,6 +852,7 @@ pub fn apply(
                 assigned_to: e.assigned_to,
                 created_by: e.created_by,
                 created_by_admin: e.created_by_admin,
+                outcome: None,
             },
         ),
         TaskEvent::Updated(e) => state.mutate_live(KIND, |t| {
@@ -824,14 +928,16 @@ pub fn apply(
             t.started_at = Some(*at);
             Ok(())
         }),
-        TaskEvent::Completed(Stamp { at }) => state.mutate_live(KIND, |t| {
+        TaskEvent::Completed(TaskCompleted { outcome, at }) => state.mutate_live(KIND, |t| {
             step(t, TaskStatus::InProgress, TaskStatus::Completed, name, *at)?;
             t.completed_at = Some(*at);
+            t.outcome.clone_from(outcome);
             Ok(())
         }),
-        TaskEvent::Failed(TaskEnded { at, .. }) => state.mutate_live(KIND, |t| {
+        TaskEvent::Failed(TaskFailed { outcome, at, .. }) => state.mutate_live(KIND, |t| {
             step(t, TaskStatus::InProgress, TaskStatus::Failed, name, *at)?;
             t.completed_at = Some(*at);
+            t.outcome.clone_from(outcome);
             Ok(())
         }),
         TaskEvent::Cancelled(TaskEnded { at, .. }) => state.mutate_live(KIND, |t| {
@@ -843,6 +949,7 @@ pub fn apply(
             step(t, TaskStatus::Failed, TaskStatus::Pending, name, *at)?;
             t.started_at = None;
             t.completed_at = None;
+            t.outcome = None;
             Ok(())
         }),
         TaskEvent::Deleted(_) => state.delete(KIND),

@@ -161,6 +161,51 @@ bounded_text!(
     1_000,
     "non-empty text, at most 1000 characters"
 );
+bounded_text!(
+    /// What an agent reports happened when it completed or failed a task.
+    OutcomeSummary,
+    4_000,
+    "non-empty text, at most 4000 characters"
+);
+bounded_text!(
+    /// Where the transcript of a task's work is kept (a URL, an object key...).
+    TranscriptRef,
+    2_048,
+    "non-empty text, at most 2048 characters"
+);
+
+/// How long a task's work took, in seconds: a finite, non-negative number (fractions allowed).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct DurationSecs(f64);
+
+// Sound: `parse` admits finite numbers only, so no NaN ever makes `==` non-reflexive.
+impl Eq for DurationSecs {}
+
+impl DurationSecs {
+    /// Checks the value: finite and not negative.
+    pub fn parse(secs: f64) -> Result<Self, InvalidValue> {
+        if !secs.is_finite() {
+            return Err(InvalidValue("must be a finite number".into()));
+        }
+        if secs < 0.0 {
+            return Err(InvalidValue(format!("must not be negative, got {secs}")));
+        }
+        Ok(Self(secs))
+    }
+
+    /// The seconds.
+    pub const fn secs(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSecs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = f64::deserialize(d)?;
+        Self::parse(raw).map_err(|e| serde::de::Error::custom(e.0))
+    }
+}
 
 /// An email address, normalized to lowercase.
 ///
@@ -427,6 +472,10 @@ mod schema {
     string_schema!(Address, {
         "type": "string", "maxLength": 254, "pattern": ADDRESS_PATTERN,
         "description": "E.164 phone number (starting with +) or email address"
+    });
+    string_schema!(DurationSecs, {
+        "type": "number", "minimum": 0,
+        "description": "seconds, a non-negative number"
     });
     string_schema!(JsonObject, {
         "type": "string", "maxLength": 32768, "pattern": JSON_OBJECT_PATTERN,

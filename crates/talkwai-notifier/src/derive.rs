@@ -8,7 +8,7 @@ use lru::LruCache;
 use serde_json::json;
 use talkwai_domain::enums::{TaskStatus, TenantStatus};
 use talkwai_domain::ids::{MemberId, TaskId, TenantId};
-use talkwai_domain::task::TaskEvent;
+use talkwai_domain::task::{TaskEnded, TaskEvent, TaskFailed};
 use talkwai_domain::tenant::TenantStatusChanged;
 use talkwai_proto::room::{
     ADMIN_ROOM, ADMIN_ROOM_ID, AlertKind, NOTIFICATIONS, Notification, NotificationKind,
@@ -157,10 +157,11 @@ pub fn task_messages(
         TaskEvent::Created(c) => (c.assigned_to, NotificationKind::TaskAssigned, None),
         TaskEvent::Assigned(a) => (Some(a.assigned_to), NotificationKind::TaskAssigned, None),
         TaskEvent::Completed(_) => (before.created_by, NotificationKind::TaskCompleted, None),
-        TaskEvent::Failed(e) | TaskEvent::Cancelled(e) => (
+        TaskEvent::Failed(TaskFailed { reason, .. })
+        | TaskEvent::Cancelled(TaskEnded { reason, .. }) => (
             before.created_by,
             NotificationKind::TaskFailed,
-            e.reason.as_ref().map(|r| r.as_str().to_owned()),
+            reason.as_ref().map(|r| r.as_str().to_owned()),
         ),
         _ => (None, NotificationKind::TaskAssigned, None),
     };
@@ -305,6 +306,13 @@ mod tests {
         }
     }
 
+    fn completed() -> talkwai_domain::task::TaskCompleted {
+        talkwai_domain::task::TaskCompleted {
+            outcome: None,
+            at: stamp().at,
+        }
+    }
+
     fn stamp() -> Stamp {
         Stamp {
             at: Timestamp(1000),
@@ -320,7 +328,7 @@ mod tests {
             assigned_to: None,
             last_seq: 5,
         };
-        let event = TaskEvent::Completed(stamp());
+        let event = TaskEvent::Completed(completed());
         let mut after = before;
         after.evolve(&event, 7);
         let agent = ActorRef::Member(Uuid::from_u128(3));
@@ -348,7 +356,7 @@ mod tests {
             created_by: Some(creator),
             ..Default::default()
         };
-        let event = TaskEvent::Completed(stamp());
+        let event = TaskEvent::Completed(completed());
         let out = task_messages(
             meta(ActorRef::Member(creator.0)),
             TaskId(Uuid::from_u128(9)),

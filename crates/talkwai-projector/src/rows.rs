@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use talkwai_domain::admin::AdminEvent;
 use talkwai_domain::agent::AgentEvent;
 use talkwai_domain::member::MemberEvent;
-use talkwai_domain::task::TaskEvent;
+use talkwai_domain::task::{TaskEvent, TaskOutcome};
 use talkwai_domain::tenant::TenantEvent;
 use talkwai_domain::user::UserEvent;
 use talkwai_domain::{AggregateRef, EntityKind, Event};
@@ -65,6 +65,16 @@ fn patch<T: Serialize>(row: &mut Row, column: &str, field: Option<&T>) {
     if let Some(value) = field {
         row.insert(column.to_owned(), to_value(value));
     }
+}
+
+/// A task's `outcome` (the reported object, as `jsonb`) and `outcome_summary` (its summary
+/// as text, so queries can filter on it with an index).
+fn set_outcome(row: &mut Row, outcome: Option<&TaskOutcome>) {
+    row.insert("outcome".into(), outcome.map_or(Value::Null, to_value));
+    row.insert(
+        "outcome_summary".into(),
+        outcome.map_or(Value::Null, |o| to_value(&o.summary)),
+    );
 }
 
 fn touch(row: &mut Row, at: i64, seq: u64) {
@@ -271,6 +281,7 @@ pub fn apply(
                 r.insert("assigned_to".into(), to_value(&c.assigned_to));
                 r.insert("created_by".into(), to_value(&c.created_by));
                 r.insert("created_by_admin".into(), to_value(&c.created_by_admin));
+                set_outcome(r, None);
             }),
             TaskEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
                 patch(r, "type", u.task_type.as_ref());
@@ -300,11 +311,17 @@ pub fn apply(
                 r.insert("status".into(), json!("in_progress"));
                 r.insert("started_at".into(), json!(s.at.0));
             }),
-            TaskEvent::Completed(s) => update!(s.at.0, |r: &mut Row| {
+            TaskEvent::Completed(c) => update!(c.at.0, |r: &mut Row| {
                 r.insert("status".into(), json!("completed"));
-                r.insert("completed_at".into(), json!(s.at.0));
+                r.insert("completed_at".into(), json!(c.at.0));
+                set_outcome(r, c.outcome.as_ref());
             }),
-            TaskEvent::Failed(f) | TaskEvent::Cancelled(f) => update!(f.at.0, |r: &mut Row| {
+            TaskEvent::Failed(f) => update!(f.at.0, |r: &mut Row| {
+                r.insert("status".into(), json!("failed"));
+                r.insert("completed_at".into(), json!(f.at.0));
+                set_outcome(r, f.outcome.as_ref());
+            }),
+            TaskEvent::Cancelled(f) => update!(f.at.0, |r: &mut Row| {
                 r.insert("status".into(), json!("failed"));
                 r.insert("completed_at".into(), json!(f.at.0));
             }),
@@ -312,6 +329,7 @@ pub fn apply(
                 r.insert("status".into(), json!("pending"));
                 r.insert("started_at".into(), Value::Null);
                 r.insert("completed_at".into(), Value::Null);
+                set_outcome(r, None);
             }),
             TaskEvent::Deleted(_) => delete!(),
         },

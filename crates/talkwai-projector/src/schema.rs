@@ -103,6 +103,10 @@ pub const COLUMNS: [(&str, &[&str]); 6] = [
             "created_by_admin",
             "version",
             "last_seq",
+            // Added by migration 3 (task outcomes): last, where `ADD COLUMN` put them in the
+            // generations that existed, so every generation has one column order.
+            "outcome",
+            "outcome_summary",
         ],
     ),
     (
@@ -186,6 +190,25 @@ const MIGRATIONS: &[(i32, &str)] = &[
            END LOOP;
          END $$;",
     ),
+    (
+        3,
+        // Task outcomes (`task.completed` / `task.failed` v2): two nullable columns in every
+        // existing generation, no rewrite and no rebuild (every event before them is v1, which
+        // has no outcome, so NULL is what a rebuild would write), then the views are repointed
+        // (a view's `*` is fixed when it is created).
+        "DO $$
+         DECLARE s text;
+         BEGIN
+           FOR s IN SELECT g.schema_name FROM talkwai_meta.generations g
+                    JOIN information_schema.tables t
+                      ON t.table_schema = g.schema_name AND t.table_name = 'tasks' LOOP
+             EXECUTE format('ALTER TABLE %I.tasks ADD COLUMN IF NOT EXISTS outcome jsonb,
+                             ADD COLUMN IF NOT EXISTS outcome_summary text', s);
+             EXECUTE format('CREATE INDEX IF NOT EXISTS tasks_tenant_id_outcome_summary_idx
+                             ON %I.tasks (tenant_id, outcome_summary)', s);
+           END LOOP;
+         END $$;",
+    ),
 ];
 
 /// The tables of one generation. `last_seq` is the stream sequence of the last event applied
@@ -233,13 +256,15 @@ CREATE TABLE {s}.tasks (
     scheduled_at bigint, started_at bigint, completed_at bigint,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
     agent_id uuid, assigned_to uuid, created_by uuid, created_by_admin uuid,
-    version bigint NOT NULL, last_seq bigint NOT NULL
+    version bigint NOT NULL, last_seq bigint NOT NULL,
+    outcome jsonb, outcome_summary text
 );
 CREATE INDEX ON {s}.tasks (tenant_id, created_at DESC, id);
 CREATE INDEX ON {s}.tasks (tenant_id, status, created_at DESC, id);
 CREATE INDEX ON {s}.tasks (assigned_to, created_at DESC, id);
 CREATE INDEX ON {s}.tasks (agent_id);
 CREATE INDEX ON {s}.tasks (created_by);
+CREATE INDEX ON {s}.tasks (tenant_id, outcome_summary);
 CREATE TABLE {s}.users (
     id uuid PRIMARY KEY, email text NOT NULL,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
@@ -278,7 +303,8 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                     version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
             )
             .await?;
-        let mut repoint = false;
+        // Views to make again over the live generation once the migrations ran.
+        let (mut repoint_checkpoint, mut repoint_tasks) = (false, false);
         for (version, sql) in MIGRATIONS {
             let done = client
                 .query_opt(
@@ -289,7 +315,8 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                 .is_some();
             if !done {
                 client.batch_execute(sql).await?;
-                repoint = repoint || *version == 2;
+                repoint_checkpoint |= *version == 2;
+                repoint_tasks |= *version == 3;
                 client
                     .execute(
                         "INSERT INTO talkwai_meta.migrations (version) VALUES ($1)",
@@ -298,16 +325,24 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                     .await?;
             }
         }
-        if repoint {
-            // The checkpoint view became an aggregate over partitions.
+        if repoint_checkpoint || repoint_tasks {
+            // Migration 2 made the checkpoint view an aggregate over partitions; migration 3
+            // added task columns, which a view's `*` (fixed when it was made) does not show.
             let live = client
                 .query_opt(
-                    "SELECT schema_name FROM talkwai_meta.generations WHERE state = 'live'",
+                    "SELECT g.schema_name, to_regclass(format('%I.tasks', g.schema_name)) IS NOT NULL
+                     FROM talkwai_meta.generations g WHERE g.state = 'live'",
                     &[],
                 )
                 .await?;
             if let Some(row) = live {
-                point_checkpoint_view(client, row.get::<_, &str>(0)).await?;
+                let schema: &str = row.get(0);
+                if repoint_checkpoint {
+                    point_checkpoint_view(client, schema).await?;
+                }
+                if repoint_tasks && row.get::<_, bool>(1) {
+                    client.batch_execute(&view_sql(schema, "tasks")).await?;
+                }
             }
         }
         Ok::<_, ProjectorError>(())
@@ -400,15 +435,17 @@ pub async fn live_generation(
 /// is one row over all partitions: `last_seq` is the lowest partition checkpoint (every event
 /// up to it is applied, whatever its partition), `applied` the sum, `partitions` the count.
 pub async fn point_views(client: &impl GenericClient, schema: &str) -> Result<(), ProjectorError> {
-    let mut sql = String::new();
-    for table in TABLES {
-        // DROP + CREATE rather than CREATE OR REPLACE: columns may differ between generations.
-        sql.push_str(&format!(
-            "DROP VIEW IF EXISTS {VIEWS}.{table}; CREATE VIEW {VIEWS}.{table} AS SELECT * FROM {schema}.{table};"
-        ));
-    }
+    let sql: String = TABLES.iter().map(|table| view_sql(schema, table)).collect();
     client.batch_execute(&sql).await?;
     point_checkpoint_view(client, schema).await
+}
+
+/// The statements that point `talkwai.<table>` at `schema.<table>`. DROP + CREATE rather than
+/// CREATE OR REPLACE: columns may differ between generations.
+fn view_sql(schema: &str, table: &str) -> String {
+    format!(
+        "DROP VIEW IF EXISTS {VIEWS}.{table}; CREATE VIEW {VIEWS}.{table} AS SELECT * FROM {schema}.{table};"
+    )
 }
 
 /// Points `talkwai.checkpoint` at `schema`'s partition checkpoints.

@@ -98,14 +98,7 @@ async fn a_rebuild_under_load_swaps_atomically_with_parity() {
     assert!(written > 0, "commands arrived during the rebuild");
     assert!(report.swapped);
     assert_eq!(report.previous, Some(1));
-    assert!(
-        report
-            .parity
-            .iter()
-            .all(|p| p.same_content && p.live_rows == p.new_rows),
-        "{:?}",
-        report.parity
-    );
+    common::assert_parity(&report);
     assert!(progress_calls.load(Ordering::Relaxed) > 0);
 
     // The projector follows the swap and keeps the new generation current.

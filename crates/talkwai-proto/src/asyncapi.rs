@@ -196,7 +196,9 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
                     the TalkwAI backbone over NATS. Generated from the Rust types by \
                     `cargo run -p talkwai-proto --bin talkwai-proto-gen`; do not edit by hand. \
                     Event bodies are `{\"type\", \"version\", \"data\"}`; every version ever \
-                    written has a fixture under fixtures/events/.",
+                    written has a message here (`<type>.v<N>`), a schema under \
+                    schemas/events/ and a fixture under fixtures/events/; \
+                    fixtures/history/ holds stored messages of every version, read forever.",
             }),
         ),
         ("defaultContentType", json!("application/json")),
@@ -507,7 +509,15 @@ fn event_headers() -> Value {
         "type": "object",
         "properties": {
             headers::EVENT_TYPE: header("the event type (`task.started`)"),
-            headers::EVENT_VERSION: header("the event version (decimal)"),
+            headers::EVENT_VERSION: {
+                "type": "string",
+                "pattern": "^[1-9][0-9]*$",
+                "description": "the version of the event type's data (decimal), per type, equal \
+                    to the body's `version`: where an event's schema version lives on the wire. \
+                    Writers write the type's current version; readers upcast every older one \
+                    and refuse a newer one (`unknown version`). Each event message below names \
+                    its version in `x-talkwai-event-version`",
+            },
             headers::TENANT: header("the tenant id, or `platform`"),
             headers::ACTOR: header("who caused the event: `platform`, `admin:<id>`, `member:<id>`"),
             headers::COMMAND_ID: header("the id of the command that wrote the event"),
@@ -567,9 +577,27 @@ fn message(entry: &CatalogEntry, example: Option<&Value>) -> Value {
         _ => None,
     };
     if let Some(name) = headers {
+        let shared = json!({ "$ref": format!("#/components/schemas/{name}") });
+        let headers = match (entry.kind, entry.version) {
+            // An event's version header holds exactly the version of its message.
+            (MessageKind::Event, Some(version)) => json!({ "allOf": [shared, {
+                "type": "object",
+                "properties": { headers::EVENT_VERSION: { "const": version.to_string() } },
+            }] }),
+            _ => shared,
+        };
+        message.insert("headers".into(), headers);
+    }
+    if let (MessageKind::Event, Some(version)) = (entry.kind, entry.version) {
+        let current = talkwai_domain::current_version(&entry.name);
+        let status = if version == current {
+            "current: what writers write"
+        } else {
+            "superseded: stored events of this version are upcast to the current one on read"
+        };
         message.insert(
-            "headers".into(),
-            json!({ "$ref": format!("#/components/schemas/{name}") }),
+            "x-talkwai-event-version".into(),
+            json!({ "version": version, "current": current, "status": status }),
         );
     }
     let schema = match (entry.kind, entry.version) {

@@ -3,6 +3,11 @@
 //! ([`decode_stored`]). The command service writes through it, the projector, the notifier and
 //! the command service's own repository read through it, so the copies cannot drift.
 //!
+//! An event's schema version travels in the `Talkwai-Event-Version` header and in the body's
+//! `version`; [`decode_stored`] is the one path from stored bytes to a current event: subject,
+//! body, the header checked against the body, then `talkwai_domain::Event::decode`, which
+//! upcasts any version ever written to the current one (`talkwai_domain::upcast`).
+//!
 //! No NATS types: headers go out as `(name, value)` pairs and come in through a getter, so any
 //! header map (or a test's table) can carry them.
 
@@ -203,7 +208,7 @@ pub struct StoredEvent {
     pub target: AggregateRef,
     /// Its headers.
     pub meta: EventMeta,
-    /// Its body as stored.
+    /// Its body as stored (at the version it was written in; `event` is the current shape).
     pub body: EventBody,
     /// The body decoded.
     pub event: Event,
@@ -221,10 +226,23 @@ pub enum DecodeError {
     /// The body names an unknown type or version, or its data does not fit the type.
     #[error(transparent)]
     Event(#[from] EventDecodeError),
+    /// The `Talkwai-Event-Version` header names another version than the body: the message was
+    /// not written by this format, and reading it as either version could misread it.
+    #[error("event version header {header} disagrees with body version {body}")]
+    VersionMismatch {
+        /// The header's version.
+        header: u32,
+        /// The body's version.
+        body: u32,
+    },
 }
 
 /// Decodes a message of the log: `Ok(None)` for a subject that is not an aggregate's (a guard).
-/// The subject is checked before the body is read.
+/// The steps, in order: the subject is checked before the body is read; the body is parsed;
+/// its version is checked against the `Talkwai-Event-Version` header (when there is one); the
+/// data is upcast from the stored version to the current one and read as the current event
+/// (`Event::decode`). A step that opens sealed (encrypted) fields would sit between the
+/// version check and the upcast, so upcasters always see the plain data of their version.
 pub fn decode_stored<'a>(
     subject: &str,
     headers: impl Fn(&str) -> Option<&'a str>,
@@ -233,11 +251,20 @@ pub fn decode_stored<'a>(
     let EventSubject::Aggregate(target) = EventSubject::parse(subject)? else {
         return Ok(None);
     };
+    let meta = EventMeta::from_headers(headers);
     let body: EventBody = serde_json::from_slice(payload)?;
+    if let Some(header) = meta.version
+        && header != body.version
+    {
+        return Err(DecodeError::VersionMismatch {
+            header,
+            body: body.version,
+        });
+    }
     let event = Event::decode(&body)?;
     Ok(Some(StoredEvent {
         target,
-        meta: EventMeta::from_headers(headers),
+        meta,
         body,
         event,
     }))

@@ -22,13 +22,14 @@ use talkwai_domain::member::{
 };
 use talkwai_domain::state::Stamp;
 use talkwai_domain::task::{
-    TaskAgentLinked, TaskAssigned, TaskCreated, TaskEnded, TaskEvent, TaskMetadataSet, TaskUpdated,
+    TaskAgentLinked, TaskAssigned, TaskCompleted, TaskCreated, TaskEnded, TaskEvent, TaskFailed,
+    TaskMetadataSet, TaskOutcome, TaskUpdated,
 };
 use talkwai_domain::tenant::{TenantCreated, TenantEvent, TenantStatusChanged, TenantUpdated};
 use talkwai_domain::user::{UserEmailSet, UserEvent};
 use talkwai_domain::values::{
-    Address, CompanyDomain, Content, Description, Email, JsonObject, Name, Phone, Reason, Subject,
-    Timestamp,
+    Address, CompanyDomain, Content, Description, DurationSecs, Email, JsonObject, Name,
+    OutcomeSummary, Phone, Reason, Subject, Timestamp, TranscriptRef,
 };
 use talkwai_domain::{Event, GuardEvent};
 use uuid::Uuid;
@@ -68,6 +69,14 @@ fn address(s: &str) -> Address {
 
 fn reason(s: &str) -> Reason {
     Reason::parse(s).expect("sample reason is valid")
+}
+
+fn outcome(summary: &str, secs: f64, transcript: Option<&str>) -> TaskOutcome {
+    TaskOutcome {
+        summary: OutcomeSummary::parse(summary).expect("sample summary is valid"),
+        duration_secs: Some(DurationSecs::parse(secs).expect("sample duration is valid")),
+        transcript_ref: transcript.map(|t| TranscriptRef::parse(t).expect("sample ref is valid")),
+    }
 }
 
 fn at(minutes: i64) -> Timestamp {
@@ -183,10 +192,22 @@ pub fn command_bodies() -> Vec<(&'static str, Value)> {
         ("task.assign", json!({ "id": TASK, "assignedTo": MEMBER_2 })),
         ("task.unassign", json!({ "id": TASK })),
         ("task.start", json!({ "id": TASK })),
-        ("task.complete", json!({ "id": TASK })),
+        (
+            "task.complete",
+            json!({
+                "id": TASK,
+                "outcome": {
+                    "summary": "Confirmed the appointment on July 8 at 14:30",
+                    "durationSecs": 94.5, "transcriptRef": "transcripts/2025/07/01/5e06.json",
+                },
+            }),
+        ),
         (
             "task.fail",
-            json!({ "id": TASK, "reason": "no answer after 3 attempts" }),
+            json!({
+                "id": TASK, "reason": "no answer after 3 attempts",
+                "outcome": { "summary": "Voicemail each time; left no message", "durationSecs": 61 },
+            }),
         ),
         (
             "task.cancel",
@@ -383,9 +404,17 @@ pub fn events() -> Vec<Event> {
             }),
             TaskEvent::Unassigned(stamp(6)),
             TaskEvent::Started(stamp(7)),
-            TaskEvent::Completed(stamp(12)),
-            TaskEvent::Failed(TaskEnded {
+            TaskEvent::Completed(TaskCompleted {
+                outcome: Some(outcome(
+                    "Confirmed the appointment on July 8 at 14:30",
+                    94.5,
+                    Some("transcripts/2025/07/01/5e06.json"),
+                )),
+                at: at(12),
+            }),
+            TaskEvent::Failed(TaskFailed {
                 reason: Some(reason("no answer after 3 attempts")),
+                outcome: Some(outcome("Voicemail each time; left no message", 61.0, None)),
                 at: at(13),
             }),
             TaskEvent::Cancelled(TaskEnded {

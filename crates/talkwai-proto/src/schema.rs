@@ -26,14 +26,15 @@ use talkwai_domain::member::{
 };
 use talkwai_domain::state::{ById, Stamp};
 use talkwai_domain::task::{
-    AssignTask, CreateTask, EndTask, LinkAgent, SetTaskMetadata, TaskAgentLinked, TaskAssigned,
-    TaskCreated, TaskEnded, TaskMetadataSet, TaskUpdated, UpdateTask,
+    AssignTask, CompleteTask, CreateTask, EndTask, FailTask, LinkAgent, SetTaskMetadata,
+    TaskAgentLinked, TaskAssigned, TaskCompleted, TaskCreated, TaskEnded, TaskFailed,
+    TaskMetadataSet, TaskUpdated, UpdateTask,
 };
 use talkwai_domain::tenant::{
     CreateTenant, SetTenantStatus, TenantCreated, TenantStatusChanged, TenantUpdated, UpdateTenant,
 };
 use talkwai_domain::user::{UserEmailBody, UserEmailSet};
-use talkwai_domain::{Event, EventBody, GuardEvent};
+use talkwai_domain::{Event, EventBody, GuardEvent, current_version};
 
 use crate::envelope::{CommandReply, ErrorBody};
 use crate::query::{
@@ -338,8 +339,8 @@ pub fn catalog() -> Vec<CatalogEntry> {
         command::<AssignTask>(Tenant, "task.assign"),
         command::<ById<TaskId>>(Tenant, "task.unassign"),
         command::<ById<TaskId>>(Tenant, "task.start"),
-        command::<ById<TaskId>>(Tenant, "task.complete"),
-        command::<EndTask>(Tenant, "task.fail"),
+        command::<CompleteTask>(Tenant, "task.complete"),
+        command::<FailTask>(Tenant, "task.fail"),
         command::<EndTask>(Tenant, "task.cancel"),
         command::<ById<TaskId>>(Tenant, "task.retry"),
         command::<ById<TaskId>>(Tenant, "task.delete"),
@@ -357,7 +358,8 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "talkwai.evt.{tenant}.{aggregate}.{id}",
         ),
     ];
-    let v1 = Event::CURRENT_VERSION;
+    // Never remove a line: the log keeps every version ever written, and each keeps its schema.
+    let v1 = 1;
     entries.extend([
         event::<TenantCreated>("tenant.created", v1),
         event::<TenantUpdated>("tenant.updated", v1),
@@ -392,7 +394,9 @@ pub fn catalog() -> Vec<CatalogEntry> {
         event::<Stamp>("task.unassigned", v1),
         event::<Stamp>("task.started", v1),
         event::<Stamp>("task.completed", v1),
+        event::<TaskCompleted>("task.completed", 2),
         event::<TaskEnded>("task.failed", v1),
+        event::<TaskFailed>("task.failed", 2),
         event::<TaskEnded>("task.cancelled", v1),
         event::<Stamp>("task.retried", v1),
         event::<Stamp>("task.deleted", v1),
@@ -608,6 +612,11 @@ pub fn command_entry(name: &str) -> Option<CatalogEntry> {
     catalog()
         .into_iter()
         .find(|e| e.kind == MessageKind::Command && e.name == name)
+}
+
+/// The entry of an event type at the version writers write today.
+pub fn current_event_entry(event_type: &str) -> Option<CatalogEntry> {
+    event_entry(event_type, current_version(event_type))
 }
 
 /// The entry of an event type at a version.

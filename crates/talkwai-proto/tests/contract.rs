@@ -121,7 +121,7 @@ fn catalog_covers_exactly_the_domain_events_with_their_rust_types() {
     let names: BTreeSet<_> = domain.iter().map(|v| v.name.clone()).collect();
     let current: BTreeSet<_> = entries(MessageKind::Event)
         .into_iter()
-        .filter(|e| e.version == Some(Event::CURRENT_VERSION))
+        .filter(|e| e.version == Some(talkwai_domain::current_version(&e.name)))
         .map(|e| e.name)
         .collect();
     assert_eq!(
@@ -129,12 +129,33 @@ fn catalog_covers_exactly_the_domain_events_with_their_rust_types() {
         "the catalog's current events must be exactly the domain's event types"
     );
     for variant in domain {
-        let entry = schema::event_entry(&variant.name, Event::CURRENT_VERSION).expect("listed");
+        let entry = schema::current_event_entry(&variant.name).expect("listed");
         assert_eq!(
             strip_root(&entry.schema),
             variant.payload,
             "catalog type of {} is not the data type the domain decodes",
             variant.name
+        );
+    }
+}
+
+#[test]
+fn every_event_type_lists_every_version_from_1_to_its_current_one() {
+    let mut listed: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for entry in entries(MessageKind::Event) {
+        listed
+            .entry(entry.name.clone())
+            .or_default()
+            .push(entry.version.expect("events are versioned"));
+    }
+    for (event_type, mut versions) in listed {
+        versions.sort_unstable();
+        let current = talkwai_domain::current_version(&event_type);
+        assert_eq!(
+            versions,
+            (1..=current).collect::<Vec<_>>(),
+            "{event_type}: the catalog must keep every version ever written, up to the current \
+             one (talkwai_domain::upcast)"
         );
     }
 }
@@ -161,7 +182,7 @@ fn every_event_the_domain_emits_has_a_schema_and_a_fixture() {
         .collect();
     let domain: BTreeSet<String> = schema::domain_events()
         .into_iter()
-        .map(|v| format!("{}.v{}", v.name, Event::CURRENT_VERSION))
+        .map(|v| format!("{}.v{}", v.name, talkwai_domain::current_version(&v.name)))
         .collect();
     assert_eq!(
         emitted, domain,
@@ -230,7 +251,7 @@ fn every_event_fixture_decodes_and_validates() {
             &encoded.data,
             &format!("{path} re-encoded"),
         );
-        if body.version == Event::CURRENT_VERSION {
+        if body.version == talkwai_domain::current_version(&body.event_type) {
             assert_eq!(
                 encoded, body,
                 "{path}: a current-version fixture must re-encode to itself"

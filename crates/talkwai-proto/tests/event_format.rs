@@ -80,6 +80,9 @@ proptest! {
             id,
         };
         let body = event.encode();
+        // A version header, when present, names the body's version (a disagreeing one is
+        // refused: `a_version_header_that_disagrees_with_the_body_is_refused`).
+        let meta = EventMeta { version: meta.version.map(|_| body.version), ..meta };
         let payload = serde_json::to_vec(&body).expect("an event body serializes");
         let read = round_trip(target, &meta, &payload);
         prop_assert_eq!(read, Some(StoredEvent { target, meta, body, event }));
@@ -118,4 +121,54 @@ fn a_guard_subject_is_not_an_event() {
     let guard = talkwai_domain::GuardKey::UserMember(talkwai_domain::ids::UserId(Uuid::nil()));
     let read = decode_stored(&subject::guard(&guard), |_| None, b"{}").expect("not an error");
     assert_eq!(read, None);
+}
+
+/// The sample task's address.
+fn sample_task() -> AggregateRef {
+    AggregateRef {
+        kind: EntityKind::Task,
+        tenant: Some(TenantId(samples::TENANT)),
+        id: samples::TASK,
+    }
+}
+
+#[test]
+fn a_version_header_that_disagrees_with_the_body_is_refused() {
+    let target = sample_task();
+    let body = br#"{"type":"task.completed","version":1,"data":{"at":1}}"#;
+    let headers = [(talkwai_proto::headers::EVENT_VERSION, "2")];
+    let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let e = decode_stored(&subject::event(&target), get, body).expect_err("mismatch");
+    assert!(
+        matches!(
+            e,
+            talkwai_proto::event::DecodeError::VersionMismatch { header: 2, body: 1 }
+        ),
+        "{e:?}"
+    );
+    // The same v1 message with its own header reads as the current event, upcast.
+    let headers = [(talkwai_proto::headers::EVENT_VERSION, "1")];
+    let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let read = decode_stored(&subject::event(&target), get, body)
+        .expect("decodes")
+        .expect("an event");
+    assert_eq!(read.body.version, 1, "the body stays as stored");
+    assert_eq!(read.event.encode().version, 2, "the event is current");
+}
+
+#[test]
+fn a_future_version_is_a_typed_error() {
+    let target = sample_task();
+    let body = br#"{"type":"task.completed","version":3,"data":{"at":1,"mood":"great"}}"#;
+    let e = decode_stored(&subject::event(&target), |_| None, body).expect_err("future");
+    assert!(
+        matches!(
+            &e,
+            talkwai_proto::event::DecodeError::Event(talkwai_domain::DecodeError::UnknownVersion {
+                version: 3,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
 }

@@ -103,6 +103,8 @@ fn typed(value: &Value, field: &Field) -> Result<Param, QueryError> {
         ),
         FieldType::Text => Box::new(value.as_str().ok_or_else(bad)?.to_owned()),
         FieldType::Millis => Box::new(value.as_i64().ok_or_else(bad)?),
+        // The parser lets only `$isNull` through for JSON fields, which binds nothing.
+        FieldType::Json => return Err(bad()),
     })
 }
 
@@ -131,6 +133,7 @@ fn typed_list(values: &[Value], field: &Field) -> Result<Param, QueryError> {
                 .map(|v| v.as_i64().ok_or_else(bad))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
+        FieldType::Json => return Err(bad()),
     })
 }
 

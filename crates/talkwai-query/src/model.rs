@@ -10,6 +10,9 @@ pub enum FieldType {
     Text,
     /// Epoch milliseconds.
     Millis,
+    /// A JSON object (a `jsonb` column), answered as an object; conditions may only test its
+    /// presence (`$isNull`).
+    Json,
 }
 
 /// A queryable field.
@@ -87,7 +90,7 @@ const fn f(
     }
 }
 
-use FieldType::{Millis, Text, Uuid};
+use FieldType::{Json, Millis, Text, Uuid};
 
 const fn fwd(
     name: &'static str,
@@ -217,6 +220,8 @@ pub const NAMESPACES: &[Namespace] = &[
             f("completedAt", "completed_at", Millis, false, false),
             f("createdAt", "created_at", Millis, true, true),
             f("updatedAt", "updated_at", Millis, false, true),
+            f("outcome", "outcome", Json, false, false),
+            f("outcomeSummary", "outcome_summary", Text, true, false),
         ],
         links: &[
             fwd("tenant", "tenants", "tenant_id", true),

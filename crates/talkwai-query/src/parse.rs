@@ -459,6 +459,7 @@ fn check_value(value: &Value, field: &Field, path: &str) -> Result<Value, QueryE
             .is_some_and(|s| s.parse::<uuid::Uuid>().is_ok()),
         FieldType::Text => value.is_string(),
         FieldType::Millis => value.is_i64(),
+        FieldType::Json => false,
     };
     if ok {
         Ok(value.clone())
@@ -467,6 +468,7 @@ fn check_value(value: &Value, field: &Field, path: &str) -> Result<Value, QueryE
             FieldType::Uuid => "a UUID string",
             FieldType::Text => "a string",
             FieldType::Millis => "an integer (epoch milliseconds)",
+            FieldType::Json => "only {\"$isNull\": true | false}",
         };
         Err(err(path, format!("{} takes {expected}", field.name)))
     }

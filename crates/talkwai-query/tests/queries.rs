@@ -1005,3 +1005,97 @@ async fn an_answer_over_the_row_cap_is_refused_with_too_many_rows() {
     assert_eq!(back["ok"], true, "{back}");
     assert_eq!(ids(&back["data"]["tasks"]).len(), CAP, "{back}");
 }
+
+/// A task's outcome (`task.complete` / `task.fail` v2) is selectable as an object and
+/// filterable by presence and by its summary's text; other conditions on the object are
+/// refused with the offending path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_outcome_is_selectable_and_filterable() {
+    let w = start(0).await;
+    let cmd = |action: &str| format!("talkwai.cmd.{}.task.{action}", w.a);
+    let booked = json!({"summary": "Booked for Tuesday 14:30", "durationSecs": 71.5,
+                        "transcriptRef": "transcripts/t1.json"});
+    let (done, failed, bare, open) = (
+        new_task(&w).await,
+        new_task(&w).await,
+        new_task(&w).await,
+        new_task(&w).await,
+    );
+    for id in [done, failed, bare] {
+        send(&w.client, &cmd("start"), json!({"id": id}), PLATFORM).await;
+    }
+    send(
+        &w.client,
+        &cmd("complete"),
+        json!({"id": done, "outcome": booked}),
+        PLATFORM,
+    )
+    .await;
+    send(&w.client, &cmd("fail"),
+        json!({"id": failed, "reason": "no answer", "outcome": {"summary": "Voicemail, no message"}}),
+        PLATFORM).await;
+    send(&w.client, &cmd("complete"), json!({"id": bare}), PLATFORM).await;
+
+    let reply = w
+        .ask(json!({"tasks": {"$": {"fields": ["outcome", "outcomeSummary"], "where": {"id": done}}}}))
+        .await;
+    let row = &reply["data"]["tasks"][0];
+    assert_eq!(row["outcome"], booked, "{reply}");
+    assert_eq!(row["outcomeSummary"], "Booked for Tuesday 14:30");
+    let reply = w
+        .ask(json!({"tasks": {"$": {"where": {"id": open}}}}))
+        .await;
+    assert_eq!(reply["data"]["tasks"][0]["outcome"], Value::Null, "{reply}");
+
+    let sorted = |mut v: Vec<Uuid>| {
+        v.sort();
+        v.iter().map(Uuid::to_string).collect::<Vec<_>>()
+    };
+    let cases = [
+        (
+            json!({"outcome": {"$isNull": false}}),
+            sorted(vec![done, failed]),
+        ),
+        (
+            json!({"outcome": {"$isNull": true}}),
+            sorted(vec![bare, open]),
+        ),
+        (
+            json!({"outcomeSummary": {"$ilike": "%tuesday%"}}),
+            sorted(vec![done]),
+        ),
+        (
+            json!({"outcomeSummary": "Voicemail, no message"}),
+            sorted(vec![failed]),
+        ),
+        (
+            json!({"and": [{"status": "completed"}, {"outcome": {"$isNull": true}}]}),
+            sorted(vec![bare]),
+        ),
+    ];
+    for (filter, expected) in cases {
+        let reply = w
+            .ask(json!({"tasks": {"$": {"where": filter.clone()}}}))
+            .await;
+        let mut found = ids(&reply["data"]["tasks"]);
+        found.sort();
+        assert_eq!(found, expected, "where {filter}");
+    }
+    for (filter, field) in [
+        (json!({"outcome": "Booked"}), "tasks.$.where.outcome"),
+        (
+            json!({"outcome": {"$in": ["x"]}}),
+            "tasks.$.where.outcome.$in",
+        ),
+        (
+            json!({"outcome": {"$like": "%"}}),
+            "tasks.$.where.outcome.$like",
+        ),
+    ] {
+        let error = w
+            .error(json!({"tasks": {"$": {"where": filter.clone()}}}))
+            .await;
+        assert_eq!(error["code"], "validation_failed", "{filter}: {error}");
+        assert_eq!(error["field"], field, "{filter}: {error}");
+    }
+}

@@ -65,6 +65,7 @@ fn sql_type(ty: FieldType) -> &'static str {
         FieldType::Uuid => "uuid",
         FieldType::Text => "text",
         FieldType::Millis => "bigint",
+        FieldType::Json => "jsonb",
     }
 }
 

@@ -63,6 +63,7 @@ export type { ErrorCode } from "./replies/ErrorBody.js";
 export type { TaskStatus, TaskAction } from "./rooms/taskUpdates.js";
 export type { Peer, PresenceOp, LeaveReason } from "./rooms/presenceEvents.js";
 export type { NotificationKind } from "./rooms/notifications.js";
+export type { TaskOutcome } from "./commands/task.complete.js";
 export type { AlertKind } from "./rooms/systemAlerts.js";
 export type { Query, QueryLevel, QueryParams, QueryWithOptions, Direction, Aggregate } from "./query/QueryRequest.js";
 export type { Rows, Count, PageInfo } from "./query/QueryReply.js";

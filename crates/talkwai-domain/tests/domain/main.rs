@@ -12,4 +12,5 @@ mod scenario;
 mod task;
 mod tenant;
 mod user;
+mod versions;
 mod wire;

@@ -18,7 +18,8 @@ use talkwai_domain::ids::{MemberId, TenantId};
 use talkwai_domain::member::{CreateMember, LinkUser, MemberCommand, UpdateMember};
 use talkwai_domain::state::ById;
 use talkwai_domain::task::{
-    AssignTask, CreateTask, EndTask, LinkAgent, SetTaskMetadata, TaskCommand, UpdateTask,
+    AssignTask, CompleteTask, CreateTask, EndTask, FailTask, LinkAgent, SetTaskMetadata,
+    TaskCommand, UpdateTask,
 };
 use talkwai_domain::values::Timestamp;
 use talkwai_domain::{
@@ -193,10 +194,11 @@ fn task_command() -> impl Strategy<Value = TaskCommand> {
         })),
         1 => Just(TaskCommand::Unassign(by_id)),
         3 => Just(TaskCommand::Start(by_id)),
-        3 => Just(TaskCommand::Complete(by_id)),
-        3 => any::<bool>().prop_map(move |r| TaskCommand::Fail(EndTask {
+        3 => Just(TaskCommand::Complete(CompleteTask { id, outcome: None })),
+        3 => any::<bool>().prop_map(move |r| TaskCommand::Fail(FailTask {
             id,
             reason: r.then(|| reason("busy")),
+            outcome: None,
         })),
         3 => Just(TaskCommand::Cancel(EndTask { id, reason: None })),
         3 => Just(TaskCommand::Retry(by_id)),

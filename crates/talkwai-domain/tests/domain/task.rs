@@ -6,11 +6,11 @@ use talkwai_domain::enums::{
 use talkwai_domain::ids::TaskId;
 use talkwai_domain::state::{ById, Stamp};
 use talkwai_domain::task::{
-    AssignTask, CreateTask, EndTask, LinkAgent, SetTaskMetadata, Task, TaskAgentLinked,
-    TaskAssigned, TaskCommand, TaskCreated, TaskEnded, TaskEvent, TaskMetadataSet, TaskUpdated,
-    UpdateTask,
+    AssignTask, CompleteTask, CreateTask, EndTask, FailTask, LinkAgent, SetTaskMetadata, Task,
+    TaskAgentLinked, TaskAssigned, TaskCommand, TaskCompleted, TaskCreated, TaskEnded, TaskEvent,
+    TaskFailed, TaskMetadataSet, TaskOutcome, TaskUpdated, UpdateTask,
 };
-use talkwai_domain::values::Timestamp;
+use talkwai_domain::values::{DurationSecs, OutcomeSummary, Timestamp, TranscriptRef};
 use talkwai_domain::{AggregateState, Command, ErrorCode, Event, Facts};
 
 use crate::fixtures::*;
@@ -58,13 +58,17 @@ fn history(status: &str) -> Vec<Event> {
         "completed" => vec![
             created(),
             started(),
-            ev(TaskEvent::Completed(Stamp { at: T2 })),
+            ev(TaskEvent::Completed(TaskCompleted {
+                outcome: None,
+                at: T2,
+            })),
         ],
         "failed" => vec![
             created(),
             started(),
-            ev(TaskEvent::Failed(TaskEnded {
+            ev(TaskEvent::Failed(TaskFailed {
                 reason: None,
+                outcome: None,
                 at: T2,
             })),
         ],
@@ -87,6 +91,21 @@ fn cmd(c: TaskCommand) -> Command {
 
 fn by_id() -> ById<TaskId> {
     ById { id: id() }
+}
+
+fn complete() -> CompleteTask {
+    CompleteTask {
+        id: id(),
+        outcome: None,
+    }
+}
+
+fn fail() -> FailTask {
+    FailTask {
+        id: id(),
+        reason: Some(reason("no answer")),
+        outcome: None,
+    }
 }
 
 fn end() -> EndTask {
@@ -218,8 +237,8 @@ fn all_commands() -> Vec<Command> {
         assign(1),
         cmd(TaskCommand::Unassign(by_id())),
         cmd(TaskCommand::Start(by_id())),
-        cmd(TaskCommand::Complete(by_id())),
-        cmd(TaskCommand::Fail(end())),
+        cmd(TaskCommand::Complete(complete())),
+        cmd(TaskCommand::Fail(fail())),
         cmd(TaskCommand::Cancel(end())),
         cmd(TaskCommand::Retry(by_id())),
         cmd(TaskCommand::Delete(by_id())),
@@ -616,8 +635,8 @@ fn assign_and_unassign() {
 fn lifecycle_matrix() {
     let commands = [
         ("start", cmd(TaskCommand::Start(by_id()))),
-        ("complete", cmd(TaskCommand::Complete(by_id()))),
-        ("fail", cmd(TaskCommand::Fail(end()))),
+        ("complete", cmd(TaskCommand::Complete(complete()))),
+        ("fail", cmd(TaskCommand::Fail(fail()))),
         ("cancel", cmd(TaskCommand::Cancel(end()))),
         ("retry", cmd(TaskCommand::Retry(by_id()))),
     ];
@@ -635,14 +654,18 @@ fn lifecycle_matrix() {
                     None,
                 )),
                 ("in_progress", "complete") => Some((
-                    TaskEvent::Completed(Stamp { at: NOW }),
+                    TaskEvent::Completed(TaskCompleted {
+                        outcome: None,
+                        at: NOW,
+                    }),
                     TaskStatus::Completed,
                     Some(T1),
                     Some(NOW),
                 )),
                 ("in_progress", "fail") => Some((
-                    TaskEvent::Failed(TaskEnded {
+                    TaskEvent::Failed(TaskFailed {
                         reason: Some(reason("no answer")),
+                        outcome: None,
                         at: NOW,
                     }),
                     TaskStatus::Failed,
@@ -732,5 +755,87 @@ fn delete_from_any_status_then_every_command_is_not_found() {
             .with_facts(facts())
             .when(c)
             .then_error(ErrorCode::NotFound, None);
+    }
+}
+
+// ---- outcome ----
+
+fn outcome(summary: &str) -> TaskOutcome {
+    TaskOutcome {
+        summary: OutcomeSummary::parse(summary).expect("summary"),
+        duration_secs: Some(DurationSecs::parse(42.5).expect("duration")),
+        transcript_ref: Some(TranscriptRef::parse("s3://calls/1.txt").expect("ref")),
+    }
+}
+
+/// `task.complete` and `task.fail` store the reported outcome in their event and the task;
+/// a retry clears it (it described the attempt that ended).
+#[test]
+fn complete_and_fail_record_the_outcome_and_retry_clears_it() {
+    Scenario::given(task_ref(id()), history("in_progress"))
+        .with_facts(facts())
+        .when(cmd(TaskCommand::Complete(CompleteTask {
+            id: id(),
+            outcome: Some(outcome("booked the appointment")),
+        })))
+        .then_events([ev(TaskEvent::Completed(TaskCompleted {
+            outcome: Some(outcome("booked the appointment")),
+            at: NOW,
+        }))])
+        .then_state(|s| {
+            assert_eq!(task_of(s).outcome, Some(outcome("booked the appointment")));
+        });
+
+    Scenario::given(task_ref(id()), history("in_progress"))
+        .with_facts(facts())
+        .when(cmd(TaskCommand::Fail(FailTask {
+            outcome: Some(outcome("no answer after 3 rings")),
+            ..fail()
+        })))
+        .then_events([ev(TaskEvent::Failed(TaskFailed {
+            reason: Some(reason("no answer")),
+            outcome: Some(outcome("no answer after 3 rings")),
+            at: NOW,
+        }))])
+        .then_state(|s| {
+            assert_eq!(task_of(s).outcome, Some(outcome("no answer after 3 rings")));
+        });
+    let mut history = history("in_progress");
+    history.push(ev(TaskEvent::Failed(TaskFailed {
+        reason: None,
+        outcome: Some(outcome("no answer after 3 rings")),
+        at: T2,
+    })));
+    Scenario::given(task_ref(id()), history)
+        .with_facts(facts())
+        .when(cmd(TaskCommand::Retry(by_id())))
+        .then_events([ev(TaskEvent::Retried(Stamp { at: NOW }))])
+        .then_state(|s| assert_eq!(task_of(s).outcome, None));
+}
+
+/// An outcome is validated like every other input: a summary over its bound, a negative or
+/// non-numeric duration and an unknown field are refused with the offending path.
+#[test]
+fn outcome_values_are_bounded() {
+    let too_long = "x".repeat(OutcomeSummary::MAX_CHARS + 1);
+    let e = OutcomeSummary::parse(&too_long).expect_err("too long");
+    assert!(e.0.contains("at most 4000"), "{e:?}");
+    assert!(DurationSecs::parse(-1.0).is_err());
+    assert!(DurationSecs::parse(f64::NAN).is_err());
+    assert!(DurationSecs::parse(0.0).is_ok());
+    let long_ref = "r".repeat(TranscriptRef::MAX_CHARS + 1);
+    assert!(TranscriptRef::parse(&long_ref).is_err());
+    for bad in [
+        serde_json::json!({"summary": too_long}),
+        serde_json::json!({"summary": "ok", "durationSecs": -3}),
+        serde_json::json!({"summary": "ok", "durationSecs": "ten"}),
+        serde_json::json!({"summary": "ok", "transcriptRef": long_ref}),
+        serde_json::json!({"summary": "ok", "colour": "red"}),
+        serde_json::json!({"durationSecs": 3}),
+    ] {
+        assert!(
+            serde_json::from_value::<TaskOutcome>(bad.clone()).is_err(),
+            "{bad} must be refused"
+        );
     }
 }

@@ -261,7 +261,8 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
                 "metadata": s(&t.metadata), "scheduled_at": s(&t.scheduled_at), "started_at": s(&t.started_at),
                 "completed_at": s(&t.completed_at), "created_at": t.created_at.0, "updated_at": t.updated_at.0,
                 "agent_id": t.agent, "assigned_to": t.assigned_to, "created_by": t.created_by,
-                "created_by_admin": t.created_by_admin, "version": version, "last_seq": last_seq}),
+                "created_by_admin": t.created_by_admin, "version": version, "last_seq": last_seq,
+                "outcome": s(&t.outcome), "outcome_summary": t.outcome.as_ref().map(|o| s(&o.summary))}),
             )
         }
         AggregateState::User(id, st) => {
@@ -274,6 +275,18 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
             )
         }
     })
+}
+
+/// Asserts that a rebuild's parity check found every table equal (row counts and content).
+pub fn assert_parity(report: &talkwai_projector::rebuild::RebuildReport) {
+    assert!(
+        report
+            .parity
+            .iter()
+            .all(|p| p.same_content && p.live_rows == p.new_rows),
+        "{:?}",
+        report.parity
+    );
 }
 
 /// A small deterministic generator (xorshift) so failures replay with the same seed.
@@ -369,6 +382,9 @@ pub async fn random_commands(stack: &Stack, seed: u64, tenants: usize, count: us
                 "setMetadata" => json!({"id": task, "metadata": format!("{{\"n\":{i}}}")}),
                 "assign" => json!({"id": task, "assignedTo": rng.pick(&members).1}),
                 "linkAgent" => json!({"id": task, "agent": rng.pick(&agents).1}),
+                "complete" | "fail" if rng.chance(50) => {
+                    json!({"id": task, "outcome": {"summary": format!("outcome {i}\n\tünï"), "durationSecs": i}})
+                }
                 _ => json!({"id": task}),
             };
             (format!("talkwai.cmd.{tt}.task.{action}"), body)

@@ -10,7 +10,7 @@ export type TaskId = string;
 export type Reason = string;
 
 /**
- * `task.fail` / `task.cancel`, with an optional reason.
+ * `task.cancel`, with an optional reason.
  */
 export interface TaskCancelCommand {
   /**

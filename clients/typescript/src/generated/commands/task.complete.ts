@@ -4,13 +4,47 @@
  * Identifies a task.
  */
 export type TaskId = string;
+/**
+ * seconds, a non-negative number
+ */
+export type DurationSecs = number;
+/**
+ * non-empty text, at most 4000 characters
+ */
+export type OutcomeSummary = string;
+/**
+ * non-empty text, at most 2048 characters
+ */
+export type TranscriptRef = string;
 
 /**
- * A command that addresses an entity by id only (`delete` and the like).
+ * `task.complete`, with what the agent reports.
  */
 export interface TaskCompleteCommand {
   /**
-   * The addressed entity.
+   * The task.
    */
   id: TaskId;
+  /**
+   * What happened.
+   */
+  outcome?: TaskOutcome | null;
+}
+/**
+ * What an agent reports when it completes or fails a task: given with `task.complete` /
+ * `task.fail`, stored in `task.completed` / `task.failed` from version 2 on.
+ */
+export interface TaskOutcome {
+  /**
+   * How long the work took, in seconds.
+   */
+  durationSecs?: DurationSecs | null;
+  /**
+   * What happened.
+   */
+  summary: OutcomeSummary;
+  /**
+   * Where the transcript of the work is kept.
+   */
+  transcriptRef?: TranscriptRef | null;
 }

@@ -5,12 +5,24 @@
  */
 export type TaskId = string;
 /**
+ * seconds, a non-negative number
+ */
+export type DurationSecs = number;
+/**
+ * non-empty text, at most 4000 characters
+ */
+export type OutcomeSummary = string;
+/**
+ * non-empty text, at most 2048 characters
+ */
+export type TranscriptRef = string;
+/**
  * non-empty text, at most 1000 characters
  */
 export type Reason = string;
 
 /**
- * `task.fail` / `task.cancel`, with an optional reason.
+ * `task.fail`, with an optional reason and what the agent reports.
  */
 export interface TaskFailCommand {
   /**
@@ -18,7 +30,29 @@ export interface TaskFailCommand {
    */
   id: TaskId;
   /**
+   * What happened.
+   */
+  outcome?: TaskOutcome | null;
+  /**
    * Why.
    */
   reason?: Reason | null;
+}
+/**
+ * What an agent reports when it completes or fails a task: given with `task.complete` /
+ * `task.fail`, stored in `task.completed` / `task.failed` from version 2 on.
+ */
+export interface TaskOutcome {
+  /**
+   * How long the work took, in seconds.
+   */
+  durationSecs?: DurationSecs | null;
+  /**
+   * What happened.
+   */
+  summary: OutcomeSummary;
+  /**
+   * Where the transcript of the work is kept.
+   */
+  transcriptRef?: TranscriptRef | null;
 }

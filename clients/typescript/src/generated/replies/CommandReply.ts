@@ -77,7 +77,8 @@ export interface EventBody {
    */
   type: string;
   /**
-   * The version of the data's shape.
+   * The version of the data's shape, per event type; also in the `Talkwai-Event-Version`
+   * header.
    */
   version: number;
 }
