@@ -286,14 +286,15 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
                 partitions: 0,
                 ..defaults
             });
+            // Two writes in flight (the default before #18): smaller groups.
             variants.push(ServiceSettings {
-                writes_in_flight: 1,
+                writes_in_flight: 2,
                 ..defaults
             });
         }
         if plan.sweep {
             variants.extend(
-                [1, 4, 8]
+                [4, 8]
                     .into_iter()
                     .filter(|w| *w != defaults.writes_in_flight)
                     .map(|writes_in_flight| ServiceSettings {

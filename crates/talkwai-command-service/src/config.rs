@@ -41,7 +41,7 @@ pub struct Config {
     #[arg(long, env = "TALKWAI_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub group_commit: bool,
     /// Durable writes in flight at once.
-    #[arg(long, env = "TALKWAI_WRITES_IN_FLIGHT", default_value_t = 2)]
+    #[arg(long, env = "TALKWAI_WRITES_IN_FLIGHT", default_value_t = 1)]
     pub writes_in_flight: usize,
     /// While a durable write is in flight and fewer than 64 messages are queued, wait up to
     /// this many microseconds for more commands before writing (0: never wait).
@@ -81,7 +81,7 @@ impl Config {
             cache_capacity: 10_000,
             conflict_attempts: 8,
             group_commit: true,
-            writes_in_flight: 2,
+            writes_in_flight: 1,
             group_linger_us: std::env::var("TALKWAI_GROUP_LINGER_US")
                 .ok()
                 .and_then(|v| v.parse().ok())
