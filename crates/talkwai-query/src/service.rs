@@ -473,6 +473,8 @@ impl QueryService {
             if self.live.is_empty() {
                 metrics::gauge!("talkwai_live_queries").set(0.0);
                 next_turn = None;
+                // Nothing to check for: the next round is a check away (or a subscription).
+                last_check = Some(std::time::Instant::now());
                 continue;
             }
             let listening = feed.as_ref().filter(|f| f.listening());
