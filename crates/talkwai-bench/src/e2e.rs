@@ -59,11 +59,46 @@ const RSS_TARGETS: [(&str, &str, f64); 4] = [
 ];
 
 /// The service processes.
-struct Processes(Vec<Service>);
+pub struct Processes(pub Vec<Service>);
 
 impl Processes {
-    fn check_alive(&mut self) -> anyhow::Result<()> {
+    /// Fails when one of them exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.0.iter_mut().try_for_each(Service::check_alive)
+    }
+
+    /// Reports the peak RSS of each of `targets` (binary, label, target MiB), then stops them
+    /// all (a failure to stop is a note of `report`).
+    pub async fn finish(self, report: &mut Report, targets: &[(&str, &str, f64)]) {
+        self.peak_rss(report, targets);
+        self.stop(report).await;
+    }
+
+    fn peak_rss(&self, report: &mut Report, targets: &[(&str, &str, f64)]) {
+        for &(bin, label, target) in targets {
+            let Some(service) = self.0.iter().find(|s| s.name == bin) else {
+                continue;
+            };
+            match service.memory() {
+                Some(memory) => push(
+                    report,
+                    Row::figure(
+                        "memory",
+                        &format!("peak RSS: {label} (VmHWM)"),
+                        memory.peak_mib,
+                        "MiB",
+                    )
+                    .target(format!("<= {target:.0} MiB"), memory.peak_mib <= target)
+                    .note(format!(
+                        "{bin} process; RSS at the end {:.1} MiB",
+                        memory.rss_mib
+                    )),
+                ),
+                None => report
+                    .notes
+                    .push(format!("{bin}: /proc/{}/status unreadable", service.pid)),
+            }
+        }
     }
 
     async fn stop(self, report: &mut Report) {
@@ -76,23 +111,54 @@ impl Processes {
     }
 }
 
+/// What the process stages run on: the service binaries, nats-server, a durable PostgreSQL
+/// with a fresh database, a client and the event stream.
+/// Fields drop in order: the client, then PostgreSQL, then nats-server.
+pub struct Servers {
+    /// A client of nats-server.
+    pub client: async_nats::Client,
+    /// PostgreSQL (`fsync` on), kept running while this lives.
+    _pg: Postgres,
+    /// nats-server.
+    pub nats: NatsServer,
+    /// The database's URL.
+    pub db: String,
+    /// The service binaries (built).
+    pub binaries: Binaries,
+}
+
+impl Servers {
+    /// Builds the binaries and starts the servers; the database is named after `suite`.
+    pub async fn start(suite: &str) -> anyhow::Result<Self> {
+        let binaries = Binaries::ensure()?;
+        let nats = NatsServer::start()
+            .await
+            .context("starting nats-server (scripts/dev.sh setup installs it)")?;
+        drive::set_server_pid(nats.pid());
+        let pg = Postgres::builder()
+            .durable(true)
+            .start()
+            .await
+            .context("starting PostgreSQL")?;
+        let db = pg.create_unique_database(suite).await?;
+        let client = async_nats::connect(nats.url()).await?;
+        EventStore::open(client.clone(), &StreamSettings::default()).await?;
+        Ok(Self {
+            client,
+            _pg: pg,
+            nats,
+            db,
+            binaries,
+        })
+    }
+}
+
 /// Runs the stage; `seconds` is the length of each paced scenario (default 10, 2 quick);
 /// `sweep` adds the rate sweep.
 pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Result<Report> {
     let secs = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
-    let binaries = Binaries::ensure()?;
-    let nats = NatsServer::start()
-        .await
-        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
-    drive::set_server_pid(nats.pid());
-    let pg = Postgres::builder()
-        .durable(true)
-        .start()
-        .await
-        .context("starting PostgreSQL")?;
-    let db = pg.create_unique_database("e2e").await?;
-    let client = async_nats::connect(nats.url()).await?;
-    let _store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
+    let servers = Servers::start("e2e").await?;
+    let (client, binaries, db) = (&servers.client, &servers.binaries, &servers.db);
     let mut report = stack::new_report("e2e", quick, Some(client.server_info().version));
     report.notes.push(format!(
         "e2e: services as separate processes ({} build): talkwai-command-service, \
@@ -106,7 +172,7 @@ pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Resu
     );
 
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench/logs");
-    let url = nats.url();
+    let url = servers.nats.url();
     let common = [
         ("TALKWAI_NATS_URL", url.clone()),
         ("TALKWAI_PLATFORM_TOKEN", PLATFORM.to_owned()),
@@ -147,38 +213,10 @@ pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Resu
         &logs,
     )?);
 
-    let outcome = measure(&client, &mut procs, &mut report, quick, secs, sweep).await;
+    let outcome = measure(client, &mut procs, &mut report, quick, secs, sweep).await;
     // Peak RSS before stopping (the stop itself is not part of the run).
-    for (bin, label, target) in RSS_TARGETS {
-        let Some(service) = procs.0.iter().find(|s| s.name == bin) else {
-            continue;
-        };
-        match service.memory() {
-            Some(memory) => push(
-                &mut report,
-                Row::figure(
-                    "memory",
-                    &format!("peak RSS: {label} (VmHWM)"),
-                    memory.peak_mib,
-                    "MiB",
-                )
-                .target(format!("<= {target:.0} MiB"), memory.peak_mib <= target)
-                .note(format!(
-                    "{bin} process; RSS at the end {:.1} MiB",
-                    memory.rss_mib
-                )),
-            ),
-            None => report
-                .notes
-                .push(format!("{bin}: /proc/{}/status unreadable", service.pid)),
-        }
-    }
-    procs.stop(&mut report).await;
-    outcome?;
-    drop(client);
-    drop(pg);
-    drop(nats);
-    Ok(report)
+    procs.finish(&mut report, &RSS_TARGETS).await;
+    outcome.map(|()| report)
 }
 
 async fn measure(
@@ -200,25 +238,7 @@ async fn measure(
     // Warm up the whole path, then wait until the projector and the notifier caught up.
     let warm = if quick { 200 } else { 1_000 };
     let _ = drive::paced(200.0, warm, commands::create_op(client, &world)).await;
-    let last = commands::send(
-        client,
-        format!("talkwai.cmd.{}.task.create", world.tenant),
-        create_task_command(Uuid::new_v4()),
-        &world.bearer,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("create-task after the warm-up: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match query_task(client, &world, &token, last.id, Some(last.seq)).await {
-            Ok(true) => break,
-            Ok(false) => bail!("the query answered without the task it waited for"),
-            Err(err) if Instant::now() > deadline => {
-                bail!("the query service does not answer: {err}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    caught_up(client, &world, &token).await?;
     procs.check_alive()?;
 
     // 1. create-task at a fixed 500/s beside raw publishes at the same pacing.
@@ -317,25 +337,7 @@ async fn knee(
     secs: f64,
 ) -> anyhow::Result<()> {
     // What the burst left behind is projected first.
-    let token = world.bearer.to_string();
-    let last = commands::send(
-        client,
-        format!("talkwai.cmd.{}.task.create", world.tenant),
-        create_task_command(Uuid::new_v4()),
-        &world.bearer,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("create-task before the sweep: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !matches!(
-        query_task(client, world, &token, last.id, Some(last.seq)).await,
-        Ok(true)
-    ) {
-        if Instant::now() > deadline {
-            bail!("the read models did not catch up before the sweep");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    caught_up(client, world, &world.bearer).await?;
     let mut best = None;
     let mut missed = None;
     for per_sec in SWEEP_RATES {
@@ -373,6 +375,30 @@ async fn knee(
         )),
     );
     Ok(())
+}
+
+/// Sends one more create-task and waits (at most 2 min) until a query with its `seq` as
+/// `minSeq` holds it: whatever was sent before is projected.
+async fn caught_up(client: &async_nats::Client, world: &World, token: &str) -> anyhow::Result<()> {
+    let last = commands::send(
+        client,
+        format!("talkwai.cmd.{}.task.create", world.tenant),
+        create_task_command(Uuid::new_v4()),
+        &world.bearer,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("create-task to catch up with: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match query_task(client, world, token, last.id, Some(last.seq)).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => bail!("the query answered without the task it waited for"),
+            Err(err) if Instant::now() > deadline => {
+                bail!("the query service does not answer: {err}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Waits until a service answers `$SRV.PING.<name>`.

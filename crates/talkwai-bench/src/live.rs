@@ -24,15 +24,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use talkwai_eventstore::{EventStore, StreamSettings};
 use talkwai_proto::headers;
-use talkwai_testkit::{NatsServer, Postgres};
 use uuid::Uuid;
 
 use crate::commands::{self, PLATFORM, SECRET};
 use crate::drive;
+use crate::e2e::{Processes, Servers};
 use crate::payload::create_task_command;
-use crate::procs::{Binaries, Service};
 use crate::report::{Report, Row};
 use crate::stack::{self, push};
 
@@ -249,29 +247,18 @@ struct World {
 /// Runs the stage; `seconds` is the length of each scenario (default 10, 2 quick).
 pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     let secs = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
-    let binaries = Binaries::ensure()?;
-    let nats = NatsServer::start()
-        .await
-        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
-    drive::set_server_pid(nats.pid());
-    let pg = Postgres::builder()
-        .durable(true)
-        .start()
-        .await
-        .context("starting PostgreSQL")?;
-    let db = pg.create_unique_database("live").await?;
-    let client = async_nats::connect(nats.url()).await?;
-    let _store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
+    let servers = Servers::start("live").await?;
+    let client = &servers.client;
     let mut report = stack::new_report("live", quick, Some(client.server_info().version));
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench/logs");
     let common = [
-        ("TALKWAI_NATS_URL", nats.url()),
+        ("TALKWAI_NATS_URL", servers.nats.url()),
         ("TALKWAI_PLATFORM_TOKEN", PLATFORM.to_owned()),
         ("TALKWAI_JWT_SECRET", SECRET.to_owned()),
         ("TALKWAI_RATE_LIMIT_PER_TENANT", "0".to_owned()),
-        ("TALKWAI_DATABASE_URL", db.clone()),
+        ("TALKWAI_DATABASE_URL", servers.db.clone()),
     ];
-    let mut procs = Vec::new();
+    let mut procs = Processes(Vec::new());
     for bin in [
         "talkwai-command-service",
         "talkwai-projector",
@@ -279,9 +266,10 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     ] {
         let mut env = common.to_vec();
         env.push(("TALKWAI_INSTANCE", format!("bench-{bin}")));
-        procs.push(binaries.spawn(bin, &env, &logs)?);
+        procs.0.push(servers.binaries.spawn(bin, &env, &logs)?);
     }
     let query_pid = procs
+        .0
         .iter()
         .find(|s| s.name == "talkwai-query-service")
         .map(|s| s.pid)
@@ -292,47 +280,30 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
          subscriptions (platform token, tenant scope; 5 read tasks, 5 do not); {secs} s per \
          scenario; update latency from the command reply to the first update of each \
          task-reading subscription of its tenant whose seq reaches the command's",
-        binaries.profile,
+        servers.binaries.profile,
         SHAPES.len()
     ));
     println!(
         "talkwai-bench live: {TENANTS} tenants x {} live queries, {secs} s per scenario",
         SHAPES.len()
     );
-    let outcome = measure(&client, &mut procs, query_pid, &mut report, secs).await;
-    if let Some(memory) = procs
-        .iter()
-        .find(|s| s.pid == query_pid)
-        .and_then(Service::memory)
-    {
-        push(
+    let outcome = measure(client, &mut procs, query_pid, &mut report, secs).await;
+    procs
+        .finish(
             &mut report,
-            Row::figure(
-                "memory",
-                "peak RSS: query service, 10,000 live queries (VmHWM)",
-                memory.peak_mib,
-                "MiB",
-            )
-            .note(format!("RSS at the end {:.1} MiB", memory.rss_mib)),
-        );
-    }
-    for service in procs {
-        let name = service.name.clone();
-        if let Err(err) = service.stop(Duration::from_secs(30)).await {
-            report.notes.push(format!("stopping {name}: {err:#}"));
-        }
-    }
-    outcome?;
-    drop(client);
-    drop(pg);
-    drop(nats);
-    Ok(report)
+            &[(
+                "talkwai-query-service",
+                "query service, 10,000 live queries",
+                100.0,
+            )],
+        )
+        .await;
+    outcome.map(|()| report)
 }
-
 /// Sets the world up and runs the scenarios.
 async fn measure(
     client: &async_nats::Client,
-    procs: &mut [Service],
+    procs: &mut Processes,
     query_pid: u32,
     report: &mut Report,
     secs: f64,
@@ -341,8 +312,7 @@ async fn measure(
         .await
         .context("waiting for the command service process")?;
     let world = setup(client).await?;
-    let alive = |procs: &mut [Service]| procs.iter_mut().try_for_each(Service::check_alive);
-    alive(procs)?;
+    procs.check_alive()?;
     let updates = Updates::start(client).await?;
     let everyone: Vec<usize> = (0..TENANTS).collect();
     let others: Vec<usize> = (1..TENANTS).collect();
@@ -359,7 +329,7 @@ async fn measure(
         secs,
     )
     .await?;
-    alive(procs)?;
+    procs.check_alive()?;
     let one = scenario(
         client,
         &world,
@@ -373,21 +343,21 @@ async fn measure(
         secs,
     )
     .await?;
-    alive(procs)?;
+    procs.check_alive()?;
     let quiet = || Stream {
         name: "quiet",
         rate: QUIET_RATE,
         tenants: others.clone(),
     };
     let alone = scenario(client, &world, &updates, query_pid, &[quiet()], secs).await?;
-    alive(procs)?;
+    procs.check_alive()?;
     let busy = Stream {
         name: "busy",
         rate: RATE,
         tenants: vec![0],
     };
     let beside = scenario(client, &world, &updates, query_pid, &[busy, quiet()], secs).await?;
-    alive(procs)?;
+    procs.check_alive()?;
     updates.stop();
 
     let label = |what: &str| format!("{} subs / {TENANTS} tenants: {what}", world.lives.len());
@@ -431,40 +401,37 @@ async fn measure(
             elapsed.as_secs_f64()
         ))
     };
-    push(
-        report,
-        latency_row(
-            &format!("{RATE:.0} events/s spread: reply -> update"),
+    let rows = [
+        (
+            format!("{RATE:.0} events/s spread"),
             &spread.0[0],
-            true,
+            Some(("spread", spread.1)),
         ),
-    );
-    push(report, cpu_row("spread", spread.1));
-    push(
-        report,
-        latency_row(
-            &format!("{RATE:.0} events/s in one tenant: reply -> update"),
+        (
+            format!("{RATE:.0} events/s in one tenant"),
             &one.0[0],
-            true,
+            Some(("one tenant", one.1)),
         ),
-    );
-    push(report, cpu_row("one tenant", one.1));
-    push(
-        report,
-        latency_row(
-            &format!("quiet tenants ({QUIET_RATE:.0} events/s) alone: reply -> update"),
+        (
+            format!("quiet tenants ({QUIET_RATE:.0} events/s) alone"),
             &alone.0[0],
-            false,
+            None,
         ),
-    );
-    push(
-        report,
-        latency_row(
-            &format!("quiet tenants beside a busy one ({RATE:.0} events/s): reply -> update"),
+        (
+            format!("quiet tenants beside a busy one ({RATE:.0} events/s)"),
             &beside.0[1],
-            false,
+            None,
         ),
-    );
+    ];
+    for (what, seen, cpu) in rows {
+        push(
+            report,
+            latency_row(&format!("{what}: reply -> update"), seen, cpu.is_some()),
+        );
+        if let Some((name, used)) = cpu {
+            push(report, cpu_row(name, used));
+        }
+    }
     if let (Some(with), Some(without)) = (p99_ms(&beside.0[1].latency), p99_ms(&alone.0[0].latency))
     {
         let raised = with - without;
@@ -527,9 +494,11 @@ async fn setup(client: &async_nats::Client) -> anyhow::Result<World> {
     }
     // The subscriptions start once every tenant is in the read models.
     let first = json!({"query": {"tenants": {}}, "minSeq": last});
-    subscribe(client, tenants[0], first, &platform)
+    let probe = subscribe(client, tenants[0], first, &platform)
         .await
         .context("waiting for the tenants to be projected")?;
+    // An instance holds at most 10,000: the probe makes room.
+    control(client, std::slice::from_ref(&probe), "unsubscribe").await;
     let wanted: Vec<(usize, usize)> = (0..TENANTS)
         .flat_map(|t| (0..SHAPES.len()).map(move |s| (t, s)))
         .collect();

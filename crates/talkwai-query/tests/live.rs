@@ -257,44 +257,11 @@ async fn a_tenants_writes_never_re_evaluate_another_tenants_live_queries() {
         .await;
         seq = created["seq"].as_u64().expect("seq");
     }
-    let subscribe = |tenant: Uuid| {
-        let client = client.clone();
-        async move {
-            let subscribed = request(
-                &client,
-                &format!("talkwai.qry.{tenant}.subscribe"),
-                json!({"query": {"tasks": {}}, "minSeq": seq}),
-                false,
-            )
-            .await;
-            assert_eq!(subscribed["ok"], true, "{subscribed}");
-            let id: Uuid = subscribed["subscription"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .expect("subscription id");
-            let updates = client
-                .subscribe(subscribed["subject"].as_str().expect("subject").to_owned())
-                .await
-                .expect("subscribe to updates");
-            (id, updates)
-        }
-    };
-    let (a_id, mut a_updates) = subscribe(a).await;
-    let (_, mut b_updates) = subscribe(b).await;
+    let (a_id, mut a_updates) = subscribe(&client, a, json!({"tasks": {}}), seq).await;
+    let (_, mut b_updates) = subscribe(&client, b, json!({"tasks": {}}), seq).await;
     // A new subscription is evaluated once more right after it starts (a change may have
     // committed in between); wait for that to settle.
-    let settled = talkwai_testkit::wait::wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            registry
-                .evaluations(a_id)
-                .filter(|n| *n >= 1)
-                .ok_or("not yet")
-        },
-    )
-    .await
-    .expect("the first evaluation");
+    let settled = settled(&registry, a_id).await;
 
     // B gets busy: 20 tasks, each seen by B's live query.
     for n in 1..=20 {
