@@ -414,10 +414,23 @@ pub async fn wait_ping(client: &async_nats::Client, name: &str) -> anyhow::Resul
     bail!("{name} did not answer {subject}")
 }
 
-/// Asks for one task by id (with `minSeq` when given); `Ok(true)` when the answer has it.
+/// Asks `world`'s tenant for one task by id (with `minSeq` when given); `Ok(true)` when the
+/// answer has it.
 async fn query_task(
     client: &async_nats::Client,
     world: &World,
+    bearer: &str,
+    task: Uuid,
+    min_seq: Option<u64>,
+) -> Result<bool, String> {
+    query_tenant_task(client, world.tenant, bearer, task, min_seq).await
+}
+
+/// Asks `tenant` for one task by id (with `minSeq` when given) as `bearer`; `Ok(true)` when
+/// the answer has it.
+pub async fn query_tenant_task(
+    client: &async_nats::Client,
+    tenant: Uuid,
     bearer: &str,
     task: Uuid,
     min_seq: Option<u64>,
@@ -431,7 +444,7 @@ async fn query_task(
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
         client.request_with_headers(
-            format!("talkwai.qry.{}", world.tenant),
+            format!("talkwai.qry.{tenant}"),
             map,
             Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         ),

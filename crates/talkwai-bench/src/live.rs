@@ -225,11 +225,18 @@ struct Sent {
     tenant: usize,
     seq: u64,
     replied: Instant,
+    /// Sampled: reply → visible in a query with the reply's `seq` as `minSeq`.
+    visible: Option<Duration>,
 }
+
+/// One command in this many is also queried with `minSeq` (projection's share of the latency).
+const VISIBLE_SAMPLE: u64 = 10;
 
 /// What one stream of a scenario saw.
 struct Seen {
     latency: hdrhistogram::Histogram<u64>,
+    /// Reply → visible in a query (`minSeq`), sampled.
+    visible: hdrhistogram::Histogram<u64>,
     events: u64,
     missing: u64,
     errors: u64,
@@ -374,8 +381,14 @@ async fn measure(
             Some(&seen.latency),
         )
         .note(format!(
-            "{} events, {} failed; {} (event, subscription) pairs with no update reaching it",
-            seen.events, seen.errors, seen.missing
+            "{} events, {} failed; {} (event, subscription) pairs with no update reaching it; \
+             projection's share: reply -> visible in a query (minSeq, 1 in {VISIBLE_SAMPLE}) \
+             p50 {} / p99 {} ms",
+            seen.events,
+            seen.errors,
+            seen.missing,
+            ms(&seen.visible, 0.5),
+            ms(&seen.visible, 0.99),
         ));
         if target {
             row = row.target(
@@ -536,6 +549,15 @@ async fn setup(client: &async_nats::Client) -> anyhow::Result<World> {
     })
 }
 
+/// Quantile `q` of `h` in ms, as text (`-` when empty).
+fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> String {
+    if h.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{:.1}", h.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
 /// The p99 of `h` in ms.
 fn p99_ms(h: &hdrhistogram::Histogram<u64>) -> Option<f64> {
     (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
@@ -583,17 +605,33 @@ async fn scenario(
                 let platform = Arc::clone(&platform);
                 let sent = Arc::clone(&sent);
                 let errors = Arc::clone(&errors);
+                let tenant_id = world_tenants[tenant];
                 commands.spawn(async move {
-                    let body = create_task_command(Uuid::new_v4());
+                    let task = Uuid::new_v4();
+                    let body = create_task_command(task);
                     match commands::send(&client, subject, body, &platform).await {
                         Ok(accepted) => {
                             let replied = Instant::now();
+                            let visible = if k % VISIBLE_SAMPLE == 0 {
+                                let found = crate::e2e::query_tenant_task(
+                                    &client,
+                                    tenant_id,
+                                    &platform,
+                                    task,
+                                    Some(accepted.seq),
+                                )
+                                .await;
+                                matches!(found, Ok(true)).then(|| replied.elapsed())
+                            } else {
+                                None
+                            };
                             if let Ok(mut sent) = sent.lock() {
                                 sent.push(Sent {
                                     stream: index,
                                     tenant,
                                     seq: accepted.seq,
                                     replied,
+                                    visible,
                                 });
                             }
                         }
@@ -633,6 +671,7 @@ async fn scenario(
         .into_iter()
         .map(|errors| Seen {
             latency: drive::histogram(),
+            visible: drive::histogram(),
             events: 0,
             missing: 0,
             errors,
@@ -641,6 +680,9 @@ async fn scenario(
     for s in &sent {
         let into = &mut seen[s.stream];
         into.events += 1;
+        if let Some(visible) = s.visible {
+            drive::record(&mut into.visible, visible);
+        }
         for subject in &world.task_subjects[s.tenant] {
             match updates.reached(subject, s.seq) {
                 Some(arrived) => {
