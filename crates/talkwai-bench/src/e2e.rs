@@ -367,7 +367,8 @@ async fn knee(
         )
         .target(">= 2000 commands/s", knee >= 2_000)
         .note(format!(
-            "targets p99: query-visible <= {:.0} ms, live update <= {:.0} ms, taskUpdates <=              {:.0} ms, nothing missing; rates tried {SWEEP_RATES:?} for {secs} s each; {}",
+            "targets p99: query-visible <= {:.0} ms, live update <= {:.0} ms, taskUpdates \
+             <= {:.0} ms, nothing missing; rates tried {SWEEP_RATES:?} for {secs} s each; {}",
             KNEE_TARGETS.0,
             KNEE_TARGETS.1,
             KNEE_TARGETS.2,

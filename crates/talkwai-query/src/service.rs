@@ -270,8 +270,8 @@ impl QueryService {
 
     /// Follows the projector's change notifications on the database at `url` (the read
     /// models' database), so live queries are evaluated again only for the tenants and tables
-    /// a committed batch touched ([`crate::feed`]). Without it, every checkpoint move evaluates every live
-    /// query.
+    /// a committed batch touched ([`crate::feed`]). Without it, every checkpoint move evaluates
+    /// every live query.
     pub fn with_change_feed(mut self, url: impl Into<String>) -> Self {
         self.change_feed = Some(url.into());
         self
