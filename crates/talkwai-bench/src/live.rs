@@ -183,23 +183,23 @@ impl Updates {
         Ok(Self { seen, reader })
     }
 
-    /// When the first update on `subject` whose `seq` reaches `seq` arrived.
+    /// When the first update on `subject` whose `seq` reaches `seq` arrived (one subscription's
+    /// updates come in `seq` order: it is evaluated once at a time, each in a newer snapshot).
     pub fn reached(&self, subject: &str, seq: u64) -> Option<Instant> {
         let seen = self.seen.lock().ok()?;
-        seen.get(subject)?
-            .iter()
-            .find(|(at, _)| *at >= seq)
-            .map(|(_, arrived)| *arrived)
+        let updates = seen.get(subject)?;
+        let first = updates.partition_point(|(at, _)| *at < seq);
+        updates.get(first).map(|(_, arrived)| *arrived)
     }
 
-    /// Waits (at most `most`) until every `(subject, seq)` of `wanted` was reached.
+    /// Waits (at most `most`) until every `(subject, seq)` of `wanted` was reached (the lock is
+    /// taken per pair, so the reader's timestamps are not held up).
     pub async fn settle(&self, wanted: &[(String, u64)], most: Duration) {
         let deadline = Instant::now() + most;
+        let mut pending = wanted.to_vec();
         loop {
-            let all = wanted
-                .iter()
-                .all(|(subject, seq)| self.reached(subject, *seq).is_some());
-            if all || Instant::now() > deadline {
+            pending.retain(|(subject, seq)| self.reached(subject, *seq).is_none());
+            if pending.is_empty() || Instant::now() > deadline {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
