@@ -5,10 +5,14 @@
 //! - **1,000 commands/s**: command sent → the task visible in a query (read-your-writes: the
 //!   query carries the reply's `seq` as `minSeq`, answered by the `talkwai-query-service`
 //!   process from what the `talkwai-projector` process wrote), and command sent → its `taskUpdates` message delivered (from the
-//!   `talkwai-notifier` process), beside raw publishes read by a plain core subscriber at the
-//!   same pacing;
+//!   `talkwai-notifier` process), and command reply → the update of a live query (the
+//!   tenant's newest tasks, subscribed with the member's token) whose `seq` reaches the reply's,
+//!   beside raw publishes read by a plain core subscriber at the same pacing;
 //! - a closed-loop burst of create-task with 64 callers through the process;
-//! - **peak RSS** (`VmHWM`) of each service process over all of the above.
+//! - **peak RSS** (`VmHWM`) of each service process over all of the above;
+//! - with `--sweep`: end to end at rising rates ([`SWEEP_RATES`]) until one misses a target;
+//!   the **knee** is the highest rate at which query-visible p99 ≤ 50 ms, live-update p99
+//!   ≤ 50 ms and `taskUpdates` p99 ≤ 20 ms all hold, with nothing missing or failed.
 //!
 //! nats-server `sync_interval: always`; PostgreSQL durable (`fsync` on) as in production.
 //! Latencies count from each operation's *scheduled* send time.
@@ -39,6 +43,13 @@ use crate::stack::{self, push};
 const COMMAND_RATE: u64 = 500;
 /// Rate of the end-to-end scenario.
 const E2E_RATE: u64 = 1_000;
+/// Rates of the sweep, commands/s, in order (it stops at the first that misses a target).
+const SWEEP_RATES: [u64; 9] = [100, 250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000];
+/// Targets of the knee, p99 ms: query-visible, live update, `taskUpdates`.
+const KNEE_TARGETS: (f64, f64, f64) = (50.0, 50.0, 20.0);
+/// The dashboard query whose updates are timed: the tenant's newest tasks.
+const DASHBOARD: &str = r#"{"tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 20}}}"#;
+
 /// Peak RSS targets, MiB: (binary, label, target).
 const RSS_TARGETS: [(&str, &str, f64); 4] = [
     ("talkwai-command-service", "command service", 150.0),
@@ -48,11 +59,46 @@ const RSS_TARGETS: [(&str, &str, f64); 4] = [
 ];
 
 /// The service processes.
-struct Processes(Vec<Service>);
+pub struct Processes(pub Vec<Service>);
 
 impl Processes {
-    fn check_alive(&mut self) -> anyhow::Result<()> {
+    /// Fails when one of them exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.0.iter_mut().try_for_each(Service::check_alive)
+    }
+
+    /// Reports the peak RSS of each of `targets` (binary, label, target MiB), then stops them
+    /// all (a failure to stop is a note of `report`).
+    pub async fn finish(self, report: &mut Report, targets: &[(&str, &str, f64)]) {
+        self.peak_rss(report, targets);
+        self.stop(report).await;
+    }
+
+    fn peak_rss(&self, report: &mut Report, targets: &[(&str, &str, f64)]) {
+        for &(bin, label, target) in targets {
+            let Some(service) = self.0.iter().find(|s| s.name == bin) else {
+                continue;
+            };
+            match service.memory() {
+                Some(memory) => push(
+                    report,
+                    Row::figure(
+                        "memory",
+                        &format!("peak RSS: {label} (VmHWM)"),
+                        memory.peak_mib,
+                        "MiB",
+                    )
+                    .target(format!("<= {target:.0} MiB"), memory.peak_mib <= target)
+                    .note(format!(
+                        "{bin} process; RSS at the end {:.1} MiB",
+                        memory.rss_mib
+                    )),
+                ),
+                None => report
+                    .notes
+                    .push(format!("{bin}: /proc/{}/status unreadable", service.pid)),
+            }
+        }
     }
 
     async fn stop(self, report: &mut Report) {
@@ -65,22 +111,54 @@ impl Processes {
     }
 }
 
-/// Runs the stage; `seconds` is the length of each paced scenario (default 10, 2 quick).
-pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
+/// What the process stages run on: the service binaries, nats-server, a durable PostgreSQL
+/// with a fresh database, a client and the event stream.
+/// Fields drop in order: the client, then PostgreSQL, then nats-server.
+pub struct Servers {
+    /// A client of nats-server.
+    pub client: async_nats::Client,
+    /// PostgreSQL (`fsync` on), kept running while this lives.
+    _pg: Postgres,
+    /// nats-server.
+    pub nats: NatsServer,
+    /// The database's URL.
+    pub db: String,
+    /// The service binaries (built).
+    pub binaries: Binaries,
+}
+
+impl Servers {
+    /// Builds the binaries and starts the servers; the database is named after `suite`.
+    pub async fn start(suite: &str) -> anyhow::Result<Self> {
+        let binaries = Binaries::ensure()?;
+        let nats = NatsServer::start()
+            .await
+            .context("starting nats-server (scripts/dev.sh setup installs it)")?;
+        drive::set_server_pid(nats.pid());
+        let pg = Postgres::builder()
+            .durable(true)
+            .start()
+            .await
+            .context("starting PostgreSQL")?;
+        let db = pg.create_unique_database(suite).await?;
+        let client = async_nats::connect(nats.url()).await?;
+        EventStore::open(client.clone(), &StreamSettings::default()).await?;
+        Ok(Self {
+            client,
+            _pg: pg,
+            nats,
+            db,
+            binaries,
+        })
+    }
+}
+
+/// Runs the stage; `seconds` is the length of each paced scenario (default 10, 2 quick);
+/// `sweep` adds the rate sweep.
+pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Result<Report> {
     let secs = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
-    let binaries = Binaries::ensure()?;
-    let nats = NatsServer::start()
-        .await
-        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
-    drive::set_server_pid(nats.pid());
-    let pg = Postgres::builder()
-        .durable(true)
-        .start()
-        .await
-        .context("starting PostgreSQL")?;
-    let db = pg.create_unique_database("e2e").await?;
-    let client = async_nats::connect(nats.url()).await?;
-    let _store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
+    let servers = Servers::start("e2e").await?;
+    let (client, binaries, db) = (&servers.client, &servers.binaries, &servers.db);
     let mut report = stack::new_report("e2e", quick, Some(client.server_info().version));
     report.notes.push(format!(
         "e2e: services as separate processes ({} build): talkwai-command-service, \
@@ -94,7 +172,7 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     );
 
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench/logs");
-    let url = nats.url();
+    let url = servers.nats.url();
     let common = [
         ("TALKWAI_NATS_URL", url.clone()),
         ("TALKWAI_PLATFORM_TOKEN", PLATFORM.to_owned()),
@@ -135,38 +213,10 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
         &logs,
     )?);
 
-    let outcome = measure(&client, &mut procs, &mut report, quick, secs).await;
+    let outcome = measure(client, &mut procs, &mut report, quick, secs, sweep).await;
     // Peak RSS before stopping (the stop itself is not part of the run).
-    for (bin, label, target) in RSS_TARGETS {
-        let Some(service) = procs.0.iter().find(|s| s.name == bin) else {
-            continue;
-        };
-        match service.memory() {
-            Some(memory) => push(
-                &mut report,
-                Row::figure(
-                    "memory",
-                    &format!("peak RSS: {label} (VmHWM)"),
-                    memory.peak_mib,
-                    "MiB",
-                )
-                .target(format!("<= {target:.0} MiB"), memory.peak_mib <= target)
-                .note(format!(
-                    "{bin} process; RSS at the end {:.1} MiB",
-                    memory.rss_mib
-                )),
-            ),
-            None => report
-                .notes
-                .push(format!("{bin}: /proc/{}/status unreadable", service.pid)),
-        }
-    }
-    procs.stop(&mut report).await;
-    outcome?;
-    drop(client);
-    drop(pg);
-    drop(nats);
-    Ok(report)
+    procs.finish(&mut report, &RSS_TARGETS).await;
+    outcome.map(|()| report)
 }
 
 async fn measure(
@@ -175,6 +225,7 @@ async fn measure(
     report: &mut Report,
     quick: bool,
     secs: f64,
+    sweep: bool,
 ) -> anyhow::Result<()> {
     commands::wait_ready(client)
         .await
@@ -187,25 +238,7 @@ async fn measure(
     // Warm up the whole path, then wait until the projector and the notifier caught up.
     let warm = if quick { 200 } else { 1_000 };
     let _ = drive::paced(200.0, warm, commands::create_op(client, &world)).await;
-    let last = commands::send(
-        client,
-        format!("talkwai.cmd.{}.task.create", world.tenant),
-        create_task_command(Uuid::new_v4()),
-        &world.bearer,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("create-task after the warm-up: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match query_task(client, &world, &token, last.id, Some(last.seq)).await {
-            Ok(true) => break,
-            Ok(false) => bail!("the query answered without the task it waited for"),
-            Err(err) if Instant::now() > deadline => {
-                bail!("the query service does not answer: {err}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    caught_up(client, &world, &token).await?;
     procs.check_alive()?;
 
     // 1. create-task at a fixed 500/s beside raw publishes at the same pacing.
@@ -262,7 +295,12 @@ async fn measure(
         )
         .note("latency from the scheduled send to the subscriber"),
     );
-    end_to_end(client, &world, report, count, secs, raw_p99).await?;
+    let at = Rate {
+        per_sec: E2E_RATE,
+        count,
+        secs,
+    };
+    end_to_end(client, &world, report, at, raw_p99, "e2e").await?;
     procs.check_alive()?;
 
     // 3. A closed-loop burst through the process (peak memory under load; rate vs reference).
@@ -284,7 +322,84 @@ async fn measure(
         .note("closed loop; bench CPU = load generator only"),
     );
     procs.check_alive()?;
+    if sweep {
+        knee(client, &world, procs, report, secs).await?;
+    }
     Ok(())
+}
+
+/// End to end at each of [`SWEEP_RATES`] until one misses a target; reports the knee.
+async fn knee(
+    client: &async_nats::Client,
+    world: &World,
+    procs: &mut Processes,
+    report: &mut Report,
+    secs: f64,
+) -> anyhow::Result<()> {
+    // What the burst left behind is projected first.
+    caught_up(client, world, &world.bearer).await?;
+    let mut best = None;
+    let mut missed = None;
+    for per_sec in SWEEP_RATES {
+        let at = Rate {
+            per_sec,
+            count: (per_sec as f64 * secs) as u64,
+            secs,
+        };
+        let summary = end_to_end(client, world, report, at, None, "e2e-sweep").await?;
+        procs.check_alive()?;
+        match summary.misses() {
+            None => best = Some(per_sec),
+            Some(why) => {
+                missed = Some(format!("{per_sec}/s: {why}"));
+                break;
+            }
+        }
+    }
+    let knee = best.unwrap_or(0);
+    push(
+        report,
+        Row::figure(
+            "e2e-sweep",
+            "knee: highest command rate with every end-to-end target met",
+            knee as f64,
+            "commands/s",
+        )
+        .target(">= 2000 commands/s", knee >= 2_000)
+        .note(format!(
+            "targets p99: query-visible <= {:.0} ms, live update <= {:.0} ms, taskUpdates \
+             <= {:.0} ms, nothing missing; rates tried {SWEEP_RATES:?} for {secs} s each; {}",
+            KNEE_TARGETS.0,
+            KNEE_TARGETS.1,
+            KNEE_TARGETS.2,
+            missed.map_or_else(|| "none missed".to_owned(), |m| format!("first miss {m}"))
+        )),
+    );
+    Ok(())
+}
+
+/// Sends one more create-task and waits (at most 2 min) until a query with its `seq` as
+/// `minSeq` holds it: whatever was sent before is projected.
+async fn caught_up(client: &async_nats::Client, world: &World, token: &str) -> anyhow::Result<()> {
+    let last = commands::send(
+        client,
+        format!("talkwai.cmd.{}.task.create", world.tenant),
+        create_task_command(Uuid::new_v4()),
+        &world.bearer,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("create-task to catch up with: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match query_task(client, world, token, last.id, Some(last.seq)).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => bail!("the query answered without the task it waited for"),
+            Err(err) if Instant::now() > deadline => {
+                bail!("the query service does not answer: {err}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Waits until a service answers `$SRV.PING.<name>`.
@@ -300,10 +415,23 @@ pub async fn wait_ping(client: &async_nats::Client, name: &str) -> anyhow::Resul
     bail!("{name} did not answer {subject}")
 }
 
-/// Asks for one task by id (with `minSeq` when given); `Ok(true)` when the answer has it.
+/// Asks `world`'s tenant for one task by id (with `minSeq` when given); `Ok(true)` when the
+/// answer has it.
 async fn query_task(
     client: &async_nats::Client,
     world: &World,
+    bearer: &str,
+    task: Uuid,
+    min_seq: Option<u64>,
+) -> Result<bool, String> {
+    query_tenant_task(client, world.tenant, bearer, task, min_seq).await
+}
+
+/// Asks `tenant` for one task by id (with `minSeq` when given) as `bearer`; `Ok(true)` when
+/// the answer has it.
+pub async fn query_tenant_task(
+    client: &async_nats::Client,
+    tenant: Uuid,
     bearer: &str,
     task: Uuid,
     min_seq: Option<u64>,
@@ -317,7 +445,7 @@ async fn query_task(
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
         client.request_with_headers(
-            format!("talkwai.qry.{}", world.tenant),
+            format!("talkwai.qry.{tenant}"),
             map,
             Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         ),
@@ -450,16 +578,72 @@ struct Trace {
     visible: Result<Duration, String>,
 }
 
-/// Create-task at `count / secs` per second; each reply's `seq` becomes the `minSeq` of a
-/// query for the task, and is matched with the `taskUpdates` message carrying it.
+/// An end-to-end rate: `count` commands over `secs` (`per_sec` for labels).
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_sec: u64,
+    count: u64,
+    secs: f64,
+}
+
+/// The p99s (ms) of one end-to-end run and what went missing.
+struct Summary {
+    visible_p99: Option<f64>,
+    live_p99: Option<f64>,
+    notified_p99: Option<f64>,
+    /// Commands failed, tasks not visible, live updates or `taskUpdates` never delivered.
+    missing: u64,
+}
+
+impl Summary {
+    /// Why this run misses the knee's targets, if it does.
+    fn misses(&self) -> Option<String> {
+        let (visible, live, notified) = KNEE_TARGETS;
+        let over = |p99: Option<f64>, target: f64, what: &str| match p99 {
+            Some(p) if p <= target => None,
+            Some(p) => Some(format!("{what} p99 {p:.1} ms > {target:.0} ms")),
+            None => Some(format!("no {what} measured")),
+        };
+        let mut why: Vec<String> = [
+            over(self.visible_p99, visible, "query-visible"),
+            over(self.live_p99, live, "live update"),
+            over(self.notified_p99, notified, "taskUpdates"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if self.missing > 0 {
+            why.push(format!("{} missing", self.missing));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+}
+
+/// Create-task at `at`; each reply's `seq` becomes the `minSeq` of a query for the task, and
+/// is matched with the `taskUpdates` message carrying it and with the first update of a live
+/// dashboard query that reaches it. Rows go to `group`.
 async fn end_to_end(
     client: &async_nats::Client,
     world: &World,
     report: &mut Report,
-    count: u64,
-    secs: f64,
+    at: Rate,
     raw_p99: Option<f64>,
-) -> anyhow::Result<()> {
+    group: &str,
+) -> anyhow::Result<Summary> {
+    let Rate {
+        per_sec,
+        count,
+        secs,
+    } = at;
+    let lives = crate::live::Updates::start(client).await?;
+    let dashboard = crate::live::subscribe(
+        client,
+        world.tenant,
+        serde_json::from_str(DASHBOARD)?,
+        &world.bearer,
+    )
+    .await
+    .context("subscribing the dashboard")?;
     let mut updates = subscribe_task_updates(client, world).await?;
     let arrivals: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let seen = Arc::clone(&arrivals);
@@ -492,25 +676,33 @@ async fn end_to_end(
             let accepted =
                 commands::send(&client, subject, create_task_command(task), &bearer).await?;
             let replied = scheduled.elapsed();
+            let replied_at = Instant::now();
             let visible = match query_task(&client, &world, &bearer, task, Some(accepted.seq)).await
             {
                 Ok(true) => Ok(scheduled.elapsed()),
                 Ok(false) => Err("task not in the answer".to_owned()),
                 Err(err) => Err(err),
             };
-            Ok::<_, String>(Trace {
-                scheduled,
-                seq: accepted.seq,
-                replied,
-                visible,
-            })
+            Ok::<_, String>((
+                Trace {
+                    scheduled,
+                    seq: accepted.seq,
+                    replied,
+                    visible,
+                },
+                replied_at,
+            ))
         });
     }
     let mut traces = Vec::new();
+    let mut replies = Vec::new();
     let (mut errors, mut first_error) = (0u64, None::<String>);
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(trace)) => traces.push(trace),
+            Ok(Ok((trace, replied_at))) => {
+                replies.push((trace.seq, replied_at));
+                traces.push(trace);
+            }
             Ok(Err(err)) => {
                 errors += 1;
                 first_error.get_or_insert(err);
@@ -535,6 +727,22 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     reader.abort();
+    let wanted: Vec<(String, u64)> = replies
+        .iter()
+        .map(|(seq, _)| (dashboard.subject.clone(), *seq))
+        .collect();
+    lives.settle(&wanted, Duration::from_secs(5)).await;
+    let (mut live, mut live_missing) = (drive::histogram(), 0u64);
+    for (seq, replied_at) in &replies {
+        match lives.reached(&dashboard.subject, *seq) {
+            Some(arrived) => {
+                drive::record(&mut live, arrived.saturating_duration_since(*replied_at))
+            }
+            None => live_missing += 1,
+        }
+    }
+    lives.stop();
+    crate::live::control(client, std::slice::from_ref(&dashboard), "unsubscribe").await;
     let arrivals = arrivals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let (mut replied, mut visible, mut notified) =
         (drive::histogram(), drive::histogram(), drive::histogram());
@@ -564,8 +772,8 @@ async fn end_to_end(
     push(
         report,
         stack::row(
-            "e2e",
-            &format!("e2e @ {E2E_RATE}/s: command sent -> reply"),
+            group,
+            &format!("e2e @ {per_sec}/s: command sent -> reply"),
             1,
             "command",
             replied.len(),
@@ -578,8 +786,8 @@ async fn end_to_end(
     push(
         report,
         stack::row(
-            "e2e",
-            &format!("e2e @ {E2E_RATE}/s: command sent -> visible in a query (minSeq)"),
+            group,
+            &format!("e2e @ {per_sec}/s: command sent -> visible in a query (minSeq)"),
             1,
             "command",
             visible.len(),
@@ -596,10 +804,32 @@ async fn end_to_end(
             first_invisible.map_or_else(String::new, |e| format!(" (first: {e})"))
         )),
     );
+    let live_p99 = p99(&live);
+    push(
+        report,
+        stack::row(
+            group,
+            &format!("e2e @ {per_sec}/s: command reply -> live query update"),
+            1,
+            "command",
+            live.len(),
+            elapsed,
+            Some(&live),
+        )
+        .target(
+            "p99 <= 50 ms",
+            live_p99.is_some_and(|p| p <= 50.0) && live_missing == 0,
+        )
+        .note(format!(
+            "the tenant's newest 20 tasks, subscribed with the member's token; from the reply \
+             to the first update whose seq reaches it; {live_missing} of {} never reached",
+            replies.len()
+        )),
+    );
     let notified_p99 = p99(&notified);
     let mut row = stack::row(
-        "e2e",
-        &format!("e2e @ {E2E_RATE}/s: command sent -> taskUpdates delivered"),
+        group,
+        &format!("e2e @ {per_sec}/s: command sent -> taskUpdates delivered"),
         1,
         "command",
         notified.len(),
@@ -620,5 +850,10 @@ async fn end_to_end(
             .lower_is_better();
     }
     push(report, row);
-    Ok(())
+    Ok(Summary {
+        visible_p99,
+        live_p99,
+        notified_p99,
+        missing: errors + invisible + missing + live_missing,
+    })
 }

@@ -9,7 +9,8 @@
 //! cargo run --release -p talkwai-bench -- all [--quick] [--check FILE] [--record FILE]
 //! cargo run --release -p talkwai-bench -- commands [--quick] [--sweep] [--no-peer] [--json out.json]
 //! cargo run --release -p talkwai-bench -- baselines
-//! cargo run --release -p talkwai-bench -- e2e          # also projection, queries, notify
+//! cargo run --release -p talkwai-bench -- e2e [--sweep]  # also projection, queries, notify
+//! cargo run --release -p talkwai-bench -- live         # 10,000 live queries, 1,000 tenants
 //! cargo run --release -p talkwai-bench -- faults [--quick]  # fails on a broken invariant
 //! ```
 //!
@@ -32,6 +33,8 @@
 //!   [`chart`]: the SVG; [`guard`]: `--check` / `--record`.
 //! - [`faults`]: the fault suite (SIGKILL of each service and of nats-server, PostgreSQL
 //!   stopped at once) under load: invariants asserted, recovery times measured.
+//! - [`live`]: 10,000 live queries over 1,000 tenants (services as processes): update
+//!   latency, query-service CPU, one busy tenant beside quiet ones.
 //! - [`projection`], [`queries`], [`notify`]: the read side (with PostgreSQL from the
 //!   testkit), each with its own raw baseline; [`stack`]: what they share.
 
@@ -47,6 +50,7 @@ mod drive;
 mod e2e;
 mod faults;
 mod guard;
+mod live;
 mod machine;
 mod notify;
 mod payload;
@@ -75,7 +79,8 @@ struct Cli {
     #[arg(long, global = true)]
     quick: bool,
     /// Also measure the command service with other writer settings (group commit on/off,
-    /// writes in flight 1, 4, 8...), to find the best one.
+    /// writes in flight 1, 4, 8...), to find the best one; `e2e`: end to end at rising rates,
+    /// to find the knee.
     #[arg(long, global = true)]
     sweep: bool,
     /// `commands` and `all`: skip the cqrs-es peer (built and run by default, never with
@@ -116,8 +121,12 @@ enum SuiteName {
     /// Raw JetStream and eventstore appender baselines.
     Baselines,
     /// The services as separate processes: create-task at 500/s, end to end at 1,000/s
-    /// (query with minSeq, taskUpdates), peak RSS of each service.
+    /// (query with minSeq, live-query update, taskUpdates), peak RSS of each service; with
+    /// `--sweep`, end to end at rising rates to find the knee.
     E2e,
+    /// 10,000 live queries over 1,000 tenants (services as processes): update latency at
+    /// 1,000 events/s spread or in one tenant, query-service CPU, a busy tenant's cost to others.
+    Live,
     /// Projector catch-up and a 1M-event rebuild beside raw PostgreSQL upserts.
     Projection,
     /// The seed's three queries over NATS beside hand-written SQL.
@@ -138,6 +147,7 @@ impl SuiteName {
             Self::Commands => "commands",
             Self::Baselines => "baselines",
             Self::E2e => "e2e",
+            Self::Live => "live",
             Self::Projection => "projection",
             Self::Queries => "queries",
             Self::Notify => "notify",
@@ -174,7 +184,8 @@ fn main() -> anyhow::Result<()> {
             SuiteName::Projection => projection::run(quick, None).await,
             SuiteName::Queries => queries::run(quick, seconds, None).await,
             SuiteName::Notify => notify::run(quick, seconds).await,
-            SuiteName::E2e => e2e::run(quick, seconds).await,
+            SuiteName::E2e => e2e::run(quick, seconds, cli.sweep).await,
+            SuiteName::Live => live::run(quick, seconds).await,
             SuiteName::Faults => {
                 faults::run(quick, cli.only.as_deref())
                     .await
@@ -312,7 +323,7 @@ impl Stage {
 async fn run_stage(stage: Stage, quick: bool, plan: suite::Plan) -> anyhow::Result<report::Report> {
     match stage {
         Stage::BaselinesAndCommands => suite::run("all", quick, plan).await,
-        Stage::E2e => e2e::run(quick, quick.then_some(1.0)).await,
+        Stage::E2e => e2e::run(quick, quick.then_some(1.0), false).await,
         Stage::Projection => projection::run(quick, quick.then_some(10_000)).await,
         Stage::Queries => queries::run(quick, quick.then_some(0.5), quick.then_some(200)).await,
         Stage::Notify => notify::run(quick, quick.then_some(1.0)).await,

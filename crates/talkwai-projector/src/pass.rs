@@ -195,7 +195,7 @@ impl Projector {
                 let checkpoint = i64::try_from(outcome.checkpoint).unwrap_or(i64::MAX);
                 dead_letters::resolve_passed(&tx, generation, slot, checkpoint).await?;
             }
-            // Live queries learn which tenants changed when (and only if) this commits.
+            // Live queries learn which tenants and tables changed when (and only if) this commits.
             let changed = Changed::of_batch(
                 outcome.checkpoint,
                 stored
@@ -203,11 +203,10 @@ impl Projector {
                     .filter(|m| m.seq <= outcome.checkpoint && slot.owns(&m.subject))
                     .map(|m| m.subject.as_str()),
             );
-            if !changed.is_empty() {
-                let payload = serde_json::to_string(&changed).unwrap_or_default();
-                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-                    .await?;
-            }
+            // Sent even when it names nothing (guards only), so the checkpoint is accounted for.
+            let payload = serde_json::to_string(&changed).unwrap_or_default();
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await?;
             tx.commit().await?;
             self.alert_dead_letters(&outcome).await;
             metrics::counter!("talkwai_projector_events_applied_total")

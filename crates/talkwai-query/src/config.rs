@@ -31,6 +31,10 @@ pub struct Config {
     /// `too_many_rows` (ask for pages with `limit` and `after`).
     #[arg(long, env = "TALKWAI_QUERY_MAX_ROWS", default_value_t = DEFAULT_MAX_ROWS, value_parser = at_least_one)]
     pub max_rows: usize,
+    /// Shortest time between two evaluations of one live query, in milliseconds: a burst of
+    /// changes gives a dashboard at most one update per interval, ending on the latest answer.
+    #[arg(long, env = "TALKWAI_QUERY_LIVE_INTERVAL_MS", default_value_t = 20)]
+    pub live_interval_ms: u64,
     /// Name of this instance.
     #[arg(long, env = "TALKWAI_INSTANCE", default_value = "query-1")]
     pub instance: String,
@@ -67,9 +71,15 @@ impl Config {
             ),
             rate_limit: RateLimitConfig::OFF,
             max_rows: DEFAULT_MAX_ROWS,
+            live_interval_ms: 20,
             instance: "query-test".to_owned(),
             liveness_secs: 60,
         }
+    }
+
+    /// Shortest time between two evaluations of one live query.
+    pub fn live_interval(&self) -> Duration {
+        Duration::from_millis(self.live_interval_ms)
     }
 
     /// How long the live-query refresher may stand still before `/livez` fails.

@@ -73,6 +73,7 @@ impl QueryServer {
             .with_change_feed(config.database_url.clone())
             .with_rate_limit(config.rate_limit)
             .with_max_rows(config.max_rows)
+            .with_live_interval(config.live_interval())
             .with_liveness_after(config.liveness_after());
         Ok(Self {
             client,

@@ -269,9 +269,9 @@ impl QueryService {
     }
 
     /// Follows the projector's change notifications on the database at `url` (the read
-    /// models' database), so live queries are evaluated again only for the tenants a committed
-    /// batch touched ([`crate::feed`]). Without it, every checkpoint move evaluates every live
-    /// query.
+    /// models' database), so live queries are evaluated again only for the tenants and tables
+    /// a committed batch touched ([`crate::feed`]). Without it, every checkpoint move evaluates
+    /// every live query.
     pub fn with_change_feed(mut self, url: impl Into<String>) -> Self {
         self.change_feed = Some(url.into());
         self
@@ -399,7 +399,15 @@ impl QueryService {
 
     /// Sets how long live queries live without renewal (default [`crate::live::TTL`]).
     pub fn with_live_ttl(mut self, ttl: Duration) -> Self {
-        self.live = Arc::new(crate::live::Registry::with_ttl(ttl));
+        self.live = Arc::new(crate::live::Registry::new(ttl, self.live.interval()));
+        self
+    }
+
+    /// Sets the shortest time between two evaluations of one live query (default
+    /// [`crate::live::INTERVAL`]): a burst of changes gives a dashboard at most one update per
+    /// interval, the last one holding the latest answer.
+    pub fn with_live_interval(mut self, interval: Duration) -> Self {
+        self.live = Arc::new(crate::live::Registry::new(self.live.ttl(), interval));
         self
     }
 
@@ -429,8 +437,10 @@ impl QueryService {
         }))
     }
 
-    /// Evaluates the marked live queries every [`crate::live::POLL`]; publishes changed answers.
-    /// Marks come from `feed`; without one listening, from checkpoint moves.
+    /// Evaluates the marked live queries as soon as their turn comes (at most once per
+    /// interval each) and publishes changed answers. Marks come from `feed`, the moment a
+    /// notification arrives; without one listening, from checkpoint moves polled every
+    /// [`crate::live::POLL`].
     async fn refresh_live(
         self: Arc<Self>,
         client: async_nats::Client,
@@ -441,95 +451,130 @@ impl QueryService {
         let mut last_check: Option<std::time::Instant> = None;
         // A checkpoint read at the last check that notifications did not yet account for.
         let mut unexplained: Option<u64> = None;
-        let mut ticker = tokio::time::interval(crate::live::POLL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the next marked subscription's turn comes.
+        let mut next_turn: Option<std::time::Instant> = None;
         loop {
+            let listening = feed.as_ref().filter(|f| f.listening());
+            let now = std::time::Instant::now();
+            let mut wake = match (listening, last_check) {
+                (None, _) => now + crate::live::POLL,
+                (Some(_), Some(at)) => at + crate::live::CHECK,
+                (Some(_), None) => now,
+            };
+            if let Some(turn) = next_turn {
+                wake = wake.min(turn);
+            }
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = ticker.tick() => {}
+                () = self.live.marked() => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
             }
             self.progress.beat();
             if self.live.is_empty() {
                 metrics::gauge!("talkwai_live_queries").set(0.0);
+                next_turn = None;
+                // Nothing to check for: the next round is a check away (or a subscription).
+                last_check = Some(std::time::Instant::now());
                 continue;
             }
             let listening = feed.as_ref().filter(|f| f.listening());
             let due = last_check.is_none_or(|at| at.elapsed() >= crate::live::CHECK);
             if listening.is_none() || due {
-                let Ok(conn) = self.pool.get().await else {
-                    continue;
-                };
-                let Ok(seq) = checkpoint(&conn).await else {
-                    continue;
-                };
-                match listening {
-                    None => {
-                        if last_seen != Some(seq) {
-                            self.live.mark_all();
+                if let Ok(conn) = self.pool.get().await
+                    && let Ok(seq) = checkpoint(&conn).await
+                {
+                    match listening {
+                        None => {
+                            if last_seen != Some(seq) {
+                                self.live.mark_all();
+                            }
+                        }
+                        Some(feed) => {
+                            let notified = feed.max_seq();
+                            if unexplained.is_some_and(|earlier| earlier > notified) {
+                                warn!(
+                                    checkpoint = seq,
+                                    notified,
+                                    "change notifications missing; evaluating every live query"
+                                );
+                                self.live.mark_all();
+                            }
+                            unexplained = (seq > notified).then_some(seq);
                         }
                     }
-                    Some(feed) => {
-                        last_check = Some(std::time::Instant::now());
-                        let notified = feed.max_seq();
-                        if unexplained.is_some_and(|earlier| earlier > notified) {
-                            warn!(
-                                checkpoint = seq,
-                                notified,
-                                "change notifications missing; evaluating every live query"
-                            );
-                            self.live.mark_all();
-                        }
-                        unexplained = (seq > notified).then_some(seq);
-                    }
+                    last_seen = Some(seq);
                 }
-                last_seen = Some(seq);
+                last_check = Some(std::time::Instant::now());
             }
-            let (subs, live) = self.live.take_marked();
-            metrics::gauge!("talkwai_live_queries").set(live as f64);
-            if subs.is_empty() {
+            let due = self.live.take_due(std::time::Instant::now());
+            next_turn = due.next;
+            metrics::gauge!("talkwai_live_queries").set(due.live as f64);
+            if due.marked.is_empty() {
                 continue;
             }
-            metrics::counter!("talkwai_live_evaluations_total").increment(subs.len() as u64);
-            let Ok(mut conn) = self.pool.get().await else {
-                self.live.mark_all();
-                continue;
-            };
+            metrics::counter!("talkwai_live_evaluations_total").increment(due.marked.len() as u64);
+            // Spread over half the pool (queries and subscribes keep the other half).
+            let workers = self.pool.status().max_size.div_ceil(2).max(1);
+            let mut shares: Vec<Vec<crate::live::Marked>> = vec![Vec::new(); workers];
+            for (i, marked) in due.marked.into_iter().enumerate() {
+                shares[i % workers].push(marked);
+            }
             let seq = last_seen.unwrap_or(0);
-            for (id, query, scope, grant, subject, hash) in subs {
-                match evaluate(&mut conn, &query, scope, grant, self.max_rows).await {
-                    Ok((data, page_info, at)) => {
-                        let digest = crate::live::digest(&data, &page_info);
-                        if digest != hash {
-                            let update = json!({ "subscription": id, "ok": true, "data": data, "pageInfo": page_info, "seq": at });
-                            let bytes =
-                                Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
-                            if client.publish(subject, bytes).await.is_ok() {
-                                self.live.published(id, digest);
-                            }
+            futures::future::join_all(
+                shares
+                    .into_iter()
+                    .filter(|share| !share.is_empty())
+                    .map(|share| self.refresh_share(&client, share, seq)),
+            )
+            .await;
+        }
+    }
+
+    /// Evaluates `share` on one connection, publishing the answers that changed (`seq`: the
+    /// checkpoint last read, for an answer refused without one).
+    async fn refresh_share(
+        &self,
+        client: &async_nats::Client,
+        share: Vec<crate::live::Marked>,
+        seq: u64,
+    ) {
+        let Ok(mut conn) = self.pool.get().await else {
+            self.live.mark_again(share.into_iter().map(|(id, ..)| id));
+            return;
+        };
+        for (id, query, scope, grant, subject, hash) in share {
+            match evaluate(&mut conn, &query, scope, grant, self.max_rows).await {
+                Ok((data, page_info, at)) => {
+                    let digest = crate::live::digest(&data, &page_info);
+                    if digest != hash {
+                        let update = json!({ "subscription": id, "ok": true, "data": data, "pageInfo": page_info, "seq": at });
+                        let bytes = Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
+                        if client.publish(subject, bytes).await.is_ok() {
+                            self.live.published(id, digest);
                         }
                     }
-                    Err(err) if err.code == ErrorCode::TooManyRows => {
-                        // The answer grew past the cap: say so once (not a stale or cut answer);
-                        // the subscription stays, and answers again once it fits.
-                        let body = err.to_body();
-                        let digest = crate::live::digest(&json!(body), &Value::Null);
-                        if digest != hash {
-                            let at = checkpoint(&conn).await.unwrap_or(seq);
-                            let update = json!({ "subscription": id, "ok": false, "error": body, "seq": at });
-                            let bytes =
-                                Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
-                            if client.publish(subject, bytes).await.is_ok() {
-                                self.live.published(id, digest);
-                            }
-                        }
-                    }
-                    Err(err) if err.code == ErrorCode::Forbidden => {
-                        // Deactivated since it subscribed: no more answers.
-                        info!(subscription = %id, "live query ended: {}", err.message);
-                        self.live.remove(id);
-                    }
-                    Err(err) => warn!(error = %err, "live query evaluation failed"),
                 }
+                Err(err) if err.code == ErrorCode::TooManyRows => {
+                    // The answer grew past the cap: say so once (not a stale or cut answer);
+                    // the subscription stays, and answers again once it fits.
+                    let body = err.to_body();
+                    let digest = crate::live::digest(&json!(body), &Value::Null);
+                    if digest != hash {
+                        let at = checkpoint(&conn).await.unwrap_or(seq);
+                        let update =
+                            json!({ "subscription": id, "ok": false, "error": body, "seq": at });
+                        let bytes = Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
+                        if client.publish(subject, bytes).await.is_ok() {
+                            self.live.published(id, digest);
+                        }
+                    }
+                }
+                Err(err) if err.code == ErrorCode::Forbidden => {
+                    // Deactivated since it subscribed: no more answers.
+                    info!(subscription = %id, "live query ended: {}", err.message);
+                    self.live.remove(id);
+                }
+                Err(err) => warn!(error = %err, "live query evaluation failed"),
             }
         }
     }

@@ -257,44 +257,11 @@ async fn a_tenants_writes_never_re_evaluate_another_tenants_live_queries() {
         .await;
         seq = created["seq"].as_u64().expect("seq");
     }
-    let subscribe = |tenant: Uuid| {
-        let client = client.clone();
-        async move {
-            let subscribed = request(
-                &client,
-                &format!("talkwai.qry.{tenant}.subscribe"),
-                json!({"query": {"tasks": {}}, "minSeq": seq}),
-                false,
-            )
-            .await;
-            assert_eq!(subscribed["ok"], true, "{subscribed}");
-            let id: Uuid = subscribed["subscription"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .expect("subscription id");
-            let updates = client
-                .subscribe(subscribed["subject"].as_str().expect("subject").to_owned())
-                .await
-                .expect("subscribe to updates");
-            (id, updates)
-        }
-    };
-    let (a_id, mut a_updates) = subscribe(a).await;
-    let (_, mut b_updates) = subscribe(b).await;
+    let (a_id, mut a_updates) = subscribe(&client, a, json!({"tasks": {}}), seq).await;
+    let (_, mut b_updates) = subscribe(&client, b, json!({"tasks": {}}), seq).await;
     // A new subscription is evaluated once more right after it starts (a change may have
     // committed in between); wait for that to settle.
-    let settled = talkwai_testkit::wait::wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            registry
-                .evaluations(a_id)
-                .filter(|n| *n >= 1)
-                .ok_or("not yet")
-        },
-    )
-    .await
-    .expect("the first evaluation");
+    let settled = settled(&registry, a_id).await;
 
     // B gets busy: 20 tasks, each seen by B's live query.
     for n in 1..=20 {
@@ -311,4 +278,119 @@ async fn a_tenants_writes_never_re_evaluate_another_tenants_live_queries() {
     create_task(&client, a).await;
     wait_for_count(&mut a_updates, 1).await;
     assert!(registry.evaluations(a_id).is_some_and(|n| n > settled));
+}
+
+/// Subscribes to `query` in `tenant` (once the read models reached `seq`); returns the id and
+/// the updates.
+async fn subscribe(
+    client: &async_nats::Client,
+    tenant: Uuid,
+    query: Value,
+    seq: u64,
+) -> (Uuid, async_nats::Subscriber) {
+    let subscribed = request(
+        client,
+        &format!("talkwai.qry.{tenant}.subscribe"),
+        json!({"query": query, "minSeq": seq}),
+        false,
+    )
+    .await;
+    assert_eq!(subscribed["ok"], true, "{subscribed}");
+    let id: Uuid = subscribed["subscription"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("subscription id");
+    let updates = client
+        .subscribe(subscribed["subject"].as_str().expect("subject").to_owned())
+        .await
+        .expect("subscribe to updates");
+    (id, updates)
+}
+
+/// Waits until subscription `id` was evaluated again at least once; returns the count.
+async fn settled(registry: &talkwai_query::live::Registry, id: Uuid) -> u64 {
+    talkwai_testkit::wait::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let n = registry.evaluations(id).filter(|n| *n >= 1);
+        async move { n.ok_or("not yet") }
+    })
+    .await
+    .expect("the first evaluation")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_table_a_live_query_does_not_read_never_re_evaluate_it_and_a_burst_ends_on_the_latest_answer()
+ {
+    let interval = Duration::from_millis(200);
+    let stack = Stack::start("tables", |queries, db| {
+        queries.with_change_feed(db).with_live_interval(interval)
+    })
+    .await;
+    let registry = stack.registry();
+    let client = stack.client.clone();
+    let tenant = Uuid::new_v4();
+    let created = request(
+        &client,
+        "talkwai.cmd.platform.tenant.create",
+        json!({"id": tenant, "name": "Tables"}),
+        true,
+    )
+    .await;
+    let seq = created["seq"].as_u64().expect("seq");
+    let (agents_id, mut agents_updates) =
+        subscribe(&client, tenant, json!({"agents": {}}), seq).await;
+    let (tasks_id, mut tasks_updates) = subscribe(&client, tenant, json!({"tasks": {}}), seq).await;
+    let agents_settled = settled(&registry, agents_id).await;
+    settled(&registry, tasks_id).await;
+
+    // The tenant's task writes reach its task dashboard, never its agent dashboard.
+    for n in 1..=5 {
+        create_task(&client, tenant).await;
+        wait_for_count(&mut tasks_updates, n).await;
+    }
+    assert_eq!(
+        registry.evaluations(agents_id),
+        Some(agents_settled),
+        "task writes re-evaluated a live query that reads only agents"
+    );
+    // An agent write does reach it.
+    let agent = request(
+        &client,
+        &format!("talkwai.cmd.{tenant}.agent.create"),
+        json!({"id": Uuid::new_v4(), "name": "A", "type": "chat"}),
+        true,
+    )
+    .await;
+    assert_eq!(agent["ok"], true, "{agent}");
+    let update = tokio::time::timeout(Duration::from_secs(10), agents_updates.next())
+        .await
+        .expect("the agent dashboard's update")
+        .expect("update");
+    let body: Value = serde_json::from_slice(&update.payload).expect("json");
+    assert_eq!(body["data"]["agents"].as_array().map(Vec::len), Some(1));
+    assert!(
+        registry
+            .evaluations(agents_id)
+            .is_some_and(|n| n > agents_settled)
+    );
+
+    // A burst of 20 writes: the dashboard is evaluated at most once per interval, and the
+    // last update holds the last write.
+    let before = registry.evaluations(tasks_id).expect("held");
+    let started = Instant::now();
+    let burst = (0..20).map(|_| create_task(&client, tenant));
+    futures::future::join_all(burst).await;
+    wait_for_count(&mut tasks_updates, 25).await;
+    let elapsed = started.elapsed();
+    let evaluations = registry.evaluations(tasks_id).expect("held") - before;
+    let most = elapsed.as_millis() / interval.as_millis() + 2;
+    assert!(
+        u128::from(evaluations) <= most,
+        "{evaluations} evaluations in {elapsed:?}: more than one per {interval:?}"
+    );
+    assert!(
+        tokio::time::timeout(interval * 3, tasks_updates.next())
+            .await
+            .is_err(),
+        "an update after the one holding the latest answer"
+    );
 }
