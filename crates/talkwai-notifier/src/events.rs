@@ -290,7 +290,10 @@ impl EventLoop {
                     while let Ok(done) = done_rx.try_recv() {
                         line.done(done);
                     }
-                    self.published = self.published.max(line.advance().await);
+                    // A frozen instance that wakes up acks nothing once it knows its term is
+                    // over (an ack of a later term's consumer would only be early, not wrong).
+                    let current = *self.leadership.borrow() == Some(term);
+                    self.published = self.published.max(line.advance(current).await);
                 }
                 _ = alive.tick() => self.beat(),
                 _ = verify.tick() => {
@@ -351,7 +354,7 @@ impl EventLoop {
             if drained.is_err() {
                 warn!("the events in hand were not finished in time");
             }
-            self.published = self.published.max(line.advance().await);
+            self.published = self.published.max(line.advance(true).await);
         } else {
             workers.abort_all();
         }
@@ -405,9 +408,10 @@ impl Sequencer {
         }
     }
 
-    /// Publishes the alerts of the oldest events that are done, in order, and acks the newest
-    /// of them (acking all before it); returns the last sequence so released (0: none yet).
-    async fn advance(&mut self) -> u64 {
+    /// Publishes the alerts of the oldest events that are done, in order, and (if `ack`) acks
+    /// the newest of them, which acks all before it; returns the last sequence so released (0:
+    /// none yet).
+    async fn advance(&mut self, ack: bool) -> u64 {
         let mut acked: Option<(u64, async_nats::Subject)> = None;
         let mut through = 0;
         while let Some(entry) = self.in_hand.first_entry() {
@@ -427,7 +431,7 @@ impl Sequencer {
                 acked = Some((seq, reply));
             }
         }
-        if let Some((seq, reply)) = acked
+        if let Some((seq, reply)) = acked.filter(|_| ack)
             && let Err(err) = self.client.publish(reply, Bytes::new()).await
         {
             warn!(error = %err, seq, "cannot ack");

@@ -74,10 +74,9 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub skip_older_than_secs: u64,
-    /// Seconds before an unacked presence change is announced by another instance. An
-    /// instance working on one says so every quarter of this (a progress ack), so it bounds
-    /// only how long a change held by an instance that died waits. (Events are not concerned:
-    /// the next active instance re-anchors their consumer.)
+    /// Seconds before an unacked presence change is announced by another instance. (Events
+    /// are not concerned: the next active instance re-anchors their consumer, see
+    /// [`events::ACK_WAIT`].)
     #[arg(long, env = "TALKWAI_NOTIFIER_ACK_WAIT_SECS", default_value_t = 1)]
     pub ack_wait_secs: u64,
     /// Events the active instance has pulled and not yet acknowledged (the pull batch is half
