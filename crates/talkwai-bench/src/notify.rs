@@ -286,6 +286,8 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     let mut config = Config::for_tests(&nats.url(), PLATFORM, SECRET);
     // Production values where the test configuration shortens them.
     config.ack_wait_secs = 30;
+    config.max_ack_pending = 4096;
+    config.lease_ms = 1000;
     config.cache_capacity = 100_000;
     config.failure_spike = 10;
     config.projection_lag_threshold = 10_000;

@@ -11,9 +11,14 @@
 //! - A standby reads the key every quarter of the TTL. It takes the lease with `create` when
 //!   the key is absent (first start, or released by a graceful stop) and with `update` at the
 //!   revision it saw when that revision has not changed for a whole TTL on its own clock (the
-//!   holder died or froze): no clocks are compared between machines.
+//!   holder died or froze): no clocks are compared between machines. One exception: an
+//!   instance that finds, at its very first read, the lease held under its own instance name
+//!   (`TALKWAI_INSTANCE`, e.g. the pod name) is that holder restarted after a crash, and takes
+//!   it at once instead of waiting out the TTL (were it a second live process with the same
+//!   name, the other one would simply stand by).
 //!
-//! So after a SIGKILL or SIGSTOP of the holder a standby takes over within about 1.25 TTL.
+//! So after a SIGKILL or SIGSTOP of the holder a standby takes over within about 1.25 TTL, and
+//! a holder restarted in place takes over as soon as it reads the lease.
 //! The lease only decides who *works*; delivery order does not depend on it (see
 //! [`crate::events`]): a frozen holder that wakes up still believing it holds the lease can
 //! only repeat messages a client drops by `seq`.
@@ -59,6 +64,8 @@ pub struct Lease {
     kv: kv::Store,
     /// This instance: its configured name plus a random suffix.
     holder: String,
+    /// Its configured name.
+    instance: String,
     ttl: Duration,
     held: watch::Sender<Option<Term>>,
 }
@@ -71,6 +78,7 @@ impl Lease {
         let lease = Self {
             kv: bucket,
             holder: format!("{instance}/{}", uuid::Uuid::new_v4()),
+            instance: instance.to_owned(),
             ttl: ttl.max(Duration::from_millis(100)),
             held,
         };
@@ -82,7 +90,10 @@ impl Lease {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut state = State::Standby { seen: None };
+        let mut state = State::Standby {
+            seen: None,
+            first: true,
+        };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -125,11 +136,17 @@ impl Lease {
                 },
                 Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => {
                     warn!(holder = %self.holder, "another instance took the notifier lease");
-                    State::Standby { seen: None }
+                    State::Standby {
+                        seen: None,
+                        first: false,
+                    }
                 }
                 Err(err) if renewed.elapsed() >= self.ttl => {
                     warn!(error = %err, holder = %self.holder, "could not renew the notifier lease within its ttl");
-                    State::Standby { seen: None }
+                    State::Standby {
+                        seen: None,
+                        first: false,
+                    }
                 }
                 Err(_) => State::Holding {
                     term,
@@ -137,11 +154,15 @@ impl Lease {
                     renewed,
                 },
             },
-            State::Standby { seen } => {
+            State::Standby { seen, first } => {
                 let taken = match self.kv.entry(LEADER_KEY).await {
                     Ok(None) => self.kv.create(LEADER_KEY, value).await.ok(),
                     Ok(Some(entry)) if entry.operation != Operation::Put => {
                         self.kv.create(LEADER_KEY, value).await.ok()
+                    }
+                    Ok(Some(entry)) if first && self.held_by_this_name(&entry.value) => {
+                        info!(holder = %self.holder, "the notifier lease was held under this instance's name: taking it back after a restart");
+                        self.kv.update(LEADER_KEY, value, entry.revision).await.ok()
                     }
                     Ok(Some(entry)) => match seen {
                         Some((revision, since))
@@ -152,11 +173,13 @@ impl Lease {
                         Some((revision, since)) if revision == entry.revision => {
                             return State::Standby {
                                 seen: Some((revision, since)),
+                                first: false,
                             };
                         }
                         _ => {
                             return State::Standby {
                                 seen: Some((entry.revision, Instant::now())),
+                                first: false,
                             };
                         }
                     },
@@ -171,10 +194,18 @@ impl Lease {
                             renewed: Instant::now(),
                         }
                     }
-                    None => State::Standby { seen },
+                    None => State::Standby { seen, first: false },
                 }
             }
         }
+    }
+
+    /// Whether a lease value (`<instance>/<uuid>`) names this instance's configured name.
+    fn held_by_this_name(&self, value: &[u8]) -> bool {
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.rsplit_once('/'))
+            .is_some_and(|(name, _)| name == self.instance)
     }
 }
 
@@ -187,6 +218,10 @@ enum State {
         revision: u64,
         renewed: Instant,
     },
-    /// Not holding it; the holder's revision and since when it has not changed.
-    Standby { seen: Option<(u64, Instant)> },
+    /// Not holding it; the holder's revision and since when it has not changed; whether the
+    /// lease was never read yet.
+    Standby {
+        seen: Option<(u64, Instant)>,
+        first: bool,
+    },
 }
