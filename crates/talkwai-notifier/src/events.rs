@@ -51,6 +51,10 @@ const HEAL_PAUSE: Duration = Duration::from_secs(1);
 /// the way when nothing follows it.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How often the low-water mark is acked at most (and at least, while it moves): an ack
+/// per event would cost the server a consumer-state write per event.
+const ACK_EVERY: Duration = Duration::from_millis(20);
+
 /// How long a graceful stop waits for the workers to finish the events in hand.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -276,6 +280,8 @@ impl EventLoop {
         let mut last_delivery = 0u64;
         let mut alive = tokio::time::interval(Duration::from_secs(1));
         let mut verify = tokio::time::interval(VERIFY_EVERY);
+        let mut ack_tick = tokio::time::interval(ACK_EVERY);
+        ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
             tokio::select! {
                 biased;
@@ -290,10 +296,14 @@ impl EventLoop {
                     while let Ok(done) = done_rx.try_recv() {
                         line.done(done);
                     }
+                    self.published = self.published.max(line.advance().await);
+                }
+                _ = ack_tick.tick() => {
                     // A frozen instance that wakes up acks nothing once it knows its term is
                     // over (an ack of a later term's consumer would only be early, not wrong).
-                    let current = *self.leadership.borrow() == Some(term);
-                    self.published = self.published.max(line.advance(current).await);
+                    if *self.leadership.borrow() == Some(term) {
+                        line.ack().await;
+                    }
                 }
                 _ = alive.tick() => self.beat(),
                 _ = verify.tick() => {
@@ -354,7 +364,8 @@ impl EventLoop {
             if drained.is_err() {
                 warn!("the events in hand were not finished in time");
             }
-            self.published = self.published.max(line.advance(true).await);
+            self.published = self.published.max(line.advance().await);
+            line.ack().await;
         } else {
             workers.abort_all();
         }
@@ -382,6 +393,8 @@ struct Sequencer {
     client: async_nats::Client,
     /// Events in hand by sequence: their ack subject and, once done, their alerts.
     in_hand: BTreeMap<u64, (Option<async_nats::Subject>, Option<Done>)>,
+    /// The newest released event not acked yet: its sequence and ack subject.
+    unacked: Option<(u64, async_nats::Subject)>,
     /// The highest sequence taken in this term.
     highest: u64,
 }
@@ -391,6 +404,7 @@ impl Sequencer {
         Self {
             client,
             in_hand: BTreeMap::new(),
+            unacked: None,
             highest: 0,
         }
     }
@@ -408,11 +422,10 @@ impl Sequencer {
         }
     }
 
-    /// Publishes the alerts of the oldest events that are done, in order, and (if `ack`) acks
-    /// the newest of them, which acks all before it; returns the last sequence so released (0:
-    /// none yet).
-    async fn advance(&mut self, ack: bool) -> u64 {
-        let mut acked: Option<(u64, async_nats::Subject)> = None;
+    /// Publishes the alerts of the oldest events that are done, in order, and marks the
+    /// newest of them for the next [`ack`](Self::ack); returns the last sequence so released
+    /// (0: none yet).
+    async fn advance(&mut self) -> u64 {
         let mut through = 0;
         while let Some(entry) = self.in_hand.first_entry() {
             if entry.get().1.is_none() {
@@ -428,15 +441,20 @@ impl Sequencer {
             }
             through = seq;
             if let Some(reply) = reply {
-                acked = Some((seq, reply));
+                self.unacked = Some((seq, reply));
             }
         }
-        if let Some((seq, reply)) = acked.filter(|_| ack)
+        through
+    }
+
+    /// Acks the newest released event, which acks all before it (after their messages, on the
+    /// same connection).
+    async fn ack(&mut self) {
+        if let Some((seq, reply)) = self.unacked.take()
             && let Err(err) = self.client.publish(reply, Bytes::new()).await
         {
             warn!(error = %err, seq, "cannot ack");
         }
-        through
     }
 }
 
