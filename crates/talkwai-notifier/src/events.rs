@@ -11,9 +11,11 @@
 //!   (a hash of the subject's scope token: one tenant, one partition), so tenants proceed in
 //!   parallel and each tenant's events in log order ([`crate::worker`]).
 //! - **Low-water ack.** When the oldest events in hand are done, the sequencer publishes
-//!   their admin-room alerts (so `systemAlerts` also follows log order) and acks the newest of
-//!   them, which acks all before it. Publishes and acks go out on one connection in that
-//!   order, so the server has routed an event's messages before it records the ack.
+//!   their admin-room alerts (so `systemAlerts` also follows log order); it acks the newest
+//!   released event, which acks all before it, at once when nothing else is in hand and
+//!   every 20 ms while behind. Publishes and acks go out on one
+//!   connection in that order, so the server has routed an event's messages before it records
+//!   the ack.
 //! - **Checks.** Every delivery's consumer sequence must follow the previous one: a gap (a
 //!   delivery lost on the way, e.g. across a reconnect) re-anchors. A delivery of an event
 //!   already in hand (the consumer's ack wait ran out) is dropped.
@@ -51,8 +53,8 @@ const HEAL_PAUSE: Duration = Duration::from_secs(1);
 /// the way when nothing follows it.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// How often the low-water mark is acked at most (and at least, while it moves): an ack
-/// per event would cost the server a consumer-state write per event.
+/// How often the low-water mark is acked while events are in hand (an ack per event would
+/// cost the server a consumer-state write per event); once all are done it is acked at once.
 const ACK_EVERY: Duration = Duration::from_millis(20);
 
 /// How long a graceful stop waits for the workers to finish the events in hand.
@@ -297,6 +299,11 @@ impl EventLoop {
                         line.done(done);
                     }
                     self.published = self.published.max(line.advance().await);
+                    // Caught up: ack at once (a crash then repeats at most the event in
+                    // flight); while behind, the tick acks.
+                    if line.in_hand.is_empty() && *self.leadership.borrow() == Some(term) {
+                        line.ack().await;
+                    }
                 }
                 _ = ack_tick.tick() => {
                     // A frozen instance that wakes up acks nothing once it knows its term is
