@@ -308,13 +308,7 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     });
     // The consumer starts at the beginning of the log: the baseline's events are a backlog,
     // and working through it shows the notifier's sustained rate.
-    let backlog = jetstream::new(client.clone())
-        .get_stream("TALKWAI_EVENTS")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let backlog = stored_events(&jetstream::new(client.clone())).await?;
     match drained(&client, Duration::from_secs(600)).await? {
         Some(took) => push(
             &mut report,
@@ -400,13 +394,7 @@ async fn backlog_process(report: &mut Report, events: u64) -> anyhow::Result<()>
             record_ack(Some(joined), &mut last)?;
         }
     }
-    let backlog = js
-        .get_stream("TALKWAI_EVENTS")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let backlog = stored_events(&js).await?;
     println!(
         "  backlog: {backlog} events over {BACKLOG_TENANTS} tenants written in {:.1} s; the notifier process starts",
         written.elapsed().as_secs_f64()
@@ -467,6 +455,17 @@ async fn backlog_process(report: &mut Report, events: u64) -> anyhow::Result<()>
     drop(client);
     drop(nats);
     Ok(())
+}
+
+/// How many messages the event stream holds.
+async fn stored_events(js: &jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream("TALKWAI_EVENTS")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
 }
 
 /// The tenant of the `k`-th backlog task.
