@@ -4,7 +4,7 @@
  *
  * - Topics are plain NATS subjects `talkwai.room.<type>.<id>.topic.<name>`. The service topics
  *   `taskUpdates`, `notifications.<memberId>` and `systemAlerts` come from the backbone only
- *   (at-least-once, with `seq`: repeats are dropped here) and `publishTopic` refuses them (so do
+ *   (at-least-once and in log order per subject, with `seq`: repeats are dropped here) and `publishTopic` refuses them (so do
  *   the NATS permissions); clients publish `taskActivity` (the seed's `notifyTaskUpdate` shape)
  *   and their own topics directly.
  * - Presence is request/reply on `talkwai.room.<type>.<id>.presence.<op>` with the bearer
@@ -270,19 +270,19 @@ export class Room {
   /**
    * Calls `handler` with every message of a topic (the seed's `useTopicEffect`): `taskUpdates`,
    * `notifications.<memberId>` (or `notifications.*`), `systemAlerts`, or any client topic.
-   * Messages carrying a `seq` already seen are dropped. Returns a function that stops it.
+   * The backbone's messages come at least once and in log order per subject, each with its
+   * `seq`: one whose `seq` is not above the last taken on its subject is a repeat and dropped
+   * (the projector's `deadLetter` alerts count apart from the notifier's). Returns a function
+   * that stops it.
    */
   subscribeTopic<N extends string>(topic: N, handler: (message: TopicMessage<N>, subject: string) => void): () => void {
-    const seen = new Set<string>();
-    const order: string[] = [];
+    const last = new Map<string, number>();
     const sub = this.core.subscribe(this.subject("room.topic.clientTopic", { topic }), (value, subject) => {
-      const seq = (value as { seq?: unknown })?.seq;
+      const { seq, kind } = (value ?? {}) as { seq?: unknown; kind?: unknown };
       if (typeof seq === "number") {
-        const key = `${subject} ${seq}`;
-        if (seen.has(key)) return;
-        seen.add(key);
-        order.push(key);
-        if (order.length > 10_000) seen.delete(order.shift() as string);
+        const key = kind === "deadLetter" ? `${subject} deadLetter` : subject;
+        if (seq <= (last.get(key) ?? 0)) return;
+        last.set(key, seq);
       }
       handler(value as TopicMessage<N>, subject);
     });

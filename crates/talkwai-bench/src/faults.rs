@@ -19,7 +19,7 @@
 //! | `command-restart` | SIGKILL of the only command service, restarted 1 s later | its restart |
 //! | `projector-restart` | SIGKILL of the only projector, restarted 1 s later | its restart |
 //! | `projector-partitions` | SIGKILL of one of two projectors, `TALKWAI_PROJECTOR_PARTITIONS=2` | the kill |
-//! | `notifier-2nd` | SIGKILL of one of two notifiers | the kill |
+//! | `notifier-2nd` | SIGKILL of the active one of two notifiers (the lease holder) | the kill |
 //! | `notifier-restart` | SIGKILL of the only notifier, restarted 1 s later | its restart |
 //! | `nats-restart` | SIGKILL of nats-server, restarted on its port and store 2 s later (projector with 2 partitions) | the server accepting connections |
 //! | `stream-leader` | SIGKILL of the R3 stream leader of a 3-node cluster, restarted 2 s later | the kill |
@@ -547,9 +547,12 @@ async fn under_fault(
         anyhow::bail!("no command answered before the fault");
     }
 
-    // Partitioned: kill the instance applying the load's partition, once each holds one.
+    // Partitioned: kill the instance applying the load's partition, once each holds one; of
+    // two notifiers, the active one.
     let victim = if scenario.fault == Fault::Projector && scenario.partitions > 1 {
         Some(partition_owner(&store, world.tenant, scenario.partitions).await?)
+    } else if scenario.fault == Fault::Notifier && scenario.instances > 1 {
+        Some(active_notifier(&store).await?)
     } else {
         None
     };
@@ -737,6 +740,33 @@ async fn partition_owner(
     )
     .await
     .map_err(|e| anyhow::anyhow!("the projectors did not share the partitions: {e}"))
+}
+
+/// The notifier instance holding the lease (its value is `<instance>/<uuid>`).
+async fn active_notifier(store: &EventStore) -> anyhow::Result<String> {
+    use talkwai_notifier::lease::{BUCKET, LEADER_KEY};
+    talkwai_testkit::wait::wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let kv = store
+                .jetstream()
+                .get_key_value(BUCKET)
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = kv
+                .get(LEADER_KEY)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("nobody holds the notifier lease")?;
+            String::from_utf8_lossy(&value)
+                .rsplit_once('/')
+                .map(|(name, _)| name.to_owned())
+                .ok_or_else(|| "a lease value without an instance".to_owned())
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("no notifier became active: {e}"))
 }
 
 /// Injects the scenario's fault (and restarts what it killed, where it is restarted); returns

@@ -8,6 +8,10 @@
 //! `Nats-Expected-Last-Subject-Sequence`), open loop at a fixed rate: a new task is created
 //! whenever no task waits for its next step, otherwise the next step (start, then complete) of
 //! a task whose previous event was acknowledged, so about a third of the events of each kind.
+//!
+//! Last, on a fresh nats-server, the notifier as a process (its release binary, as deployed)
+//! works through a backlog of task lifecycles spread over many tenants: events/s from its
+//! start to its consumer drained, and its peak RSS (`VmHWM`), beside issue 19's targets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,8 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::drive;
+use crate::procs::Binaries;
 use crate::projection::{event, task_created};
-use crate::report::Report;
+use crate::report::{Report, Row};
 use crate::stack::{self, push};
 
 const PLATFORM: &str = "bench-platform-token";
@@ -281,6 +286,8 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     let mut config = Config::for_tests(&nats.url(), PLATFORM, SECRET);
     // Production values where the test configuration shortens them.
     config.ack_wait_secs = 30;
+    config.max_ack_pending = 4096;
+    config.lease_ms = 1000;
     config.cache_capacity = 100_000;
     config.failure_spike = 10;
     config.projection_lag_threshold = 10_000;
@@ -301,13 +308,7 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     });
     // The consumer starts at the beginning of the log: the baseline's events are a backlog,
     // and working through it shows the notifier's sustained rate.
-    let backlog = jetstream::new(client.clone())
-        .get_stream("TALKWAI_EVENTS")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let backlog = stored_events(&jetstream::new(client.clone())).await?;
     match drained(&client, Duration::from_secs(600)).await? {
         Some(took) => push(
             &mut report,
@@ -335,7 +336,154 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     }
     drop(client);
     drop(nats);
+    backlog_process(&mut report, if quick { 30_000 } else { 90_000 }).await?;
     Ok(report)
+}
+
+/// Tenants the process backlog is spread over.
+const BACKLOG_TENANTS: usize = 200;
+/// Appends in flight while the backlog is written.
+const BACKLOG_WINDOW: usize = 512;
+
+/// The notifier as a process through a backlog of about `events` events (task lifecycles of
+/// [`BACKLOG_TENANTS`] tenants: every create, then every start, then every complete, each
+/// with its expected last subject sequence): events/s from its start to its consumer drained
+/// (start-up and taking the lease included), and its peak RSS.
+async fn backlog_process(report: &mut Report, events: u64) -> anyhow::Result<()> {
+    let binaries = Binaries::ensure()?;
+    let nats = NatsServer::start()
+        .await
+        .context("starting nats-server for the backlog")?;
+    let client = async_nats::connect(nats.url()).await?;
+    let _store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build(client.clone());
+    let tasks = usize::try_from(events / 3).unwrap_or(0).max(1);
+    let ids: Vec<(Uuid, Uuid)> = (0..tasks).map(|k| (tenant_of(k), Uuid::new_v4())).collect();
+    let at = 1_751_360_400_000i64;
+    let written = Instant::now();
+    // Each task's last sequence (`None` once an append of it failed: its later steps would
+    // be refused).
+    let mut last = vec![Some(0u64); tasks];
+    for step in 0..3u8 {
+        let mut acks = tokio::task::JoinSet::new();
+        for (k, (tenant, task)) in ids.iter().enumerate() {
+            let Some(expected) = last[k] else { continue };
+            let ev = match step {
+                0 => task_created(at, k)?,
+                1 => event(json!({"type": "task.started", "version": 1, "data": {"at": at}}))?,
+                _ => event(json!({"type": "task.completed", "version": 1, "data": {"at": at}}))?,
+            };
+            let body = ev.encode();
+            let (h, _) = direct_headers(&body, *tenant, at, expected);
+            let ack = js
+                .publish_with_headers(
+                    format!("talkwai.evt.{tenant}.task.{task}"),
+                    h,
+                    serde_json::to_vec(&body)?.into(),
+                )
+                .await
+                .context("publishing the backlog")?;
+            acks.spawn(async move { (k, ack.await.ok().map(|a| a.sequence)) });
+            while acks.len() >= BACKLOG_WINDOW {
+                record_ack(acks.join_next().await, &mut last)?;
+            }
+        }
+        while let Some(joined) = acks.join_next().await {
+            record_ack(Some(joined), &mut last)?;
+        }
+    }
+    let backlog = stored_events(&js).await?;
+    println!(
+        "  backlog: {backlog} events over {BACKLOG_TENANTS} tenants written in {:.1} s; the notifier process starts",
+        written.elapsed().as_secs_f64()
+    );
+    let logs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench/logs/notify");
+    let service = binaries.spawn(
+        "talkwai-notifier",
+        &[
+            ("TALKWAI_NATS_URL", nats.url()),
+            ("TALKWAI_PLATFORM_TOKEN", PLATFORM.to_owned()),
+            ("TALKWAI_JWT_SECRET", SECRET.to_owned()),
+            ("TALKWAI_NOTIFIER_SKIP_OLDER_THAN_SECS", "0".to_owned()),
+            ("TALKWAI_INSTANCE", "notifier-backlog".to_owned()),
+        ],
+        &logs,
+    )?;
+    let took = drained(&client, Duration::from_secs(600)).await?;
+    let memory = service.memory();
+    service.stop(Duration::from_secs(30)).await?;
+    let Some(took) = took else {
+        report.notes.push(format!(
+            "the notifier process did not work through {backlog} events in 600 s"
+        ));
+        return Ok(());
+    };
+    let rate = backlog as f64 / took.as_secs_f64().max(1e-9);
+    push(
+        report,
+        stack::row(
+            "notify",
+            "notifier process: working through a backlog",
+            1,
+            "event",
+            backlog,
+            took,
+            None,
+        )
+        .target(">= 20000 events/s", rate >= 20_000.0)
+        .note(format!(
+            "{BACKLOG_TENANTS} tenants; from the process start to consumer num_pending = 0, \
+             ack pending = 0 (start-up and the lease included); {} build",
+            binaries.profile
+        )),
+    );
+    if let Some(memory) = memory {
+        let row = Row::figure(
+            "notify",
+            "notifier process: peak RSS through the backlog",
+            memory.peak_mib,
+            "MiB",
+        )
+        .target("<= 100 MiB", memory.peak_mib <= 100.0)
+        .note(format!("VmHWM; VmRSS at the end {:.1} MiB", memory.rss_mib));
+        println!("  notifier peak RSS {:.1} MiB", memory.peak_mib);
+        report.rows.push(row);
+    }
+    drop(client);
+    drop(nats);
+    Ok(())
+}
+
+/// How many messages the event stream holds.
+async fn stored_events(js: &jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream("TALKWAI_EVENTS")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+/// The tenant of the `k`-th backlog task.
+fn tenant_of(k: usize) -> Uuid {
+    Uuid::from_u128(0x7a1c_0000_0000_4000_8000_0000_0000_0000 | (k % BACKLOG_TENANTS) as u128)
+}
+
+/// Remembers a backlog append's sequence as its task's last (the next step expects it), or
+/// that it failed.
+fn record_ack(
+    joined: Option<Result<(usize, Option<u64>), tokio::task::JoinError>>,
+    last: &mut [Option<u64>],
+) -> anyhow::Result<()> {
+    if let Some(joined) = joined {
+        let (k, seq) = joined?;
+        last[k] = seq;
+    }
+    Ok(())
 }
 
 /// Like [`pace`], but the times are keyed by a hash of the message id (what a core subscriber

@@ -2,15 +2,17 @@
 //!
 //! - Task events become `taskUpdates` in the tenant's room and member `notifications`
 //!   (assigned to you; a task you created completed or failed); tenant status changes and
-//!   task failure spikes become admin `systemAlerts` ([`events`], decisions in [`derive`]).
-//!   Every instance pulls from one durable consumer, `talkwai-notifier`, and acks an event
-//!   after publishing its messages: delivery is **at-least-once**, in log order, and every
-//!   message carries `seq` (the event's stream sequence) so clients drop repeats.
+//!   task failure spikes become admin `systemAlerts` ([`events`], [`worker`], decisions in
+//!   [`derive`]). One instance at a time is active ([`lease`]): it pulls from the durable
+//!   consumer `talkwai-notifier` in large batches, works on tenants in parallel and on each
+//!   tenant's events in log order, and acks the low-water mark after publishing. Delivery is
+//!   **at-least-once, in log order per subject**: every message carries `seq` (the event's
+//!   stream sequence) and a client drops one whose `seq` is not above the last it took.
 //! - Presence lives in the KV bucket `TALKWAI_PRESENCE` with a per-key TTL; the
-//!   `talkwai-presence` service answers join/update/leave/heartbeat/get ([`presence`]), and
-//!   one shared consumer on the bucket announces joins, updates, leaves and expiries
-//!   ([`announce`]).
-//! - The instance holding a KV lease checks projection lag and vanished service instances
+//!   `talkwai-presence` service answers join/update/leave/heartbeat/get on every instance
+//!   ([`presence`]), and one shared consumer on the bucket announces joins, updates, leaves
+//!   and expiries ([`announce`]).
+//! - The active instance also checks projection lag and vanished service instances
 //!   ([`monitor`]).
 //!
 //! # Architecture invariant
@@ -20,9 +22,11 @@
 //!
 //! # Layout
 //! - [`derive`]: pure decisions (event → messages), tested given/when/then.
-//! - [`events`]: the event consumer loop and its bounded task cache.
+//! - [`lease`]: which instance is active.
+//! - [`events`]: anchoring the consumer, handing events to partitions, the low-water ack.
+//! - [`worker`]: one partition's events in order, with its bounded task cache.
 //! - [`presence`], [`announce`]: presence endpoints and announcements.
-//! - [`monitor`]: the lease and the periodic checks.
+//! - [`monitor`]: the periodic checks.
 //! - [`heal`]: recreating the bucket and consumers found missing (after a nats-server restart).
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
 
@@ -31,9 +35,11 @@ pub mod derive;
 pub mod error;
 pub mod events;
 pub mod heal;
+pub mod lease;
 pub mod monitor;
 pub mod ops;
 pub mod presence;
+pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,15 +74,24 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub skip_older_than_secs: u64,
-    /// Seconds before an unacked event is redelivered (to this or another instance). An
-    /// instance working on an event says so every quarter of this (a progress ack), so it
-    /// bounds only how long an event of an instance that died stays held, not how long an
-    /// event may take.
+    /// Seconds before an unacked presence change is announced by another instance. (Events
+    /// are not concerned: the next active instance re-anchors their consumer, see
+    /// [`events::ACK_WAIT`].)
     #[arg(long, env = "TALKWAI_NOTIFIER_ACK_WAIT_SECS", default_value_t = 1)]
     pub ack_wait_secs: u64,
-    /// Events in flight across all instances; 1 keeps strict log order.
-    #[arg(long, env = "TALKWAI_NOTIFIER_MAX_ACK_PENDING", default_value_t = 1)]
+    /// Events the active instance has pulled and not yet acknowledged (the pull batch is half
+    /// of it).
+    #[arg(long, env = "TALKWAI_NOTIFIER_MAX_ACK_PENDING", default_value_t = 4096)]
     pub max_ack_pending: i64,
+    /// Partitions of the active instance: tenants are hashed to one, each works through its
+    /// events in log order, the partitions in parallel.
+    #[arg(long, env = "TALKWAI_NOTIFIER_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// The lease TTL, milliseconds: the active instance renews it every quarter of this; a
+    /// standby takes over when it saw no renewal for this long (so within about 1.25 of it
+    /// after the active instance dies or freezes).
+    #[arg(long, env = "TALKWAI_NOTIFIER_LEASE_MS", default_value_t = 1000)]
+    pub lease_ms: u64,
     /// Tasks (and tenants, for failure spikes) remembered in memory.
     #[arg(
         long,
@@ -141,7 +156,9 @@ impl Config {
             ),
             skip_older_than_secs: 0,
             ack_wait_secs: 2,
-            max_ack_pending: 1,
+            max_ack_pending: 256,
+            workers: 4,
+            lease_ms: 1000,
             cache_capacity: 1000,
             failure_spike: 3,
             failure_spike_window_secs: 60,
@@ -159,6 +176,11 @@ impl Config {
     /// The ack wait.
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.ack_wait_secs.max(1))
+    }
+
+    /// The lease TTL.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(100))
     }
 }
 
@@ -207,7 +229,7 @@ impl Notifier {
         let store = EventStore::open(client.clone(), &settings).await?;
         let js = store.jetstream().clone();
         let kv = presence::bucket(&js, store.replicas()).await?;
-        let lease = monitor::bucket(&js, store.replicas()).await?;
+        let lease = lease::bucket(&js, store.replicas()).await?;
         let upkeep = heal::Upkeep::new(store.clone(), config.clone());
         let presence = Arc::new(
             presence::PresenceService::new(
@@ -233,13 +255,20 @@ impl Notifier {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NotifierError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let js = self.store.jetstream().clone();
-        let event_consumer = events::consumer(&self.store, &self.config).await?;
+        // The consumer exists from the start (readiness checks it); the active instance
+        // anchors it.
+        events::consumer(&self.store, &self.config).await?;
         let presence_consumer = announce::consumer(&js, self.config.ack_wait()).await?;
+        let (lease, leadership) = lease::Lease::new(
+            self.lease.clone(),
+            &self.config.instance,
+            self.config.lease_ttl(),
+        );
         let mut workers = JoinSet::new();
         workers.spawn(
-            events::EventLoop::new(self.store.clone(), &self.config)
+            events::EventLoop::new(self.store.clone(), &self.config, leadership.clone())
                 .healing(self.upkeep.clone())
-                .run(event_consumer, stop_rx.clone()),
+                .run(stop_rx.clone()),
         );
         workers.spawn(announce::run(
             self.client.clone(),
@@ -250,12 +279,17 @@ impl Notifier {
         workers.spawn(
             monitor::Monitor::new(
                 self.client.clone(),
-                self.lease.clone(),
+                leadership,
                 self.store.stream_name(),
                 &self.config,
             )
             .run(stop_rx.clone()),
         );
+        let lease_stop = stop_rx.clone();
+        workers.spawn(async move {
+            lease.run(lease_stop).await;
+            Ok(())
+        });
         workers.spawn(ops::export_peers(js.clone(), stop_rx.clone()));
 
         let mut endpoints = Endpoints::start(

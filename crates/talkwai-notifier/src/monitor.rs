@@ -1,27 +1,22 @@
 //! Periodic system alerts: projection lag (from the projector consumers' JetStream info) and
-//! service instances that stop answering `$SRV.PING`. Only the instance holding the lease (the
-//! key `leader` of the KV bucket `TALKWAI_NOTIFIER`, with a TTL the holder refreshes) checks,
-//! so each alert is raised once.
+//! service instances that stop answering `$SRV.PING`. Only the active instance (the one holding
+//! the lease of [`crate::lease`]) checks, so each alert is raised once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::json;
 use talkwai_proto::room::{AlertKind, SystemAlert};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::derive::system_alerts_subject;
 use crate::events::now_ms;
-use crate::presence::put_with_ttl;
+use crate::lease::Leadership;
 use crate::{Config, NotifierError};
 
-/// The bucket holding the lease.
-pub const BUCKET: &str = "TALKWAI_NOTIFIER";
-/// The lease key.
-pub const LEADER_KEY: &str = "leader";
 /// Prefix of the projector's consumers.
 pub const PROJECTOR_PREFIX: &str = "talkwai-projector-g";
 /// How long a ping waits for answers.
@@ -29,28 +24,13 @@ const PING_WAIT: Duration = Duration::from_millis(300);
 /// Missed pings before an instance is reported gone.
 const MISSES: u32 = 2;
 
-/// Creates (or updates) the lease bucket.
-pub async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, NotifierError> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: BUCKET.into(),
-        description: "TalkwAI notifier lease".into(),
-        history: 1,
-        num_replicas: replicas.max(1),
-        limit_markers: Some(Duration::from_secs(60)),
-        ..Default::default()
-    })
-    .await
-    .map_err(NotifierError::js)
-}
-
 /// The checks and what they remember between rounds.
 pub struct Monitor {
     client: async_nats::Client,
     js: jetstream::Context,
-    lease: kv::Store,
-    instance: String,
+    /// Whether this instance is the active one.
+    leadership: Leadership,
     interval: Duration,
-    lease_ttl: Duration,
     lag_threshold: u64,
     stream: String,
     service: String,
@@ -61,10 +41,11 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor for the event stream `stream`, with the thresholds of `config`.
+    /// A monitor for the event stream `stream`, with the thresholds of `config`, checking
+    /// while `leadership` says this instance is the active one.
     pub fn new(
         client: async_nats::Client,
-        lease: kv::Store,
+        leadership: Leadership,
         stream: &str,
         config: &Config,
     ) -> Self {
@@ -72,10 +53,8 @@ impl Monitor {
         Self {
             js: jetstream::new(client.clone()),
             client,
-            lease,
-            instance: format!("{}/{}", config.instance, uuid::Uuid::new_v4()),
+            leadership,
             interval,
-            lease_ttl: Duration::from_secs((interval.as_secs_f64() * 3.0).ceil().max(1.0) as u64),
             lag_threshold: config.projection_lag_threshold,
             stream: stream.to_owned(),
             service: config.watched_service.clone(),
@@ -86,7 +65,6 @@ impl Monitor {
 
     /// Checks every interval while holding the lease, until `shutdown` flips.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NotifierError> {
-        let mut revision: Option<u64> = None;
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -94,8 +72,7 @@ impl Monitor {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {}
             }
-            revision = self.hold_lease(revision).await;
-            if revision.is_none() {
+            if self.leadership.borrow().is_none() {
                 // Someone else checks; start fresh if the lease comes back.
                 self.instances.clear();
                 self.lagging.clear();
@@ -117,40 +94,7 @@ impl Monitor {
                 }
             }
         }
-        if let Some(revision) = revision {
-            let _ = self
-                .lease
-                .delete_expect_revision(LEADER_KEY, Some(revision))
-                .await;
-        }
         Ok(())
-    }
-
-    /// Takes or refreshes the lease; its revision while held.
-    async fn hold_lease(&self, revision: Option<u64>) -> Option<u64> {
-        let value = self.instance.clone().into_bytes().into();
-        match revision {
-            Some(rev) => {
-                match put_with_ttl(&self.js, BUCKET, LEADER_KEY, value, self.lease_ttl, rev).await {
-                    Ok(rev) => Some(rev),
-                    Err(err) => {
-                        warn!(error = %err, "lost the notifier lease");
-                        None
-                    }
-                }
-            }
-            None => {
-                let taken = self
-                    .lease
-                    .create_with_ttl(LEADER_KEY, value, self.lease_ttl)
-                    .await
-                    .ok();
-                if taken.is_some() {
-                    info!(instance = %self.instance, "holding the notifier lease: running the periodic checks");
-                }
-                taken
-            }
-        }
     }
 
     async fn check_lag(&mut self) -> Vec<SystemAlert> {

@@ -1,8 +1,9 @@
-//! A notifier instance that dies holding an event does not hold its rooms: with two instances
-//! as processes, one is frozen (SIGSTOP) while events flow, so the consumer hands it an event it
-//! never acks, then killed (SIGKILL). Every event's `taskUpdates` message still arrives, within
-//! seconds (an ack wait of 1 s, not the 30 s it used to be), in log order once repeats are
-//! dropped by `seq`.
+//! The active notifier instance that dies holding events does not hold its rooms: with two
+//! instances as processes, the active one (the lease holder) is frozen (SIGSTOP) while events
+//! flow, then killed (SIGKILL) — or woken up (SIGCONT) after the other took over, so it may
+//! publish what it had in hand late. The other instance takes the lease, and every event's
+//! `taskUpdates` message still arrives; once repeats are dropped as a client does (a `seq` not
+//! above the last taken), the room holds exactly the events, in log order.
 
 mod common;
 
@@ -10,11 +11,145 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Harness, PLATFORM, SECRET, world};
+use common::{Harness, PLATFORM, Rooms, SECRET, World, world};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
+use talkwai_notifier::lease::{BUCKET, LEADER_KEY};
 use talkwai_testkit::wait;
 use uuid::Uuid;
+
+/// The instance name in the lease (its value is `<instance>/<uuid>`), once someone holds it.
+async fn holder(h: &Harness) -> Option<String> {
+    let js = async_nats::jetstream::new(h.client.clone());
+    let kv = js.get_key_value(BUCKET).await.ok()?;
+    let value = kv.get(LEADER_KEY).await.ok()??;
+    let value = String::from_utf8(value.to_vec()).ok()?;
+    value.split_once('/').map(|(name, _)| name.to_owned())
+}
+
+/// Waits until `instance` holds the lease.
+async fn wait_holder(h: &Harness, instance: &str) {
+    wait::wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            match holder(h).await {
+                Some(name) if name == instance => Ok(()),
+                other => Err(format!("the lease is held by {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{instance} never held the notifier lease: {e}"));
+}
+
+/// Creates a task in `w`'s tenant; its `task.created` sequence.
+async fn create(h: &Harness, w: &World, n: usize) -> u64 {
+    h.ok(
+        &format!("talkwai.cmd.{}.task.create", w.tenant),
+        json!({"id": Uuid::new_v4(), "type": "call", "priority": "high",
+               "fromAddress": "+15550001111", "toAddress": "+15550002222",
+               "subject": format!("task {n}")}),
+        &w.owner_token,
+    )
+    .await
+    .seq
+}
+
+/// The active instance freezes while tasks are created; the other takes over; then the frozen
+/// one is killed (`wake: false`) or woken up (`wake: true`) and more tasks follow. Asserts
+/// the room got exactly the tasks' events in log order once repeats are dropped.
+async fn freeze_the_active_instance(wake: bool) {
+    let h = Harness::start().await;
+    let w = world(&h).await;
+    let mut active = notifier(&h, "notifier-active");
+    wait_holder(&h, "notifier-active").await;
+    let mut standby = notifier(&h, "notifier-standby");
+    wait::wait_for_instances(&h.client, "talkwai-presence", 2)
+        .await
+        .unwrap_or_else(|e| panic!("two notifiers never served: {e}"));
+    let mut rooms = Rooms::subscribe(
+        &h.client,
+        &format!("talkwai.room.tenant.{}.topic.taskUpdates", w.tenant),
+    )
+    .await;
+    let mut seqs = Vec::new();
+    for n in 0..10 {
+        seqs.push(create(&h, &w, n).await);
+    }
+    // Tasks keep coming while it freezes, so it may hold some in hand.
+    let writer = {
+        let h = &h;
+        let w = &w;
+        async move {
+            let mut seqs = Vec::new();
+            for n in 10..40 {
+                seqs.push(create(h, w, n).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seqs
+        }
+    };
+    let freeze = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        signal(&active, "STOP");
+    };
+    let (more, ()) = tokio::join!(writer, freeze);
+    seqs.extend(more);
+    wait_holder(&h, "notifier-standby").await;
+    if wake {
+        signal(&active, "CONT");
+    } else {
+        signal(&active, "KILL");
+        let _ = active.wait().await;
+    }
+    for n in 40..50 {
+        seqs.push(create(&h, &w, n).await);
+    }
+    rooms.take_until(seqs.len(), Duration::from_secs(30)).await;
+    let taken: Vec<u64> = rooms
+        .taken(&format!(
+            "talkwai.room.tenant.{}.topic.taskUpdates",
+            w.tenant
+        ))
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(
+        taken, seqs,
+        "the room, repeats dropped: every task.created, in log order ({} repeats dropped)",
+        rooms.repeats
+    );
+    assert_eq!(
+        rooms.different, 0,
+        "a repeat differs from the message it repeats"
+    );
+    assert_eq!(
+        holder(&h).await.as_deref(),
+        Some("notifier-standby"),
+        "the standby holds the lease"
+    );
+    assert!(
+        standby.try_wait().expect("wait").is_none(),
+        "the standby runs"
+    );
+    if wake {
+        assert!(
+            active.try_wait().expect("wait").is_none(),
+            "the woken one runs"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_notifier_killed_while_frozen_loses_nothing_and_the_standby_takes_over() {
+    freeze_the_active_instance(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_active_notifier_that_wakes_after_the_take_over_only_repeats_what_clients_drop() {
+    freeze_the_active_instance(true).await;
+}
 
 fn notifier(h: &Harness, instance: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_talkwai-notifier"))
@@ -45,7 +180,9 @@ fn signal(child: &tokio::process::Child, name: &str) {
 async fn rooms_keep_flowing_when_a_notifier_instance_dies_holding_an_event() {
     let h = Harness::start().await;
     let w = world(&h).await;
+    // The frozen one is the active one (it holds the lease), the other stands by.
     let mut frozen = notifier(&h, "notifier-frozen");
+    wait_holder(&h, "notifier-frozen").await;
     let _other = notifier(&h, "notifier-other");
     wait::wait_for_instances(&h.client, "talkwai-presence", 2)
         .await
@@ -135,4 +272,9 @@ async fn rooms_keep_flowing_when_a_notifier_instance_dies_holding_an_event() {
     let mut sorted = order.clone();
     sorted.sort_unstable();
     assert_eq!(order, sorted, "room messages arrive in log order");
+    assert_eq!(
+        holder(&h).await.as_deref(),
+        Some("notifier-other"),
+        "the other instance took over"
+    );
 }

@@ -325,9 +325,20 @@ describe("rooms", () => {
     fake.deliver(`talkwai.room.tenant.${TENANT}.topic.taskUpdates`, update);
     fake.deliver(`talkwai.room.tenant.${TENANT}.topic.taskUpdates`, update);
     assert.equal(got.length, 1, "a redelivered seq is dropped");
+    fake.deliver(`talkwai.room.tenant.${TENANT}.topic.taskUpdates`, { ...update, seq: 9 });
+    fake.deliver(`talkwai.room.tenant.${TENANT}.topic.taskUpdates`, { ...update, seq: 7 });
+    assert.deepEqual(got.map((u) => u.seq), [5, 9], "a late repeat below the last taken is dropped");
+    const alerts: unknown[] = [];
+    const stopAlerts = room.subscribeTopic("systemAlerts", (a) => alerts.push(a));
+    const alertsSubject = "talkwai.room.tenant." + TENANT + ".topic.systemAlerts";
+    fake.deliver(alertsSubject, { kind: "deadLetter", message: "m", details: {}, timestamp: 1, seq: 50 });
+    fake.deliver(alertsSubject, { kind: "tenantSuspended", message: "m", details: {}, timestamp: 1, seq: 40 });
+    fake.deliver(alertsSubject, { kind: "projectionLag", message: "m", details: {}, timestamp: 1 });
+    assert.equal(alerts.length, 3, "deadLetter alerts count apart; alerts without seq always pass");
+    stopAlerts();
     stop();
-    fake.deliver(`talkwai.room.tenant.${TENANT}.topic.taskUpdates`, { ...update, seq: 6 });
-    assert.equal(got.length, 1);
+    fake.deliver(`talkwai.room.tenant.${TENANT}.topic.taskUpdates`, { ...update, seq: 10 });
+    assert.equal(got.length, 2, "nothing after stop");
   });
 
   it("joins on the first set, updates after, heartbeats and joins again when the session is gone", async () => {

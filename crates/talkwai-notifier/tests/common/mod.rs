@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use talkwai_command_service::{CommandService, Config as CommandConfig};
 use talkwai_notifier::{Config, Notifier};
@@ -196,4 +198,68 @@ pub async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Durati
         .into_iter()
         .map(|message| serde_json::from_slice(&message.payload).expect("json"))
         .collect()
+}
+
+/// Room messages as a client takes them: per subject, a message whose `seq` is not above the
+/// last one taken is a repeat and dropped (the rule of README "Delivery").
+pub struct Rooms {
+    sub: async_nats::Subscriber,
+    last: HashMap<String, u64>,
+    taken: HashMap<String, Vec<(u64, Value)>>,
+    /// Messages dropped as repeats.
+    pub repeats: usize,
+    /// Repeats whose body differs from the message taken with that `seq` (must stay 0).
+    pub different: usize,
+    count: usize,
+}
+
+impl Rooms {
+    /// Subscribes to `subjects` (a wildcard may cover many rooms).
+    pub async fn subscribe(client: &async_nats::Client, subjects: &str) -> Self {
+        Self {
+            sub: client
+                .subscribe(subjects.to_owned())
+                .await
+                .expect("subscribe"),
+            last: HashMap::new(),
+            taken: HashMap::new(),
+            repeats: 0,
+            different: 0,
+            count: 0,
+        }
+    }
+
+    /// Receives until `total` messages were taken or `within` passed.
+    pub async fn take_until(&mut self, total: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.count < total {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, self.sub.next()).await else {
+                return;
+            };
+            let Ok(value) = serde_json::from_slice::<Value>(&message.payload) else {
+                continue;
+            };
+            let Some(seq) = value["seq"].as_u64() else {
+                continue;
+            };
+            let subject = message.subject.to_string();
+            let last = self.last.entry(subject.clone()).or_insert(0);
+            let taken = self.taken.entry(subject).or_default();
+            if seq <= *last {
+                self.repeats += 1;
+                if taken.iter().any(|(s, v)| *s == seq && *v != value) {
+                    self.different += 1;
+                }
+                continue;
+            }
+            *last = seq;
+            taken.push((seq, value));
+            self.count += 1;
+        }
+    }
+
+    /// What was taken on `subject`, in arrival order.
+    pub fn taken(&self, subject: &str) -> &[(u64, Value)] {
+        self.taken.get(subject).map_or(&[], Vec::as_slice)
+    }
 }
