@@ -44,17 +44,8 @@ pub enum ApplyError {
     },
 }
 
-/// The table holding an aggregate kind.
-pub fn table(kind: EntityKind) -> &'static str {
-    match kind {
-        EntityKind::Tenant => "tenants",
-        EntityKind::Member => "members",
-        EntityKind::Admin => "admins",
-        EntityKind::Agent => "agents",
-        EntityKind::Task => "tasks",
-        EntityKind::User => "users",
-    }
-}
+/// The table holding an aggregate kind (the change feed names the same tables).
+pub use talkwai_proto::changes::table;
 
 fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
