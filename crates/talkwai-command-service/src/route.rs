@@ -5,10 +5,11 @@
 //! holds the command's partition; otherwise it sends it on to the holder named by the lease
 //! bucket (`talkwai.fwd.cmd.<instance>`, the original subject in
 //! [`FORWARDED_SUBJECT`]) and relays the answer. A forwarded command is never sent on again:
-//! its receiver decides it, or waits for the partition to settle and answers `unavailable`
-//! (retryable: nothing was written). While a partition has no holder (its owner died and its
-//! lease has not expired yet), commands wait for the next owner, at most
-//! [`crate::ownership::settle_wait`].
+//! its receiver decides it when it holds the partition, or answers at once that it does not
+//! ([`NOT_OWNER`]; nothing was written), and the forwarding instance looks again. While a
+//! partition has no holder (its owner died and its lease has not expired yet), commands wait at
+//! the instance that received them for the next owner, at most
+//! [`crate::ownership::settle_wait`], then get `unavailable` (retryable).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,9 @@ use crate::ownership::Owners;
 pub const FORWARD_PREFIX: &str = "talkwai.fwd.cmd";
 /// Header naming a forwarded command's original subject.
 pub const FORWARDED_SUBJECT: &str = "Talkwai-Forwarded-Subject";
+/// Header on the answer to a forwarded command whose receiver does not hold its partition
+/// (any more, or yet): the forwarding instance looks for the owner again.
+pub const NOT_OWNER: &str = "Talkwai-Not-Owner";
 /// How long a forwarded command may take at its owner before the owners are looked at again
 /// (a paused owner keeps its connection, so its silence is the only sign). Sending it again is
 /// safe: the command id makes a second delivery answer the first one's outcome.
@@ -98,14 +102,25 @@ impl Router {
             if ownership.tenure(partition).is_some() {
                 return self.handler.handle(incoming).await;
             }
-            if !forwarded
-                && let Some(owner) = self.owners.of(partition)
+            if forwarded {
+                // The forwarding instance waits and looks for the owner, not this one: a
+                // paused owner that woke after losing its lease answers at once.
+                let (body, mut headers) =
+                    self.handler
+                        .reply_error(subject, &ServiceError::Moved { partition }, started);
+                headers.insert(NOT_OWNER, "1");
+                return (body, headers);
+            }
+            if let Some(owner) = self.owners.of(partition)
                 && owner != self.me
             {
                 match self.forward(&owner, subject, message).await {
-                    Ok(reply) => {
+                    Ok((body, headers)) if headers.get(NOT_OWNER).is_none() => {
                         crate::ops::forwarded(true);
-                        return reply;
+                        return (body, headers);
+                    }
+                    Ok(_) => {
+                        debug!(%owner, partition, "the owner named by the leases does not hold the partition; looking again")
                     }
                     Err(err) => {
                         debug!(%owner, partition, error = %err, "forwarding failed; waiting for the partition to settle")
