@@ -179,13 +179,17 @@ struct Decided {
 }
 
 impl Handler {
-    /// A handler over `repo`, writing through `appender`.
+    /// A handler over `repo`, writing through `appender`; it decides from memory the partitions
+    /// the repository owns (see [`Repository::with_ownership`]).
     pub fn new(
         repo: Repository,
         appender: Appender,
         verifier: TokenVerifier,
         conflict_attempts: u32,
     ) -> Self {
+        // Decides from memory what the repository trusts, fencing those appends with the
+        // tenure they were decided under.
+        let repo_ownership = repo.ownership().map(Arc::clone);
         Self {
             repo,
             appender,
@@ -193,16 +197,8 @@ impl Handler {
             conflict_attempts: conflict_attempts.max(1),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             actors: Actors::new(),
-            ownership: None,
+            ownership: repo_ownership,
         }
-    }
-
-    /// Decides the commands of the partitions `ownership` holds from memory (the repository
-    /// must trust the same ownership), fencing their appends with the tenure they were
-    /// decided under.
-    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
-        self.ownership = Some(ownership);
-        self
     }
 
     /// How full this instance's writes are.

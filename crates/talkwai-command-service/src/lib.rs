@@ -121,18 +121,14 @@ impl CommandService {
             linger: Duration::from_micros(config.group_linger_us),
             ..Default::default()
         });
-        let ownership =
-            (config.partitions > 0).then(|| Arc::new(Ownership::new(config.partitions)));
         let mut repo = Repository::new(store.clone(), config.cache_capacity);
-        if let Some(ownership) = &ownership {
-            repo = repo.with_ownership(Arc::clone(ownership));
+        if config.partitions > 0 {
+            repo = repo.with_ownership(Arc::new(Ownership::new(config.partitions)));
         }
-        let mut handler = Handler::new(repo, appender, verifier, config.conflict_attempts)
-            .with_rate_limit(config.rate_limit);
-        if let Some(ownership) = ownership {
-            handler = handler.with_ownership(ownership);
-        }
-        let handler = Arc::new(handler);
+        let handler = Arc::new(
+            Handler::new(repo, appender, verifier, config.conflict_attempts)
+                .with_rate_limit(config.rate_limit),
+        );
         Ok(Self {
             client,
             store,
@@ -198,9 +194,9 @@ impl CommandService {
             owned.as_ref().map(|o| o.me.clone()).unwrap_or_default(),
             ownership::settle_wait(self.config.lease_ttl()),
         ));
-        let forwarded = owned
-            .as_mut()
-            .map(|o| o.serve_forwarded(&router, self.config.max_in_flight));
+        if let Some(owned) = owned.as_mut() {
+            owned.serve_forwarded(&router, self.config.max_in_flight);
+        }
         let in_flight = endpoints
             .serve(Arc::clone(&router), self.config.max_in_flight, shutdown)
             .await;
@@ -225,7 +221,7 @@ impl CommandService {
         // Then the partitions go back (others take them at once, not after a TTL), and the
         // commands forwarded here meanwhile are answered.
         if let Some(owned) = owned {
-            owned.stop(forwarded).await;
+            owned.stop().await;
         }
         // Replies are published; make sure they leave the process.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
@@ -238,48 +234,40 @@ struct Owned {
     /// This instance's id in the lease bucket.
     me: String,
     owners: Arc<Owners>,
+    /// The commands forwarded here: subscribed at start, served once the router exists.
     forwarded: Option<async_nats::Subscriber>,
+    /// Stops serving them, and the task serving them.
+    forwarding: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     stop_leases: tokio::sync::oneshot::Sender<()>,
     leases: tokio::task::JoinHandle<()>,
     watch: tokio::task::JoinHandle<()>,
 }
 
 impl Owned {
-    /// Starts serving the commands forwarded to this instance.
-    fn serve_forwarded(
-        &mut self,
-        router: &Arc<Router>,
-        max_in_flight: usize,
-    ) -> Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )> {
-        let requests = self.forwarded.take()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(route::serve_forwarded(
-            Arc::clone(router),
-            requests,
-            max_in_flight,
-            stopped,
-        ));
-        Some((stop, task))
+    /// Starts serving the commands forwarded to this instance through `router`.
+    fn serve_forwarded(&mut self, router: &Arc<Router>, max_in_flight: usize) {
+        if let Some(requests) = self.forwarded.take() {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(route::serve_forwarded(
+                Arc::clone(router),
+                requests,
+                max_in_flight,
+                stopped,
+            ));
+            self.forwarding = Some((stop, task));
+        }
     }
 
     /// Gives every partition back, then stops serving forwarded commands and watching owners.
-    async fn stop(
-        self,
-        forwarded: Option<
-            Option<(
-                tokio::sync::oneshot::Sender<()>,
-                tokio::task::JoinHandle<()>,
-            )>,
-        >,
-    ) {
+    async fn stop(self) {
         let _ = self.stop_leases.send(());
         if let Err(err) = self.leases.await {
             warn!(error = %err, "the partition leases task failed");
         }
-        if let Some((stop, task)) = forwarded.flatten() {
+        if let Some((stop, task)) = self.forwarding {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -293,9 +281,9 @@ impl CommandService {
     /// a TTL and a half) for the first lease round so a lone instance starts owning its
     /// partitions.
     async fn start_ownership(&self) -> Result<Option<Owned>, StartError> {
-        if self.handler.ownership().is_none() {
+        let Some(ownership) = self.handler.ownership().map(Arc::clone) else {
             return Ok(None);
-        }
+        };
         let ttl = self.config.lease_ttl();
         let config = LeaseConfig {
             bucket: ownership::BUCKET.into(),
@@ -307,18 +295,9 @@ impl CommandService {
         };
         let js = self.store.jetstream().clone();
         let (ready, first_round) = tokio::sync::oneshot::channel();
-        let handler_ownership = self
-            .handler
-            .ownership()
-            .map(Arc::clone)
-            .ok_or_else(|| StartError::Register("no ownership".into()))?;
-        let leases = Leases::new(
-            js.clone(),
-            config.clone(),
-            Holder::new(handler_ownership, ready),
-        )
-        .await
-        .map_err(StartError::Stream)?;
+        let leases = Leases::new(js.clone(), config.clone(), Holder::new(ownership, ready))
+            .await
+            .map_err(StartError::Stream)?;
         let me = leases.instance().to_owned();
         let forwarded = self
             .client
@@ -348,6 +327,7 @@ impl CommandService {
             me,
             owners,
             forwarded: Some(forwarded),
+            forwarding: None,
             stop_leases,
             leases,
             watch,

@@ -182,6 +182,11 @@ impl Repository {
         self
     }
 
+    /// The partitions this repository trusts its cache for, when it owns partitions at all.
+    pub fn ownership(&self) -> Option<&Arc<Ownership>> {
+        self.ownership.as_ref()
+    }
+
     /// The event store.
     pub fn store(&self) -> &EventStore {
         &self.store

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,33 +13,17 @@ use serde_json::{Value, json};
 use talkwai_eventstore::{EventStore, StreamSettings};
 use talkwai_proto::CommandReply;
 use talkwai_testkit::NatsServer;
-use talkwai_testkit::wait::wait_for_endpoint;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use uuid::Uuid;
 
 const PLATFORM: &str = "platform-token-crash";
 
 fn spawn_service(url: &str, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_talkwai-command-service"))
-        .env("TALKWAI_NATS_URL", url)
-        .env("TALKWAI_PLATFORM_TOKEN", PLATFORM)
-        .env("TALKWAI_JWT_SECRET", "crash-secret")
-        .env("TALKWAI_INSTANCE", name)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the command service binary")
+    common::spawn_process(url, name, PLATFORM, &[])
 }
 
-/// Waits until a real command endpoint of the service answers (`$SRV.PING` answers before the
-/// endpoints are subscribed).
 async fn wait_ready(client: &async_nats::Client) {
-    let subject = common::probe_subject();
-    wait_for_endpoint(client, &subject, "")
-        .await
-        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+    common::wait_process_ready(client).await;
 }
 
 async fn send(

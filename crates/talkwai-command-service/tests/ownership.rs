@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use talkwai_eventstore::partition::partition_of;
 use talkwai_eventstore::{EventStore, StreamSettings};
 use talkwai_proto::CommandReply;
 use talkwai_testkit::NatsServer;
-use talkwai_testkit::wait::wait_for_endpoint;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -30,26 +28,19 @@ fn spawn_service(url: &str, name: &str) -> Child {
 }
 
 fn spawn_with_partitions(url: &str, name: &str, partitions: u32) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_talkwai-command-service"))
-        .env("TALKWAI_NATS_URL", url)
-        .env("TALKWAI_PLATFORM_TOKEN", PLATFORM)
-        .env("TALKWAI_JWT_SECRET", "ownership-secret")
-        .env("TALKWAI_INSTANCE", name)
-        .env("TALKWAI_COMMAND_PARTITIONS", partitions.to_string())
-        .env("TALKWAI_COMMAND_LEASE_TTL_MS", "1000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the command service binary")
+    common::spawn_process(
+        url,
+        name,
+        PLATFORM,
+        &[
+            ("TALKWAI_COMMAND_PARTITIONS", partitions.to_string()),
+            ("TALKWAI_COMMAND_LEASE_TTL_MS", "1000".to_owned()),
+        ],
+    )
 }
 
 async fn wait_ready(client: &async_nats::Client) {
-    let subject = common::probe_subject();
-    wait_for_endpoint(client, &subject, "")
-        .await
-        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+    common::wait_process_ready(client).await;
 }
 
 /// Sends a command once; `None` when no answer came within `timeout`.

@@ -56,6 +56,37 @@ pub fn probe_subject() -> String {
     talkwai_testkit::services::command_probe_subject()
 }
 
+/// A command-service *binary* (a real process, for kill and pause tests) on `url`, signing in
+/// commands with `platform`, named `name`, with `env` on top; killed when dropped.
+pub fn spawn_process(
+    url: &str,
+    name: &str,
+    platform: &str,
+    env: &[(&str, String)],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_talkwai-command-service"))
+        .env("TALKWAI_NATS_URL", url)
+        .env("TALKWAI_PLATFORM_TOKEN", platform)
+        .env("TALKWAI_JWT_SECRET", "process-secret")
+        .env("TALKWAI_INSTANCE", name)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the command service binary")
+}
+
+/// Waits until a real command endpoint of a service process answers (`$SRV.PING` answers
+/// before the endpoints are subscribed).
+pub async fn wait_process_ready(client: &async_nats::Client) {
+    let subject = probe_subject();
+    wait::wait_for_endpoint(client, &subject, "")
+        .await
+        .unwrap_or_else(|e| panic!("command service did not become ready: {e}"));
+}
+
 impl Harness {
     pub async fn start() -> Self {
         Self::start_instances(1).await
