@@ -213,6 +213,7 @@ impl Appender {
             client,
             config,
             stats: Arc::clone(&stats),
+            batch_ids: BatchIds::new(),
         };
         tokio::spawn(writer.run(rx));
         Self {
@@ -283,6 +284,46 @@ struct Writer {
     client: async_nats::Client,
     config: AppenderConfig,
     stats: Arc<GroupStats>,
+    batch_ids: BatchIds,
+}
+
+/// Short atomic-batch ids. The server stores `Nats-Batch-Id` with every message of a batch,
+/// forever, so it is kept short: a random prefix per appender (48 bits) and a counter, both
+/// base 62, 9–15 characters where a UUID takes 32. Unique among the batches in flight on a
+/// stream, which is all the server asks of it.
+struct BatchIds {
+    prefix: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl BatchIds {
+    fn new() -> Self {
+        let random = uuid::Uuid::new_v4().as_u128() as u64 & 0xFFFF_FFFF_FFFF;
+        Self {
+            prefix: format!("{:0>9}", base62(random)),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}{}", self.prefix, base62(n))
+    }
+}
+
+/// `n` in base 62 (`0-9A-Za-z`), most significant digit first.
+fn base62(mut n: u64) -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::with_capacity(11);
+    loop {
+        out.push(DIGITS[(n % 62) as usize]);
+        n /= 62;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    out.into_iter().map(char::from).collect()
 }
 
 impl Writer {
@@ -552,7 +593,7 @@ impl Writer {
         messages: &[&Outbound],
         fence: &(dyn Fn() -> bool + Sync),
     ) -> Result<u64, AppendError> {
-        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let batch_id = self.batch_ids.next();
         let last_index = messages.len() - 1;
         for (index, message) in messages.iter().enumerate() {
             let mut headers = message.headers.clone();
@@ -705,4 +746,32 @@ struct ApiError {
     err_code: u64,
     #[serde(default)]
     description: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BatchIds, base62};
+    use std::collections::HashSet;
+
+    #[test]
+    fn base62_counts_in_62_digits() {
+        assert_eq!(base62(0), "0");
+        assert_eq!(base62(61), "z");
+        assert_eq!(base62(62), "10");
+        assert_eq!(base62(u64::MAX), "LygHa16AHYF");
+    }
+
+    #[test]
+    fn batch_ids_are_short_and_unique_per_appender_and_across_appenders() {
+        let (a, b) = (BatchIds::new(), BatchIds::new());
+        assert_ne!(a.prefix, b.prefix);
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            for ids in [&a, &b] {
+                let id = ids.next();
+                assert!(id.len() <= 15 && id.chars().all(|c| c.is_ascii_alphanumeric()));
+                assert!(seen.insert(id));
+            }
+        }
+    }
 }

@@ -401,3 +401,22 @@ async fn a_failed_fence_writes_nothing_and_spares_the_rest_of_its_group() {
     assert_eq!((written, fenced), (66, 34));
     assert_eq!(store.last_sequence().await.expect("head"), 1 + 66);
 }
+
+/// The server stores a batch's control headers with each of its messages, forever: the batch
+/// id is kept short (a UUID would take 32 bytes per message).
+#[tokio::test]
+async fn batched_messages_store_a_short_batch_id() {
+    let (_server, store) = setup().await;
+    let appender = store.appender(AppenderConfig::default());
+    let (a, b) = ("talkwai.evt.platform.user.a", "talkwai.evt.platform.user.b");
+    appender
+        .append(request(vec![message(a, "1", 0), message(b, "2", 0)]))
+        .await
+        .expect("batch");
+    let first = store.read_subject(a, 0).await.expect("read a");
+    let second = store.read_subject(b, 0).await.expect("read b");
+    let id = first[0].header("Nats-Batch-Id").expect("batch id stored");
+    assert!(id.len() <= 15, "batch id {id:?}");
+    assert_eq!(second[0].header("Nats-Batch-Id"), Some(id));
+    assert_eq!(second[0].header("Nats-Batch-Commit"), Some("1"));
+}
