@@ -577,3 +577,76 @@ async fn member_emails_are_unique_per_tenant_under_races() {
         .stop()
         .await;
 }
+
+/// What a stored event costs in headers, written in a group: every header is kept with the
+/// message for ever. The budget is the contract's `Talkwai-*` headers (type, version, tenant,
+/// actor, command id, time, part: 295 bytes for a member's `task.created`) plus the server's
+/// batch controls (a short batch id, the position, the expected sequence, the commit mark).
+#[tokio::test]
+async fn a_task_created_in_a_group_stores_at_most_its_header_budget() {
+    const BUDGET: usize = 440;
+    let h = std::sync::Arc::new(Harness::start().await);
+    let w = world(&h).await;
+    let t = w.tenant;
+    let handles: Vec<_> = (0..48)
+        .map(|_| {
+            let h = std::sync::Arc::clone(&h);
+            let token = w.owner_token.clone();
+            tokio::spawn(async move {
+                let task = Uuid::new_v4();
+                h.ok(
+                    &format!("talkwai.cmd.{t}.task.create"),
+                    json!({"id": task, "type": "call",
+                           "fromAddress": "+15550001111", "toAddress": "+15550002222"}),
+                    Some(&token),
+                )
+                .await;
+                task
+            })
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for handle in handles {
+        tasks.push(handle.await.expect("sender"));
+    }
+    let store = talkwai_eventstore::EventStore::open(h.client.clone(), &Default::default())
+        .await
+        .expect("store");
+    // Headers a direct get adds on reading are not stored.
+    let read_side = [
+        "Nats-Stream",
+        "Nats-Sequence",
+        "Nats-Time-Stamp",
+        "Nats-Subject",
+        "Nats-Num-Pending",
+        "Nats-Last-Sequence",
+    ];
+    let (mut grouped, mut largest) = (0, 0);
+    for task in tasks {
+        let stored = store
+            .read_subject(&format!("talkwai.evt.{t}.task.{task}"), 0)
+            .await
+            .expect("read");
+        let created = stored.first().expect("task.created stored");
+        let mut bytes = "NATS/1.0\r\n\r\n".len();
+        for (name, values) in created.headers.iter() {
+            let name: &str = name.as_ref();
+            if read_side.contains(&name) {
+                continue;
+            }
+            for value in values {
+                bytes += name.len() + 2 + value.as_str().len() + 2;
+            }
+        }
+        if created.header("Nats-Batch-Id").is_some() {
+            grouped += 1;
+            largest = largest.max(bytes);
+        }
+    }
+    println!("{grouped} of 48 task.created written in groups; largest header block {largest} B");
+    assert!(grouped > 0, "48 concurrent creates formed no group");
+    assert!(largest <= BUDGET, "{largest} bytes of headers > {BUDGET}");
+    if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.stop().await;
+    }
+}
