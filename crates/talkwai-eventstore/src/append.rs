@@ -8,6 +8,16 @@
 //! server refuses a group (one request's expected sequence is stale), the group is split and
 //! every request is written alone, so only the stale one fails with [`AppendError::Conflict`].
 //! A request alone with one message is a plain publish with `Nats-Msg-Id`.
+//!
+//! **A fence in the log** ([`LogFence`], [`EventStore::fenced_appender`]): a writer that decides
+//! from memory (the command service, while it holds a partition lease) adds to each atomic
+//! batch carrying fenced requests one *mark* on its own fence subject, expected at the sequence
+//! its previous mark got. Whoever takes a partition over from it appends a *bump* there first, so
+//! every batch the old writer still sends afterwards (say, from its connection's buffer after a
+//! pause) fails as a whole in the server. The writer then reads the bumps, tells its owner
+//! (`on_fenced`) and answers the fenced requests [`AppendError::Fenced`]. Requests written alone
+//! are fenced only by their in-process check (see `ARCHITECTURE.md`: an atomic batch costs an
+//! R1 file stream far more than a lone publish, and a lone write is all a caller alone gets).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -105,6 +115,33 @@ pub enum AppendError {
 
 /// A check made right before a request is written; `false` drops it unwritten.
 pub type Fence = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A writer's fence in the log (see the module docs).
+pub struct LogFence {
+    /// The writer's own fence subject (one per writer process).
+    pub subject: String,
+    /// The body of the mark each fenced batch adds on `subject`.
+    pub mark: Bytes,
+    /// Called with the messages others appended on `subject` (the bumps) when a batch was
+    /// refused because of them.
+    pub on_fenced: Box<dyn Fn(&[crate::StoredMessage]) + Send + Sync>,
+}
+
+impl std::fmt::Debug for LogFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFence")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`LogFence`] in use: what the writer's next mark expects.
+struct ActiveFence {
+    fence: LogFence,
+    store: crate::EventStore,
+    /// The sequence of the fence subject's last message as this writer knows it.
+    expected: std::sync::atomic::AtomicU64,
+}
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -207,6 +244,41 @@ impl std::fmt::Debug for Job {
 impl Appender {
     /// Spawns the writer task on the current tokio runtime.
     pub fn start(client: async_nats::Client, config: AppenderConfig) -> Self {
+        Self::spawn(client, config, None)
+    }
+
+    /// [`start`](Self::start) with a fence in the log: groups carrying fenced requests add a
+    /// mark on `fence.subject` (see the module docs). The fence needs one write in flight
+    /// (each mark expects the previous one); with more, `config.max_in_flight` is lowered to 1.
+    pub async fn start_fenced(
+        store: &crate::EventStore,
+        mut config: AppenderConfig,
+        fence: LogFence,
+    ) -> Result<Self, crate::StoreError> {
+        if config.max_in_flight > 1 {
+            warn!(
+                writes_in_flight = config.max_in_flight,
+                "a fence in the log needs one write in flight; using 1"
+            );
+            config.max_in_flight = 1;
+        }
+        let expected = store
+            .last_of_subject(&fence.subject)
+            .await?
+            .map_or(0, |m| m.seq);
+        let active = ActiveFence {
+            fence,
+            store: store.clone(),
+            expected: std::sync::atomic::AtomicU64::new(expected),
+        };
+        Ok(Self::spawn(store.client().clone(), config, Some(active)))
+    }
+
+    fn spawn(
+        client: async_nats::Client,
+        config: AppenderConfig,
+        log_fence: Option<ActiveFence>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let stats = Arc::new(GroupStats::default());
         let writer = Writer {
@@ -214,6 +286,7 @@ impl Appender {
             config,
             stats: Arc::clone(&stats),
             batch_ids: BatchIds::new(),
+            log_fence,
         };
         tokio::spawn(writer.run(rx));
         Self {
@@ -285,6 +358,7 @@ struct Writer {
     config: AppenderConfig,
     stats: Arc<GroupStats>,
     batch_ids: BatchIds,
+    log_fence: Option<ActiveFence>,
 }
 
 /// Short atomic-batch ids. The server stores `Nats-Batch-Id` with every message of a batch,
@@ -477,13 +551,41 @@ impl Writer {
             return;
         }
         let fences = || group.iter().all(Job::admitted);
-        let messages: Vec<&Outbound> = group
+        let mut messages: Vec<&Outbound> = group
             .iter()
             .flat_map(|j| j.request.messages.iter())
             .collect();
+        // The mark goes last, so the batch's acknowledged sequence is the mark's.
+        let mark = self
+            .log_fence
+            .as_ref()
+            .filter(|_| group.iter().any(|j| j.fence.is_some()))
+            .map(|active| Outbound {
+                subject: active.fence.subject.clone(),
+                headers: HeaderMap::new(),
+                payload: active.fence.mark.clone(),
+                expected_last_subject_seq: Some(active.expected.load(Ordering::Acquire)),
+            });
+        if let Some(mark) = &mark {
+            messages.push(mark);
+        }
         let total = messages.len() as u64;
         let published = self.publish_atomic(&messages, &fences).await;
         drop(messages);
+        if let (Some(active), Ok(last)) = (&self.log_fence, &published)
+            && mark.is_some()
+        {
+            active.expected.store(*last, Ordering::Release);
+        }
+        let group = match published {
+            Err(AppendError::Conflict(_)) if mark.is_some() => {
+                let Some(group) = self.fenced_out(group).await else {
+                    return;
+                };
+                group
+            }
+            _ => group,
+        };
         match published {
             Err(AppendError::Fenced) if rewrite_fenced => {
                 Box::pin(self.write_group(group, false)).await;
@@ -527,6 +629,50 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// After a group carrying a mark was refused: whether others bumped this writer's fence.
+    /// If they did, its fenced requests are answered [`AppendError::Fenced`], the owner is told,
+    /// and the others (if any) are returned to be written alone; if not (a stale expectation
+    /// of some request), the whole group is returned. `None`: nothing left to write.
+    async fn fenced_out(&self, group: Vec<Job>) -> Option<Vec<Job>> {
+        let active = self.log_fence.as_ref()?;
+        let known = active.expected.load(Ordering::Acquire);
+        let after = match active
+            .store
+            .read_subject(&active.fence.subject, known)
+            .await
+        {
+            Ok(after) => after,
+            Err(err) => {
+                warn!(error = %err, "cannot read the writer's fence; splitting the group");
+                return Some(group);
+            }
+        };
+        let Some(last) = after.last() else {
+            return Some(group);
+        };
+        active.expected.store(last.seq, Ordering::Release);
+        let bumps: Vec<crate::StoredMessage> = after
+            .into_iter()
+            .filter(|m| m.payload != active.fence.mark)
+            .collect();
+        if bumps.is_empty() {
+            // Our own mark from a write whose outcome we did not learn.
+            return Some(group);
+        }
+        warn!(
+            bumps = bumps.len(),
+            "fenced in the log: another instance took over a partition"
+        );
+        (active.fence.on_fenced)(&bumps);
+        let (fenced, rest): (Vec<Job>, Vec<Job>) =
+            group.into_iter().partition(|j| j.fence.is_some());
+        metrics::counter!("talkwai_append_log_fenced_total").increment(fenced.len() as u64);
+        for job in fenced {
+            let _ = job.reply.send(Err(AppendError::Fenced));
+        }
+        (!rest.is_empty()).then_some(rest)
     }
 
     /// Writes one request; `fence` is checked right before each publish.

@@ -30,8 +30,8 @@ mod read;
 mod stream;
 
 pub use append::{
-    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Fence, GroupStats, Outbound,
-    header_map,
+    AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Fence, GroupStats, LogFence,
+    Outbound, header_map,
 };
 pub use connect::{
     ConnectError, Credentials, connect_options, connect_options_with, plain_servers,
@@ -166,6 +166,15 @@ impl EventStore {
     /// Starts a group-commit writer on this stream.
     pub fn appender(&self, config: AppenderConfig) -> Appender {
         Appender::start(self.client.clone(), config)
+    }
+
+    /// A group-commit writer with a fence in the log (see [`LogFence`]).
+    pub async fn fenced_appender(
+        &self,
+        config: AppenderConfig,
+        fence: LogFence,
+    ) -> Result<Appender, StoreError> {
+        Appender::start_fenced(self, config, fence).await
     }
 }
 

@@ -420,3 +420,87 @@ async fn batched_messages_store_a_short_batch_id() {
     assert_eq!(second[0].header("Nats-Batch-Id"), Some(id));
     assert_eq!(second[0].header("Nats-Batch-Commit"), Some("1"));
 }
+
+/// Sends `n` fenced one-message requests at once (their fences pass), on subjects
+/// `<prefix><i>`; the outcome of each.
+async fn fenced_burst(
+    appender: &Appender,
+    prefix: &str,
+    n: usize,
+) -> Vec<(String, Result<talkwai_eventstore::AppendAck, AppendError>)> {
+    let sends = (0..n).map(|i| {
+        let subject = format!("{prefix}{i}");
+        async move {
+            let result = appender
+                .append_fenced(
+                    request(vec![message(&subject, "e", 0)]),
+                    std::sync::Arc::new(|| true),
+                )
+                .await;
+            (subject, result)
+        }
+    });
+    futures::future::join_all(sends).await
+}
+
+/// A writer fenced in the log: once another appended a bump on its fence subject, every
+/// group it sends fails as a whole in the server, although its own fences still pass (as for a
+/// process that resumes after a pause with writes in its connection's buffer); it is told, its
+/// requests are answered `Fenced` and none of them is in the log; its next groups land again.
+#[tokio::test]
+async fn a_bumped_log_fence_refuses_the_writers_groups() {
+    let (_server, store) = setup().await;
+    let fence_subject = "talkwai.evt.platform.guard.writer-fence.w1";
+    let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let appender = store
+        .fenced_appender(
+            AppenderConfig::default(),
+            talkwai_eventstore::LogFence {
+                subject: fence_subject.to_owned(),
+                mark: "mark".into(),
+                on_fenced: Box::new({
+                    let told = std::sync::Arc::clone(&told);
+                    move |bumps| {
+                        told.fetch_add(bumps.len(), std::sync::atomic::Ordering::SeqCst);
+                    }
+                }),
+            },
+        )
+        .await
+        .expect("fenced appender");
+    for outcome in fenced_burst(&appender, "talkwai.evt.platform.user.a", 30).await {
+        outcome.1.expect("written before any bump");
+    }
+    let marks = store.read_subject(fence_subject, 0).await.expect("marks");
+    assert!(!marks.is_empty(), "30 requests at once formed no group");
+    assert!(marks.iter().all(|m| m.payload == "mark"));
+
+    // Another instance takes a partition over: it bumps the fence.
+    let other = store.appender(AppenderConfig::default());
+    let mut bump = message(fence_subject, "bump", 0);
+    bump.expected_last_subject_seq = None;
+    other.append(request(vec![bump])).await.expect("bump");
+
+    let outcomes = fenced_burst(&appender, "talkwai.evt.platform.user.b", 30).await;
+    let mut fenced = 0;
+    for (subject, outcome) in &outcomes {
+        let stored = store.read_subject(subject, 0).await.expect("read");
+        match outcome {
+            Ok(_) => assert_eq!(stored.len(), 1, "{subject} acknowledged"),
+            Err(AppendError::Fenced) => {
+                fenced += 1;
+                assert!(stored.is_empty(), "{subject} was fenced but is in the log");
+            }
+            Err(other) => panic!("{subject}: {other}"),
+        }
+    }
+    assert!(fenced > 0, "no group was refused by the bumped fence");
+    assert_eq!(told.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // The writer knows the bump now: its groups land again.
+    for outcome in fenced_burst(&appender, "talkwai.evt.platform.user.c", 30).await {
+        outcome.1.expect("written after the fence was read");
+    }
+    let after = store.read_subject(fence_subject, 0).await.expect("marks");
+    assert!(after.len() > marks.len() + 1, "the new groups carry marks");
+}
