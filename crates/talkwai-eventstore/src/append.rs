@@ -116,6 +116,9 @@ pub enum AppendError {
 /// A check made right before a request is written; `false` drops it unwritten.
 pub type Fence = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// What a fenced writer is told: the bumps others appended on its fence subject.
+pub type OnFenced = Box<dyn Fn(&[crate::StoredMessage]) + Send + Sync>;
+
 /// A writer's fence in the log (see the module docs).
 pub struct LogFence {
     /// The writer's own fence subject (one per writer process).
@@ -124,7 +127,7 @@ pub struct LogFence {
     pub mark: Bytes,
     /// Called with the messages others appended on `subject` (the bumps) when a batch was
     /// refused because of them.
-    pub on_fenced: Box<dyn Fn(&[crate::StoredMessage]) + Send + Sync>,
+    pub on_fenced: OnFenced,
 }
 
 impl std::fmt::Debug for LogFence {

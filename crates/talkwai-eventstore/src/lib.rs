@@ -31,7 +31,7 @@ mod stream;
 
 pub use append::{
     AppendAck, AppendError, AppendRequest, Appender, AppenderConfig, Fence, GroupStats, LogFence,
-    Outbound, header_map,
+    OnFenced, Outbound, header_map,
 };
 pub use connect::{
     ConnectError, Credentials, connect_options, connect_options_with, plain_servers,
