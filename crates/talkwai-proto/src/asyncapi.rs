@@ -140,6 +140,8 @@ pub fn document(catalog: &[CatalogEntry]) -> Vec<(&'static str, Value)> {
     }) {
         let channel = match entry.kind {
             MessageKind::Guard if entry.name == "CommandRecorded" => "evt.command".to_owned(),
+            MessageKind::Guard if entry.name == "WriterFence" => "evt.writerFence".to_owned(),
+            MessageKind::Guard if entry.name == "PartitionOwner" => "evt.partitionOwner".to_owned(),
             MessageKind::Guard => "evt.guard".to_owned(),
             MessageKind::Presence if entry.name == "presence" => "room.presence".to_owned(),
             MessageKind::Presence => format!("room.{}", entry.name),
@@ -455,6 +457,13 @@ fn parameter_definitions() -> Value {
         },
         "instance": {
             "description": "a service instance's id (from `PING` or `INFO`)",
+        },
+        "writer": {
+            "description": "a command-service instance's id in its partition lease bucket \
+                            (`<name>-<8 hex digits>`)",
+        },
+        "partition": {
+            "description": "a command-service partition, `<count>-<index>`",
         },
         "subscription": {
             "description": "a live query's subscription id (a UUID), from the subscribe reply",

@@ -28,6 +28,7 @@ pub mod room;
 pub mod samples;
 pub mod schema;
 pub mod subject;
+pub mod writer_fence;
 pub mod yaml;
 
 pub use envelope::{CommandAccepted, CommandReply, ErrorBody, decode_command};

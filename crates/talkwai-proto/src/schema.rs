@@ -415,6 +415,32 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "CommandRecorded",
             "talkwai.evt.{tenant}.guard.command.{commandId}",
         ),
+        CatalogEntry {
+            summary: Some(
+                "a command-service instance's fence: a mark ending each batch it writes for \
+                 commands decided under a partition lease, expected at its previous mark; a bump \
+                 (`by`, `partition`) from an instance that took one of its partitions over, after \
+                 which its batches are refused"
+                    .to_owned(),
+            ),
+            ..other::<crate::writer_fence::WriterFence>(
+                MessageKind::Guard,
+                "WriterFence",
+                "talkwai.evt.platform.guard.writer-fence.{writer}",
+            )
+        },
+        CatalogEntry {
+            summary: Some(
+                "the instance that last took a command-service partition over (`by`): whom the \
+                 next one to take it bumps"
+                    .to_owned(),
+            ),
+            ..other::<crate::writer_fence::WriterFence>(
+                MessageKind::Guard,
+                "PartitionOwner",
+                "talkwai.evt.platform.guard.partition-owner.{partition}",
+            )
+        },
         // queries and live queries
         other::<QueryRequest>(MessageKind::Query, "QueryRequest", subject::QUERY_PATTERN),
         other::<QueryReply>(MessageKind::Query, "QueryReply", REPLY_SUBJECT),

@@ -1,0 +1,122 @@
+//! Fences in the log: how a command-service instance that lost a partition while paused is
+//! kept from writing, by the server itself.
+//!
+//! Each instance that decides from memory has a **fence subject**,
+//! `talkwai.evt.platform.guard.writer-fence.<instance>`. Every atomic batch it writes for
+//! commands decided under a partition lease ends with a *mark* there, expected at the sequence
+//! of its previous mark. An instance taking a partition over first reads the partition's
+//! **owner record** (`talkwai.evt.platform.guard.partition-owner.<count>-<index>`, the last
+//! instance that took it), appends a *bump* on that instance's fence subject, then writes its
+//! own owner record. From the bump on, every batch the previous owner still sends fails as a
+//! whole (its mark's expectation is stale), even bytes that sat in its connection's buffer
+//! through a pause. Both are guard-kind subjects, so every consumer that skips guards skips
+//! them; each message's body is a [`WriterFence`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::subject::ROOT;
+
+/// The event type of fence messages.
+pub const FENCE_TYPE: &str = "writer.fence";
+/// The current version of their data.
+pub const FENCE_VERSION: u32 = 1;
+/// The guard kind token of writer fences.
+pub const FENCE_KIND: &str = "writer-fence";
+/// The guard kind token of partition owner records.
+pub const OWNER_KIND: &str = "partition-owner";
+
+/// The fence subject of `instance` (an instance id: letters, digits, `-`, `_`).
+pub fn fence_subject(instance: &str) -> String {
+    format!("{ROOT}.evt.platform.guard.{FENCE_KIND}.{instance}")
+}
+
+/// The owner record subject of partition `index` of `count`.
+pub fn owner_subject(index: u32, count: u32) -> String {
+    format!("{ROOT}.evt.platform.guard.{OWNER_KIND}.{count}-{index}")
+}
+
+/// What a fence message says: nothing for a mark; who took which partition for a bump or an
+/// owner record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fence {
+    /// The instance that took the partition (bumps and owner records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The partition, `<index>/<count>` (bumps and owner records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+}
+
+/// The wire body: `{"type": "writer.fence", "version": 1, "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriterFence {
+    /// Always `writer.fence`.
+    #[serde(rename = "type")]
+    #[schemars(extend("const" = "writer.fence"))]
+    pub kind: String,
+    /// Always 1.
+    #[schemars(extend("const" = 1))]
+    pub version: u32,
+    /// What it says.
+    pub data: Fence,
+}
+
+impl Fence {
+    /// A mark (says nothing).
+    pub fn mark() -> Self {
+        Self::default()
+    }
+
+    /// A bump or owner record: `by` took partition `index` of `count`.
+    pub fn taken(by: &str, index: u32, count: u32) -> Self {
+        Self {
+            by: Some(by.to_owned()),
+            partition: Some(format!("{index}/{count}")),
+        }
+    }
+
+    /// The wire body.
+    pub fn encode(&self) -> Vec<u8> {
+        let envelope = WriterFence {
+            kind: FENCE_TYPE.to_owned(),
+            version: FENCE_VERSION,
+            data: self.clone(),
+        };
+        // Strings only: always serializes.
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// Reads a stored body; `None` when it is not a fence message.
+    pub fn decode(body: &[u8]) -> Option<Self> {
+        let envelope: WriterFence = serde_json::from_slice(body).ok()?;
+        (envelope.kind == FENCE_TYPE && envelope.version == FENCE_VERSION).then_some(envelope.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_round_trip_and_live_under_guards() {
+        let taken = Fence::taken("command-1-ab12cd34", 3, 64);
+        assert_eq!(Fence::decode(&taken.encode()), Some(taken));
+        assert_eq!(Fence::decode(&Fence::mark().encode()), Some(Fence::mark()));
+        assert_eq!(
+            String::from_utf8(Fence::mark().encode()).expect("utf-8"),
+            r#"{"type":"writer.fence","version":1,"data":{}}"#
+        );
+        assert_eq!(
+            Fence::decode(br#"{"type":"guard.claimed","version":1,"data":{}}"#),
+            None
+        );
+        for subject in [fence_subject("command-1-ab12cd34"), owner_subject(3, 64)] {
+            assert!(matches!(
+                crate::EventSubject::parse(&subject),
+                Ok(crate::EventSubject::Guard { .. })
+            ));
+        }
+    }
+}
