@@ -435,7 +435,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
                  next one to take it bumps"
                     .to_owned(),
             ),
-            ..other::<crate::writer_fence::WriterFence>(
+            ..other::<crate::writer_fence::PartitionOwner>(
                 MessageKind::Guard,
                 "PartitionOwner",
                 "talkwai.evt.platform.guard.partition-owner.{partition}",

@@ -10,7 +10,7 @@
 //! own owner record. From the bump on, every batch the previous owner still sends fails as a
 //! whole (its mark's expectation is stale), even bytes that sat in its connection's buffer
 //! through a pause. Both are guard-kind subjects, so every consumer that skips guards skips
-//! them; each message's body is a [`WriterFence`].
+//! them. Fence messages' bodies are [`WriterFence`]s, owner records' [`PartitionOwner`]s.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,20 +35,19 @@ pub fn owner_subject(index: u32, count: u32) -> String {
     format!("{ROOT}.evt.platform.guard.{OWNER_KIND}.{count}-{index}")
 }
 
-/// What a fence message says: nothing for a mark; who took which partition for a bump or an
-/// owner record.
+/// What a fence message says: nothing for a mark; who took which partition for a bump.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fence {
-    /// The instance that took the partition (bumps and owner records).
+    /// The instance that took the partition (bumps only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
-    /// The partition, `<index>/<count>` (bumps and owner records).
+    /// The partition, `<index>/<count>` (bumps only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
 }
 
-/// The wire body: `{"type": "writer.fence", "version": 1, "data": {...}}`.
+/// The wire body of a fence message: `{"type": "writer.fence", "version": 1, "data": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriterFence {
@@ -63,14 +62,42 @@ pub struct WriterFence {
     pub data: Fence,
 }
 
+/// The event type of owner records.
+pub const OWNER_TYPE: &str = "partition.owned";
+
+/// Who took a partition over last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Owner {
+    /// The instance.
+    pub by: String,
+    /// The partition, `<index>/<count>`.
+    pub partition: String,
+}
+
+/// The wire body of an owner record: `{"type": "partition.owned", "version": 1, "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionOwner {
+    /// Always `partition.owned`.
+    #[serde(rename = "type")]
+    #[schemars(extend("const" = "partition.owned"))]
+    pub kind: String,
+    /// Always 1.
+    #[schemars(extend("const" = 1))]
+    pub version: u32,
+    /// Who took it.
+    pub data: Owner,
+}
+
 impl Fence {
     /// A mark (says nothing).
     pub fn mark() -> Self {
         Self::default()
     }
 
-    /// A bump or owner record: `by` took partition `index` of `count`.
-    pub fn taken(by: &str, index: u32, count: u32) -> Self {
+    /// A bump: `by` took partition `index` of `count` from the fenced instance.
+    pub fn bump(by: &str, index: u32, count: u32) -> Self {
         Self {
             by: Some(by.to_owned()),
             partition: Some(format!("{index}/{count}")),
@@ -95,14 +122,44 @@ impl Fence {
     }
 }
 
+impl Owner {
+    /// `by` took partition `index` of `count`.
+    pub fn new(by: &str, index: u32, count: u32) -> Self {
+        Self {
+            by: by.to_owned(),
+            partition: format!("{index}/{count}"),
+        }
+    }
+
+    /// The wire body.
+    pub fn encode(&self) -> Vec<u8> {
+        let envelope = PartitionOwner {
+            kind: OWNER_TYPE.to_owned(),
+            version: FENCE_VERSION,
+            data: self.clone(),
+        };
+        // Strings only: always serializes.
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// Reads a stored body; `None` when it is not an owner record.
+    pub fn decode(body: &[u8]) -> Option<Self> {
+        let envelope: PartitionOwner = serde_json::from_slice(body).ok()?;
+        (envelope.kind == OWNER_TYPE && envelope.version == FENCE_VERSION).then_some(envelope.data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn fences_round_trip_and_live_under_guards() {
-        let taken = Fence::taken("command-1-ab12cd34", 3, 64);
-        assert_eq!(Fence::decode(&taken.encode()), Some(taken));
+        let bump = Fence::bump("command-1-ab12cd34", 3, 64);
+        assert_eq!(Fence::decode(&bump.encode()), Some(bump));
+        let owner = Owner::new("command-1-ab12cd34", 3, 64);
+        assert_eq!(Owner::decode(&owner.encode()), Some(owner.clone()));
+        assert_eq!(Fence::decode(&owner.encode()), None);
         assert_eq!(Fence::decode(&Fence::mark().encode()), Some(Fence::mark()));
         assert_eq!(
             String::from_utf8(Fence::mark().encode()).expect("utf-8"),

@@ -59,6 +59,8 @@ export type { SubscribeReply } from "./query/SubscribeReply.js";
 export type { CommandRecorded } from "./envelopes/CommandRecorded.js";
 export type { EventBody } from "./envelopes/EventBody.js";
 export type { GuardEvent } from "./envelopes/GuardEvent.js";
+export type { PartitionOwner } from "./envelopes/PartitionOwner.js";
+export type { WriterFence } from "./envelopes/WriterFence.js";
 export type { ErrorCode } from "./replies/ErrorBody.js";
 export type { TaskStatus, TaskAction } from "./rooms/taskUpdates.js";
 export type { Peer, PresenceOp, LeaveReason } from "./rooms/presenceEvents.js";
