@@ -70,7 +70,7 @@ impl std::fmt::Debug for Handler {
 }
 
 /// A decoded request.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
     /// The subject it arrived on.
     pub subject: &'a str,
@@ -246,7 +246,13 @@ impl Handler {
             Err(err) => {
                 let _entered = span.enter();
                 span.record("outcome", err.to_body().code.to_string().as_str());
-                Self::rejected(request.subject, &err)
+                let (body, mut headers) = Self::rejected(request.subject, &err);
+                if matches!(err, ServiceError::Moved { .. }) {
+                    // Nothing was written: the router may take the command to the partition's
+                    // new owner (or this instance's new tenure) instead of answering.
+                    headers.insert(crate::route::NOT_OWNER, "1");
+                }
+                (body, headers)
             }
         }
     }
@@ -290,9 +296,20 @@ impl Handler {
             .admit_to(request.authorization, request.scope.tenant())?;
         let job = Job::new(&request, principal, trace_context(&span, incoming.headers));
         let _guard = self.stripe(&job.target).lock().await;
-        // Held until the command is answered: its partition is not given back meanwhile.
+        // Held until the command is answered: its partition is not given back meanwhile. The
+        // router sent the command here because its subject's partition was held; if that lease
+        // ran out since (say, across a pause), the command is refused as retryable rather than
+        // decided unfenced. A command whose target lies in another partition than its subject
+        // (`tenant.create`, sent on the platform's subject) is decided by reading heads.
         let tenure = match &self.ownership {
-            Some(ownership) => ownership.enter(ownership.partition_of(&job.subject)).await,
+            Some(ownership) => {
+                let partition = ownership.partition_of(&job.subject);
+                let entered = ownership.enter(partition).await;
+                if entered.is_none() && partition == ownership.partition_of(request.subject) {
+                    return Err(ServiceError::Moved { partition });
+                }
+                entered
+            }
             None => None,
         };
         self.write(&job, tenure.as_ref()).await

@@ -36,7 +36,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use talkwai_domain::ACTIONS;
 use talkwai_eventstore::lease::{self, LeaseConfig, Leases};
-use talkwai_eventstore::{AppenderConfig, EventStore, StreamSettings};
+use talkwai_eventstore::{AppenderConfig, EventStore, LogFence, StreamSettings};
+use talkwai_proto::writer_fence;
 use talkwai_service::{Endpoints, Registration, ServeError};
 use tracing::{info, warn};
 
@@ -82,6 +83,8 @@ pub struct CommandService {
     config: Config,
     /// Set once every endpoint is subscribed and the server confirmed it; read by readiness.
     serving: Arc<AtomicBool>,
+    /// This instance's id in the lease bucket and its fence subject (with ownership on).
+    instance_id: String,
 }
 
 impl CommandService {
@@ -115,16 +118,29 @@ impl CommandService {
             ..Default::default()
         };
         let store = EventStore::open(client.clone(), &settings).await?;
-        let appender = store.appender(AppenderConfig {
+        let appender_config = AppenderConfig {
             group: config.group_commit,
             max_in_flight: config.writes_in_flight,
             linger: Duration::from_micros(config.group_linger_us),
             ..Default::default()
-        });
+        };
+        let instance_id = lease::instance_id(&config.instance);
         let mut repo = Repository::new(store.clone(), config.cache_capacity);
-        if config.partitions > 0 {
-            repo = repo.with_ownership(Arc::new(Ownership::new(config.partitions)));
-        }
+        let appender = if config.partitions > 0 {
+            let ownership = Arc::new(Ownership::new(config.partitions));
+            repo = repo.with_ownership(Arc::clone(&ownership));
+            // Decisions from memory are fenced in the log too, when one write is in flight
+            // (each mark expects the previous one); with more, only in process.
+            if config.writes_in_flight <= 1 {
+                store
+                    .fenced_appender(appender_config, log_fence(&instance_id, ownership))
+                    .await?
+            } else {
+                store.appender(appender_config)
+            }
+        } else {
+            store.appender(appender_config)
+        };
         let handler = Arc::new(
             Handler::new(repo, appender, verifier, config.conflict_attempts)
                 .with_rate_limit(config.rate_limit),
@@ -135,6 +151,7 @@ impl CommandService {
             handler,
             config,
             serving: Arc::new(AtomicBool::new(false)),
+            instance_id,
         })
     }
 
@@ -295,9 +312,11 @@ impl CommandService {
         };
         let js = self.store.jetstream().clone();
         let (ready, first_round) = tokio::sync::oneshot::channel();
-        let leases = Leases::new(js.clone(), config.clone(), Holder::new(ownership, ready))
-            .await
-            .map_err(StartError::Stream)?;
+        let holder = Holder::new(ownership, ready).fencing(&self.store, &self.instance_id);
+        let leases =
+            Leases::with_instance(js.clone(), config.clone(), self.instance_id.clone(), holder)
+                .await
+                .map_err(StartError::Stream)?;
         let me = leases.instance().to_owned();
         let forwarded = self
             .client
@@ -332,6 +351,26 @@ impl CommandService {
             leases,
             watch,
         }))
+    }
+}
+
+/// The fence in the log of instance `me`: when another instance bumped it (it took one of our
+/// partitions over), nothing decided from memory is trusted any more.
+fn log_fence(me: &str, ownership: Arc<Ownership>) -> LogFence {
+    LogFence {
+        subject: writer_fence::fence_subject(me),
+        mark: writer_fence::Fence::mark().encode().into(),
+        mark_headers: talkwai_eventstore::header_map(writer_fence::headers(
+            writer_fence::FENCE_TYPE,
+        )),
+        on_fenced: Box::new(move |bumps| {
+            for bump in bumps {
+                let fence = writer_fence::Fence::decode(&bump.payload).unwrap_or_default();
+                warn!(by = ?fence.by, partition = ?fence.partition, seq = bump.seq,
+                    "another instance took a partition over; trusting no cached state");
+            }
+            ownership.retenure_all();
+        }),
     }
 }
 

@@ -16,6 +16,12 @@
 //!
 //! Other instances learn the owners by watching the bucket ([`Owners`]) and forward a
 //! command to its partition's owner (`route`).
+//!
+//! Leases decide who *tries*; the log's fence decides what *lands*
+//! (`talkwai_proto::writer_fence`): before it starts deciding in a partition, an instance
+//! bumps the fence of the partition's previous owner ([`take_over`]), so that owner's later
+//! batches fail in the server, and an instance whose own fence was bumped trusts none of its
+//! memory any more ([`Ownership::retenure_all`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +30,12 @@ use std::time::Duration;
 
 use talkwai_eventstore::lease::LeaseHolder;
 use talkwai_eventstore::partition::{Slot, partition_of};
+use talkwai_eventstore::{
+    AppendError, AppendRequest, Appender, AppenderConfig, EventStore, Outbound,
+};
+use talkwai_proto::writer_fence;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 /// The bucket holding the command service's partition leases and heartbeats.
 pub const BUCKET: &str = "TALKWAI_COMMAND_LEASES";
@@ -173,6 +183,20 @@ impl Ownership {
         }
     }
 
+    /// Starts a new tenure in every partition held (their leases unchanged): nothing cached
+    /// under the old ones is trusted, and commands deciding under them fail their fence. For
+    /// when another instance fenced this one in the log: it took one of our partitions over
+    /// (we were paused, or could not renew), so our memory of it may be stale; the lease
+    /// rounds find out which.
+    pub fn retenure_all(&self) {
+        for p in &self.partitions {
+            if p.tenure.load(Ordering::Acquire) != 0 {
+                let tenure = self.next_tenure.fetch_add(1, Ordering::AcqRel);
+                p.tenure.store(tenure, Ordering::Release);
+            }
+        }
+    }
+
     fn renew(&self, index: u32, valid_until: Instant) {
         if let Some(p) = self.partition(index) {
             p.valid_until
@@ -197,6 +221,20 @@ impl Ownership {
 pub struct Holder {
     ownership: Arc<Ownership>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Fences previous owners in the log before a partition is decided here.
+    fencer: Option<Fencer>,
+    /// Partitions whose lease was taken but whose previous owner could not be fenced: not
+    /// decided here, and given back at the next round.
+    unfenced: std::collections::HashSet<u32>,
+    /// The sequence of our owner record of each partition held.
+    owned_at: HashMap<u32, u64>,
+}
+
+/// What a holder needs to fence previous owners.
+struct Fencer {
+    store: EventStore,
+    appender: Appender,
+    me: String,
 }
 
 impl Holder {
@@ -205,14 +243,141 @@ impl Holder {
         Self {
             ownership,
             ready: Some(ready),
+            fencer: None,
+            unfenced: std::collections::HashSet::new(),
+            owned_at: HashMap::new(),
         }
+    }
+
+    /// Fences each partition's previous owner in `store`'s log (as instance `me`) before
+    /// deciding in it.
+    pub fn fencing(mut self, store: &EventStore, me: &str) -> Self {
+        self.fencer = Some(Fencer {
+            store: store.clone(),
+            appender: store.appender(AppenderConfig {
+                group: false,
+                ..AppenderConfig::default()
+            }),
+            me: me.to_owned(),
+        });
+        self
+    }
+}
+
+/// Takes partition `slot` over in the log as instance `me`: reads its owner record, bumps the
+/// fence of the instance it names (unless that is `me` or it gave the partition back), then
+/// writes `me` as the owner; returns the sequence of that record. From
+/// the bump on, every batch the previous owner sends fails in the server. A lost race on the
+/// owner record (another instance wrote it meanwhile) is tried again, up to three times.
+pub async fn take_over(
+    store: &EventStore,
+    appender: &Appender,
+    me: &str,
+    slot: Slot,
+) -> Result<u64, AppendError> {
+    let subject = writer_fence::owner_subject(slot.index, slot.count);
+    let mut last = Err(AppendError::Conflict("not tried".into()));
+    for _ in 0..3 {
+        let record = store
+            .last_of_subject(&subject)
+            .await
+            .map_err(|e| AppendError::Unknown(e.to_string()))?;
+        let seq = record.as_ref().map_or(0, |m| m.seq);
+        let previous = record
+            .and_then(|m| writer_fence::Owner::decode(&m.payload))
+            .filter(|owner| !owner.released)
+            .map(|owner| owner.by)
+            .filter(|by| by != me);
+        if let Some(previous) = &previous {
+            let bump = writer_fence::Fence::bump(me, slot.index, slot.count);
+            appender
+                .append(lone(
+                    writer_fence::fence_subject(previous),
+                    writer_fence::FENCE_TYPE,
+                    bump.encode(),
+                    None,
+                ))
+                .await?;
+            info!(partition = %slot, previous = %previous, "fenced the previous owner in the log");
+        }
+        let owner = writer_fence::Owner::new(me, slot.index, slot.count);
+        last = appender
+            .append(lone(
+                subject.clone(),
+                writer_fence::OWNER_TYPE,
+                owner.encode(),
+                Some(seq),
+            ))
+            .await
+            .map(|ack| ack.last_seq);
+        if !matches!(last, Err(AppendError::Conflict(_))) {
+            return last;
+        }
+    }
+    last
+}
+
+/// Records in the log that instance `me` gave partition `slot` back after its last write
+/// there, so the next owner does not fence it. Written only if `me`'s own owner record (at
+/// `owned_at`) is still the last: an instance that lost the partition writes nothing.
+pub async fn hand_back(
+    appender: &Appender,
+    me: &str,
+    slot: Slot,
+    owned_at: u64,
+) -> Result<(), AppendError> {
+    let released = writer_fence::Owner::released(me, slot.index, slot.count);
+    appender
+        .append(lone(
+            writer_fence::owner_subject(slot.index, slot.count),
+            writer_fence::OWNER_TYPE,
+            released.encode(),
+            Some(owned_at),
+        ))
+        .await
+        .map(|_| ())
+}
+
+/// A request of one fence message of `event_type`.
+fn lone(
+    subject: String,
+    event_type: &str,
+    payload: Vec<u8>,
+    expected: Option<u64>,
+) -> AppendRequest {
+    AppendRequest {
+        messages: vec![Outbound {
+            subject,
+            headers: talkwai_eventstore::header_map(writer_fence::headers(event_type)),
+            payload: payload.into(),
+            expected_last_subject_seq: expected,
+        }],
+        dedupe_id: None,
+        claim_first: false,
     }
 }
 
 impl LeaseHolder for Holder {
     async fn acquired(&mut self, slot: Slot, valid_until: Instant) {
+        if let Some(fencer) = &self.fencer {
+            match take_over(&fencer.store, &fencer.appender, &fencer.me, slot).await {
+                Ok(seq) => {
+                    self.owned_at.insert(slot.index, seq);
+                }
+                Err(err) => {
+                    warn!(partition = %slot, error = %err,
+                        "cannot fence the partition's previous owner; giving the lease back");
+                    self.unfenced.insert(slot.index);
+                    return;
+                }
+            }
+        }
         self.ownership.acquire(slot.index, valid_until);
         crate::ops::partitions_held(self.ownership.held().len());
+    }
+
+    fn running(&self, slot: Slot) -> bool {
+        !self.unfenced.contains(&slot.index)
     }
 
     fn renewed(&mut self, slot: Slot, valid_until: Instant) {
@@ -220,7 +385,16 @@ impl LeaseHolder for Holder {
     }
 
     async fn released(&mut self, slot: Slot) {
+        self.unfenced.remove(&slot.index);
         self.ownership.release(slot.index).await;
+        // Drained: nothing of ours is being written there any more.
+        if let (Some(fencer), Some(owned_at)) = (&self.fencer, self.owned_at.remove(&slot.index))
+            && let Err(err) = hand_back(&fencer.appender, &fencer.me, slot, owned_at).await
+        {
+            // Lost to another instance (its record is newer), or the log is unreachable: the
+            // next owner fences us, which is safe.
+            debug!(partition = %slot, error = %err, "no release record written");
+        }
         crate::ops::partitions_held(self.ownership.held().len());
         info!(partition = %slot, "no longer deciding this partition's commands");
     }

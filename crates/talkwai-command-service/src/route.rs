@@ -100,7 +100,14 @@ impl Router {
         let deadline = Instant::now() + self.settle;
         loop {
             if ownership.tenure(partition).is_some() {
-                return self.handler.handle(incoming).await;
+                let (body, headers) = self.handler.handle(incoming).await;
+                if forwarded || headers.get(NOT_OWNER).is_none() || Instant::now() >= deadline {
+                    return (body, headers);
+                }
+                // The partition moved (or this instance was fenced) while the command waited
+                // here, and nothing of it was written: look for its owner again.
+                tokio::task::yield_now().await;
+                continue;
             }
             if forwarded {
                 // The forwarding instance waits and looks for the owner, not this one: a

@@ -363,6 +363,10 @@ async fn check_log(store: &EventStore, tenant: Uuid, acked: &[Acked]) -> u64 {
             .expect("replay continues")
             .expect("message");
         seen = message.seq;
+        // Fences and owner records are the command service's own, of no command.
+        if talkwai_proto::writer_fence::is_fence_subject(&message.subject) {
+            continue;
+        }
         let (Some(id), Some((i, n))) = (
             message.header("Talkwai-Command-Id"),
             message

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use talkwai_domain::ErrorCode;
 use talkwai_eventstore::partition::partition_of;
 use talkwai_eventstore::{EventStore, StreamSettings};
-use talkwai_proto::CommandReply;
+use talkwai_proto::{CommandReply, writer_fence};
 use talkwai_testkit::NatsServer;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -320,6 +320,45 @@ async fn a_paused_owner_that_lost_its_lease_writes_nothing_it_decided_before() {
     for (id, reply) in in_hand {
         answers.push((id, true, reply.await.expect("request task")));
     }
+    // The successor fenced the paused owner in the log before deciding: from that bump on,
+    // no batch of the owner's lands. What may still land is one request written alone (a
+    // lone write is fenced in process only; one write is in flight at a time).
+    let fence = store
+        .read_subject(&writer_fence::fence_subject(&a), 0)
+        .await
+        .expect("fence");
+    let bump = fence
+        .iter()
+        .find(|m| writer_fence::Fence::decode(&m.payload).is_some_and(|f| f.by.is_some()))
+        .unwrap_or_else(|| panic!("the successor did not fence {a}: {fence:?}"));
+    let ours: std::collections::HashSet<Uuid> = answers.iter().map(|(id, _, _)| *id).collect();
+    let head = store.last_sequence().await.expect("head");
+    let mut replay = store.replay(bump.seq + 1, vec![]).await.expect("replay");
+    let mut after_takeover = std::collections::HashSet::new();
+    while let Some(message) = replay.next().await {
+        let message = message.expect("message");
+        let command = message
+            .header("Talkwai-Command-Id")
+            .and_then(|v| v.parse::<Uuid>().ok());
+        if let Some(command) = command.filter(|c| ours.contains(c)) {
+            assert_eq!(
+                message.header("Nats-Batch-Id"),
+                None,
+                "a batch of the fenced owner landed after the takeover: {} at {}",
+                message.subject,
+                message.seq
+            );
+            after_takeover.insert(command);
+        }
+        if message.seq >= head {
+            break;
+        }
+    }
+    assert!(
+        after_takeover.len() <= 1,
+        "{} commands of the fenced owner landed after the takeover",
+        after_takeover.len()
+    );
     let records = records(&client).await;
     let (mut refused, mut accepted, mut late) = (0, 0, 0);
     for (id, was_in_hand, reply) in answers {
@@ -362,7 +401,9 @@ async fn a_paused_owner_that_lost_its_lease_writes_nothing_it_decided_before() {
     );
     assert_eq!(records.get(&id).map(Vec::len), Some(1));
     eprintln!(
-        "paused owner: {accepted} accepted ({late} of them after the pause, sent before it), {refused} refused"
+        "paused owner: {accepted} accepted ({late} of them after the pause, sent before it, \
+         {} after the takeover, written alone), {refused} refused",
+        after_takeover.len()
     );
 }
 

@@ -125,6 +125,8 @@ pub struct LogFence {
     pub subject: String,
     /// The body of the mark each fenced batch adds on `subject`.
     pub mark: Bytes,
+    /// The mark's headers.
+    pub mark_headers: HeaderMap,
     /// Called with the messages others appended on `subject` (the bumps) when a batch was
     /// refused because of them.
     pub on_fenced: OnFenced,
@@ -565,7 +567,7 @@ impl Writer {
             .filter(|_| group.iter().any(|j| j.fence.is_some()))
             .map(|active| Outbound {
                 subject: active.fence.subject.clone(),
-                headers: HeaderMap::new(),
+                headers: active.fence.mark_headers.clone(),
                 payload: active.fence.mark.clone(),
                 expected_last_subject_seq: Some(active.expected.load(Ordering::Acquire)),
             });

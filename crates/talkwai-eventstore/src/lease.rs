@@ -189,8 +189,19 @@ impl<H: LeaseHolder> Leases<H> {
         config: LeaseConfig,
         holder: H,
     ) -> Result<Self, StoreError> {
-        let kv = bucket(&js, &config).await?;
         let me = instance_id(&config.instance);
+        Self::with_instance(js, config, me, holder).await
+    }
+
+    /// [`new`](Self::new) under an instance id made beforehand with [`instance_id`] (for a
+    /// holder that names itself elsewhere too, e.g. in a fence subject).
+    pub async fn with_instance(
+        js: jetstream::Context,
+        config: LeaseConfig,
+        me: String,
+        holder: H,
+    ) -> Result<Self, StoreError> {
+        let kv = bucket(&js, &config).await?;
         Ok(Self {
             js,
             kv,

@@ -458,6 +458,7 @@ async fn a_bumped_log_fence_refuses_the_writers_groups() {
             talkwai_eventstore::LogFence {
                 subject: fence_subject.to_owned(),
                 mark: "mark".into(),
+                mark_headers: HeaderMap::new(),
                 on_fenced: Box::new({
                     let told = std::sync::Arc::clone(&told);
                     move |bumps| {

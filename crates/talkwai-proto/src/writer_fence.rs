@@ -6,8 +6,9 @@
 //! commands decided under a partition lease ends with a *mark* there, expected at the sequence
 //! of its previous mark. An instance taking a partition over first reads the partition's
 //! **owner record** (`talkwai.evt.platform.guard.partition-owner.<count>-<index>`, the last
-//! instance that took it), appends a *bump* on that instance's fence subject, then writes its
-//! own owner record. From the bump on, every batch the previous owner still sends fails as a
+//! instance that took it), appends a *bump* on that instance's fence subject (unless the record
+//! says it gave the partition back, after its last write there), then writes its own owner
+//! record. From the bump on, every batch the previous owner still sends fails as a
 //! whole (its mark's expectation is stale), even bytes that sat in its connection's buffer
 //! through a pause. Both are guard-kind subjects, so every consumer that skips guards skips
 //! them. Fence messages' bodies are [`WriterFence`]s, owner records' [`PartitionOwner`]s.
@@ -33,6 +34,20 @@ pub fn fence_subject(instance: &str) -> String {
 /// The owner record subject of partition `index` of `count`.
 pub fn owner_subject(index: u32, count: u32) -> String {
     format!("{ROOT}.evt.platform.guard.{OWNER_KIND}.{count}-{index}")
+}
+
+/// The `Talkwai-*` headers of fence messages and owner records (`type`: [`FENCE_TYPE`] or
+/// [`OWNER_TYPE`]): type, version and the platform scope, no command.
+pub fn headers(event_type: &str) -> Vec<(&'static str, String)> {
+    crate::EventMeta::typed(event_type, FENCE_VERSION, crate::Scope::Platform).to_headers()
+}
+
+/// Whether `subject` is a fence or an owner record (messages of no command).
+pub fn is_fence_subject(subject: &str) -> bool {
+    let prefix = format!("{ROOT}.evt.platform.guard.");
+    subject.strip_prefix(&prefix).is_some_and(|rest| {
+        rest.starts_with(&format!("{FENCE_KIND}.")) || rest.starts_with(&format!("{OWNER_KIND}."))
+    })
 }
 
 /// What a fence message says: nothing for a mark; who took which partition for a bump.
@@ -65,7 +80,7 @@ pub struct WriterFence {
 /// The event type of owner records.
 pub const OWNER_TYPE: &str = "partition.owned";
 
-/// Who took a partition over last.
+/// Who took a partition over last, and whether it gave it back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Owner {
@@ -73,6 +88,10 @@ pub struct Owner {
     pub by: String,
     /// The partition, `<index>/<count>`.
     pub partition: String,
+    /// It gave the partition back after its last write there (so the next owner need not
+    /// fence it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// The wire body of an owner record: `{"type": "partition.owned", "version": 1, "data": {...}}`.
@@ -128,6 +147,15 @@ impl Owner {
         Self {
             by: by.to_owned(),
             partition: format!("{index}/{count}"),
+            released: false,
+        }
+    }
+
+    /// `by` gave partition `index` of `count` back, after its last write there.
+    pub fn released(by: &str, index: u32, count: u32) -> Self {
+        Self {
+            released: true,
+            ..Self::new(by, index, count)
         }
     }
 
@@ -160,6 +188,13 @@ mod tests {
         let owner = Owner::new("command-1-ab12cd34", 3, 64);
         assert_eq!(Owner::decode(&owner.encode()), Some(owner.clone()));
         assert_eq!(Fence::decode(&owner.encode()), None);
+        let released = Owner::released("command-1-ab12cd34", 3, 64);
+        assert_eq!(Owner::decode(&released.encode()), Some(released));
+        assert!(
+            !String::from_utf8(owner.encode())
+                .expect("utf-8")
+                .contains("released")
+        );
         assert_eq!(Fence::decode(&Fence::mark().encode()), Some(Fence::mark()));
         assert_eq!(
             String::from_utf8(Fence::mark().encode()).expect("utf-8"),
@@ -169,7 +204,9 @@ mod tests {
             Fence::decode(br#"{"type":"guard.claimed","version":1,"data":{}}"#),
             None
         );
+        assert!(!is_fence_subject("talkwai.evt.platform.guard.command.ab"));
         for subject in [fence_subject("command-1-ab12cd34"), owner_subject(3, 64)] {
+            assert!(is_fence_subject(&subject));
             assert!(matches!(
                 crate::EventSubject::parse(&subject),
                 Ok(crate::EventSubject::Guard { .. })

@@ -18,7 +18,7 @@ export interface PartitionOwner {
   version: 1;
 }
 /**
- * Who took a partition over last.
+ * Who took a partition over last, and whether it gave it back.
  */
 export interface Owner {
   /**
@@ -29,4 +29,9 @@ export interface Owner {
    * The partition, `<index>/<count>`.
    */
   partition: string;
+  /**
+   * It gave the partition back after its last write there (so the next owner need not
+   * fence it).
+   */
+  released?: boolean;
 }
