@@ -271,3 +271,48 @@ pub fn lone_event_headers(body: &EventBody, tenant: Uuid, occurred_at: i64) -> H
     }
     headers
 }
+
+/// The sequence the event log's head would have without the command service's own fence
+/// messages (writer fences and partition owner records, written as instances take, give back
+/// and lose partitions): what commands appended, for tests that compare heads across restarts.
+/// Read until the head holds still across the count.
+pub async fn command_head(client: &async_nats::Client) -> Result<u64, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js
+        .get_stream("TALKWAI_EVENTS")
+        .await
+        .map_err(|e| e.to_string())?;
+    for _ in 0..20 {
+        let before = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .last_sequence;
+        let mut fences = 0u64;
+        for kind in [
+            talkwai_proto::writer_fence::FENCE_KIND,
+            talkwai_proto::writer_fence::OWNER_KIND,
+        ] {
+            let filter = format!("talkwai.evt.platform.guard.{kind}.>");
+            let mut subjects = stream
+                .info_with_subjects(filter)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(entry) = futures::StreamExt::next(&mut subjects).await {
+                fences += entry.map_err(|e| e.to_string())?.1 as u64;
+            }
+        }
+        let after = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .last_sequence;
+        if before == after {
+            return Ok(after - fences);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err("the log's head kept moving".into())
+}

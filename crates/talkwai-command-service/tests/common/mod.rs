@@ -185,25 +185,11 @@ impl Harness {
         }
     }
 
-    /// How many messages commands appended so far: the stream's last sequence, less the
-    /// instances' own fences and partition owner records (written as instances come and go).
+    /// How many messages commands appended so far (the head less the instances' fences).
     pub async fn stream_head(&self) -> u64 {
-        let js = async_nats::jetstream::new(self.client.clone());
-        let mut stream = js.get_stream("TALKWAI_EVENTS").await.expect("stream");
-        let last = stream.info().await.expect("info").state.last_sequence;
-        let store = talkwai_eventstore::EventStore::open(self.client.clone(), &Default::default())
+        talkwai_testkit::services::command_head(&self.client)
             .await
-            .expect("store");
-        let mut fences = 0;
-        for kind in [
-            talkwai_proto::writer_fence::FENCE_KIND,
-            talkwai_proto::writer_fence::OWNER_KIND,
-        ] {
-            let subject = format!("talkwai.evt.platform.guard.{kind}.>");
-            let found = store.read_subject(&subject, 0).await.expect("fences");
-            fences += found.iter().filter(|m| m.seq <= last).count() as u64;
-        }
-        last - fences
+            .unwrap_or_else(|e| panic!("head: {e}"))
     }
 
     /// Every message of one subject: (event type, command id).
