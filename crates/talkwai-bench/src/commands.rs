@@ -372,15 +372,5 @@ pub async fn stored_event_size(
     let Some(message) = messages.first() else {
         bail!("the created task has no event");
     };
-    let header_bytes = message
-        .headers
-        .iter()
-        .map(|(name, values)| {
-            values
-                .iter()
-                .map(|v| name.to_string().len() + 2 + v.as_str().len() + 2)
-                .sum::<usize>()
-        })
-        .sum();
-    Ok((message.payload.len(), header_bytes))
+    Ok((message.payload.len(), message.stored_header_bytes()))
 }

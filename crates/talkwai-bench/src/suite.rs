@@ -223,8 +223,8 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
         commands::warm_up(&client, &world, Budget::new(u64::MAX, b.warm_up)).await;
         match commands::stored_event_size(&store, &world, &client).await {
             Ok((body, headers)) => report.notes.push(format!(
-                "a task.created event written by the command service: {body}-byte body, \
-                 {headers} bytes of headers"
+                "a task.created event written alone by the command service: {body}-byte body, \
+                 {headers} bytes of headers stored with it"
             )),
             Err(err) => report
                 .notes

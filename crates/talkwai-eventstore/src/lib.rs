@@ -39,7 +39,7 @@ pub use connect::{
 };
 pub use error::StoreError;
 pub use heads::{HeadReader, Heads};
-pub use read::{Replay, StoredMessage};
+pub use read::{READ_SIDE_HEADERS, Replay, StoredMessage};
 pub use stream::StreamSettings;
 
 use async_nats::jetstream;

@@ -75,7 +75,36 @@ impl StoredMessage {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.as_str())
     }
+
+    /// The size of the header block the server stores with the message (`NATS/1.0`, each
+    /// `name: value` line, the blank line), without the headers a read adds
+    /// ([`READ_SIDE_HEADERS`]).
+    pub fn stored_header_bytes(&self) -> usize {
+        let lines: usize = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !READ_SIDE_HEADERS.contains(&name.as_ref()))
+            .map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values
+                    .iter()
+                    .map(|v| name.len() + 2 + v.as_str().len() + 2)
+                    .sum::<usize>()
+            })
+            .sum();
+        "NATS/1.0\r\n\r\n".len() + lines
+    }
 }
+
+/// Headers a direct get or a consumer adds to a message on reading it; not stored with it.
+pub const READ_SIDE_HEADERS: [&str; 6] = [
+    "Nats-Stream",
+    "Nats-Sequence",
+    "Nats-Time-Stamp",
+    "Nats-Subject",
+    "Nats-Num-Pending",
+    "Nats-Last-Sequence",
+];
 
 /// Parses `Nats-Time-Stamp` (RFC 3339) into epoch milliseconds; 0 when unreadable.
 fn parse_rfc3339_ms(value: &str) -> i64 {
