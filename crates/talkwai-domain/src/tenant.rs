@@ -191,9 +191,11 @@ pub struct TenantUpdated {
     pub at: Timestamp,
 }
 
-/// `tenant.statusChanged` v1 (kept to read and describe stored v1 events).
+// Kept to read and describe stored v1 events; its schema keeps v1's title.
+/// `tenant.statusChanged` v1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "TenantStatusChanged"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantStatusChangedV1 {
     /// New status.

@@ -12,7 +12,8 @@ use talkwai_domain::task::{TaskEnded, TaskEvent, TaskFailed};
 use talkwai_domain::tenant::TenantStatusChanged;
 use talkwai_proto::room::{
     ADMIN_ROOM, ADMIN_ROOM_ID, AlertKind, NOTIFICATIONS, Notification, NotificationKind,
-    SYSTEM_ALERTS, SystemAlert, TASK_UPDATES, TENANT_ROOM, TaskAction, TaskUpdate,
+    ROOM_CLOSED, RoomClosed, RoomClosedReason, SYSTEM_ALERTS, SystemAlert, TASK_UPDATES,
+    TENANT_ROOM, TaskAction, TaskUpdate,
 };
 use talkwai_proto::subject::room_topic;
 
@@ -210,6 +211,40 @@ pub fn tenant_alert(meta: Happened, change: &TenantStatusChanged) -> Option<Outg
             seq: Some(meta.seq),
         },
     ))
+}
+
+/// The `roomClosed` topic of a tenant.
+pub fn room_closed_subject(tenant: TenantId) -> String {
+    room_topic(TENANT_ROOM, &tenant.to_string(), ROOM_CLOSED)
+}
+
+/// The messages of a `tenant.erased`: the tenant room's last message (`roomClosed`) and an
+/// admin alert.
+pub fn tenant_erased_messages(meta: Happened) -> Vec<Outgoing> {
+    let mut details = serde_json::Map::new();
+    details.insert("userId".into(), json!(meta.actor.user_id()));
+    vec![
+        Outgoing::new(
+            room_closed_subject(meta.tenant),
+            &RoomClosed {
+                tenant_id: meta.tenant,
+                reason: RoomClosedReason::TenantErased,
+                timestamp: meta.occurred_at,
+                seq: meta.seq,
+            },
+        ),
+        Outgoing::new(
+            system_alerts_subject(),
+            &SystemAlert {
+                kind: AlertKind::TenantErased,
+                tenant_id: Some(meta.tenant),
+                message: format!("tenant {} was erased: its room is closed", meta.tenant),
+                details,
+                timestamp: meta.occurred_at,
+                seq: Some(meta.seq),
+            },
+        ),
+    ]
 }
 
 /// Counts task failures per tenant in a sliding window and says when a tenant crosses the
