@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod up;
+
 use std::process::Output;
 use std::time::Duration;
 
