@@ -391,15 +391,14 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
     // the live generation before it swaps); one row per bulk window, so A's rows are written
     // in windows before the one holding its erasure.
     let b_now = sys.rows_of(b).await;
-    let args = ["projections", "rebuild", "--bulk-rows", "1"];
-    let output = common::talkwai()
-        .env("TALKWAI_NATS_URL", &nats_url)
-        .env("TALKWAI_DATABASE_URL", &database_url)
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run talkwai projections rebuild: {e}"));
-    let run = common::Run::from_output(&args, output);
+    let run = common::run_talkwai(
+        &["projections", "rebuild", "--bulk-rows", "1"],
+        &[
+            ("TALKWAI_NATS_URL", &nats_url),
+            ("TALKWAI_DATABASE_URL", &database_url),
+        ],
+    )
+    .await;
     assert_eq!(run.code, 0, "the rebuild's parity check: {}", run.stderr);
     assert_eq!(sys.rows_of(a).await, Vec::<String>::new());
     assert_eq!(sys.rows_of(b).await, b_now);

@@ -46,6 +46,17 @@ fn set_status(status: TenantStatus) -> Command {
     }))
 }
 
+/// The `tenant.statusChanged` that [`set_status`] decides now.
+fn changed_now(status: TenantStatus, previous: TenantStatus, token: Option<&str>) -> Event {
+    Event::Tenant(TenantEvent::StatusChanged(TenantStatusChanged {
+        status,
+        previous,
+        reason: Some(reason("unpaid invoices")),
+        erasure_token: token.map(|t| ErasureToken(t.into())),
+        at: NOW,
+    }))
+}
+
 fn create() -> Command {
     cmd(TenantCommand::Create(CreateTenant {
         id: tenant_a(),
@@ -126,15 +137,12 @@ fn update_without_change_is_a_no_op() {
 fn set_status_records_previous_and_reason() {
     Scenario::given(tenant_ref(tenant_a()), [created()])
         .when(set_status(TenantStatus::Suspended))
-        .then_events([Event::Tenant(TenantEvent::StatusChanged(
-            TenantStatusChanged {
-                status: TenantStatus::Suspended,
-                previous: TenantStatus::Active,
-                reason: Some(reason("unpaid invoices")),
-                erasure_token: Some(ErasureToken(NONCE_TOKEN.into())),
-                at: NOW,
-            },
-        ))]);
+        .then_events([changed_now(
+            TenantStatus::Suspended,
+            TenantStatus::Active,
+            Some(NONCE_TOKEN),
+        )])
+        .then_state(|s| assert_eq!(token_of(s), Some(ErasureToken(NONCE_TOKEN.into()))));
     Scenario::given(tenant_ref(tenant_a()), [created()])
         .when(set_status(TenantStatus::Active))
         .then_no_events();
@@ -223,30 +231,11 @@ fn token_of(state: &AggregateState) -> Option<ErasureToken> {
 fn suspending_issues_an_erasure_token_that_any_other_status_withdraws() {
     // The token is the decision's nonce, 32 hex digits.
     assert_eq!(ErasureToken::from_nonce(NONCE).0, NONCE_TOKEN);
-    Scenario::given(tenant_ref(tenant_a()), [created()])
-        .when(set_status(TenantStatus::Suspended))
-        .then_events([Event::Tenant(TenantEvent::StatusChanged(
-            TenantStatusChanged {
-                status: TenantStatus::Suspended,
-                previous: TenantStatus::Active,
-                reason: Some(reason("unpaid invoices")),
-                erasure_token: Some(ErasureToken(NONCE_TOKEN.into())),
-                at: NOW,
-            },
-        ))])
-        .then_state(|s| assert_eq!(token_of(s), Some(ErasureToken(NONCE_TOKEN.into()))));
+    // (Issued: `set_status_records_previous_and_reason`.)
     for status in [TenantStatus::Active, TenantStatus::Inactive] {
         Scenario::given(tenant_ref(tenant_a()), [created(), suspended()])
             .when(set_status(status))
-            .then_events([Event::Tenant(TenantEvent::StatusChanged(
-                TenantStatusChanged {
-                    status,
-                    previous: TenantStatus::Suspended,
-                    reason: Some(reason("unpaid invoices")),
-                    erasure_token: None,
-                    at: NOW,
-                },
-            ))])
+            .then_events([changed_now(status, TenantStatus::Suspended, None)])
             .then_state(|s| assert_eq!(token_of(s), None));
     }
 }
@@ -268,26 +257,25 @@ fn erase_with_the_suspensions_token_emits_erased() {
 
 #[test]
 fn erase_refuses_a_wrong_or_stale_token_and_a_tenant_that_is_not_suspended() {
+    let refused_token = |history: Vec<Event>, token: &str| {
+        Scenario::given(tenant_ref(tenant_a()), history)
+            .as_actor(superadmin())
+            .when(erase(token))
+            .then_error(ErrorCode::ValidationFailed, Some("confirmationToken"));
+    };
     // A wrong token.
-    Scenario::given(tenant_ref(tenant_a()), [created(), suspended()])
-        .as_actor(superadmin())
-        .when(erase(NONCE_TOKEN))
-        .then_error(ErrorCode::ValidationFailed, Some("confirmationToken"));
+    refused_token(vec![created(), suspended()], NONCE_TOKEN);
     // A suspension written before tokens existed (v1) issued none.
-    Scenario::given(
-        tenant_ref(tenant_a()),
-        [
+    refused_token(
+        vec![
             created(),
             status_changed(TenantStatus::Suspended, TenantStatus::Active, None),
         ],
-    )
-    .as_actor(superadmin())
-    .when(erase(ISSUED))
-    .then_error(ErrorCode::ValidationFailed, Some("confirmationToken"));
+        ISSUED,
+    );
     // An earlier suspension's token, after reactivating and suspending again.
-    Scenario::given(
-        tenant_ref(tenant_a()),
-        [
+    refused_token(
+        vec![
             created(),
             suspended(),
             status_changed(TenantStatus::Active, TenantStatus::Suspended, None),
@@ -297,10 +285,8 @@ fn erase_refuses_a_wrong_or_stale_token_and_a_tenant_that_is_not_suspended() {
                 Some(NONCE_TOKEN),
             ),
         ],
-    )
-    .as_actor(superadmin())
-    .when(erase(ISSUED))
-    .then_error(ErrorCode::ValidationFailed, Some("confirmationToken"));
+        ISSUED,
+    );
     // Not suspended (the right token of a suspension since lifted).
     for status in [TenantStatus::Active, TenantStatus::Inactive] {
         let error = Scenario::given(
