@@ -433,4 +433,24 @@ mod tests {
         assert_eq!(spikes.record(tenant, 50_001), None);
         assert_eq!(spikes.record(tenant, 50_002), Some(3));
     }
+    #[test]
+    fn given_an_erased_tenant_then_its_room_closes_and_admins_are_told() {
+        let admin = Uuid::from_u128(3);
+        let tenant = TenantId(Uuid::from_u128(1));
+        let out = tenant_erased_messages(meta(ActorRef::Admin(admin)));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(
+            out[0].subject,
+            format!("talkwai.room.tenant.{tenant}.topic.roomClosed")
+        );
+        assert_eq!(
+            out[0].body,
+            json!({"tenantId": tenant, "reason": "tenantErased", "timestamp": 1000, "seq": 7})
+        );
+        assert_eq!(out[1].subject, system_alerts_subject());
+        assert_eq!(out[1].body["kind"], "tenantErased");
+        assert_eq!(out[1].body["tenantId"], json!(tenant));
+        assert_eq!(out[1].body["details"]["userId"], json!(admin));
+        assert_eq!(out[1].body["seq"], 7);
+    }
 }
