@@ -65,6 +65,8 @@ export class InternalError extends TalkwaiError {}
 export class CommandIdReusedError extends TalkwaiError {}
 /** No command is served on the subject (unknown aggregate or action). */
 export class UnknownCommandError extends TalkwaiError {}
+/** The tenant was erased (offboarded): nothing of it can be changed or read any more. */
+export class TenantErasedError extends TalkwaiError {}
 
 const CLASSES: Record<ErrorCode, new (code: ErrorCode, message: string, field?: string | null) => TalkwaiError> = {
   validation_failed: ValidationFailedError,
@@ -82,6 +84,7 @@ const CLASSES: Record<ErrorCode, new (code: ErrorCode, message: string, field?: 
   internal: InternalError,
   command_id_reused: CommandIdReusedError,
   unknown_command: UnknownCommandError,
+  tenant_erased: TenantErasedError,
 };
 
 /** The error class of a wire error body; an unknown code becomes an {@link InternalError}. */

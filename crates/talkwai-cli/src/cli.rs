@@ -54,6 +54,9 @@ pub enum Command {
     /// Members in one step.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Tenants: export everything of one (offboarding, access requests).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Inspect and operate the PostgreSQL read models (the projector).
     Projections(ProjectionsArgs),
     /// Run the whole system locally: nats-server, PostgreSQL, the command service, the
@@ -245,6 +248,26 @@ pub enum MemberCommand {
     /// Create a `$users` identity and a member linked to it, then print both ids and the
     /// member's token (needs the platform token or an admin's, and `TALKWAI_JWT_SECRET`).
     Invite(InviteArgs),
+}
+
+/// `talkwai tenant ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Write everything the log holds about one tenant as one JSON document: the tenant, its
+    /// members, agents, tasks, the `$users` its members link to, the links and every event
+    /// (current version). A progress bar goes to stderr.
+    Export(TenantExportArgs),
+}
+
+/// `talkwai tenant export`.
+#[derive(Debug, Args)]
+pub struct TenantExportArgs {
+    /// The tenant (a UUID).
+    #[arg(long)]
+    pub tenant: Uuid,
+    /// Write the document here (replaced atomically) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `talkwai member invite`.

@@ -181,7 +181,7 @@ impl EventLine {
 }
 
 /// A progress indicator on stderr (hidden when stderr is not a terminal).
-fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {
     let bar = match len {
         Some(len) => indicatif::ProgressBar::new(len),
         None => indicatif::ProgressBar::new_spinner(),

@@ -47,6 +47,7 @@ pub mod request;
 pub mod rooms;
 pub mod secrets;
 pub mod send;
+pub mod tenant;
 pub mod token;
 pub mod up;
 
@@ -55,7 +56,7 @@ use std::time::Duration;
 pub use cli::Cli;
 pub use error::CliError;
 
-use cli::{Command, EventsCommand, MemberCommand, RoomsCommand, TokenCommand};
+use cli::{Command, EventsCommand, MemberCommand, RoomsCommand, TenantCommand, TokenCommand};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -70,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Events(EventsCommand::Import(args)) => events::import(&cli.nats_url, args).await,
         Command::Token(TokenCommand::Mint(args)) => token::run_mint(&cli.nats_url, args).await,
         Command::Member(MemberCommand::Invite(args)) => member::invite(&cli.nats_url, args).await,
+        Command::Tenant(TenantCommand::Export(args)) => tenant::export(&cli.nats_url, args).await,
         Command::Projections(args) => projections::run(&cli.nats_url, args).await,
         Command::Up(args) => up::run(&cli.nats_url, args).await,
     }

@@ -4,143 +4,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::up::{Up, secrets_json};
 use talkwai_cli::demo;
-use talkwai_cli::up::READY_LINE;
 use talkwai_eventstore::{EventStore, StreamSettings};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
 use uuid::Uuid;
-
-/// A running `talkwai up`.
-struct Up {
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// What it printed up to its ready line.
-    banner: Vec<String>,
-    log: std::path::PathBuf,
-}
-
-impl Up {
-    async fn start(data: &Path, log_name: &str) -> Self {
-        Self::start_with(data, log_name, &[]).await
-    }
-
-    async fn start_with(data: &Path, log_name: &str, extra: &[&str]) -> Self {
-        let log = data.with_file_name(log_name);
-        let log_file = std::fs::File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let data_arg = data.to_string_lossy().into_owned();
-        let mut child = common::talkwai()
-            .args([
-                "up",
-                "--data-dir",
-                &data_arg,
-                "--nats-port",
-                "0",
-                "--postgres-port",
-                "0",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start talkwai up: {e}"));
-        let stdout = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| panic!("talkwai up has no stdout pipe"));
-        let mut up = Self {
-            child,
-            stdout: BufReader::new(stdout).lines(),
-            banner: Vec::new(),
-            log,
-        };
-        let ready = tokio::time::timeout(Duration::from_secs(180), async {
-            while let Ok(Some(line)) = up.stdout.next_line().await {
-                let done = line.starts_with(READY_LINE);
-                up.banner.push(line);
-                if done {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            panic!(
-                "talkwai up did not print {READY_LINE:?} (timed out: {}); stdout:\n{}\nstderr:\n{}",
-                ready.is_err(),
-                up.banner.join("\n"),
-                std::fs::read_to_string(&up.log).unwrap_or_default()
-            );
-        }
-        up
-    }
-
-    /// The value of `export NAME=<value>` in the banner.
-    fn export(&self, name: &str) -> String {
-        let prefix = format!("export {name}=");
-        self.banner
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(&prefix).map(str::to_owned))
-            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", self.banner.join("\n")))
-    }
-
-    /// The single-quoted text after `start` on the banner line holding it
-    /// (`talkwai query '<json>'` gives the JSON).
-    fn quoted_after(&self, start: &str) -> String {
-        self.banner
-            .iter()
-            .find_map(|l| {
-                let rest = &l[l.find(start)? + start.len()..];
-                Some(rest[..rest.find('\'')?].to_owned())
-            })
-            .unwrap_or_else(|| panic!("no `{start}...'` in:\n{}", self.banner.join("\n")))
-    }
-
-    fn says(&self, text: &str) -> bool {
-        self.banner.iter().any(|l| l.contains(text))
-    }
-
-    /// SIGTERM, then waits for a clean exit and the "stopped" line.
-    async fn terminate(mut self) {
-        let pid = self
-            .child
-            .id()
-            .unwrap_or_else(|| panic!("talkwai up already exited"));
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
-        assert!(status.success(), "kill -TERM {pid} failed");
-        let mut rest = Vec::new();
-        let exited = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Ok(Some(line)) = self.stdout.next_line().await {
-                rest.push(line);
-            }
-            self.child.wait().await
-        })
-        .await;
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        match exited {
-            Ok(Ok(status)) => assert!(
-                status.success(),
-                "talkwai up exited with {status} after SIGTERM; stderr:\n{log}"
-            ),
-            Ok(Err(e)) => panic!("waiting for talkwai up: {e}"),
-            Err(_) => panic!("talkwai up did not stop within 90s of SIGTERM; stderr:\n{log}"),
-        }
-        assert!(
-            rest.iter().any(|l| l.contains("stopped; data kept")),
-            "no stop line after SIGTERM: {rest:?}"
-        );
-    }
-}
 
 async fn store(nats_url: &str) -> EventStore {
     let client = talkwai_cli::connect(nats_url)
@@ -437,13 +306,6 @@ fn banner_value(up: &Up, label: &str) -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", up.banner.join("\n")))
-}
-
-/// The data dir's secrets (the JWT secret, to mint tokens).
-fn secrets_json(data: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(data.join("secrets.json"))
-        .unwrap_or_else(|e| panic!("secrets.json: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("secrets.json: {e}"))
 }
 
 /// Connects with `options` to `url`, or says why not (no retries: a refusal is final).

@@ -29,7 +29,7 @@ use talkwai_proto::command_record::{self, CommandRecord};
 use talkwai_proto::event::{ActorRef, CommandPart, EventMeta};
 use talkwai_proto::{CommandAccepted, Scope, headers, subject};
 use tokio::sync::Mutex;
-use tracing::{Instrument as _, Span, debug, field, info_span, warn};
+use tracing::{Instrument as _, Span, debug, field, info, info_span, warn};
 
 use crate::actor::{ActorPlan, Actors};
 use crate::error::ServiceError;
@@ -79,6 +79,9 @@ pub struct Incoming<'a> {
     /// Its body.
     pub payload: &'a [u8],
 }
+
+/// The event type after which [`Handler::on_tenant_erased`] runs.
+const TENANT_ERASED: &str = "tenant.erased";
 
 fn now_ms() -> Timestamp {
     let ms = SystemTime::now()
@@ -312,7 +315,28 @@ impl Handler {
             }
             None => None,
         };
-        self.write(&job, tenure.as_ref()).await
+        let accepted = self.write(&job, tenure.as_ref()).await?;
+        // Also when the outcome was read back from the command's record: a retry of an erase
+        // whose follow-up failed runs it again.
+        if let Some(tenant) = job.scope()
+            && accepted
+                .events
+                .iter()
+                .any(|e| e.event_type == TENANT_ERASED)
+        {
+            self.on_tenant_erased(tenant).await?;
+        }
+        Ok(accepted)
+    }
+
+    /// What follows a `tenant.erased` that landed, before the command is answered: the one
+    /// place where the tenant's data key will be destroyed (crypto-shredding, issue #20 item
+    /// 2). Must be idempotent: a retry of the same command runs it again. The read models and
+    /// rooms need nothing from here: the projector and the notifier act on the event itself.
+    #[allow(clippy::unused_async)] // the key destruction that goes here is a KV write
+    async fn on_tenant_erased(&self, tenant: TenantId) -> Result<(), ServiceError> {
+        info!(%tenant, "tenant erased");
+        Ok(())
     }
 
     /// The fence of an append decided under `tenure`: the lease is still certainly held.
@@ -460,6 +484,7 @@ impl Handler {
             actor: &actor,
             tenant: job.scope(),
             facts: &facts,
+            nonce: uuid::Uuid::new_v4(),
         };
         let decision = talkwai_domain::decide(&loaded.state, request.command.clone(), &ctx)?;
         // Guards the decision touches but the requirements did not load (releases).

@@ -69,6 +69,7 @@ impl Command {
                 TenantCommand::Update(_) => "update",
                 TenantCommand::SetStatus(_) => "setStatus",
                 TenantCommand::Delete(_) => "delete",
+                TenantCommand::Erase(_) => "erase",
             },
             Self::Member(c) => match c {
                 MemberCommand::Create(_) => "create",
@@ -394,6 +395,12 @@ pub fn decide(
             "command does not address this aggregate",
         ));
     }
+    // An erased tenant refuses everything addressed to it, whoever asks.
+    if let Some(scope) = ctx.tenant
+        && let Some(tenant) = ctx.facts.tenants.get(&scope)
+    {
+        tenant.require_not_erased()?;
+    }
     policy::authorize(ctx.actor, &command, state, ctx)?;
     match (state, command) {
         (AggregateState::Tenant(_, s), Command::Tenant(c)) => {
@@ -451,7 +458,7 @@ pub fn evolve(mut state: AggregateState, event: &Event) -> AggregateState {
 pub const ACTIONS: &[(EntityKind, &[&str])] = &[
     (
         EntityKind::Tenant,
-        &["create", "update", "setStatus", "delete"],
+        &["create", "update", "setStatus", "delete", "erase"],
     ),
     (
         EntityKind::Member,

@@ -103,4 +103,7 @@ pub struct Context<'a> {
     pub tenant: Option<TenantId>,
     /// Loaded facts about other aggregates and guards.
     pub facts: &'a Facts,
+    /// A fresh random value the caller draws for each decision (a suspension's erasure token
+    /// is made of it): deciders stay pure and never draw randomness themselves.
+    pub nonce: Uuid,
 }

@@ -44,11 +44,13 @@ pub enum ErrorCode {
     CommandIdReused,
     /// No handler serves the command subject (unknown aggregate or action).
     UnknownCommand,
+    /// The tenant was erased (offboarded): nothing of it can be changed or read any more.
+    TenantErased,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (used by tests and generated documentation).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::ValidationFailed,
         Self::NotFound,
         Self::AlreadyExists,
@@ -64,6 +66,7 @@ impl ErrorCode {
         Self::Internal,
         Self::CommandIdReused,
         Self::UnknownCommand,
+        Self::TenantErased,
     ];
 
     /// The wire form, e.g. `"validation_failed"`.
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::CommandIdReused => "command_id_reused",
             Self::UnknownCommand => "unknown_command",
+            Self::TenantErased => "tenant_erased",
         }
     }
 
@@ -98,6 +102,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::InvalidTransition | Self::InvalidReference | Self::TooManyRows => 422,
             Self::RateLimited => 429,
+            Self::TenantErased => 410,
             Self::Internal => 500,
             Self::Unavailable => 503,
         }
@@ -195,6 +200,9 @@ pub enum DomainError {
     /// The actor may not perform this command.
     #[error("{0}")]
     Forbidden(String),
+    /// The addressed tenant was erased.
+    #[error("tenant {0} was erased")]
+    TenantErased(crate::ids::TenantId),
 }
 
 impl DomainError {
@@ -215,6 +223,7 @@ impl DomainError {
             Self::InvalidTransition { .. } => ErrorCode::InvalidTransition,
             Self::InvalidReference { .. } => ErrorCode::InvalidReference,
             Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::TenantErased(_) => ErrorCode::TenantErased,
         }
     }
 
@@ -224,7 +233,7 @@ impl DomainError {
             Self::Validation { field, .. } => Some(field),
             Self::NotFound { field, .. } | Self::AlreadyExists { field, .. } => *field,
             Self::InvalidReference { field, .. } => Some(field),
-            Self::InvalidTransition { .. } | Self::Forbidden(_) => None,
+            Self::InvalidTransition { .. } | Self::Forbidden(_) | Self::TenantErased(_) => None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! | actor | may |
 //! |---|---|
 //! | platform token | everything |
-//! | admin `superadmin` | everything |
+//! | admin `superadmin` | everything (`tenant.erase`: superadmins and the platform token only, whatever `permissions` allow) |
 //! | admin `admin` | everything but `admin.*`, `user.update` and `user.delete` |
 //! | admin `support` | `task.*` but `task.delete` |
 //! | member `owner` | in their tenant: `tenant.update`, `member.*`, `agent.*`, `task.*` |
@@ -90,6 +90,14 @@ pub fn authorize(
             }
             if listed(permissions.as_ref(), "deny", &permission) {
                 return Err(forbidden(format!("permission {permission} is denied")));
+            }
+            // Offboarding cannot be granted: it is the superadmin role's alone.
+            if matches!(command, Command::Tenant(TenantCommand::Erase(_))) {
+                return if *role == AdminRole::Superadmin {
+                    Ok(())
+                } else {
+                    Err(forbidden(format!("only a superadmin may {permission}")))
+                };
             }
             if admin_role_allows(*role, &permission)
                 || listed(permissions.as_ref(), "allow", &permission)

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::aggregate::{DecodeError, EventBody};
-use crate::task;
+use crate::{task, tenant};
 
 /// One step of an event type's history: turns the data of version `from` into the data of
 /// version `from + 1`. Pure; refuses data that is not a valid `from` shape.
@@ -44,6 +44,12 @@ pub const UPCASTERS: &[Upcaster] = &[
         event_type: "task.failed",
         from: 1,
         step: task::upcast_failed_v1,
+    },
+    // 2: a suspension issues the erasure token `tenant.erase` needs.
+    Upcaster {
+        event_type: "tenant.statusChanged",
+        from: 1,
+        step: tenant::upcast_status_changed_v1,
     },
 ];
 

@@ -12,7 +12,8 @@ use talkwai_domain::task::{TaskEnded, TaskEvent, TaskFailed};
 use talkwai_domain::tenant::TenantStatusChanged;
 use talkwai_proto::room::{
     ADMIN_ROOM, ADMIN_ROOM_ID, AlertKind, NOTIFICATIONS, Notification, NotificationKind,
-    SYSTEM_ALERTS, SystemAlert, TASK_UPDATES, TENANT_ROOM, TaskAction, TaskUpdate,
+    ROOM_CLOSED, RoomClosed, RoomClosedReason, SYSTEM_ALERTS, SystemAlert, TASK_UPDATES,
+    TENANT_ROOM, TaskAction, TaskUpdate,
 };
 use talkwai_proto::subject::room_topic;
 
@@ -212,6 +213,40 @@ pub fn tenant_alert(meta: Happened, change: &TenantStatusChanged) -> Option<Outg
     ))
 }
 
+/// The `roomClosed` topic of a tenant.
+pub fn room_closed_subject(tenant: TenantId) -> String {
+    room_topic(TENANT_ROOM, &tenant.to_string(), ROOM_CLOSED)
+}
+
+/// The messages of a `tenant.erased`: the tenant room's last message (`roomClosed`) and an
+/// admin alert.
+pub fn tenant_erased_messages(meta: Happened) -> Vec<Outgoing> {
+    let mut details = serde_json::Map::new();
+    details.insert("userId".into(), json!(meta.actor.user_id()));
+    vec![
+        Outgoing::new(
+            room_closed_subject(meta.tenant),
+            &RoomClosed {
+                tenant_id: meta.tenant,
+                reason: RoomClosedReason::TenantErased,
+                timestamp: meta.occurred_at,
+                seq: meta.seq,
+            },
+        ),
+        Outgoing::new(
+            system_alerts_subject(),
+            &SystemAlert {
+                kind: AlertKind::TenantErased,
+                tenant_id: Some(meta.tenant),
+                message: format!("tenant {} was erased: its room is closed", meta.tenant),
+                details,
+                timestamp: meta.occurred_at,
+                seq: Some(meta.seq),
+            },
+        ),
+    ]
+}
+
 /// Counts task failures per tenant in a sliding window and says when a tenant crosses the
 /// threshold: once per spike (re-armed when the window holds fewer failures again).
 #[derive(Debug)]
@@ -397,5 +432,25 @@ mod tests {
         assert_eq!(spikes.record(tenant, 50_000), None);
         assert_eq!(spikes.record(tenant, 50_001), None);
         assert_eq!(spikes.record(tenant, 50_002), Some(3));
+    }
+    #[test]
+    fn given_an_erased_tenant_then_its_room_closes_and_admins_are_told() {
+        let admin = Uuid::from_u128(3);
+        let tenant = TenantId(Uuid::from_u128(1));
+        let out = tenant_erased_messages(meta(ActorRef::Admin(admin)));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(
+            out[0].subject,
+            format!("talkwai.room.tenant.{tenant}.topic.roomClosed")
+        );
+        assert_eq!(
+            out[0].body,
+            json!({"tenantId": tenant, "reason": "tenantErased", "timestamp": 1000, "seq": 7})
+        );
+        assert_eq!(out[1].subject, system_alerts_subject());
+        assert_eq!(out[1].body["kind"], "tenantErased");
+        assert_eq!(out[1].body["tenantId"], json!(tenant));
+        assert_eq!(out[1].body["details"]["userId"], json!(admin));
+        assert_eq!(out[1].body["seq"], 7);
     }
 }

@@ -3,7 +3,8 @@
 //! - Task events become `taskUpdates` in the tenant's room and member `notifications`
 //!   (assigned to you; a task you created completed or failed); tenant status changes and
 //!   task failure spikes become admin `systemAlerts` ([`events`], [`worker`], decisions in
-//!   [`derive`]). One instance at a time is active ([`lease`]): it pulls from the durable
+//!   [`derive`]). A `tenant.erased` closes the tenant's room: a last `roomClosed` message,
+//!   its presence sessions dropped, joins refused ([`presence`]). One instance at a time is active ([`lease`]): it pulls from the durable
 //!   consumer `talkwai-notifier` in large batches, works on tenants in parallel and on each
 //!   tenant's events in log order, and acks the low-water mark after publishing. Delivery is
 //!   **at-least-once, in log order per subject**: every message carries `seq` (the event's
@@ -238,7 +239,8 @@ impl Notifier {
                 verifier,
                 Duration::from_secs(config.presence_ttl_secs.max(1)),
             )
-            .healing(upkeep.clone()),
+            .healing(upkeep.clone())
+            .closing_erased_rooms(store.clone()),
         );
         Ok(Self {
             client,

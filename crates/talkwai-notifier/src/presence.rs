@@ -6,7 +6,13 @@
 //! finds it missing recreates it (with the announcer's consumer) and is retried once, so the
 //! first `join` after a restart succeeds; a `heartbeat` or `update` of a session lost with it
 //! answers `not_found` (join again), as after an expiry.
+//!
+//! A tenant room closes for good when its tenant is erased: the worker drops its sessions
+//! ([`close_room`]) and a join is refused with `tenant_erased` — known from the tenant's last
+//! event in the log (one last-by-subject read per join to a tenant room, remembered once
+//! erased), so no instance needs to have seen the event.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -17,8 +23,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
 use talkwai_domain::ErrorCode;
+use talkwai_domain::ids::TenantId;
+use talkwai_domain::{AggregateRef, EntityKind};
+use talkwai_eventstore::EventStore;
 use talkwai_proto::ErrorBody;
-use talkwai_proto::headers::{AUTHORIZATION, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
+use talkwai_proto::headers::{AUTHORIZATION, EVENT_TYPE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use talkwai_proto::room::{
     ADMIN_ROOM, ADMIN_ROOM_ID, Peer, PresenceReply, PresenceRequest, TENANT_ROOM,
 };
@@ -40,6 +49,8 @@ pub const MAX_DATA_KEYS: usize = 32;
 pub const MAX_DATA_DEPTH: usize = 4;
 /// How long leave and expiry markers stay in the bucket (for the announcer to see them).
 pub const MARKER_TTL: Duration = Duration::from_secs(600);
+/// The event type that closes a tenant's room.
+const TENANT_ERASED: &str = "tenant.erased";
 /// The presence operations with an endpoint.
 pub const OPS: [&str; 5] = ["join", "update", "leave", "heartbeat", "get"];
 
@@ -188,6 +199,21 @@ pub async fn put_with_ttl(
     Ok(ack.sequence)
 }
 
+/// Drops every presence session of `tenant`'s room (one purge of the bucket's stream by
+/// subject filter; no leave is announced: the room's `roomClosed` message says it all).
+pub async fn close_room(js: &jetstream::Context, tenant: TenantId) -> Result<(), NotifierError> {
+    let stream = js
+        .get_stream(format!("KV_{BUCKET}"))
+        .await
+        .map_err(NotifierError::js)?;
+    stream
+        .purge()
+        .filter(format!("$KV.{BUCKET}.{TENANT_ROOM}.{tenant}.>"))
+        .await
+        .map_err(NotifierError::js)?;
+    Ok(())
+}
+
 /// The presence endpoints' logic.
 #[derive(Debug)]
 pub struct PresenceService {
@@ -197,6 +223,10 @@ pub struct PresenceService {
     verifier: TokenVerifier,
     ttl: Duration,
     upkeep: Option<Upkeep>,
+    /// The log, to refuse joins to the room of an erased tenant (`None`: not checked).
+    log: Option<EventStore>,
+    /// Tenants known to be erased (for good: never forgotten, bounded by the tenants erased).
+    erased: std::sync::Mutex<HashSet<TenantId>>,
 }
 
 impl PresenceService {
@@ -214,7 +244,55 @@ impl PresenceService {
             verifier,
             ttl,
             upkeep: None,
+            log: None,
+            erased: std::sync::Mutex::default(),
         }
+    }
+
+    /// Refuses joins to the rooms of erased tenants, read from `log`.
+    pub fn closing_erased_rooms(mut self, log: EventStore) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// `tenant_erased` when `room` is the room of an erased tenant: known here, or (with
+    /// `read`) read from the tenant's last event.
+    async fn refuse_closed(&self, room: &Room, read: bool) -> Result<(), ErrorBody> {
+        let Some(tenant) = (room.room_type == TENANT_ROOM)
+            .then(|| room.room_id.parse::<Uuid>().ok())
+            .flatten()
+            .map(TenantId)
+        else {
+            return Ok(());
+        };
+        let closed = || {
+            ErrorBody::new(
+                ErrorCode::TenantErased,
+                format!("tenant {tenant} was erased: its room is closed"),
+            )
+        };
+        if self.erased.lock().is_ok_and(|e| e.contains(&tenant)) {
+            return Err(closed());
+        }
+        let Some(log) = self.log.as_ref().filter(|_| read) else {
+            return Ok(());
+        };
+        let subject = talkwai_proto::subject::event(&AggregateRef {
+            kind: EntityKind::Tenant,
+            tenant: Some(tenant),
+            id: tenant.0,
+        });
+        let last = log
+            .last_of_subject(&subject)
+            .await
+            .map_err(|e| ErrorBody::new(ErrorCode::Unavailable, e.to_string()))?;
+        if last.is_some_and(|m| m.header(EVENT_TYPE) == Some(TENANT_ERASED)) {
+            if let Ok(mut erased) = self.erased.lock() {
+                erased.insert(tenant);
+            }
+            return Err(closed());
+        }
+        Ok(())
     }
 
     /// Heals with `upkeep`: a request that finds the bucket missing recreates it and is
@@ -282,6 +360,7 @@ impl PresenceService {
                 "not a member of this room",
             ));
         }
+        self.refuse_closed(&room, op == "join").await?;
         let request: PresenceRequest = if payload.is_empty() {
             PresenceRequest::default()
         } else {

@@ -202,6 +202,15 @@ impl Partition {
             (EntityKind::Tenant, Event::Tenant(TenantEvent::StatusChanged(change))) => {
                 Ok(derive::tenant_alert(meta, &change).into_iter().collect())
             }
+            (EntityKind::Tenant, Event::Tenant(TenantEvent::Erased(_))) => {
+                // Presence is disposable: a failure is logged, not retried (joins are refused
+                // from the log whatever the bucket holds).
+                if let Err(err) = crate::presence::close_room(self.store.jetstream(), tenant).await
+                {
+                    warn!(error = %err, %tenant, "cannot drop the closed room's presence sessions");
+                }
+                Ok(derive::tenant_erased_messages(meta))
+            }
             _ => Ok(Vec::new()),
         }
     }

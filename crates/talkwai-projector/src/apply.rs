@@ -17,7 +17,7 @@ use crate::rows::Row;
 use crate::schema::COLUMNS;
 
 pub(crate) use bulk::{BulkFold, Flush};
-use fold::{WorkingSet, apply_events, load_rows, needed_rows};
+use fold::{WorkingSet, apply_events, drop_erased, load_rows, needed_rows};
 
 /// What to do with an event that cannot be applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -280,7 +280,7 @@ async fn write(
             .await?;
         }
     }
-    Ok(())
+    drop_erased(tx, schema, &work.erased).await
 }
 
 async fn record_dead_letter(

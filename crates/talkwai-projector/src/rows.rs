@@ -168,7 +168,9 @@ pub fn apply(
             TenantEvent::StatusChanged(s) => update!(s.at.0, |r: &mut Row| {
                 r.insert("status".into(), to_value(&s.status));
             }),
-            TenantEvent::Deleted(_) => delete!(),
+            // The tenant's other rows go with it (`apply::fold`: the working set and a
+            // tenant-wide delete).
+            TenantEvent::Deleted(_) | TenantEvent::Erased(_) => delete!(),
         },
         Event::Member(e) => match e {
             MemberEvent::Created(c) => create!(c.at.0, |r: &mut Row| {

@@ -470,7 +470,7 @@ fn parameter_definitions() -> Value {
         },
         "topic": {
             "description": "a client topic's name (`[A-Za-z0-9_-]+`): any name but the service \
-                            topics `taskUpdates`, `notifications` and `systemAlerts`",
+                            topics `taskUpdates`, `notifications`, `systemAlerts` and `roomClosed`",
         },
     })
 }

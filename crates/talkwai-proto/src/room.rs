@@ -7,6 +7,7 @@
 //! | `taskUpdates` | the notifier only | [`TaskUpdate`] |
 //! | `notifications.<memberId>` | the notifier only | [`Notification`] |
 //! | `systemAlerts` (admin room) | the notifier and the projector only | [`SystemAlert`] |
+//! | `roomClosed` | the notifier only | [`RoomClosed`] |
 //! | `taskActivity` | members of the room (clients) | [`TaskActivity`] |
 //! | any other name | members of the room (clients) | any JSON, the client's own |
 //!
@@ -38,9 +39,11 @@ pub const SYSTEM_ALERTS: &str = "systemAlerts";
 pub const PRESENCE_EVENTS: &str = "events";
 /// The client topic carrying [`TaskActivity`] (what members are doing with a task now).
 pub const TASK_ACTIVITY: &str = "taskActivity";
+/// The topic carrying the [`RoomClosed`] message, the last one a closed room sends.
+pub const ROOM_CLOSED: &str = "roomClosed";
 /// Topics only the backbone publishes, derived from the event log (with `seq`); NATS
 /// permissions refuse them to client credentials. Every other topic name is a client topic.
-pub const SERVICE_TOPICS: [&str; 3] = [TASK_UPDATES, NOTIFICATIONS, SYSTEM_ALERTS];
+pub const SERVICE_TOPICS: [&str; 4] = [TASK_UPDATES, NOTIFICATIONS, SYSTEM_ALERTS, ROOM_CLOSED];
 
 /// Whether clients may publish on `topic` (`notifications.<memberId>` is a service topic).
 pub fn is_client_topic(topic: &str) -> bool {
@@ -153,6 +156,31 @@ pub struct Notification {
     pub seq: u64,
 }
 
+/// Why a room was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RoomClosedReason {
+    /// The tenant was erased (`tenant.erased`): offboarded for good.
+    TenantErased,
+}
+
+/// The last message of a tenant room (`talkwai.room.tenant.<tenant>.topic.roomClosed`): the
+/// room is closed for good. Every presence session in it is gone, a join is refused with
+/// `tenant_erased`, and nothing else will be published in it; a client stops its
+/// subscriptions and heartbeats and signs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoomClosed {
+    /// The room's tenant.
+    pub tenant_id: TenantId,
+    /// Why.
+    pub reason: RoomClosedReason,
+    /// When, epoch milliseconds (the event's time).
+    pub timestamp: i64,
+    /// The event's stream sequence, the key for client-side dedupe.
+    pub seq: u64,
+}
+
 /// What a system alert is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -163,6 +191,8 @@ pub enum AlertKind {
     TenantDeactivated,
     /// A suspended or inactive tenant became active again.
     TenantReactivated,
+    /// A tenant was erased (offboarded); its room is closed.
+    TenantErased,
     /// At least the configured number of task failures within the configured window.
     TaskFailureSpike,
     /// A projector consumer is more than the configured number of events behind.

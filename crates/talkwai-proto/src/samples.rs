@@ -25,7 +25,9 @@ use talkwai_domain::task::{
     TaskAgentLinked, TaskAssigned, TaskCompleted, TaskCreated, TaskEnded, TaskEvent, TaskFailed,
     TaskMetadataSet, TaskOutcome, TaskUpdated,
 };
-use talkwai_domain::tenant::{TenantCreated, TenantEvent, TenantStatusChanged, TenantUpdated};
+use talkwai_domain::tenant::{
+    ErasureToken, TenantCreated, TenantEvent, TenantStatusChanged, TenantUpdated,
+};
 use talkwai_domain::user::{UserEmailSet, UserEvent};
 use talkwai_domain::values::{
     Address, CompanyDomain, Content, Description, DurationSecs, Email, JsonObject, Name,
@@ -48,6 +50,8 @@ pub const AGENT: Uuid = Uuid::from_u128(0x0190_7c1e_5a3b_7d4e_8f21_3c6a_9b0d_4e0
 pub const TASK: Uuid = Uuid::from_u128(0x0190_7c1e_5a3b_7d4e_8f21_3c6a_9b0d_5e06);
 /// The sample `$users` identity.
 pub const USER: Uuid = Uuid::from_u128(0x0190_7c1e_5a3b_7d4e_8f21_3c6a_9b0d_6e07);
+/// The sample erasure token (issued by the sample suspension).
+pub const ERASURE_TOKEN: &str = "9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c";
 /// The sample time: 2025-07-01T09:00:00Z, epoch milliseconds.
 pub const AT: i64 = 1_751_360_400_000;
 
@@ -104,6 +108,10 @@ pub fn command_bodies() -> Vec<(&'static str, Value)> {
             json!({ "id": TENANT, "status": "suspended", "reason": "invoice overdue" }),
         ),
         ("tenant.delete", json!({ "id": TENANT })),
+        (
+            "tenant.erase",
+            json!({ "id": TENANT, "confirmationToken": ERASURE_TOKEN }),
+        ),
         (
             "member.create",
             json!({
@@ -250,8 +258,10 @@ pub fn events() -> Vec<Event> {
             status: TenantStatus::Suspended,
             previous: TenantStatus::Active,
             reason: Some(reason("invoice overdue")),
+            erasure_token: Some(ErasureToken(ERASURE_TOKEN.into())),
             at: at(2),
         }),
+        TenantEvent::Erased(stamp(3)),
         TenantEvent::Deleted(stamp(3)),
     ]
     .into_iter()

@@ -31,7 +31,8 @@ use talkwai_domain::task::{
     TaskMetadataSet, TaskUpdated, UpdateTask,
 };
 use talkwai_domain::tenant::{
-    CreateTenant, SetTenantStatus, TenantCreated, TenantStatusChanged, TenantUpdated, UpdateTenant,
+    CreateTenant, EraseTenant, SetTenantStatus, TenantCreated, TenantStatusChanged,
+    TenantStatusChangedV1, TenantUpdated, UpdateTenant,
 };
 use talkwai_domain::user::{UserEmailBody, UserEmailSet};
 use talkwai_domain::{Event, EventBody, GuardEvent, current_version};
@@ -41,8 +42,8 @@ use crate::query::{
     LiveControl, LiveControlReply, LiveUpdate, QueryReply, QueryRequest, SubscribeReply,
 };
 use crate::room::{
-    Notification, PresenceEvent, PresenceReply, PresenceRequest, SystemAlert, TaskActivity,
-    TaskUpdate,
+    Notification, PresenceEvent, PresenceReply, PresenceRequest, RoomClosed, SystemAlert,
+    TaskActivity, TaskUpdate,
 };
 use crate::subject;
 
@@ -307,6 +308,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
         command::<UpdateTenant>(Tenant, "tenant.update"),
         command::<SetTenantStatus>(Tenant, "tenant.setStatus"),
         command::<ById<TenantId>>(Tenant, "tenant.delete"),
+        command::<EraseTenant>(Tenant, "tenant.erase"),
         // members
         command::<CreateMember>(Tenant, "member.create"),
         command::<UpdateMember>(Tenant, "member.update"),
@@ -363,8 +365,10 @@ pub fn catalog() -> Vec<CatalogEntry> {
     entries.extend([
         event::<TenantCreated>("tenant.created", v1),
         event::<TenantUpdated>("tenant.updated", v1),
-        event::<TenantStatusChanged>("tenant.statusChanged", v1),
+        event::<TenantStatusChangedV1>("tenant.statusChanged", v1),
+        event::<TenantStatusChanged>("tenant.statusChanged", 2),
         event::<Stamp>("tenant.deleted", v1),
+        event::<Stamp>("tenant.erased", v1),
         event::<MemberCreated>("member.created", v1),
         event::<MemberUpdated>("member.updated", v1),
         event::<MemberRoleChanged>("member.roleChanged", v1),
@@ -471,6 +475,11 @@ pub fn catalog() -> Vec<CatalogEntry> {
             MessageKind::Topic,
             "systemAlerts",
             "talkwai.room.{roomType}.{roomId}.topic.systemAlerts",
+        ),
+        other::<RoomClosed>(
+            MessageKind::Topic,
+            "roomClosed",
+            "talkwai.room.{roomType}.{roomId}.topic.roomClosed",
         ),
         other::<TaskActivity>(
             MessageKind::Topic,

@@ -35,6 +35,7 @@ export type { TaskUnlinkAgentCommand } from "./commands/task.unlinkAgent.js";
 export type { TaskUpdateCommand } from "./commands/task.update.js";
 export type { TenantCreateCommand } from "./commands/tenant.create.js";
 export type { TenantDeleteCommand } from "./commands/tenant.delete.js";
+export type { TenantEraseCommand } from "./commands/tenant.erase.js";
 export type { TenantSetStatusCommand } from "./commands/tenant.setStatus.js";
 export type { TenantUpdateCommand } from "./commands/tenant.update.js";
 export type { UserCreateCommand } from "./commands/user.create.js";
@@ -47,6 +48,7 @@ export type { Notification } from "./rooms/notifications.js";
 export type { PresenceRequest } from "./rooms/presence.js";
 export type { PresenceEvent } from "./rooms/presenceEvents.js";
 export type { PresenceReply } from "./rooms/presenceReply.js";
+export type { RoomClosed } from "./rooms/roomClosed.js";
 export type { SystemAlert } from "./rooms/systemAlerts.js";
 export type { TaskActivity } from "./rooms/taskActivity.js";
 export type { TaskUpdate } from "./rooms/taskUpdates.js";
@@ -108,6 +110,7 @@ export interface CommandBodies {
   "task.update": import("./commands/task.update.js").TaskUpdateCommand;
   "tenant.create": import("./commands/tenant.create.js").TenantCreateCommand;
   "tenant.delete": import("./commands/tenant.delete.js").TenantDeleteCommand;
+  "tenant.erase": import("./commands/tenant.erase.js").TenantEraseCommand;
   "tenant.setStatus": import("./commands/tenant.setStatus.js").TenantSetStatusCommand;
   "tenant.update": import("./commands/tenant.update.js").TenantUpdateCommand;
   "user.create": import("./commands/user.create.js").UserCreateCommand;
@@ -152,6 +155,7 @@ export const COMMAND_ACTIONS = [
   "task.update",
   "tenant.create",
   "tenant.delete",
+  "tenant.erase",
   "tenant.setStatus",
   "tenant.update",
   "user.create",
@@ -199,6 +203,7 @@ export const COMMAND_SUBJECTS = {
   "task.update": "talkwai.cmd.{tenant}.task.update",
   "tenant.create": "talkwai.cmd.platform.tenant.create",
   "tenant.delete": "talkwai.cmd.{tenant}.tenant.delete",
+  "tenant.erase": "talkwai.cmd.{tenant}.tenant.erase",
   "tenant.setStatus": "talkwai.cmd.{tenant}.tenant.setStatus",
   "tenant.update": "talkwai.cmd.{tenant}.tenant.update",
   "user.create": "talkwai.cmd.platform.user.create",
@@ -243,6 +248,7 @@ export const COMMAND_HELPERS = {
   updateTask: "task.update",
   createTenant: "tenant.create",
   deleteTenant: "tenant.delete",
+  eraseTenant: "tenant.erase",
   setTenantStatus: "tenant.setStatus",
   updateTenant: "tenant.update",
   createUser: "user.create",

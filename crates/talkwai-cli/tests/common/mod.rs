@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod up;
+
 use std::process::Output;
 use std::time::Duration;
 
@@ -35,6 +37,21 @@ pub fn talkwai() -> tokio::process::Command {
     command.env("RUST_LOG", "warn");
     command.kill_on_drop(true);
     command
+}
+
+/// Runs `talkwai <args>` with the environment variables `env` (and no others of its own),
+/// waiting at most a minute.
+pub async fn run_talkwai(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = talkwai();
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("talkwai {args:?} did not finish within 60s"))
+        .unwrap_or_else(|e| panic!("cannot run talkwai {args:?}: {e}"));
+    Run::from_output(args, output)
 }
 
 /// The outcome of one `talkwai` run.
@@ -111,18 +128,10 @@ impl Harness {
 
     /// Runs `talkwai <args>` against this harness's NATS, with extra environment variables.
     pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut command = talkwai();
-        command
-            .env("TALKWAI_NATS_URL", self.server.url())
-            .args(args);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-            .await
-            .unwrap_or_else(|_| panic!("talkwai {args:?} did not finish within 60s"))
-            .unwrap_or_else(|e| panic!("cannot run talkwai {args:?}: {e}"));
-        Run::from_output(args, output)
+        let url = self.server.url();
+        let mut all = vec![("TALKWAI_NATS_URL", url.as_str())];
+        all.extend_from_slice(env);
+        run_talkwai(args, &all).await
     }
 
     /// Runs `talkwai cmd <subject> <body>` with a token.

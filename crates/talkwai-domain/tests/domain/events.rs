@@ -22,7 +22,9 @@ use talkwai_domain::task::{
     TaskAgentLinked, TaskAssigned, TaskCompleted, TaskCreated, TaskEnded, TaskEvent, TaskFailed,
     TaskMetadataSet, TaskUpdated,
 };
-use talkwai_domain::tenant::{TenantCreated, TenantEvent, TenantStatusChanged, TenantUpdated};
+use talkwai_domain::tenant::{
+    ErasureToken, TenantCreated, TenantEvent, TenantStatusChanged, TenantUpdated,
+};
 use talkwai_domain::user::{UserEmailSet, UserEvent};
 use talkwai_domain::{DecodeError, Event, EventBody};
 
@@ -64,8 +66,10 @@ pub fn all_events() -> Vec<Event> {
             status: TenantStatus::Suspended,
             previous: TenantStatus::Active,
             reason: Some(reason("billing")),
+            erasure_token: Some(ErasureToken::from_nonce(NONCE)),
             at,
         })),
+        Event::Tenant(TenantEvent::Erased(stamp)),
         Event::Tenant(TenantEvent::Deleted(stamp)),
         Event::Member(MemberEvent::Created(MemberCreated {
             first_name: name("Ada"),
@@ -244,8 +248,8 @@ fn every_event_round_trips_through_its_body() {
         }
         types.insert(body.event_type);
     }
-    // every variant, once: 4 tenant + 7 member + 8 admin + 5 agent + 13 task + 3 user
-    assert_eq!(types.len(), 40, "{types:#?}");
+    // every variant, once: 5 tenant + 7 member + 8 admin + 5 agent + 13 task + 3 user
+    assert_eq!(types.len(), 41, "{types:#?}");
 }
 
 #[test]

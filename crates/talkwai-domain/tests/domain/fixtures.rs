@@ -21,6 +21,10 @@ use talkwai_domain::{Actor, AggregateRef, Facts};
 pub const T0: Timestamp = Timestamp(1_600_000_000_000);
 /// The decider's clock.
 pub const NOW: Timestamp = Timestamp(1_700_000_000_000);
+/// The fresh random value every test decision gets (a suspension's erasure token).
+pub const NONCE: uuid::Uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+/// The erasure token [`NONCE`] makes.
+pub const NONCE_TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
 /// The tenant most tests act in.
 pub fn tenant_a() -> TenantId {
@@ -150,6 +154,8 @@ pub fn tenant_entity(id: TenantId, status: TenantStatus, dom: Option<&str>) -> T
         status,
         created_at: T0,
         updated_at: T0,
+        erasure_token: None,
+        erased_at: None,
     }
 }
 /// A member as a fact.

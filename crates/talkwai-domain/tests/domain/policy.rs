@@ -91,6 +91,7 @@ fn check(
         actor,
         tenant: scope,
         facts,
+        nonce: NONCE,
     };
     authorize(actor, command, &state, &ctx)
 }
@@ -501,6 +502,7 @@ fn decide_checks_the_policy_first() {
             actor: &actor,
             tenant: scope_of(&command),
             facts: &facts,
+            nonce: NONCE,
         };
         let result = decide(&state, command.clone(), &ctx);
         if granted("user on own task", &command.permission()) {

@@ -238,6 +238,7 @@ fn step(
             state.target().tenant
         },
         facts,
+        nonce: NONCE,
     };
     let before = state.clone();
     match decide(state, command.clone(), &ctx) {

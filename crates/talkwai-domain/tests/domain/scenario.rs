@@ -18,7 +18,7 @@ use talkwai_domain::{
     Facts, GuardChange, apply, decide,
 };
 
-use crate::fixtures::NOW;
+use crate::fixtures::{NONCE, NOW};
 
 /// The arrangement: the target's history, the facts about other aggregates, the actor and the
 /// clock.
@@ -97,6 +97,7 @@ impl Scenario {
             actor: &self.actor,
             tenant: scope,
             facts: &self.facts,
+            nonce: NONCE,
         };
         let described = format!("{command:?}");
         let result = decide(&self.state, command, &ctx);

@@ -11,17 +11,38 @@ use crate::events::{all_events, body};
 use crate::fixtures::reason;
 
 #[test]
-fn task_completed_and_failed_are_at_version_2_and_the_rest_at_1() {
+fn task_completed_and_failed_and_tenant_status_changed_are_at_version_2_and_the_rest_at_1() {
     for event in all_events() {
         let body = event.encode();
         let expected = match body.event_type.as_str() {
-            "task.completed" | "task.failed" => 2,
+            "task.completed" | "task.failed" | "tenant.statusChanged" => 2,
             _ => 1,
         };
         assert_eq!(body.version, expected, "{}", body.event_type);
         assert_eq!(event.version(), expected);
     }
-    assert_eq!(UPCASTERS.len(), 2, "a new upcaster needs a line above");
+    assert_eq!(UPCASTERS.len(), 3, "a new upcaster needs a line above");
+}
+
+#[test]
+fn tenant_status_changed_version_1_upcasts_with_no_erasure_token() {
+    let v1 = json!({"status": "suspended", "previous": "active", "reason": "billing", "at": 5});
+    let event = Event::decode(&body("tenant.statusChanged", 1, v1)).expect("decodes");
+    assert_eq!(
+        event.encode(),
+        body(
+            "tenant.statusChanged",
+            2,
+            json!({"status": "suspended", "previous": "active", "reason": "billing", "at": 5})
+        )
+    );
+    // A token was never part of v1: a v1 body holding one is invalid, not upcast.
+    let stray = json!({"status": "suspended", "previous": "active", "at": 5,
+                       "erasureToken": "0123456789abcdef0123456789abcdef"});
+    assert!(matches!(
+        Event::decode(&body("tenant.statusChanged", 1, stray)),
+        Err(DecodeError::InvalidData { .. })
+    ));
 }
 
 #[test]

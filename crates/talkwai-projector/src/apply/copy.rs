@@ -4,7 +4,7 @@ use serde_json::Value;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::fold::WorkingSet;
+use super::fold::{WorkingSet, drop_erased};
 use crate::error::ProjectorError;
 use crate::rows::Row;
 use crate::schema::COLUMNS;
@@ -13,7 +13,8 @@ use crate::schema::COLUMNS;
 const COPY_CHUNK: usize = 1 << 20;
 
 /// A bulk flush: deletes the rows that were read from the table and changed or deleted since,
-/// every row of the working set with `COPY … FROM STDIN` (text format).
+/// every row of the working set with `COPY … FROM STDIN` (text format), then every row of the
+/// tenants the window erased.
 pub(super) async fn copy(
     tx: &Transaction<'_>,
     schema: &str,
@@ -68,7 +69,7 @@ pub(super) async fn copy(
         }
         sink.finish().await?;
     }
-    Ok(())
+    drop_erased(tx, schema, &work.erased).await
 }
 
 /// Appends one row in `COPY`'s text format: tab-separated, `\N` for NULL, backslash escapes.

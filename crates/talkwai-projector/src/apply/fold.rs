@@ -7,6 +7,7 @@ use serde_json::Value;
 use talkwai_domain::Event;
 use talkwai_domain::ids::TenantId;
 use talkwai_eventstore::StoredMessage;
+use talkwai_proto::{Scope, subject};
 use uuid::Uuid;
 
 use super::{BatchOutcome, Decoded, PoisonPolicy, poison};
@@ -20,6 +21,76 @@ pub(super) struct WorkingSet {
     /// Rows read from the database (or known absent) before the batch.
     pub(super) existed: HashSet<(&'static str, Uuid)>,
     pub(super) order: Vec<(&'static str, Uuid)>,
+    /// Tenants erased by the events folded: every row of theirs is deleted when the set is
+    /// written, after its rows (so a row folded after the erasure goes too).
+    pub(super) erased: Vec<Uuid>,
+}
+
+/// The tables holding a tenant's rows besides `tenants` itself (by their `tenant_id`).
+const TENANT_TABLES: [&str; 3] = ["members", "agents", "tasks"];
+
+/// Deletes every row of the `erased` tenants in every table of `schema`, and their dead
+/// letters (which hold event payloads), inside the transaction the rows are written in: the
+/// same statements for a live batch and a rebuild's flush.
+pub(super) async fn drop_erased<C: tokio_postgres::GenericClient + Sync>(
+    client: &C,
+    schema: &str,
+    erased: &[Uuid],
+) -> Result<(), ProjectorError> {
+    if erased.is_empty() {
+        return Ok(());
+    }
+    for table in TENANT_TABLES {
+        client
+            .execute(
+                &format!("DELETE FROM {schema}.{table} WHERE tenant_id = ANY($1)"),
+                &[&erased],
+            )
+            .await?;
+    }
+    client
+        .execute(
+            &format!("DELETE FROM {schema}.tenants WHERE id = ANY($1)"),
+            &[&erased],
+        )
+        .await?;
+    // `talkwai.evt.<tenant>.>` as a LIKE pattern.
+    let subjects: Vec<String> = erased
+        .iter()
+        .map(|t| {
+            let filter = subject::tenant_events(Scope::Tenant(TenantId(*t)));
+            format!("{}%", filter.trim_end_matches('>'))
+        })
+        .collect();
+    client
+        .execute(
+            "DELETE FROM talkwai_meta.dead_letters WHERE subject LIKE ANY($1)",
+            &[&subjects],
+        )
+        .await?;
+    Ok(())
+}
+
+impl WorkingSet {
+    /// Forgets the rows of an erased tenant held in the set (those read from the table are
+    /// deleted by id) and records it for [`drop_erased`].
+    fn erase_tenant(&mut self, tenant: Uuid) {
+        let id = Value::String(tenant.to_string());
+        for ((table, key), row) in &mut self.rows {
+            let theirs = if *table == "tenants" {
+                *key == tenant
+            } else {
+                row.as_ref()
+                    .is_some_and(|r| r.get("tenant_id") == Some(&id))
+            };
+            if theirs {
+                *row = None;
+            }
+        }
+        if !self.erased.contains(&tenant) {
+            self.erased.push(tenant);
+        }
+    }
 }
 
 /// The rows, per table, that events of `decoded` change but `work` does not hold: those whose
@@ -99,9 +170,13 @@ pub(super) fn apply_events(
                     });
                     // `rows::apply` refuses before it changes anything, so the row is
                     // changed in place.
-                    rows::apply(slot, &target, &event, message.seq)
+                    let applied = rows::apply(slot, &target, &event, message.seq)
                         .map(Some)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string());
+                    if applied.is_ok() && is_erasure(&event) {
+                        work.erase_tenant(target.id);
+                    }
+                    applied
                 }
             }
             Err(e) => Err(e),
@@ -130,6 +205,13 @@ pub(super) fn apply_events(
         }
     }
     outcome
+}
+
+fn is_erasure(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Tenant(talkwai_domain::tenant::TenantEvent::Erased(_))
+    )
 }
 
 fn is_create(event: &Event) -> bool {

@@ -59,7 +59,8 @@ export type ErrorCode =
   | "too_many_rows"
   | "internal"
   | "command_id_reused"
-  | "unknown_command";
+  | "unknown_command"
+  | "tenant_erased";
 export type False = false;
 
 /**

@@ -7,6 +7,7 @@ export type AlertKind =
   | "tenantSuspended"
   | "tenantDeactivated"
   | "tenantReactivated"
+  | "tenantErased"
   | "taskFailureSpike"
   | "projectionLag"
   | "serviceInstanceGone"
