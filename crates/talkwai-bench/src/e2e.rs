@@ -33,6 +33,7 @@ use talkwai_testkit::{NatsServer, Postgres};
 use uuid::Uuid;
 
 use crate::commands::{self, PLATFORM, SECRET, World};
+use crate::cpu::{self, Watched};
 use crate::drive::{self, Budget, Op};
 use crate::payload::{EventFactory, create_task_command};
 use crate::procs::{Binaries, Service};
@@ -62,6 +63,14 @@ const RSS_TARGETS: [(&str, &str, f64); 4] = [
 pub struct Processes(pub Vec<Service>);
 
 impl Processes {
+    /// Each service process, to sample its CPU time.
+    pub fn watched(&self) -> Vec<Watched> {
+        self.0
+            .iter()
+            .map(|s| Watched::process(s.name.trim_start_matches("talkwai-"), s.pid))
+            .collect()
+    }
+
     /// Fails when one of them exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.0.iter_mut().try_for_each(Service::check_alive)
@@ -118,7 +127,7 @@ pub struct Servers {
     /// A client of nats-server.
     pub client: async_nats::Client,
     /// PostgreSQL (`fsync` on), kept running while this lives.
-    _pg: Postgres,
+    pg: Postgres,
     /// nats-server.
     pub nats: NatsServer,
     /// The database's URL.
@@ -128,6 +137,18 @@ pub struct Servers {
 }
 
 impl Servers {
+    /// nats-server and PostgreSQL (with its backends), to sample their CPU time.
+    pub fn watched(&self) -> Vec<Watched> {
+        let mut watched = Vec::new();
+        if let Some(pid) = self.nats.pid() {
+            watched.push(Watched::process("nats-server", pid));
+        }
+        if let Some(pid) = self.pg.pid() {
+            watched.push(Watched::tree("postgres", pid));
+        }
+        watched
+    }
+
     /// Builds the binaries and starts the servers; the database is named after `suite`.
     pub async fn start(suite: &str) -> anyhow::Result<Self> {
         let binaries = Binaries::ensure()?;
@@ -145,7 +166,7 @@ impl Servers {
         EventStore::open(client.clone(), &StreamSettings::default()).await?;
         Ok(Self {
             client,
-            _pg: pg,
+            pg,
             nats,
             db,
             binaries,
@@ -153,9 +174,19 @@ impl Servers {
     }
 }
 
-/// Runs the stage; `seconds` is the length of each paced scenario (default 10, 2 quick);
-/// `sweep` adds the rate sweep.
-pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Result<Report> {
+/// What the stage measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The fixed scenarios (500/s, end to end at 1,000/s, the burst).
+    Fixed,
+    /// The fixed scenarios, then the sweep over [`SWEEP_RATES`] up to the first miss.
+    Sweep,
+    /// Only the sweep, over these rates, every one of them.
+    Rates(Vec<u64>),
+}
+
+/// Runs the stage; `seconds` is the length of each paced scenario (default 10, 2 quick).
+pub async fn run(quick: bool, seconds: Option<f64>, scope: Scope) -> anyhow::Result<Report> {
     let secs = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
     let servers = Servers::start("e2e").await?;
     let (client, binaries, db) = (&servers.client, &servers.binaries, &servers.db);
@@ -213,7 +244,17 @@ pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Resu
         &logs,
     )?);
 
-    let outcome = measure(client, &mut procs, &mut report, quick, secs, sweep).await;
+    let mut watched = procs.watched();
+    watched.extend(servers.watched());
+    watched.push(Watched::bench());
+    let outcome = measure(
+        client,
+        &mut procs,
+        &watched,
+        &mut report,
+        (quick, secs, scope),
+    )
+    .await;
     // Peak RSS before stopping (the stop itself is not part of the run).
     procs.finish(&mut report, &RSS_TARGETS).await;
     outcome.map(|()| report)
@@ -222,10 +263,9 @@ pub async fn run(quick: bool, seconds: Option<f64>, sweep: bool) -> anyhow::Resu
 async fn measure(
     client: &async_nats::Client,
     procs: &mut Processes,
+    watched: &[Watched],
     report: &mut Report,
-    quick: bool,
-    secs: f64,
-    sweep: bool,
+    (quick, secs, scope): (bool, f64, Scope),
 ) -> anyhow::Result<()> {
     commands::wait_ready(client)
         .await
@@ -240,6 +280,9 @@ async fn measure(
     let _ = drive::paced(200.0, warm, commands::create_op(client, &world)).await;
     caught_up(client, &world, &token).await?;
     procs.check_alive()?;
+    if let Scope::Rates(rates) = &scope {
+        return knee(client, &world, procs, watched, report, (secs, rates, false)).await;
+    }
 
     // 1. create-task at a fixed 500/s beside raw publishes at the same pacing.
     let count = (COMMAND_RATE as f64 * secs) as u64;
@@ -300,7 +343,7 @@ async fn measure(
         count,
         secs,
     };
-    end_to_end(client, &world, report, at, raw_p99, "e2e").await?;
+    end_to_end(client, &world, report, at, (raw_p99, watched), "e2e").await?;
     procs.check_alive()?;
 
     // 3. A closed-loop burst through the process (peak memory under load; rate vs reference).
@@ -322,37 +365,51 @@ async fn measure(
         .note("closed loop; bench CPU = load generator only"),
     );
     procs.check_alive()?;
-    if sweep {
-        knee(client, &world, procs, report, secs).await?;
+    if scope == Scope::Sweep {
+        knee(
+            client,
+            &world,
+            procs,
+            watched,
+            report,
+            (secs, &SWEEP_RATES, true),
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// End to end at each of [`SWEEP_RATES`] until one misses a target; reports the knee.
+/// End to end at each of `rates` (until one misses a target when `stop_at_miss`); reports
+/// the knee: the highest rate below which no rate tried missed.
 async fn knee(
     client: &async_nats::Client,
     world: &World,
     procs: &mut Processes,
+    watched: &[Watched],
     report: &mut Report,
-    secs: f64,
+    (secs, rates, stop_at_miss): (f64, &[u64], bool),
 ) -> anyhow::Result<()> {
     // What the burst left behind is projected first.
     caught_up(client, world, &world.bearer).await?;
+    idle(watched, report, secs).await;
     let mut best = None;
     let mut missed = None;
-    for per_sec in SWEEP_RATES {
+    for &per_sec in rates {
         let at = Rate {
             per_sec,
             count: (per_sec as f64 * secs) as u64,
             secs,
         };
-        let summary = end_to_end(client, world, report, at, None, "e2e-sweep").await?;
+        let summary = end_to_end(client, world, report, at, (None, watched), "e2e-sweep").await?;
         procs.check_alive()?;
         match summary.misses() {
-            None => best = Some(per_sec),
+            None if missed.is_none() => best = Some(per_sec),
+            None => {}
             Some(why) => {
-                missed = Some(format!("{per_sec}/s: {why}"));
-                break;
+                missed.get_or_insert(format!("{per_sec}/s: {why}"));
+                if stop_at_miss {
+                    break;
+                }
             }
         }
     }
@@ -368,7 +425,7 @@ async fn knee(
         .target(">= 2000 commands/s", knee >= 2_000)
         .note(format!(
             "targets p99: query-visible <= {:.0} ms, live update <= {:.0} ms, taskUpdates \
-             <= {:.0} ms, nothing missing; rates tried {SWEEP_RATES:?} for {secs} s each; {}",
+             <= {:.0} ms, nothing missing; rates tried {rates:?} for {secs} s each; {}",
             KNEE_TARGETS.0,
             KNEE_TARGETS.1,
             KNEE_TARGETS.2,
@@ -376,6 +433,27 @@ async fn knee(
         )),
     );
     Ok(())
+}
+
+/// The CPU every process uses while no command is sent, for `secs`: what the stack costs
+/// before any work (polling, heartbeats).
+async fn idle(watched: &[Watched], report: &mut Report, secs: f64) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let window = cpu::Window::start(watched);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let used = window.end();
+    let described = used.describe(None);
+    println!("      idle: {described}");
+    push(
+        report,
+        Row::figure(
+            "e2e-sweep",
+            "idle: CPU of every process, no command sent",
+            used.cores(),
+            "cores",
+        )
+        .note(described),
+    );
 }
 
 /// Sends one more create-task and waits (at most 2 min) until a query with its `seq` as
@@ -621,13 +699,14 @@ impl Summary {
 
 /// Create-task at `at`; each reply's `seq` becomes the `minSeq` of a query for the task, and
 /// is matched with the `taskUpdates` message carrying it and with the first update of a live
-/// dashboard query that reaches it. Rows go to `group`.
+/// dashboard query that reaches it. Rows go to `group`, with the CPU each of `watched` used
+/// per command while the commands were sent and answered.
 async fn end_to_end(
     client: &async_nats::Client,
     world: &World,
     report: &mut Report,
     at: Rate,
-    raw_p99: Option<f64>,
+    (raw_p99, watched): (Option<f64>, &[Watched]),
     group: &str,
 ) -> anyhow::Result<Summary> {
     let Rate {
@@ -662,6 +741,7 @@ async fn end_to_end(
     let period = Duration::from_secs_f64(1.0 / rate);
     let subject: Arc<str> = Arc::from(format!("talkwai.cmd.{}.task.create", world.tenant));
     let bearer = Arc::clone(&world.bearer);
+    let window = cpu::Window::start(watched);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..count {
@@ -714,6 +794,7 @@ async fn end_to_end(
         }
     }
     let elapsed = start.elapsed();
+    let used = window.end();
     // Let the last notifications arrive.
     let settle = Instant::now() + Duration::from_secs(5);
     loop {
@@ -850,6 +931,18 @@ async fn end_to_end(
             .lower_is_better();
     }
     push(report, row);
+    let described = used.describe(Some(count));
+    println!("      {described}");
+    push(
+        report,
+        Row::figure(
+            group,
+            &format!("e2e @ {per_sec}/s: CPU per command, every process"),
+            used.total().as_secs_f64() * 1e6 / count.max(1) as f64,
+            "µs",
+        )
+        .note(described),
+    );
     Ok(Summary {
         visible_p99,
         live_p99,

@@ -46,6 +46,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod baselines;
 mod chart;
 mod commands;
+mod cpu;
 mod drive;
 mod e2e;
 mod faults;
@@ -104,6 +105,11 @@ struct Cli {
     /// `nats-restart,stream-leader`).
     #[arg(long, global = true, value_name = "KEYS")]
     only: Option<String>,
+    /// `e2e` only: run just the end-to-end sweep at these rates (commands/s, comma separated,
+    /// e.g. `100,1000,2000`), each of them even after a miss, instead of the fixed scenarios
+    /// and the default sweep.
+    #[arg(long, global = true, value_name = "RATES", value_delimiter = ',')]
+    rates: Option<Vec<u64>>,
     /// Where to write the chart (default `target/bench/<suite>.svg`; a full `all` run also
     /// writes `docs/benchmarks.svg`).
     #[arg(long, global = true, value_name = "FILE")]
@@ -184,7 +190,14 @@ fn main() -> anyhow::Result<()> {
             SuiteName::Projection => projection::run(quick, None).await,
             SuiteName::Queries => queries::run(quick, seconds, None).await,
             SuiteName::Notify => notify::run(quick, seconds).await,
-            SuiteName::E2e => e2e::run(quick, seconds, cli.sweep).await,
+            SuiteName::E2e => {
+                let scope = match cli.rates.clone() {
+                    Some(rates) => e2e::Scope::Rates(rates),
+                    None if cli.sweep => e2e::Scope::Sweep,
+                    None => e2e::Scope::Fixed,
+                };
+                e2e::run(quick, seconds, scope).await
+            }
             SuiteName::Live => live::run(quick, seconds).await,
             SuiteName::Faults => {
                 faults::run(quick, cli.only.as_deref())
@@ -323,7 +336,7 @@ impl Stage {
 async fn run_stage(stage: Stage, quick: bool, plan: suite::Plan) -> anyhow::Result<report::Report> {
     match stage {
         Stage::BaselinesAndCommands => suite::run("all", quick, plan).await,
-        Stage::E2e => e2e::run(quick, quick.then_some(1.0), false).await,
+        Stage::E2e => e2e::run(quick, quick.then_some(1.0), e2e::Scope::Fixed).await,
         Stage::Projection => projection::run(quick, quick.then_some(10_000)).await,
         Stage::Queries => queries::run(quick, quick.then_some(0.5), quick.then_some(200)).await,
         Stage::Notify => notify::run(quick, quick.then_some(1.0)).await,

@@ -197,6 +197,20 @@ fn filter_sql(
     })
 }
 
+/// Whether `filter` admits at most one row: it requires the level's own `id` (the primary key)
+/// to equal one value, alone or as a part of an `And`.
+fn pins_id(filter: Option<&Filter>) -> bool {
+    match filter {
+        Some(Filter::Cond {
+            path,
+            field,
+            op: Op::Eq(_),
+        }) => path.is_empty() && field.name == "id",
+        Some(Filter::And(parts)) => parts.iter().any(|part| pins_id(Some(part))),
+        _ => false,
+    }
+}
+
 fn cond_through(
     sql: &mut Sql,
     path: &[&'static crate::model::Link],
@@ -351,9 +365,17 @@ pub async fn execute(
         }
         let (keyset, order, offset, reversed) = paging_sql(&mut sql, node, &alias)?;
         let size = node.params.page.size();
+        // At most one row: no order to ask for. Asked anyway, a plan made while the table was
+        // still empty (and cached with the prepared statement) walks the tenant's ordered index
+        // to find the id, every row of the tenant, instead of the primary key.
+        let order = if pins_id(node.params.filter.as_ref()) {
+            String::new()
+        } else {
+            format!(" ORDER BY {order}")
+        };
         sql.text = format!(
             "SELECT row_to_json({alias}) FROM talkwai.{} {alias} WHERE {scoped} AND {filter}{keyset}
-             ORDER BY {order} LIMIT {} OFFSET {offset}",
+             {order} LIMIT {} OFFSET {offset}",
             namespace.table,
             budget.window(size)
         );

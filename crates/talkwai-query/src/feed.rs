@@ -16,6 +16,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::{info, warn};
 
 use crate::live::Registry;
+use crate::reached::Reached;
 
 /// What the live-query loop needs to know of the feed.
 #[derive(Debug, Default)]
@@ -37,19 +38,21 @@ impl ChangeFeed {
         self.max_seq.load(Ordering::Acquire)
     }
 
-    /// Listens on `url` until `stop` flips, marking subscriptions of `live`.
+    /// Listens on `url` until `stop` flips, marking subscriptions of `live` and waking the
+    /// queries waiting on `reached` for a `minSeq`.
     pub(crate) async fn run(
         self: Arc<Self>,
         url: String,
-        live: Arc<Registry>,
+        (live, reached): (Arc<Registry>, Arc<Reached>),
         mut stop: watch::Receiver<bool>,
     ) {
         let mut pause = Duration::from_millis(250);
         loop {
-            match self.listen(&url, &live, &mut stop).await {
+            match self.listen(&url, (&live, &reached), &mut stop).await {
                 Ok(()) => return,
                 Err(err) => {
                     self.listening.store(false, Ordering::Release);
+                    reached.set_listening(false);
                     warn!(error = %err, "live-query change feed lost; polling the checkpoint meanwhile");
                 }
             }
@@ -65,7 +68,7 @@ impl ChangeFeed {
     async fn listen(
         &self,
         url: &str,
-        live: &Registry,
+        (live, reached): (&Registry, &Reached),
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
         let (client, mut connection) = tokio_postgres::connect(url, NoTls)
@@ -95,6 +98,7 @@ impl ChangeFeed {
             .await
             .map_err(|e| e.to_string())?;
         self.listening.store(true, Ordering::Release);
+        reached.set_listening(true);
         // What was notified while nobody listened is gone.
         live.mark_all();
         info!(
@@ -108,6 +112,8 @@ impl ChangeFeed {
                     let Some(payload) = payload else {
                         return Err("the listening connection ended".to_owned());
                     };
+                    // The checkpoint moved: the queries waiting for a `minSeq` look again.
+                    reached.moved();
                     match serde_json::from_str::<Changed>(&payload) {
                         Ok(changed) => {
                             live.mark(&changed);

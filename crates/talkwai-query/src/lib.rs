@@ -28,7 +28,8 @@
 //! - [`model`]: namespaces, fields, links, indexes.
 //! - [`parse`]: the InstaQL shape into a typed query.
 //! - [`exec`]: SQL per level, bound parameters only.
-//! - [`service`]: the NATS endpoint, tokens, read-your-writes.
+//! - [`service`]: the NATS endpoint, tokens, read-your-writes; [`reached`]: how far the read
+//!   models are known to have come, which `minSeq` waits on without holding a connection.
 //! - [`live`]: live queries; [`feed`]: the projector's change notifications they follow.
 
 pub mod config;
@@ -38,6 +39,7 @@ pub mod feed;
 pub mod live;
 pub mod model;
 pub mod parse;
+pub mod reached;
 pub mod server;
 pub mod service;
 

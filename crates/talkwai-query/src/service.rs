@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::error::QueryError;
 use crate::exec::{self, Scope};
 use crate::parse::{self, Audience};
+use crate::reached::{Reached, WaitError};
 
 /// Counts one answered request (`talkwai_queries_total{kind, outcome}`, `kind` `query` or
 /// `subscribe`, `outcome` `ok` or the error code) and times it
@@ -64,6 +65,8 @@ pub struct QueryService {
     /// service's admission, the same rules.
     admission: Admission,
     live: Arc<crate::live::Registry>,
+    /// How far the read models are known to have come: what `minSeq` waits on.
+    reached: Arc<Reached>,
     /// Where to `LISTEN` for the projector's change notifications (none: poll the checkpoint).
     change_feed: Option<String>,
     /// Most rows one answer holds over all its levels; over it, `too_many_rows`.
@@ -207,6 +210,15 @@ pub(crate) async fn evaluate(
     Ok((data, page_info, seq))
 }
 
+/// A request that passed the token and parsing checks.
+pub(crate) struct Admitted {
+    query: parse::Query,
+    scope: Scope,
+    grant: Grant,
+    /// The sequence the read models must have reached first.
+    min_seq: Option<u64>,
+}
+
 /// A query request: the InstaQL object itself, or `{"query": {...}, "minSeq": n}`.
 struct Request {
     query: Value,
@@ -262,6 +274,7 @@ impl QueryService {
             pool,
             admission: Admission::new(verifier),
             live: Arc::new(crate::live::Registry::default()),
+            reached: Arc::new(Reached::default()),
             change_feed: None,
             max_rows: exec::DEFAULT_MAX_ROWS,
             progress: Watchdog::new("live_queries", DEFAULT_LIVENESS),
@@ -333,20 +346,19 @@ impl QueryService {
         let scope_token = subject::query_scope(subject).ok_or_else(|| {
             QueryError::invalid("subject", format!("{subject} is not a query subject"))
         })?;
-        let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
-        let (data, page_info, seq) =
-            evaluate(&mut conn, &query, scope, grant, self.max_rows).await?;
+        let admitted = self.admit(scope_token, auth, body)?;
+        let (data, page_info, seq) = self.evaluate_admitted(&admitted).await?;
         Ok(json!({ "ok": true, "data": data, "pageInfo": page_info, "seq": seq }))
     }
 
-    /// Checks the caller's token and the request, waits for `minSeq`, and parses the query;
-    /// returns what [`evaluate`] must still confirm about the caller.
-    pub(crate) async fn admit(
+    /// Checks the caller's token and the request, and parses the query; returns it with what
+    /// [`evaluate`] must still confirm about the caller.
+    pub(crate) fn admit(
         &self,
         scope_token: &str,
         auth: Option<&str>,
         body: &[u8],
-    ) -> Result<(deadpool_postgres::Object, parse::Query, Scope, Grant), QueryError> {
+    ) -> Result<Admitted, QueryError> {
         let subject_tenant = subject::Scope::parse(scope_token)
             .map_err(|_| {
                 QueryError::invalid("tenant", "the subject names a tenant UUID or 'platform'")
@@ -372,29 +384,74 @@ impl QueryService {
         let request = decode_request(body)?;
         let (audience, scope, grant) = authorize(&principal, subject_tenant)?;
         let query = parse::parse(&request.query, audience)?;
+        Ok(Admitted {
+            query,
+            scope,
+            grant,
+            min_seq: request.min_seq,
+        })
+    }
+
+    /// A pooled connection whose statement cache is kept bounded.
+    async fn connection(&self) -> Result<deadpool_postgres::Object, QueryError> {
         let conn = self.pool.get().await?;
         // Query shapes are cached per connection (see `exec::fetch`); a caller cycling through
         // endless shapes must not grow that cache without bound.
         if conn.statement_cache.size() > MAX_CACHED_STATEMENTS {
             conn.statement_cache.clear();
         }
-        if let Some(seq) = request.min_seq {
-            let deadline = tokio::time::Instant::now() + MAX_WAIT;
-            loop {
+        Ok(conn)
+    }
+
+    /// Waits (without a connection, see [`crate::reached`]) until the read models reach the
+    /// request's `minSeq`, then answers it in one snapshot; an answer whose snapshot is still
+    /// below `minSeq` waits again, all within [`MAX_WAIT`].
+    async fn evaluate_admitted(
+        &self,
+        admitted: &Admitted,
+    ) -> Result<(Value, Value, i64), QueryError> {
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        let behind = |seq: u64, at: u64| {
+            QueryError::unavailable(format!(
+                "the read models have not reached sequence {seq} yet (at {at})"
+            ))
+        };
+        loop {
+            if let Some(seq) = admitted.min_seq {
                 // Before the projector's first run the views do not exist yet: that is "behind".
-                let at = checkpoint(&conn).await?;
-                if at >= seq {
-                    break;
+                self.reached
+                    .wait(&self.pool, seq, deadline)
+                    .await
+                    .map_err(|err| match err {
+                        WaitError::Behind(at) => behind(seq, at),
+                        WaitError::Query(err) => err,
+                    })?;
+            }
+            let mut conn = self.connection().await?;
+            let (data, page_info, at) = evaluate(
+                &mut conn,
+                &admitted.query,
+                admitted.scope,
+                admitted.grant,
+                self.max_rows,
+            )
+            .await?;
+            let at_seq = u64::try_from(at).unwrap_or(0);
+            match admitted.min_seq {
+                Some(seq) if at_seq < seq => {
+                    // The read models went back (rebuilt from scratch) after they were seen
+                    // at `seq`: wait for them again.
+                    self.reached.lowered(at_seq);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(behind(seq, at_seq));
+                    }
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(QueryError::unavailable(format!(
-                        "the read models have not reached sequence {seq} yet (at {at})"
-                    )));
+                _ => {
+                    self.reached.saw(at_seq);
+                    return Ok((data, page_info, at));
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        Ok((conn, query, scope, grant))
     }
 
     /// Sets how long live queries live without renewal (default [`crate::live::TTL`]).
@@ -421,10 +478,15 @@ impl QueryService {
         let scope_token = subject::subscribe_scope(subject).ok_or_else(|| {
             QueryError::invalid("subject", format!("{subject} is not a subscribe subject"))
         })?;
-        let (mut conn, query, scope, grant) = self.admit(scope_token, auth, body).await?;
-        let (data, page_info, seq) =
-            evaluate(&mut conn, &query, scope, grant, self.max_rows).await?;
+        let admitted = self.admit(scope_token, auth, body)?;
+        let (data, page_info, seq) = self.evaluate_admitted(&admitted).await?;
         let hash = crate::live::digest(&data, &page_info);
+        let Admitted {
+            query,
+            scope,
+            grant,
+            ..
+        } = admitted;
         let (id, live_subject) = self
             .live
             .add(scope_token, query, scope, grant, hash)
@@ -483,6 +545,7 @@ impl QueryService {
                 if let Ok(conn) = self.pool.get().await
                     && let Ok(seq) = checkpoint(&conn).await
                 {
+                    self.reached.saw(seq);
                     match listening {
                         None => {
                             if last_seen != Some(seq) {
@@ -545,6 +608,7 @@ impl QueryService {
         for (id, query, scope, grant, subject, hash) in share {
             match evaluate(&mut conn, &query, scope, grant, self.max_rows).await {
                 Ok((data, page_info, at)) => {
+                    self.reached.saw(u64::try_from(at).unwrap_or(0));
                     let digest = crate::live::digest(&data, &page_info);
                     if digest != hash {
                         let update = json!({ "subscription": id, "ok": true, "data": data, "pageInfo": page_info, "seq": at });
@@ -638,7 +702,11 @@ impl QueryService {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let feed = this.change_feed.clone().map(|url| {
             let feed = Arc::new(crate::feed::ChangeFeed::default());
-            tokio::spawn(Arc::clone(&feed).run(url, Arc::clone(&this.live), stop_rx.clone()));
+            tokio::spawn(Arc::clone(&feed).run(
+                url,
+                (Arc::clone(&this.live), Arc::clone(&this.reached)),
+                stop_rx.clone(),
+            ));
             feed
         });
         let refresher =

@@ -100,6 +100,13 @@ async fn start(tasks_in_a: usize) -> World {
 
 /// [`start`] with the query service's row cap set to `max_rows` (`None`: its default).
 async fn start_capped(tasks_in_a: usize, max_rows: Option<usize>) -> World {
+    start_with(tasks_in_a, max_rows, None).await
+}
+
+/// [`start_capped`]; with `own_pool` the query service gets a pool of its own of that many
+/// connections and follows the projector's change feed, as the binary does (else it shares
+/// the projector's pool and polls).
+async fn start_with(tasks_in_a: usize, max_rows: Option<usize>, own_pool: Option<usize>) -> World {
     let nats = NatsServer::start().await.expect("nats");
     let pg = Postgres::start().await.expect("pg");
     let db = pg.create_unique_database("query").await.expect("db");
@@ -123,7 +130,21 @@ async fn start_capped(tasks_in_a: usize, max_rows: Option<usize>) -> World {
         None,
         None,
     );
-    let mut queries = QueryService::new(pool, verifier);
+    let mut queries = match own_pool {
+        None => QueryService::new(pool, verifier),
+        Some(size) => {
+            let mut config = deadpool_postgres::Config::new();
+            config.url = Some(db.clone());
+            config.pool = Some(deadpool_postgres::PoolConfig::new(size));
+            let own = config
+                .create_pool(
+                    Some(deadpool_postgres::Runtime::Tokio1),
+                    tokio_postgres::NoTls,
+                )
+                .expect("query pool");
+            QueryService::new(own, verifier).with_change_feed(db.clone())
+        }
+    };
     if let Some(max_rows) = max_rows {
         queries = queries.with_max_rows(max_rows);
     }
@@ -687,6 +708,55 @@ async fn a_query_with_min_seq_reads_its_own_write() {
             .await;
         assert_eq!(answer["data"]["tasks"][0]["id"], json!(id), "{answer}");
         assert!(answer["seq"].as_u64().expect("seq") >= reply.seq);
+    }
+}
+
+/// Queries waiting for a `minSeq` the read models have not reached hold no connection: with a
+/// pool of one, a query without `minSeq` sent after them is answered while they still wait,
+/// and they are answered once the read models reach their sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_waiting_for_min_seq_leave_the_connections_to_others() {
+    let w = start_with(1, None, Some(1)).await;
+    // Everything written so far is projected (the member's grant among it).
+    w.ask(json!({"tasks": {}})).await;
+    let head = w.head().await;
+    let subject = format!("talkwai.qry.{}", w.a);
+    // Not written yet: the next command's event.
+    let ahead = json!({"query": {"tasks": {}}, "minSeq": head + 1});
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let client = w.client.clone();
+            let (subject, token, body) = (subject.clone(), w.a_token.clone(), ahead.clone());
+            tokio::spawn(async move {
+                let mut headers = HeaderMap::new();
+                headers.insert("Authorization", format!("Bearer {token}").as_str());
+                let reply = client
+                    .request_with_headers(subject, headers, body.to_string().into())
+                    .await
+                    .expect("query request");
+                serde_json::from_slice::<Value>(&reply.payload).expect("JSON")
+            })
+        })
+        .collect();
+    let answer = w
+        .query_on(&subject, &w.a_token, json!({"query": {"tasks": {}}}))
+        .await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["data"]["tasks"].as_array().map(Vec::len), Some(1));
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the queries waiting for sequence {} were answered before it was written",
+        head + 1
+    );
+    let id = Uuid::new_v4();
+    let reply = send(&w.client, &format!("talkwai.cmd.{}.task.create", w.a),
+        json!({"id": id, "type": "call", "fromAddress": "+15550001111", "toAddress": "+15550002222"}), &w.a_token).await;
+    // Its command record comes first, then its event: either reaches the waiters' sequence.
+    assert!(reply.seq > head);
+    for waiter in waiting {
+        let answer = waiter.await.expect("waiter");
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert!(answer["seq"].as_u64().expect("seq") > head, "{answer}");
     }
 }
 
