@@ -17,6 +17,7 @@ use talkwai_domain::{Actor, AggregateRef, DecodeError as EventDecodeError, Event
 use uuid::Uuid;
 
 use crate::headers;
+use crate::sealed::{NoKeys, OpenError, Opener, open_data};
 use crate::subject::{EventSubject, Scope, SubjectError};
 
 /// Who caused an event, as written in `Talkwai-Actor`: `platform`, `member:<id>` or
@@ -208,10 +209,13 @@ pub struct StoredEvent {
     pub target: AggregateRef,
     /// Its headers.
     pub meta: EventMeta,
-    /// Its body as stored (at the version it was written in; `event` is the current shape).
+    /// Its body as stored (at the version it was written in; `event` is the current shape),
+    /// with its sealed personal fields opened (an erased one is `null`).
     pub body: EventBody,
     /// The body decoded.
     pub event: Event,
+    /// The personal fields whose key was destroyed (paths into `data`; empty: none).
+    pub erased: Vec<&'static str>,
 }
 
 /// Why a stored message is not a readable event.
@@ -226,6 +230,9 @@ pub enum DecodeError {
     /// The body names an unknown type or version, or its data does not fit the type.
     #[error(transparent)]
     Event(#[from] EventDecodeError),
+    /// A sealed personal field could not be opened (no key in hand, or a corrupt value).
+    #[error(transparent)]
+    Sealed(#[from] OpenError),
     /// The `Talkwai-Event-Version` header names another version than the body: the message was
     /// not written by this format, and reading it as either version could misread it.
     #[error("event version header {header} disagrees with body version {body}")]
@@ -237,22 +244,34 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes a message of the log: `Ok(None)` for a subject that is not an aggregate's (a guard).
-/// The steps, in order: the subject is checked before the body is read; the body is parsed;
-/// its version is checked against the `Talkwai-Event-Version` header (when there is one); the
-/// data is upcast from the stored version to the current one and read as the current event
-/// (`Event::decode`). A step that opens sealed (encrypted) fields would sit between the
-/// version check and the upcast, so upcasters always see the plain data of their version.
+/// Decodes a message of the log that holds no sealed field (or fails with
+/// [`DecodeError::Sealed`]): [`decode_stored_with`] and no key.
 pub fn decode_stored<'a>(
     subject: &str,
     headers: impl Fn(&str) -> Option<&'a str>,
     payload: &[u8],
 ) -> Result<Option<StoredEvent>, DecodeError> {
+    decode_stored_with(subject, headers, payload, &NoKeys)
+}
+
+/// Decodes a message of the log: `Ok(None)` for a subject that is not an aggregate's (a guard).
+/// The steps, in order: the subject is checked before the body is read; the body is parsed;
+/// its version is checked against the `Talkwai-Event-Version` header (when there is one); its
+/// sealed personal fields are opened with `keys` (`crate::sealed`: a destroyed key makes the
+/// field `null` and names it in [`StoredEvent::erased`]), so upcasters always see the plain
+/// data of their version; the data is upcast from the stored version to the current one and
+/// read as the current event (`Event::decode`).
+pub fn decode_stored_with<'a>(
+    subject: &str,
+    headers: impl Fn(&str) -> Option<&'a str>,
+    payload: &[u8],
+    keys: &dyn Opener,
+) -> Result<Option<StoredEvent>, DecodeError> {
     let EventSubject::Aggregate(target) = EventSubject::parse(subject)? else {
         return Ok(None);
     };
     let meta = EventMeta::from_headers(headers);
-    let body: EventBody = serde_json::from_slice(payload)?;
+    let mut body: EventBody = serde_json::from_slice(payload)?;
     if let Some(header) = meta.version
         && header != body.version
     {
@@ -261,13 +280,21 @@ pub fn decode_stored<'a>(
             body: body.version,
         });
     }
+    let scope = target.tenant.map_or(Scope::Platform, Scope::Tenant);
+    let erased = open_data(&body.event_type, scope, &mut body.data, keys)?;
     let event = Event::decode(&body)?;
     Ok(Some(StoredEvent {
         target,
         meta,
         body,
         event,
+        erased,
     }))
+}
+
+/// The data key named by a message's `Talkwai-Key` header (the key its sealed fields use).
+pub fn data_key<'a>(headers: impl Fn(&str) -> Option<&'a str>) -> Option<Uuid> {
+    headers(headers::KEY).and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
