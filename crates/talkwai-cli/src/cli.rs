@@ -27,6 +27,10 @@ pub struct Cli {
         default_value = DEFAULT_NATS_URL
     )]
     pub nats_url: String,
+    /// The master key that opens sealed personal fields (`events show|tail`, `projections
+    /// rebuild|replay`, `member invite`).
+    #[command(flatten)]
+    pub keys: talkwai_keys::KeyArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -71,6 +71,9 @@ pub enum StartError {
     /// The endpoints could not be registered or confirmed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The master key is unreadable or the key bucket cannot be opened.
+    #[error("cannot open the key store: {0}")]
+    PersonalKeys(String),
 }
 
 /// A built command service, ready to run.
@@ -121,7 +124,15 @@ impl CommandService {
             linger: Duration::from_micros(config.group_linger_us),
             ..Default::default()
         });
-        let mut repo = Repository::new(store.clone(), config.cache_capacity);
+        let keys = config
+            .keys
+            .open(
+                &async_nats::jetstream::new(client.clone()),
+                store.replicas(),
+            )
+            .await
+            .map_err(|e| StartError::PersonalKeys(e.to_string()))?;
+        let mut repo = Repository::new(store.clone(), config.cache_capacity).with_keys(keys);
         if config.partitions > 0 {
             repo = repo.with_ownership(Arc::new(Ownership::new(config.partitions)));
         }

@@ -421,6 +421,19 @@ impl KeyStore {
         Ok(Keyring { keys: ring })
     }
 
+    /// The data key `id` of `scope` to seal more of its subject's fields with (`None`: it was
+    /// destroyed).
+    pub async fn data_key(&self, scope: Scope, id: Uuid) -> Result<Option<DataKey>, KeyError> {
+        let ring = self.keyring([(scope, id)]).await?;
+        Ok(match ring.keys.get(&(scope, id)) {
+            Some(Slot::Key(key)) => Some(DataKey {
+                id,
+                key: SecretKey::clone(key),
+            }),
+            _ => None,
+        })
+    }
+
     /// Destroys the data key `id` of `scope`: its message is erased from the bucket and it is
     /// dropped from this process's cache. Idempotent.
     pub async fn destroy(&self, scope: Scope, id: Uuid) -> Result<(), KeyError> {
@@ -595,6 +608,18 @@ impl KeyStore {
             }
         }
         Ok(restored)
+    }
+}
+
+/// The keys named by `wants` from `keys`, or an empty keyring when there is no key store (a
+/// sealed field then fails to decode with `OpenError::NoKey`).
+pub async fn keyring_for(
+    keys: Option<&KeyStore>,
+    wants: impl IntoIterator<Item = (Scope, Uuid)>,
+) -> Result<Keyring, KeyError> {
+    match keys {
+        Some(keys) => keys.keyring(wants).await,
+        None => Ok(Keyring::default()),
     }
 }
 

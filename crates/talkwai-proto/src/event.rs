@@ -297,6 +297,21 @@ pub fn data_key<'a>(headers: impl Fn(&str) -> Option<&'a str>) -> Option<Uuid> {
     headers(headers::KEY).and_then(|v| v.parse().ok())
 }
 
+/// The key a reader must hold to open a message on `subject`: its subject's scope and its
+/// `Talkwai-Key` (`None`: the message holds no sealed field, or is not an aggregate's).
+pub fn sealed_key<'a>(
+    subject: &str,
+    headers: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(Scope, Uuid)> {
+    let key = data_key(headers)?;
+    match EventSubject::parse(subject).ok()? {
+        EventSubject::Aggregate(target) => {
+            Some((target.tenant.map_or(Scope::Platform, Scope::Tenant), key))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
