@@ -17,7 +17,7 @@ use talkwai_domain::{Actor, AggregateRef, DecodeError as EventDecodeError, Event
 use uuid::Uuid;
 
 use crate::headers;
-use crate::sealed::{NoKeys, OpenError, Opener, open_data};
+use crate::sealed::{NoKeys, OpenError, Opener, fill_placeholders, open_data};
 use crate::subject::{EventSubject, Scope, SubjectError};
 
 /// Who caused an event, as written in `Talkwai-Actor`: `platform`, `member:<id>` or
@@ -258,7 +258,8 @@ pub fn decode_stored<'a>(
 /// The steps, in order: the subject is checked before the body is read; the body is parsed;
 /// its version is checked against the `Talkwai-Event-Version` header (when there is one); its
 /// sealed personal fields are opened with `keys` (`crate::sealed`: a destroyed key makes the
-/// field `null` and names it in [`StoredEvent::erased`]), so upcasters always see the plain
+/// field `null` and names it in [`StoredEvent::erased`]; where the type requires the field, the
+/// decoded event carries `crate::sealed::placeholder` instead), so upcasters always see the plain
 /// data of their version; the data is upcast from the stored version to the current one and
 /// read as the current event (`Event::decode`).
 pub fn decode_stored_with<'a>(
@@ -282,7 +283,16 @@ pub fn decode_stored_with<'a>(
     }
     let scope = target.tenant.map_or(Scope::Platform, Scope::Tenant);
     let erased = open_data(&body.event_type, scope, &mut body.data, keys)?;
-    let event = Event::decode(&body)?;
+    let event = match Event::decode(&body) {
+        Ok(event) => event,
+        // An erased field the type requires: the domain reads its placeholder.
+        Err(_) if !erased.is_empty() => {
+            let mut filled = body.clone();
+            fill_placeholders(&mut filled.data, &erased);
+            Event::decode(&filled)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Some(StoredEvent {
         target,
         meta,
@@ -326,6 +336,68 @@ mod tests {
         assert_eq!(ActorRef::parse(Some("platform")), ActorRef::Platform);
         assert_eq!(ActorRef::parse(None), ActorRef::Platform);
         assert_eq!(ActorRef::parse(Some("member:nope")), ActorRef::Platform);
+    }
+
+    /// Seals with a fixed key id; opens nothing (every key destroyed).
+    struct Shredded;
+
+    impl crate::sealed::Sealer for Shredded {
+        fn key_id(&self) -> Uuid {
+            Uuid::from_u128(9)
+        }
+        fn seal(&self, _aad: &str, plain: &str) -> crate::sealed::Sealed {
+            crate::sealed::Sealed {
+                enc: crate::sealed::SEALED_V1.into(),
+                key: self.key_id(),
+                n: String::new(),
+                c: plain.len().to_string(),
+            }
+        }
+    }
+
+    impl Opener for Shredded {
+        fn open(
+            &self,
+            _: Scope,
+            _: &crate::sealed::Sealed,
+            _: &str,
+        ) -> Result<crate::sealed::Opened, OpenError> {
+            Ok(crate::sealed::Opened::Erased)
+        }
+    }
+
+    #[test]
+    fn an_erased_event_reads_as_null_for_readers_and_a_placeholder_for_the_domain() {
+        let tenant = Uuid::from_u128(1);
+        let member = Uuid::from_u128(2);
+        let mut data = serde_json::json!({
+            "at": 1, "email": "jane@example.com", "firstName": "Jane", "lastName": "Doe",
+            "phone": "+15550001111", "role": "owner", "status": "active", "user": null
+        });
+        crate::sealed::seal_data("member.created", &mut data, &Shredded);
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "type": "member.created", "version": 1, "data": data
+        }))
+        .expect("json");
+        let subject = format!("talkwai.evt.{tenant}.member.{member}");
+        let stored = decode_stored_with(&subject, |_| None, &payload, &Shredded)
+            .expect("an erased event decodes")
+            .expect("an aggregate's");
+        assert_eq!(
+            stored.erased,
+            vec!["firstName", "lastName", "email", "phone"]
+        );
+        assert_eq!(stored.body.data["email"], serde_json::Value::Null);
+        let Event::Member(talkwai_domain::member::MemberEvent::Created(created)) = &stored.event
+        else {
+            panic!("a member.created: {:?}", stored.event);
+        };
+        assert_eq!(created.email.as_str(), crate::sealed::ERASED_ADDRESS);
+        let without_keys = decode_stored(&subject, |_| None, &payload).expect_err("no keys");
+        assert!(
+            matches!(without_keys, DecodeError::Sealed(_)),
+            "{without_keys}"
+        );
     }
 
     #[test]

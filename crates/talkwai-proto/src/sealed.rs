@@ -50,6 +50,31 @@ pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
     }
 }
 
+/// The value an erased personal field takes for the domain's deciders and folds when the
+/// event's type requires one (`email`s and addresses a reserved `.invalid` address, text the
+/// word `erased`, a phone none): the state stays well-formed and no decision ever needs the erased value.
+/// What readers show is `null` with the field named in the `erased` list, never this.
+pub fn placeholder(path: &str) -> Value {
+    match path {
+        "email" | "fromAddress" | "toAddress" => Value::String(ERASED_ADDRESS.to_owned()),
+        // Optional wherever it appears.
+        "phone" => Value::Null,
+        _ => Value::String("erased".to_owned()),
+    }
+}
+
+/// The address an erased email or task address reads as inside the domain.
+pub const ERASED_ADDRESS: &str = "erased@erased.invalid";
+
+/// Sets every erased path of `data` to its [`placeholder`].
+pub fn fill_placeholders(data: &mut Value, erased: &[&str]) {
+    for path in erased {
+        if let Some(value) = field_mut(data, path) {
+            *value = placeholder(path);
+        }
+    }
+}
+
 /// Whether events of this type can carry personal data (and so a key).
 pub fn is_personal(event_type: &str) -> bool {
     !personal_fields(event_type).is_empty()
