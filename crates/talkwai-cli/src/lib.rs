@@ -38,6 +38,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod keys;
 pub mod member;
 pub mod nats_auth;
 pub mod output;
@@ -61,6 +62,7 @@ use cli::{Command, EventsCommand, MemberCommand, RoomsCommand, TokenCommand};
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Cmd(args) => send::run(&cli.nats_url, args).await,
+        Command::Keys(command) => keys::run(&cli.nats_url, &cli.keys, command).await,
         Command::Query(args) => query::run(&cli.nats_url, args).await,
         Command::Presence(args) => rooms::presence(&cli.nats_url, args).await,
         Command::Rooms(RoomsCommand::Watch(args)) => rooms::watch(&cli.nats_url, args).await,

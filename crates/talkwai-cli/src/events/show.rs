@@ -85,15 +85,15 @@ pub fn fold(
             seq: message.seq,
             message: message_text,
         };
-        let applied =
-            decode_stored_with(subject, |name| message.header(name), &message.payload, keys)
-                .map_err(|e| failure(e.to_string()))
-                .and_then(|stored| {
-                    stored.ok_or_else(|| failure("not an aggregate's subject".into()))
-                })
-                .and_then(|stored| {
-                    apply(&mut state, &stored.event).map_err(|e| failure(e.to_string()))
-                });
+        let applied = decode_stored_with(
+            &message.subject,
+            |name| message.header(name),
+            &message.payload,
+            keys,
+        )
+        .map_err(|e| failure(e.to_string()))
+        .and_then(|stored| stored.ok_or_else(|| failure("not an aggregate's subject".into())))
+        .and_then(|stored| apply(&mut state, &stored.event).map_err(|e| failure(e.to_string())));
         if let Err(err) = applied {
             corrupt = Some(err);
         }
