@@ -10,7 +10,7 @@ mod tail;
 use serde_json::{Value, json};
 use talkwai_domain::EventBody;
 use talkwai_eventstore::{EventStore, StoredMessage, StreamSettings};
-use talkwai_keys::{KeyArgs, KeyStore, Keyring, keyring_for};
+use talkwai_keys::{KeyArgs, KeyStore, Keyring, keyring_of};
 use talkwai_proto::event::sealed_key;
 use talkwai_proto::sealed::{Opener, open_data};
 use talkwai_proto::{Scope, headers, subject};
@@ -59,14 +59,9 @@ pub async fn keyring(
     keys: Option<&KeyStore>,
     messages: &[StoredMessage],
 ) -> Result<Keyring, CliError> {
-    keyring_for(
-        keys,
-        messages
-            .iter()
-            .filter_map(|m| sealed_key(&m.subject, |name| m.header(name))),
-    )
-    .await
-    .map_err(|e| CliError::Nats(e.to_string()))
+    keyring_of(keys, messages)
+        .await
+        .map_err(|e| CliError::Nats(e.to_string()))
 }
 
 /// The subject filter for `--tenant`: one scope's events, or the whole log.

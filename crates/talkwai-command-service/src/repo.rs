@@ -19,7 +19,6 @@ use talkwai_domain::{
 };
 use talkwai_eventstore::{EventStore, HeadReader, StoredMessage};
 use talkwai_keys::KeyStore;
-use talkwai_proto::Scope;
 use talkwai_proto::event::{DecodeError, data_key, decode_stored_with};
 use talkwai_proto::sealed::{NoKeys, Opener};
 use talkwai_proto::subject;
@@ -294,14 +293,7 @@ impl Repository {
         let mut loaded = base.map_or_else(|| Loaded::empty(target), Arc::unwrap_or_clone);
         match &self.keys {
             Some(keys) => {
-                let scope = target.tenant.map_or(Scope::Platform, Scope::Tenant);
-                let ring = keys
-                    .keyring(
-                        messages
-                            .iter()
-                            .filter_map(|m| data_key(|name| m.header(name)))
-                            .map(|key| (scope, key)),
-                    )
+                let ring = talkwai_keys::keyring_of(Some(keys), &messages)
                     .await
                     .map_err(|e| ServiceError::Keys(e.to_string()))?;
                 loaded.fold(&subject, &messages, &ring)?;

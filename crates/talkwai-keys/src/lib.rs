@@ -22,4 +22,4 @@ pub mod store;
 pub use args::KeyArgs;
 pub use cipher::{DataKey, MasterKey, SecretKey};
 pub use error::KeyError;
-pub use store::{KeyStore, KeyStoreConfig, Keyring, keyring_for};
+pub use store::{KeyStore, KeyStoreConfig, Keyring, keyring_for, keyring_of};

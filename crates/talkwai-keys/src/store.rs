@@ -211,26 +211,37 @@ impl KeyStore {
         format!("talkwai/keys/{}", data_name(scope, id))
     }
 
+    /// Reads and parses one bucket entry (`None`: absent).
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, KeyError> {
+        let Some(bytes) = self
+            .inner
+            .kv
+            .get(name)
+            .await
+            .map_err(|e| nats("read key", e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| KeyError::Corrupt {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
     /// Reads a tenant key from the bucket (`None`: there is none, or it was destroyed).
     async fn read_tenant(&self, scope: Scope) -> Result<Option<Arc<TenantKey>>, KeyError> {
         if let Some(key) = lock(&self.inner.tenants).get(&scope) {
             return Ok(Some(Arc::clone(key)));
         }
         let name = tenant_name(scope);
-        let Some(bytes) = self
-            .inner
-            .kv
-            .get(&name)
-            .await
-            .map_err(|e| nats("read tenant key", e))?
-        else {
+        let Some(stored) = self.read_json::<StoredTenant>(&name).await? else {
             return Ok(None);
         };
-        let stored: StoredTenant =
-            serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt {
-                name: name.clone(),
-                message: e.to_string(),
-            })?;
         let master = self.master(scope, &stored.wrapped.wrap)?;
         let key = master
             .key()
@@ -352,19 +363,9 @@ impl KeyStore {
     /// Reads one data key from the bucket.
     async fn fetch(&self, scope: Scope, id: Uuid) -> Result<Slot, KeyError> {
         let name = data_name(scope, id);
-        let Some(bytes) = self
-            .inner
-            .kv
-            .get(&name)
-            .await
-            .map_err(|e| nats("read data key", e))?
-        else {
+        let Some(wrapped) = self.read_json::<Wrapped>(&name).await? else {
             return Ok(Slot::Erased);
         };
-        let wrapped: Wrapped = serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt {
-            name: name.clone(),
-            message: e.to_string(),
-        })?;
         // A data key whose tenant key is gone, or was replaced after being destroyed, is erased.
         let Some(tenant) = self.read_tenant(scope).await? else {
             return Ok(Slot::Erased);
@@ -621,6 +622,21 @@ pub async fn keyring_for(
         Some(keys) => keys.keyring(wants).await,
         None => Ok(Keyring::default()),
     }
+}
+
+/// The keys stored `messages` need to be decoded: each one's `Talkwai-Key` under its subject's
+/// scope (an empty keyring without a key store).
+pub async fn keyring_of(
+    keys: Option<&KeyStore>,
+    messages: &[talkwai_eventstore::StoredMessage],
+) -> Result<Keyring, KeyError> {
+    keyring_for(
+        keys,
+        messages
+            .iter()
+            .filter_map(|m| talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))),
+    )
+    .await
 }
 
 /// A tenant key as stored: its id (which its data keys name as their wrapping key) and itself,

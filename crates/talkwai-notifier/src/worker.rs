@@ -14,8 +14,8 @@ use talkwai_domain::task::TaskEvent;
 use talkwai_domain::tenant::TenantEvent;
 use talkwai_domain::{EntityKind, Event};
 use talkwai_eventstore::{EventStore, StoredMessage};
-use talkwai_keys::{KeyStore, Keyring, keyring_for};
-use talkwai_proto::event::{DecodeError, StoredEvent, decode_stored_with, sealed_key};
+use talkwai_keys::{KeyStore, Keyring, keyring_of};
+use talkwai_proto::event::{DecodeError, StoredEvent, decode_stored_with};
 use talkwai_proto::headers::{EVENT_TYPE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, Span, debug, field, info_span, warn};
@@ -158,14 +158,9 @@ impl Partition {
 
     /// The keys `messages` need to be decoded.
     async fn keyring(&self, messages: &[StoredMessage]) -> Result<Keyring, NotifierError> {
-        keyring_for(
-            self.keys.as_ref(),
-            messages
-                .iter()
-                .filter_map(|m| sealed_key(&m.subject, |name| m.header(name))),
-        )
-        .await
-        .map_err(NotifierError::js)
+        keyring_of(self.keys.as_ref(), messages)
+            .await
+            .map_err(NotifierError::js)
     }
 
     /// The messages one stored event produces (nothing for stale or foreign events).

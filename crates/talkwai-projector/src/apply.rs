@@ -8,8 +8,8 @@ mod fold;
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::{AggregateRef, Event};
 use talkwai_eventstore::StoredMessage;
-use talkwai_keys::{KeyStore, Keyring, keyring_for};
-use talkwai_proto::event::{EventMeta, decode_stored_with, sealed_key};
+use talkwai_keys::{KeyStore, Keyring, keyring_of};
+use talkwai_proto::event::{EventMeta, decode_stored_with};
 use talkwai_proto::sealed::Opener;
 use tokio_postgres::Transaction;
 
@@ -87,14 +87,9 @@ pub(crate) async fn keyring(
     keys: Option<&KeyStore>,
     messages: &[StoredMessage],
 ) -> Result<Keyring, ProjectorError> {
-    keyring_for(
-        keys,
-        messages
-            .iter()
-            .filter_map(|m| sealed_key(&m.subject, |name| m.header(name))),
-    )
-    .await
-    .map_err(|e| ProjectorError::Nats(e.to_string()))
+    keyring_of(keys, messages)
+        .await
+        .map_err(|e| ProjectorError::Nats(e.to_string()))
 }
 
 fn decode(message: &StoredMessage, keys: &dyn Opener) -> Result<Decoded, String> {
