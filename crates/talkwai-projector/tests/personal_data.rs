@@ -33,37 +33,67 @@ fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf>
     hits
 }
 
+/// Sends a command as the platform, resending it with the same command id while the service
+/// answers `unavailable` (a partition changing hands on a loaded machine), for at most 30 s.
+async fn ok(stack: &Stack, subject: &str, body: serde_json::Value) {
+    use talkwai_testkit::services::{COMMAND_TIMEOUT, send_command};
+    let id = Uuid::new_v4();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reply = send_command(
+            &stack.client,
+            subject,
+            serde_json::to_vec(&body).expect("json"),
+            Some(common::PLATFORM),
+            Some(id),
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        match reply.into_result() {
+            Ok(_) => return,
+            Err(e)
+                if e.code == talkwai_domain::ErrorCode::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{subject} {body}: {e:?}"),
+        }
+    }
+}
+
 /// A member and a task of a new tenant, every personal field holding `marker`.
 async fn write_marked(stack: &Stack, marker: &str) -> (Uuid, Uuid, Uuid) {
     let (tenant, member, task) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    stack
-        .ok(
-            "talkwai.cmd.platform.tenant.create",
-            json!({"id": tenant, "name": "Sealed Dental"}),
-        )
-        .await;
-    stack
-        .ok(
-            &format!("talkwai.cmd.{tenant}.member.create"),
-            json!({
-                "id": member, "tenant": tenant, "role": "owner",
-                "firstName": format!("{marker}first"), "lastName": format!("{marker}last"),
-                "email": format!("{marker}@example.com"), "phone": "+15550001111"
-            }),
-        )
-        .await;
-    stack
-        .ok(
-            &format!("talkwai.cmd.{tenant}.task.create"),
-            json!({
-                "id": task, "tenant": tenant, "type": "call", "priority": "high",
-                "assignedTo": member,
-                "subject": format!("{marker}subject"), "content": format!("{marker}content"),
-                "fromAddress": format!("{marker}from@example.com"),
-                "toAddress": format!("{marker}to@example.com")
-            }),
-        )
-        .await;
+    ok(
+        stack,
+        "talkwai.cmd.platform.tenant.create",
+        json!({"id": tenant, "name": "Sealed Dental"}),
+    )
+    .await;
+    ok(
+        stack,
+        &format!("talkwai.cmd.{tenant}.member.create"),
+        json!({
+            "id": member, "tenant": tenant, "role": "owner",
+            "firstName": format!("{marker}first"), "lastName": format!("{marker}last"),
+            "email": format!("{marker}@example.com"), "phone": "+15550001111"
+        }),
+    )
+    .await;
+    ok(
+        stack,
+        &format!("talkwai.cmd.{tenant}.task.create"),
+        json!({
+            "id": task, "tenant": tenant, "type": "call", "priority": "high",
+            "assignedTo": member,
+            "subject": format!("{marker}subject"), "content": format!("{marker}content"),
+            "fromAddress": format!("{marker}from@example.com"),
+            "toAddress": format!("{marker}to@example.com")
+        }),
+    )
+    .await;
     (tenant, member, task)
 }
 
