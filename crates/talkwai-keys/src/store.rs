@@ -504,20 +504,24 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Re-wraps every tenant key under the current master key (the first given to
-    /// [`KeyStore::open`]); the data keys and the log are untouched. Returns how many tenant
-    /// keys were re-wrapped (0 when all already use it).
-    pub async fn rotate_master(&self) -> Result<usize, KeyError> {
-        let names: Vec<String> = self
-            .inner
+    /// The names of the bucket's entries starting with `prefix`.
+    async fn names(&self, prefix: &str) -> Result<Vec<String>, KeyError> {
+        self.inner
             .kv
             .keys()
             .await
             .map_err(|e| nats("list keys", e))?
-            .try_filter(|name| futures::future::ready(name.starts_with("tenant.")))
+            .try_filter(|name| futures::future::ready(name.starts_with(prefix)))
             .try_collect()
             .await
-            .map_err(|e| nats("list keys", e))?;
+            .map_err(|e| nats("list keys", e))
+    }
+
+    /// Re-wraps every tenant key under the current master key (the first given to
+    /// [`KeyStore::open`]); the data keys and the log are untouched. Returns how many tenant
+    /// keys were re-wrapped (0 when all already use it).
+    pub async fn rotate_master(&self) -> Result<usize, KeyError> {
+        let names = self.names("tenant.").await?;
         let current = &self.inner.masters[0];
         let mut rewrapped = 0;
         for name in names {
@@ -574,15 +578,7 @@ impl KeyStore {
 
     /// Every entry of the bucket as stored (wrapped), for a backup.
     pub async fn export(&self) -> Result<Vec<(String, bytes::Bytes)>, KeyError> {
-        let names: Vec<String> = self
-            .inner
-            .kv
-            .keys()
-            .await
-            .map_err(|e| nats("list keys", e))?
-            .try_collect()
-            .await
-            .map_err(|e| nats("list keys", e))?;
+        let names = self.names("").await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if let Some(value) = self
