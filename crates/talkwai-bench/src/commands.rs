@@ -35,13 +35,16 @@ pub struct ServiceSettings {
     pub writes_in_flight: usize,
     /// `Config::partitions` (0: no ownership, every command reads its heads).
     pub partitions: u32,
+    /// Personal fields sealed with a master key (`Config::keys`; off: written in clear).
+    pub sealed: bool,
 }
 
 impl ServiceSettings {
     /// The label used in scenario names.
     pub fn label(self) -> String {
+        let sealed = if self.sealed { " sealed=true" } else { "" };
         format!(
-            "group_commit={} writes_in_flight={} partitions={}",
+            "group_commit={} writes_in_flight={} partitions={}{sealed}",
             self.group_commit, self.writes_in_flight, self.partitions
         )
     }
@@ -54,6 +57,7 @@ impl Default for ServiceSettings {
             group_commit: config.group_commit,
             writes_in_flight: config.writes_in_flight,
             partitions: config.partitions,
+            sealed: false,
         }
     }
 }
@@ -77,6 +81,10 @@ impl RunningService {
         config.group_commit = settings.group_commit;
         config.writes_in_flight = settings.writes_in_flight;
         config.partitions = settings.partitions;
+        if settings.sealed {
+            config.keys =
+                talkwai_keys::KeyArgs::with_master(&talkwai_keys::MasterKey::generate().1);
+        }
         // The production default, so every task of a run stays cached like in production.
         config.cache_capacity = 100_000;
         config.instance = format!("bench-{}", Uuid::new_v4().simple());

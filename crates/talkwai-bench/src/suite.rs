@@ -291,6 +291,11 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
                 writes_in_flight: 2,
                 ..defaults
             });
+            // Personal fields sealed (#20): the cost of encryption on the write path.
+            variants.push(ServiceSettings {
+                sealed: true,
+                ..defaults
+            });
         }
         if plan.sweep {
             variants.extend(

@@ -27,6 +27,10 @@ pub struct Cli {
         default_value = DEFAULT_NATS_URL
     )]
     pub nats_url: String,
+    /// The master key that opens sealed personal fields (`events show|tail`, `projections
+    /// rebuild|replay`, `member invite`).
+    #[command(flatten)]
+    pub keys: talkwai_keys::KeyArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +55,9 @@ pub enum Command {
     /// Mint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The personal-data keys: a new master key, its rotation, backups, destroying one.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Members in one step.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -224,6 +231,34 @@ pub struct ShowArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `talkwai keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random master key (base64) for `TALKWAI_MASTER_KEY`.
+    NewMaster,
+    /// Re-wrap every tenant key under `TALKWAI_MASTER_KEY`, opening the old ones with
+    /// `TALKWAI_MASTER_KEY_PREVIOUS`; the log and the data keys are untouched.
+    RotateMaster,
+    /// Write every key of the bucket, wrapped, to stdout as JSON lines (back it up with
+    /// `talkwai events export`: one is useless without the other).
+    Export,
+    /// Restore the lines of `talkwai keys export` (stdin); existing keys are kept.
+    Import,
+    /// Destroy one data subject's key: every field sealed with it reads as erased for good.
+    Destroy(DestroyKeyArgs),
+}
+
+/// `talkwai keys destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyKeyArgs {
+    /// The scope of the subject: its tenant's UUID, or `platform` (admins, `$users`).
+    #[arg(long)]
+    pub scope: String,
+    /// The key's id (the `Talkwai-Key` header of the subject's events).
+    #[arg(long)]
+    pub key: Uuid,
 }
 
 /// `talkwai token ...`.

@@ -10,6 +10,9 @@ mod tail;
 use serde_json::{Value, json};
 use talkwai_domain::EventBody;
 use talkwai_eventstore::{EventStore, StoredMessage, StreamSettings};
+use talkwai_keys::{KeyArgs, KeyStore, Keyring, keyring_of};
+use talkwai_proto::event::sealed_key;
+use talkwai_proto::sealed::{Opener, open_data};
 use talkwai_proto::{Scope, headers, subject};
 use time::OffsetDateTime;
 
@@ -39,6 +42,26 @@ pub async fn open_store(client: &async_nats::Client) -> Result<EventStore, CliEr
         ..defaults
     };
     Ok(EventStore::open(client.clone(), &settings).await?)
+}
+
+/// The key store, when a master key is given (`None`: sealed fields are shown as stored).
+pub async fn key_store(
+    client: &async_nats::Client,
+    keys: &KeyArgs,
+) -> Result<Option<KeyStore>, CliError> {
+    keys.open(&async_nats::jetstream::new(client.clone()), 1)
+        .await
+        .map_err(|e| CliError::Nats(e.to_string()))
+}
+
+/// The keys `messages` need to be read in clear (none without a key store).
+pub async fn keyring(
+    keys: Option<&KeyStore>,
+    messages: &[StoredMessage],
+) -> Result<Keyring, CliError> {
+    keyring_of(keys, messages)
+        .await
+        .map_err(|e| CliError::Nats(e.to_string()))
 }
 
 /// The subject filter for `--tenant`: one scope's events, or the whole log.
@@ -122,10 +145,22 @@ pub fn rfc3339(ms: i64) -> String {
 
 impl EventLine {
     /// Reads the headers and body of a stored message.
-    pub fn from_message(message: &StoredMessage) -> Self {
+    /// Sealed personal fields are opened with `keys` (an erased one reads `null` and is named
+    /// in the data's `erased` list); without their key they are shown as stored.
+    pub fn from_message(message: &StoredMessage, keys: &dyn Opener) -> Self {
         let header = |name: &str| message.header(name).unwrap_or("-").to_owned();
+        let scope = sealed_key(&message.subject, |name| message.header(name)).map(|(s, _)| s);
         let (body_type, data) = match serde_json::from_slice::<EventBody>(&message.payload) {
-            Ok(body) => (Some(body.event_type), body.data),
+            Ok(mut body) => {
+                if let Some(scope) = scope
+                    && let Ok(erased) = open_data(&body.event_type, scope, &mut body.data, keys)
+                    && !erased.is_empty()
+                    && let Value::Object(data) = &mut body.data
+                {
+                    data.insert("erased".to_owned(), json!(erased));
+                }
+                (Some(body.event_type), body.data)
+            }
             Err(_) => (
                 None,
                 Value::String(String::from_utf8_lossy(&message.payload).into_owned()),

@@ -38,6 +38,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod keys;
 pub mod member;
 pub mod nats_auth;
 pub mod output;
@@ -62,17 +63,28 @@ use cli::{Command, EventsCommand, MemberCommand, RoomsCommand, TenantCommand, To
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Cmd(args) => send::run(&cli.nats_url, args).await,
+        Command::Keys(command) => keys::run(&cli.nats_url, &cli.keys, command).await,
         Command::Query(args) => query::run(&cli.nats_url, args).await,
         Command::Presence(args) => rooms::presence(&cli.nats_url, args).await,
         Command::Rooms(RoomsCommand::Watch(args)) => rooms::watch(&cli.nats_url, args).await,
-        Command::Events(EventsCommand::Tail(args)) => events::tail(&cli.nats_url, args).await,
-        Command::Events(EventsCommand::Show(args)) => events::show(&cli.nats_url, args).await,
+        Command::Events(EventsCommand::Tail(args)) => {
+            events::tail(&cli.nats_url, &cli.keys, args).await
+        }
+        Command::Events(EventsCommand::Show(args)) => {
+            events::show(&cli.nats_url, &cli.keys, args).await
+        }
         Command::Events(EventsCommand::Export(args)) => events::export(&cli.nats_url, args).await,
         Command::Events(EventsCommand::Import(args)) => events::import(&cli.nats_url, args).await,
-        Command::Token(TokenCommand::Mint(args)) => token::run_mint(&cli.nats_url, args).await,
-        Command::Member(MemberCommand::Invite(args)) => member::invite(&cli.nats_url, args).await,
-        Command::Tenant(TenantCommand::Export(args)) => tenant::export(&cli.nats_url, args).await,
-        Command::Projections(args) => projections::run(&cli.nats_url, args).await,
+        Command::Token(TokenCommand::Mint(args)) => {
+            token::run_mint(&cli.nats_url, &cli.keys, args).await
+        }
+        Command::Member(MemberCommand::Invite(args)) => {
+            member::invite(&cli.nats_url, &cli.keys, args).await
+        }
+        Command::Tenant(TenantCommand::Export(args)) => {
+            tenant::export(&cli.nats_url, &cli.keys, args).await
+        }
+        Command::Projections(args) => projections::run(&cli.nats_url, &cli.keys, args).await,
         Command::Up(args) => up::run(&cli.nats_url, args).await,
     }
 }

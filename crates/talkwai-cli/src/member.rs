@@ -28,6 +28,7 @@ pub struct MemberLink {
 /// (the message says how to add one), `Corrupt` when its history cannot be folded.
 pub async fn resolve(
     client: &async_nats::Client,
+    keys: &talkwai_keys::KeyArgs,
     member: Uuid,
     tenant: Option<Uuid>,
 ) -> Result<MemberLink, CliError> {
@@ -66,7 +67,9 @@ pub async fn resolve(
         tenant: Some(tenant.into()),
         id: member,
     };
-    let history = events::fold(target, &subject, &messages);
+    let keys = events::key_store(client, keys).await?;
+    let ring = events::keyring(keys.as_ref(), &messages).await?;
+    let history = events::fold(target, &subject, &messages, &ring);
     if let Some(err) = history.corrupt {
         return Err(err);
     }
@@ -95,7 +98,11 @@ pub async fn resolve(
 /// Runs `talkwai member invite`: `user.create`, then `member.create` linked to it, then the
 /// member's token; prints `{"tenant", "user", "member", "token"}`. A refusal stops at that step
 /// (exit 1) and says what was already created.
-pub async fn invite(nats_url: &str, args: InviteArgs) -> Result<(), CliError> {
+pub async fn invite(
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: InviteArgs,
+) -> Result<(), CliError> {
     let secret = secret_from_env()?;
     let token = args.token.ok_or_else(|| {
         CliError::Usage("--token (or TALKWAI_TOKEN): the platform token or an admin's".into())
@@ -130,7 +137,7 @@ pub async fn invite(nats_url: &str, args: InviteArgs) -> Result<(), CliError> {
             return Err(CliError::Rejected(error));
         }
     }
-    let link = resolve(&client, member, Some(args.tenant)).await?;
+    let link = resolve(&client, keys, member, Some(args.tenant)).await?;
     let token = mint(
         &TokenSpec {
             kind: talkwai_auth::PrincipalKind::Member,

@@ -22,7 +22,11 @@ use crate::events;
 use crate::output::line;
 
 /// Runs one `talkwai projections` subcommand.
-pub async fn run(nats_url: &str, args: ProjectionsArgs) -> Result<(), CliError> {
+pub async fn run(
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: ProjectionsArgs,
+) -> Result<(), CliError> {
     let url = args.database_url.ok_or_else(|| {
         CliError::Usage(
             "no database: pass --database-url or set TALKWAI_DATABASE_URL (talkwai up prints it)"
@@ -34,10 +38,10 @@ pub async fn run(nats_url: &str, args: ProjectionsArgs) -> Result<(), CliError> 
         ProjectionsCommand::Status(a) => run_status(&pool, nats_url, a).await,
         ProjectionsCommand::DeadLetters(a) => run_dead_letters(&pool, a).await,
         ProjectionsCommand::Retry(a) => run_retry(&pool, a).await,
-        ProjectionsCommand::Rebuild(a) => run_rebuild(&pool, nats_url, a).await,
+        ProjectionsCommand::Rebuild(a) => run_rebuild(&pool, nats_url, keys, a).await,
         ProjectionsCommand::Rollback => run_rollback(&pool).await,
         ProjectionsCommand::Drop(a) => run_drop(&pool, a).await,
-        ProjectionsCommand::Replay(a) => run_replay(&pool, nats_url, a).await,
+        ProjectionsCommand::Replay(a) => run_replay(&pool, nats_url, keys, a).await,
     }
 }
 
@@ -263,13 +267,21 @@ fn print_report(report: &RebuildReport, tenant: Option<uuid::Uuid>) -> Result<()
     }
 }
 
-async fn run_rebuild(pool: &Pool, nats_url: &str, args: RebuildArgs) -> Result<(), CliError> {
-    let store = store(nats_url).await?;
+async fn run_rebuild(
+    pool: &Pool,
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: RebuildArgs,
+) -> Result<(), CliError> {
+    let client = crate::connect(nats_url).await?;
+    let store = events::open_store(&client).await?;
+    let keys = events::key_store(&client, keys).await?;
     let options = RebuildOptions {
         tenant: args.tenant.map(Into::into),
         batch_size: usize::try_from(args.batch_size).unwrap_or(5000),
         bulk_rows: usize::try_from(args.bulk_rows).unwrap_or(50_000),
         force: args.force,
+        keys,
     };
     let bar = progress_bar();
     let outcome = rebuild::rebuild(pool, &store, &options, &|p| show_progress(&bar, p)).await;
@@ -309,7 +321,12 @@ fn parse_time_ms(text: &str) -> Result<i64, CliError> {
         .map_err(|_| CliError::Usage(format!("--until-time {text:?} is out of range")))
 }
 
-async fn run_replay(pool: &Pool, nats_url: &str, args: ReplayArgs) -> Result<(), CliError> {
+async fn run_replay(
+    pool: &Pool,
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: ReplayArgs,
+) -> Result<(), CliError> {
     let until = match (args.until_seq, args.until_time.as_deref()) {
         (Some(seq), _) => Until::Seq(seq),
         (None, Some(text)) => Until::Time(parse_time_ms(text)?),
@@ -319,10 +336,14 @@ async fn run_replay(pool: &Pool, nats_url: &str, args: ReplayArgs) -> Result<(),
             ));
         }
     };
-    let store = store(nats_url).await?;
+    let client = crate::connect(nats_url).await?;
+    let store = events::open_store(&client).await?;
+    let keys = events::key_store(&client, keys).await?;
     let bar = progress_bar();
-    let outcome =
-        rebuild::replay_until(pool, &store, until, &args.into, &|p| show_progress(&bar, p)).await;
+    let outcome = rebuild::replay_until(pool, &store, keys.as_ref(), until, &args.into, &|p| {
+        show_progress(&bar, p)
+    })
+    .await;
     bar.finish_and_clear();
     let (generation, seq) = outcome?;
     line(&format!(

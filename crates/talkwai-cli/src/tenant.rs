@@ -32,7 +32,8 @@ use talkwai_domain::tenant::TenantEvent;
 use talkwai_domain::{AggregateRef, EntityKind, Event};
 use talkwai_eventstore::{EventStore, StoredMessage};
 use talkwai_projector::rows::{self, Row};
-use talkwai_proto::event::decode_stored;
+use talkwai_proto::event::decode_stored_with;
+use talkwai_proto::sealed::Opener;
 use talkwai_proto::{Scope, subject};
 use uuid::Uuid;
 
@@ -46,11 +47,16 @@ pub const FORMAT: &str = "talkwai.tenant-export";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Runs `talkwai tenant export`.
-pub async fn export(nats_url: &str, args: TenantExportArgs) -> Result<(), CliError> {
+pub async fn export(
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: TenantExportArgs,
+) -> Result<(), CliError> {
     use std::io::Write as _;
     let client = crate::connect(nats_url).await?;
     let store = open_store(&client).await?;
-    let document = collect(&store, TenantId(args.tenant), true).await?;
+    let keys = crate::events::key_store(&client, keys).await?;
+    let document = collect(&store, TenantId(args.tenant), true, keys.as_ref()).await?;
     let text = serde_json::to_string_pretty(&document)
         .map_err(|e| CliError::Nats(format!("cannot encode the export: {e}")))?;
     match &args.out {
@@ -99,16 +105,17 @@ struct Fold {
 impl Fold {
     /// Lists one stored message and folds it into its row; a message that cannot be read is
     /// the history's corruption, reported with its sequence.
-    fn take(&mut self, message: &StoredMessage) -> Result<(), CliError> {
+    fn take(&mut self, message: &StoredMessage, keys: &dyn Opener) -> Result<(), CliError> {
         let corrupt = |message_text: String| CliError::Corrupt {
             subject: message.subject.clone(),
             seq: message.seq,
             message: message_text,
         };
-        let Some(stored) = decode_stored(
+        let Some(stored) = decode_stored_with(
             &message.subject,
             |name| message.header(name),
             &message.payload,
+            keys,
         )
         .map_err(|e| corrupt(e.to_string()))?
         else {
@@ -116,7 +123,7 @@ impl Fold {
             return Ok(());
         };
         let body = stored.event.encode();
-        let mut line = EventLine::from_message(message);
+        let mut line = EventLine::from_message(message, keys);
         line.version = Some(body.version);
         line.data = body.data;
         self.events.push(line.json());
@@ -154,6 +161,7 @@ pub async fn collect(
     store: &EventStore,
     tenant: TenantId,
     show_progress: bool,
+    keys: Option<&talkwai_keys::KeyStore>,
 ) -> Result<Value, CliError> {
     let filter = subject::tenant_events(Scope::Tenant(tenant));
     let mut fold = Fold::default();
@@ -163,16 +171,23 @@ pub async fn collect(
         if !show_progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
+        // Read first, then open: the keys the tenant's sealed fields need are fetched at once.
+        let mut messages = Vec::new();
         let mut replay = store.replay(1, vec![filter]).await?;
         while let Some(message) = replay.next().await {
             let message = message?;
-            fold.take(&message)?;
             bar.set_position(message.seq);
-            if message.seq >= stop {
+            let seq = message.seq;
+            messages.push(message);
+            if seq >= stop {
                 break;
             }
         }
         bar.finish_and_clear();
+        let ring = crate::events::keyring(keys, &messages).await?;
+        for message in &messages {
+            fold.take(message, &ring)?;
+        }
     }
     let tenant_row = fold
         .rows
@@ -184,7 +199,7 @@ pub async fn collect(
             "tenant {tenant}: the log holds no event of it"
         )));
     }
-    let users = linked_users(store, &fold.table("members")).await?;
+    let users = linked_users(store, &fold.table("members"), keys).await?;
     let links = links(&fold);
     Ok(json!({
         "format": FORMAT,
@@ -205,7 +220,11 @@ pub async fn collect(
 
 /// The rows of the `$users` identities `members` link to (platform facts that are the
 /// tenant's members' personal data), each folded from its own subject.
-async fn linked_users(store: &EventStore, members: &[&Row]) -> Result<Vec<Row>, CliError> {
+async fn linked_users(
+    store: &EventStore,
+    members: &[&Row],
+    keys: Option<&talkwai_keys::KeyStore>,
+) -> Result<Vec<Row>, CliError> {
     let ids: BTreeSet<Uuid> = members
         .iter()
         .filter_map(|m| m.get("user_id").and_then(Value::as_str))
@@ -220,8 +239,10 @@ async fn linked_users(store: &EventStore, members: &[&Row]) -> Result<Vec<Row>, 
         };
         let mut fold = Fold::default();
         let user_subject = subject::event(&target);
-        for message in store.read_subject(&user_subject, 0).await? {
-            fold.take(&message)?;
+        let messages = store.read_subject(&user_subject, 0).await?;
+        let ring = crate::events::keyring(keys, &messages).await?;
+        for message in &messages {
+            fold.take(message, &ring)?;
         }
         users.extend(fold.table("users").into_iter().cloned());
     }

@@ -72,7 +72,11 @@ pub fn secret_from_env() -> Result<SecretString, CliError> {
 
 /// Runs `talkwai token mint`: prints the token and nothing else. With `--member`, the
 /// member's `$users` link, tenant and role come from the log.
-pub async fn run_mint(nats_url: &str, args: MintArgs) -> Result<(), CliError> {
+pub async fn run_mint(
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: MintArgs,
+) -> Result<(), CliError> {
     let secret = secret_from_env()?;
     let spec = match args.member {
         Some(member) => {
@@ -82,7 +86,7 @@ pub async fn run_mint(nats_url: &str, args: MintArgs) -> Result<(), CliError> {
                 ));
             }
             let client = crate::connect(nats_url).await?;
-            let link = crate::member::resolve(&client, member, args.tenant).await?;
+            let link = crate::member::resolve(&client, keys, member, args.tenant).await?;
             TokenSpec {
                 kind: PrincipalKind::Member,
                 sub: link.user,

@@ -18,6 +18,9 @@ pub struct Config {
     /// Per-tenant command rate limit.
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
+    /// The master key that seals personal fields (none: they are written in clear).
+    #[command(flatten)]
+    pub keys: talkwai_keys::KeyArgs,
     /// Event stream replicas (1 single node, 3 cluster); 0 keeps an existing stream's count
     /// and creates a new stream with 1.
     #[arg(long, env = "TALKWAI_STREAM_REPLICAS", default_value_t = 0)]
@@ -75,6 +78,7 @@ impl Config {
                 SecretString::from(jwt_secret.to_owned()),
             ),
             rate_limit: RateLimitConfig::OFF,
+            keys: talkwai_keys::KeyArgs::default(),
             stream_replicas: 1,
             duplicate_window_secs: None,
             max_in_flight: 1024,

@@ -39,6 +39,9 @@ pub enum ServiceError {
         /// The tenant's partition.
         partition: u32,
     },
+    /// The key store is unreachable or refused a key.
+    #[error("key store: {0}")]
+    Keys(String),
     /// The log holds something this code cannot read: a bug or a newer writer.
     #[error("unreadable event log at {subject}: {message}")]
     Corrupt {
@@ -116,6 +119,10 @@ impl ServiceError {
                 ),
             )
             .with_retry_after_ms(200),
+            Self::Keys(message) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("key store unavailable: {message}"),
+            ),
             Self::Corrupt { .. } => ErrorBody::new(ErrorCode::Internal, "internal error"),
         }
     }

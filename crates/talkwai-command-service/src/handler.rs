@@ -177,8 +177,10 @@ struct Decided {
     loaded: Arc<Loaded>,
     /// Its events.
     events: Vec<Event>,
-    /// Their bodies, as appended and answered.
+    /// Their bodies, as answered (appended with their personal fields sealed).
     bodies: Vec<EventBody>,
+    /// The data key the events' personal fields were sealed with.
+    key: Option<uuid::Uuid>,
 }
 
 impl Handler {
@@ -329,13 +331,22 @@ impl Handler {
         Ok(accepted)
     }
 
-    /// What follows a `tenant.erased` that landed, before the command is answered: the one
-    /// place where the tenant's data key will be destroyed (crypto-shredding, issue #20 item
-    /// 2). Must be idempotent: a retry of the same command runs it again. The read models and
-    /// rooms need nothing from here: the projector and the notifier act on the event itself.
-    #[allow(clippy::unused_async)] // the key destruction that goes here is a KV write
+    /// What follows a `tenant.erased` that landed, before the command is answered: the
+    /// tenant's key is destroyed (`talkwai_keys::KeyStore::destroy_tenant`), so every sealed
+    /// personal field of the tenant is unreadable at once, in the log and in every backup of
+    /// it. Idempotent: a retry of the same command (answered from its record) runs it again,
+    /// so a failure here is repaired by resending. The read models and rooms need nothing from
+    /// here: the projector and the notifier act on the event itself.
     async fn on_tenant_erased(&self, tenant: TenantId) -> Result<(), ServiceError> {
-        info!(%tenant, "tenant erased");
+        match self.repo.keys() {
+            Some(keys) => {
+                keys.destroy_tenant(&tenant)
+                    .await
+                    .map_err(|e| ServiceError::Keys(e.to_string()))?;
+                info!(%tenant, "tenant erased: its key is destroyed");
+            }
+            None => info!(%tenant, "tenant erased (no master key: nothing was sealed)"),
+        }
         Ok(())
     }
 
@@ -504,6 +515,7 @@ impl Handler {
             actor: ActorRef::from(&actor),
             at: ctx.now,
         };
+        let seal = self.sealing_key(job, &loaded, &decision).await?;
         let (messages, bodies) = Self::encode(
             job,
             progress.claimed,
@@ -511,6 +523,7 @@ impl Handler {
             &decision,
             &guard_heads,
             author,
+            seal.as_ref(),
         )?;
         // No `Nats-Msg-Id`: the record's expectation is the deduplication, for ever and
         // across aggregates, where the server's window is neither.
@@ -525,6 +538,7 @@ impl Handler {
                 loaded,
                 events: decision.events,
                 bodies,
+                key: seal.map(|k| k.id),
             },
         ))
     }
@@ -558,8 +572,39 @@ impl Handler {
         Ok(view)
     }
 
+    /// The key that seals the personal fields of `decision`'s events: none when the service
+    /// writes in clear or the events hold none; else the aggregate's own key, or a new one
+    /// from the pool (a new subject, or one whose key was destroyed). Taking a pooled key
+    /// writes nothing: it is already durable.
+    async fn sealing_key(
+        &self,
+        job: &Job<'_>,
+        loaded: &Loaded,
+        decision: &Decision<Event>,
+    ) -> Result<Option<talkwai_keys::DataKey>, ServiceError> {
+        let Some(keys) = self.repo.keys() else {
+            return Ok(None);
+        };
+        if !decision
+            .events
+            .iter()
+            .any(|e| talkwai_proto::sealed::is_personal(&e.type_name()))
+        {
+            return Ok(None);
+        }
+        let scope = job.scope().map_or(Scope::Platform, Scope::Tenant);
+        let keys_error = |e: talkwai_keys::KeyError| ServiceError::Keys(e.to_string());
+        if let Some(id) = loaded.key
+            && let Some(key) = keys.data_key(scope, id).await.map_err(keys_error)?
+        {
+            return Ok(Some(key));
+        }
+        keys.take(scope).await.map(Some).map_err(keys_error)
+    }
+
     /// The messages of a decision: the command's record (unless `claimed`: already in the
-    /// log), its events on the target, then its guard changes; and the events' bodies.
+    /// log), its events on the target (personal fields sealed with `seal`), then its guard
+    /// changes; and the events' bodies in clear.
     fn encode(
         job: &Job<'_>,
         claimed: bool,
@@ -567,6 +612,7 @@ impl Handler {
         decision: &Decision<Event>,
         guard_heads: &HashMap<GuardKey, GuardHead>,
         author: Author,
+        seal: Option<&talkwai_keys::DataKey>,
     ) -> Result<(Vec<Outbound>, Vec<EventBody>), ServiceError> {
         let request = job.request;
         // Parts count the record as part 1 even when it is already in the log (a claim being
@@ -624,10 +670,21 @@ impl Handler {
         let mut bodies = Vec::with_capacity(decision.events.len());
         for (index, event) in decision.events.iter().enumerate() {
             let body = event.encode();
+            let mut headers = headers(&body.event_type, body.version, job.target.tenant, index + 2);
+            let payload = match seal {
+                Some(key) if talkwai_proto::sealed::is_personal(&body.event_type) => {
+                    let mut sealed = body.clone();
+                    if talkwai_proto::sealed::seal_data(&body.event_type, &mut sealed.data, key) {
+                        headers.insert(talkwai_proto::headers::KEY, key.id.to_string().as_str());
+                    }
+                    payload(&job.subject, &sealed)?
+                }
+                _ => payload(&job.subject, &body)?,
+            };
             messages.push(Outbound {
                 subject: job.subject.clone(),
-                headers: headers(&body.event_type, body.version, job.target.tenant, index + 2),
-                payload: payload(&job.subject, &body)?,
+                headers,
+                payload,
                 expected_last_subject_seq: (index == 0).then_some(loaded.last_seq),
             });
             bodies.push(body);
@@ -679,6 +736,7 @@ impl Handler {
             loaded,
             events,
             bodies,
+            key,
         } = decided;
         if bodies.is_empty() {
             return Ok(job.unchanged(&loaded));
@@ -696,6 +754,7 @@ impl Handler {
             }
         }
         next.last_seq = last_event_seq;
+        next.key = key.or(next.key);
         // Written under the tenure this command holds: the log's last word while it lasts.
         next.tenure = tenure.map_or(0, |t| t.tenure);
         let version = next.state.version();

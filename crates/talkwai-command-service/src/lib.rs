@@ -72,6 +72,9 @@ pub enum StartError {
     /// The endpoints could not be registered or confirmed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The master key is unreadable or the key bucket cannot be opened.
+    #[error("cannot open the key store: {0}")]
+    PersonalKeys(String),
 }
 
 /// A built command service, ready to run.
@@ -125,7 +128,15 @@ impl CommandService {
             ..Default::default()
         };
         let instance_id = lease::instance_id(&config.instance);
-        let mut repo = Repository::new(store.clone(), config.cache_capacity);
+        let keys = config
+            .keys
+            .open(
+                &async_nats::jetstream::new(client.clone()),
+                store.replicas(),
+            )
+            .await
+            .map_err(|e| StartError::PersonalKeys(e.to_string()))?;
+        let mut repo = Repository::new(store.clone(), config.cache_capacity).with_keys(keys);
         let appender = if config.partitions > 0 {
             let ownership = Arc::new(Ownership::new(config.partitions));
             repo = repo.with_ownership(Arc::clone(&ownership));

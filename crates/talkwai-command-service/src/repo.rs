@@ -18,7 +18,9 @@ use talkwai_domain::{
     AggregateRef, AggregateState, EntityKind, EventBody, FactKey, Facts, GuardEvent, GuardKey,
 };
 use talkwai_eventstore::{EventStore, HeadReader, StoredMessage};
-use talkwai_proto::event::{DecodeError, decode_stored};
+use talkwai_keys::KeyStore;
+use talkwai_proto::event::{DecodeError, data_key, decode_stored_with};
+use talkwai_proto::sealed::{NoKeys, Opener};
 use talkwai_proto::subject;
 use uuid::Uuid;
 
@@ -48,6 +50,9 @@ pub struct Loaded {
     /// The tenure of its partition under which it was read or written (0: none); see
     /// [`crate::ownership`].
     pub tenure: u64,
+    /// The data key its personal fields are sealed with (the latest `Talkwai-Key`; `None`:
+    /// none yet).
+    pub key: Option<Uuid>,
 }
 
 impl Loaded {
@@ -57,24 +62,35 @@ impl Loaded {
             last_seq: 0,
             commands: HashMap::new(),
             tenure: 0,
+            key: None,
         }
     }
 
-    /// Folds stored messages (in order) into the state, strictly.
-    pub fn fold(&mut self, subject: &str, messages: &[StoredMessage]) -> Result<(), ServiceError> {
+    /// Folds stored messages (in order) into the state, strictly, opening sealed fields with
+    /// `keys`.
+    pub fn fold(
+        &mut self,
+        subject: &str,
+        messages: &[StoredMessage],
+        keys: &dyn Opener,
+    ) -> Result<(), ServiceError> {
         for message in messages {
-            let stored = decode_stored(subject, |name| message.header(name), &message.payload)
-                .map_err(|e| match e {
-                    DecodeError::Event(e) => ServiceError::decode(subject, &e),
-                    other => ServiceError::Corrupt {
+            if let Some(key) = data_key(|name| message.header(name)) {
+                self.key = Some(key);
+            }
+            let stored =
+                decode_stored_with(subject, |name| message.header(name), &message.payload, keys)
+                    .map_err(|e| match e {
+                        DecodeError::Event(e) => ServiceError::decode(subject, &e),
+                        other => ServiceError::Corrupt {
+                            subject: subject.to_owned(),
+                            message: other.to_string(),
+                        },
+                    })?
+                    .ok_or_else(|| ServiceError::Corrupt {
                         subject: subject.to_owned(),
-                        message: other.to_string(),
-                    },
-                })?
-                .ok_or_else(|| ServiceError::Corrupt {
-                    subject: subject.to_owned(),
-                    message: "not an aggregate's subject".to_owned(),
-                })?;
+                        message: "not an aggregate's subject".to_owned(),
+                    })?;
             talkwai_domain::apply(&mut self.state, &stored.event)
                 .map_err(|e| ServiceError::evolve(subject, &e))?;
             self.last_seq = message.seq;
@@ -155,6 +171,8 @@ pub struct Repository {
     ownership: Option<Arc<Ownership>>,
     /// Aggregates by subject, shared with the commands using them.
     cache: Mutex<LruCache<String, Arc<Loaded>>>,
+    /// Seals and opens personal fields (`None`: written in clear).
+    keys: Option<KeyStore>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -173,7 +191,19 @@ impl Repository {
             ownership: None,
             store,
             cache: Mutex::new(LruCache::new(capacity)),
+            keys: None,
         }
+    }
+
+    /// Seals personal fields with `keys` and opens them when reading (`None`: in clear).
+    pub fn with_keys(mut self, keys: Option<KeyStore>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The key store, when personal fields are sealed.
+    pub fn keys(&self) -> Option<&KeyStore> {
+        self.keys.as_ref()
     }
 
     /// Trusts what was cached during the tenures of `ownership`'s partitions.
@@ -261,7 +291,15 @@ impl Repository {
             .await?;
         // The base stays in the cache (and with other readers) until the result replaces it.
         let mut loaded = base.map_or_else(|| Loaded::empty(target), Arc::unwrap_or_clone);
-        loaded.fold(&subject, &messages)?;
+        match &self.keys {
+            Some(keys) => {
+                let ring = talkwai_keys::keyring_of(Some(keys), &messages)
+                    .await
+                    .map_err(|e| ServiceError::Keys(e.to_string()))?;
+                loaded.fold(&subject, &messages, &ring)?;
+            }
+            None => loaded.fold(&subject, &messages, &NoKeys)?,
+        }
         loaded.tenure = tag;
         let loaded = Arc::new(loaded);
         self.share(subject, Arc::clone(&loaded));

@@ -146,6 +146,8 @@ enum End {
 /// The event loop: waits for the lease, then reads the log while holding it.
 pub struct EventLoop {
     store: EventStore,
+    /// Opens sealed personal fields, handed to every partition.
+    keys: Option<talkwai_keys::KeyStore>,
     config: Config,
     leadership: Leadership,
     upkeep: Option<Upkeep>,
@@ -157,13 +159,19 @@ pub struct EventLoop {
 
 impl EventLoop {
     /// A loop over `store` with the settings of `config`, active while `leadership` says so.
-    pub fn new(store: EventStore, config: &Config, leadership: Leadership) -> Self {
+    pub fn new(
+        store: EventStore,
+        keys: Option<talkwai_keys::KeyStore>,
+        config: &Config,
+        leadership: Leadership,
+    ) -> Self {
         let count = config.workers.max(1);
         Self {
             partitions: (0..count)
-                .map(|_| Some(Partition::new(store.clone(), config, count)))
+                .map(|_| Some(Partition::new(store.clone(), keys.clone(), config, count)))
                 .collect(),
             store,
+            keys,
             config: config.clone(),
             leadership,
             upkeep: None,
@@ -269,7 +277,12 @@ impl EventLoop {
         let mut senders = Vec::with_capacity(self.partitions.len());
         for (index, slot) in self.partitions.iter_mut().enumerate() {
             let partition = slot.take().unwrap_or_else(|| {
-                Partition::new(self.store.clone(), &self.config, self.config.workers.max(1))
+                Partition::new(
+                    self.store.clone(),
+                    self.keys.clone(),
+                    &self.config,
+                    self.config.workers.max(1),
+                )
             });
             let (tx, rx) = mpsc::channel::<Job>(batch.max(16));
             senders.push(tx);

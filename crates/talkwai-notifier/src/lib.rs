@@ -68,6 +68,9 @@ pub struct Config {
     /// JWT secret (presence requests), issuer, audience and key files.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The master key that opens sealed personal fields.
+    #[command(flatten)]
+    pub keys: talkwai_keys::KeyArgs,
     /// Events stored longer ago than this many seconds are acked without notifying (0: never).
     #[arg(
         long = "skip-older-than",
@@ -155,6 +158,7 @@ impl Config {
                 SecretString::from(platform_token),
                 SecretString::from(jwt_secret),
             ),
+            keys: talkwai_keys::KeyArgs::default(),
             skip_older_than_secs: 0,
             ack_wait_secs: 2,
             max_ack_pending: 256,
@@ -196,6 +200,8 @@ pub struct Notifier {
     lease: async_nats::jetstream::kv::Store,
     upkeep: heal::Upkeep,
     config: Config,
+    /// Opens sealed personal fields (`None`: no master key configured).
+    keys: Option<talkwai_keys::KeyStore>,
 }
 
 impl Notifier {
@@ -231,6 +237,11 @@ impl Notifier {
         let js = store.jetstream().clone();
         let kv = presence::bucket(&js, store.replicas()).await?;
         let lease = lease::bucket(&js, store.replicas()).await?;
+        let keys = config
+            .keys
+            .open(&js, store.replicas())
+            .await
+            .map_err(NotifierError::js)?;
         let upkeep = heal::Upkeep::new(store.clone(), config.clone());
         let presence = Arc::new(
             presence::PresenceService::new(
@@ -249,6 +260,7 @@ impl Notifier {
             lease,
             upkeep,
             config,
+            keys,
         })
     }
 
@@ -268,9 +280,14 @@ impl Notifier {
         );
         let mut workers = JoinSet::new();
         workers.spawn(
-            events::EventLoop::new(self.store.clone(), &self.config, leadership.clone())
-                .healing(self.upkeep.clone())
-                .run(stop_rx.clone()),
+            events::EventLoop::new(
+                self.store.clone(),
+                self.keys.clone(),
+                &self.config,
+                leadership.clone(),
+            )
+            .healing(self.upkeep.clone())
+            .run(stop_rx.clone()),
         );
         workers.spawn(announce::run(
             self.client.clone(),

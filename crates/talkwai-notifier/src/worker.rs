@@ -14,7 +14,8 @@ use talkwai_domain::task::TaskEvent;
 use talkwai_domain::tenant::TenantEvent;
 use talkwai_domain::{EntityKind, Event};
 use talkwai_eventstore::{EventStore, StoredMessage};
-use talkwai_proto::event::{DecodeError, StoredEvent, decode_stored};
+use talkwai_keys::{KeyStore, Keyring, keyring_of};
+use talkwai_proto::event::{DecodeError, StoredEvent, decode_stored_with};
 use talkwai_proto::headers::{EVENT_TYPE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, Span, debug, field, info_span, warn};
@@ -49,6 +50,8 @@ pub(crate) struct Done {
 /// What a partition remembers between events: its tasks and its tenants' failures.
 pub struct Partition {
     store: EventStore,
+    /// Opens sealed personal fields (`None`: no master key configured).
+    keys: Option<KeyStore>,
     /// What is known about recently seen tasks; a miss or a gap is filled from the log.
     tasks: LruCache<TaskId, TaskFacts>,
     spikes: FailureSpikes,
@@ -60,10 +63,16 @@ pub struct Partition {
 
 impl Partition {
     /// One of `partitions` partitions over `store`, with its share of the caches of `config`.
-    pub fn new(store: EventStore, config: &Config, partitions: usize) -> Self {
+    pub fn new(
+        store: EventStore,
+        keys: Option<KeyStore>,
+        config: &Config,
+        partitions: usize,
+    ) -> Self {
         let share = (config.cache_capacity / partitions.max(1)).max(1);
         Self {
             store,
+            keys,
             tasks: LruCache::new(NonZeroUsize::new(share).unwrap_or(NonZeroUsize::MIN)),
             spikes: FailureSpikes::new(
                 config.failure_spike,
@@ -147,6 +156,13 @@ impl Partition {
         }
     }
 
+    /// The keys `messages` need to be decoded.
+    async fn keyring(&self, messages: &[StoredMessage]) -> Result<Keyring, NotifierError> {
+        keyring_of(self.keys.as_ref(), messages)
+            .await
+            .map_err(NotifierError::js)
+    }
+
     /// The messages one stored event produces (nothing for stale or foreign events).
     pub async fn handle(&mut self, stored: &StoredMessage) -> Result<Vec<Outgoing>, NotifierError> {
         let repeat = stored.seq <= self.highest;
@@ -158,16 +174,21 @@ impl Partition {
             debug!(seq = stored.seq, "skipping a stale event");
             return Ok(Vec::new());
         }
-        let decoded =
-            match decode_stored(&stored.subject, |name| stored.header(name), &stored.payload) {
-                Ok(Some(decoded)) => decoded,
-                // Not an aggregate's subject (a guard), or not one of ours.
-                Ok(None) | Err(DecodeError::Subject(_)) => return Ok(Vec::new()),
-                Err(err) => {
-                    warn!(error = %err, seq = stored.seq, "undecodable event, not notified");
-                    return Ok(Vec::new());
-                }
-            };
+        let ring = self.keyring(std::slice::from_ref(stored)).await?;
+        let decoded = match decode_stored_with(
+            &stored.subject,
+            |name| stored.header(name),
+            &stored.payload,
+            &ring,
+        ) {
+            Ok(Some(decoded)) => decoded,
+            // Not an aggregate's subject (a guard), or not one of ours.
+            Ok(None) | Err(DecodeError::Subject(_)) => return Ok(Vec::new()),
+            Err(err) => {
+                warn!(error = %err, seq = stored.seq, "undecodable event, not notified");
+                return Ok(Vec::new());
+            }
+        };
         let StoredEvent {
             target,
             meta,
@@ -244,11 +265,13 @@ impl Partition {
             .store
             .read_subject_through(&stored.subject, facts.last_seq, stored.seq)
             .await?;
+        let ring = self.keyring(&history).await?;
         for message in history.iter().filter(|m| m.seq < stored.seq) {
-            let decoded = decode_stored(
+            let decoded = decode_stored_with(
                 &message.subject,
                 |name| message.header(name),
                 &message.payload,
+                &ring,
             );
             if let Ok(Some(StoredEvent {
                 event: Event::Task(event),

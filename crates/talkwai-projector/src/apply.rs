@@ -8,7 +8,9 @@ mod fold;
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::{AggregateRef, Event};
 use talkwai_eventstore::StoredMessage;
-use talkwai_proto::event::{EventMeta, decode_stored};
+use talkwai_keys::{KeyStore, Keyring, keyring_of};
+use talkwai_proto::event::{EventMeta, decode_stored_with};
+use talkwai_proto::sealed::Opener;
 use tokio_postgres::Transaction;
 
 use crate::error::ProjectorError;
@@ -67,19 +69,35 @@ pub(crate) enum Decoded {
     Event(AggregateRef, Box<Event>),
 }
 
-/// Decodes a message for the read models (another partition's messages are not even decoded).
-pub(crate) fn decode_for(message: &StoredMessage, slot: Option<Slot>) -> Result<Decoded, String> {
+/// Decodes a message for the read models (another partition's messages are not even decoded),
+/// opening its sealed fields with `keys`.
+pub(crate) fn decode_for(
+    message: &StoredMessage,
+    slot: Option<Slot>,
+    keys: &dyn Opener,
+) -> Result<Decoded, String> {
     match slot {
         Some(slot) if !slot.owns(&message.subject) => Ok(Decoded::Ignored),
-        _ => decode(message),
+        _ => decode(message, keys),
     }
 }
 
-fn decode(message: &StoredMessage) -> Result<Decoded, String> {
-    let stored = decode_stored(
+/// The keys `messages` need to be decoded, from `keys` (none without a key store).
+pub(crate) async fn keyring(
+    keys: Option<&KeyStore>,
+    messages: &[StoredMessage],
+) -> Result<Keyring, ProjectorError> {
+    keyring_of(keys, messages)
+        .await
+        .map_err(|e| ProjectorError::Nats(e.to_string()))
+}
+
+fn decode(message: &StoredMessage, keys: &dyn Opener) -> Result<Decoded, String> {
+    let stored = decode_stored_with(
         &message.subject,
         |name| message.header(name),
         &message.payload,
+        keys,
     )
     .map_err(|e| e.to_string())?;
     Ok(stored.map_or(Decoded::Ignored, |s| {
@@ -108,8 +126,13 @@ pub async fn apply_batch(
     messages: &[StoredMessage],
     policy: PoisonPolicy,
     tenant: Option<TenantId>,
+    keys: Option<&KeyStore>,
 ) -> Result<BatchOutcome, ProjectorError> {
-    let decoded = messages.iter().map(|m| decode_for(m, None)).collect();
+    let ring = keyring(keys, messages).await?;
+    let decoded = messages
+        .iter()
+        .map(|m| decode_for(m, None, &ring))
+        .collect();
     let outcome = apply_rows(tx, schema, generation, messages, decoded, policy, tenant).await?;
     if let Some(seq) = advance_checkpoint(tx, schema, &outcome).await? {
         notify(tx, schema, seq).await?;
@@ -146,6 +169,7 @@ async fn advance_checkpoint(
 /// Fenced: first locks the partition's checkpoint row and fails with
 /// [`ProjectorError::Fenced`] unless it holds `expected` under the same layout, so an owner
 /// that lost its partition can never apply an event twice. Does not commit.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_partition(
     tx: &Transaction<'_>,
     schema: &str,
@@ -154,8 +178,13 @@ pub async fn apply_partition(
     policy: PoisonPolicy,
     slot: Slot,
     expected: u64,
+    keys: Option<&KeyStore>,
 ) -> Result<BatchOutcome, ProjectorError> {
-    let decoded = messages.iter().map(|m| decode_for(m, Some(slot))).collect();
+    let ring = keyring(keys, messages).await?;
+    let decoded = messages
+        .iter()
+        .map(|m| decode_for(m, Some(slot), &ring))
+        .collect();
     apply_partition_decoded(
         tx, schema, generation, messages, decoded, policy, slot, expected,
     )

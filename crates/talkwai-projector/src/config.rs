@@ -13,6 +13,9 @@ pub struct Config {
     /// NATS server URL(s), comma separated.
     #[command(flatten)]
     pub nats: talkwai_service::NatsArgs,
+    /// The master key that opens sealed personal fields.
+    #[command(flatten)]
+    pub keys: talkwai_keys::KeyArgs,
     /// PostgreSQL connection string (URL or `key=value` form).
     #[arg(long, env = "TALKWAI_DATABASE_URL")]
     pub database_url: String,
@@ -51,6 +54,7 @@ impl Config {
     pub fn for_tests(nats_url: &str, database_url: &str) -> Self {
         Self {
             nats: talkwai_service::NatsArgs::new(nats_url),
+            keys: talkwai_keys::KeyArgs::default(),
             database_url: database_url.to_owned(),
             batch_size: 1000,
             batch_wait_ms: 5,

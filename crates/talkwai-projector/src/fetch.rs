@@ -39,6 +39,7 @@ pub(crate) async fn fetch_batches<S>(
     wait: Duration,
     slot: Slot,
     from: u64,
+    keys: Option<talkwai_keys::KeyStore>,
     feed: tokio::sync::mpsc::Sender<Result<Fetched, ProjectorError>>,
 ) where
     S: futures::Stream<
@@ -98,10 +99,17 @@ pub(crate) async fn fetch_batches<S>(
         if stored.is_empty() {
             continue;
         }
+        let ring = match apply::keyring(keys.as_ref(), &stored).await {
+            Ok(ring) => ring,
+            Err(err) => {
+                let _ = feed.send(Err(err)).await;
+                return;
+            }
+        };
         let decoding = tokio::task::spawn_blocking(move || {
             let decoded = stored
                 .iter()
-                .map(|m| apply::decode_for(m, Some(slot)))
+                .map(|m| apply::decode_for(m, Some(slot), &ring))
                 .collect();
             (stored, decoded)
         });

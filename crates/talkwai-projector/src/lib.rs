@@ -67,6 +67,8 @@ pub struct Projector {
     pool: Pool,
     store: EventStore,
     config: Config,
+    /// Opens sealed personal fields (`None`: no master key configured).
+    keys: Option<talkwai_keys::KeyStore>,
     /// Beaten by the lease coordinator's successful rounds (partitioned) or by a healthy apply
     /// pass (unpartitioned); `/livez` fails when it goes silent.
     progress: talkwai_telemetry::ops::Watchdog,
@@ -96,7 +98,12 @@ impl Projector {
             .connect(name, options)
             .await
             .map_err(|e| ProjectorError::Nats(e.to_string()))?;
-        let store = EventStore::open(client, &StreamSettings::default()).await?;
+        let store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
+        let keys = config
+            .keys
+            .open(&async_nats::jetstream::new(client), store.replicas())
+            .await
+            .map_err(|e| ProjectorError::Nats(e.to_string()))?;
         let pool = pool(&config.database_url, config.pool_size)?;
         let mut attempt = 0u32;
         loop {
@@ -126,6 +133,7 @@ impl Projector {
             pool,
             store,
             config,
+            keys,
             progress,
         })
     }
@@ -144,6 +152,11 @@ impl Projector {
     /// The event store.
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// The key store that opens sealed personal fields, when a master key is configured.
+    pub fn keys(&self) -> Option<&talkwai_keys::KeyStore> {
+        self.keys.as_ref()
     }
 
     /// Applies events until `shutdown` resolves. PostgreSQL or NATS failures are retried with

@@ -87,6 +87,7 @@ pub async fn ensure_layout(
     schema: &str,
     generation: i32,
     count: u32,
+    keys: Option<&talkwai_keys::KeyStore>,
 ) -> Result<bool, ProjectorError> {
     let count = count.max(1);
     if is_layout(&checkpoints(&*conn, schema).await?, count) {
@@ -115,7 +116,7 @@ pub async fn ensure_layout(
             "partition {part} of generation {generation} is stopped at event {seq}: run `talkwai projections retry` before changing the partition count"
         )));
     }
-    let seq = equalize(&tx, store, schema, generation).await?;
+    let seq = equalize(&tx, store, schema, generation, keys).await?;
     let applied: i64 = tx
         .query_one(
             &format!("SELECT coalesce(sum(applied), 0)::bigint FROM {schema}.checkpoint"),
@@ -168,6 +169,7 @@ pub async fn equalize(
     store: &EventStore,
     schema: &str,
     generation: i32,
+    keys: Option<&talkwai_keys::KeyStore>,
 ) -> Result<u64, ProjectorError> {
     let mut rows = checkpoints(tx, schema).await?;
     let Some(target) = rows.iter().map(|r| r.last_seq).max() else {
@@ -213,6 +215,7 @@ pub async fn equalize(
                 PoisonPolicy::Stop,
                 slot,
                 row.last_seq,
+                keys,
             )
             .await?;
             if let Some(poison) = outcome.stopped_at {

@@ -65,7 +65,15 @@ impl Projector {
     async fn pass(&self, slot: Slot) -> Result<PassEnd, ProjectorError> {
         let mut conn = self.pool.get().await?;
         let (generation, schema) = schema::live_generation(&mut conn).await?;
-        partition::ensure_layout(&mut conn, &self.store, &schema, generation, slot.count).await?;
+        partition::ensure_layout(
+            &mut conn,
+            &self.store,
+            &schema,
+            generation,
+            slot.count,
+            self.keys.as_ref(),
+        )
+        .await?;
         if state::is_stopped(&conn, generation, slot).await? {
             return Ok(PassEnd::Stopped);
         }
@@ -90,6 +98,7 @@ impl Projector {
             wait,
             slot,
             checkpoint,
+            self.keys.clone(),
             feed,
         )));
         let mut last_acked = checkpoint;

@@ -40,30 +40,53 @@ const DECODE_CHUNK: usize = 512;
 const BULK_BATCH: usize = 10_000;
 
 impl Feed {
-    fn start(replay: Replay) -> Self {
+    fn start(replay: Replay, keys: Option<talkwai_keys::KeyStore>) -> Self {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let task = tokio::spawn(async move {
             // Messages are decoded in chunks on blocking threads, two chunks at a time, so
-            // decoding overlaps both the network reads and the fold; order is kept.
+            // decoding overlaps both the network reads and the fold; order is kept. Each
+            // chunk's keys are fetched (or found in the cache) before it is decoded.
             let decoded = replay
                 .ready_chunks(DECODE_CHUNK)
                 .map(|chunk| {
-                    tokio::task::spawn_blocking(move || {
-                        chunk
-                            .into_iter()
-                            .map(|message| {
-                                message.map(|m| {
-                                    let decoded = apply::decode_for(&m, None);
-                                    (m, decoded)
+                    let keys = keys.clone();
+                    async move {
+                        let read: Vec<StoredMessage> = chunk
+                            .iter()
+                            .filter_map(|m| m.as_ref().ok())
+                            .cloned()
+                            .collect();
+                        let ring = match apply::keyring(keys.as_ref(), &read).await {
+                            Ok(ring) => ring,
+                            Err(err) => {
+                                return Err(err.to_string());
+                            }
+                        };
+                        tokio::task::spawn_blocking(move || {
+                            chunk
+                                .into_iter()
+                                .map(|message| {
+                                    message.map(|m| {
+                                        let decoded = apply::decode_for(&m, None, &ring);
+                                        (m, decoded)
+                                    })
                                 })
-                            })
-                            .collect::<Vec<_>>()
-                    })
+                                .collect::<Vec<_>>()
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                    }
                 })
                 .buffered(2);
             futures::pin_mut!(decoded);
             while let Some(chunk) = decoded.next().await {
-                let Ok(items) = chunk else { return };
+                let items = match chunk {
+                    Ok(items) => items,
+                    Err(message) => {
+                        let _ = tx.send(Err(StoreError::Nats(message))).await;
+                        return;
+                    }
+                };
                 for item in items {
                     if tx.send(item).await.is_err() {
                         return;
@@ -155,6 +178,8 @@ pub struct RebuildOptions {
     /// Swap even when the parity check finds differences (for a tenant rebuild, the point is
     /// usually to replace rows that differ).
     pub force: bool,
+    /// Opens sealed personal fields (`None`: no master key configured).
+    pub keys: Option<talkwai_keys::KeyStore>,
 }
 
 impl Default for RebuildOptions {
@@ -164,6 +189,7 @@ impl Default for RebuildOptions {
             batch_size: 5000,
             bulk_rows: 50_000,
             force: false,
+            keys: None,
         }
     }
 }
@@ -226,7 +252,7 @@ pub async fn rebuild(
         .tenant
         .map(|t| vec![subject::tenant_events(Scope::Tenant(t))])
         .unwrap_or_default();
-    let mut replay = Feed::start(store.replay(1, filters).await?);
+    let mut replay = Feed::start(store.replay(1, filters).await?, options.keys.clone());
     let mut checkpoint = 0u64;
     let mut events = 0u64;
     let mut pending: Vec<Item> = Vec::new();
@@ -301,7 +327,8 @@ pub async fn rebuild(
     }
     // Partitioned: bring every live partition to the most advanced one first, so both
     // generations are compared at one sequence.
-    let parity_seq = crate::partition::equalize(&tx, store, &live_schema, live).await?;
+    let parity_seq =
+        crate::partition::equalize(&tx, store, &live_schema, live, options.keys.as_ref()).await?;
     while checkpoint < parity_seq {
         let batch: Vec<StoredMessage> =
             next_batch(&mut replay, &mut pending, options.batch_size, parity_seq)
@@ -325,6 +352,7 @@ pub async fn rebuild(
             &batch,
             PoisonPolicy::Stop,
             options.tenant,
+            options.keys.as_ref(),
         )
         .await?;
         if let Some(poison) = outcome.stopped_at {
@@ -723,6 +751,7 @@ pub enum Until {
 pub async fn replay_until(
     pool: &Pool,
     store: &EventStore,
+    keys: Option<&talkwai_keys::KeyStore>,
     until: Until,
     into: &str,
     progress: &(dyn Fn(Progress) + Sync),
@@ -743,7 +772,7 @@ pub async fn replay_until(
         tx.commit().await?;
         created
     };
-    let mut replay = Feed::start(store.replay(1, Vec::new()).await?);
+    let mut replay = Feed::start(store.replay(1, Vec::new()).await?, keys.cloned());
     let mut fold = apply::BulkFold::new(RebuildOptions::default().bulk_rows);
     let mut writer = Writer::new(pool, &schema_name);
     let mut pending = Vec::new();

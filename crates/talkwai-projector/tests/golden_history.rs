@@ -142,9 +142,17 @@ async fn projected_rows(lines: &[(String, Line)]) -> BTreeMap<String, Vec<Value>
         })
         .collect();
     let tx = conn.transaction().await.expect("transaction");
-    let outcome = apply_batch(&tx, &live, generation, &messages, PoisonPolicy::Stop, None)
-        .await
-        .expect("apply");
+    let outcome = apply_batch(
+        &tx,
+        &live,
+        generation,
+        &messages,
+        PoisonPolicy::Stop,
+        None,
+        None,
+    )
+    .await
+    .expect("apply");
     assert_eq!(outcome.stopped_at, None, "every line applies");
     tx.commit().await.expect("commit");
     let mut rows = BTreeMap::new();

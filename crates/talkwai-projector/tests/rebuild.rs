@@ -192,10 +192,16 @@ async fn a_replay_to_a_sequence_builds_a_snapshot_as_of_then() {
     random_commands(&stack, 42, 2, 100).await;
     stack.start_projector(stack.projector_config(&db)).await;
     let pool = talkwai_projector::pool(&db, 2).expect("pool");
-    let (_, upto) =
-        rebuild::replay_until(&pool, &stack.store, Until::Seq(then), "audit_then", &|_| {})
-            .await
-            .expect("replay");
+    let (_, upto) = rebuild::replay_until(
+        &pool,
+        &stack.store,
+        None,
+        Until::Seq(then),
+        "audit_then",
+        &|_| {},
+    )
+    .await
+    .expect("replay");
     assert_eq!(upto, then);
     let pg = stack.pg_client(&db).await;
     for table in talkwai_projector::schema::TABLES {

@@ -17,6 +17,7 @@ use talkwai_domain::{Actor, AggregateRef, DecodeError as EventDecodeError, Event
 use uuid::Uuid;
 
 use crate::headers;
+use crate::sealed::{NoKeys, OpenError, Opener, fill_placeholders, open_data};
 use crate::subject::{EventSubject, Scope, SubjectError};
 
 /// Who caused an event, as written in `Talkwai-Actor`: `platform`, `member:<id>` or
@@ -208,10 +209,13 @@ pub struct StoredEvent {
     pub target: AggregateRef,
     /// Its headers.
     pub meta: EventMeta,
-    /// Its body as stored (at the version it was written in; `event` is the current shape).
+    /// Its body as stored (at the version it was written in; `event` is the current shape),
+    /// with its sealed personal fields opened (an erased one is `null`).
     pub body: EventBody,
     /// The body decoded.
     pub event: Event,
+    /// The personal fields whose key was destroyed (paths into `data`; empty: none).
+    pub erased: Vec<&'static str>,
 }
 
 /// Why a stored message is not a readable event.
@@ -226,6 +230,9 @@ pub enum DecodeError {
     /// The body names an unknown type or version, or its data does not fit the type.
     #[error(transparent)]
     Event(#[from] EventDecodeError),
+    /// A sealed personal field could not be opened (no key in hand, or a corrupt value).
+    #[error(transparent)]
+    Sealed(#[from] OpenError),
     /// The `Talkwai-Event-Version` header names another version than the body: the message was
     /// not written by this format, and reading it as either version could misread it.
     #[error("event version header {header} disagrees with body version {body}")]
@@ -237,22 +244,35 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes a message of the log: `Ok(None)` for a subject that is not an aggregate's (a guard).
-/// The steps, in order: the subject is checked before the body is read; the body is parsed;
-/// its version is checked against the `Talkwai-Event-Version` header (when there is one); the
-/// data is upcast from the stored version to the current one and read as the current event
-/// (`Event::decode`). A step that opens sealed (encrypted) fields would sit between the
-/// version check and the upcast, so upcasters always see the plain data of their version.
+/// Decodes a message of the log that holds no sealed field (or fails with
+/// [`DecodeError::Sealed`]): [`decode_stored_with`] and no key.
 pub fn decode_stored<'a>(
     subject: &str,
     headers: impl Fn(&str) -> Option<&'a str>,
     payload: &[u8],
 ) -> Result<Option<StoredEvent>, DecodeError> {
+    decode_stored_with(subject, headers, payload, &NoKeys)
+}
+
+/// Decodes a message of the log: `Ok(None)` for a subject that is not an aggregate's (a guard).
+/// The steps, in order: the subject is checked before the body is read; the body is parsed;
+/// its version is checked against the `Talkwai-Event-Version` header (when there is one); its
+/// sealed personal fields are opened with `keys` (`crate::sealed`: a destroyed key makes the
+/// field `null` and names it in [`StoredEvent::erased`]; where the type requires the field, the
+/// decoded event carries `crate::sealed::placeholder` instead), so upcasters always see the plain
+/// data of their version; the data is upcast from the stored version to the current one and
+/// read as the current event (`Event::decode`).
+pub fn decode_stored_with<'a>(
+    subject: &str,
+    headers: impl Fn(&str) -> Option<&'a str>,
+    payload: &[u8],
+    keys: &dyn Opener,
+) -> Result<Option<StoredEvent>, DecodeError> {
     let EventSubject::Aggregate(target) = EventSubject::parse(subject)? else {
         return Ok(None);
     };
     let meta = EventMeta::from_headers(headers);
-    let body: EventBody = serde_json::from_slice(payload)?;
+    let mut body: EventBody = serde_json::from_slice(payload)?;
     if let Some(header) = meta.version
         && header != body.version
     {
@@ -261,13 +281,45 @@ pub fn decode_stored<'a>(
             body: body.version,
         });
     }
-    let event = Event::decode(&body)?;
+    let scope = target.tenant.map_or(Scope::Platform, Scope::Tenant);
+    let erased = open_data(&body.event_type, scope, &mut body.data, keys)?;
+    let event = match Event::decode(&body) {
+        Ok(event) => event,
+        // An erased field the type requires: the domain reads its placeholder.
+        Err(_) if !erased.is_empty() => {
+            let mut filled = body.clone();
+            fill_placeholders(&mut filled.data, &erased);
+            Event::decode(&filled)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Some(StoredEvent {
         target,
         meta,
         body,
         event,
+        erased,
     }))
+}
+
+/// The data key named by a message's `Talkwai-Key` header (the key its sealed fields use).
+pub fn data_key<'a>(headers: impl Fn(&str) -> Option<&'a str>) -> Option<Uuid> {
+    headers(headers::KEY).and_then(|v| v.parse().ok())
+}
+
+/// The key a reader must hold to open a message on `subject`: its subject's scope and its
+/// `Talkwai-Key` (`None`: the message holds no sealed field, or is not an aggregate's).
+pub fn sealed_key<'a>(
+    subject: &str,
+    headers: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(Scope, Uuid)> {
+    let key = data_key(headers)?;
+    match EventSubject::parse(subject).ok()? {
+        EventSubject::Aggregate(target) => {
+            Some((target.tenant.map_or(Scope::Platform, Scope::Tenant), key))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +336,68 @@ mod tests {
         assert_eq!(ActorRef::parse(Some("platform")), ActorRef::Platform);
         assert_eq!(ActorRef::parse(None), ActorRef::Platform);
         assert_eq!(ActorRef::parse(Some("member:nope")), ActorRef::Platform);
+    }
+
+    /// Seals with a fixed key id; opens nothing (every key destroyed).
+    struct Shredded;
+
+    impl crate::sealed::Sealer for Shredded {
+        fn key_id(&self) -> Uuid {
+            Uuid::from_u128(9)
+        }
+        fn seal(&self, _aad: &str, plain: &str) -> crate::sealed::Sealed {
+            crate::sealed::Sealed {
+                enc: crate::sealed::SEALED_V1.into(),
+                key: self.key_id(),
+                n: String::new(),
+                c: plain.len().to_string(),
+            }
+        }
+    }
+
+    impl Opener for Shredded {
+        fn open(
+            &self,
+            _: Scope,
+            _: &crate::sealed::Sealed,
+            _: &str,
+        ) -> Result<crate::sealed::Opened, OpenError> {
+            Ok(crate::sealed::Opened::Erased)
+        }
+    }
+
+    #[test]
+    fn an_erased_event_reads_as_null_for_readers_and_a_placeholder_for_the_domain() {
+        let tenant = Uuid::from_u128(1);
+        let member = Uuid::from_u128(2);
+        let mut data = serde_json::json!({
+            "at": 1, "email": "jane@example.com", "firstName": "Jane", "lastName": "Doe",
+            "phone": "+15550001111", "role": "owner", "status": "active", "user": null
+        });
+        crate::sealed::seal_data("member.created", &mut data, &Shredded);
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "type": "member.created", "version": 1, "data": data
+        }))
+        .expect("json");
+        let subject = format!("talkwai.evt.{tenant}.member.{member}");
+        let stored = decode_stored_with(&subject, |_| None, &payload, &Shredded)
+            .expect("an erased event decodes")
+            .expect("an aggregate's");
+        assert_eq!(
+            stored.erased,
+            vec!["firstName", "lastName", "email", "phone"]
+        );
+        assert_eq!(stored.body.data["email"], serde_json::Value::Null);
+        let Event::Member(talkwai_domain::member::MemberEvent::Created(created)) = &stored.event
+        else {
+            panic!("a member.created: {:?}", stored.event);
+        };
+        assert_eq!(created.email.as_str(), crate::sealed::ERASED_ADDRESS);
+        let without_keys = decode_stored(&subject, |_| None, &payload).expect_err("no keys");
+        assert!(
+            matches!(without_keys, DecodeError::Sealed(_)),
+            "{without_keys}"
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const TENANT: &str = "Talkwai-Tenant";
 pub const ACTOR: &str = "Talkwai-Actor";
 /// When the event happened, epoch milliseconds.
 pub const OCCURRED_AT: &str = "Talkwai-Occurred-At";
+/// The data key of an event whose body holds sealed personal fields (a UUID; see
+/// `crate::sealed`), so a reader can fetch it before decoding.
+pub const KEY: &str = "Talkwai-Key";
 /// Position of the event within its command (`1/3`), so readers can tell a command's events.
 pub const COMMAND_PART: &str = "Talkwai-Command-Part";
 

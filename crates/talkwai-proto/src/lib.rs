@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`subject`], [`headers`], [`envelope`]: the wire itself; [`event`]: the event message
-//!   format (headers and the decoding of a stored event); [`query`]: queries and live
+//!   format (headers and the decoding of a stored event); [`sealed`]: sealed personal
+//!   fields; [`query`]: queries and live
 //!   queries; [`room`]: room topics and presence messages; [`command_record`]: what a command
 //!   id names, kept in the log.
 //! - [`schema`]: the message catalog, the one table mapping actions and event types to Rust
@@ -27,10 +28,11 @@ pub mod query;
 pub mod room;
 pub mod samples;
 pub mod schema;
+pub mod sealed;
 pub mod subject;
 pub mod writer_fence;
 pub mod yaml;
 
 pub use envelope::{CommandAccepted, CommandReply, ErrorBody, decode_command};
-pub use event::{ActorRef, EventMeta, StoredEvent, decode_stored};
+pub use event::{ActorRef, EventMeta, StoredEvent, decode_stored, decode_stored_with};
 pub use subject::{CommandSubject, EventSubject, Scope, SubjectError};

@@ -1,8 +1,11 @@
 //! `talkwai events show`: one aggregate's history, folded strictly.
 
 use serde_json::json;
-use talkwai_domain::{AggregateRef, AggregateState, EntityKind, Event, EventBody, apply};
+use talkwai_domain::{AggregateRef, AggregateState, EntityKind, apply};
 use talkwai_eventstore::StoredMessage;
+use talkwai_keys::KeyArgs;
+use talkwai_proto::event::decode_stored_with;
+use talkwai_proto::sealed::Opener;
 use talkwai_proto::subject;
 use uuid::Uuid;
 
@@ -63,12 +66,17 @@ pub struct History {
 
 /// Decodes and applies every message with [`talkwai_domain::apply`], stopping the fold at the
 /// first event that cannot follow (the rest is still listed).
-pub fn fold(target: AggregateRef, subject: &str, messages: &[StoredMessage]) -> History {
+pub fn fold(
+    target: AggregateRef,
+    subject: &str,
+    messages: &[StoredMessage],
+    keys: &dyn Opener,
+) -> History {
     let mut state = AggregateState::new(target);
     let mut corrupt = None;
     let mut events = Vec::with_capacity(messages.len());
     for message in messages {
-        events.push(EventLine::from_message(message));
+        events.push(EventLine::from_message(message, keys));
         if corrupt.is_some() {
             continue;
         }
@@ -77,10 +85,15 @@ pub fn fold(target: AggregateRef, subject: &str, messages: &[StoredMessage]) -> 
             seq: message.seq,
             message: message_text,
         };
-        let applied = serde_json::from_slice::<EventBody>(&message.payload)
-            .map_err(|e| failure(format!("not an event body: {e}")))
-            .and_then(|body| Event::decode(&body).map_err(|e| failure(e.to_string())))
-            .and_then(|event| apply(&mut state, &event).map_err(|e| failure(e.to_string())));
+        let applied = decode_stored_with(
+            &message.subject,
+            |name| message.header(name),
+            &message.payload,
+            keys,
+        )
+        .map_err(|e| failure(e.to_string()))
+        .and_then(|stored| stored.ok_or_else(|| failure("not an aggregate's subject".into())))
+        .and_then(|stored| apply(&mut state, &stored.event).map_err(|e| failure(e.to_string())));
         if let Err(err) = applied {
             corrupt = Some(err);
         }
@@ -104,7 +117,7 @@ fn lifecycle(state: &AggregateState) -> &'static str {
 }
 
 /// Runs `talkwai events show`.
-pub async fn show(nats_url: &str, args: ShowArgs) -> Result<(), CliError> {
+pub async fn show(nats_url: &str, keys: &KeyArgs, args: ShowArgs) -> Result<(), CliError> {
     let target = parse_target(&args.target, args.tenant)?;
     let subject = subject::event(&target);
     let client = crate::connect(nats_url).await?;
@@ -113,7 +126,9 @@ pub async fn show(nats_url: &str, args: ShowArgs) -> Result<(), CliError> {
     if messages.is_empty() {
         return Err(CliError::NotFound(format!("no events on {subject}")));
     }
-    let history = fold(target, &subject, &messages);
+    let keys = super::key_store(&client, keys).await?;
+    let ring = super::keyring(keys.as_ref(), &messages).await?;
+    let history = fold(target, &subject, &messages, &ring);
     if args.json {
         let document = json!({
             "subject": history.subject,

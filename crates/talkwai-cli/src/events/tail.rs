@@ -34,10 +34,15 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Runs `talkwai events tail`.
-pub async fn tail(nats_url: &str, args: TailArgs) -> Result<(), CliError> {
+pub async fn tail(
+    nats_url: &str,
+    keys: &talkwai_keys::KeyArgs,
+    args: TailArgs,
+) -> Result<(), CliError> {
     let filter = filter_for(args.tenant.as_deref())?;
     let client = crate::connect(nats_url).await?;
     let store = open_store(&client).await?;
+    let keys = super::key_store(&client, keys).await?;
     let head = store.last_sequence().await?;
     let from = match (args.from_seq, args.last) {
         (Some(seq), _) => seq.max(1),
@@ -65,7 +70,8 @@ pub async fn tail(nats_url: &str, args: TailArgs) -> Result<(), CliError> {
                 None => return Ok(()),
             },
         };
-        let line = EventLine::from_message(&message);
+        let ring = super::keyring(keys.as_ref(), std::slice::from_ref(&message)).await?;
+        let line = EventLine::from_message(&message, &ring);
         let wanted = args
             .event_type
             .as_deref()

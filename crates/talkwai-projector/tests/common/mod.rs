@@ -26,11 +26,18 @@ pub struct Stack {
     pub db: String,
     pub client: async_nats::Client,
     pub store: EventStore,
+    /// The master key the services seal and open personal fields with (none by default).
+    pub keys: talkwai_keys::KeyArgs,
     stops: Vec<ServiceTask>,
 }
 
 impl Stack {
     pub async fn start() -> Self {
+        Self::start_with_keys(talkwai_keys::KeyArgs::default()).await
+    }
+
+    /// [`Stack::start`] with services sealing and opening personal fields with `keys`.
+    pub async fn start_with_keys(keys: talkwai_keys::KeyArgs) -> Self {
         let nats = NatsServer::start().await.expect("nats-server");
         let pg = Postgres::start().await.expect("postgres");
         let db = pg.create_unique_database("proj").await.expect("database");
@@ -44,6 +51,7 @@ impl Stack {
             db,
             client,
             store,
+            keys,
             stops: Vec::new(),
         };
         stack.start_command_service().await;
@@ -51,8 +59,10 @@ impl Stack {
     }
 
     pub async fn start_command_service(&mut self) {
-        let config =
-            talkwai_command_service::Config::for_tests(&self.nats.url(), PLATFORM, "secret");
+        let config = talkwai_command_service::Config {
+            keys: self.keys.clone(),
+            ..talkwai_command_service::Config::for_tests(&self.nats.url(), PLATFORM, "secret")
+        };
         let service = CommandService::build(config)
             .await
             .expect("command service");
@@ -67,7 +77,10 @@ impl Stack {
     }
 
     pub fn projector_config(&self, db: &str) -> Config {
-        Config::for_tests(&self.nats.url(), db)
+        Config {
+            keys: self.keys.clone(),
+            ..Config::for_tests(&self.nats.url(), db)
+        }
     }
 
     /// Starts a projector on `db` in this process; returns its stop handle.

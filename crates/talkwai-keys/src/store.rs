@@ -1,0 +1,667 @@
+//! The key store: the key hierarchy in a JetStream KV bucket, outside the log.
+//!
+//! ```text
+//! master key (env / secret file, id = fingerprint)       never in NATS
+//!   └─ tenant.<tenant|platform>   tenant key, wrapped by a master key      (one per scope)
+//!        └─ data.<scope>.<uuid>   data key, wrapped by that tenant key     (one per subject)
+//! ```
+//!
+//! A data key seals the personal fields of one data subject (a member, a task of a tenant; an
+//! admin or a `$users` entry of the platform). Destroying it erases that subject; destroying a
+//! tenant key erases every subject of the tenant at once; rotating the master key re-wraps the
+//! tenant keys and leaves the log and the data keys as they are.
+//!
+//! Writers never wait for a key write on their path: [`KeyStore::take`] hands out a key from a
+//! pool of keys already durable in the bucket, refilled in the background with pipelined puts
+//! (an unused key left by a crash is harmless). Readers fetch the keys a batch needs in one
+//! go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is remembered as
+//! erased (a destroyed key never comes back).
+//!
+//! Destroying a key erases its message from the bucket's stream (JetStream's message delete
+//! overwrites the stored bytes unless told not to), so the wrapped key is not left on disk.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_nats::jetstream::{self, kv};
+use futures::{StreamExt, TryStreamExt};
+use lru::LruCache;
+use talkwai_domain::ids::TenantId;
+use talkwai_proto::Scope;
+use talkwai_proto::sealed::{OpenError, Opened, Opener, Sealed};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::cipher::{DataKey, MasterKey, SecretKey, Wrapped, open_sealed};
+use crate::error::KeyError;
+
+/// The bucket's default name.
+pub const BUCKET: &str = "TALKWAI_KEYS";
+
+/// Key fetches in flight at once while building a keyring.
+const FETCHES_IN_FLIGHT: usize = 64;
+
+/// Where the keys live and how much is kept in memory.
+#[derive(Debug, Clone)]
+pub struct KeyStoreConfig {
+    /// The KV bucket.
+    pub bucket: String,
+    /// Replicas of the bucket (follow the event stream's: losing the keys loses the data).
+    pub replicas: usize,
+    /// Data keys kept unwrapped in memory (a bound, least recently used first out).
+    pub cache: NonZeroUsize,
+    /// Keys created per pool refill, per scope (0: no pool, every new subject writes its key
+    /// before it is used).
+    pub pool_batch: usize,
+}
+
+impl Default for KeyStoreConfig {
+    fn default() -> Self {
+        Self {
+            bucket: BUCKET.to_owned(),
+            replicas: 1,
+            cache: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+            pool_batch: 256,
+        }
+    }
+}
+
+/// A data key as the cache and a keyring hold it.
+#[derive(Debug, Clone)]
+enum Slot {
+    Key(Arc<SecretKey>),
+    Erased,
+}
+
+/// A tenant key in memory.
+#[derive(Debug)]
+struct TenantKey {
+    id: Uuid,
+    key: SecretKey,
+}
+
+/// Ready keys of one scope.
+#[derive(Debug, Default)]
+struct Pool {
+    ready: Vec<DataKey>,
+    refilling: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kv: kv::Store,
+    stream: jetstream::stream::Stream,
+    /// The current master key first, then older ones still accepted.
+    masters: Vec<MasterKey>,
+    config: KeyStoreConfig,
+    tenants: Mutex<HashMap<Scope, Arc<TenantKey>>>,
+    data: Mutex<LruCache<(Scope, Uuid), Slot>>,
+    pools: Mutex<HashMap<Scope, Pool>>,
+}
+
+/// The key store (cheap to clone: one shared store per process).
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn scope_token(scope: Scope) -> String {
+    match scope {
+        Scope::Platform => "platform".to_owned(),
+        Scope::Tenant(t) => t.0.to_string(),
+    }
+}
+
+fn tenant_name(scope: Scope) -> String {
+    format!("tenant.{}", scope_token(scope))
+}
+
+fn data_name(scope: Scope, id: Uuid) -> String {
+    format!("data.{}.{id}", scope_token(scope))
+}
+
+fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
+    KeyError::Nats(format!("{what}: {e}"))
+}
+
+/// Creates the key bucket when it is missing: a KV bucket's stream (`KV_<bucket>`, one value
+/// per key, file storage) made by hand because `create_key_value` denies message deletes for
+/// good, and destroying a key erases its message.
+pub async fn bucket(
+    js: &jetstream::Context,
+    config: &KeyStoreConfig,
+) -> Result<(kv::Store, jetstream::stream::Stream), KeyError> {
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{}", config.bucket),
+            description: Some("talkwai personal-data keys (wrapped)".to_owned()),
+            subjects: vec![format!("$KV.{}.>", config.bucket)],
+            max_messages_per_subject: 1,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: config.replicas.max(1),
+            allow_rollup: true,
+            deny_delete: false,
+            deny_purge: false,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats("key stream", e))?;
+    let kv = js
+        .get_key_value(&config.bucket)
+        .await
+        .map_err(|e| nats("key bucket", e))?;
+    Ok((kv, stream))
+}
+
+impl KeyStore {
+    /// Opens the store on its bucket (created if missing) with `masters`: the current master
+    /// key first, then any older one still accepted while a rotation is under way.
+    pub async fn open(
+        js: &jetstream::Context,
+        masters: Vec<MasterKey>,
+        config: KeyStoreConfig,
+    ) -> Result<Self, KeyError> {
+        if masters.is_empty() {
+            return Err(KeyError::BadKey {
+                message: "a key store needs a master key".to_owned(),
+            });
+        }
+        let (kv, stream) = bucket(js, &config).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                kv,
+                stream,
+                masters,
+                data: Mutex::new(LruCache::new(config.cache)),
+                config,
+                tenants: Mutex::new(HashMap::new()),
+                pools: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The current master key's id.
+    pub fn master_id(&self) -> &str {
+        self.inner.masters[0].id()
+    }
+
+    fn master(&self, scope: Scope, wrap: &str) -> Result<&MasterKey, KeyError> {
+        self.inner
+            .masters
+            .iter()
+            .find(|m| m.id() == wrap)
+            .ok_or_else(|| KeyError::UnknownMaster {
+                scope: scope_token(scope),
+                wrap: wrap.to_owned(),
+            })
+    }
+
+    fn tenant_aad(scope: Scope) -> String {
+        format!("talkwai/keys/{}", tenant_name(scope))
+    }
+
+    fn data_aad(scope: Scope, id: Uuid) -> String {
+        format!("talkwai/keys/{}", data_name(scope, id))
+    }
+
+    /// Reads and parses one bucket entry (`None`: absent).
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, KeyError> {
+        let Some(bytes) = self
+            .inner
+            .kv
+            .get(name)
+            .await
+            .map_err(|e| nats("read key", e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| KeyError::Corrupt {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Reads a tenant key from the bucket (`None`: there is none, or it was destroyed).
+    async fn read_tenant(&self, scope: Scope) -> Result<Option<Arc<TenantKey>>, KeyError> {
+        if let Some(key) = lock(&self.inner.tenants).get(&scope) {
+            return Ok(Some(Arc::clone(key)));
+        }
+        let name = tenant_name(scope);
+        let Some(stored) = self.read_json::<StoredTenant>(&name).await? else {
+            return Ok(None);
+        };
+        let master = self.master(scope, &stored.wrapped.wrap)?;
+        let key = master
+            .key()
+            .unwrap_key(&Self::tenant_aad(scope), &stored.wrapped)
+            .ok_or_else(|| KeyError::Corrupt {
+                name,
+                message: "does not open under its master key".to_owned(),
+            })?;
+        let key = Arc::new(TenantKey { id: stored.id, key });
+        lock(&self.inner.tenants).insert(scope, Arc::clone(&key));
+        Ok(Some(key))
+    }
+
+    /// The tenant key of `scope`, created on first use.
+    async fn tenant(&self, scope: Scope) -> Result<Arc<TenantKey>, KeyError> {
+        if let Some(key) = self.read_tenant(scope).await? {
+            return Ok(key);
+        }
+        let key = SecretKey::random();
+        let id = Uuid::now_v7();
+        let master = &self.inner.masters[0];
+        let stored = StoredTenant {
+            id,
+            wrapped: master
+                .key()
+                .wrap(master.id(), &Self::tenant_aad(scope), &key),
+        };
+        let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+        match self.inner.kv.create(tenant_name(scope), bytes.into()).await {
+            Ok(_) => {
+                let key = Arc::new(TenantKey { id, key });
+                lock(&self.inner.tenants).insert(scope, Arc::clone(&key));
+                Ok(key)
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self
+                .read_tenant(scope)
+                .await?
+                .ok_or_else(|| nats("create tenant key", "created and gone")),
+            Err(e) => Err(nats("create tenant key", e)),
+        }
+    }
+
+    /// Creates `count` data keys of `scope`, written to the bucket with pipelined puts; they
+    /// are durable when this returns.
+    pub async fn create(&self, scope: Scope, count: usize) -> Result<Vec<DataKey>, KeyError> {
+        let tenant = self.tenant(scope).await?;
+        let keys: Vec<DataKey> = (0..count)
+            .map(|_| DataKey {
+                id: Uuid::new_v4(),
+                key: SecretKey::random(),
+            })
+            .collect();
+        let puts = keys.iter().map(|k| {
+            let wrapped =
+                tenant
+                    .key
+                    .wrap(&tenant.id.to_string(), &Self::data_aad(scope, k.id), &k.key);
+            let bytes = serde_json::to_vec(&wrapped).unwrap_or_default();
+            self.inner.kv.put(data_name(scope, k.id), bytes.into())
+        });
+        futures::future::try_join_all(puts)
+            .await
+            .map_err(|e| nats("write data keys", e))?;
+        let mut cache = lock(&self.inner.data);
+        for k in &keys {
+            cache.put((scope, k.id), Slot::Key(Arc::new(k.key.clone())));
+        }
+        Ok(keys)
+    }
+
+    /// A durable data key for a new subject of `scope`: from the pool when it has one (and a
+    /// refill started in the background when it runs low), else written now.
+    pub async fn take(&self, scope: Scope) -> Result<DataKey, KeyError> {
+        let batch = self.inner.config.pool_batch;
+        let (key, refill) = {
+            let mut pools = lock(&self.inner.pools);
+            let pool = pools.entry(scope).or_default();
+            let key = pool.ready.pop();
+            let refill = batch > 0 && !pool.refilling && pool.ready.len() < batch / 2;
+            pool.refilling |= refill;
+            (key, refill)
+        };
+        if refill {
+            let store = self.clone();
+            tokio::spawn(async move { store.refill(scope, batch).await });
+        }
+        match key {
+            Some(key) => Ok(key),
+            None => self
+                .create(scope, 1)
+                .await?
+                .pop()
+                .ok_or_else(|| nats("write data keys", "no key created")),
+        }
+    }
+
+    async fn refill(&self, scope: Scope, batch: usize) {
+        let made = self.create(scope, batch).await;
+        let mut pools = lock(&self.inner.pools);
+        let pool = pools.entry(scope).or_default();
+        pool.refilling = false;
+        match made {
+            Ok(keys) => pool.ready.extend(keys),
+            Err(e) => warn!(error = %e, scope = %scope_token(scope), "key pool refill failed"),
+        }
+    }
+
+    /// Fills the pool of `scope` now (a service warming up a tenant, or a benchmark).
+    pub async fn fill(&self, scope: Scope) -> Result<(), KeyError> {
+        let keys = self.create(scope, self.inner.config.pool_batch).await?;
+        lock(&self.inner.pools)
+            .entry(scope)
+            .or_default()
+            .ready
+            .extend(keys);
+        Ok(())
+    }
+
+    /// Reads one data key from the bucket.
+    async fn fetch(&self, scope: Scope, id: Uuid) -> Result<Slot, KeyError> {
+        let name = data_name(scope, id);
+        let Some(wrapped) = self.read_json::<Wrapped>(&name).await? else {
+            return Ok(Slot::Erased);
+        };
+        // A data key whose tenant key is gone, or was replaced after being destroyed, is erased.
+        let Some(tenant) = self.read_tenant(scope).await? else {
+            return Ok(Slot::Erased);
+        };
+        if wrapped.wrap != tenant.id.to_string() {
+            return Ok(Slot::Erased);
+        }
+        let key = tenant
+            .key
+            .unwrap_key(&Self::data_aad(scope, id), &wrapped)
+            .ok_or_else(|| KeyError::Corrupt {
+                name,
+                message: "does not open under its tenant key".to_owned(),
+            })?;
+        Ok(Slot::Key(Arc::new(key)))
+    }
+
+    /// The keys named by `wants`, from the cache or the bucket (fetched together): what a
+    /// reader hands to `talkwai_proto::event::decode_stored_with` for a batch.
+    pub async fn keyring(
+        &self,
+        wants: impl IntoIterator<Item = (Scope, Uuid)>,
+    ) -> Result<Keyring, KeyError> {
+        let mut ring = HashMap::new();
+        let mut missing = HashSet::new();
+        {
+            let mut cache = lock(&self.inner.data);
+            for want in wants {
+                if ring.contains_key(&want) {
+                    continue;
+                }
+                match cache.get(&want) {
+                    Some(slot) => {
+                        ring.insert(want, slot.clone());
+                    }
+                    None => {
+                        missing.insert(want);
+                    }
+                }
+            }
+        }
+        let fetched: Vec<((Scope, Uuid), Slot)> = futures::stream::iter(missing)
+            .map(|(scope, id)| async move {
+                self.fetch(scope, id).await.map(|slot| ((scope, id), slot))
+            })
+            .buffer_unordered(FETCHES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut cache = lock(&self.inner.data);
+        for (want, slot) in fetched {
+            cache.put(want, slot.clone());
+            ring.insert(want, slot);
+        }
+        Ok(Keyring { keys: ring })
+    }
+
+    /// The data key `id` of `scope` to seal more of its subject's fields with (`None`: it was
+    /// destroyed).
+    pub async fn data_key(&self, scope: Scope, id: Uuid) -> Result<Option<DataKey>, KeyError> {
+        let ring = self.keyring([(scope, id)]).await?;
+        Ok(match ring.keys.get(&(scope, id)) {
+            Some(Slot::Key(key)) => Some(DataKey {
+                id,
+                key: SecretKey::clone(key),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Destroys the data key `id` of `scope`: its message is erased from the bucket and it is
+    /// dropped from this process's cache. Idempotent.
+    pub async fn destroy(&self, scope: Scope, id: Uuid) -> Result<(), KeyError> {
+        self.erase_entry(&data_name(scope, id)).await?;
+        self.forget(scope, id);
+        Ok(())
+    }
+
+    /// Drops a data key from this process's cache (another process destroyed it: readers
+    /// call this when they read the `…erased` event).
+    pub fn forget(&self, scope: Scope, id: Uuid) {
+        lock(&self.inner.data).put((scope, id), Slot::Erased);
+    }
+
+    /// Destroys a tenant's key, which makes every personal field of the tenant unreadable at
+    /// once: the tenant key's message is erased from the bucket, the tenant's data keys are
+    /// purged, and this process forgets them all. Idempotent. What `tenant.erase` calls.
+    pub async fn destroy_tenant(&self, tenant: &TenantId) -> Result<(), KeyError> {
+        let scope = Scope::Tenant(*tenant);
+        self.erase_entry(&tenant_name(scope)).await?;
+        self.inner
+            .stream
+            .purge()
+            .filter(format!(
+                "$KV.{}.data.{}.>",
+                self.inner.config.bucket,
+                scope_token(scope)
+            ))
+            .await
+            .map_err(|e| nats("purge data keys", e))?;
+        self.forget_tenant(scope);
+        Ok(())
+    }
+
+    /// Drops a tenant's keys from this process's caches and pool.
+    pub fn forget_tenant(&self, scope: Scope) {
+        lock(&self.inner.tenants).remove(&scope);
+        lock(&self.inner.pools).remove(&scope);
+        let mut cache = lock(&self.inner.data);
+        let gone: Vec<(Scope, Uuid)> = cache
+            .iter()
+            .filter(|((s, _), _)| *s == scope)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            cache.put(key, Slot::Erased);
+        }
+    }
+
+    async fn erase_entry(&self, name: &str) -> Result<(), KeyError> {
+        let entry = self
+            .inner
+            .kv
+            .entry(name)
+            .await
+            .map_err(|e| nats("read key", e))?;
+        if let Some(entry) = entry
+            && entry.operation == kv::Operation::Put
+        {
+            match self.inner.stream.delete_message(entry.revision).await {
+                Ok(_) => {}
+                // Already erased by a racing destroy.
+                Err(e) if e.to_string().contains("no message found") => {}
+                Err(e) => return Err(nats("erase key", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the bucket's entries starting with `prefix`.
+    async fn names(&self, prefix: &str) -> Result<Vec<String>, KeyError> {
+        self.inner
+            .kv
+            .keys()
+            .await
+            .map_err(|e| nats("list keys", e))?
+            .try_filter(|name| futures::future::ready(name.starts_with(prefix)))
+            .try_collect()
+            .await
+            .map_err(|e| nats("list keys", e))
+    }
+
+    /// Re-wraps every tenant key under the current master key (the first given to
+    /// [`KeyStore::open`]); the data keys and the log are untouched. Returns how many tenant
+    /// keys were re-wrapped (0 when all already use it).
+    pub async fn rotate_master(&self) -> Result<usize, KeyError> {
+        let names = self.names("tenant.").await?;
+        let current = &self.inner.masters[0];
+        let mut rewrapped = 0;
+        for name in names {
+            let Some(entry) = self
+                .inner
+                .kv
+                .entry(&name)
+                .await
+                .map_err(|e| nats("read tenant key", e))?
+            else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let stored: StoredTenant =
+                serde_json::from_slice(&entry.value).map_err(|e| KeyError::Corrupt {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+            if stored.wrapped.wrap == current.id() {
+                continue;
+            }
+            let scope = name
+                .strip_prefix("tenant.")
+                .and_then(|t| Scope::parse(t).ok())
+                .ok_or_else(|| KeyError::Corrupt {
+                    name: name.clone(),
+                    message: "not a scope".to_owned(),
+                })?;
+            let aad = Self::tenant_aad(scope);
+            let key = self
+                .master(scope, &stored.wrapped.wrap)?
+                .key()
+                .unwrap_key(&aad, &stored.wrapped)
+                .ok_or_else(|| KeyError::Corrupt {
+                    name: name.clone(),
+                    message: "does not open under its master key".to_owned(),
+                })?;
+            let again = StoredTenant {
+                id: stored.id,
+                wrapped: current.key().wrap(current.id(), &aad, &key),
+            };
+            let bytes = serde_json::to_vec(&again).unwrap_or_default();
+            self.inner
+                .kv
+                .update(&name, bytes.into(), entry.revision)
+                .await
+                .map_err(|e| nats("re-wrap tenant key", e))?;
+            rewrapped += 1;
+        }
+        Ok(rewrapped)
+    }
+
+    /// Every entry of the bucket as stored (wrapped), for a backup.
+    pub async fn export(&self) -> Result<Vec<(String, bytes::Bytes)>, KeyError> {
+        let names = self.names("").await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(value) = self
+                .inner
+                .kv
+                .get(&name)
+                .await
+                .map_err(|e| nats("read key", e))?
+            {
+                out.push((name, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores entries written by [`Self::export`] (an existing entry is left as it is).
+    pub async fn import(&self, entries: Vec<(String, bytes::Bytes)>) -> Result<usize, KeyError> {
+        let mut restored = 0;
+        for (name, value) in entries {
+            match self.inner.kv.create(&name, value).await {
+                Ok(_) => restored += 1,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(nats("restore key", e)),
+            }
+        }
+        Ok(restored)
+    }
+}
+
+/// The keys named by `wants` from `keys`, or an empty keyring when there is no key store (a
+/// sealed field then fails to decode with `OpenError::NoKey`).
+pub async fn keyring_for(
+    keys: Option<&KeyStore>,
+    wants: impl IntoIterator<Item = (Scope, Uuid)>,
+) -> Result<Keyring, KeyError> {
+    match keys {
+        Some(keys) => keys.keyring(wants).await,
+        None => Ok(Keyring::default()),
+    }
+}
+
+/// The keys stored `messages` need to be decoded: each one's `Talkwai-Key` under its subject's
+/// scope (an empty keyring without a key store).
+pub async fn keyring_of(
+    keys: Option<&KeyStore>,
+    messages: &[talkwai_eventstore::StoredMessage],
+) -> Result<Keyring, KeyError> {
+    keyring_for(
+        keys,
+        messages
+            .iter()
+            .filter_map(|m| talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))),
+    )
+    .await
+}
+
+/// A tenant key as stored: its id (which its data keys name as their wrapping key) and itself,
+/// wrapped by a master key.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredTenant {
+    id: Uuid,
+    wrapped: Wrapped,
+}
+
+/// The keys one batch of events needs, in hand: opens sealed fields with no I/O.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: HashMap<(Scope, Uuid), Slot>,
+}
+
+impl Opener for Keyring {
+    fn open(&self, scope: Scope, sealed: &Sealed, aad: &str) -> Result<Opened, OpenError> {
+        match self.keys.get(&(scope, sealed.key)) {
+            None => Err(OpenError::NoKey { key: sealed.key }),
+            Some(Slot::Erased) => Ok(Opened::Erased),
+            Some(Slot::Key(key)) => {
+                open_sealed(key, sealed, aad)
+                    .map(Opened::Plain)
+                    .ok_or_else(|| OpenError::Corrupt {
+                        key: sealed.key,
+                        path: aad.to_owned(),
+                    })
+            }
+        }
+    }
+}
