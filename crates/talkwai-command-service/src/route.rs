@@ -105,8 +105,9 @@ impl Router {
                     return (body, headers);
                 }
                 // The partition moved (or this instance was fenced) while the command waited
-                // here, and nothing of it was written: look for its owner again.
-                tokio::task::yield_now().await;
+                // here, and nothing of it was written: look for its owner again, after the
+                // same pause as any other wait for a partition to settle.
+                tokio::time::sleep(SETTLE_PAUSE).await;
                 continue;
             }
             if forwarded {
