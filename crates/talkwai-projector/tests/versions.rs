@@ -238,3 +238,68 @@ async fn migration_3_adds_the_outcome_columns_to_existing_generations() {
     assert_eq!(row.get::<_, String>(0), "completed");
     assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
 }
+
+/// Migration 4 turns the page indexes of existing generations, `(…, created_at DESC, id)`,
+/// into `(…, created_at, id)`, which serve a page in either direction; new generations are
+/// made with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_4_orders_the_page_indexes_in_one_direction() {
+    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
+    let db = pg.create_unique_database("migrate4").await.expect("db");
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let mut conn = pool.get().await.expect("conn");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migrate");
+    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
+        .await
+        .expect("generation");
+    let page_indexes = |schema: String| {
+        let conn = &conn;
+        async move {
+            conn.query(
+                "SELECT indexname::text, indexdef FROM pg_indexes
+                 WHERE schemaname = $1 AND indexdef LIKE '%created_at%id%'
+                   AND tablename IN ('members', 'agents', 'tasks') ORDER BY indexname",
+                &[&schema],
+            )
+            .await
+            .expect("indexes")
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect::<Vec<_>>()
+        }
+    };
+    let made = page_indexes(live.clone()).await;
+    assert_eq!(made.len(), 5, "{made:?}");
+    assert!(
+        made.iter().all(|(_, def)| !def.contains("DESC")),
+        "{made:?}"
+    );
+    // Back to the layout before migration 4.
+    conn.batch_execute(&format!(
+        "DROP INDEX {live}.members_tenant_id_created_at_id_idx,
+             {live}.agents_tenant_id_created_at_id_idx, {live}.tasks_tenant_id_created_at_id_idx,
+             {live}.tasks_tenant_id_status_created_at_id_idx,
+             {live}.tasks_assigned_to_created_at_id_idx;
+         CREATE INDEX ON {live}.members (tenant_id, created_at DESC, id);
+         CREATE INDEX ON {live}.agents (tenant_id, created_at DESC, id);
+         CREATE INDEX ON {live}.tasks (tenant_id, created_at DESC, id);
+         CREATE INDEX ON {live}.tasks (tenant_id, status, created_at DESC, id);
+         CREATE INDEX ON {live}.tasks (assigned_to, created_at DESC, id);
+         DELETE FROM talkwai_meta.migrations WHERE version = 4;"
+    ))
+    .await
+    .expect("old layout");
+    let old = page_indexes(live.clone()).await;
+    assert_eq!(old.len(), 5, "{old:?}");
+    assert!(old.iter().all(|(_, def)| def.contains("DESC")), "{old:?}");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migration 4");
+    assert_eq!(
+        page_indexes(live).await,
+        made,
+        "as a new generation makes them"
+    );
+}

@@ -373,9 +373,14 @@ pub async fn execute(
         } else {
             format!(" ORDER BY {order}")
         };
+        // The page is cut in a subquery and only its rows become JSON: with `row_to_json` in
+        // the scan's target list, a plan that sorts (no index for the order or the filter)
+        // would turn every matching row into JSON before the sort kept a page of them.
         sql.text = format!(
-            "SELECT row_to_json({alias}) FROM talkwai.{} {alias} WHERE {scoped} AND {filter}{keyset}
-             {order} LIMIT {} OFFSET {offset}",
+            "SELECT row_to_json({alias}) FROM (
+                SELECT * FROM talkwai.{} {alias} WHERE {scoped} AND {filter}{keyset}
+                {order} LIMIT {} OFFSET {offset}
+             ) {alias}{order}",
             namespace.table,
             budget.window(size)
         );
