@@ -210,6 +210,83 @@ pub(crate) async fn evaluate(
     Ok((data, page_info, seq))
 }
 
+/// Most live queries evaluated in one snapshot (one transaction, pipelined).
+const EVALUATED_TOGETHER: usize = 32;
+
+/// Evaluates several queries in one read-only, time-bounded snapshot, all sent together
+/// (pipelined on the connection): one transaction's round trips for the lot instead of one
+/// transaction each, which is what bounded live queries spread over many tenants. Each answer
+/// is as [`evaluate`] gives it, in the order of `items`. A query that fails here (a refused
+/// grant, too many rows, a statement timeout that aborted the transaction for those after it)
+/// is evaluated again on its own, so that its answer is exactly what it alone would get.
+pub(crate) async fn evaluate_together(
+    conn: &mut deadpool_postgres::Object,
+    items: &[(&parse::Query, Scope, Grant)],
+    max_rows: usize,
+) -> Vec<Result<(Value, Value, i64), QueryError>> {
+    if items.len() < 2 {
+        let mut answers = Vec::with_capacity(items.len());
+        for (query, scope, grant) in items {
+            answers.push(evaluate(conn, query, *scope, *grant, max_rows).await);
+        }
+        return answers;
+    }
+    let together = async {
+        let tx = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let timeout = format!("SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'");
+        let checkpoint = async {
+            let statement = tx
+                .prepare_cached("SELECT last_seq FROM talkwai.checkpoint")
+                .await?;
+            Ok::<i64, QueryError>(tx.query_one(&statement, &[]).await?.get(0))
+        };
+        let each = futures::future::join_all(items.iter().map(|(query, scope, grant)| {
+            let tx = &tx;
+            async move {
+                let (granted, answer) = tokio::join!(
+                    grant.confirm(tx),
+                    exec::execute(tx, query, *scope, max_rows)
+                );
+                granted.and(answer)
+            }
+        }));
+        let (timed, seq, answers) = tokio::join!(
+            async { tx.batch_execute(&timeout).await.map_err(QueryError::from) },
+            checkpoint,
+            each,
+        );
+        timed?;
+        let seq = seq?;
+        // Read-only: nothing to keep; an aborted transaction ends the same way.
+        let _ = tx.rollback().await;
+        Ok::<_, QueryError>(
+            answers
+                .into_iter()
+                .map(|answer| answer.map(|(data, page_info)| (data, page_info, seq)))
+                .collect::<Vec<_>>(),
+        )
+    }
+    .await;
+    let mut answers = match together {
+        Ok(answers) => answers,
+        Err(_) => items
+            .iter()
+            .map(|_| Err(QueryError::unavailable("")))
+            .collect(),
+    };
+    for (answer, (query, scope, grant)) in answers.iter_mut().zip(items) {
+        if answer.is_err() {
+            *answer = evaluate(conn, query, *scope, *grant, max_rows).await;
+        }
+    }
+    answers
+}
+
 /// A request that passed the token and parsing checks.
 pub(crate) struct Admitted {
     query: parse::Query,
@@ -605,41 +682,60 @@ impl QueryService {
             self.live.mark_again(share.into_iter().map(|(id, ..)| id));
             return;
         };
-        for (id, query, scope, grant, subject, hash) in share {
-            match evaluate(&mut conn, &query, scope, grant, self.max_rows).await {
-                Ok((data, page_info, at)) => {
-                    self.reached.saw(u64::try_from(at).unwrap_or(0));
-                    let digest = crate::live::digest(&data, &page_info);
-                    if digest != hash {
-                        let update = json!({ "subscription": id, "ok": true, "data": data, "pageInfo": page_info, "seq": at });
-                        let bytes = Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
-                        if client.publish(subject, bytes).await.is_ok() {
-                            self.live.published(id, digest);
-                        }
-                    }
-                }
-                Err(err) if err.code == ErrorCode::TooManyRows => {
-                    // The answer grew past the cap: say so once (not a stale or cut answer);
-                    // the subscription stays, and answers again once it fits.
-                    let body = err.to_body();
-                    let digest = crate::live::digest(&json!(body), &Value::Null);
-                    if digest != hash {
-                        let at = checkpoint(&conn).await.unwrap_or(seq);
-                        let update =
-                            json!({ "subscription": id, "ok": false, "error": body, "seq": at });
-                        let bytes = Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
-                        if client.publish(subject, bytes).await.is_ok() {
-                            self.live.published(id, digest);
-                        }
-                    }
-                }
-                Err(err) if err.code == ErrorCode::Forbidden => {
-                    // Deactivated since it subscribed: no more answers.
-                    info!(subscription = %id, "live query ended: {}", err.message);
-                    self.live.remove(id);
-                }
-                Err(err) => warn!(error = %err, "live query evaluation failed"),
+        for chunk in share.chunks(EVALUATED_TOGETHER) {
+            let items: Vec<_> = chunk
+                .iter()
+                .map(|(_, query, scope, grant, ..)| (query, *scope, *grant))
+                .collect();
+            let answers = evaluate_together(&mut conn, &items, self.max_rows).await;
+            for ((id, _, _, _, subject, hash), answer) in chunk.iter().zip(answers) {
+                self.publish_answer((client, &conn), (*id, subject, *hash), answer, seq)
+                    .await;
             }
+        }
+    }
+
+    /// Publishes a live query's answer when it changed, or its end when its grant went.
+    async fn publish_answer(
+        &self,
+        (client, conn): (&async_nats::Client, &deadpool_postgres::Object),
+        (id, subject, hash): (Uuid, &str, u64),
+        answer: Result<(Value, Value, i64), QueryError>,
+        seq: u64,
+    ) {
+        match answer {
+            Ok((data, page_info, at)) => {
+                self.reached.saw(u64::try_from(at).unwrap_or(0));
+                let digest = crate::live::digest(&data, &page_info);
+                if digest != hash {
+                    let update = json!({ "subscription": id, "ok": true, "data": data, "pageInfo": page_info, "seq": at });
+                    let bytes = Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
+                    if client.publish(subject.to_owned(), bytes).await.is_ok() {
+                        self.live.published(id, digest);
+                    }
+                }
+            }
+            Err(err) if err.code == ErrorCode::TooManyRows => {
+                // The answer grew past the cap: say so once (not a stale or cut answer);
+                // the subscription stays, and answers again once it fits.
+                let body = err.to_body();
+                let digest = crate::live::digest(&json!(body), &Value::Null);
+                if digest != hash {
+                    let at = checkpoint(conn).await.unwrap_or(seq);
+                    let update =
+                        json!({ "subscription": id, "ok": false, "error": body, "seq": at });
+                    let bytes = Bytes::from(serde_json::to_vec(&update).unwrap_or_default());
+                    if client.publish(subject.to_owned(), bytes).await.is_ok() {
+                        self.live.published(id, digest);
+                    }
+                }
+            }
+            Err(err) if err.code == ErrorCode::Forbidden => {
+                // Deactivated since it subscribed: no more answers.
+                info!(subscription = %id, "live query ended: {}", err.message);
+                self.live.remove(id);
+            }
+            Err(err) => warn!(error = %err, "live query evaluation failed"),
         }
     }
 

@@ -394,3 +394,97 @@ async fn writes_to_a_table_a_live_query_does_not_read_never_re_evaluate_it_and_a
         "an update after the one holding the latest answer"
     );
 }
+
+/// The live queries one event marks are evaluated together, in one snapshot: each still gets
+/// its own answer, and one that grows past the row cap (its error answer) spoils none of the
+/// others, which keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_queries_evaluated_together_each_get_their_own_answer() {
+    let stack = Stack::start("together", |queries, db| {
+        queries.with_change_feed(db).with_max_rows(3)
+    })
+    .await;
+    let client = stack.client.clone();
+    let tenant = Uuid::new_v4();
+    let created = request(
+        &client,
+        "talkwai.cmd.platform.tenant.create",
+        json!({"id": tenant, "name": "Together"}),
+        true,
+    )
+    .await;
+    let seq = created["seq"].as_u64().expect("seq");
+    // Five subscriptions a task event marks at once: every task (over the cap of 3 from the
+    // fourth task on: one error answer), pages of 1 and 2 newest, the pending ones (page of
+    // 2), and a count.
+    let shapes = [
+        json!({"tasks": {}}),
+        json!({"tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 1}}}),
+        json!({"tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 2}}}),
+        json!({"tasks": {"$": {"where": {"status": "pending"}, "order": {"createdAt": "desc"}, "limit": 2}}}),
+        json!({"tasks": {"$": {"aggregate": "count"}}}),
+    ];
+    let mut subscribed = Vec::new();
+    for shape in &shapes {
+        subscribed.push(subscribe(&client, tenant, shape.clone(), seq).await.1);
+    }
+    let mut newest = Vec::new();
+    for n in 1..=5u64 {
+        let seq = create_task(&client, tenant).await;
+        let task = request(
+            &client,
+            &format!("talkwai.qry.{tenant}"),
+            json!({"query": {"tasks": {"$": {"order": {"createdAt": "desc"}, "limit": 1}}}, "minSeq": seq}),
+            false,
+        )
+        .await["data"]["tasks"][0]["id"]
+            .clone();
+        newest.insert(0, task);
+        // Each subscription's latest update reaching this task's seq says what it alone
+        // would answer.
+        for (k, updates) in subscribed.iter_mut().enumerate() {
+            if k == 0 && n > 4 {
+                // Past the cap it said so once; the same error is not published again.
+                continue;
+            }
+            let body = update_reaching(updates, seq).await;
+            match k {
+                0 if n > 3 => {
+                    assert_eq!(body["ok"], false, "{body}");
+                    assert_eq!(body["error"]["code"], "too_many_rows", "{body}");
+                }
+                0 => assert_eq!(
+                    body["data"]["tasks"].as_array().map(Vec::len),
+                    Some(n as usize)
+                ),
+                1 | 2 | 3 => {
+                    let size = if k == 1 { 1 } else { 2 };
+                    let ids: Vec<Value> = body["data"]["tasks"]
+                        .as_array()
+                        .expect("tasks")
+                        .iter()
+                        .map(|t| t["id"].clone())
+                        .collect();
+                    let want: Vec<Value> = newest.iter().take(size).cloned().collect();
+                    assert_eq!(ids, want, "subscription {k} after {n} tasks: {body}");
+                }
+                _ => assert_eq!(body["data"]["tasks"]["count"], json!(n), "{body}"),
+            }
+        }
+    }
+}
+
+/// The first update of `updates` whose `seq` reaches `seq` (earlier ones are skipped).
+async fn update_reaching(updates: &mut async_nats::Subscriber, seq: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let update = tokio::time::timeout_at(deadline, updates.next())
+            .await
+            .unwrap_or_else(|_| panic!("no update reaching {seq} in time"))
+            .expect("update");
+        let body: Value = serde_json::from_slice(&update.payload).expect("json");
+        if body["seq"].as_u64().is_some_and(|at| at >= seq) {
+            return body;
+        }
+    }
+}
