@@ -457,7 +457,7 @@ async fn live_queries_evaluated_together_each_get_their_own_answer() {
                     body["data"]["tasks"].as_array().map(Vec::len),
                     Some(n as usize)
                 ),
-                1 | 2 | 3 => {
+                1..=3 => {
                     let size = if k == 1 { 1 } else { 2 };
                     let ids: Vec<Value> = body["data"]["tasks"]
                         .as_array()
