@@ -152,6 +152,9 @@ pub(crate) struct Subscription {
     pub(crate) not_before: Instant,
     /// Times it was evaluated again after its first answer.
     pub(crate) evaluations: u64,
+    /// Being evaluated now: not taken again until that evaluation is over, so two answers of
+    /// one subscription are never computed at once (and never published out of order).
+    pub(crate) in_flight: bool,
 }
 
 /// A subscription to evaluate: id, query, scope, grant, update subject, last digest.
@@ -164,6 +167,8 @@ pub(crate) struct Due {
     pub(crate) marked: Vec<Marked>,
     /// When the next marked subscription's turn comes, if one waits.
     pub(crate) next: Option<Instant>,
+    /// More were due than taken: take again at once.
+    pub(crate) more: bool,
     /// Live subscriptions.
     pub(crate) live: usize,
 }
@@ -330,6 +335,7 @@ impl Registry {
                 dirty: true,
                 not_before: now,
                 evaluations: 0,
+                in_flight: false,
             },
         );
         drop(held);
@@ -420,10 +426,32 @@ impl Registry {
     pub(crate) fn mark_again(&self, ids: impl IntoIterator<Item = Uuid>) {
         if let Ok(mut held) = self.held.lock() {
             for id in ids {
+                if let Some(sub) = held.subs.get_mut(&id) {
+                    sub.in_flight = false;
+                }
                 held.mark(id, Tables::ALL);
             }
         }
         self.marked.notify_one();
+    }
+
+    /// The evaluations of these subscriptions are over: they may be taken again (and are
+    /// woken for, if a change marked them meanwhile).
+    pub(crate) fn finished(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        let mut waiting = false;
+        for id in ids {
+            if let Some(sub) = held.subs.get_mut(&id) {
+                sub.in_flight = false;
+                waiting |= sub.dirty;
+            }
+        }
+        drop(held);
+        if waiting {
+            self.marked.notify_one();
+        }
     }
 
     /// Resolves once a subscription was marked since the last call (at once if one was).
@@ -431,11 +459,12 @@ impl Registry {
         self.marked.notified().await;
     }
 
-    /// Drops expired subscriptions (at most once per second); returns the marked ones whose
-    /// turn has come at `now` (unmarking them, counting an evaluation for each and setting
-    /// their next turn an interval on), when the next waiting one's turn comes, and how many
-    /// are live.
-    pub(crate) fn take_due(&self, now: Instant) -> Due {
+    /// Drops expired subscriptions (at most once per second); returns at most `max` of the
+    /// marked ones whose turn has come at `now` and that are not being evaluated (unmarking
+    /// them, counting an evaluation for each, setting their next turn an interval on and
+    /// holding them in flight until [`Registry::finished`]), whether more were due, when the
+    /// next waiting one's turn comes, and how many are live.
+    pub(crate) fn take_due(&self, now: Instant, max: usize) -> Due {
         let Ok(mut held) = self.held.lock() else {
             return Due::default();
         };
@@ -451,11 +480,20 @@ impl Registry {
             let Some(s) = subs.get_mut(id) else {
                 return false;
             };
+            if s.in_flight {
+                // Its evaluation's end wakes the loop for it.
+                return true;
+            }
             if s.not_before > now {
                 due.next = Some(due.next.map_or(s.not_before, |at| at.min(s.not_before)));
                 return true;
             }
+            if due.marked.len() >= max {
+                due.more = true;
+                return true;
+            }
             s.dirty = false;
+            s.in_flight = true;
             s.not_before = now + self.interval;
             s.evaluations += 1;
             let query = s.query.clone();
@@ -570,12 +608,13 @@ mod tests {
             )
             .expect("room for it");
         let now = Instant::now();
-        let first = registry.take_due(now);
+        let first = registry.take_due(now, usize::MAX);
         assert_eq!(
             first.marked.len(),
             1,
             "a new subscription is evaluated once"
         );
+        registry.finished([id]);
         (registry, id, now)
     }
 
@@ -588,9 +627,10 @@ mod tests {
         assert_eq!(registry.mark(&changed(a, &["tasks", "agents"])), 1);
         assert_eq!(registry.mark(&changed(a, &[])), 0, "already marked");
         assert_eq!(registry.mark(&Changed::default()), 0, "guards only");
-        let due = registry.take_due(now);
+        let due = registry.take_due(now, usize::MAX);
         assert_eq!(due.marked.len(), 1);
         assert_eq!(registry.evaluations(id), Some(2));
+        registry.finished([id]);
         assert_eq!(
             registry.mark(&Changed {
                 everything: true,
@@ -601,7 +641,7 @@ mod tests {
             "a platform change to a table it does not read"
         );
         registry.mark_all();
-        assert_eq!(registry.take_due(now).marked.len(), 1);
+        assert_eq!(registry.take_due(now, usize::MAX).marked.len(), 1);
     }
 
     #[test]
@@ -613,22 +653,82 @@ mod tests {
             registry.mark(&changed(tenant, &["tasks"]));
         }
         let turn = start + interval;
-        let early = registry.take_due(start + Duration::from_millis(10));
+        let early = registry.take_due(start + Duration::from_millis(10), usize::MAX);
         assert!(early.marked.is_empty(), "not before its interval is over");
         assert_eq!(early.next, Some(turn));
-        let due = registry.take_due(turn);
+        let due = registry.take_due(turn, usize::MAX);
         assert_eq!(due.marked.len(), 1, "ten marks, one evaluation");
         assert_eq!(due.next, None);
-        // A change commits while that evaluation runs: it is not lost, the next turn has it.
+        // A change commits while that evaluation runs: it is not lost, and the subscription
+        // is not taken again while its evaluation runs, however long that takes.
         registry.mark(&changed(tenant, &["tasks"]));
-        let due = registry.take_due(turn + interval);
+        assert!(
+            registry
+                .take_due(turn + interval * 2, usize::MAX)
+                .marked
+                .is_empty(),
+            "never two evaluations of one subscription at once"
+        );
+        registry.finished([id]);
+        let due = registry.take_due(turn + interval * 2, usize::MAX);
         assert_eq!(
             due.marked.len(),
             1,
             "the last change gets its own evaluation"
         );
+        registry.finished([id]);
         assert_eq!(registry.evaluations(id), Some(3));
-        assert!(registry.take_due(turn + interval * 4).marked.is_empty());
+        assert!(
+            registry
+                .take_due(turn + interval * 4, usize::MAX)
+                .marked
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn due_subscriptions_are_taken_a_batch_at_a_time_and_the_rest_wait_their_turn() {
+        let tenant = Uuid::new_v4();
+        let registry = Registry::new(TTL, Duration::ZERO);
+        let ids: Vec<Uuid> = (0..5)
+            .map(|_| {
+                registry
+                    .add(
+                        &tenant.to_string(),
+                        query(json!({"tasks": {}})),
+                        Scope {
+                            tenant: Some(tenant),
+                        },
+                        Grant::Platform,
+                        0,
+                    )
+                    .expect("room for it")
+                    .0
+            })
+            .collect();
+        let now = Instant::now();
+        let first = registry.take_due(now, 2);
+        assert_eq!(first.marked.len(), 2);
+        assert!(first.more, "three more are due");
+        let second = registry.take_due(now, 2);
+        assert_eq!(second.marked.len(), 2);
+        assert!(second.more);
+        let third = registry.take_due(now, 2);
+        assert_eq!(third.marked.len(), 1);
+        assert!(!third.more, "all taken");
+        let mut taken: Vec<Uuid> = [first, second, third]
+            .into_iter()
+            .flat_map(|due| due.marked.into_iter().map(|(id, ..)| id))
+            .collect();
+        taken.sort_unstable();
+        let mut all = ids.clone();
+        all.sort_unstable();
+        assert_eq!(taken, all, "each one once");
+        // Marked again while all five are in flight: none is taken until its evaluation ends.
+        registry.mark(&changed(tenant, &["tasks"]));
+        assert!(registry.take_due(now, 10).marked.is_empty());
+        registry.finished(ids.iter().copied().take(3));
+        assert_eq!(registry.take_due(now, 10).marked.len(), 3);
     }
 
     #[test]

@@ -592,6 +592,9 @@ impl QueryService {
         let mut unexplained: Option<u64> = None;
         // When the next marked subscription's turn comes.
         let mut next_turn: Option<std::time::Instant> = None;
+        let workers = Arc::new(tokio::sync::Semaphore::new(
+            self.pool.status().max_size.div_ceil(2).max(1),
+        ));
         loop {
             let listening = feed.as_ref().filter(|f| f.listening());
             let now = std::time::Instant::now();
@@ -646,53 +649,61 @@ impl QueryService {
                 }
                 last_check = Some(std::time::Instant::now());
             }
-            let due = self.live.take_due(std::time::Instant::now());
-            next_turn = due.next;
-            metrics::gauge!("talkwai_live_queries").set(due.live as f64);
-            if due.marked.is_empty() {
-                continue;
-            }
-            metrics::counter!("talkwai_live_evaluations_total").increment(due.marked.len() as u64);
-            // Spread over half the pool (queries and subscribes keep the other half).
-            let workers = self.pool.status().max_size.div_ceil(2).max(1);
-            let mut shares: Vec<Vec<crate::live::Marked>> = vec![Vec::new(); workers];
-            for (i, marked) in due.marked.into_iter().enumerate() {
-                shares[i % workers].push(marked);
-            }
+            // Due subscriptions go out a batch at a time to whichever worker is free (half the
+            // pool: queries and subscribes keep the other half), without waiting for a round
+            // to end: a quiet tenant's dashboard waits for a free worker, never for the
+            // slowest batch of someone else's.
             let seq = last_seen.unwrap_or(0);
-            futures::future::join_all(
-                shares
-                    .into_iter()
-                    .filter(|share| !share.is_empty())
-                    .map(|share| self.refresh_share(&client, share, seq)),
-            )
-            .await;
+            loop {
+                let Ok(worker) = Arc::clone(&workers).acquire_owned().await else {
+                    return;
+                };
+                let due = self
+                    .live
+                    .take_due(std::time::Instant::now(), EVALUATED_TOGETHER);
+                next_turn = due.next;
+                metrics::gauge!("talkwai_live_queries").set(due.live as f64);
+                if due.marked.is_empty() {
+                    break;
+                }
+                metrics::counter!("talkwai_live_evaluations_total")
+                    .increment(due.marked.len() as u64);
+                let this = Arc::clone(&self);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    this.refresh_batch(&client, due.marked, seq).await;
+                    drop(worker);
+                });
+                if !due.more {
+                    break;
+                }
+            }
         }
     }
 
-    /// Evaluates `share` on one connection, publishing the answers that changed (`seq`: the
-    /// checkpoint last read, for an answer refused without one).
-    async fn refresh_share(
+    /// Evaluates `batch` in one snapshot on one connection, publishing the answers that
+    /// changed (`seq`: the checkpoint last read, for an answer refused without one), then
+    /// lets the registry take its subscriptions again.
+    async fn refresh_batch(
         &self,
         client: &async_nats::Client,
-        share: Vec<crate::live::Marked>,
+        batch: Vec<crate::live::Marked>,
         seq: u64,
     ) {
         let Ok(mut conn) = self.pool.get().await else {
-            self.live.mark_again(share.into_iter().map(|(id, ..)| id));
+            self.live.mark_again(batch.into_iter().map(|(id, ..)| id));
             return;
         };
-        for chunk in share.chunks(EVALUATED_TOGETHER) {
-            let items: Vec<_> = chunk
-                .iter()
-                .map(|(_, query, scope, grant, ..)| (query, *scope, *grant))
-                .collect();
-            let answers = evaluate_together(&mut conn, &items, self.max_rows).await;
-            for ((id, _, _, _, subject, hash), answer) in chunk.iter().zip(answers) {
-                self.publish_answer((client, &conn), (*id, subject, *hash), answer, seq)
-                    .await;
-            }
+        let items: Vec<_> = batch
+            .iter()
+            .map(|(_, query, scope, grant, ..)| (query, *scope, *grant))
+            .collect();
+        let answers = evaluate_together(&mut conn, &items, self.max_rows).await;
+        for ((id, _, _, _, subject, hash), answer) in batch.iter().zip(answers) {
+            self.publish_answer((client, &conn), (*id, subject, *hash), answer, seq)
+                .await;
         }
+        self.live.finished(batch.into_iter().map(|(id, ..)| id));
     }
 
     /// Publishes a live query's answer when it changed, or its end when its grant went.
