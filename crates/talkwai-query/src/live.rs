@@ -26,7 +26,7 @@
 //! connection was down, an older projector) marks every subscription. Without a listening
 //! connection, every checkpoint move (polled every [`POLL`]) marks every subscription.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -181,8 +181,9 @@ struct Held {
     by_tenant: HashMap<Uuid, HashSet<Uuid>>,
     /// Subscriptions over every tenant (admins, the platform token).
     every_tenant: HashSet<Uuid>,
-    /// The marked subscriptions.
-    marked: HashSet<Uuid>,
+    /// The marked subscriptions, oldest mark first (an id whose subscription is gone or no
+    /// longer marked is skipped when reached).
+    marked: VecDeque<Uuid>,
     /// When expired subscriptions were last dropped.
     swept: Instant,
 }
@@ -197,7 +198,7 @@ impl Held {
                 self.every_tenant.insert(id);
             }
         }
-        self.marked.insert(id);
+        self.marked.push_back(id);
         self.subs.insert(id, sub);
     }
 
@@ -205,7 +206,6 @@ impl Held {
         let Some(sub) = self.subs.remove(&id) else {
             return;
         };
-        self.marked.remove(&id);
         match sub.scope.tenant {
             Some(tenant) => {
                 if let Some(ids) = self.by_tenant.get_mut(&tenant) {
@@ -226,7 +226,8 @@ impl Held {
         match self.subs.get_mut(&id) {
             Some(sub) if !sub.dirty && sub.tables.meets(tables) => {
                 sub.dirty = true;
-                self.marked.insert(id)
+                self.marked.push_back(id);
+                true
             }
             _ => false,
         }
@@ -280,7 +281,7 @@ impl Registry {
                 subs: HashMap::new(),
                 by_tenant: HashMap::new(),
                 every_tenant: HashSet::new(),
-                marked: HashSet::new(),
+                marked: VecDeque::new(),
                 swept: Instant::now(),
             }),
             ttl,
@@ -476,31 +477,47 @@ impl Registry {
             live: subs.len(),
             ..Due::default()
         };
-        marked.retain(|id| {
-            let Some(s) = subs.get_mut(id) else {
-                return false;
+        // Oldest mark first, so that every marked subscription gets its turn: those in
+        // flight or before their turn keep their place.
+        let mut kept = Vec::new();
+        while let Some(id) = marked.pop_front() {
+            let Some(s) = subs.get_mut(&id) else {
+                continue;
             };
-            if s.in_flight {
-                // Its evaluation's end wakes the loop for it.
-                return true;
-            }
-            if s.not_before > now {
-                due.next = Some(due.next.map_or(s.not_before, |at| at.min(s.not_before)));
-                return true;
+            if !s.dirty {
+                continue;
             }
             if due.marked.len() >= max {
                 due.more = true;
-                return true;
+                marked.push_front(id);
+                break;
+            }
+            if s.in_flight {
+                // Its evaluation's end wakes the loop for it.
+                kept.push(id);
+                continue;
+            }
+            if s.not_before > now {
+                due.next = Some(due.next.map_or(s.not_before, |at| at.min(s.not_before)));
+                kept.push(id);
+                continue;
             }
             s.dirty = false;
             s.in_flight = true;
             s.not_before = now + self.interval;
             s.evaluations += 1;
-            let query = s.query.clone();
-            due.marked
-                .push((*id, query, s.scope, s.grant, s.subject.clone(), s.hash));
-            false
-        });
+            due.marked.push((
+                id,
+                s.query.clone(),
+                s.scope,
+                s.grant,
+                s.subject.clone(),
+                s.hash,
+            ));
+        }
+        for id in kept.into_iter().rev() {
+            marked.push_front(id);
+        }
         due
     }
 
@@ -708,7 +725,8 @@ mod tests {
             .collect();
         let now = Instant::now();
         let first = registry.take_due(now, 2);
-        assert_eq!(first.marked.len(), 2);
+        let oldest: Vec<Uuid> = first.marked.iter().map(|(id, ..)| *id).collect();
+        assert_eq!(oldest, ids[..2], "oldest mark first");
         assert!(first.more, "three more are due");
         let second = registry.take_due(now, 2);
         assert_eq!(second.marked.len(), 2);
@@ -729,6 +747,32 @@ mod tests {
         assert!(registry.take_due(now, 10).marked.is_empty());
         registry.finished(ids.iter().copied().take(3));
         assert_eq!(registry.take_due(now, 10).marked.len(), 3);
+        // The two still in flight come next, before anything marked after them.
+        registry.finished(ids.iter().copied().skip(3));
+        let late = registry
+            .add(
+                &tenant.to_string(),
+                query(json!({"tasks": {}})),
+                Scope {
+                    tenant: Some(tenant),
+                },
+                Grant::Platform,
+                0,
+            )
+            .expect("room for it")
+            .0;
+        let mut next: Vec<Uuid> = registry
+            .take_due(now, 2)
+            .marked
+            .iter()
+            .map(|(id, ..)| *id)
+            .collect();
+        next.sort_unstable();
+        let mut waiting = ids[3..].to_vec();
+        waiting.sort_unstable();
+        // (One change marks them in no particular order among themselves.)
+        assert_eq!(next, waiting, "marked before the newcomer");
+        assert_eq!(registry.take_due(Instant::now(), 2).marked[0].0, late);
     }
 
     #[test]
