@@ -110,7 +110,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn scope_token(scope: Scope) -> String {
+pub(crate) fn scope_token(scope: Scope) -> String {
     match scope {
         Scope::Platform => "platform".to_owned(),
         Scope::Tenant(t) => t.0.to_string(),
@@ -125,18 +125,20 @@ fn data_name(scope: Scope, id: Uuid) -> String {
     format!("data.{}.{id}", scope_token(scope))
 }
 
-fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
+pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
     KeyError::Nats(format!("{what}: {e}"))
 }
 
 /// Creates the key bucket when it is missing: a KV bucket's stream (`KV_<bucket>`, one value
 /// per key, file storage) made by hand because `create_key_value` denies message deletes for
-/// good, and destroying a key erases its message.
+/// good, and destroying a key erases its message. An existing bucket with fewer replicas than
+/// `config.replicas` is scaled up to them (never down: a reader that asks for 1 leaves an R3
+/// bucket as it is), so a bucket a tool created before the services keeps the stream's count.
 pub async fn bucket(
     js: &jetstream::Context,
     config: &KeyStoreConfig,
 ) -> Result<(kv::Store, jetstream::stream::Stream), KeyError> {
-    let stream = js
+    let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: format!("KV_{}", config.bucket),
             description: Some("talkwai personal-data keys (wrapped)".to_owned()),
@@ -153,6 +155,20 @@ pub async fn bucket(
         })
         .await
         .map_err(|e| nats("key stream", e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| nats("key stream", e))?
+        .config
+        .clone();
+    if info.num_replicas < config.replicas {
+        js.update_stream(jetstream::stream::Config {
+            num_replicas: config.replicas,
+            ..info
+        })
+        .await
+        .map_err(|e| nats("scale the key stream", e))?;
+    }
     let kv = js
         .get_key_value(&config.bucket)
         .await
@@ -435,7 +451,8 @@ impl KeyStore {
         })
     }
 
-    /// Destroys the data key `id` of `scope`: its message is erased from the bucket and it is
+    /// Destroys the data key `id` of `scope`: its message is erased from the bucket (a
+    /// tombstone takes its place, so no restore of an older backup brings it back) and it is
     /// dropped from this process's cache. Idempotent.
     pub async fn destroy(&self, scope: Scope, id: Uuid) -> Result<(), KeyError> {
         self.erase_entry(&data_name(scope, id)).await?;
@@ -450,8 +467,9 @@ impl KeyStore {
     }
 
     /// Destroys a tenant's key, which makes every personal field of the tenant unreadable at
-    /// once: the tenant key's message is erased from the bucket, the tenant's data keys are
-    /// purged, and this process forgets them all. Idempotent. What `tenant.erase` calls.
+    /// once: the tenant key's message is erased from the bucket (a tombstone takes its place),
+    /// the tenant's data keys are purged, and this process forgets them all. Idempotent. What
+    /// `tenant.erase` calls.
     pub async fn destroy_tenant(&self, tenant: &TenantId) -> Result<(), KeyError> {
         let scope = Scope::Tenant(*tenant);
         self.erase_entry(&tenant_name(scope)).await?;
@@ -484,6 +502,9 @@ impl KeyStore {
         }
     }
 
+    /// Erases the entry's message (its bytes are overwritten on every replica), then writes a
+    /// tombstone (a KV delete marker: no key material) unless one is there: what a restore
+    /// reads as "destroyed here".
     async fn erase_entry(&self, name: &str) -> Result<(), KeyError> {
         let entry = self
             .inner
@@ -491,7 +512,7 @@ impl KeyStore {
             .entry(name)
             .await
             .map_err(|e| nats("read key", e))?;
-        if let Some(entry) = entry
+        if let Some(entry) = &entry
             && entry.operation == kv::Operation::Put
         {
             match self.inner.stream.delete_message(entry.revision).await {
@@ -500,6 +521,14 @@ impl KeyStore {
                 Err(e) if e.to_string().contains("no message found") => {}
                 Err(e) => return Err(nats("erase key", e)),
             }
+        }
+        let marked = entry.is_some_and(|e| e.operation != kv::Operation::Put);
+        if !marked {
+            self.inner
+                .kv
+                .delete(name)
+                .await
+                .map_err(|e| nats("mark key destroyed", e))?;
         }
         Ok(())
     }
@@ -576,35 +605,25 @@ impl KeyStore {
         Ok(rewrapped)
     }
 
-    /// Every entry of the bucket as stored (wrapped), for a backup.
+    /// Every live entry of the bucket as stored (wrapped), for a backup
+    /// ([`crate::backup::entries`] reads them without a master key).
     pub async fn export(&self) -> Result<Vec<(String, bytes::Bytes)>, KeyError> {
-        let names = self.names("").await?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(value) = self
-                .inner
-                .kv
-                .get(&name)
-                .await
-                .map_err(|e| nats("read key", e))?
-            {
-                out.push((name, value));
-            }
-        }
-        Ok(out)
+        crate::backup::entries_of(&self.inner.kv, None).await
     }
 
-    /// Restores entries written by [`Self::export`] (an existing entry is left as it is).
+    /// Restores entries written by [`Self::export`]: what [`crate::backup::restore`] does
+    /// (the same key is left as it is, a destroyed one stays destroyed, a different key with
+    /// the same name is a [`KeyError::Conflict`]).
+    pub async fn restore(
+        &self,
+        entries: Vec<(String, bytes::Bytes)>,
+    ) -> Result<crate::backup::Restored, KeyError> {
+        crate::backup::restore_into(&self.inner.kv, entries).await
+    }
+
+    /// [`Self::restore`], returning how many entries were written.
     pub async fn import(&self, entries: Vec<(String, bytes::Bytes)>) -> Result<usize, KeyError> {
-        let mut restored = 0;
-        for (name, value) in entries {
-            match self.inner.kv.create(&name, value).await {
-                Ok(_) => restored += 1,
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(nats("restore key", e)),
-            }
-        }
-        Ok(restored)
+        Ok(self.restore(entries).await?.written)
     }
 }
 
@@ -638,8 +657,8 @@ pub async fn keyring_of(
 /// A tenant key as stored: its id (which its data keys name as their wrapping key) and itself,
 /// wrapped by a master key.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct StoredTenant {
-    id: Uuid,
+pub(crate) struct StoredTenant {
+    pub(crate) id: Uuid,
     wrapped: Wrapped,
 }
 
