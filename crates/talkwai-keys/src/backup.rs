@@ -42,11 +42,9 @@ impl KeyLine {
 
     /// The entry's name and stored bytes (a value that is not base64 is a [`KeyError::BadKey`]).
     pub fn entry(&self) -> Result<(String, Bytes), KeyError> {
-        let value = STANDARD
-            .decode(&self.value)
-            .map_err(|e| KeyError::BadKey {
-                message: format!("key {}: value is not base64: {e}", self.name),
-            })?;
+        let value = STANDARD.decode(&self.value).map_err(|e| KeyError::BadKey {
+            message: format!("key {}: value is not base64: {e}", self.name),
+        })?;
         if !self.name.starts_with("tenant.") && !self.name.starts_with("data.") {
             return Err(KeyError::BadKey {
                 message: format!("{:?} is not a key name (tenant.* or data.*)", self.name),
@@ -193,7 +191,10 @@ async fn restore_one(kv: &kv::Store, name: String, value: Bytes) -> Result<Outco
             },
         }
     }
-    Err(nats("restore key", format!("{name} changes while restored")))
+    Err(nats(
+        "restore key",
+        format!("{name} changes while restored"),
+    ))
 }
 
 /// Whether two stored values of `name` hold the same key: the same bytes, or, for a tenant
@@ -205,7 +206,11 @@ fn same_key(name: &str, stored: &[u8], restored: &[u8]) -> bool {
     if !name.starts_with("tenant.") {
         return false;
     }
-    let id = |bytes: &[u8]| serde_json::from_slice::<StoredTenant>(bytes).ok().map(|t| t.id);
+    let id = |bytes: &[u8]| {
+        serde_json::from_slice::<StoredTenant>(bytes)
+            .ok()
+            .map(|t| t.id)
+    };
     id(stored).is_some_and(|a| id(restored) == Some(a))
 }
 
@@ -223,7 +228,10 @@ mod tests {
         assert!(in_scope(&format!("tenant.{t}"), scope));
         assert!(in_scope(&format!("data.{t}.{}", Uuid::new_v4()), scope));
         assert!(!in_scope(&format!("tenant.{other}"), scope));
-        assert!(!in_scope(&format!("data.{other}.{}", Uuid::new_v4()), scope));
+        assert!(!in_scope(
+            &format!("data.{other}.{}", Uuid::new_v4()),
+            scope
+        ));
         assert!(!in_scope("tenant.platform", scope));
         assert!(in_scope("data.platform.x", Some(Scope::Platform)));
         assert!(!in_scope("data.platformx.y", Some(Scope::Platform)));
@@ -235,7 +243,10 @@ mod tests {
         let line = KeyLine::new("tenant.platform".into(), b"{\"id\":1}");
         assert_eq!(
             line.entry().expect("a key line"),
-            ("tenant.platform".to_owned(), Bytes::from_static(b"{\"id\":1}"))
+            (
+                "tenant.platform".to_owned(),
+                Bytes::from_static(b"{\"id\":1}")
+            )
         );
         let bad = KeyLine {
             name: "tenant.platform".into(),

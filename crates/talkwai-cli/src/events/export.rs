@@ -121,9 +121,8 @@ pub async fn export(nats_url: &str, args: ExportArgs) -> Result<(), CliError> {
         .map(Scope::parse)
         .transpose()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let keys =
-        talkwai_keys::backup::entries(store.jetstream(), talkwai_keys::store::BUCKET, scope)
-            .await?;
+    let keys = talkwai_keys::backup::entries(store.jetstream(), talkwai_keys::store::BUCKET, scope)
+        .await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let closed = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
