@@ -42,6 +42,9 @@ pub const BUCKET: &str = "TALKWAI_KEYS";
 /// Key fetches in flight at once while building a keyring.
 const FETCHES_IN_FLIGHT: usize = 64;
 
+/// Keys written per atomic batch (nats-server takes up to 1,000 messages in one).
+const WRITE_BATCH: usize = 256;
+
 /// Where the keys live and how much is kept in memory.
 #[derive(Debug, Clone)]
 pub struct KeyStoreConfig {
@@ -90,6 +93,7 @@ struct Pool {
 
 #[derive(Debug)]
 struct Inner {
+    js: jetstream::Context,
     kv: kv::Store,
     stream: jetstream::stream::Stream,
     /// The current master key first, then older ones still accepted.
@@ -133,7 +137,8 @@ pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
 /// per key, file storage) made by hand because `create_key_value` denies message deletes for
 /// good, and destroying a key erases its message. An existing bucket with fewer replicas than
 /// `config.replicas` is scaled up to them (never down: a reader that asks for 1 leaves an R3
-/// bucket as it is), so a bucket a tool created before the services keeps the stream's count.
+/// bucket as it is), so a bucket a tool created before the services keeps the stream's count;
+/// one made before atomic batches were used gains them.
 pub async fn bucket(
     js: &jetstream::Context,
     config: &KeyStoreConfig,
@@ -147,6 +152,7 @@ pub async fn bucket(
             storage: jetstream::stream::StorageType::File,
             num_replicas: config.replicas.max(1),
             allow_rollup: true,
+            allow_atomic_publish: true,
             deny_delete: false,
             deny_purge: false,
             allow_direct: true,
@@ -161,9 +167,10 @@ pub async fn bucket(
         .map_err(|e| nats("key stream", e))?
         .config
         .clone();
-    if info.num_replicas < config.replicas {
+    if info.num_replicas < config.replicas || !info.allow_atomic_publish {
         js.update_stream(jetstream::stream::Config {
-            num_replicas: config.replicas,
+            num_replicas: info.num_replicas.max(config.replicas),
+            allow_atomic_publish: true,
             ..info
         })
         .await
@@ -192,6 +199,7 @@ impl KeyStore {
         let (kv, stream) = bucket(js, &config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
+                js: js.clone(),
                 kv,
                 stream,
                 masters,
@@ -300,8 +308,8 @@ impl KeyStore {
         }
     }
 
-    /// Creates `count` data keys of `scope`, written to the bucket with pipelined puts; they
-    /// are durable when this returns.
+    /// Creates `count` data keys of `scope`, written to the bucket in atomic batches (one
+    /// stored write per batch instead of one per key); they are durable when this returns.
     pub async fn create(&self, scope: Scope, count: usize) -> Result<Vec<DataKey>, KeyError> {
         let tenant = self.tenant(scope).await?;
         let keys: Vec<DataKey> = (0..count)
@@ -310,22 +318,59 @@ impl KeyStore {
                 key: SecretKey::random(),
             })
             .collect();
-        let puts = keys.iter().map(|k| {
-            let wrapped =
-                tenant
-                    .key
-                    .wrap(&tenant.id.to_string(), &Self::data_aad(scope, k.id), &k.key);
-            let bytes = serde_json::to_vec(&wrapped).unwrap_or_default();
-            self.inner.kv.put(data_name(scope, k.id), bytes.into())
-        });
-        futures::future::try_join_all(puts)
-            .await
-            .map_err(|e| nats("write data keys", e))?;
+        let entries: Vec<(String, bytes::Bytes)> = keys
+            .iter()
+            .map(|k| {
+                let wrapped =
+                    tenant
+                        .key
+                        .wrap(&tenant.id.to_string(), &Self::data_aad(scope, k.id), &k.key);
+                let bytes = serde_json::to_vec(&wrapped).unwrap_or_default();
+                (data_name(scope, k.id), bytes.into())
+            })
+            .collect();
+        self.put_batches(&entries).await?;
         let mut cache = lock(&self.inner.data);
         for k in &keys {
             cache.put((scope, k.id), Slot::Key(Arc::new(k.key.clone())));
         }
         Ok(keys)
+    }
+
+    /// Writes `entries` as bucket puts in atomic batches of [`WRITE_BATCH`]: every message
+    /// but the last of a batch is a plain publish, the last commits it and is acknowledged,
+    /// and the server stores all of them or none (a batch cut short by a lost connection is
+    /// dropped, and its keys are never handed out).
+    async fn put_batches(&self, entries: &[(String, bytes::Bytes)]) -> Result<(), KeyError> {
+        let client = self.inner.js.client();
+        for chunk in entries.chunks(WRITE_BATCH) {
+            // Stored with every key of the batch: 16 characters are plenty to be unique
+            // among the batches in flight.
+            let id = Uuid::new_v4().simple().to_string()[..16].to_owned();
+            let last = chunk.len() - 1;
+            for (index, (name, value)) in chunk.iter().enumerate() {
+                let subject = format!("$KV.{}.{name}", self.inner.config.bucket);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Batch-Id", id.as_str());
+                headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+                if index < last {
+                    client
+                        .publish_with_headers(subject, headers, value.clone())
+                        .await
+                        .map_err(|e| nats("write data keys", e))?;
+                    continue;
+                }
+                headers.insert("Nats-Batch-Commit", "1");
+                self.inner
+                    .js
+                    .publish_with_headers(subject, headers, value.clone())
+                    .await
+                    .map_err(|e| nats("write data keys", e))?
+                    .await
+                    .map_err(|e| nats("write data keys", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// A durable data key for a new subject of `scope`: from the pool when it has one (and a
