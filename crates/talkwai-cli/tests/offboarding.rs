@@ -51,14 +51,12 @@ struct Markers {
 }
 
 impl Markers {
-    fn new(tag: &str) -> Self {
+    /// Markers tagged `tag`; the email at `domain` (a tenant with a domain accepts no other).
+    fn new(tag: &str, domain: &str) -> Self {
         Self {
             first: marker(&format!("{tag}first")),
             last: marker(&format!("{tag}last")),
-            email: format!(
-                "{}@marker.example",
-                marker(&format!("{tag}mail")).to_lowercase()
-            ),
+            email: format!("{}@{domain}", marker(&format!("{tag}mail")).to_lowercase()),
             subject: marker(&format!("{tag}subject")),
             content: marker(&format!("{tag}content")),
         }
@@ -312,7 +310,10 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
     }
     let [superadmin, admin] = [admins[0].clone(), admins[1].clone()];
     // Personal data with markers in both tenants (sealed: `up` has a master key).
-    let (a_marks, b_marks) = (Markers::new("a"), Markers::new("b"));
+    let (a_marks, b_marks) = (
+        Markers::new("a", "acme.com"),
+        Markers::new("b", "beta.example"),
+    );
     a_marks.write(&sys, a, &a_owner).await;
     let b_marked = b_marks.write(&sys, b, &b_owner).await;
     sys.projected(seq(&b_task).max(b_marked)).await;
@@ -489,6 +490,11 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
     // None of A's personal data is left anywhere: not in nats-server's files (the log holds
     // it sealed, its keys are gone), not in PostgreSQL, not in an export of the log.
     let a_needles = a_marks.all();
+    // The scan reads the store: the tenant's name (not personal, never sealed) is found.
+    assert!(
+        !files_holding(&data.join("nats"), &[b"Beta Clinic"]).is_empty(),
+        "the scan finds what nats-server stores in clear"
+    );
     assert_eq!(
         files_holding(&data.join("nats"), &a_needles.map(str::as_bytes)),
         Vec::<String>::new(),
@@ -511,6 +517,11 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
         found_in(&dump, &a_needles),
         Vec::<&str>::new(),
         "A's markers in pg_dump"
+    );
+    assert_eq!(
+        found_in(&dump, &b_marks.all()),
+        b_marks.all().to_vec(),
+        "B's rows are in the dump, in clear"
     );
     let export = common::run_talkwai(
         &["events", "export"],

@@ -12,8 +12,8 @@
 //! tenant keys and leaves the log and the data keys as they are.
 //!
 //! Writers never wait for a key write on their path: [`KeyStore::take`] hands out a key from a
-//! pool of keys already durable in the bucket, refilled in the background with pipelined puts
-//! (an unused key left by a crash is harmless). Readers fetch the keys a batch needs in one
+//! pool of keys already durable in the bucket, refilled in the background with one atomic
+//! batch of puts (an unused key left by a crash is harmless). Readers fetch the keys a batch needs in one
 //! go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is remembered as
 //! erased (a destroyed key never comes back).
 //!
@@ -55,7 +55,7 @@ pub struct KeyStoreConfig {
     /// Data keys kept unwrapped in memory (a bound, least recently used first out).
     pub cache: NonZeroUsize,
     /// Keys created per pool refill, per scope (0: no pool, every new subject writes its key
-    /// before it is used).
+    /// before it is used); a refill starts when fewer than half are left.
     pub pool_batch: usize,
 }
 
@@ -65,7 +65,7 @@ impl Default for KeyStoreConfig {
             bucket: BUCKET.to_owned(),
             replicas: 1,
             cache: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
-            pool_batch: 256,
+            pool_batch: 512,
         }
     }
 }
@@ -85,11 +85,27 @@ struct TenantKey {
 }
 
 /// Ready keys of one scope.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pool {
     ready: Vec<DataKey>,
     refilling: bool,
+    /// Bumped when a refill ends (with keys or not): what a writer that found the pool dry
+    /// waits for, instead of writing a key of its own.
+    refilled: tokio::sync::watch::Sender<u64>,
 }
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            ready: Vec::new(),
+            refilling: false,
+            refilled: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// Refills a writer that found the pool dry waits for before it writes a key of its own.
+const DRY_WAITS: usize = 2;
 
 #[derive(Debug)]
 struct Inner {
@@ -374,29 +390,38 @@ impl KeyStore {
     }
 
     /// A durable data key for a new subject of `scope`: from the pool when it has one (and a
-    /// refill started in the background when it runs low), else written now.
+    /// refill started in the background when it runs low). A writer that finds the pool dry
+    /// waits for the refill under way (one batch serves every writer waiting), and writes a
+    /// key of its own only when refills bring none.
     pub async fn take(&self, scope: Scope) -> Result<DataKey, KeyError> {
         let batch = self.inner.config.pool_batch;
-        let (key, refill) = {
-            let mut pools = lock(&self.inner.pools);
-            let pool = pools.entry(scope).or_default();
-            let key = pool.ready.pop();
-            let refill = batch > 0 && !pool.refilling && pool.ready.len() < batch / 2;
-            pool.refilling |= refill;
-            (key, refill)
-        };
-        if refill {
-            let store = self.clone();
-            tokio::spawn(async move { store.refill(scope, batch).await });
+        for _ in 0..=DRY_WAITS {
+            let (key, refill, wait) = {
+                let mut pools = lock(&self.inner.pools);
+                let pool = pools.entry(scope).or_default();
+                let key = pool.ready.pop();
+                let refill = batch > 0 && !pool.refilling && pool.ready.len() < batch / 2;
+                pool.refilling |= refill;
+                let wait = (key.is_none() && pool.refilling).then(|| pool.refilled.subscribe());
+                (key, refill, wait)
+            };
+            if refill {
+                let store = self.clone();
+                tokio::spawn(async move { store.refill(scope, batch).await });
+            }
+            match (key, wait) {
+                (Some(key), _) => return Ok(key),
+                // `changed` sees every bump after `subscribe`, so none is missed.
+                (None, Some(mut refilled)) => {
+                    let _ = refilled.changed().await;
+                }
+                (None, None) => break,
+            }
         }
-        match key {
-            Some(key) => Ok(key),
-            None => self
-                .create(scope, 1)
-                .await?
-                .pop()
-                .ok_or_else(|| nats("write data keys", "no key created")),
-        }
+        self.create(scope, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| nats("write data keys", "no key created"))
     }
 
     async fn refill(&self, scope: Scope, batch: usize) {
@@ -408,6 +433,7 @@ impl KeyStore {
             Ok(keys) => pool.ready.extend(keys),
             Err(e) => warn!(error = %e, scope = %scope_token(scope), "key pool refill failed"),
         }
+        pool.refilled.send_modify(|n| *n += 1);
     }
 
     /// Fills the pool of `scope` now (a service warming up a tenant, or a benchmark).
