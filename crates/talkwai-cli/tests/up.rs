@@ -706,9 +706,15 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         .to_owned();
     let owner = demo::OWNER.to_string();
     let args = ["token", "mint", "--member", owner.as_str()];
+    // The member's history is sealed (`up` seals by default): the printed master key file
+    // opens it.
     let output = common::talkwai()
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
+        .env(
+            "TALKWAI_MASTER_KEY_FILE",
+            up.export("TALKWAI_MASTER_KEY_FILE"),
+        )
         .args(args)
         .output()
         .await
@@ -754,6 +760,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         let output = common::talkwai()
             .env("TALKWAI_NATS_URL", &nats_url)
             .env("TALKWAI_JWT_SECRET", &secret)
+            .env(
+                "TALKWAI_MASTER_KEY_FILE",
+                up.export("TALKWAI_MASTER_KEY_FILE"),
+            )
             .args(&args)
             .output()
             .await
@@ -792,6 +802,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
     let output = common::talkwai()
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
+        .env(
+            "TALKWAI_MASTER_KEY_FILE",
+            up.export("TALKWAI_MASTER_KEY_FILE"),
+        )
         .env("TALKWAI_TOKEN", &platform)
         .args(args)
         .output()
