@@ -254,6 +254,16 @@ fn key_lines(export: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Writes the key lines of an export to `path` in the `talkwai keys export` format; how many.
+fn write_keys(path: &std::path::Path, export: &str) -> usize {
+    let lines: Vec<String> = key_lines(export)
+        .iter()
+        .map(|l| l["key"].to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n")).expect("write the keys");
+    lines.len()
+}
+
 /// `talkwai events show <target> --json` on `url` with `master`: the first event's data.
 async fn shown(url: &str, master: &str, target: &str, tenant: &str) -> serde_json::Value {
     let run = common::run_talkwai(
@@ -363,11 +373,7 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
     // Restoring the same keys again changes nothing; a different key under a known name is
     // refused with a typed error and leaves the one there.
     let keys_only = dir.path().join("keys.jsonl");
-    let lines: Vec<String> = key_lines(&after.stdout)
-        .iter()
-        .map(|l| l["key"].to_string())
-        .collect();
-    std::fs::write(&keys_only, lines.join("\n")).expect("write");
+    let count = write_keys(&keys_only, &after.stdout);
     let master_env = [("TALKWAI_MASTER_KEY", master.as_str())];
     let again = run_with_stdin_env(&url, &["keys", "import"], &keys_only, &master_env).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
@@ -406,11 +412,7 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
     // The backup taken before the erasure, restored where the key was destroyed, does not
     // bring it back.
     let older_keys = dir.path().join("older-keys.jsonl");
-    let lines: Vec<String> = key_lines(&before.stdout)
-        .iter()
-        .map(|l| l["key"].to_string())
-        .collect();
-    std::fs::write(&older_keys, lines.join("\n")).expect("write");
+    write_keys(&older_keys, &before.stdout);
     let origin = h.server.url();
     let restore = run_with_stdin_env(&origin, &["keys", "import"], &older_keys, &master_env).await;
     assert_eq!(restore.code, 0, "{}", restore.stderr);

@@ -338,12 +338,9 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         &tenant_arg,
         "--json",
     ];
-    let output = common::talkwai()
+    let output = up
+        .cli()
         .env("TALKWAI_NATS_URL", up.export("TALKWAI_NATS_URL"))
-        .env(
-            "TALKWAI_MASTER_KEY_FILE",
-            up.export("TALKWAI_MASTER_KEY_FILE"),
-        )
         .args(args)
         .output()
         .await
@@ -708,13 +705,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
     let args = ["token", "mint", "--member", owner.as_str()];
     // The member's history is sealed (`up` seals by default): the printed master key file
     // opens it.
-    let output = common::talkwai()
+    let output = up
+        .cli()
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
-        .env(
-            "TALKWAI_MASTER_KEY_FILE",
-            up.export("TALKWAI_MASTER_KEY_FILE"),
-        )
         .args(args)
         .output()
         .await
@@ -757,13 +751,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         if expected.is_empty() {
             args.extend(["--tenant", tenant_b.as_str()]);
         }
-        let output = common::talkwai()
+        let output = up
+            .cli()
             .env("TALKWAI_NATS_URL", &nats_url)
             .env("TALKWAI_JWT_SECRET", &secret)
-            .env(
-                "TALKWAI_MASTER_KEY_FILE",
-                up.export("TALKWAI_MASTER_KEY_FILE"),
-            )
             .args(&args)
             .output()
             .await
@@ -799,13 +790,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         "--role",
         "manager",
     ];
-    let output = common::talkwai()
+    let output = up
+        .cli()
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
-        .env(
-            "TALKWAI_MASTER_KEY_FILE",
-            up.export("TALKWAI_MASTER_KEY_FILE"),
-        )
         .env("TALKWAI_TOKEN", &platform)
         .args(args)
         .output()
