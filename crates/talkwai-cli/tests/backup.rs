@@ -380,7 +380,7 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
     assert!(
         again
             .stdout
-            .contains(&format!("restored 0 of {} keys", lines.len())),
+            .contains(&format!("restored 0 of {count} keys")),
         "{}",
         again.stdout
     );
