@@ -12,10 +12,10 @@
 //! tenant keys and leaves the log and the data keys as they are.
 //!
 //! Writers never wait for a key write on their path: [`KeyStore::take`] hands out a key from a
-//! pool of keys already durable in the bucket, refilled in the background with one atomic
-//! batch of puts (an unused key left by a crash is harmless). Readers fetch the keys a batch needs in one
-//! go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is remembered as
-//! erased (a destroyed key never comes back).
+//! pool of keys already durable in the bucket, refilled in the background with atomic
+//! batches of puts (an unused key left by a crash is harmless). Readers fetch the keys a batch
+//! needs in one go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is
+//! remembered as erased (a destroyed key never comes back).
 //!
 //! Destroying a key erases its message from the bucket's stream (JetStream's message delete
 //! overwrites the stored bytes unless told not to), so the wrapped key is not left on disk.
