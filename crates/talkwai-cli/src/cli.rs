@@ -166,11 +166,13 @@ pub enum EventsCommand {
     Tail(TailArgs),
     /// Print the full history of one aggregate and its folded version.
     Show(ShowArgs),
-    /// Write the log (or one tenant's part) to stdout as JSON lines: seq, subject, time,
-    /// headers, payload. A progress bar goes to stderr.
+    /// Write the log (or one tenant's part) to stdout as JSON lines: first the scope's
+    /// personal-data keys as stored (wrapped; `{"key": {"name", "value"}}`), then the events
+    /// (seq, subject, time, headers, payload). A progress bar goes to stderr.
     Export(ExportArgs),
     /// Append JSON lines from `talkwai events export` (stdin) to an empty event stream, in
-    /// order, with their subjects, headers and payloads.
+    /// order, with their subjects, headers and payloads, after restoring its keys (a key
+    /// already there is kept, a destroyed one stays destroyed, a different one is refused).
     Import(ImportArgs),
 }
 
@@ -241,10 +243,11 @@ pub enum KeysCommand {
     /// Re-wrap every tenant key under `TALKWAI_MASTER_KEY`, opening the old ones with
     /// `TALKWAI_MASTER_KEY_PREVIOUS`; the log and the data keys are untouched.
     RotateMaster,
-    /// Write every key of the bucket, wrapped, to stdout as JSON lines (back it up with
-    /// `talkwai events export`: one is useless without the other).
+    /// Write every key of the bucket, wrapped, to stdout as JSON lines (`talkwai events
+    /// export` carries them too, before the events).
     Export,
-    /// Restore the lines of `talkwai keys export` (stdin); existing keys are kept.
+    /// Restore the lines of `talkwai keys export` (stdin): a key already there is kept, a
+    /// destroyed one stays destroyed, a different key under the same name is refused.
     Import,
     /// Destroy one data subject's key: every field sealed with it reads as erased for good.
     Destroy(DestroyKeyArgs),

@@ -102,6 +102,10 @@ pub enum CliError {
     /// Whoever reads stdout went away (`talkwai events tail | head`); not a failure.
     #[error("output closed")]
     OutputClosed,
+    /// The personal-data key store refused or failed (a restore that would replace a
+    /// different key is [`talkwai_keys::KeyError::Conflict`], exit code 2).
+    #[error("personal-data keys: {0}")]
+    Keys(#[from] talkwai_keys::KeyError),
     /// A file operation failed.
     #[error("{action} {}", .path.display())]
     Io {
@@ -134,7 +138,7 @@ impl CliError {
                 talkwai_projector::ProjectorError::Invalid(_)
                 | talkwai_projector::ProjectorError::Parity(_),
             ) => EXIT_REJECTED,
-            Self::Usage(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Keys(talkwai_keys::KeyError::Conflict { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

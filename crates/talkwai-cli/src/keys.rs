@@ -3,9 +3,7 @@
 
 use std::io::BufRead as _;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
+use talkwai_keys::backup::KeyLine;
 use talkwai_keys::{KeyArgs, KeyStore, MasterKey};
 use talkwai_proto::Scope;
 
@@ -13,14 +11,6 @@ use crate::cli::{DestroyKeyArgs, KeysCommand};
 use crate::error::CliError;
 use crate::events;
 use crate::output::line;
-
-/// One line of `talkwai keys export`: a bucket entry as stored (wrapped: useless without the
-/// master key).
-#[derive(Debug, Serialize, Deserialize)]
-struct KeyLine {
-    name: String,
-    value: String,
-}
 
 /// Runs one `talkwai keys` subcommand.
 pub async fn run(nats_url: &str, keys: &KeyArgs, command: KeysCommand) -> Result<(), CliError> {
@@ -45,11 +35,8 @@ pub async fn run(nats_url: &str, keys: &KeyArgs, command: KeysCommand) -> Result
         }
         KeysCommand::Export => {
             for (name, value) in store.export().await.map_err(keys_error)? {
-                let text = serde_json::to_string(&KeyLine {
-                    name,
-                    value: STANDARD.encode(value),
-                })
-                .map_err(|e| CliError::Nats(e.to_string()))?;
+                let text = serde_json::to_string(&KeyLine::new(name, &value))
+                    .map_err(|e| CliError::Nats(e.to_string()))?;
                 line(&text)?;
             }
             Ok(())
@@ -72,15 +59,17 @@ async fn import(store: &KeyStore) -> Result<(), CliError> {
         }
         let entry: KeyLine = serde_json::from_str(&text)
             .map_err(|e| CliError::Usage(format!("line {}: {e}", index + 1)))?;
-        let value = STANDARD
-            .decode(&entry.value)
-            .map_err(|e| CliError::Usage(format!("line {}: {e}", index + 1)))?;
-        entries.push((entry.name, value.into()));
+        entries.push(
+            entry
+                .entry()
+                .map_err(|e| CliError::Usage(format!("line {}: {e}", index + 1)))?,
+        );
     }
     let total = entries.len();
-    let restored = store.import(entries).await.map_err(keys_error)?;
+    let restored = store.restore(entries).await?;
     line(&format!(
-        "restored {restored} of {total} keys (the others were there)"
+        "restored {} of {total} keys ({} were there, {} destroyed here stay destroyed)",
+        restored.written, restored.present, restored.destroyed
     ))
 }
 

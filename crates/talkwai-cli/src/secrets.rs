@@ -2,6 +2,9 @@
 //! password per user of `deploy/nats/auth.conf`, the auth callout's account key) of the local
 //! system, generated on the first `talkwai up` and found again by every later one; a file of an
 //! older version gains the missing ones. Written with mode 0600.
+//!
+//! `<data>/master.key`: the master key that seals personal data (base64, what
+//! `TALKWAI_MASTER_KEY_FILE` names), generated once by [`master_key_file`], mode 0600.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -82,6 +85,9 @@ pub struct Secrets {
     pub nats: NatsSecrets,
     /// Whether this run generated them.
     pub created: bool,
+    /// The master key file `up` hands every service (`TALKWAI_MASTER_KEY_FILE`): its own
+    /// [`MASTER_KEY_FILE`], or `None` when the operator configured a master key.
+    pub master_key_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -180,14 +186,50 @@ pub fn load_or_create(path: &Path) -> Result<Secrets, CliError> {
             callout_key: std::sync::Arc::new(callout_key),
         },
         created,
+        master_key_file: None,
     })
+}
+
+/// The master key file's name inside the data dir.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// `<data>/master.key`: checked (a master key, mode 0600) when it is there, else generated
+/// and written (0600, atomically). Returns its path and whether it was created. Losing the
+/// file loses every sealed field of the local system: it is never rewritten.
+pub fn master_key_file(data: &Path) -> Result<(std::path::PathBuf, bool), CliError> {
+    let path = data.join(MASTER_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            talkwai_keys::MasterKey::from_base64(&text).map_err(|e| {
+                CliError::Usage(format!(
+                    "{} is not a master key ({e}); it seals this data dir's personal data: \
+                     restore it, or remove the whole data dir",
+                    path.display()
+                ))
+            })?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| CliError::io("restricting", &path, e))?;
+            Ok((path, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (_, text) = talkwai_keys::MasterKey::generate();
+            write_private_bytes(&path, format!("{text}\n").as_bytes())?;
+            Ok((path, true))
+        }
+        Err(e) => Err(CliError::io("reading", &path, e)),
+    }
 }
 
 /// Writes `file` to `path` with mode 0600, through a temp file and a rename.
 fn write_private(path: &Path, file: &SecretsFile) -> Result<(), CliError> {
     let text = serde_json::to_vec_pretty(file)
         .map_err(|e| CliError::Usage(format!("cannot encode secrets: {e}")))?;
-    let tmp = path.with_extension("json.tmp");
+    write_private_bytes(path, &text)
+}
+
+/// Writes `text` to `path` with mode 0600, through a temp file and a rename.
+fn write_private_bytes(path: &Path, text: &[u8]) -> Result<(), CliError> {
+    let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
@@ -195,7 +237,7 @@ fn write_private(path: &Path, file: &SecretsFile) -> Result<(), CliError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| CliError::io("creating", &tmp, e))?;
-    out.write_all(&text)
+    out.write_all(text)
         .and_then(|()| out.sync_all())
         .map_err(|e| CliError::io("writing", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| CliError::io("renaming", &tmp, e))
@@ -256,5 +298,34 @@ mod tests {
             "the added credentials are written back"
         );
         assert_eq!(again.platform_token.expose_secret(), "p-old");
+    }
+
+    #[test]
+    fn the_master_key_is_generated_once_private_and_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (path, created) = master_key_file(dir.path()).expect("first");
+        assert!(created);
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "master.key must be 0600");
+        let text = std::fs::read_to_string(&path).expect("read");
+        talkwai_keys::MasterKey::from_base64(&text).expect("a master key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let (again, created) = master_key_file(dir.path()).expect("second");
+        assert_eq!((again.as_path(), created), (path.as_path(), false));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text, "kept");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "tightened again");
+        std::fs::write(&path, "not a key").expect("write");
+        assert!(matches!(
+            master_key_file(dir.path()),
+            Err(CliError::Usage(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "not a key");
     }
 }

@@ -144,10 +144,12 @@ fn settings<C: clap::Args + clap::FromArgMatches>(
 fn projector_config(
     nats_url: &str,
     database_url: &str,
+    secrets: &secrets::Secrets,
 ) -> Result<talkwai_projector::Config, CliError> {
     let mut config: talkwai_projector::Config =
         settings("projector", &["--database-url", database_url])?;
     config.nats = talkwai_service::NatsArgs::new(nats_url);
+    local_keys(&mut config.keys, secrets);
     config.database_url = database_url.to_owned();
     config.instance = "talkwai-up".to_owned();
     Ok(config)
@@ -169,6 +171,21 @@ fn query_config(
     Ok(config)
 }
 
+/// The local system's master key: the data dir's `master.key` unless the operator set
+/// `TALKWAI_MASTER_KEY` or `TALKWAI_MASTER_KEY_FILE` (then a service's own settings keep it).
+fn local_keys(keys: &mut talkwai_keys::KeyArgs, secrets: &secrets::Secrets) {
+    if let Some(file) = &secrets.master_key_file {
+        keys.master_key = None;
+        keys.master_key_file = Some(file.clone());
+    }
+}
+
+/// Whether the operator configured a master key (`TALKWAI_MASTER_KEY[_FILE]`).
+fn operator_master_key() -> Result<bool, CliError> {
+    let keys: talkwai_keys::KeyArgs = settings("keys", &[])?;
+    Ok(keys.master_key.is_some() || keys.master_key_file.is_some())
+}
+
 /// The local system's token settings: the secrets of the data dir, no issuer or audience
 /// (key files from the environment are kept).
 fn local_auth(auth: &mut AuthArgs, secrets: &secrets::Secrets) {
@@ -184,6 +201,7 @@ fn service_config(nats_url: &str, secrets: &secrets::Secrets) -> Result<Config, 
     let mut config: Config = settings("command service", &[])?;
     config.nats = talkwai_service::NatsArgs::new(nats_url);
     local_auth(&mut config.auth, secrets);
+    local_keys(&mut config.keys, secrets);
     config.instance = "talkwai-up".to_owned();
     Ok(config)
 }
@@ -197,6 +215,7 @@ fn notifier_config(
     let mut config: talkwai_notifier::Config = settings("notifier", &[])?;
     config.nats = talkwai_service::NatsArgs::new(nats_url);
     local_auth(&mut config.auth, secrets);
+    local_keys(&mut config.keys, secrets);
     config.instance = "talkwai-up".to_owned();
     Ok(config)
 }
@@ -405,7 +424,7 @@ async fn start_services(
         })
     });
     let projector = talkwai_projector::Projector::build_with(
-        projector_config(nats_url, postgres_url)?,
+        projector_config(nats_url, postgres_url, secrets)?,
         login.options("projector", |n| &n.projector_password)?,
     )
     .await?;
@@ -494,14 +513,29 @@ async fn serve(
 /// Runs `talkwai up` until SIGINT or SIGTERM.
 pub async fn run(nats_url: &str, args: UpArgs) -> Result<(), CliError> {
     let data = data_dir(args.data_dir.clone())?;
-    let secrets = secrets::load_or_create(&data.join(secrets::FILE_NAME))?;
+    let mut secrets = secrets::load_or_create(&data.join(secrets::FILE_NAME))?;
+    // Personal data is sealed by default: a master key generated once into the data dir.
+    let mut master_key_created = false;
+    if !operator_master_key()? {
+        let (file, created) = secrets::master_key_file(&data)?;
+        secrets.master_key_file = Some(file);
+        master_key_created = created;
+    }
 
     let mut servers = Servers {
         nats: None,
         postgres: None,
         guardians: Vec::new(),
     };
-    let outcome = run_with(nats_url, args, &data, &secrets, &mut servers).await;
+    let outcome = run_with(
+        nats_url,
+        args,
+        &data,
+        &secrets,
+        master_key_created,
+        &mut servers,
+    )
+    .await;
     servers.stop().await;
     if outcome.is_ok() {
         line(&format!(
@@ -519,6 +553,7 @@ async fn run_with(
     args: UpArgs,
     data: &Path,
     secrets: &secrets::Secrets,
+    master_key_created: bool,
     servers: &mut Servers,
 ) -> Result<(), CliError> {
     if !args.no_nats {
@@ -620,6 +655,8 @@ async fn run_with(
                     postgres_url: &postgres_url,
                     postgres_local: servers.postgres.is_some(),
                     secrets_created: secrets.created,
+                    master_key_file: secrets.master_key_file.as_deref(),
+                    master_key_created,
                     demo: DemoState::Skipped,
                     owner_token: None,
                     admin_token: None,
@@ -651,11 +688,26 @@ struct Banner<'a> {
     postgres_url: &'a str,
     postgres_local: bool,
     secrets_created: bool,
+    /// The data dir's master key file (`None`: the operator's master key).
+    master_key_file: Option<&'a Path>,
+    /// Whether this run generated it.
+    master_key_created: bool,
     demo: DemoState,
     /// The demo owner's token (printed for the demo).
     owner_token: Option<&'a SecretString>,
     /// A demo admin's token (the dashboard's admin view).
     admin_token: Option<&'a SecretString>,
+}
+
+/// The `export TALKWAI_MASTER_KEY_FILE=...` line, when `up` uses its own master key.
+fn print_master_key_export(b: &Banner<'_>) -> Result<(), CliError> {
+    match b.master_key_file {
+        Some(file) => line(&format!(
+            "  export TALKWAI_MASTER_KEY_FILE={}",
+            file.display()
+        )),
+        None => Ok(()),
+    }
 }
 
 fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
@@ -720,6 +772,20 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         "talkwai up: secrets       {data}/{} (platform token, JWT secret, NATS passwords; {secrets_note})",
         secrets::FILE_NAME
     ))?;
+    match b.master_key_file {
+        Some(file) => line(&format!(
+            "talkwai up: master key    {}  (seals personal data in the log; {}; every service uses it, and so must talkwai events/keys/tenant export: export TALKWAI_MASTER_KEY_FILE below; lose it and every sealed field is lost)",
+            file.display(),
+            if b.master_key_created {
+                "generated now"
+            } else {
+                "reused from an earlier run"
+            }
+        ))?,
+        None => line(
+            "talkwai up: master key    the operator's (TALKWAI_MASTER_KEY or TALKWAI_MASTER_KEY_FILE), given to every service",
+        )?,
+    }
     if b.nats_local {
         line(
             "talkwai up: nats users    deploy/nats/auth.conf's (services, operator, tenant-acme); other clients sign in with a bearer token as the NATS auth token (auth callout), anonymous ones are refused",
@@ -742,6 +808,7 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
         line("")?;
         line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
         line(&format!("  export TALKWAI_DATABASE_URL={}", b.postgres_url))?;
+        print_master_key_export(b)?;
         line(&format!(
             "  export TALKWAI_TOKEN={}",
             owner_token.expose_secret()
@@ -805,6 +872,7 @@ fn print_banner(b: &Banner<'_>) -> Result<(), CliError> {
     } else {
         line(&format!("  export TALKWAI_NATS_URL={}", b.nats_url))?;
         line(&format!("  export TALKWAI_DATABASE_URL={}", b.postgres_url))?;
+        print_master_key_export(b)?;
         line("  talkwai projections status   # read models: checkpoint, lag, dead letters")?;
         line("  talkwai rooms watch admin global   # system alerts and admin presence, live")?;
         line(&format!(

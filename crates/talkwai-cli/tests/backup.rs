@@ -2,6 +2,11 @@
 //! imported into a fresh one holds the same messages (subjects, headers, payloads) at the same
 //! sequences; an import refuses a stream that already holds events; a one-tenant export
 //! imports as that tenant's per-subject histories, renumbered consecutively.
+//!
+//! With sealing on, an export carries the wrapped keys (key lines first): imported into a fresh
+//! nats-server, the CLI with the same master key reads the clear values; a key destroyed
+//! before the export stays erased; restoring an older backup brings no destroyed key back; a
+//! second restore is a no-op and a different key under a known name is refused.
 
 mod common;
 
@@ -63,15 +68,26 @@ fn headers(message: &StoredMessage) -> BTreeMap<String, Vec<String>> {
 
 /// Runs `talkwai <args>` against `url` with `input` as stdin.
 async fn run_with_stdin(url: &str, args: &[&str], input: &std::path::Path) -> Run {
+    run_with_stdin_env(url, args, input, &[]).await
+}
+
+/// Runs `talkwai <args>` against `url` with `input` as stdin and the variables `env`.
+async fn run_with_stdin_env(
+    url: &str,
+    args: &[&str],
+    input: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Run {
     let stdin =
         std::fs::File::open(input).unwrap_or_else(|e| panic!("open {}: {e}", input.display()));
+    let mut command = talkwai();
+    command.env("TALKWAI_NATS_URL", url);
+    for (name, value) in env {
+        command.env(name, value);
+    }
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        talkwai()
-            .env("TALKWAI_NATS_URL", url)
-            .args(args)
-            .stdin(Stdio::from(stdin))
-            .output(),
+        command.args(args).stdin(Stdio::from(stdin)).output(),
     )
     .await
     .unwrap_or_else(|_| panic!("talkwai {args:?} did not finish within 60s"))
@@ -214,5 +230,198 @@ async fn an_exported_log_imports_into_an_empty_stream_unchanged() {
             .any(|m| m.subject.contains(&other.tenant.to_string())),
         "only the exported tenant"
     );
+    h.stop().await;
+}
+
+/// The data key of the first event on `subject`: (scope token, key id).
+async fn key_of(h: &Harness, subject: &str) -> (String, Uuid) {
+    let store = EventStore::open(h.client.clone(), &StreamSettings::default())
+        .await
+        .expect("open the stream");
+    let messages = store.read_subject(subject, 0).await.expect("read");
+    let first = messages.first().expect("an event");
+    let (scope, key) = talkwai_proto::event::sealed_key(&first.subject, |n| first.header(n))
+        .unwrap_or_else(|| panic!("{subject} is not sealed"));
+    (scope.to_string(), key)
+}
+
+/// The key lines of an export, in order.
+fn key_lines(export: &str) -> Vec<serde_json::Value> {
+    export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|l| l.get("key").is_some())
+        .collect()
+}
+
+/// Writes the key lines of an export to `path` in the `talkwai keys export` format; how many.
+fn write_keys(path: &std::path::Path, export: &str) -> usize {
+    let lines: Vec<String> = key_lines(export)
+        .iter()
+        .map(|l| l["key"].to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n")).expect("write the keys");
+    lines.len()
+}
+
+/// `talkwai events show <target> --json` on `url` with `master`: the first event's data.
+async fn shown(url: &str, master: &str, target: &str, tenant: &str) -> serde_json::Value {
+    let run = common::run_talkwai(
+        &["events", "show", target, "--tenant", tenant, "--json"],
+        &[("TALKWAI_NATS_URL", url), ("TALKWAI_MASTER_KEY", master)],
+    )
+    .await;
+    assert_eq!(run.code, 0, "events show {target}: {}", run.stderr);
+    run.json()["events"][0]["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
+    let (_, master) = talkwai_keys::MasterKey::generate();
+    let h = Harness::start_sealed(&master).await;
+    let w = world(&h).await;
+    let t = w.tenant.to_string();
+    let (kept, gone) = (Uuid::new_v4(), Uuid::new_v4());
+    let kept_subject = format!("Kept {kept}");
+    let gone_subject = format!("Gone {gone}");
+    for (task, subject) in [(kept, &kept_subject), (gone, &gone_subject)] {
+        let mut body = task_body(task);
+        body["subject"] = json!(subject);
+        h.ok(&format!("{t}.task.create"), body, &w.owner_token)
+            .await;
+    }
+    let (scope, gone_key) = key_of(&h, &format!("talkwai.evt.{t}.task.{gone}")).await;
+    let (_, kept_key) = key_of(&h, &format!("talkwai.evt.{t}.task.{kept}")).await;
+    let gone_name = format!("data.{scope}.{gone_key}");
+    let kept_name = format!("data.{scope}.{kept_key}");
+    let owner_name = {
+        let (_, key) = key_of(&h, &format!("talkwai.evt.{t}.member.{}", w.owner)).await;
+        format!("data.{scope}.{key}")
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Before the erasure: the export holds the keys (no master key needed), first.
+    let before = h.run(&["events", "export"], &[]).await;
+    assert_eq!(before.code, 0, "export: {}", before.stderr);
+    let first: serde_json::Value =
+        serde_json::from_str(before.stdout.lines().next().expect("a line")).expect("JSON");
+    assert!(first.get("key").is_some(), "key lines come first: {first}");
+    let names: Vec<String> = key_lines(&before.stdout)
+        .iter()
+        .map(|l| l["key"]["name"].as_str().expect("a name").to_owned())
+        .collect();
+    for name in [&format!("tenant.{t}"), &kept_name, &gone_name, &owner_name] {
+        assert!(names.contains(name), "{name} in {names:?}");
+    }
+    assert!(
+        !before.stdout.contains(&kept_subject),
+        "the export holds sealed values only"
+    );
+    let older = dir.path().join("before.jsonl");
+    std::fs::write(&older, &before.stdout).expect("write");
+
+    // One subject is erased; the next export has its events but not its key.
+    let destroyed = h
+        .run(
+            &[
+                "keys",
+                "destroy",
+                "--scope",
+                &scope,
+                "--key",
+                &gone_key.to_string(),
+            ],
+            &[("TALKWAI_MASTER_KEY", &master)],
+        )
+        .await;
+    assert_eq!(destroyed.code, 0, "{}", destroyed.stderr);
+    let after = h.run(&["events", "export"], &[]).await;
+    assert_eq!(after.code, 0, "export: {}", after.stderr);
+    assert!(
+        after.stderr.contains("personal-data keys"),
+        "{}",
+        after.stderr
+    );
+    assert!(
+        !after.stdout.contains(&gone_name),
+        "a destroyed key is not exported"
+    );
+    assert!(after.stdout.contains(&kept_name));
+    let backup = dir.path().join("after.jsonl");
+    std::fs::write(&backup, &after.stdout).expect("write");
+
+    // Into a fresh nats-server: the CLI with the same master key reads the clear values, and
+    // the erased subject stays erased.
+    let fresh = NatsServer::start().await.expect("fresh nats-server");
+    let import = run_with_stdin(&fresh.url(), &["events", "import"], &backup).await;
+    assert_eq!(import.code, 0, "import: {}", import.stderr);
+    assert!(import.stderr.contains(" restored"), "{}", import.stderr);
+    let url = fresh.url();
+    let data = shown(&url, &master, &format!("task/{kept}"), &t).await;
+    assert_eq!(data["subject"], json!(kept_subject), "{data}");
+    let data = shown(&url, &master, &format!("member/{}", w.owner), &t).await;
+    assert_eq!(data["firstName"], "Olive", "{data}");
+    let data = shown(&url, &master, &format!("task/{gone}"), &t).await;
+    assert_eq!(data["subject"], serde_json::Value::Null, "{data}");
+    assert!(
+        data["erased"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!("subject"))),
+        "{data}"
+    );
+
+    // Restoring the same keys again changes nothing; a different key under a known name is
+    // refused with a typed error and leaves the one there.
+    let keys_only = dir.path().join("keys.jsonl");
+    let count = write_keys(&keys_only, &after.stdout);
+    let master_env = [("TALKWAI_MASTER_KEY", master.as_str())];
+    let again = run_with_stdin_env(&url, &["keys", "import"], &keys_only, &master_env).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains(&format!("restored 0 of {count} keys")),
+        "{}",
+        again.stdout
+    );
+    let owner_value = key_lines(&after.stdout)
+        .into_iter()
+        .find(|l| l["key"]["name"] == json!(owner_name))
+        .expect("the owner's key line")["key"]["value"]
+        .clone();
+    let forged = dir.path().join("forged.jsonl");
+    std::fs::write(
+        &forged,
+        json!({"name": kept_name, "value": owner_value}).to_string(),
+    )
+    .expect("write");
+    let conflict = run_with_stdin_env(&url, &["keys", "import"], &forged, &master_env).await;
+    assert_eq!(conflict.code, 2, "refused: {}", conflict.stderr);
+    assert!(
+        conflict.stderr.contains("different key"),
+        "{}",
+        conflict.stderr
+    );
+    let data = shown(&url, &master, &format!("task/{kept}"), &t).await;
+    assert_eq!(
+        data["subject"],
+        json!(kept_subject),
+        "the key there is kept"
+    );
+
+    // The backup taken before the erasure, restored where the key was destroyed, does not
+    // bring it back.
+    let older_keys = dir.path().join("older-keys.jsonl");
+    write_keys(&older_keys, &before.stdout);
+    let origin = h.server.url();
+    let restore = run_with_stdin_env(&origin, &["keys", "import"], &older_keys, &master_env).await;
+    assert_eq!(restore.code, 0, "{}", restore.stderr);
+    assert!(
+        restore.stdout.contains("1 destroyed here stay destroyed"),
+        "{}",
+        restore.stdout
+    );
+    let data = shown(&origin, &master, &format!("task/{gone}"), &t).await;
+    assert_eq!(data["subject"], serde_json::Value::Null, "{data}");
     h.stop().await;
 }

@@ -3,6 +3,11 @@
 //! first), then A's read models are gone (live, and after a rebuild), its room is closed, its
 //! commands, queries and presence are refused — and B's rows, room and commands are exactly
 //! as before.
+//!
+//! Sealing is on (`talkwai up` seals by default): both tenants hold a member and a task with
+//! unique marker strings in their personal fields. After A's erasure (and a rebuild), nats-server's
+//! store directory, a whole-database `pg_dump` and a `talkwai events export` hold none of A's
+//! markers, while B's still read in clear through queries.
 
 mod common;
 
@@ -12,6 +17,7 @@ use common::up::{Up, secrets_json};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use talkwai_cli::demo;
+use talkwai_testkit::scan::{files_holding, found_in};
 use talkwai_testkit::services::{admin_token, member_token, send_command};
 use talkwai_testkit::wait::poll_until;
 use uuid::Uuid;
@@ -20,6 +26,70 @@ const WITHIN: Duration = Duration::from_secs(10);
 
 /// The tables of a tenant's rows (by `tenant_id`; the tenant's own row by `id`).
 const TENANT_TABLES: [&str; 3] = ["members", "agents", "tasks"];
+
+/// A marker string unique to this run: letters only (a valid name), never written by anyone
+/// else.
+fn marker(tag: &str) -> String {
+    let letters: String = Uuid::new_v4()
+        .simple()
+        .to_string()
+        .bytes()
+        .take(16)
+        .map(|b| char::from(b'a' + (b % 26)))
+        .collect();
+    format!("Mk{tag}{letters}")
+}
+
+/// Personal data of one tenant, each field a marker: a member (names, email) and a task
+/// (subject, content).
+struct Markers {
+    first: String,
+    last: String,
+    email: String,
+    subject: String,
+    content: String,
+}
+
+impl Markers {
+    /// Markers tagged `tag`; the email at `domain` (a tenant with a domain accepts no other).
+    fn new(tag: &str, domain: &str) -> Self {
+        Self {
+            first: marker(&format!("{tag}first")),
+            last: marker(&format!("{tag}last")),
+            email: format!("{}@{domain}", marker(&format!("{tag}mail")).to_lowercase()),
+            subject: marker(&format!("{tag}subject")),
+            content: marker(&format!("{tag}content")),
+        }
+    }
+
+    fn all(&self) -> [&str; 5] {
+        [
+            &self.first,
+            &self.last,
+            &self.email,
+            &self.subject,
+            &self.content,
+        ]
+    }
+
+    /// Writes the member and the task into `tenant`; the last reply's seq.
+    async fn write(&self, sys: &System, tenant: Uuid, token: &str) -> u64 {
+        sys.ok(
+            &format!("talkwai.cmd.{tenant}.member.create"),
+            json!({"id": Uuid::new_v4(), "firstName": self.first, "lastName": self.last,
+                   "email": self.email, "role": "manager"}),
+            token,
+        )
+        .await;
+        let mut task = common::task_body(Uuid::new_v4());
+        task["subject"] = json!(self.subject);
+        task["content"] = json!(self.content);
+        let reply = sys
+            .ok(&format!("talkwai.cmd.{tenant}.task.create"), task, token)
+            .await;
+        seq(&reply)
+    }
+}
 
 struct System {
     client: async_nats::Client,
@@ -239,14 +309,25 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
         admins.push(admin_token(&sys.secret, user).expect("token"));
     }
     let [superadmin, admin] = [admins[0].clone(), admins[1].clone()];
-    sys.projected(seq(&b_task)).await;
+    // Personal data with markers in both tenants (sealed: `up` has a master key).
+    let (a_marks, b_marks) = (
+        Markers::new("a", "acme.com"),
+        Markers::new("b", "beta.example"),
+    );
+    a_marks.write(&sys, a, &a_owner).await;
+    let b_marked = b_marks.write(&sys, b, &b_owner).await;
+    sys.projected(seq(&b_task).max(b_marked)).await;
     let a_before = sys.rows_of(a).await;
     assert!(
         a_before.len() > 1 + demo::TASKS.len(),
         "tenant A has rows: {a_before:#?}"
     );
     let b_before = sys.rows_of(b).await;
-    assert_eq!(b_before.len(), 3, "B: tenant, member, task: {b_before:#?}");
+    assert_eq!(
+        b_before.len(),
+        5,
+        "B: tenant, two members, two tasks: {b_before:#?}"
+    );
 
     // Both rooms have a member present; both rooms are watched.
     for (tenant, token) in [(a, &a_owner), (b, &b_owner)] {
@@ -383,7 +464,7 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
     assert_eq!(query["ok"], true, "{query}");
     assert_eq!(
         query["data"]["tasks"].as_array().map(Vec::len),
-        Some(2),
+        Some(3),
         "{query}"
     );
 
@@ -391,17 +472,114 @@ async fn erasing_a_tenant_closes_it_everywhere_and_leaves_the_other_untouched() 
     // the live generation before it swaps); one row per bulk window, so A's rows are written
     // in windows before the one holding its erasure.
     let b_now = sys.rows_of(b).await;
+    // With the master key `up` uses (its personal fields are sealed).
+    let master_key_file = up.export("TALKWAI_MASTER_KEY_FILE");
     let run = common::run_talkwai(
         &["projections", "rebuild", "--bulk-rows", "1"],
         &[
             ("TALKWAI_NATS_URL", &nats_url),
             ("TALKWAI_DATABASE_URL", &database_url),
+            ("TALKWAI_MASTER_KEY_FILE", &master_key_file),
         ],
     )
     .await;
     assert_eq!(run.code, 0, "the rebuild's parity check: {}", run.stderr);
     assert_eq!(sys.rows_of(a).await, Vec::<String>::new());
     assert_eq!(sys.rows_of(b).await, b_now);
+
+    // None of A's personal data is left anywhere: not in nats-server's files (the log holds
+    // it sealed, its keys are gone), not in PostgreSQL, not in an export of the log.
+    let a_needles = a_marks.all();
+    // The scan reads the store: the tenant's name (not personal, never sealed) is found.
+    assert!(
+        !files_holding(&data.join("nats"), &[b"Beta Clinic"]).is_empty(),
+        "the scan finds what nats-server stores in clear"
+    );
+    assert_eq!(
+        files_holding(&data.join("nats"), &a_needles.map(str::as_bytes)),
+        Vec::<String>::new(),
+        "A's markers in nats-server's store"
+    );
+    let dump = tokio::process::Command::new("pg_dump")
+        .arg("--dbname")
+        .arg(&database_url)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run pg_dump: {e}"));
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("CREATE TABLE"), "a whole-database dump");
+    assert_eq!(
+        found_in(&dump, &a_needles),
+        Vec::<&str>::new(),
+        "A's markers in pg_dump"
+    );
+    assert_eq!(
+        found_in(&dump, &b_marks.all()),
+        b_marks.all().to_vec(),
+        "B's rows are in the dump, in clear"
+    );
+    let export = common::run_talkwai(
+        &["events", "export"],
+        &[
+            ("TALKWAI_NATS_URL", &nats_url),
+            ("TALKWAI_MASTER_KEY_FILE", &master_key_file),
+        ],
+    )
+    .await;
+    assert_eq!(export.code, 0, "export: {}", export.stderr);
+    assert!(
+        export.stdout.contains(&format!("talkwai.evt.{a}.member.")),
+        "the export holds A's events (sealed)"
+    );
+    assert_eq!(
+        found_in(&export.stdout, &a_needles),
+        Vec::<&str>::new(),
+        "A's markers in the export"
+    );
+    // The same reading of the log shows A's personal fields as erased, B's in clear.
+    let tail = common::run_talkwai(
+        &["events", "tail", "--from-seq", "1", "--json"],
+        &[
+            ("TALKWAI_NATS_URL", &nats_url),
+            ("TALKWAI_MASTER_KEY_FILE", &master_key_file),
+        ],
+    )
+    .await;
+    assert_eq!(tail.code, 0, "tail: {}", tail.stderr);
+    assert_eq!(found_in(&tail.stdout, &a_needles), Vec::<&str>::new());
+    assert_eq!(
+        found_in(&tail.stdout, &b_marks.all()),
+        b_marks.all().to_vec()
+    );
+    // B's personal data reads in clear through queries.
+    let tasks = sys.tasks(b, &b_owner, seq(&created)).await.to_string();
+    assert_eq!(
+        found_in(&tasks, &[&b_marks.subject, &b_marks.content]),
+        [b_marks.subject.as_str(), b_marks.content.as_str()],
+        "{tasks}"
+    );
+    let members = sys
+        .request(
+            format!("talkwai.qry.{b}"),
+            json!({"query": {"members": {}}, "minSeq": seq(&created)}),
+            &b_owner,
+        )
+        .await
+        .to_string();
+    assert_eq!(
+        found_in(&members, &[&b_marks.first, &b_marks.last, &b_marks.email]),
+        [
+            b_marks.first.as_str(),
+            b_marks.last.as_str(),
+            b_marks.email.as_str()
+        ],
+        "{members}"
+    );
 
     drop(a_room);
     drop(b_updates);

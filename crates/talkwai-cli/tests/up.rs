@@ -83,6 +83,20 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "secrets.json must be private");
+    // Sealing is on by default: a master key generated once into the data dir, private.
+    let master_file = data.join("master.key");
+    assert_eq!(
+        up.export("TALKWAI_MASTER_KEY_FILE"),
+        master_file.to_string_lossy(),
+        "the banner exports the master key file"
+    );
+    let mode = std::fs::metadata(&master_file)
+        .unwrap_or_else(|e| panic!("{} missing: {e}", master_file.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "master.key must be private");
+    let master_key = std::fs::read_to_string(&master_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", master_file.display()));
 
     // Watch the demo tenant's taskUpdates room topic (as printed in the banner) before the
     // command, as a dashboard would.
@@ -245,6 +259,16 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         .await
         .unwrap_or_else(|e| panic!("read: {e}"));
     assert_eq!(demo_events.len(), 1, "the demo tenant is created once");
+    // The command's personal fields are sealed in the log (no clear subject in the payload).
+    let created = events
+        .read_subject(&format!("talkwai.evt.{}.task.{task}", demo::TENANT), 0)
+        .await
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let payload = String::from_utf8_lossy(&created[0].payload).into_owned();
+    assert!(
+        payload.contains("\"enc\":\"v1\"") && !payload.contains("Renewal"),
+        "sealed by default: {payload}"
+    );
     drop(events);
     up.terminate().await;
 
@@ -258,6 +282,16 @@ async fn up_runs_the_system_and_finds_its_data_again() {
     assert!(
         up.says("found from an earlier run"),
         "secrets must be reused"
+    );
+    assert!(
+        up.says("reused from an earlier run"),
+        "the master key must be reused:\n{}",
+        up.banner.join("\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&master_file).unwrap_or_else(|e| panic!("master.key: {e}")),
+        master_key,
+        "the master key file is never rewritten"
     );
     let events = store(&up.export("TALKWAI_NATS_URL")).await;
     assert_eq!(
@@ -292,6 +326,32 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         Some(0),
         "the reused JWT secret must accept the earlier token: {}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    // The first run's sealed fields read in clear with the printed master key file.
+    let tenant_arg = demo::TENANT.to_string();
+    let target = format!("task/{task}");
+    let args = [
+        "events",
+        "show",
+        target.as_str(),
+        "--tenant",
+        &tenant_arg,
+        "--json",
+    ];
+    let output = up
+        .cli()
+        .env("TALKWAI_NATS_URL", up.export("TALKWAI_NATS_URL"))
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai events show: {e}"));
+    let run = common::Run::from_output(&args, output);
+    assert_eq!(run.code, 0, "events show: {}", run.stderr);
+    assert_eq!(
+        run.json()["events"][0]["data"]["subject"],
+        "Renewal",
+        "{}",
+        run.stdout
     );
     drop(events);
     up.terminate().await;
@@ -643,7 +703,10 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         .to_owned();
     let owner = demo::OWNER.to_string();
     let args = ["token", "mint", "--member", owner.as_str()];
-    let output = common::talkwai()
+    // The member's history is sealed (`up` seals by default): the printed master key file
+    // opens it.
+    let output = up
+        .cli()
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
         .args(args)
@@ -688,7 +751,8 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         if expected.is_empty() {
             args.extend(["--tenant", tenant_b.as_str()]);
         }
-        let output = common::talkwai()
+        let output = up
+            .cli()
             .env("TALKWAI_NATS_URL", &nats_url)
             .env("TALKWAI_JWT_SECRET", &secret)
             .args(&args)
@@ -726,7 +790,8 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         "--role",
         "manager",
     ];
-    let output = common::talkwai()
+    let output = up
+        .cli()
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
         .env("TALKWAI_TOKEN", &platform)

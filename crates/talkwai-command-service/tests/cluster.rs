@@ -9,6 +9,11 @@
 //!   gets exactly one reply, the load reaches all three, and SIGKILLing one of them loses no
 //!   acknowledged command.
 //!
+//! - The personal-data key bucket on the same cluster: R3 like the stream; with its leader
+//!   SIGKILLed, sealed commands (a new tenant's first key included) still succeed and every
+//!   sealed value still opens; a key destroyed meanwhile is gone on every node once the killed
+//!   node is back (no node answers it, no node's files hold its wrapped bytes).
+//!
 //! Replies are collected on one wildcard subscription so the test counts how many replies each
 //! request got (a plain `request` would only see the first).
 
@@ -23,7 +28,12 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use talkwai_domain::ErrorCode;
 use talkwai_eventstore::{EventStore, StreamSettings, server_urls};
+use talkwai_keys::{KeyStore, KeyStoreConfig, MasterKey, keyring_of};
+use talkwai_proto::Scope;
+use talkwai_proto::event::sealed_key;
+use talkwai_proto::sealed::open_data;
 use talkwai_proto::{CommandAccepted, CommandReply};
+use talkwai_testkit::scan::files_holding;
 use talkwai_testkit::wait;
 use talkwai_testkit::{NatsCluster, NatsServer, Postgres};
 use tokio::process::{Child, Command};
@@ -39,7 +49,14 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const COMMAND_DEADLINE: Duration = Duration::from_secs(45);
 
 fn spawn_service(urls: &str, name: &str, replicas: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_talkwai-command-service"))
+    service_command(urls, name, replicas)
+        .spawn()
+        .expect("spawn the command service binary")
+}
+
+fn service_command(urls: &str, name: &str, replicas: usize) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_talkwai-command-service"));
+    command
         .env("TALKWAI_NATS_URL", urls)
         .env("TALKWAI_STREAM_REPLICAS", replicas.to_string())
         .env("TALKWAI_PLATFORM_TOKEN", PLATFORM)
@@ -49,9 +66,8 @@ fn spawn_service(urls: &str, name: &str, replicas: usize) -> Child {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the command service binary")
+        .kill_on_drop(true);
+    command
 }
 
 async fn connect(urls: &str) -> async_nats::Client {
@@ -638,6 +654,179 @@ async fn three_instances_answer_every_command_once_and_survive_a_kill() {
         "queue group: {} commands acked; per instance before the kill {per_instance:?}; \
          retries (timeout, unavailable/conflict) {:?}",
         acked.len(),
+        driver.retries()
+    );
+}
+
+const KEY_STREAM: &str = "KV_TALKWAI_KEYS";
+
+/// A key store of its own (nothing cached) on `client`, with `master`.
+async fn key_store(client: &async_nats::Client, master: &str) -> KeyStore {
+    KeyStore::open(
+        &async_nats::jetstream::new(client.clone()),
+        vec![MasterKey::from_base64(master).expect("a master key")],
+        KeyStoreConfig::default(),
+    )
+    .await
+    .expect("key store")
+}
+
+/// The `subject` of a task's `task.created` as a reader opens it (`None`: erased), and the
+/// task's data key.
+async fn sealed_subject(
+    store: &EventStore,
+    keys: &KeyStore,
+    tenant: Uuid,
+    task: Uuid,
+) -> (Option<String>, (Scope, Uuid)) {
+    let messages = store
+        .read_subject(&format!("talkwai.evt.{tenant}.task.{task}"), 0)
+        .await
+        .expect("read the task");
+    let created = messages.first().expect("task.created");
+    let key = sealed_key(&created.subject, |n| created.header(n)).expect("a sealed event");
+    let ring = keyring_of(Some(keys), &messages).await.expect("keyring");
+    let mut body: Value = serde_json::from_slice(&created.payload).expect("JSON body");
+    assert!(
+        body["data"]["subject"]["enc"].is_string(),
+        "stored sealed: {body}"
+    );
+    open_data("task.created", key.0, &mut body["data"], &ring).expect("opens or is erased");
+    (body["data"]["subject"].as_str().map(str::to_owned), key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_bucket_is_r3_and_keeps_sealing_with_a_node_down() {
+    let mut cluster = NatsCluster::start().await.expect("3-node nats cluster");
+    let urls = cluster.url_list();
+    let (_, master) = MasterKey::generate();
+    let mut service = service_command(&urls, "cluster-keys-1", 3)
+        .env("TALKWAI_MASTER_KEY", &master)
+        .spawn()
+        .expect("spawn the command service binary");
+    let client = connect(&urls).await;
+    wait_instances(&client, 1).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut bucket = js.get_stream(KEY_STREAM).await.expect("the key bucket");
+    let info = bucket.info().await.expect("key bucket info");
+    assert_eq!(
+        info.config.num_replicas, 3,
+        "the key bucket follows the stream's replicas"
+    );
+    let store = EventStore::open(client.clone(), &StreamSettings::default())
+        .await
+        .expect("open the stream");
+    let driver = Driver::start(client.clone()).await;
+    let create_task = |tenant: Uuid, subject: String| {
+        let driver = driver.clone();
+        async move {
+            let task = Uuid::new_v4();
+            let body = json!({"id": task, "type": "call", "fromAddress": "+15550001111",
+                              "toAddress": "+15550002222", "subject": subject});
+            driver
+                .execute(
+                    &format!("talkwai.cmd.{tenant}.task.create"),
+                    &body,
+                    Uuid::new_v4(),
+                )
+                .await;
+            (tenant, task, subject)
+        }
+    };
+    let a = create_tenant(&driver).await;
+    let mut written = Vec::new();
+    for i in 0..3 {
+        written.push(create_task(a, format!("before the kill #{i}")).await);
+    }
+
+    // The key bucket's leader dies; a new tenant (its tenant key and first data keys written
+    // now) and more tasks of the first one are sealed meanwhile.
+    let leader = cluster
+        .wait_for_stream_leader(KEY_STREAM)
+        .await
+        .expect("key bucket leader");
+    cluster.kill(leader).await.expect("SIGKILL the key leader");
+    let b = create_tenant(&driver).await;
+    for i in 0..3 {
+        written.push(create_task(b, format!("new tenant, node down #{i}")).await);
+        written.push(create_task(a, format!("node down #{i}")).await);
+    }
+    let reader = key_store(&client, &master).await;
+    for (tenant, task, subject) in &written {
+        let (opened, _) = sealed_subject(&store, &reader, *tenant, *task).await;
+        assert_eq!(opened.as_deref(), Some(subject.as_str()), "task {task}");
+    }
+
+    // One subject's key is destroyed while the node is down.
+    let (_, victim, _) = written[3];
+    let (_, (scope, key)) = sealed_subject(&store, &reader, b, victim).await;
+    let name = format!("data.{b}.{key}");
+    let kv = js.get_key_value("TALKWAI_KEYS").await.expect("kv");
+    let stored = kv
+        .get(&name)
+        .await
+        .expect("read")
+        .expect("the key is there");
+    let wrapped: Value = serde_json::from_slice(&stored).expect("wrapped key JSON");
+    let ciphertext = wrapped["c"].as_str().expect("ciphertext").to_owned();
+    reader.destroy(scope, key).await.expect("destroy");
+
+    cluster.restart(leader).await.expect("restart the node");
+    cluster
+        .wait_for_stream_current(KEY_STREAM, 3)
+        .await
+        .expect("the key bucket is current on all three nodes");
+    // Every node, on its own: the destroyed key is not there (not answered, not in its
+    // files), the others still open.
+    for (index, node) in cluster.nodes().iter().enumerate() {
+        let alone = connect(&node.url()).await;
+        let keys = key_store(&alone, &master).await;
+        let node_store = EventStore::open(alone.clone(), &StreamSettings::default())
+            .await
+            .expect("open the stream");
+        for (tenant, task, subject) in &written {
+            let (opened, _) = sealed_subject(&node_store, &keys, *tenant, *task).await;
+            let expected = (*task != victim).then_some(subject.as_str());
+            assert_eq!(opened.as_deref(), expected, "node {index}, task {task}");
+        }
+        let node_kv = async_nats::jetstream::new(alone)
+            .get_key_value("TALKWAI_KEYS")
+            .await
+            .expect("kv");
+        assert_eq!(
+            node_kv.get(&name).await.expect("read"),
+            None,
+            "node {index} answers the destroyed key"
+        );
+    }
+    // On disk: the bucket's stream erases the key's message on every replica at once, but the
+    // stream's raft log keeps the put that wrote it until nats-server snapshots the stream
+    // and compacts the log (on a timer, about every two minutes): wait for that, bounded.
+    let erased_at = Instant::now();
+    wait::wait_until(Duration::from_secs(300), Duration::from_secs(1), || async {
+        let hits: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .flat_map(|node| files_holding(node.store_dir(), &[ciphertext.as_bytes()]))
+            .collect();
+        if hits.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{hits:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the destroyed key's bytes stay on disk: {e}"));
+    let gone_from_disk = erased_at.elapsed();
+    assert!(
+        service.try_wait().expect("service status").is_none(),
+        "the command service kept running"
+    );
+    service.start_kill().expect("stop the service");
+    eprintln!(
+        "key bucket fail-over: {} sealed tasks; retries (timeout, unavailable/conflict) {:?}; \
+         the destroyed key left every node's files {gone_from_disk:?} after the checks",
+        written.len(),
         driver.retries()
     );
 }

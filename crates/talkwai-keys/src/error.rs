@@ -26,6 +26,13 @@ pub enum KeyError {
         /// What is wrong.
         message: String,
     },
+    /// A restore found a different key under the same name: it keeps the key that is there
+    /// (replacing it would erase what it seals) and stops.
+    #[error("key {name} is already there with a different key; refusing to replace it")]
+    Conflict {
+        /// The bucket entry.
+        name: String,
+    },
     /// The key bucket did not answer as it should.
     #[error("key store: {0}")]
     Nats(String),

@@ -8,6 +8,9 @@
 //!   bucket `TALKWAI_KEYS`, with a pool of ready keys for writers, a bounded cache and
 //!   [`Keyring`]s for readers, destruction, master-key rotation, export and import.
 //!
+//! - [`backup`]: the bucket's entries as stored (wrapped) for `talkwai keys export` and
+//!   `talkwai events export`, and their restore (idempotent, never replacing a key, never
+//!   bringing a destroyed one back); neither needs a master key.
 //! - [`args`]: [`KeyArgs`], the master-key flags every service flattens into its `Config`.
 //!
 //! # Architecture invariant
@@ -15,6 +18,7 @@
 //! (`sealed`); this crate only holds and uses keys. It never reads or writes the event log.
 
 pub mod args;
+pub mod backup;
 pub mod cipher;
 pub mod error;
 pub mod store;

@@ -12,10 +12,10 @@
 //! tenant keys and leaves the log and the data keys as they are.
 //!
 //! Writers never wait for a key write on their path: [`KeyStore::take`] hands out a key from a
-//! pool of keys already durable in the bucket, refilled in the background with pipelined puts
-//! (an unused key left by a crash is harmless). Readers fetch the keys a batch needs in one
-//! go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is remembered as
-//! erased (a destroyed key never comes back).
+//! pool of keys already durable in the bucket, refilled in the background with atomic
+//! batches of puts (an unused key left by a crash is harmless). Readers fetch the keys a batch
+//! needs in one go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is
+//! remembered as erased (a destroyed key never comes back).
 //!
 //! Destroying a key erases its message from the bucket's stream (JetStream's message delete
 //! overwrites the stored bytes unless told not to), so the wrapped key is not left on disk.
@@ -42,6 +42,9 @@ pub const BUCKET: &str = "TALKWAI_KEYS";
 /// Key fetches in flight at once while building a keyring.
 const FETCHES_IN_FLIGHT: usize = 64;
 
+/// Keys written per atomic batch (nats-server takes up to 1,000 messages in one).
+const WRITE_BATCH: usize = 256;
+
 /// Where the keys live and how much is kept in memory.
 #[derive(Debug, Clone)]
 pub struct KeyStoreConfig {
@@ -52,7 +55,7 @@ pub struct KeyStoreConfig {
     /// Data keys kept unwrapped in memory (a bound, least recently used first out).
     pub cache: NonZeroUsize,
     /// Keys created per pool refill, per scope (0: no pool, every new subject writes its key
-    /// before it is used).
+    /// before it is used); a refill starts when fewer than half are left.
     pub pool_batch: usize,
 }
 
@@ -62,7 +65,7 @@ impl Default for KeyStoreConfig {
             bucket: BUCKET.to_owned(),
             replicas: 1,
             cache: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
-            pool_batch: 256,
+            pool_batch: 512,
         }
     }
 }
@@ -82,14 +85,31 @@ struct TenantKey {
 }
 
 /// Ready keys of one scope.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pool {
     ready: Vec<DataKey>,
     refilling: bool,
+    /// Bumped when a refill ends (with keys or not): what a writer that found the pool dry
+    /// waits for, instead of writing a key of its own.
+    refilled: tokio::sync::watch::Sender<u64>,
 }
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            ready: Vec::new(),
+            refilling: false,
+            refilled: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// Refills a writer that found the pool dry waits for before it writes a key of its own.
+const DRY_WAITS: usize = 2;
 
 #[derive(Debug)]
 struct Inner {
+    js: jetstream::Context,
     kv: kv::Store,
     stream: jetstream::stream::Stream,
     /// The current master key first, then older ones still accepted.
@@ -110,7 +130,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn scope_token(scope: Scope) -> String {
+pub(crate) fn scope_token(scope: Scope) -> String {
     match scope {
         Scope::Platform => "platform".to_owned(),
         Scope::Tenant(t) => t.0.to_string(),
@@ -125,18 +145,21 @@ fn data_name(scope: Scope, id: Uuid) -> String {
     format!("data.{}.{id}", scope_token(scope))
 }
 
-fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
+pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
     KeyError::Nats(format!("{what}: {e}"))
 }
 
 /// Creates the key bucket when it is missing: a KV bucket's stream (`KV_<bucket>`, one value
 /// per key, file storage) made by hand because `create_key_value` denies message deletes for
-/// good, and destroying a key erases its message.
+/// good, and destroying a key erases its message. An existing bucket with fewer replicas than
+/// `config.replicas` is scaled up to them (never down: a reader that asks for 1 leaves an R3
+/// bucket as it is), so a bucket a tool created before the services keeps the stream's count;
+/// one made before atomic batches were used gains them.
 pub async fn bucket(
     js: &jetstream::Context,
     config: &KeyStoreConfig,
 ) -> Result<(kv::Store, jetstream::stream::Stream), KeyError> {
-    let stream = js
+    let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: format!("KV_{}", config.bucket),
             description: Some("talkwai personal-data keys (wrapped)".to_owned()),
@@ -145,6 +168,7 @@ pub async fn bucket(
             storage: jetstream::stream::StorageType::File,
             num_replicas: config.replicas.max(1),
             allow_rollup: true,
+            allow_atomic_publish: true,
             deny_delete: false,
             deny_purge: false,
             allow_direct: true,
@@ -153,6 +177,21 @@ pub async fn bucket(
         })
         .await
         .map_err(|e| nats("key stream", e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| nats("key stream", e))?
+        .config
+        .clone();
+    if info.num_replicas < config.replicas || !info.allow_atomic_publish {
+        js.update_stream(jetstream::stream::Config {
+            num_replicas: info.num_replicas.max(config.replicas),
+            allow_atomic_publish: true,
+            ..info
+        })
+        .await
+        .map_err(|e| nats("scale the key stream", e))?;
+    }
     let kv = js
         .get_key_value(&config.bucket)
         .await
@@ -176,6 +215,7 @@ impl KeyStore {
         let (kv, stream) = bucket(js, &config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
+                js: js.clone(),
                 kv,
                 stream,
                 masters,
@@ -284,8 +324,8 @@ impl KeyStore {
         }
     }
 
-    /// Creates `count` data keys of `scope`, written to the bucket with pipelined puts; they
-    /// are durable when this returns.
+    /// Creates `count` data keys of `scope`, written to the bucket in atomic batches (one
+    /// stored write per batch instead of one per key); they are durable when this returns.
     pub async fn create(&self, scope: Scope, count: usize) -> Result<Vec<DataKey>, KeyError> {
         let tenant = self.tenant(scope).await?;
         let keys: Vec<DataKey> = (0..count)
@@ -294,17 +334,18 @@ impl KeyStore {
                 key: SecretKey::random(),
             })
             .collect();
-        let puts = keys.iter().map(|k| {
-            let wrapped =
-                tenant
-                    .key
-                    .wrap(&tenant.id.to_string(), &Self::data_aad(scope, k.id), &k.key);
-            let bytes = serde_json::to_vec(&wrapped).unwrap_or_default();
-            self.inner.kv.put(data_name(scope, k.id), bytes.into())
-        });
-        futures::future::try_join_all(puts)
-            .await
-            .map_err(|e| nats("write data keys", e))?;
+        let entries: Vec<(String, bytes::Bytes)> = keys
+            .iter()
+            .map(|k| {
+                let wrapped =
+                    tenant
+                        .key
+                        .wrap(&tenant.id.to_string(), &Self::data_aad(scope, k.id), &k.key);
+                let bytes = serde_json::to_vec(&wrapped).unwrap_or_default();
+                (data_name(scope, k.id), bytes.into())
+            })
+            .collect();
+        self.put_batches(&entries).await?;
         let mut cache = lock(&self.inner.data);
         for k in &keys {
             cache.put((scope, k.id), Slot::Key(Arc::new(k.key.clone())));
@@ -312,30 +353,75 @@ impl KeyStore {
         Ok(keys)
     }
 
+    /// Writes `entries` as bucket puts in atomic batches of [`WRITE_BATCH`]: every message
+    /// but the last of a batch is a plain publish, the last commits it and is acknowledged,
+    /// and the server stores all of them or none (a batch cut short by a lost connection is
+    /// dropped, and its keys are never handed out).
+    async fn put_batches(&self, entries: &[(String, bytes::Bytes)]) -> Result<(), KeyError> {
+        let client = self.inner.js.client();
+        for chunk in entries.chunks(WRITE_BATCH) {
+            // Stored with every key of the batch: 16 characters are plenty to be unique
+            // among the batches in flight.
+            let id = Uuid::new_v4().simple().to_string()[..16].to_owned();
+            let last = chunk.len() - 1;
+            for (index, (name, value)) in chunk.iter().enumerate() {
+                let subject = format!("$KV.{}.{name}", self.inner.config.bucket);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Batch-Id", id.as_str());
+                headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+                if index < last {
+                    client
+                        .publish_with_headers(subject, headers, value.clone())
+                        .await
+                        .map_err(|e| nats("write data keys", e))?;
+                    continue;
+                }
+                headers.insert("Nats-Batch-Commit", "1");
+                self.inner
+                    .js
+                    .publish_with_headers(subject, headers, value.clone())
+                    .await
+                    .map_err(|e| nats("write data keys", e))?
+                    .await
+                    .map_err(|e| nats("write data keys", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A durable data key for a new subject of `scope`: from the pool when it has one (and a
-    /// refill started in the background when it runs low), else written now.
+    /// refill started in the background when it runs low). A writer that finds the pool dry
+    /// waits for the refill under way (one batch serves every writer waiting), and writes a
+    /// key of its own only when refills bring none.
     pub async fn take(&self, scope: Scope) -> Result<DataKey, KeyError> {
         let batch = self.inner.config.pool_batch;
-        let (key, refill) = {
-            let mut pools = lock(&self.inner.pools);
-            let pool = pools.entry(scope).or_default();
-            let key = pool.ready.pop();
-            let refill = batch > 0 && !pool.refilling && pool.ready.len() < batch / 2;
-            pool.refilling |= refill;
-            (key, refill)
-        };
-        if refill {
-            let store = self.clone();
-            tokio::spawn(async move { store.refill(scope, batch).await });
+        for _ in 0..=DRY_WAITS {
+            let (key, refill, wait) = {
+                let mut pools = lock(&self.inner.pools);
+                let pool = pools.entry(scope).or_default();
+                let key = pool.ready.pop();
+                let refill = batch > 0 && !pool.refilling && pool.ready.len() < batch / 2;
+                pool.refilling |= refill;
+                let wait = (key.is_none() && pool.refilling).then(|| pool.refilled.subscribe());
+                (key, refill, wait)
+            };
+            if refill {
+                let store = self.clone();
+                tokio::spawn(async move { store.refill(scope, batch).await });
+            }
+            match (key, wait) {
+                (Some(key), _) => return Ok(key),
+                // `changed` sees every bump after `subscribe`, so none is missed.
+                (None, Some(mut refilled)) => {
+                    let _ = refilled.changed().await;
+                }
+                (None, None) => break,
+            }
         }
-        match key {
-            Some(key) => Ok(key),
-            None => self
-                .create(scope, 1)
-                .await?
-                .pop()
-                .ok_or_else(|| nats("write data keys", "no key created")),
-        }
+        self.create(scope, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| nats("write data keys", "no key created"))
     }
 
     async fn refill(&self, scope: Scope, batch: usize) {
@@ -347,6 +433,7 @@ impl KeyStore {
             Ok(keys) => pool.ready.extend(keys),
             Err(e) => warn!(error = %e, scope = %scope_token(scope), "key pool refill failed"),
         }
+        pool.refilled.send_modify(|n| *n += 1);
     }
 
     /// Fills the pool of `scope` now (a service warming up a tenant, or a benchmark).
@@ -435,7 +522,8 @@ impl KeyStore {
         })
     }
 
-    /// Destroys the data key `id` of `scope`: its message is erased from the bucket and it is
+    /// Destroys the data key `id` of `scope`: its message is erased from the bucket (a
+    /// tombstone takes its place, so no restore of an older backup brings it back) and it is
     /// dropped from this process's cache. Idempotent.
     pub async fn destroy(&self, scope: Scope, id: Uuid) -> Result<(), KeyError> {
         self.erase_entry(&data_name(scope, id)).await?;
@@ -450,8 +538,9 @@ impl KeyStore {
     }
 
     /// Destroys a tenant's key, which makes every personal field of the tenant unreadable at
-    /// once: the tenant key's message is erased from the bucket, the tenant's data keys are
-    /// purged, and this process forgets them all. Idempotent. What `tenant.erase` calls.
+    /// once: the tenant key's message is erased from the bucket (a tombstone takes its place),
+    /// the tenant's data keys are purged, and this process forgets them all. Idempotent. What
+    /// `tenant.erase` calls.
     pub async fn destroy_tenant(&self, tenant: &TenantId) -> Result<(), KeyError> {
         let scope = Scope::Tenant(*tenant);
         self.erase_entry(&tenant_name(scope)).await?;
@@ -484,6 +573,9 @@ impl KeyStore {
         }
     }
 
+    /// Erases the entry's message (its bytes are overwritten on every replica), then writes a
+    /// tombstone (a KV delete marker: no key material) unless one is there: what a restore
+    /// reads as "destroyed here".
     async fn erase_entry(&self, name: &str) -> Result<(), KeyError> {
         let entry = self
             .inner
@@ -491,7 +583,7 @@ impl KeyStore {
             .entry(name)
             .await
             .map_err(|e| nats("read key", e))?;
-        if let Some(entry) = entry
+        if let Some(entry) = &entry
             && entry.operation == kv::Operation::Put
         {
             match self.inner.stream.delete_message(entry.revision).await {
@@ -500,6 +592,14 @@ impl KeyStore {
                 Err(e) if e.to_string().contains("no message found") => {}
                 Err(e) => return Err(nats("erase key", e)),
             }
+        }
+        let marked = entry.is_some_and(|e| e.operation != kv::Operation::Put);
+        if !marked {
+            self.inner
+                .kv
+                .delete(name)
+                .await
+                .map_err(|e| nats("mark key destroyed", e))?;
         }
         Ok(())
     }
@@ -576,35 +676,25 @@ impl KeyStore {
         Ok(rewrapped)
     }
 
-    /// Every entry of the bucket as stored (wrapped), for a backup.
+    /// Every live entry of the bucket as stored (wrapped), for a backup
+    /// ([`crate::backup::entries`] reads them without a master key).
     pub async fn export(&self) -> Result<Vec<(String, bytes::Bytes)>, KeyError> {
-        let names = self.names("").await?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(value) = self
-                .inner
-                .kv
-                .get(&name)
-                .await
-                .map_err(|e| nats("read key", e))?
-            {
-                out.push((name, value));
-            }
-        }
-        Ok(out)
+        crate::backup::entries_of(&self.inner.kv, None).await
     }
 
-    /// Restores entries written by [`Self::export`] (an existing entry is left as it is).
+    /// Restores entries written by [`Self::export`]: what [`crate::backup::restore`] does
+    /// (the same key is left as it is, a destroyed one stays destroyed, a different key with
+    /// the same name is a [`KeyError::Conflict`]).
+    pub async fn restore(
+        &self,
+        entries: Vec<(String, bytes::Bytes)>,
+    ) -> Result<crate::backup::Restored, KeyError> {
+        crate::backup::restore_into(&self.inner.kv, entries).await
+    }
+
+    /// [`Self::restore`], returning how many entries were written.
     pub async fn import(&self, entries: Vec<(String, bytes::Bytes)>) -> Result<usize, KeyError> {
-        let mut restored = 0;
-        for (name, value) in entries {
-            match self.inner.kv.create(&name, value).await {
-                Ok(_) => restored += 1,
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(nats("restore key", e)),
-            }
-        }
-        Ok(restored)
+        Ok(self.restore(entries).await?.written)
     }
 }
 
@@ -638,8 +728,8 @@ pub async fn keyring_of(
 /// A tenant key as stored: its id (which its data keys name as their wrapping key) and itself,
 /// wrapped by a master key.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct StoredTenant {
-    id: Uuid,
+pub(crate) struct StoredTenant {
+    pub(crate) id: Uuid,
     wrapped: Wrapped,
 }
 

@@ -30,6 +30,8 @@
 //! - [`error`] holds [`TestkitError`].
 //! - [`wait`] holds the waits of tests: [`wait::wait_until`] (a deadline and a pause around any
 //!   probe), [`wait::wait_for_endpoint`] (until a NATS endpoint answers) and service pings.
+//! - [`scan`] holds the erasure proofs' searches: files under a store directory, or text,
+//!   holding marker strings or key bytes.
 //! - [`services`] holds what the services' test harnesses share: [`services::ServiceTask`],
 //!   command requests, test tokens, the headers of an event appended around the service.
 //!
@@ -41,6 +43,7 @@ pub mod discover;
 pub mod error;
 pub mod nats;
 pub mod postgres;
+pub mod scan;
 pub mod services;
 pub mod trace;
 mod util;

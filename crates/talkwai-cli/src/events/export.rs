@@ -1,7 +1,10 @@
-//! `talkwai events export`: the log as JSON lines, for backups and moves between clusters.
+//! `talkwai events export`: the log as JSON lines, for backups and moves between clusters,
+//! preceded by the wrapped personal-data keys its sealed fields need (key lines).
 
 use futures::StreamExt;
 use talkwai_eventstore::StoredMessage;
+use talkwai_keys::backup::KeyLine;
+use talkwai_proto::Scope;
 
 use super::{filter_for, last_matching_seq, open_store, progress, rfc3339};
 use crate::cli::ExportArgs;
@@ -28,6 +31,16 @@ pub struct ExportLine {
         skip_serializing_if = "Option::is_none"
     )]
     pub payload_base64: Option<String>,
+}
+
+/// A key line of `talkwai events export`: one entry of the key bucket `TALKWAI_KEYS` as
+/// stored (wrapped by its tenant key, which is wrapped by the master key), in the line format
+/// of `talkwai keys export`. Key lines come first, before every event line.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportKeyLine {
+    /// The key.
+    pub key: KeyLine,
 }
 
 /// Headers the server interprets when a message is published; an import does not replay them
@@ -83,8 +96,11 @@ impl ExportLine {
     }
 }
 
-/// Runs `talkwai events export`: every message of the stream (or of one scope) from
-/// `--from-seq` to the head at the start, one JSON line each, on stdout.
+/// Runs `talkwai events export`: the personal-data keys of the scope (every key of the bucket
+/// without `--tenant`), then every message of the stream (or of one scope) from `--from-seq`
+/// to the head at the start, one JSON line each, on stdout. The keys are read after the head
+/// is fixed: a key is durable before the first event it seals is appended, so every exported
+/// event's key is in the export unless it was destroyed.
 pub async fn export(nats_url: &str, args: ExportArgs) -> Result<(), CliError> {
     use std::io::Write as _;
     let filter = filter_for(args.tenant.as_deref())?;
@@ -99,8 +115,14 @@ pub async fn export(nats_url: &str, args: ExportArgs) -> Result<(), CliError> {
         eprintln!("exported 0 events: the last match is sequence {stop}");
         return Ok(());
     }
-    let bar = progress(Some(stop - from + 1), "sequences");
-    let mut replay = store.replay(from, vec![filter]).await?;
+    let scope = args
+        .tenant
+        .as_deref()
+        .map(Scope::parse)
+        .transpose()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let keys = talkwai_keys::backup::entries(store.jetstream(), talkwai_keys::store::BUCKET, scope)
+        .await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let closed = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -109,6 +131,15 @@ pub async fn export(nats_url: &str, args: ExportArgs) -> Result<(), CliError> {
             CliError::io("writing", "stdout", e)
         }
     };
+    for (name, value) in &keys {
+        let line = serde_json::to_string(&ExportKeyLine {
+            key: KeyLine::new(name.clone(), value),
+        })
+        .map_err(|e| CliError::Nats(format!("cannot encode key {name}: {e}")))?;
+        writeln!(out, "{line}").map_err(closed)?;
+    }
+    let bar = progress(Some(stop - from + 1), "sequences");
+    let mut replay = store.replay(from, vec![filter]).await?;
     let (mut count, mut first, mut last) = (0u64, None, 0u64);
     while let Some(message) = replay.next().await {
         let message = message?;
@@ -126,8 +157,9 @@ pub async fn export(nats_url: &str, args: ExportArgs) -> Result<(), CliError> {
     out.flush().map_err(closed)?;
     bar.finish_and_clear();
     eprintln!(
-        "exported {count} events (sequences {}..{last})",
-        first.unwrap_or(0)
+        "exported {count} events (sequences {}..{last}) and {} personal-data keys",
+        first.unwrap_or(0),
+        keys.len()
     );
     Ok(())
 }

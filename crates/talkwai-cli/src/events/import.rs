@@ -1,8 +1,12 @@
-//! `talkwai events import`: export lines appended, in order, to an empty event stream.
+//! `talkwai events import`: export lines appended, in order, to an empty event stream; its
+//! key lines restored into the key bucket first.
 
 use talkwai_eventstore::{EventStore, StreamSettings};
+use talkwai_keys::KeyStoreConfig;
+use talkwai_keys::backup::{Restored, restore};
 use talkwai_proto::headers;
 
+use super::export::ExportKeyLine;
 use super::progress;
 use super::{ExportLine, is_control_header};
 use crate::cli::ImportArgs;
@@ -30,11 +34,14 @@ pub async fn import(nats_url: &str, args: ImportArgs) -> Result<(), CliError> {
     let reader = tokio::io::BufReader::new(tokio::io::stdin());
     let summary = import_lines(&store, reader).await?;
     eprintln!(
-        "imported {} events into {} (sequences {}..{})",
+        "imported {} events into {} (sequences {}..{}); personal-data keys: {} restored, {} already there, {} destroyed here (not restored)",
         summary.count,
         store.stream_name(),
         u64::from(summary.count > 0),
-        summary.last_seq
+        summary.last_seq,
+        summary.keys.written,
+        summary.keys.present,
+        summary.keys.destroyed
     );
     Ok(())
 }
@@ -46,12 +53,40 @@ pub struct ImportSummary {
     pub count: u64,
     /// The stream's last sequence afterwards.
     pub last_seq: u64,
+    /// What the key lines did to the key bucket.
+    pub keys: Restored,
+}
+
+/// Key lines restored in one go.
+const KEY_BATCH: usize = 1024;
+
+/// Restores the key lines gathered so far into the key bucket (created with the event
+/// stream's replicas when missing) and adds the outcome to `total`.
+async fn restore_keys(
+    store: &EventStore,
+    keys: &mut Vec<(String, bytes::Bytes)>,
+    total: &mut Restored,
+) -> Result<(), CliError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let config = KeyStoreConfig {
+        replicas: store.replicas(),
+        ..KeyStoreConfig::default()
+    };
+    let done = restore(store.jetstream(), &config, std::mem::take(keys)).await?;
+    total.written += done.written;
+    total.present += done.present;
+    total.destroyed += done.destroyed;
+    Ok(())
 }
 
 /// Appends every export line of `reader` to `store`'s stream, in order, expecting nobody else
 /// to write meanwhile: each message's sequence is predicted and checked against its ack, and
 /// `Nats-Expected-Last-Subject-Sequence` (when the original carried it) is set to the
-/// subject's previous sequence in this stream, so the server checks the order too.
+/// subject's previous sequence in this stream, so the server checks the order too. Key lines
+/// are restored into the key bucket before the events after them are appended; a key that
+/// would replace a different one stops the import ([`talkwai_keys::KeyError::Conflict`]).
 pub async fn import_lines(
     store: &EventStore,
     reader: impl tokio::io::AsyncBufRead + Unpin,
@@ -63,6 +98,7 @@ pub async fn import_lines(
     let mut pending = std::collections::VecDeque::new();
     let mut lines = reader.lines();
     let (mut number, mut previous, mut count) = (0u64, 0u64, 0u64);
+    let (mut keys, mut restored) = (Vec::new(), Restored::default());
     let bar = progress(None, "events");
     while let Some(text) = lines
         .next_line()
@@ -73,8 +109,24 @@ pub async fn import_lines(
         if text.trim().is_empty() {
             continue;
         }
-        let line: ExportLine = serde_json::from_str(&text)
-            .map_err(|e| CliError::Usage(format!("line {number}: not an export line: {e}")))?;
+        let line: ExportLine = match serde_json::from_str(&text) {
+            Ok(line) => line,
+            Err(not_event) => {
+                let key: ExportKeyLine = serde_json::from_str(&text).map_err(|_| {
+                    CliError::Usage(format!("line {number}: not an export line: {not_event}"))
+                })?;
+                keys.push(
+                    key.key
+                        .entry()
+                        .map_err(|e| CliError::Usage(format!("line {number}: {e}")))?,
+                );
+                if keys.len() >= KEY_BATCH {
+                    restore_keys(store, &mut keys, &mut restored).await?;
+                }
+                continue;
+            }
+        };
+        restore_keys(store, &mut keys, &mut restored).await?;
         if line.seq <= previous {
             return Err(CliError::Usage(format!(
                 "line {number}: sequence {} after {previous}: lines must be in log order",
@@ -122,10 +174,12 @@ pub async fn import_lines(
         count += 1;
         bar.inc(1);
     }
+    restore_keys(store, &mut keys, &mut restored).await?;
     bar.finish_and_clear();
     Ok(ImportSummary {
         count,
         last_seq: next - 1,
+        keys: restored,
     })
 }
 

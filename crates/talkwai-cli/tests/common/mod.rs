@@ -93,13 +93,26 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with_keys(talkwai_keys::KeyArgs::default()).await
+    }
+
+    /// The command service with the master key `master` (base64): personal fields sealed.
+    pub async fn start_sealed(master: &str) -> Self {
+        Self::start_with_keys(talkwai_keys::KeyArgs::with_master(master)).await
+    }
+
+    async fn start_with_keys(keys: talkwai_keys::KeyArgs) -> Self {
         let server = NatsServer::start()
             .await
             .unwrap_or_else(|e| panic!("nats-server does not start: {e}"));
         let client = async_nats::connect(server.url())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test nats-server: {e}"));
-        let service = CommandService::build(Config::for_tests(&server.url(), PLATFORM, SECRET))
+        let config = Config {
+            keys,
+            ..Config::for_tests(&server.url(), PLATFORM, SECRET)
+        };
+        let service = CommandService::build(config)
             .await
             .unwrap_or_else(|e| panic!("command service does not build: {e}"));
         let readiness = service.readiness();

@@ -97,6 +97,16 @@ impl Up {
             .unwrap_or_else(|| panic!("no `{start}...'` in:\n{}", self.banner.join("\n")))
     }
 
+    /// A `talkwai` command with the master key file this `up` printed (its log is sealed).
+    pub fn cli(&self) -> tokio::process::Command {
+        let mut command = super::talkwai();
+        command.env(
+            "TALKWAI_MASTER_KEY_FILE",
+            self.export("TALKWAI_MASTER_KEY_FILE"),
+        );
+        command
+    }
+
     pub fn says(&self, text: &str) -> bool {
         self.banner.iter().any(|l| l.contains(text))
     }
