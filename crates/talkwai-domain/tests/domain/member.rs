@@ -109,6 +109,7 @@ fn all_commands() -> Vec<Command> {
         link(user_id(1)),
         cmd(MemberCommand::UnlinkUser(ById { id: id() })),
         cmd(MemberCommand::Delete(ById { id: id() })),
+        cmd(MemberCommand::Erase(ById { id: id() })),
     ]
 }
 
