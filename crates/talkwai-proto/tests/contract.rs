@@ -105,8 +105,8 @@ fn catalog_covers_exactly_the_domain_commands_with_their_rust_types() {
     );
     assert_eq!(
         names.len(),
-        41,
-        "commands listed in the brief, and tenant.erase"
+        45,
+        "commands listed in the brief, tenant.erase and the four subject erasures"
     );
     for variant in domain {
         let entry = schema::command_entry(&variant.name).expect("listed");
