@@ -621,18 +621,33 @@ pub async fn keyring_for(
 }
 
 /// The keys stored `messages` need to be decoded: each one's `Talkwai-Key` under its subject's
-/// scope (an empty keyring without a key store).
+/// scope (an empty keyring without a key store). A key an erasure among them names (a
+/// `member.erased`... whose subject's key the command service destroys) is forgotten by this
+/// process and reads as erased for the whole batch, even if this process cached it or the
+/// destruction has not landed yet.
 pub async fn keyring_of(
     keys: Option<&KeyStore>,
     messages: &[talkwai_eventstore::StoredMessage],
 ) -> Result<Keyring, KeyError> {
-    keyring_for(
-        keys,
-        messages
-            .iter()
-            .filter_map(|m| talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))),
-    )
-    .await
+    let key_of = |m: &talkwai_eventstore::StoredMessage| {
+        talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))
+    };
+    let mut ring = keyring_for(keys, messages.iter().filter_map(key_of)).await?;
+    if let Some(store) = keys {
+        for message in messages {
+            let meta = talkwai_proto::event::EventMeta::from_headers(|name| message.header(name));
+            if meta
+                .event_type
+                .as_deref()
+                .is_some_and(talkwai_proto::sealed::erases_subject)
+                && let Some((scope, id)) = key_of(message)
+            {
+                store.forget(scope, id);
+                ring.keys.insert((scope, id), Slot::Erased);
+            }
+        }
+    }
+    Ok(ring)
 }
 
 /// A tenant key as stored: its id (which its data keys name as their wrapping key) and itself,
