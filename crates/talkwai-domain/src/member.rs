@@ -355,6 +355,18 @@ fn require_tenant(ctx: &Context<'_>) -> Result<TenantId, DomainError> {
     Ok(tenant)
 }
 
+/// The release of `member`'s email guard (an update to another email, a delete, an erasure).
+fn release_email(tenant: TenantId, member: &Member, at: Timestamp) -> GuardChange {
+    GuardChange::release(
+        GuardKey::MemberEmail {
+            tenant,
+            email: member.email.clone(),
+        },
+        member.id.0,
+        at,
+    )
+}
+
 /// Decides a member command.
 pub fn decide(
     state: &State<Member>,
@@ -436,14 +448,7 @@ pub fn decide(
                     "email",
                     ctx,
                 )?);
-                guards.push(GuardChange::release(
-                    GuardKey::MemberEmail {
-                        tenant,
-                        email: member.email.clone(),
-                    },
-                    owner,
-                    at,
-                ));
+                guards.push(release_email(tenant, member, at));
             }
             Ok(Decision {
                 events: vec![MemberEvent::Updated(event)],
@@ -503,14 +508,7 @@ pub fn decide(
             let mut guards = Vec::new();
             // An erased member let go of its email when it was erased.
             if !member.erased {
-                guards.push(GuardChange::release(
-                    GuardKey::MemberEmail {
-                        tenant,
-                        email: member.email.clone(),
-                    },
-                    owner,
-                    at,
-                ));
+                guards.push(release_email(tenant, member, at));
             }
             if let Some(user) = member.user {
                 guards.push(GuardChange::release(GuardKey::UserMember(user), owner, at));
@@ -529,14 +527,7 @@ pub fn decide(
             // The email is let go (it may be used again); links stay.
             Ok(Decision {
                 events: vec![MemberEvent::Erased(Stamp { at })],
-                guards: vec![GuardChange::release(
-                    GuardKey::MemberEmail {
-                        tenant,
-                        email: member.email.clone(),
-                    },
-                    owner,
-                    at,
-                )],
+                guards: vec![release_email(tenant, member, at)],
             })
         }
     }

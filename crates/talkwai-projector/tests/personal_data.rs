@@ -134,7 +134,17 @@ async fn personal_fields_are_sealed_at_rest_and_open_in_the_read_models() {
     );
 
     // A rebuild opens the same fields and matches the live generation.
-    let pool = talkwai_projector::pool(&db, 2).expect("pool");
+    let (_, report) = rebuild_opening(&stack, &db).await;
+    common::assert_parity(&report);
+    stack.stop().await;
+}
+
+/// A whole rebuild of `db` opening sealed fields with the stack's keys; the pool and report.
+async fn rebuild_opening(
+    stack: &Stack,
+    db: &str,
+) -> (deadpool_postgres::Pool, rebuild::RebuildReport) {
+    let pool = talkwai_projector::pool(db, 2).expect("pool");
     let js = async_nats::jetstream::new(stack.client.clone());
     let keys = stack.keys.open(&js, 1).await.expect("key store");
     let report = rebuild::rebuild(
@@ -148,8 +158,7 @@ async fn personal_fields_are_sealed_at_rest_and_open_in_the_read_models() {
     )
     .await
     .expect("rebuild");
-    common::assert_parity(&report);
-    stack.stop().await;
+    (pool, report)
 }
 
 /// `pg_dump` of the whole database, as text.
@@ -502,20 +511,7 @@ async fn the_erase_commands_leave_no_marker_in_the_log_the_database_or_an_export
     }
 
     // Rebuilt from the log, the old generation dropped: the same, and nothing left anywhere.
-    let pool = talkwai_projector::pool(&db, 2).expect("pool");
-    let js = async_nats::jetstream::new(stack.client.clone());
-    let keys = stack.keys.open(&js, 1).await.expect("key store");
-    let report = rebuild::rebuild(
-        &pool,
-        &stack.store,
-        &RebuildOptions {
-            keys,
-            ..RebuildOptions::default()
-        },
-        &|_| {},
-    )
-    .await
-    .expect("rebuild");
+    let (pool, report) = rebuild_opening(&stack, &db).await;
     common::assert_parity(&report);
     let previous = report
         .previous

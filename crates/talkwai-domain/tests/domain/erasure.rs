@@ -26,16 +26,7 @@ fn member() -> talkwai_domain::ids::MemberId {
 }
 
 fn member_created() -> Event {
-    Event::Member(MemberEvent::Created(MemberCreated {
-        first_name: name("Ada"),
-        last_name: name("Lovelace"),
-        email: email("ada@acme.com"),
-        phone: Some(phone("+15550001111")),
-        role: MemberRole::Manager,
-        status: MemberStatus::Active,
-        user: Some(user_id(1)),
-        at: T0,
-    }))
+    crate::member::created_with(Some(user_id(1)))
 }
 
 fn member_erased() -> Event {
