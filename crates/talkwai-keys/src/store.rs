@@ -632,19 +632,20 @@ pub async fn keyring_of(
     let key_of = |m: &talkwai_eventstore::StoredMessage| {
         talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))
     };
-    let mut ring = keyring_for(keys, messages.iter().filter_map(key_of)).await?;
+    let wants: Vec<((Scope, Uuid), bool)> = messages
+        .iter()
+        .filter_map(|m| {
+            let erases = m
+                .header(talkwai_proto::headers::EVENT_TYPE)
+                .is_some_and(talkwai_proto::sealed::erases_subject);
+            key_of(m).map(|want| (want, erases))
+        })
+        .collect();
+    let mut ring = keyring_for(keys, wants.iter().map(|(want, _)| *want)).await?;
     if let Some(store) = keys {
-        for message in messages {
-            let meta = talkwai_proto::event::EventMeta::from_headers(|name| message.header(name));
-            if meta
-                .event_type
-                .as_deref()
-                .is_some_and(talkwai_proto::sealed::erases_subject)
-                && let Some((scope, id)) = key_of(message)
-            {
-                store.forget(scope, id);
-                ring.keys.insert((scope, id), Slot::Erased);
-            }
+        for ((scope, id), _) in wants.iter().filter(|(_, erases)| *erases) {
+            store.forget(*scope, *id);
+            ring.keys.insert((*scope, *id), Slot::Erased);
         }
     }
     Ok(ring)
