@@ -206,7 +206,8 @@ async fn key_of(stack: &Stack, subject: &str) -> Uuid {
 /// The proof of erasure: a member and a task written with unique markers are readable; once
 /// their keys are destroyed and the read models rebuilt (the old generation dropped), no marker
 /// is left in nats-server's files, in a `pg_dump` of the whole database, or in the log as an
-/// export writes it; the rebuilt rows hold the placeholders, and the rest of the tenant stays.
+/// export writes it; the rebuilt rows hold NULL with the `erased` marker (never a placeholder),
+/// and the rest of the tenant stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroyed_keys_leave_no_marker_in_the_log_the_database_or_an_export() {
     let (_, master) = MasterKey::generate();

@@ -171,16 +171,7 @@ async fn a_rebuild_of_a_log_mixing_v1_and_v2_equals_the_live_projection() {
 /// (no rebuild: their rows keep their values and read `NULL` outcomes), and the views show them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_3_adds_the_outcome_columns_to_existing_generations() {
-    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
-    let db = pg.create_unique_database("migrate").await.expect("db");
-    let pool = talkwai_projector::pool(&db, 1).expect("pool");
-    let mut conn = pool.get().await.expect("conn");
-    talkwai_projector::schema::migrate(&conn)
-        .await
-        .expect("migrate");
-    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
-        .await
-        .expect("generation");
+    let (_pg, _pool, conn, live) = migrated_database("migrate").await;
     // Back to the layout before migration 3 (so before migration 4 too), with a task in it.
     conn.batch_execute(&format!(
         "DROP VIEW talkwai.tasks;
@@ -245,16 +236,7 @@ async fn migration_3_adds_the_outcome_columns_to_existing_generations() {
 /// the rows that exist, which keep their values), and the views show it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_4_makes_personal_columns_nullable_and_adds_erased_in_place() {
-    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
-    let db = pg.create_unique_database("migrate4").await.expect("db");
-    let pool = talkwai_projector::pool(&db, 1).expect("pool");
-    let mut conn = pool.get().await.expect("conn");
-    talkwai_projector::schema::migrate(&conn)
-        .await
-        .expect("migrate");
-    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
-        .await
-        .expect("generation");
+    let (_pg, _pool, conn, live) = migrated_database("migrate4").await;
     let tables = ["members", "admins", "tasks", "users"];
     // Back to the layout before migration 4, with a member in it.
     let mut old = String::from("DELETE FROM talkwai_meta.migrations WHERE version = 4;");
@@ -309,4 +291,27 @@ async fn migration_4_makes_personal_columns_nullable_and_adds_erased_in_place() 
     ))
     .await
     .expect("an erased member's row fits");
+}
+
+/// A fresh database, migrated, with its live generation: the server (keep it), the pool, a
+/// connection and the generation's schema.
+async fn migrated_database(
+    name: &str,
+) -> (
+    talkwai_testkit::Postgres,
+    deadpool_postgres::Pool,
+    deadpool_postgres::Object,
+    String,
+) {
+    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
+    let db = pg.create_unique_database(name).await.expect("db");
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let mut conn = pool.get().await.expect("conn");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migrate");
+    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
+        .await
+        .expect("generation");
+    (pg, pool, conn, live)
 }
