@@ -13,11 +13,19 @@ interface Config {
   tenant?: string;
 }
 
-interface Member { id: string; firstName: string; lastName: string; email: string; role: string; status: string }
+/** `erased`: the personal fields are `null` for good (member.erase). */
+interface Member { id: string; firstName: string | null; lastName: string | null; email: string | null; role: string; status: string; erased?: boolean }
+/** A member's name as shown: `(erased)` once its personal data is erased. */
+function memberName(m: Member): string {
+  return m.erased ? "(erased)" : `${m.firstName ?? ""} ${m.lastName ?? ""}`.trim();
+}
+
 interface Agent { id: string; name: string; type: string; status: string; description?: string | null }
 interface Task {
   id: string; type: string; status: TaskStatus; priority: string; subject?: string | null;
-  fromAddress: string; toAddress: string; createdAt: number; updatedAt: number;
+  /** `null` once the task's content is erased (`erased: true`). */
+  fromAddress: string | null; toAddress: string | null; createdAt: number; updatedAt: number;
+  erased?: boolean;
   agent?: Agent | null; assignedTo?: Member | null;
   /** What the agent reported when it completed or failed the task (`null`: nothing). */
   outcome?: TaskOutcome | null;
@@ -194,10 +202,10 @@ async function tenantView(db: TalkwaiClient): Promise<void> {
     return h(
       "tr",
       { "data-testid": `task-${task.id}`, "data-status": s },
-      h("td", {}, h("div", { class: "subject" }, task.subject ?? h("span", { class: "muted" }, "(no subject)")), h("div", { class: "muted small" }, `${task.type} · ${task.fromAddress} → ${task.toAddress}`), outcomeLine(task)),
+      h("td", {}, h("div", { class: "subject" }, task.subject ?? h("span", { class: "muted" }, task.erased ? "(erased)" : "(no subject)")), h("div", { class: "muted small" }, task.erased ? `${task.type} · (erased)` : `${task.type} · ${task.fromAddress} → ${task.toAddress}`), outcomeLine(task)),
       h("td", {}, statusBadge(s)),
       h("td", {}, h("span", { class: `prio ${task.priority}` }, task.priority)),
-      h("td", { class: "small" }, task.agent?.name ?? "", task.assignedTo ? h("div", { class: "muted" }, `${task.assignedTo.firstName} ${task.assignedTo.lastName}`) : null),
+      h("td", { class: "small" }, task.agent?.name ?? "", task.assignedTo ? h("div", { class: "muted" }, memberName(task.assignedTo)) : null),
       h("td", { class: "muted small" }, ago(task.createdAt)),
       h(
         "td",
@@ -236,7 +244,7 @@ async function tenantView(db: TalkwaiClient): Promise<void> {
     fill(
       byId("members"),
       h("ul", { class: "list" }, tenant.members.map((m) =>
-        h("li", { "data-testid": `member-${m.id}` }, h("span", { class: online.has(m.id) ? "dot on" : "dot" }), `${m.firstName} ${m.lastName}`, h("span", { class: "muted small" }, ` ${m.role}`)))),
+        h("li", { "data-testid": `member-${m.id}` }, h("span", { class: online.has(m.id) ? "dot on" : "dot" }), memberName(m), h("span", { class: "muted small" }, ` ${m.role}`)))),
     );
     fill(
       byId("agents"),

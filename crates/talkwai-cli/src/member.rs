@@ -81,6 +81,11 @@ pub async fn resolve(
             "member {member} of tenant {tenant} was deleted"
         )));
     };
+    if live.erased {
+        return Err(CliError::NotFound(format!(
+            "member {member} of tenant {tenant} was erased: it can no longer sign in"
+        )));
+    }
     let Some(user) = live.user else {
         return Err(CliError::NotFound(format!(
             "member {member} of tenant {tenant} has no $users link, so no token can name it: \

@@ -14,6 +14,9 @@ use talkwai_proto::subject;
 use crate::error::ServiceError;
 use crate::repo::{HeadsView, Repository, guard_head};
 
+/// The refusal of a token whose member or admin was erased: it can no longer sign in.
+pub(crate) const ERASED_ACTOR: &str = "the member or admin this token signs in as was erased";
+
 /// Users whose member or admin entity is remembered.
 const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
 
@@ -131,6 +134,9 @@ impl Actors {
                 let admin = state
                     .live()
                     .ok_or_else(|| forbidden("admin no longer exists"))?;
+                if admin.erased {
+                    return Err(forbidden(ERASED_ACTOR));
+                }
                 Ok(Actor::Admin {
                     user: claims.sub,
                     admin: *id,
@@ -143,6 +149,9 @@ impl Actors {
                 let member = state
                     .live()
                     .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
+                if member.erased {
+                    return Err(forbidden(ERASED_ACTOR));
+                }
                 Ok(Actor::Member {
                     user: claims.sub,
                     member: *id,

@@ -27,7 +27,7 @@ use talkwai_eventstore::{
 };
 use talkwai_proto::command_record::{self, CommandRecord};
 use talkwai_proto::event::{ActorRef, CommandPart, EventMeta};
-use talkwai_proto::{CommandAccepted, Scope, headers, subject};
+use talkwai_proto::{CommandAccepted, ErasureReport, Scope, headers, subject};
 use tokio::sync::Mutex;
 use tracing::{Instrument as _, Span, debug, field, info, info_span, warn};
 
@@ -78,6 +78,15 @@ pub struct Incoming<'a> {
     pub headers: Option<&'a HeaderMap>,
     /// Its body.
     pub payload: &'a [u8],
+}
+
+/// Whether `command` erases one data subject (after which [`Handler::on_subject_erased`] runs).
+fn erases_subject(command: &talkwai_domain::Command) -> bool {
+    talkwai_domain::policy::is_erasure(command)
+        && !matches!(
+            command,
+            talkwai_domain::Command::Tenant(talkwai_domain::tenant::TenantCommand::Erase(_))
+        )
 }
 
 /// The event type after which [`Handler::on_tenant_erased`] runs.
@@ -136,6 +145,7 @@ impl<'a> Job<'a> {
             version: loaded.state.version(),
             events: Vec::new(),
             seq: loaded.last_seq,
+            erasure: None,
         }
     }
 }
@@ -317,7 +327,7 @@ impl Handler {
             }
             None => None,
         };
-        let accepted = self.write(&job, tenure.as_ref()).await?;
+        let mut accepted = self.write(&job, tenure.as_ref()).await?;
         // Also when the outcome was read back from the command's record: a retry of an erase
         // whose follow-up failed runs it again.
         if let Some(tenant) = job.scope()
@@ -328,7 +338,47 @@ impl Handler {
         {
             self.on_tenant_erased(tenant).await?;
         }
+        // Also when answered from the record, or when the subject was erased already: the
+        // key is destroyed whatever the decision (idempotent).
+        if erases_subject(&job.request.command) {
+            accepted.erasure = Some(self.on_subject_erased(&job).await?);
+        }
         Ok(accepted)
+    }
+
+    /// What follows an accepted erasure of one data subject (`member.erase`, `admin.erase`,
+    /// `user.erase`, `task.eraseContent`), before it is answered: its `…erased` event is in
+    /// the log (appended now, or earlier by the first erasure), then its data key is destroyed
+    /// (`KeyStore::destroy`): event first, then the key, so a crash between the two leaves an
+    /// erased subject whose resent command (same id, answered from its record) destroys the
+    /// key. Reports whether there was a key and whether any of its personal data was written
+    /// in clear (the log keeps that readable).
+    async fn on_subject_erased(&self, job: &Job<'_>) -> Result<ErasureReport, ServiceError> {
+        let loaded = self.repo.load_current(job.target).await?;
+        let scope = job.scope().map_or(Scope::Platform, Scope::Tenant);
+        let key_destroyed = match (self.repo.keys(), loaded.key) {
+            (Some(keys), Some(key)) => {
+                keys.destroy(scope, key)
+                    .await
+                    .map_err(|e| ServiceError::Keys(e.to_string()))?;
+                info!(subject = %job.subject, %key, "subject erased: its key is destroyed");
+                true
+            }
+            (None, Some(key)) => {
+                return Err(ServiceError::Keys(format!(
+                    "{} is sealed with key {key}, and this service holds no key store to destroy it: configure TALKWAI_MASTER_KEY and resend the command",
+                    job.subject
+                )));
+            }
+            (_, None) => false,
+        };
+        if loaded.clear {
+            warn!(subject = %job.subject, "subject erased, but some of its personal data was written in clear: the log still holds it");
+        }
+        Ok(ErasureReport {
+            key_destroyed,
+            clear_in_log: loaded.clear,
+        })
     }
 
     /// What follows a `tenant.erased` that landed, before the command is answered: the
@@ -487,6 +537,7 @@ impl Handler {
                 version: record.version,
                 events: record.events.clone(),
                 seq: record.seq,
+                erasure: None,
             }));
         }
         let (facts, mut guard_heads) = self.repo.facts_at(&job.keys, job.scope(), &heads).await?;
@@ -671,6 +722,12 @@ impl Handler {
         for (index, event) in decision.events.iter().enumerate() {
             let body = event.encode();
             let mut headers = headers(&body.event_type, body.version, job.target.tenant, index + 2);
+            // An erasure names the key it destroys, so readers forget it too.
+            if talkwai_proto::sealed::erases_subject(&body.event_type)
+                && let Some(key) = loaded.key
+            {
+                headers.insert(talkwai_proto::headers::KEY, key.to_string().as_str());
+            }
             let payload = match seal {
                 Some(key) if talkwai_proto::sealed::is_personal(&body.event_type) => {
                     let mut sealed = body.clone();
@@ -754,6 +811,14 @@ impl Handler {
             }
         }
         next.last_seq = last_event_seq;
+        // Personal fields written without a key are in the log in clear.
+        if key.is_none()
+            && bodies
+                .iter()
+                .any(|b| talkwai_proto::sealed::has_personal_text(&b.event_type, &b.data))
+        {
+            next.clear = true;
+        }
         next.key = key.or(next.key);
         // Written under the tenure this command holds: the log's last word while it lasts.
         next.tenure = tenure.map_or(0, |t| t.tenure);
@@ -772,6 +837,7 @@ impl Handler {
             version,
             events: bodies,
             seq: last_event_seq,
+            erasure: None,
         })
     }
 
@@ -801,6 +867,7 @@ impl Handler {
                 version: record.version,
                 events: Vec::new(),
                 seq: record.seq.unwrap_or(0),
+                erasure: None,
             }));
         }
         let loaded = self.repo.load_current(target).await?;
@@ -812,6 +879,7 @@ impl Handler {
                 version: found.version,
                 events: found.events.clone(),
                 seq: found.seq,
+                erasure: None,
             }))
     }
 

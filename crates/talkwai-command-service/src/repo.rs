@@ -53,6 +53,9 @@ pub struct Loaded {
     /// The data key its personal fields are sealed with (the latest `Talkwai-Key`; `None`:
     /// none yet).
     pub key: Option<Uuid>,
+    /// Some event of its history carries personal fields in clear (written without a master
+    /// key, or before one was configured).
+    pub clear: bool,
 }
 
 impl Loaded {
@@ -63,6 +66,7 @@ impl Loaded {
             commands: HashMap::new(),
             tenure: 0,
             key: None,
+            clear: false,
         }
     }
 
@@ -75,7 +79,8 @@ impl Loaded {
         keys: &dyn Opener,
     ) -> Result<(), ServiceError> {
         for message in messages {
-            if let Some(key) = data_key(|name| message.header(name)) {
+            let key = data_key(|name| message.header(name));
+            if let Some(key) = key {
                 self.key = Some(key);
             }
             let stored =
@@ -91,6 +96,15 @@ impl Loaded {
                         subject: subject.to_owned(),
                         message: "not an aggregate's subject".to_owned(),
                     })?;
+            // Without a key, no field of it was sealed: what it holds is clear in the log.
+            if key.is_none()
+                && talkwai_proto::sealed::has_personal_text(
+                    &stored.body.event_type,
+                    &stored.body.data,
+                )
+            {
+                self.clear = true;
+            }
             talkwai_domain::apply(&mut self.state, &stored.event)
                 .map_err(|e| ServiceError::evolve(subject, &e))?;
             self.last_seq = message.seq;

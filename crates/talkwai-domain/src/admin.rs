@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{Context, FactKey};
 use crate::enums::{AdminRole, AdminStatus};
+use crate::erasure::{erased_email, erased_name, refuse_erased};
 use crate::error::{DomainError, EntityKind};
 use crate::guard::{GuardChange, GuardKey};
 use crate::ids::{AdminId, UserId};
@@ -39,6 +40,9 @@ pub struct Admin {
     pub created_at: Timestamp,
     /// Time of the last change.
     pub updated_at: Timestamp,
+    /// Erased (`admin.erased`): names and email are placeholders, it may no longer act and
+    /// nothing personal is written about it again.
+    pub erased: bool,
 }
 
 /// `admin.create` (platform).
@@ -136,6 +140,8 @@ pub enum AdminCommand {
     UnlinkUser(ById<AdminId>),
     /// Delete.
     Delete(ById<AdminId>),
+    /// Erase its personal data (names, email): its key is destroyed.
+    Erase(ById<AdminId>),
 }
 
 impl AdminCommand {
@@ -148,7 +154,7 @@ impl AdminCommand {
             Self::SetPermissions(c) => c.id,
             Self::SetStatus(c) => c.id,
             Self::LinkUser(c) => c.id,
-            Self::UnlinkUser(c) | Self::Delete(c) => c.id,
+            Self::UnlinkUser(c) | Self::Delete(c) | Self::Erase(c) => c.id,
         }
     }
 
@@ -283,6 +289,10 @@ pub enum AdminEvent {
     /// Deleted.
     #[serde(rename = "admin.deleted")]
     Deleted(Stamp),
+    /// Personal data erased (its key destroyed): from here on every reader shows its names
+    /// and email as erased.
+    #[serde(rename = "admin.erased")]
+    Erased(Stamp),
 }
 
 /// Decides an admin command.
@@ -325,6 +335,9 @@ pub fn decide(
         }
         AdminCommand::Update(c) => {
             let admin = state.require_live(KIND)?;
+            if admin.erased {
+                return Err(refuse_erased(KIND, "update"));
+            }
             let event = AdminUpdated {
                 first_name: patch::diff(&admin.first_name, c.first_name),
                 last_name: patch::diff(&admin.last_name, c.last_name),
@@ -416,17 +429,36 @@ pub fn decide(
         }
         AdminCommand::Delete(_) => {
             let admin = state.require_live(KIND)?;
-            let mut guards = vec![GuardChange::release(
-                GuardKey::AdminEmail(admin.email.clone()),
-                owner,
-                at,
-            )];
+            let mut guards = Vec::new();
+            // An erased admin let go of its email when it was erased.
+            if !admin.erased {
+                guards.push(GuardChange::release(
+                    GuardKey::AdminEmail(admin.email.clone()),
+                    owner,
+                    at,
+                ));
+            }
             if let Some(user) = admin.user {
                 guards.push(GuardChange::release(GuardKey::UserAdmin(user), owner, at));
             }
             Ok(Decision {
                 events: vec![AdminEvent::Deleted(Stamp { at })],
                 guards,
+            })
+        }
+        AdminCommand::Erase(_) => {
+            let admin = state.require_live(KIND)?;
+            // Idempotent: erasing again appends nothing (the service still destroys the key).
+            if admin.erased {
+                return Ok(Decision::none());
+            }
+            Ok(Decision {
+                events: vec![AdminEvent::Erased(Stamp { at })],
+                guards: vec![GuardChange::release(
+                    GuardKey::AdminEmail(admin.email.clone()),
+                    owner,
+                    at,
+                )],
             })
         }
     }
@@ -448,6 +480,7 @@ pub fn apply(state: &mut State<Admin>, id: AdminId, event: &AdminEvent) -> Resul
                 user: e.user,
                 created_at: e.at,
                 updated_at: e.at,
+                erased: false,
             },
         ),
         AdminEvent::Updated(e) => state.mutate_live(KIND, |a| {
@@ -495,5 +528,13 @@ pub fn apply(state: &mut State<Admin>, id: AdminId, event: &AdminEvent) -> Resul
             )
         }),
         AdminEvent::Deleted(_) => state.delete(KIND),
+        AdminEvent::Erased(e) => state.mutate_live(KIND, |a| {
+            a.first_name = erased_name();
+            a.last_name = erased_name();
+            a.email = erased_email();
+            a.erased = true;
+            a.updated_at = e.at;
+            Ok(())
+        }),
     }
 }

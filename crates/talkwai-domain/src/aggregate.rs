@@ -79,6 +79,7 @@ impl Command {
                 MemberCommand::LinkUser(_) => "linkUser",
                 MemberCommand::UnlinkUser(_) => "unlinkUser",
                 MemberCommand::Delete(_) => "delete",
+                MemberCommand::Erase(_) => "erase",
             },
             Self::Admin(c) => match c {
                 AdminCommand::Create(_) => "create",
@@ -89,6 +90,7 @@ impl Command {
                 AdminCommand::LinkUser(_) => "linkUser",
                 AdminCommand::UnlinkUser(_) => "unlinkUser",
                 AdminCommand::Delete(_) => "delete",
+                AdminCommand::Erase(_) => "erase",
             },
             Self::Agent(c) => match c {
                 AgentCommand::Create(_) => "create",
@@ -111,11 +113,13 @@ impl Command {
                 TaskCommand::Cancel(_) => "cancel",
                 TaskCommand::Retry(_) => "retry",
                 TaskCommand::Delete(_) => "delete",
+                TaskCommand::EraseContent(_) => "eraseContent",
             },
             Self::User(c) => match c {
                 UserCommand::Create(_) => "create",
                 UserCommand::Update(_) => "update",
                 UserCommand::Delete(_) => "delete",
+                UserCommand::Erase(_) => "erase",
             },
         }
     }
@@ -470,6 +474,7 @@ pub const ACTIONS: &[(EntityKind, &[&str])] = &[
             "linkUser",
             "unlinkUser",
             "delete",
+            "erase",
         ],
     ),
     (
@@ -483,6 +488,7 @@ pub const ACTIONS: &[(EntityKind, &[&str])] = &[
             "linkUser",
             "unlinkUser",
             "delete",
+            "erase",
         ],
     ),
     (
@@ -505,7 +511,8 @@ pub const ACTIONS: &[(EntityKind, &[&str])] = &[
             "cancel",
             "retry",
             "delete",
+            "eraseContent",
         ],
     ),
-    (EntityKind::User, &["create", "update", "delete"]),
+    (EntityKind::User, &["create", "update", "delete", "erase"]),
 ];

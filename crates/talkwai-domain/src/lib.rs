@@ -16,6 +16,7 @@
 //! - [`tenant`], [`member`], [`admin`], [`agent`], [`task`], [`user`]: one module per aggregate,
 //!   each with its state, commands, events, `decide` and `apply`.
 //! - [`guard`]: uniqueness guards for cross-aggregate invariants.
+//! - [`erasure`]: what an erased subject's personal fields read as, and the refusal of new ones.
 //! - [`aggregate`]: the enums over all aggregates and the top-level `decide`/`evolve`.
 //! - [`upcast`]: each event type's version and the upcasters that read older ones.
 //! - [`policy`]: who may do what.
@@ -25,6 +26,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod context;
 pub mod enums;
+pub mod erasure;
 pub mod error;
 pub mod guard;
 pub mod ids;

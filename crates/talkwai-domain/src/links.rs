@@ -36,11 +36,20 @@ pub(crate) fn plan_link(
             message: format!("{linked_kind} is already linked to another user; unlink it first"),
         });
     }
-    if !ctx.facts.users.contains_key(&user) {
-        return Err(DomainError::NotFound {
-            entity: EntityKind::User,
-            field: Some("user"),
-        });
+    match ctx.facts.users.get(&user) {
+        None => {
+            return Err(DomainError::NotFound {
+                entity: EntityKind::User,
+                field: Some("user"),
+            });
+        }
+        Some(found) if found.erased => {
+            return Err(DomainError::InvalidReference {
+                field: "user",
+                message: "user was erased".into(),
+            });
+        }
+        Some(_) => {}
     }
     match ctx.facts.guard_owner(&key) {
         Some(holder) if holder != owner => Err(DomainError::AlreadyExists {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{Context, FactKey};
 use crate::enums::{MemberRole, MemberStatus};
+use crate::erasure::{erased_email, erased_name, refuse_erased};
 use crate::error::{DomainError, EntityKind};
 use crate::guard::{GuardChange, GuardKey};
 use crate::ids::{MemberId, TenantId, UserId};
@@ -40,6 +41,9 @@ pub struct Member {
     pub created_at: Timestamp,
     /// Time of the last change.
     pub updated_at: Timestamp,
+    /// Erased (`member.erased`): names, email and phone are placeholders, it may no longer act
+    /// and nothing personal is written about it again.
+    pub erased: bool,
 }
 
 /// `member.create`: the seed's `createMember`, linked to the subject's tenant.
@@ -145,6 +149,8 @@ pub enum MemberCommand {
     UnlinkUser(ById<MemberId>),
     /// Delete.
     Delete(ById<MemberId>),
+    /// Erase its personal data (names, email, phone): its key is destroyed.
+    Erase(ById<MemberId>),
 }
 
 impl MemberCommand {
@@ -156,7 +162,7 @@ impl MemberCommand {
             Self::SetRole(c) => c.id,
             Self::SetStatus(c) => c.id,
             Self::LinkUser(c) => c.id,
-            Self::UnlinkUser(c) | Self::Delete(c) => c.id,
+            Self::UnlinkUser(c) | Self::Delete(c) | Self::Erase(c) => c.id,
         }
     }
 
@@ -186,7 +192,11 @@ impl MemberCommand {
                 keys.push(FactKey::User(c.user));
                 keys.push(FactKey::Guard(GuardKey::UserMember(c.user)));
             }
-            Self::SetRole(_) | Self::SetStatus(_) | Self::UnlinkUser(_) | Self::Delete(_) => {}
+            Self::SetRole(_)
+            | Self::SetStatus(_)
+            | Self::UnlinkUser(_)
+            | Self::Delete(_)
+            | Self::Erase(_) => {}
         }
         keys
     }
@@ -301,6 +311,10 @@ pub enum MemberEvent {
     /// Deleted.
     #[serde(rename = "member.deleted")]
     Deleted(Stamp),
+    /// Personal data erased (its key destroyed): from here on every reader shows its names,
+    /// email and phone as erased.
+    #[serde(rename = "member.erased")]
+    Erased(Stamp),
 }
 
 fn check_email_domain(
@@ -339,6 +353,18 @@ fn require_tenant(ctx: &Context<'_>) -> Result<TenantId, DomainError> {
         });
     }
     Ok(tenant)
+}
+
+/// The release of `member`'s email guard (an update to another email, a delete, an erasure).
+fn release_email(tenant: TenantId, member: &Member, at: Timestamp) -> GuardChange {
+    GuardChange::release(
+        GuardKey::MemberEmail {
+            tenant,
+            email: member.email.clone(),
+        },
+        member.id.0,
+        at,
+    )
 }
 
 /// Decides a member command.
@@ -392,6 +418,9 @@ pub fn decide(
         }
         MemberCommand::Update(c) => {
             let member = state.require_live(KIND)?;
+            if member.erased {
+                return Err(refuse_erased(KIND, "update"));
+            }
             let event = MemberUpdated {
                 first_name: patch::diff(&member.first_name, c.first_name),
                 last_name: patch::diff(&member.last_name, c.last_name),
@@ -419,14 +448,7 @@ pub fn decide(
                     "email",
                     ctx,
                 )?);
-                guards.push(GuardChange::release(
-                    GuardKey::MemberEmail {
-                        tenant,
-                        email: member.email.clone(),
-                    },
-                    owner,
-                    at,
-                ));
+                guards.push(release_email(tenant, member, at));
             }
             Ok(Decision {
                 events: vec![MemberEvent::Updated(event)],
@@ -483,20 +505,29 @@ pub fn decide(
         }
         MemberCommand::Delete(_) => {
             let member = state.require_live(KIND)?;
-            let mut guards = vec![GuardChange::release(
-                GuardKey::MemberEmail {
-                    tenant,
-                    email: member.email.clone(),
-                },
-                owner,
-                at,
-            )];
+            let mut guards = Vec::new();
+            // An erased member let go of its email when it was erased.
+            if !member.erased {
+                guards.push(release_email(tenant, member, at));
+            }
             if let Some(user) = member.user {
                 guards.push(GuardChange::release(GuardKey::UserMember(user), owner, at));
             }
             Ok(Decision {
                 events: vec![MemberEvent::Deleted(Stamp { at })],
                 guards,
+            })
+        }
+        MemberCommand::Erase(_) => {
+            let member = state.require_live(KIND)?;
+            // Idempotent: erasing again appends nothing (the service still destroys the key).
+            if member.erased {
+                return Ok(Decision::none());
+            }
+            // The email is let go (it may be used again); links stay.
+            Ok(Decision {
+                events: vec![MemberEvent::Erased(Stamp { at })],
+                guards: vec![release_email(tenant, member, at)],
             })
         }
     }
@@ -524,6 +555,7 @@ pub fn apply(
                 user: e.user,
                 created_at: e.at,
                 updated_at: e.at,
+                erased: false,
             },
         ),
         MemberEvent::Updated(e) => state.mutate_live(KIND, |m| {
@@ -567,5 +599,14 @@ pub fn apply(
             )
         }),
         MemberEvent::Deleted(_) => state.delete(KIND),
+        MemberEvent::Erased(e) => state.mutate_live(KIND, |m| {
+            m.first_name = erased_name();
+            m.last_name = erased_name();
+            m.email = erased_email();
+            m.phone = None;
+            m.erased = true;
+            m.updated_at = e.at;
+            Ok(())
+        }),
     }
 }

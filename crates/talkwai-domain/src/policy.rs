@@ -3,11 +3,11 @@
 //! | actor | may |
 //! |---|---|
 //! | platform token | everything |
-//! | admin `superadmin` | everything (`tenant.erase`: superadmins and the platform token only, whatever `permissions` allow) |
-//! | admin `admin` | everything but `admin.*`, `user.update` and `user.delete` |
-//! | admin `support` | `task.*` but `task.delete` |
-//! | member `owner` | in their tenant: `tenant.update`, `member.*`, `agent.*`, `task.*` |
-//! | member `manager` | in their tenant: `agent.*`, `task.*` |
+//! | admin `superadmin` | everything (the erasures `tenant.erase`, `member.erase`, `admin.erase`, `user.erase`, `task.eraseContent`: superadmins and the platform token only, whatever `permissions` allow) |
+//! | admin `admin` | everything but `admin.*`, `user.update`, `user.delete` and the erasures |
+//! | admin `support` | `task.*` but `task.delete` and `task.eraseContent` |
+//! | member `owner` | in their tenant: `tenant.update`, `member.*` (`member.erase` included, of themselves too), `agent.*`, `task.*` (`task.eraseContent` included) |
+//! | member `manager` | in their tenant: `agent.*`, `task.*` but `task.eraseContent` |
 //! | member `user` | in their tenant: `task.create`; `task.update`, `task.setMetadata`, `task.start`, `task.complete`, `task.fail`, `task.cancel` on tasks assigned to them or created by them |
 //! | any member | `member.update` of themselves |
 //!
@@ -15,6 +15,7 @@
 //! adds or removes permissions; `deny` wins. Inactive admins and members may do nothing;
 //! members may do nothing in a tenant that is not `active`, and never cross tenants.
 
+use crate::admin::AdminCommand;
 use crate::aggregate::{AggregateState, Command};
 use crate::context::{Actor, Context};
 use crate::enums::{AdminRole, MemberRole, TenantStatus};
@@ -22,6 +23,7 @@ use crate::error::DomainError;
 use crate::member::MemberCommand;
 use crate::task::TaskCommand;
 use crate::tenant::TenantCommand;
+use crate::user::UserCommand;
 use crate::values::JsonObject;
 
 fn forbidden(message: impl Into<String>) -> DomainError {
@@ -64,9 +66,36 @@ pub fn admin_role_allows(role: AdminRole, permission: &str) -> bool {
         AdminRole::Admin => {
             !pattern_matches("admin.*", permission)
                 && !matches!(permission, "user.update" | "user.delete")
+                && !ERASURES.contains(&permission)
         }
-        AdminRole::Support => pattern_matches("task.*", permission) && permission != "task.delete",
+        AdminRole::Support => {
+            pattern_matches("task.*", permission)
+                && !matches!(permission, "task.delete" | "task.eraseContent")
+        }
     }
+}
+
+/// The permissions that erase personal data: the superadmin role's alone among admins.
+pub const ERASURES: [&str; 5] = [
+    "tenant.erase",
+    "member.erase",
+    "admin.erase",
+    "user.erase",
+    "task.eraseContent",
+];
+
+/// Whether `command` erases personal data (`tenant.erase`, `member.erase`, `admin.erase`,
+/// `user.erase`, `task.eraseContent`): never granted by an admin's `permissions`, never a
+/// manager's or a `user` member's.
+pub fn is_erasure(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Tenant(TenantCommand::Erase(_))
+            | Command::Member(MemberCommand::Erase(_))
+            | Command::Admin(AdminCommand::Erase(_))
+            | Command::User(UserCommand::Erase(_))
+            | Command::Task(TaskCommand::EraseContent(_))
+    )
 }
 
 /// Checks that `actor` may run `command` against `state`.
@@ -91,8 +120,8 @@ pub fn authorize(
             if listed(permissions.as_ref(), "deny", &permission) {
                 return Err(forbidden(format!("permission {permission} is denied")));
             }
-            // Offboarding cannot be granted: it is the superadmin role's alone.
-            if matches!(command, Command::Tenant(TenantCommand::Erase(_))) {
+            // Offboarding and erasure cannot be granted: they are the superadmin role's alone.
+            if is_erasure(command) {
                 return if *role == AdminRole::Superadmin {
                     Ok(())
                 } else {
@@ -141,7 +170,9 @@ pub fn authorize(
                             Command::Member(_) | Command::Agent(_) | Command::Task(_)
                         )
                 }
-                MemberRole::Manager => matches!(command, Command::Agent(_) | Command::Task(_)),
+                MemberRole::Manager => {
+                    matches!(command, Command::Agent(_) | Command::Task(_)) && !is_erasure(command)
+                }
                 MemberRole::User => user_may(*member, command, state),
             };
             if allowed {

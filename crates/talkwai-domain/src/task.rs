@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{Actor, Context, FactKey};
 use crate::enums::{AgentStatus, MemberStatus, TaskPriority, TaskStatus, TaskType};
+use crate::erasure::{ERASED_TEXT, erased_address};
 use crate::error::{DomainError, EntityKind};
 use crate::ids::{AdminId, AgentId, MemberId, TaskId, TenantId};
 use crate::patch;
@@ -64,6 +65,9 @@ pub struct Task {
     pub created_by_admin: Option<AdminId>,
     /// What the agent reported when it completed or failed the task (cleared by retry).
     pub outcome: Option<TaskOutcome>,
+    /// Content erased (`task.contentErased`): addresses, subject, content and the outcome's
+    /// summary are placeholders, and none of them is written again.
+    pub erased: bool,
 }
 
 /// What an agent reports when it completes or fails a task: given with `task.complete` /
@@ -267,6 +271,9 @@ pub enum TaskCommand {
     Retry(ById<TaskId>),
     /// Delete.
     Delete(ById<TaskId>),
+    /// Erase its personal content (addresses, subject, content, outcome summary): its key is
+    /// destroyed; status, links and timestamps stay.
+    EraseContent(ById<TaskId>),
 }
 
 impl TaskCommand {
@@ -285,7 +292,8 @@ impl TaskCommand {
             | Self::Unassign(c)
             | Self::Start(c)
             | Self::Retry(c)
-            | Self::Delete(c) => c.id,
+            | Self::Delete(c)
+            | Self::EraseContent(c) => c.id,
         }
     }
 
@@ -544,6 +552,10 @@ pub enum TaskEvent {
     /// Deleted.
     #[serde(rename = "task.deleted")]
     Deleted(Stamp),
+    /// Personal content erased (its key destroyed): from here on every reader shows its
+    /// addresses, subject, content and outcome summary as erased.
+    #[serde(rename = "task.contentErased")]
+    ContentErased(Stamp),
 }
 
 impl TaskEvent {
@@ -563,6 +575,7 @@ impl TaskEvent {
             Self::Cancelled(_) => "task.cancelled",
             Self::Retried(_) => "task.retried",
             Self::Deleted(_) => "task.deleted",
+            Self::ContentErased(_) => "task.contentErased",
         }
     }
 }
@@ -600,6 +613,12 @@ fn check_assignee(member: MemberId, ctx: &Context<'_>) -> Result<(), DomainError
         return Err(DomainError::NotFound {
             entity: EntityKind::Member,
             field: Some("assignedTo"),
+        });
+    }
+    if found.erased {
+        return Err(DomainError::InvalidReference {
+            field: "assignedTo",
+            message: "member was erased".into(),
         });
     }
     if found.status != MemberStatus::Active {
@@ -684,6 +703,17 @@ pub fn decide(
         TaskCommand::Update(c) => {
             let task = state.require_live(KIND)?;
             require_not_completed(task, "update")?;
+            if task.erased {
+                let personal = [
+                    ("fromAddress", c.from_address.is_some()),
+                    ("toAddress", c.to_address.is_some()),
+                    ("subject", c.subject.is_some()),
+                    ("content", c.content.is_some()),
+                ];
+                if let Some((field, _)) = personal.iter().find(|(_, given)| *given) {
+                    return Err(erased_content(field));
+                }
+            }
             let event = TaskUpdated {
                 task_type: patch::diff(&task.task_type, c.task_type),
                 priority: patch::diff(&task.priority, c.priority),
@@ -759,6 +789,9 @@ pub fn decide(
         }
         TaskCommand::Complete(c) => {
             let task = state.require_live(KIND)?;
+            if task.erased && c.outcome.is_some() {
+                return Err(erased_content("outcome"));
+            }
             match task.status {
                 TaskStatus::InProgress => one(TaskEvent::Completed(TaskCompleted {
                     outcome: c.outcome,
@@ -769,6 +802,9 @@ pub fn decide(
         }
         TaskCommand::Fail(c) => {
             let task = state.require_live(KIND)?;
+            if task.erased && c.outcome.is_some() {
+                return Err(erased_content("outcome"));
+            }
             match task.status {
                 TaskStatus::InProgress => one(TaskEvent::Failed(TaskFailed {
                     reason: c.reason,
@@ -799,7 +835,24 @@ pub fn decide(
             state.require_live(KIND)?;
             one(TaskEvent::Deleted(Stamp { at }))
         }
+        TaskCommand::EraseContent(_) => {
+            let task = state.require_live(KIND)?;
+            // Idempotent: erasing again appends nothing (the service still destroys the key).
+            if task.erased {
+                return Ok(Decision::none());
+            }
+            one(TaskEvent::ContentErased(Stamp { at }))
+        }
     }
+}
+
+/// The refusal of personal content for a task whose content was erased: `validation_failed`
+/// on `field`.
+fn erased_content(field: &str) -> DomainError {
+    DomainError::validation(
+        field,
+        "the task's content was erased: nothing personal is written about it again",
+    )
 }
 
 fn step(
@@ -853,6 +906,7 @@ pub fn apply(
                 created_by: e.created_by,
                 created_by_admin: e.created_by_admin,
                 outcome: None,
+                erased: false,
             },
         ),
         TaskEvent::Updated(e) => state.mutate_live(KIND, |t| {
@@ -953,5 +1007,18 @@ pub fn apply(
             Ok(())
         }),
         TaskEvent::Deleted(_) => state.delete(KIND),
+        TaskEvent::ContentErased(Stamp { at }) => state.mutate_live(KIND, |t| {
+            t.from_address = erased_address();
+            t.to_address = erased_address();
+            t.subject = None;
+            t.content = None;
+            if let Some(outcome) = &mut t.outcome {
+                outcome.summary =
+                    OutcomeSummary::parse(ERASED_TEXT).expect("the placeholder is a valid summary");
+            }
+            t.erased = true;
+            t.updated_at = *at;
+            Ok(())
+        }),
     }
 }

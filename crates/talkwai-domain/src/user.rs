@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::context::{Context, FactKey};
+use crate::erasure::{erased_email, refuse_erased};
 use crate::error::{DomainError, EntityKind};
 use crate::guard::{GuardChange, GuardKey};
 use crate::ids::UserId;
@@ -25,6 +26,8 @@ pub struct User {
     pub created_at: Timestamp,
     /// Time of the last change.
     pub updated_at: Timestamp,
+    /// Erased (`user.erased`): the email is a placeholder and is never written again.
+    pub erased: bool,
 }
 
 /// `user.create` and `user.update` (platform): the user's email.
@@ -49,6 +52,9 @@ pub enum UserCommand {
     Update(UserEmailBody),
     /// Delete (refused while linked to a member or admin).
     Delete(ById<UserId>),
+    /// Erase its email: its key is destroyed. Its links stay (erase the member or admin it
+    /// signs in as to stop it acting).
+    Erase(ById<UserId>),
 }
 
 impl UserCommand {
@@ -56,7 +62,7 @@ impl UserCommand {
     pub fn id(&self) -> UserId {
         match self {
             Self::Create(c) | Self::Update(c) => c.id,
-            Self::Delete(c) => c.id,
+            Self::Delete(c) | Self::Erase(c) => c.id,
         }
     }
 
@@ -66,6 +72,7 @@ impl UserCommand {
             Self::Create(c) | Self::Update(c) => {
                 vec![FactKey::Guard(GuardKey::UserEmail(c.email.clone()))]
             }
+            Self::Erase(_) => Vec::new(),
             Self::Delete(c) => vec![
                 FactKey::Guard(GuardKey::UserMember(c.id)),
                 FactKey::Guard(GuardKey::UserAdmin(c.id)),
@@ -99,6 +106,9 @@ pub enum UserEvent {
     /// Deleted.
     #[serde(rename = "user.deleted")]
     Deleted(Stamp),
+    /// Email erased (its key destroyed): from here on every reader shows it as erased.
+    #[serde(rename = "user.erased")]
+    Erased(Stamp),
 }
 
 /// Decides a user command.
@@ -126,6 +136,9 @@ pub fn decide(
         }
         UserCommand::Update(c) => {
             let user = state.require_live(KIND)?;
+            if user.erased {
+                return Err(refuse_erased(KIND, "update"));
+            }
             if user.email == c.email {
                 return Ok(Decision::none());
             }
@@ -153,8 +166,29 @@ pub fn decide(
                     status: "linked",
                 });
             }
+            // An erased user let go of its email when it was erased.
+            let guards = if user.erased {
+                Vec::new()
+            } else {
+                vec![GuardChange::release(
+                    GuardKey::UserEmail(user.email.clone()),
+                    owner,
+                    at,
+                )]
+            };
             Ok(Decision {
                 events: vec![UserEvent::Deleted(Stamp { at })],
+                guards,
+            })
+        }
+        UserCommand::Erase(_) => {
+            let user = state.require_live(KIND)?;
+            // Idempotent: erasing again appends nothing (the service still destroys the key).
+            if user.erased {
+                return Ok(Decision::none());
+            }
+            Ok(Decision {
+                events: vec![UserEvent::Erased(Stamp { at })],
                 guards: vec![GuardChange::release(
                     GuardKey::UserEmail(user.email.clone()),
                     owner,
@@ -175,6 +209,7 @@ pub fn apply(state: &mut State<User>, id: UserId, event: &UserEvent) -> Result<(
                 email: e.email.clone(),
                 created_at: e.at,
                 updated_at: e.at,
+                erased: false,
             },
         ),
         UserEvent::Updated(e) => state.mutate_live(KIND, |u| {
@@ -183,5 +218,11 @@ pub fn apply(state: &mut State<User>, id: UserId, event: &UserEvent) -> Result<(
             Ok(())
         }),
         UserEvent::Deleted(_) => state.delete(KIND),
+        UserEvent::Erased(e) => state.mutate_live(KIND, |u| {
+            u.email = erased_email();
+            u.erased = true;
+            u.updated_at = e.at;
+            Ok(())
+        }),
     }
 }

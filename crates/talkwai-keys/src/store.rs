@@ -711,18 +711,34 @@ pub async fn keyring_for(
 }
 
 /// The keys stored `messages` need to be decoded: each one's `Talkwai-Key` under its subject's
-/// scope (an empty keyring without a key store).
+/// scope (an empty keyring without a key store). A key an erasure among them names (a
+/// `member.erased`... whose subject's key the command service destroys) is forgotten by this
+/// process and reads as erased for the whole batch, even if this process cached it or the
+/// destruction has not landed yet.
 pub async fn keyring_of(
     keys: Option<&KeyStore>,
     messages: &[talkwai_eventstore::StoredMessage],
 ) -> Result<Keyring, KeyError> {
-    keyring_for(
-        keys,
-        messages
-            .iter()
-            .filter_map(|m| talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))),
-    )
-    .await
+    let key_of = |m: &talkwai_eventstore::StoredMessage| {
+        talkwai_proto::event::sealed_key(&m.subject, |name| m.header(name))
+    };
+    let wants: Vec<((Scope, Uuid), bool)> = messages
+        .iter()
+        .filter_map(|m| {
+            let erases = m
+                .header(talkwai_proto::headers::EVENT_TYPE)
+                .is_some_and(talkwai_proto::sealed::erases_subject);
+            key_of(m).map(|want| (want, erases))
+        })
+        .collect();
+    let mut ring = keyring_for(keys, wants.iter().map(|(want, _)| *want)).await?;
+    if let Some(store) = keys {
+        for ((scope, id), _) in wants.iter().filter(|(_, erases)| *erases) {
+            store.forget(*scope, *id);
+            ring.keys.insert((*scope, *id), Slot::Erased);
+        }
+    }
+    Ok(ring)
 }
 
 /// A tenant key as stored: its id (which its data keys name as their wrapping key) and itself,

@@ -59,7 +59,8 @@ impl TaskFacts {
             TaskEvent::Updated(_)
             | TaskEvent::MetadataSet(_)
             | TaskEvent::AgentLinked(_)
-            | TaskEvent::AgentUnlinked(_) => {}
+            | TaskEvent::AgentUnlinked(_)
+            | TaskEvent::ContentErased(_) => {}
         }
         self.last_seq = seq;
     }
@@ -81,6 +82,7 @@ pub fn action_of(event: &TaskEvent) -> TaskAction {
         TaskEvent::Cancelled(_) => TaskAction::Cancelled,
         TaskEvent::Retried(_) => TaskAction::Retried,
         TaskEvent::Deleted(_) => TaskAction::Deleted,
+        TaskEvent::ContentErased(_) => TaskAction::ContentErased,
     }
 }
 

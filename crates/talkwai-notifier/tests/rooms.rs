@@ -460,3 +460,45 @@ async fn suspensions_failure_spikes_and_vanished_instances_raise_system_alerts()
     assert_eq!(gone[0]["kind"], "serviceInstanceGone", "{gone:?}");
     assert_eq!(gone[0]["details"]["service"], "talkwai-command");
 }
+
+/// `task.eraseContent` is announced in the tenant room as `contentErased` (a client showing
+/// the task reads it again and gets `null` with `erased: true`); no room message ever carried
+/// the erased content.
+#[tokio::test]
+async fn an_erased_task_content_is_announced_in_its_tenant_room() {
+    let h = Harness::start().await;
+    let _notifier = h.start_notifier(h.notifier_config()).await;
+    let a = world(&h).await;
+    let mut room = h
+        .client
+        .subscribe(format!("talkwai.room.tenant.{}.topic.>", a.tenant))
+        .await
+        .expect("sub");
+    let (t, task, tok) = (a.tenant, Uuid::new_v4(), a.owner_token.as_str());
+    let marker = format!("mk{}", Uuid::new_v4().simple());
+    h.ok(
+        &format!("talkwai.cmd.{t}.task.create"),
+        json!({"id": task, "type": "call", "fromAddress": "+15550001111",
+               "toAddress": "+15550002222", "subject": marker, "content": marker}),
+        tok,
+    )
+    .await;
+    let erased = h
+        .ok(
+            &format!("talkwai.cmd.{t}.task.eraseContent"),
+            json!({"id": task}),
+            tok,
+        )
+        .await;
+    let got = collect(&mut room, 2, WAIT).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["action"], "created");
+    assert_eq!(got[1]["action"], "contentErased");
+    assert_eq!(got[1]["taskId"], json!(task));
+    assert_eq!(got[1]["status"], "pending", "the task keeps its status");
+    assert_eq!(got[1]["userId"], json!(a.owner));
+    assert_eq!(got[1]["seq"], json!(erased.seq));
+    for message in &got {
+        assert!(!message.to_string().contains(&marker), "{message}");
+    }
+}

@@ -65,8 +65,9 @@ pub struct BatchOutcome {
 pub(crate) enum Decoded {
     /// A guard or other message the read models ignore.
     Ignored,
-    /// An event of an aggregate.
-    Event(AggregateRef, Box<Event>),
+    /// An event of an aggregate, and whether some personal field of it read as erased (its
+    /// key was destroyed: the row is scrubbed, never given the domain's placeholders).
+    Event(AggregateRef, Box<Event>, bool),
 }
 
 /// Decodes a message for the read models (another partition's messages are not even decoded),
@@ -101,7 +102,8 @@ fn decode(message: &StoredMessage, keys: &dyn Opener) -> Result<Decoded, String>
     )
     .map_err(|e| e.to_string())?;
     Ok(stored.map_or(Decoded::Ignored, |s| {
-        Decoded::Event(s.target, Box::new(s.event))
+        let erased = !s.erased.is_empty();
+        Decoded::Event(s.target, Box::new(s.event), erased)
     }))
 }
 

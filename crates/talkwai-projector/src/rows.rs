@@ -68,6 +68,45 @@ fn set_outcome(row: &mut Row, outcome: Option<&TaskOutcome>) {
     );
 }
 
+/// The personal columns of a table (what an erasure sets to NULL); empty for tables without
+/// personal data. The same fields as `talkwai_proto::sealed::personal_fields`.
+pub fn personal_columns(kind: EntityKind) -> &'static [&'static str] {
+    match kind {
+        EntityKind::Member => &["first_name", "last_name", "email", "phone"],
+        EntityKind::Admin => &["first_name", "last_name", "email"],
+        EntityKind::User => &["email"],
+        EntityKind::Task => &[
+            "from_address",
+            "to_address",
+            "subject",
+            "content",
+            "outcome_summary",
+        ],
+        EntityKind::Tenant | EntityKind::Agent => &[],
+    }
+}
+
+/// Marks a row erased: its personal columns NULL (a task's `outcome` keeps its other keys,
+/// its `summary` NULL) and `erased` true. What an `…erased` event does, and what a row gets
+/// when an event's personal fields read as erased (their key was destroyed).
+pub fn scrub(row: &mut Row, kind: EntityKind) {
+    if personal_columns(kind).is_empty() {
+        return;
+    }
+    for column in personal_columns(kind) {
+        row.insert((*column).to_owned(), Value::Null);
+    }
+    if let Some(Value::Object(outcome)) = row.get_mut("outcome") {
+        outcome.insert("summary".into(), Value::Null);
+    }
+    row.insert("erased".into(), Value::Bool(true));
+}
+
+/// Whether the row is marked erased.
+pub fn is_erased(row: &Row) -> bool {
+    row.get("erased").and_then(Value::as_bool).unwrap_or(false)
+}
+
 fn touch(row: &mut Row, at: i64, seq: u64) {
     row.insert("updated_at".into(), json!(at));
     let version = row.get("version").and_then(Value::as_i64).unwrap_or(0) + 1;
@@ -182,6 +221,7 @@ pub fn apply(
                 r.insert("role".into(), to_value(&c.role));
                 r.insert("status".into(), to_value(&c.status));
                 r.insert("user_id".into(), to_value(&c.user));
+                r.insert("erased".into(), Value::Bool(false));
             }),
             MemberEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
                 patch(r, "first_name", u.first_name.as_ref());
@@ -202,6 +242,7 @@ pub fn apply(
                 r.insert("user_id".into(), Value::Null);
             }),
             MemberEvent::Deleted(_) => delete!(),
+            MemberEvent::Erased(s) => update!(s.at.0, |r: &mut Row| scrub(r, kind)),
         },
         Event::Admin(e) => match e {
             AdminEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
@@ -212,6 +253,7 @@ pub fn apply(
                 r.insert("permissions".into(), to_value(&c.permissions));
                 r.insert("status".into(), to_value(&c.status));
                 r.insert("user_id".into(), to_value(&c.user));
+                r.insert("erased".into(), Value::Bool(false));
             }),
             AdminEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
                 patch(r, "first_name", u.first_name.as_ref());
@@ -234,6 +276,7 @@ pub fn apply(
                 r.insert("user_id".into(), Value::Null);
             }),
             AdminEvent::Deleted(_) => delete!(),
+            AdminEvent::Erased(s) => update!(s.at.0, |r: &mut Row| scrub(r, kind)),
         },
         Event::Agent(e) => match e {
             AgentEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
@@ -275,6 +318,7 @@ pub fn apply(
                 r.insert("created_by".into(), to_value(&c.created_by));
                 r.insert("created_by_admin".into(), to_value(&c.created_by_admin));
                 set_outcome(r, None);
+                r.insert("erased".into(), Value::Bool(false));
             }),
             TaskEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
                 patch(r, "type", u.task_type.as_ref());
@@ -325,15 +369,18 @@ pub fn apply(
                 set_outcome(r, None);
             }),
             TaskEvent::Deleted(_) => delete!(),
+            TaskEvent::ContentErased(s) => update!(s.at.0, |r: &mut Row| scrub(r, kind)),
         },
         Event::User(e) => match e {
             UserEvent::Created(c) => create!(c.at.0, |r: &mut Row| {
                 r.insert("email".into(), to_value(&c.email));
+                r.insert("erased".into(), Value::Bool(false));
             }),
             UserEvent::Updated(u) => update!(u.at.0, |r: &mut Row| {
                 r.insert("email".into(), to_value(&u.email));
             }),
             UserEvent::Deleted(_) => delete!(),
+            UserEvent::Erased(s) => update!(s.at.0, |r: &mut Row| scrub(r, kind)),
         },
     }
 }

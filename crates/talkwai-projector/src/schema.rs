@@ -44,6 +44,8 @@ pub const COLUMNS: [(&str, &[&str]); 6] = [
             "updated_at",
             "version",
             "last_seq",
+            // Added by migration 4 (erasure), last like the outcome columns.
+            "erased",
         ],
     ),
     (
@@ -61,6 +63,7 @@ pub const COLUMNS: [(&str, &[&str]); 6] = [
             "updated_at",
             "version",
             "last_seq",
+            "erased",
         ],
     ),
     (
@@ -107,6 +110,7 @@ pub const COLUMNS: [(&str, &[&str]); 6] = [
             // generations that existed, so every generation has one column order.
             "outcome",
             "outcome_summary",
+            "erased",
         ],
     ),
     (
@@ -118,6 +122,7 @@ pub const COLUMNS: [(&str, &[&str]); 6] = [
             "updated_at",
             "version",
             "last_seq",
+            "erased",
         ],
     ),
 ];
@@ -211,6 +216,34 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         4,
+        // Erasure (`member.erased`, `admin.erased`, `user.erased`, `task.contentErased`): the
+        // personal columns become nullable (an erased field is NULL, never a placeholder) and
+        // every table with personal data gets `erased`, false for the rows that exist (no
+        // rewrite: a constant default). Rows rebuilt before this release may hold the old
+        // placeholders (`erased`, `erased@erased.invalid`) until the next rebuild. Then the
+        // views are repointed.
+        "DO $$
+         DECLARE s text;
+         BEGIN
+           FOR s IN SELECT g.schema_name FROM talkwai_meta.generations g
+                    JOIN information_schema.tables t
+                      ON t.table_schema = g.schema_name AND t.table_name = 'members' LOOP
+             EXECUTE format('ALTER TABLE %I.members ALTER COLUMN first_name DROP NOT NULL,
+                             ALTER COLUMN last_name DROP NOT NULL, ALTER COLUMN email DROP NOT NULL,
+                             ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false', s);
+             EXECUTE format('ALTER TABLE %I.admins ALTER COLUMN first_name DROP NOT NULL,
+                             ALTER COLUMN last_name DROP NOT NULL, ALTER COLUMN email DROP NOT NULL,
+                             ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false', s);
+             EXECUTE format('ALTER TABLE %I.tasks ALTER COLUMN from_address DROP NOT NULL,
+                             ALTER COLUMN to_address DROP NOT NULL,
+                             ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false', s);
+             EXECUTE format('ALTER TABLE %I.users ALTER COLUMN email DROP NOT NULL,
+                             ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false', s);
+           END LOOP;
+         END $$;",
+    ),
+    (
+        5,
         // Ordered indexes in one direction. A page is ordered `(created_at, id)` both ascending
         // or both descending (the id breaks ties in the page's direction), which an index on
         // `(…, created_at, id)` serves read forward or backward. The indexes were
@@ -255,20 +288,22 @@ CREATE TABLE {s}.tenants (
 );
 CREATE INDEX ON {s}.tenants (created_at, id);
 CREATE TABLE {s}.members (
-    id uuid PRIMARY KEY, tenant_id uuid NOT NULL, first_name text NOT NULL, last_name text NOT NULL,
-    email text NOT NULL, phone text, role text NOT NULL, status text NOT NULL, user_id uuid,
+    id uuid PRIMARY KEY, tenant_id uuid NOT NULL, first_name text, last_name text,
+    email text, phone text, role text NOT NULL, status text NOT NULL, user_id uuid,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
-    version bigint NOT NULL, last_seq bigint NOT NULL
+    version bigint NOT NULL, last_seq bigint NOT NULL,
+    erased boolean NOT NULL DEFAULT false
 );
 CREATE INDEX ON {s}.members (tenant_id, status);
 CREATE INDEX ON {s}.members (tenant_id, created_at, id);
 CREATE INDEX ON {s}.members (user_id);
 CREATE INDEX ON {s}.members (tenant_id, email);
 CREATE TABLE {s}.admins (
-    id uuid PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, email text NOT NULL,
+    id uuid PRIMARY KEY, first_name text, last_name text, email text,
     role text NOT NULL, permissions text NOT NULL, status text NOT NULL, user_id uuid,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
-    version bigint NOT NULL, last_seq bigint NOT NULL
+    version bigint NOT NULL, last_seq bigint NOT NULL,
+    erased boolean NOT NULL DEFAULT false
 );
 CREATE INDEX ON {s}.admins (user_id);
 CREATE INDEX ON {s}.admins (email);
@@ -283,13 +318,14 @@ CREATE INDEX ON {s}.agents (tenant_id, created_at, id);
 CREATE INDEX ON {s}.agents (tenant_id, type);
 CREATE TABLE {s}.tasks (
     id uuid PRIMARY KEY, tenant_id uuid NOT NULL, type text NOT NULL, status text NOT NULL,
-    priority text NOT NULL, from_address text NOT NULL, to_address text NOT NULL,
+    priority text NOT NULL, from_address text, to_address text,
     subject text, content text, metadata text,
     scheduled_at bigint, started_at bigint, completed_at bigint,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
     agent_id uuid, assigned_to uuid, created_by uuid, created_by_admin uuid,
     version bigint NOT NULL, last_seq bigint NOT NULL,
-    outcome jsonb, outcome_summary text
+    outcome jsonb, outcome_summary text,
+    erased boolean NOT NULL DEFAULT false
 );
 CREATE INDEX ON {s}.tasks (tenant_id, created_at, id);
 CREATE INDEX ON {s}.tasks (tenant_id, status, created_at, id);
@@ -298,9 +334,10 @@ CREATE INDEX ON {s}.tasks (agent_id);
 CREATE INDEX ON {s}.tasks (created_by);
 CREATE INDEX ON {s}.tasks (tenant_id, outcome_summary);
 CREATE TABLE {s}.users (
-    id uuid PRIMARY KEY, email text NOT NULL,
+    id uuid PRIMARY KEY, email text,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
-    version bigint NOT NULL, last_seq bigint NOT NULL
+    version bigint NOT NULL, last_seq bigint NOT NULL,
+    erased boolean NOT NULL DEFAULT false
 );
 CREATE INDEX ON {s}.users (email);
 CREATE INDEX ON {s}.users (created_at, id);
@@ -336,7 +373,8 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
             )
             .await?;
         // Views to make again over the live generation once the migrations ran.
-        let (mut repoint_checkpoint, mut repoint_tasks) = (false, false);
+        let (mut repoint_checkpoint, mut repoint_tasks, mut repoint_personal) =
+            (false, false, false);
         for (version, sql) in MIGRATIONS {
             let done = client
                 .query_opt(
@@ -349,6 +387,7 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                 client.batch_execute(sql).await?;
                 repoint_checkpoint |= *version == 2;
                 repoint_tasks |= *version == 3;
+                repoint_personal |= *version == 4;
                 client
                     .execute(
                         "INSERT INTO talkwai_meta.migrations (version) VALUES ($1)",
@@ -357,7 +396,7 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                     .await?;
             }
         }
-        if repoint_checkpoint || repoint_tasks {
+        if repoint_checkpoint || repoint_tasks || repoint_personal {
             // Migration 2 made the checkpoint view an aggregate over partitions; migration 3
             // added task columns, which a view's `*` (fixed when it was made) does not show.
             let live = client
@@ -372,8 +411,13 @@ pub async fn migrate(client: &impl GenericClient) -> Result<(), ProjectorError> 
                 if repoint_checkpoint {
                     point_checkpoint_view(client, schema).await?;
                 }
-                if repoint_tasks && row.get::<_, bool>(1) {
+                if (repoint_tasks || repoint_personal) && row.get::<_, bool>(1) {
                     client.batch_execute(&view_sql(schema, "tasks")).await?;
+                }
+                if repoint_personal && row.get::<_, bool>(1) {
+                    for table in ["members", "admins", "users"] {
+                        client.batch_execute(&view_sql(schema, table)).await?;
+                    }
                 }
             }
         }

@@ -171,21 +171,13 @@ async fn a_rebuild_of_a_log_mixing_v1_and_v2_equals_the_live_projection() {
 /// (no rebuild: their rows keep their values and read `NULL` outcomes), and the views show them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_3_adds_the_outcome_columns_to_existing_generations() {
-    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
-    let db = pg.create_unique_database("migrate").await.expect("db");
-    let pool = talkwai_projector::pool(&db, 1).expect("pool");
-    let mut conn = pool.get().await.expect("conn");
-    talkwai_projector::schema::migrate(&conn)
-        .await
-        .expect("migrate");
-    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
-        .await
-        .expect("generation");
-    // Back to the layout before migration 3, with a task in it.
+    let (_pg, _pool, conn, live) = migrated_database("migrate").await;
+    // Back to the layout before migration 3 (so before migration 4 too), with a task in it.
     conn.batch_execute(&format!(
         "DROP VIEW talkwai.tasks;
-         ALTER TABLE {live}.tasks DROP COLUMN outcome, DROP COLUMN outcome_summary;
-         DELETE FROM talkwai_meta.migrations WHERE version = 3;
+         ALTER TABLE {live}.tasks DROP COLUMN outcome, DROP COLUMN outcome_summary,
+             DROP COLUMN erased;
+         DELETE FROM talkwai_meta.migrations WHERE version IN (3, 4);
          CREATE VIEW talkwai.tasks AS SELECT * FROM {live}.tasks;
          INSERT INTO {live}.tasks (id, tenant_id, type, status, priority, from_address,
              to_address, created_at, updated_at, version, last_seq)
@@ -239,13 +231,98 @@ async fn migration_3_adds_the_outcome_columns_to_existing_generations() {
     assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
 }
 
-/// Migration 4 turns the page indexes of existing generations, `(…, created_at DESC, id)`,
+/// A database whose generations predate erasure gets migration 4 in place: the personal
+/// columns of members, admins, tasks and users become nullable, each gets `erased` (false for
+/// the rows that exist, which keep their values), and the views show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_4_makes_personal_columns_nullable_and_adds_erased_in_place() {
+    let (_pg, _pool, conn, live) = migrated_database("migrate4").await;
+    let tables = ["members", "admins", "tasks", "users"];
+    // Back to the layout before migration 4, with a member in it.
+    let mut old = String::from("DELETE FROM talkwai_meta.migrations WHERE version = 4;");
+    for table in tables {
+        old.push_str(&format!(
+            "DROP VIEW talkwai.{table}; ALTER TABLE {live}.{table} DROP COLUMN erased;
+             CREATE VIEW talkwai.{table} AS SELECT * FROM {live}.{table};"
+        ));
+    }
+    old.push_str(&format!(
+        "ALTER TABLE {live}.members ALTER COLUMN email SET NOT NULL;
+         INSERT INTO {live}.members (id, tenant_id, first_name, last_name, email, role, status,
+             created_at, updated_at, version, last_seq)
+         VALUES ('{TENANT}', '{TENANT}', 'Ada', 'L', 'ada@acme.com', 'owner', 'active', 1, 2, 3, 4);"
+    ));
+    conn.batch_execute(&old).await.expect("old layout");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migration 4");
+    for table in tables {
+        let expected: Vec<String> = talkwai_projector::schema::COLUMNS
+            .iter()
+            .find(|(t, _)| *t == table)
+            .expect("table")
+            .1
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        for schema in [live.as_str(), "talkwai"] {
+            let columns: Vec<String> = conn
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns
+                     WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                    &[&schema, &table],
+                )
+                .await
+                .expect("columns")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(columns, expected, "{schema}.{table}");
+        }
+    }
+    let row = conn
+        .query_one("SELECT email, erased FROM talkwai.members", &[])
+        .await
+        .expect("the old row");
+    assert_eq!(row.get::<_, String>(0), "ada@acme.com");
+    assert!(!row.get::<_, bool>(1));
+    conn.batch_execute(&format!(
+        "UPDATE {live}.members SET first_name = NULL, last_name = NULL, email = NULL, erased = true"
+    ))
+    .await
+    .expect("an erased member's row fits");
+}
+
+/// A fresh database, migrated, with its live generation: the server (keep it), the pool, a
+/// connection and the generation's schema.
+async fn migrated_database(
+    name: &str,
+) -> (
+    talkwai_testkit::Postgres,
+    deadpool_postgres::Pool,
+    deadpool_postgres::Object,
+    String,
+) {
+    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
+    let db = pg.create_unique_database(name).await.expect("db");
+    let pool = talkwai_projector::pool(&db, 1).expect("pool");
+    let mut conn = pool.get().await.expect("conn");
+    talkwai_projector::schema::migrate(&conn)
+        .await
+        .expect("migrate");
+    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
+        .await
+        .expect("generation");
+    (pg, pool, conn, live)
+}
+
+/// Migration 5 turns the page indexes of existing generations, `(…, created_at DESC, id)`,
 /// into `(…, created_at, id)`, which serve a page in either direction; new generations are
 /// made with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_4_orders_the_page_indexes_in_one_direction() {
+async fn migration_5_orders_the_page_indexes_in_one_direction() {
     let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
-    let db = pg.create_unique_database("migrate4").await.expect("db");
+    let db = pg.create_unique_database("migrate5").await.expect("db");
     let pool = talkwai_projector::pool(&db, 1).expect("pool");
     let mut conn = pool.get().await.expect("conn");
     talkwai_projector::schema::migrate(&conn)
@@ -276,7 +353,7 @@ async fn migration_4_orders_the_page_indexes_in_one_direction() {
         made.iter().all(|(_, def)| !def.contains("DESC")),
         "{made:?}"
     );
-    // Back to the layout before migration 4.
+    // Back to the layout before migration 5.
     conn.batch_execute(&format!(
         "DROP INDEX {live}.members_tenant_id_created_at_id_idx,
              {live}.agents_tenant_id_created_at_id_idx, {live}.tasks_tenant_id_created_at_id_idx,
@@ -287,7 +364,7 @@ async fn migration_4_orders_the_page_indexes_in_one_direction() {
          CREATE INDEX ON {live}.tasks (tenant_id, created_at DESC, id);
          CREATE INDEX ON {live}.tasks (tenant_id, status, created_at DESC, id);
          CREATE INDEX ON {live}.tasks (assigned_to, created_at DESC, id);
-         DELETE FROM talkwai_meta.migrations WHERE version = 4;"
+         DELETE FROM talkwai_meta.migrations WHERE version = 5;"
     ))
     .await
     .expect("old layout");
@@ -296,7 +373,7 @@ async fn migration_4_orders_the_page_indexes_in_one_direction() {
     assert!(old.iter().all(|(_, def)| def.contains("DESC")), "{old:?}");
     talkwai_projector::schema::migrate(&conn)
         .await
-        .expect("migration 4");
+        .expect("migration 5");
     assert_eq!(
         page_indexes(live).await,
         made,

@@ -85,6 +85,25 @@ pub struct CommandAccepted {
     /// Stream sequence of the command's last event, or of the aggregate's last event for a
     /// no-op; wait for projections to reach it to read your writes.
     pub seq: u64,
+    /// What an erasure (`member.erase`, `admin.erase`, `user.erase`, `task.eraseContent`)
+    /// did to the subject's key; absent for every other command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<ErasureReport>,
+}
+
+/// What an erasure did to the subject's personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErasureReport {
+    /// The subject's data key was destroyed: every sealed personal field of it is unreadable
+    /// for good, in the log and in every backup (`false`: it never had one, nothing of it was
+    /// sealed).
+    pub key_destroyed: bool,
+    /// Some of its personal data was written in clear (no master key, or before one was
+    /// configured): the log and its backups still hold those values readable. Every reader
+    /// treats them as erased from the `…erased` event on, but only deleting the log would
+    /// remove them.
+    pub clear_in_log: bool,
 }
 
 /// The reply to a command: `{"ok": true, ...}` or `{"ok": false, "error": {...}}`.

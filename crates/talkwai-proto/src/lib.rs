@@ -33,6 +33,6 @@ pub mod subject;
 pub mod writer_fence;
 pub mod yaml;
 
-pub use envelope::{CommandAccepted, CommandReply, ErrorBody, decode_command};
+pub use envelope::{CommandAccepted, CommandReply, ErasureReport, ErrorBody, decode_command};
 pub use event::{ActorRef, EventMeta, StoredEvent, decode_stored, decode_stored_with};
 pub use subject::{CommandSubject, EventSubject, Scope, SubjectError};

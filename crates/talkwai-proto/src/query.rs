@@ -150,7 +150,11 @@ pub struct Count {
 pub enum Rows {
     /// The rows, each the entity's fields (camelCase, as in the seed) and the links asked for:
     /// a one-link is an object or `null`, a many-link a list (or a count); a row whose
-    /// many-links page with cursors carries `$pageInfo` by link name.
+    /// many-links page with cursors carries `$pageInfo` by link name. The erased marker:
+    /// members, admins, `$users` and tasks have a boolean field `erased`; when it is `true` their
+    /// personal fields (`firstName`, `lastName`, `email`, `phone`; a user's `email`; a task's
+    /// `fromAddress`, `toAddress`, `subject`, `content`, `outcomeSummary` and `outcome.summary`)
+    /// are `null` for good, while ids, links, enums and timestamps stay.
     Rows(Vec<Map<String, Value>>),
     /// `aggregate: "count"`.
     Count(Count),

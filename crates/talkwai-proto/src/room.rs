@@ -81,6 +81,9 @@ pub enum TaskAction {
     Retried,
     /// `task.deleted`.
     Deleted,
+    /// `task.contentErased`: its addresses, subject, content and outcome summary were erased
+    /// (a client showing them reads the task again: they are `null` now, with `erased: true`).
+    ContentErased,
 }
 
 /// A real-time task change in a tenant room (`talkwai.room.tenant.<tenant>.topic.taskUpdates`),

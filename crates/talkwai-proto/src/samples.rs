@@ -131,6 +131,7 @@ pub fn command_bodies() -> Vec<(&'static str, Value)> {
         ("member.linkUser", json!({ "id": MEMBER, "user": USER })),
         ("member.unlinkUser", json!({ "id": MEMBER })),
         ("member.delete", json!({ "id": MEMBER })),
+        ("member.erase", json!({ "id": MEMBER })),
         (
             "admin.create",
             json!({
@@ -155,6 +156,7 @@ pub fn command_bodies() -> Vec<(&'static str, Value)> {
         ("admin.linkUser", json!({ "id": ADMIN, "user": USER })),
         ("admin.unlinkUser", json!({ "id": ADMIN })),
         ("admin.delete", json!({ "id": ADMIN })),
+        ("admin.erase", json!({ "id": ADMIN })),
         (
             "agent.create",
             json!({
@@ -223,6 +225,7 @@ pub fn command_bodies() -> Vec<(&'static str, Value)> {
         ),
         ("task.retry", json!({ "id": TASK })),
         ("task.delete", json!({ "id": TASK })),
+        ("task.eraseContent", json!({ "id": TASK })),
         (
             "user.create",
             json!({ "id": USER, "email": "jane.doe@acme-dental.com" }),
@@ -232,6 +235,7 @@ pub fn command_bodies() -> Vec<(&'static str, Value)> {
             json!({ "id": USER, "email": "jane@acme-dental.com" }),
         ),
         ("user.delete", json!({ "id": USER })),
+        ("user.erase", json!({ "id": USER })),
     ]
 }
 
@@ -296,6 +300,7 @@ pub fn events() -> Vec<Event> {
             }),
             MemberEvent::UserLinked(user_link(4)),
             MemberEvent::UserUnlinked(user_link(5)),
+            MemberEvent::Erased(stamp(6)),
             MemberEvent::Deleted(stamp(6)),
         ]
         .map(Event::Member),
@@ -332,6 +337,7 @@ pub fn events() -> Vec<Event> {
             }),
             AdminEvent::UserLinked(user_link(5)),
             AdminEvent::UserUnlinked(user_link(6)),
+            AdminEvent::Erased(stamp(7)),
             AdminEvent::Deleted(stamp(7)),
         ]
         .map(Event::Admin),
@@ -432,6 +438,7 @@ pub fn events() -> Vec<Event> {
                 at: at(14),
             }),
             TaskEvent::Retried(stamp(15)),
+            TaskEvent::ContentErased(stamp(16)),
             TaskEvent::Deleted(stamp(16)),
         ]
         .map(Event::Task),
@@ -446,6 +453,7 @@ pub fn events() -> Vec<Event> {
                 email: email("jane@acme-dental.com"),
                 at: at(1),
             }),
+            UserEvent::Erased(stamp(2)),
             UserEvent::Deleted(stamp(2)),
         ]
         .map(Event::User),

@@ -317,6 +317,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
         command::<LinkUser<MemberId>>(Tenant, "member.linkUser"),
         command::<ById<MemberId>>(Tenant, "member.unlinkUser"),
         command::<ById<MemberId>>(Tenant, "member.delete"),
+        command::<ById<MemberId>>(Tenant, "member.erase"),
         // admins (platform)
         command::<CreateAdmin>(Platform, "admin.create"),
         command::<UpdateAdmin>(Platform, "admin.update"),
@@ -326,6 +327,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
         command::<LinkUser<AdminId>>(Platform, "admin.linkUser"),
         command::<ById<AdminId>>(Platform, "admin.unlinkUser"),
         command::<ById<AdminId>>(Platform, "admin.delete"),
+        command::<ById<AdminId>>(Platform, "admin.erase"),
         // agents
         command::<CreateAgent>(Tenant, "agent.create"),
         command::<UpdateAgent>(Tenant, "agent.update"),
@@ -346,10 +348,12 @@ pub fn catalog() -> Vec<CatalogEntry> {
         command::<EndTask>(Tenant, "task.cancel"),
         command::<ById<TaskId>>(Tenant, "task.retry"),
         command::<ById<TaskId>>(Tenant, "task.delete"),
+        command::<ById<TaskId>>(Tenant, "task.eraseContent"),
         // $users (platform)
         command::<UserEmailBody>(Platform, "user.create"),
         command::<UserEmailBody>(Platform, "user.update"),
         command::<ById<UserId>>(Platform, "user.delete"),
+        command::<ById<UserId>>(Platform, "user.erase"),
         // replies
         other::<CommandReply>(MessageKind::Reply, "CommandReply", REPLY_SUBJECT),
         other::<ErrorBody>(MessageKind::Error, "ErrorBody", REPLY_SUBJECT),
@@ -407,6 +411,11 @@ pub fn catalog() -> Vec<CatalogEntry> {
         event::<UserEmailSet>("user.created", v1),
         event::<UserEmailSet>("user.updated", v1),
         event::<Stamp>("user.deleted", v1),
+        // Erasure of one data subject's personal data (its key destroyed).
+        event::<Stamp>("member.erased", v1),
+        event::<Stamp>("admin.erased", v1),
+        event::<Stamp>("user.erased", v1),
+        event::<Stamp>("task.contentErased", v1),
     ]);
     entries.extend([
         other::<GuardEvent>(

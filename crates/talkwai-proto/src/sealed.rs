@@ -75,6 +75,20 @@ pub fn fill_placeholders(data: &mut Value, erased: &[&str]) {
     }
 }
 
+/// The events that erase one data subject's personal data (its key destroyed). Such an event
+/// names the destroyed key in its `Talkwai-Key` header, so a reader forgets it.
+pub const SUBJECT_ERASURES: [&str; 4] = [
+    "member.erased",
+    "admin.erased",
+    "user.erased",
+    "task.contentErased",
+];
+
+/// Whether an event of this type erases its subject's personal data.
+pub fn erases_subject(event_type: &str) -> bool {
+    SUBJECT_ERASURES.contains(&event_type)
+}
+
 /// Whether events of this type can carry personal data (and so a key).
 pub fn is_personal(event_type: &str) -> bool {
     !personal_fields(event_type).is_empty()
@@ -165,6 +179,21 @@ pub fn seal_data(event_type: &str, data: &mut Value, sealer: &dyn Sealer) -> boo
         }
     }
     sealed_any
+}
+
+/// Whether `data` (an event of `event_type`) holds a personal field as text: in a stored body
+/// with no `Talkwai-Key`, a value written in clear.
+pub fn has_personal_text(event_type: &str, data: &Value) -> bool {
+    personal_fields(event_type).iter().any(|path| {
+        let mut at = data;
+        for part in path.split('.') {
+            match at.as_object().and_then(|o| o.get(part)) {
+                Some(next) => at = next,
+                None => return false,
+            }
+        }
+        at.is_string()
+    })
 }
 
 /// The key id of the first sealed field of `data`, if any.

@@ -105,8 +105,8 @@ fn catalog_covers_exactly_the_domain_commands_with_their_rust_types() {
     );
     assert_eq!(
         names.len(),
-        41,
-        "commands listed in the brief, and tenant.erase"
+        45,
+        "commands listed in the brief, tenant.erase and the four subject erasures"
     );
     for variant in domain {
         let entry = schema::command_entry(&variant.name).expect("listed");
@@ -351,6 +351,7 @@ fn accepted_reply() -> CommandReply {
         version: events.len() as u64,
         events,
         seq: 4_211,
+        erasure: None,
     })
 }
 
@@ -368,9 +369,23 @@ fn replies_and_every_error_code_validate() {
         version: 3,
         events: Vec::new(),
         seq: 17,
+        erasure: None,
     }))
     .expect("serialize");
     assert_valid(&reply, &noop, "no-op reply");
+    let erased = serde_json::to_value(CommandReply::accepted(CommandAccepted {
+        id: samples::MEMBER,
+        version: 4,
+        events: Vec::new(),
+        seq: 18,
+        erasure: Some(talkwai_proto::ErasureReport {
+            key_destroyed: false,
+            clear_in_log: true,
+        }),
+    }))
+    .expect("serialize");
+    assert_eq!(erased["erasure"]["clearInLog"], true);
+    assert_valid(&reply, &erased, "erasure reply");
 
     for code in ErrorCode::ALL {
         for body in [

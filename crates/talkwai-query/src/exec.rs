@@ -103,6 +103,7 @@ fn typed(value: &Value, field: &Field) -> Result<Param, QueryError> {
         ),
         FieldType::Text => Box::new(value.as_str().ok_or_else(bad)?.to_owned()),
         FieldType::Millis => Box::new(value.as_i64().ok_or_else(bad)?),
+        FieldType::Bool => Box::new(value.as_bool().ok_or_else(bad)?),
         // The parser lets only `$isNull` through for JSON fields, which binds nothing.
         FieldType::Json => return Err(bad()),
     })
@@ -131,6 +132,12 @@ fn typed_list(values: &[Value], field: &Field) -> Result<Param, QueryError> {
             values
                 .iter()
                 .map(|v| v.as_i64().ok_or_else(bad))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        FieldType::Bool => Box::new(
+            values
+                .iter()
+                .map(|v| v.as_bool().ok_or_else(bad))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         FieldType::Json => return Err(bad()),

@@ -13,6 +13,8 @@ pub enum FieldType {
     /// A JSON object (a `jsonb` column), answered as an object; conditions may only test its
     /// presence (`$isNull`).
     Json,
+    /// `true` or `false` (`erased`, the marker of an erased entity).
+    Bool,
 }
 
 /// A queryable field.
@@ -90,7 +92,7 @@ const fn f(
     }
 }
 
-use FieldType::{Json, Millis, Text, Uuid};
+use FieldType::{Bool, Json, Millis, Text, Uuid};
 
 const fn fwd(
     name: &'static str,
@@ -145,14 +147,15 @@ pub const NAMESPACES: &[Namespace] = &[
         table: "members",
         fields: &[
             f("id", "id", Uuid, true, true),
-            f("firstName", "first_name", Text, false, true),
-            f("lastName", "last_name", Text, false, true),
-            f("email", "email", Text, true, true),
+            f("firstName", "first_name", Text, false, false),
+            f("lastName", "last_name", Text, false, false),
+            f("email", "email", Text, true, false),
             f("phone", "phone", Text, false, false),
             f("role", "role", Text, false, true),
             f("status", "status", Text, true, true),
             f("createdAt", "created_at", Millis, true, true),
             f("updatedAt", "updated_at", Millis, false, true),
+            f("erased", "erased", Bool, false, true),
         ],
         links: &[
             fwd("tenant", "tenants", "tenant_id", true),
@@ -168,14 +171,15 @@ pub const NAMESPACES: &[Namespace] = &[
         table: "admins",
         fields: &[
             f("id", "id", Uuid, true, true),
-            f("firstName", "first_name", Text, false, true),
-            f("lastName", "last_name", Text, false, true),
-            f("email", "email", Text, true, true),
+            f("firstName", "first_name", Text, false, false),
+            f("lastName", "last_name", Text, false, false),
+            f("email", "email", Text, true, false),
             f("role", "role", Text, false, true),
             f("permissions", "permissions", Text, false, true),
             f("status", "status", Text, false, true),
             f("createdAt", "created_at", Millis, true, true),
             f("updatedAt", "updated_at", Millis, false, true),
+            f("erased", "erased", Bool, false, true),
         ],
         links: &[
             fwd("user", "users", "user_id", false),
@@ -210,8 +214,8 @@ pub const NAMESPACES: &[Namespace] = &[
             f("type", "type", Text, false, true),
             f("status", "status", Text, true, true),
             f("priority", "priority", Text, false, true),
-            f("fromAddress", "from_address", Text, false, true),
-            f("toAddress", "to_address", Text, false, true),
+            f("fromAddress", "from_address", Text, false, false),
+            f("toAddress", "to_address", Text, false, false),
             f("subject", "subject", Text, false, false),
             f("content", "content", Text, false, false),
             f("metadata", "metadata", Text, false, false),
@@ -222,6 +226,7 @@ pub const NAMESPACES: &[Namespace] = &[
             f("updatedAt", "updated_at", Millis, false, true),
             f("outcome", "outcome", Json, false, false),
             f("outcomeSummary", "outcome_summary", Text, true, false),
+            f("erased", "erased", Bool, false, true),
         ],
         links: &[
             fwd("tenant", "tenants", "tenant_id", true),
@@ -237,9 +242,10 @@ pub const NAMESPACES: &[Namespace] = &[
         table: "users",
         fields: &[
             f("id", "id", Uuid, true, true),
-            f("email", "email", Text, true, true),
+            f("email", "email", Text, true, false),
             f("createdAt", "created_at", Millis, true, true),
             f("updatedAt", "updated_at", Millis, false, true),
+            f("erased", "erased", Bool, false, true),
         ],
         links: &[
             rev("member", "members", "user_id", false),

@@ -460,6 +460,7 @@ fn check_value(value: &Value, field: &Field, path: &str) -> Result<Value, QueryE
         FieldType::Text => value.is_string(),
         FieldType::Millis => value.is_i64(),
         FieldType::Json => false,
+        FieldType::Bool => value.is_boolean(),
     };
     if ok {
         Ok(value.clone())
@@ -469,6 +470,7 @@ fn check_value(value: &Value, field: &Field, path: &str) -> Result<Value, QueryE
             FieldType::Text => "a string",
             FieldType::Millis => "an integer (epoch milliseconds)",
             FieldType::Json => "only {\"$isNull\": true | false}",
+            FieldType::Bool => "true or false",
         };
         Err(err(path, format!("{} takes {expected}", field.name)))
     }

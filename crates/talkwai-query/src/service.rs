@@ -99,9 +99,10 @@ pub(crate) async fn checkpoint(conn: &deadpool_postgres::Object) -> Result<u64, 
 pub(crate) enum Grant {
     /// The platform token: nothing to confirm.
     Platform,
-    /// An admin's user: an active admin.
+    /// An admin's user: an active admin, not erased.
     Admin(Uuid),
-    /// A member's user and tenant: an active member of that tenant, which is active.
+    /// A member's user and tenant: an active member of that tenant (not erased), which is
+    /// active.
     Member(Uuid, Uuid),
 }
 
@@ -111,13 +112,14 @@ impl Grant {
         let (sql, params, refusal): (&str, Vec<&(dyn ToSql + Sync)>, &str) = match &self {
             Self::Platform => return Ok(()),
             Self::Admin(user) => (
-                "SELECT 1 FROM talkwai.admins WHERE user_id = $1 AND status = 'active'",
+                "SELECT 1 FROM talkwai.admins WHERE user_id = $1 AND status = 'active' AND NOT erased",
                 vec![user],
                 "not an active admin",
             ),
             Self::Member(user, tenant) => (
                 "SELECT 1 FROM talkwai.members m JOIN talkwai.tenants t ON t.id = m.tenant_id
-                 WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'",
+                 WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND NOT m.erased
+                   AND t.status = 'active'",
                 vec![user, tenant],
                 "not an active member of an active tenant",
             ),

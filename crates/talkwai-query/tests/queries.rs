@@ -1169,3 +1169,162 @@ async fn a_tasks_outcome_is_selectable_and_filterable() {
         assert_eq!(error["field"], field, "{filter}: {error}");
     }
 }
+
+/// What a client sees after each erase command: the query answer holds `null` for every
+/// personal field with `erased: true` (filterable), the live query's next answer the same, the
+/// task keeps its links; and the erased member's token no longer signs in, to commands or
+/// queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_subjects_read_as_null_with_the_marker_and_an_erased_member_cannot_sign_in() {
+    let w = start(0).await;
+    let (user, member, task) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    send(
+        &w.client,
+        "talkwai.cmd.platform.user.create",
+        json!({"id": user, "email": "erin@erasure.test"}),
+        PLATFORM,
+    )
+    .await;
+    send(
+        &w.client,
+        &format!("talkwai.cmd.{}.member.create", w.a),
+        json!({"id": member, "firstName": "Erin", "lastName": "Eye", "email": "erin@acme.test",
+               "phone": "+15550001234", "role": "user", "user": user}),
+        PLATFORM,
+    )
+    .await;
+    let member_token = token(user, w.a);
+    send(
+        &w.client,
+        &format!("talkwai.cmd.{}.task.create", w.a),
+        json!({"id": task, "type": "call", "fromAddress": "+15550001234", "toAddress": "erin@acme.test",
+               "subject": "Lens fitting", "content": "Call Erin", "assignedTo": member}),
+        &member_token,
+    )
+    .await;
+    let members = json!({"members": {"$": {"where": {"id": member}}}});
+    let tasks = json!({"tasks": {"$": {"where": {"id": task}}, "assignedTo": {}}});
+    let before = w.query_as(&member_token, &tasks).await;
+    assert_eq!(
+        before["data"]["tasks"][0]["subject"], "Lens fitting",
+        "{before}"
+    );
+    assert_eq!(before["data"]["tasks"][0]["erased"], false);
+
+    // A live query of the member and one of the task, as the tenant's owner.
+    let member_live = w.subscribe_as(&w.a_token, &members).await;
+    assert_eq!(member_live["data"]["members"][0]["firstName"], "Erin");
+    let mut member_updates = w.live_updates(&member_live).await;
+    let task_live = w.subscribe_as(&w.a_token, &tasks).await;
+    let mut task_updates = w.live_updates(&task_live).await;
+
+    // The owner erases the member and the task's content; the platform the identity.
+    let erased = send(
+        &w.client,
+        &format!("talkwai.cmd.{}.member.erase", w.a),
+        json!({"id": member}),
+        &w.a_token,
+    )
+    .await;
+    assert_eq!(erased.events[0].event_type, "member.erased");
+    send(
+        &w.client,
+        &format!("talkwai.cmd.{}.task.eraseContent", w.a),
+        json!({"id": task}),
+        &w.a_token,
+    )
+    .await;
+    send(
+        &w.client,
+        "talkwai.cmd.platform.user.erase",
+        json!({"id": user}),
+        PLATFORM,
+    )
+    .await;
+
+    // Live: the next answers carry the nulls and the marker.
+    let live_member = first_erased(&mut member_updates, "members").await;
+    let live_task = first_erased(&mut task_updates, "tasks").await;
+    for field in ["firstName", "lastName", "email", "phone"] {
+        assert_eq!(live_member[field], Value::Null, "live member {field}");
+    }
+    for field in [
+        "fromAddress",
+        "toAddress",
+        "subject",
+        "content",
+        "outcomeSummary",
+    ] {
+        assert_eq!(live_task[field], Value::Null, "live task {field}");
+    }
+    assert_eq!(live_task["assignedTo"]["id"], json!(member), "links stay");
+
+    // Query answers: the same, and `erased` filters.
+    let answer = w
+        .ask(json!({"members": {"$": {"where": {"erased": true}}}}))
+        .await;
+    let rows = answer["data"]["members"].as_array().expect("members");
+    assert_eq!(rows.len(), 1, "{answer}");
+    assert_eq!(rows[0]["id"], json!(member));
+    assert_eq!(rows[0]["firstName"], Value::Null);
+    assert_eq!(rows[0]["role"], "user", "what is not personal stays");
+    let answer = w.ask(tasks.clone()).await;
+    let row = &answer["data"]["tasks"][0];
+    assert_eq!(row["erased"], true);
+    assert_eq!(row["content"], Value::Null);
+    assert_eq!(row["status"], "pending");
+    assert_eq!(row["assignedTo"]["id"], json!(member));
+    assert_eq!(row["assignedTo"]["erased"], true);
+    let users = w
+        .query_on(
+            "talkwai.qry.platform",
+            PLATFORM,
+            json!({"query": {"$users": {"$": {"where": {"id": user}}}}, "minSeq": w.head().await}),
+        )
+        .await;
+    assert_eq!(users["data"]["$users"][0]["email"], Value::Null, "{users}");
+    assert_eq!(users["data"]["$users"][0]["erased"], true);
+    let bad = w
+        .error(json!({"members": {"$": {"where": {"erased": "yes"}}}}))
+        .await;
+    assert_eq!(bad["code"], "validation_failed", "{bad}");
+
+    // The erased member's token signs in nowhere.
+    let mut headers = HeaderMap::new();
+    headers.insert("Talkwai-Command-Id", Uuid::new_v4().to_string().as_str());
+    headers.insert("Authorization", format!("Bearer {member_token}").as_str());
+    let reply = w
+        .client
+        .request_with_headers(
+            format!("talkwai.cmd.{}.task.start", w.a),
+            headers,
+            json!({"id": task}).to_string().into(),
+        )
+        .await
+        .expect("request");
+    let reply: CommandReply = serde_json::from_slice(&reply.payload).expect("reply");
+    let refused = reply
+        .into_result()
+        .expect_err("an erased member may not act");
+    assert_eq!(refused.code, talkwai_domain::ErrorCode::Forbidden);
+    assert!(refused.message.contains("erased"), "{}", refused.message);
+    let refused = w.query_as(&member_token, &tasks).await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"]["code"], "forbidden");
+}
+
+/// The first row of the first live answer whose first `namespace` row is marked erased.
+async fn first_erased(updates: &mut async_nats::Subscriber, namespace: &str) -> Value {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let update = tokio::time::timeout_at(deadline, updates.next())
+            .await
+            .expect("a live update before the deadline")
+            .expect("update");
+        let body: Value = serde_json::from_slice(&update.payload).expect("json");
+        if body["data"][namespace][0]["erased"] == true {
+            return body["data"][namespace][0].clone();
+        }
+    }
+}

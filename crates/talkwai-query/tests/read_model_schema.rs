@@ -66,6 +66,7 @@ fn sql_type(ty: FieldType) -> &'static str {
         FieldType::Text => "text",
         FieldType::Millis => "bigint",
         FieldType::Json => "jsonb",
+        FieldType::Bool => "boolean",
     }
 }
 

@@ -2,6 +2,7 @@
 
 export type { AdminCreateCommand } from "./commands/admin.create.js";
 export type { AdminDeleteCommand } from "./commands/admin.delete.js";
+export type { AdminEraseCommand } from "./commands/admin.erase.js";
 export type { AdminLinkUserCommand } from "./commands/admin.linkUser.js";
 export type { AdminSetPermissionsCommand } from "./commands/admin.setPermissions.js";
 export type { AdminSetRoleCommand } from "./commands/admin.setRole.js";
@@ -15,6 +16,7 @@ export type { AgentSetStatusCommand } from "./commands/agent.setStatus.js";
 export type { AgentUpdateCommand } from "./commands/agent.update.js";
 export type { MemberCreateCommand } from "./commands/member.create.js";
 export type { MemberDeleteCommand } from "./commands/member.delete.js";
+export type { MemberEraseCommand } from "./commands/member.erase.js";
 export type { MemberLinkUserCommand } from "./commands/member.linkUser.js";
 export type { MemberSetRoleCommand } from "./commands/member.setRole.js";
 export type { MemberSetStatusCommand } from "./commands/member.setStatus.js";
@@ -25,6 +27,7 @@ export type { TaskCancelCommand } from "./commands/task.cancel.js";
 export type { TaskCompleteCommand } from "./commands/task.complete.js";
 export type { TaskCreateCommand } from "./commands/task.create.js";
 export type { TaskDeleteCommand } from "./commands/task.delete.js";
+export type { TaskEraseContentCommand } from "./commands/task.eraseContent.js";
 export type { TaskFailCommand } from "./commands/task.fail.js";
 export type { TaskLinkAgentCommand } from "./commands/task.linkAgent.js";
 export type { TaskRetryCommand } from "./commands/task.retry.js";
@@ -40,6 +43,7 @@ export type { TenantSetStatusCommand } from "./commands/tenant.setStatus.js";
 export type { TenantUpdateCommand } from "./commands/tenant.update.js";
 export type { UserCreateCommand } from "./commands/user.create.js";
 export type { UserDeleteCommand } from "./commands/user.delete.js";
+export type { UserEraseCommand } from "./commands/user.erase.js";
 export type { UserUpdateCommand } from "./commands/user.update.js";
 export type { CommandReply } from "./replies/CommandReply.js";
 export type { ErrorBody } from "./replies/ErrorBody.js";
@@ -77,6 +81,7 @@ export type { LiveOp } from "./query/LiveControl.js";
 export interface CommandBodies {
   "admin.create": import("./commands/admin.create.js").AdminCreateCommand;
   "admin.delete": import("./commands/admin.delete.js").AdminDeleteCommand;
+  "admin.erase": import("./commands/admin.erase.js").AdminEraseCommand;
   "admin.linkUser": import("./commands/admin.linkUser.js").AdminLinkUserCommand;
   "admin.setPermissions": import("./commands/admin.setPermissions.js").AdminSetPermissionsCommand;
   "admin.setRole": import("./commands/admin.setRole.js").AdminSetRoleCommand;
@@ -90,6 +95,7 @@ export interface CommandBodies {
   "agent.update": import("./commands/agent.update.js").AgentUpdateCommand;
   "member.create": import("./commands/member.create.js").MemberCreateCommand;
   "member.delete": import("./commands/member.delete.js").MemberDeleteCommand;
+  "member.erase": import("./commands/member.erase.js").MemberEraseCommand;
   "member.linkUser": import("./commands/member.linkUser.js").MemberLinkUserCommand;
   "member.setRole": import("./commands/member.setRole.js").MemberSetRoleCommand;
   "member.setStatus": import("./commands/member.setStatus.js").MemberSetStatusCommand;
@@ -100,6 +106,7 @@ export interface CommandBodies {
   "task.complete": import("./commands/task.complete.js").TaskCompleteCommand;
   "task.create": import("./commands/task.create.js").TaskCreateCommand;
   "task.delete": import("./commands/task.delete.js").TaskDeleteCommand;
+  "task.eraseContent": import("./commands/task.eraseContent.js").TaskEraseContentCommand;
   "task.fail": import("./commands/task.fail.js").TaskFailCommand;
   "task.linkAgent": import("./commands/task.linkAgent.js").TaskLinkAgentCommand;
   "task.retry": import("./commands/task.retry.js").TaskRetryCommand;
@@ -115,6 +122,7 @@ export interface CommandBodies {
   "tenant.update": import("./commands/tenant.update.js").TenantUpdateCommand;
   "user.create": import("./commands/user.create.js").UserCreateCommand;
   "user.delete": import("./commands/user.delete.js").UserDeleteCommand;
+  "user.erase": import("./commands/user.erase.js").UserEraseCommand;
   "user.update": import("./commands/user.update.js").UserUpdateCommand;
 }
 
@@ -122,6 +130,7 @@ export interface CommandBodies {
 export const COMMAND_ACTIONS = [
   "admin.create",
   "admin.delete",
+  "admin.erase",
   "admin.linkUser",
   "admin.setPermissions",
   "admin.setRole",
@@ -135,6 +144,7 @@ export const COMMAND_ACTIONS = [
   "agent.update",
   "member.create",
   "member.delete",
+  "member.erase",
   "member.linkUser",
   "member.setRole",
   "member.setStatus",
@@ -145,6 +155,7 @@ export const COMMAND_ACTIONS = [
   "task.complete",
   "task.create",
   "task.delete",
+  "task.eraseContent",
   "task.fail",
   "task.linkAgent",
   "task.retry",
@@ -160,6 +171,7 @@ export const COMMAND_ACTIONS = [
   "tenant.update",
   "user.create",
   "user.delete",
+  "user.erase",
   "user.update",
 ] as const satisfies readonly (keyof CommandBodies)[];
 
@@ -170,6 +182,7 @@ export type CommandAccepted = Extract<import("./replies/CommandReply.js").Comman
 export const COMMAND_SUBJECTS = {
   "admin.create": "talkwai.cmd.platform.admin.create",
   "admin.delete": "talkwai.cmd.platform.admin.delete",
+  "admin.erase": "talkwai.cmd.platform.admin.erase",
   "admin.linkUser": "talkwai.cmd.platform.admin.linkUser",
   "admin.setPermissions": "talkwai.cmd.platform.admin.setPermissions",
   "admin.setRole": "talkwai.cmd.platform.admin.setRole",
@@ -183,6 +196,7 @@ export const COMMAND_SUBJECTS = {
   "agent.update": "talkwai.cmd.{tenant}.agent.update",
   "member.create": "talkwai.cmd.{tenant}.member.create",
   "member.delete": "talkwai.cmd.{tenant}.member.delete",
+  "member.erase": "talkwai.cmd.{tenant}.member.erase",
   "member.linkUser": "talkwai.cmd.{tenant}.member.linkUser",
   "member.setRole": "talkwai.cmd.{tenant}.member.setRole",
   "member.setStatus": "talkwai.cmd.{tenant}.member.setStatus",
@@ -193,6 +207,7 @@ export const COMMAND_SUBJECTS = {
   "task.complete": "talkwai.cmd.{tenant}.task.complete",
   "task.create": "talkwai.cmd.{tenant}.task.create",
   "task.delete": "talkwai.cmd.{tenant}.task.delete",
+  "task.eraseContent": "talkwai.cmd.{tenant}.task.eraseContent",
   "task.fail": "talkwai.cmd.{tenant}.task.fail",
   "task.linkAgent": "talkwai.cmd.{tenant}.task.linkAgent",
   "task.retry": "talkwai.cmd.{tenant}.task.retry",
@@ -208,6 +223,7 @@ export const COMMAND_SUBJECTS = {
   "tenant.update": "talkwai.cmd.{tenant}.tenant.update",
   "user.create": "talkwai.cmd.platform.user.create",
   "user.delete": "talkwai.cmd.platform.user.delete",
+  "user.erase": "talkwai.cmd.platform.user.erase",
   "user.update": "talkwai.cmd.platform.user.update",
 } as const satisfies Record<keyof CommandBodies, string>;
 
@@ -215,6 +231,7 @@ export const COMMAND_SUBJECTS = {
 export const COMMAND_HELPERS = {
   createAdmin: "admin.create",
   deleteAdmin: "admin.delete",
+  eraseAdmin: "admin.erase",
   linkAdminUser: "admin.linkUser",
   setAdminPermissions: "admin.setPermissions",
   setAdminRole: "admin.setRole",
@@ -228,6 +245,7 @@ export const COMMAND_HELPERS = {
   updateAgent: "agent.update",
   createMember: "member.create",
   deleteMember: "member.delete",
+  eraseMember: "member.erase",
   linkMemberUser: "member.linkUser",
   setMemberRole: "member.setRole",
   setMemberStatus: "member.setStatus",
@@ -238,6 +256,7 @@ export const COMMAND_HELPERS = {
   completeTask: "task.complete",
   createTask: "task.create",
   deleteTask: "task.delete",
+  eraseTaskContent: "task.eraseContent",
   failTask: "task.fail",
   linkTaskAgent: "task.linkAgent",
   retryTask: "task.retry",
@@ -253,6 +272,7 @@ export const COMMAND_HELPERS = {
   updateTenant: "tenant.update",
   createUser: "user.create",
   deleteUser: "user.delete",
+  eraseUser: "user.erase",
   updateUser: "user.update",
 } as const satisfies Record<string, keyof CommandBodies>;
 

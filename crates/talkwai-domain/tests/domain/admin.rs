@@ -100,6 +100,7 @@ fn all_commands() -> Vec<Command> {
         })),
         cmd(AdminCommand::UnlinkUser(ById { id: id() })),
         cmd(AdminCommand::Delete(ById { id: id() })),
+        cmd(AdminCommand::Erase(ById { id: id() })),
     ]
 }
 

@@ -177,6 +177,7 @@ pub fn member_entity(
         user: None,
         created_at: T0,
         updated_at: T0,
+        erased: false,
     }
 }
 /// An agent as a fact.
@@ -200,6 +201,7 @@ pub fn user_entity(id: UserId) -> User {
         email: email(&format!("u{}@example.com", id.0.as_u128())),
         created_at: T0,
         updated_at: T0,
+        erased: false,
     }
 }
 

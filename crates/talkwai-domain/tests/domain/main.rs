@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+mod erasure;
 mod events;
 mod fixtures;
 mod member;

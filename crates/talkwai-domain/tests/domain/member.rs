@@ -22,7 +22,8 @@ fn email_key(e: &str) -> GuardKey {
     }
 }
 
-fn created_with(user: Option<talkwai_domain::ids::UserId>) -> Event {
+/// Ada Lovelace, manager of tenant A, created at [`T0`] (linked to `user`).
+pub(crate) fn created_with(user: Option<talkwai_domain::ids::UserId>) -> Event {
     created_at(user, T0)
 }
 
@@ -109,6 +110,7 @@ fn all_commands() -> Vec<Command> {
         link(user_id(1)),
         cmd(MemberCommand::UnlinkUser(ById { id: id() })),
         cmd(MemberCommand::Delete(ById { id: id() })),
+        cmd(MemberCommand::Erase(ById { id: id() })),
     ]
 }
 

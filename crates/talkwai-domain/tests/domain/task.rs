@@ -242,6 +242,7 @@ fn all_commands() -> Vec<Command> {
         cmd(TaskCommand::Cancel(end())),
         cmd(TaskCommand::Retry(by_id())),
         cmd(TaskCommand::Delete(by_id())),
+        cmd(TaskCommand::EraseContent(by_id())),
     ]
 }
 

@@ -84,6 +84,7 @@ pub fn every_command_body() -> Vec<(&'static str, &'static str, Value)> {
         ("member", "linkUser", json!({"id": MEMBER, "user": u})),
         ("member", "unlinkUser", json!({"id": MEMBER})),
         ("member", "delete", json!({"id": MEMBER})),
+        ("member", "erase", json!({"id": MEMBER})),
         (
             "admin",
             "create",
@@ -101,6 +102,7 @@ pub fn every_command_body() -> Vec<(&'static str, &'static str, Value)> {
         ("admin", "linkUser", json!({"id": a, "user": u})),
         ("admin", "unlinkUser", json!({"id": a})),
         ("admin", "delete", json!({"id": a})),
+        ("admin", "erase", json!({"id": a})),
         (
             "agent",
             "create",
@@ -143,16 +145,18 @@ pub fn every_command_body() -> Vec<(&'static str, &'static str, Value)> {
         ("task", "cancel", json!({"id": TASK})),
         ("task", "retry", json!({"id": TASK})),
         ("task", "delete", json!({"id": TASK})),
+        ("task", "eraseContent", json!({"id": TASK})),
         ("user", "create", json!({"id": u, "email": "u@example.com"})),
         ("user", "update", json!({"id": u, "email": "v@example.com"})),
         ("user", "delete", json!({"id": u})),
+        ("user", "erase", json!({"id": u})),
     ]
 }
 
 #[test]
 fn every_command_decodes_names_its_permission_and_round_trips() {
     let all = every_command_body();
-    assert_eq!(all.len(), 4 + 7 + 8 + 5 + 13 + 3);
+    assert_eq!(all.len(), 4 + 8 + 9 + 5 + 14 + 4);
     for (aggregate, action, body) in all {
         let command = decoded(aggregate, action, body);
         assert_eq!(command.kind().as_str(), aggregate);

@@ -102,7 +102,7 @@ pub(super) fn needed_rows(
     let mut needed: HashMap<&'static str, Vec<Uuid>> = HashMap::new();
     let mut seen: HashSet<(&'static str, Uuid)> = HashSet::new();
     for item in decoded {
-        if let Ok(Decoded::Event(target, event)) = item {
+        if let Ok(Decoded::Event(target, event, _)) = item {
             let key = (rows::table(target.kind), target.id);
             if !work.rows.contains_key(&key) && seen.insert(key) && !is_create(event) {
                 needed.entry(key.0).or_default().push(key.1);
@@ -157,7 +157,7 @@ pub(super) fn apply_events(
     for (message, item) in messages.iter().zip(decoded) {
         let applied = match item {
             Ok(Decoded::Ignored) => Ok(None),
-            Ok(Decoded::Event(target, event)) => {
+            Ok(Decoded::Event(target, event, erased)) => {
                 if tenant.is_some() && target.tenant != tenant {
                     Ok(None)
                 } else {
@@ -173,6 +173,14 @@ pub(super) fn apply_events(
                     let applied = rows::apply(slot, &target, &event, message.seq)
                         .map(Some)
                         .map_err(|e| e.to_string());
+                    // Fields whose key is gone read as placeholders in the event: the row
+                    // shows them as erased instead.
+                    if erased
+                        && matches!(applied, Ok(Some(Applied::Changed)))
+                        && let Some(row) = slot.as_mut()
+                    {
+                        rows::scrub(row, target.kind);
+                    }
                     if applied.is_ok() && is_erasure(&event) {
                         work.erase_tenant(target.id);
                     }

@@ -238,7 +238,8 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
                 json!({"id": id, "tenant_id": m.tenant, "first_name": s(&m.first_name),
                 "last_name": s(&m.last_name), "email": s(&m.email), "phone": s(&m.phone), "role": s(&m.role),
                 "status": s(&m.status), "user_id": m.user, "created_at": m.created_at.0,
-                "updated_at": m.updated_at.0, "version": version, "last_seq": last_seq}),
+                "updated_at": m.updated_at.0, "version": version, "last_seq": last_seq,
+                "erased": m.erased}),
             )
         }
         AggregateState::Admin(id, st) => {
@@ -249,7 +250,7 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
                 json!({"id": id, "first_name": s(&a.first_name), "last_name": s(&a.last_name),
                 "email": s(&a.email), "role": s(&a.role), "permissions": s(&a.permissions), "status": s(&a.status),
                 "user_id": a.user, "created_at": a.created_at.0, "updated_at": a.updated_at.0,
-                "version": version, "last_seq": last_seq}),
+                "version": version, "last_seq": last_seq, "erased": a.erased}),
             )
         }
         AggregateState::Agent(_, id, st) => {
@@ -275,7 +276,8 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
                 "completed_at": s(&t.completed_at), "created_at": t.created_at.0, "updated_at": t.updated_at.0,
                 "agent_id": t.agent, "assigned_to": t.assigned_to, "created_by": t.created_by,
                 "created_by_admin": t.created_by_admin, "version": version, "last_seq": last_seq,
-                "outcome": s(&t.outcome), "outcome_summary": t.outcome.as_ref().map(|o| s(&o.summary))}),
+                "outcome": s(&t.outcome), "outcome_summary": t.outcome.as_ref().map(|o| s(&o.summary)),
+                "erased": t.erased}),
             )
         }
         AggregateState::User(id, st) => {
@@ -284,7 +286,8 @@ fn expected_row(state: &AggregateState, last_seq: u64) -> Option<(&'static str, 
                 "users",
                 id.to_string(),
                 json!({"id": id, "email": s(&u.email), "created_at": u.created_at.0,
-                "updated_at": u.updated_at.0, "version": version, "last_seq": last_seq}),
+                "updated_at": u.updated_at.0, "version": version, "last_seq": last_seq,
+                "erased": u.erased}),
             )
         }
     })

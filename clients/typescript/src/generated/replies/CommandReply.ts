@@ -6,6 +6,11 @@
 export type CommandReply =
   | {
       /**
+       * What an erasure (`member.erase`, `admin.erase`, `user.erase`, `task.eraseContent`)
+       * did to the subject's key; absent for every other command.
+       */
+      erasure?: ErasureReport | null;
+      /**
        * The events the command appended (empty when it changed nothing).
        */
       events: EventBody[];
@@ -63,6 +68,24 @@ export type ErrorCode =
   | "tenant_erased";
 export type False = false;
 
+/**
+ * What an erasure did to the subject's personal data.
+ */
+export interface ErasureReport {
+  /**
+   * Some of its personal data was written in clear (no master key, or before one was
+   * configured): the log and its backups still hold those values readable. Every reader
+   * treats them as erased from the `…erased` event on, but only deleting the log would
+   * remove them.
+   */
+  clearInLog: boolean;
+  /**
+   * The subject's data key was destroyed: every sealed personal field of it is unreadable
+   * for good, in the log and in every backup (`false`: it never had one, nothing of it was
+   * sealed).
+   */
+  keyDestroyed: boolean;
+}
 /**
  * The wire body of one event: `{"type", "version", "data"}`.
  */

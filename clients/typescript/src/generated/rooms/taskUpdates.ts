@@ -16,7 +16,8 @@ export type TaskAction =
   | "failed"
   | "cancelled"
   | "retried"
-  | "deleted";
+  | "deleted"
+  | "contentErased";
 /**
  * Where a task is in its lifecycle.
  */
