@@ -11,26 +11,9 @@ use talkwai_keys::{KeyArgs, MasterKey};
 use talkwai_projector::rebuild::{self, RebuildOptions};
 use uuid::Uuid;
 
-/// Every file under `dir` holding `needle` as raw bytes.
-fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&at) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            {
-                hits.push(path);
-            }
-        }
-    }
-    hits
+/// Every file under `dir` holding `needle` as raw bytes (`"<needle> in <path>"`).
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    talkwai_testkit::scan::files_holding(dir, &[needle.as_bytes()])
 }
 
 /// Sends a command as the platform, resending it with the same command id while the service
@@ -129,7 +112,7 @@ async fn personal_fields_are_sealed_at_rest_and_open_in_the_read_models() {
     // The event log never holds them: every file of the server's store is clear of it.
     assert_eq!(
         files_holding(stack.nats.store_dir(), &marker),
-        Vec::<std::path::PathBuf>::new(),
+        Vec::<String>::new(),
         "a personal value in clear in nats-server's files"
     );
 
@@ -331,7 +314,7 @@ async fn assert_no_marker(stack: &Stack, db: &str, marker: &str) {
         assert!(!log.contains(&needle), "{needle} in the log's messages");
         assert_eq!(
             files_holding(stack.nats.store_dir(), &needle),
-            Vec::<std::path::PathBuf>::new(),
+            Vec::<String>::new(),
             "{needle} in nats-server's files"
         );
     }

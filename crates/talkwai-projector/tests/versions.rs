@@ -321,16 +321,7 @@ async fn migrated_database(
 /// made with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_5_orders_the_page_indexes_in_one_direction() {
-    let pg = talkwai_testkit::Postgres::start().await.expect("postgres");
-    let db = pg.create_unique_database("migrate5").await.expect("db");
-    let pool = talkwai_projector::pool(&db, 1).expect("pool");
-    let mut conn = pool.get().await.expect("conn");
-    talkwai_projector::schema::migrate(&conn)
-        .await
-        .expect("migrate");
-    let (_, live) = talkwai_projector::schema::live_generation(&mut conn)
-        .await
-        .expect("generation");
+    let (_pg, _pool, conn, live) = migrated_database("migrate5").await;
     let page_indexes = |schema: String| {
         let conn = &conn;
         async move {

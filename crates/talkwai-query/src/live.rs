@@ -610,10 +610,9 @@ mod tests {
         );
     }
 
-    /// A registry with a subscription of `tenant` to `shape`, its first turn taken.
-    fn holding(tenant: Uuid, shape: Value, interval: Duration) -> (Registry, Uuid, Instant) {
-        let registry = Registry::new(TTL, interval);
-        let (id, _) = registry
+    /// Adds a platform subscription of `tenant` to `shape`; its id.
+    fn subscribe(registry: &Registry, tenant: Uuid, shape: Value) -> Uuid {
+        registry
             .add(
                 &tenant.to_string(),
                 query(shape),
@@ -623,7 +622,14 @@ mod tests {
                 Grant::Platform,
                 0,
             )
-            .expect("room for it");
+            .expect("room for it")
+            .0
+    }
+
+    /// A registry with a subscription of `tenant` to `shape`, its first turn taken.
+    fn holding(tenant: Uuid, shape: Value, interval: Duration) -> (Registry, Uuid, Instant) {
+        let registry = Registry::new(TTL, interval);
+        let id = subscribe(&registry, tenant, shape);
         let now = Instant::now();
         let first = registry.take_due(now, usize::MAX);
         assert_eq!(
@@ -708,20 +714,7 @@ mod tests {
         let tenant = Uuid::new_v4();
         let registry = Registry::new(TTL, Duration::ZERO);
         let ids: Vec<Uuid> = (0..5)
-            .map(|_| {
-                registry
-                    .add(
-                        &tenant.to_string(),
-                        query(json!({"tasks": {}})),
-                        Scope {
-                            tenant: Some(tenant),
-                        },
-                        Grant::Platform,
-                        0,
-                    )
-                    .expect("room for it")
-                    .0
-            })
+            .map(|_| subscribe(&registry, tenant, json!({"tasks": {}})))
             .collect();
         let now = Instant::now();
         let first = registry.take_due(now, 2);
@@ -749,18 +742,7 @@ mod tests {
         assert_eq!(registry.take_due(now, 10).marked.len(), 3);
         // The two still in flight come next, before anything marked after them.
         registry.finished(ids.iter().copied().skip(3));
-        let late = registry
-            .add(
-                &tenant.to_string(),
-                query(json!({"tasks": {}})),
-                Scope {
-                    tenant: Some(tenant),
-                },
-                Grant::Platform,
-                0,
-            )
-            .expect("room for it")
-            .0;
+        let late = subscribe(&registry, tenant, json!({"tasks": {}}));
         let mut next: Vec<Uuid> = registry
             .take_due(now, 2)
             .marked
@@ -784,17 +766,7 @@ mod tests {
         assert_eq!(registry.mark(&changed(tenant, &["tasks"])), 0);
         assert!(registry.is_empty());
         let short = Registry::new(Duration::ZERO, Duration::ZERO);
-        let (id, _) = short
-            .add(
-                &tenant.to_string(),
-                query(json!({"tasks": {}})),
-                Scope {
-                    tenant: Some(tenant),
-                },
-                Grant::Platform,
-                0,
-            )
-            .expect("room for it");
+        let id = subscribe(&short, tenant, json!({"tasks": {}}));
         assert_eq!(short.control(id, br#"{"op": "renew"}"#), None, "expired");
         assert!(short.is_empty());
     }

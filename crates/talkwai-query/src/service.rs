@@ -172,6 +172,35 @@ fn authorize(
     }
 }
 
+/// A read-only, repeatable-read transaction: the snapshot an answer is read in.
+async fn snapshot(
+    conn: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, QueryError> {
+    Ok(conn
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// Bounds every statement of the snapshot `tx` in time.
+async fn bound_time(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), QueryError> {
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"
+    ))
+    .await
+    .map_err(QueryError::from)
+}
+
+/// The checkpoint the snapshot `tx` sees.
+async fn snapshot_checkpoint(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64, QueryError> {
+    let statement = tx
+        .prepare_cached("SELECT last_seq FROM talkwai.checkpoint")
+        .await?;
+    Ok(tx.query_one(&statement, &[]).await?.get(0))
+}
+
 /// Runs a parsed query in one consistent, read-only, time-bounded snapshot: every level of the
 /// answer sees the same checkpoint, which is returned with it. The caller's grant is confirmed
 /// in that snapshot too; when it is not, nothing of the answer is returned.
@@ -182,25 +211,13 @@ pub(crate) async fn evaluate(
     grant: Grant,
     max_rows: usize,
 ) -> Result<(Value, Value, i64), QueryError> {
-    let tx = conn
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = snapshot(conn).await?;
     // Sent together (pipelined on the connection, executed in this order): the time bound, the
     // grant, the snapshot's checkpoint and the whole query.
-    let timeout = format!("SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'");
-    let checkpoint = async {
-        let statement = tx
-            .prepare_cached("SELECT last_seq FROM talkwai.checkpoint")
-            .await?;
-        Ok::<i64, QueryError>(tx.query_one(&statement, &[]).await?.get(0))
-    };
     let (timed, granted, seq, answer) = tokio::join!(
-        async { tx.batch_execute(&timeout).await.map_err(QueryError::from) },
+        bound_time(&tx),
         grant.confirm(&tx),
-        checkpoint,
+        snapshot_checkpoint(&tx),
         exec::execute(&tx, query, scope, max_rows),
     );
     // A refused grant wins over whatever else failed: the caller learns nothing more.
@@ -234,19 +251,7 @@ pub(crate) async fn evaluate_together(
         return answers;
     }
     let together = async {
-        let tx = conn
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let timeout = format!("SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'");
-        let checkpoint = async {
-            let statement = tx
-                .prepare_cached("SELECT last_seq FROM talkwai.checkpoint")
-                .await?;
-            Ok::<i64, QueryError>(tx.query_one(&statement, &[]).await?.get(0))
-        };
+        let tx = snapshot(conn).await?;
         let each = futures::future::join_all(items.iter().map(|(query, scope, grant)| {
             let tx = &tx;
             async move {
@@ -257,11 +262,7 @@ pub(crate) async fn evaluate_together(
                 granted.and(answer)
             }
         }));
-        let (timed, seq, answers) = tokio::join!(
-            async { tx.batch_execute(&timeout).await.map_err(QueryError::from) },
-            checkpoint,
-            each,
-        );
+        let (timed, seq, answers) = tokio::join!(bound_time(&tx), snapshot_checkpoint(&tx), each);
         timed?;
         let seq = seq?;
         // Read-only: nothing to keep; an aborted transaction ends the same way.
