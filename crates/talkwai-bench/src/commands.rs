@@ -82,8 +82,11 @@ impl RunningService {
         config.writes_in_flight = settings.writes_in_flight;
         config.partitions = settings.partitions;
         if settings.sealed {
-            config.keys =
-                talkwai_keys::KeyArgs::with_master(&talkwai_keys::MasterKey::generate().1);
+            // One master key per process: instances started one after another share the key
+            // bucket, whose tenant keys the first one wrapped.
+            static MASTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let master = MASTER.get_or_init(|| talkwai_keys::MasterKey::generate().1);
+            config.keys = talkwai_keys::KeyArgs::with_master(master);
         }
         // The production default, so every task of a run stays cached like in production.
         config.cache_capacity = 100_000;

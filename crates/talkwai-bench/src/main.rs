@@ -60,6 +60,7 @@ mod procs;
 mod projection;
 mod queries;
 mod report;
+mod sealing;
 mod stack;
 mod suite;
 
@@ -139,6 +140,9 @@ enum SuiteName {
     Queries,
     /// Event committed to `taskUpdates` delivered, at 1,000 events/s, notifier in process.
     Notify,
+    /// What sealing personal fields costs: create-task x64 with and without a master key,
+    /// alternated over rounds in one run (the median `sealed / clear` against the 0.90 target).
+    Sealing,
     /// Faults under load (SIGKILL of every service, of nats-server and of the R3 stream
     /// leader, PostgreSQL stopped at once): recovery times against their targets; exits
     /// non-zero when an invariant breaks (a command lost or applied twice, read models
@@ -158,6 +162,7 @@ impl SuiteName {
             Self::Queries => "queries",
             Self::Notify => "notify",
             Self::Faults => "faults",
+            Self::Sealing => "sealing",
         }
     }
 }
@@ -199,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 e2e::run(quick, seconds, scope).await
             }
             SuiteName::Live => live::run(quick, seconds).await,
+            SuiteName::Sealing => sealing::run(quick, seconds).await,
             SuiteName::Faults => {
                 faults::run(quick, cli.only.as_deref())
                     .await

@@ -266,7 +266,7 @@ async fn up_runs_the_system_and_finds_its_data_again() {
         .unwrap_or_else(|e| panic!("read: {e}"));
     let payload = String::from_utf8_lossy(&created[0].payload).into_owned();
     assert!(
-        payload.contains("\"enc\":\"v1\"") && !payload.contains("Renewal"),
+        payload.contains("\"enc\":\"v2\"") && !payload.contains("Renewal"),
         "sealed by default: {payload}"
     );
     drop(events);

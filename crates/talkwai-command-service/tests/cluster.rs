@@ -688,7 +688,7 @@ async fn sealed_subject(
     let ring = keyring_of(Some(keys), &messages).await.expect("keyring");
     let mut body: Value = serde_json::from_slice(&created.payload).expect("JSON body");
     assert!(
-        body["data"]["subject"]["enc"].is_string(),
+        body["data"]["$sealed"]["enc"] == "v2",
         "stored sealed: {body}"
     );
     open_data("task.created", key.0, &mut body["data"], &ring).expect("opens or is erased");

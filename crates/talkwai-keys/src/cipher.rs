@@ -11,7 +11,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use talkwai_proto::sealed::{SEALED_V1, Sealed, Sealer};
+use talkwai_proto::sealed::{SEALED_V1, SEALED_V2, Sealed, Sealer};
 use uuid::Uuid;
 
 use crate::error::KeyError;
@@ -173,6 +173,7 @@ impl Sealer for DataKey {
         Sealed {
             enc: SEALED_V1.to_owned(),
             key: self.id,
+            p: Vec::new(),
             n: STANDARD.encode(n),
             c: STANDARD.encode(c),
         }
@@ -181,7 +182,7 @@ impl Sealer for DataKey {
 
 /// Opens one sealed value with `key`; `None` when it does not open.
 pub fn open_sealed(key: &SecretKey, sealed: &Sealed, aad: &str) -> Option<String> {
-    if sealed.enc != SEALED_V1 {
+    if sealed.enc != SEALED_V1 && sealed.enc != SEALED_V2 {
         return None;
     }
     let n = STANDARD.decode(&sealed.n).ok()?;

@@ -349,6 +349,7 @@ mod tests {
             crate::sealed::Sealed {
                 enc: crate::sealed::SEALED_V1.into(),
                 key: self.key_id(),
+                p: Vec::new(),
                 n: String::new(),
                 c: plain.len().to_string(),
             }

@@ -1,14 +1,21 @@
-//! Sealed (encrypted) personal fields of an event body: the wire shape of a sealed value, which
+//! Sealed (encrypted) personal fields of an event body: the stored shape of sealed data, which
 //! fields of which event type are personal, and the two walks over an event's data that seal
 //! them before an append and open them after a read.
 //!
-//! A sealed value replaces a string in the event's `data`:
-//! `{"enc": "v1", "key": "<data key id>", "n": "<base64 nonce>", "c": "<base64 ciphertext>"}`.
+//! Writers seal every personal field of an event together, as one value (`v2`): the fields are
+//! taken out of the event's `data` and one member takes their place,
+//! `"$sealed": {"enc": "v2", "key": "<data key id>", "p": [<paths>], "n": "<base64 nonce>",
+//! "c": "<base64 ciphertext of the JSON array of their values, in the order of p>"}`. One AEAD,
+//! one nonce and one tag per event instead of one per field keep a sealed event small and
+//! cheap to write (issue 20's cost target). Events written before `v2` hold one sealed value per
+//! field (`v1`): `{"enc": "v1", "key", "n", "c"}` in place of the string; readers open both.
+//!
 //! The key id is a UUID naming the data subject's key in the key store, looked up under the
 //! scope of the event's subject (a tenant, or the platform for `$users` and admins); the event
 //! also carries it clear in the `Talkwai-Key` header, so a reader can fetch every key a batch
-//! needs before decoding it. The AEAD's associated data binds a ciphertext to its key, event
-//! type and field path ([`aad`]), so a sealed value moved to another field does not open.
+//! needs before decoding it. The AEAD's associated data binds a ciphertext to its key and event
+//! type (and for `v1` its field path: [`aad`], [`aad_v2`]), so a sealed value moved elsewhere
+//! does not open.
 //!
 //! This module does no cryptography: sealing and opening go through the [`Sealer`] and
 //! [`Opener`] traits (implemented by `talkwai-keys`), so the contract stays free of keys.
@@ -19,17 +26,24 @@ use uuid::Uuid;
 
 use crate::subject::Scope;
 
-/// The format tag of a sealed value.
+/// The format tag of a sealed value holding one field (what writers wrote before `v2`).
 pub const SEALED_V1: &str = "v1";
+/// The format tag of the sealed value holding every personal field of an event.
+pub const SEALED_V2: &str = "v2";
+/// The member of an event's `data` holding its `v2` sealed value.
+pub const SEALED_MEMBER: &str = "$sealed";
 
-/// A sealed personal value as it is stored in an event body.
+/// A sealed value as it is stored in an event body (XChaCha20-Poly1305).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sealed {
-    /// The format, `v1` (XChaCha20-Poly1305).
+    /// The format: `v1` (one field, in its place) or `v2` (every field, in [`SEALED_MEMBER`]).
     pub enc: String,
     /// The data key's id.
     pub key: Uuid,
+    /// `v2`: the paths of the sealed fields, in the order of the values in the ciphertext.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub p: Vec<String>,
     /// The nonce, base64 (standard, padded).
     pub n: String,
     /// The ciphertext with its tag, base64 (standard, padded).
@@ -94,9 +108,15 @@ pub fn is_personal(event_type: &str) -> bool {
     !personal_fields(event_type).is_empty()
 }
 
-/// The associated data of a sealed field: its key, event type and path.
+/// The associated data of a `v1` sealed field: its key, event type and path.
 pub fn aad(key: Uuid, event_type: &str, path: &str) -> String {
     format!("talkwai/{SEALED_V1}/{key}/{event_type}/{path}")
+}
+
+/// The associated data of an event's `v2` sealed value: its key and event type (the paths are
+/// inside: the value is the whole set).
+pub fn aad_v2(key: Uuid, event_type: &str) -> String {
+    format!("talkwai/{SEALED_V2}/{key}/{event_type}")
 }
 
 /// Seals plain text under one data key.
@@ -165,20 +185,45 @@ fn field_mut<'a>(data: &'a mut Value, path: &str) -> Option<&'a mut Value> {
     Some(at)
 }
 
-/// Seals every personal string field of `data` (an event of `event_type`) with `sealer`.
-/// Returns whether any field was sealed. Absent and `null` fields stay as they are.
+/// The object holding the last part of `path` in `data`, and that part.
+fn parent_mut<'a, 'p>(
+    data: &'a mut Value,
+    path: &'p str,
+) -> Option<(&'a mut serde_json::Map<String, Value>, &'p str)> {
+    let (parent, leaf) = match path.rsplit_once('.') {
+        Some((parent, leaf)) => (field_mut(data, parent)?, leaf),
+        None => (data, path),
+    };
+    Some((parent.as_object_mut()?, leaf))
+}
+
+/// Seals every personal string field of `data` (an event of `event_type`) with `sealer`, as
+/// one `v2` value in [`SEALED_MEMBER`] (the fields leave `data`). Returns whether any field
+/// was sealed. Absent and `null` fields stay as they are.
 pub fn seal_data(event_type: &str, data: &mut Value, sealer: &dyn Sealer) -> bool {
-    let mut sealed_any = false;
+    let mut paths = Vec::new();
+    let mut values = Vec::new();
     for path in personal_fields(event_type) {
-        if let Some(value) = field_mut(data, path)
-            && let Value::String(plain) = value
+        if let Some((parent, leaf)) = parent_mut(data, path)
+            && parent.get(leaf).is_some_and(Value::is_string)
+            && let Some(value) = parent.remove(leaf)
         {
-            let sealed = sealer.seal(&aad(sealer.key_id(), event_type, path), plain);
-            *value = serde_json::to_value(sealed).unwrap_or(Value::Null);
-            sealed_any = true;
+            paths.push((*path).to_owned());
+            values.push(value);
         }
     }
-    sealed_any
+    let Some(object) = data.as_object_mut().filter(|_| !paths.is_empty()) else {
+        return false;
+    };
+    let plain = Value::Array(values).to_string();
+    let mut sealed = sealer.seal(&aad_v2(sealer.key_id(), event_type), &plain);
+    sealed.enc = SEALED_V2.to_owned();
+    sealed.p = paths;
+    object.insert(
+        SEALED_MEMBER.to_owned(),
+        serde_json::to_value(sealed).unwrap_or(Value::Null),
+    );
+    true
 }
 
 /// Whether `data` (an event of `event_type`) holds a personal field as text: in a stored body
@@ -196,8 +241,11 @@ pub fn has_personal_text(event_type: &str, data: &Value) -> bool {
     })
 }
 
-/// The key id of the first sealed field of `data`, if any.
+/// The key id of the sealed data of `data` (its `v2` value, or its first `v1` field), if any.
 pub fn sealed_key(event_type: &str, data: &Value) -> Option<Uuid> {
+    if let Some(sealed) = data.get(SEALED_MEMBER) {
+        return Sealed::deserialize(sealed).ok().map(|s| s.key);
+    }
     personal_fields(event_type).iter().find_map(|path| {
         let mut at = data;
         for part in path.split('.') {
@@ -205,6 +253,47 @@ pub fn sealed_key(event_type: &str, data: &Value) -> Option<Uuid> {
         }
         Sealed::deserialize(at).ok().map(|s| s.key)
     })
+}
+
+/// Opens the `v2` sealed value of `data` (when it has one) in place: its fields go back where
+/// they were, or become `null` (named in `erased`) when the key was destroyed.
+fn open_v2(
+    event_type: &str,
+    scope: Scope,
+    data: &mut Value,
+    opener: &dyn Opener,
+    erased: &mut Vec<&'static str>,
+) -> Result<(), OpenError> {
+    let malformed = || OpenError::Malformed {
+        path: SEALED_MEMBER.to_owned(),
+    };
+    let Some(value) = data.as_object_mut().and_then(|o| o.remove(SEALED_MEMBER)) else {
+        return Ok(());
+    };
+    let sealed = Sealed::deserialize(&value).map_err(|_| malformed())?;
+    let fields = personal_fields(event_type);
+    let paths: Vec<&'static str> = sealed
+        .p
+        .iter()
+        .map(|p| fields.iter().find(|f| **f == p.as_str()).copied())
+        .collect::<Option<_>>()
+        .filter(|paths: &Vec<_>| sealed.enc == SEALED_V2 && !paths.is_empty())
+        .ok_or_else(malformed)?;
+    let values = match opener.open(scope, &sealed, &aad_v2(sealed.key, event_type))? {
+        Opened::Plain(plain) => serde_json::from_str::<Vec<Value>>(&plain)
+            .ok()
+            .filter(|v| v.len() == paths.len())
+            .ok_or_else(malformed)?,
+        Opened::Erased => {
+            erased.extend(&paths);
+            vec![Value::Null; paths.len()]
+        }
+    };
+    for (path, value) in paths.into_iter().zip(values) {
+        let (parent, leaf) = parent_mut(data, path).ok_or_else(malformed)?;
+        parent.insert(leaf.to_owned(), value);
+    }
+    Ok(())
 }
 
 /// Opens every sealed personal field of `data` (an event of `event_type` on a subject of
@@ -218,6 +307,8 @@ pub fn open_data(
     opener: &dyn Opener,
 ) -> Result<Vec<&'static str>, OpenError> {
     let mut erased = Vec::new();
+    open_v2(event_type, scope, data, opener, &mut erased)?;
+    // `v1`: one sealed value per field, in its place.
     for path in personal_fields(event_type) {
         let Some(value) = field_mut(data, path) else {
             continue;
@@ -261,6 +352,7 @@ mod tests {
             Sealed {
                 enc: SEALED_V1.into(),
                 key: self.0,
+                p: Vec::new(),
                 n: aad.into(),
                 c: plain.chars().rev().collect(),
             }
@@ -282,8 +374,20 @@ mod tests {
         }
     }
 
+    /// What a writer before `v2` stored: one `v1` value in place of each personal string.
+    fn seal_v1(event_type: &str, data: &mut Value, key: &Mirror) {
+        for path in personal_fields(event_type) {
+            if let Some(value) = field_mut(data, path)
+                && let Value::String(plain) = value
+            {
+                let sealed = key.seal(&aad(key.0, event_type, path), plain);
+                *value = serde_json::to_value(sealed).expect("json");
+            }
+        }
+    }
+
     #[test]
-    fn seals_only_personal_strings_and_opens_them_back() {
+    fn seals_every_personal_string_as_one_value_and_opens_them_back() {
         let key = Mirror(Uuid::from_u128(7));
         let plain = serde_json::json!({
             "at": 1, "email": "a@b.c", "firstName": "Ann", "phone": null, "role": "owner",
@@ -293,16 +397,57 @@ mod tests {
         assert!(seal_data("member.created", &mut data, &key));
         assert_eq!(data["role"], "owner");
         assert_eq!(data["phone"], Value::Null);
-        assert!(data["email"].is_object());
+        assert!(data.get("email").is_none() && data.get("firstName").is_none());
+        assert_eq!(data[SEALED_MEMBER]["enc"], SEALED_V2);
+        assert_eq!(
+            data[SEALED_MEMBER]["p"],
+            serde_json::json!(["firstName", "email"])
+        );
         assert_eq!(sealed_key("member.created", &data), Some(key.0));
         let erased = open_data("member.created", Scope::Platform, &mut data, &key).expect("opens");
         assert!(erased.is_empty());
         assert_eq!(data, plain);
 
-        let mut task = serde_json::json!({"at": 1, "outcome": {"summary": "done"}});
+        let done = serde_json::json!({"at": 1, "outcome": {"summary": "done"}});
+        let mut task = done.clone();
         assert!(seal_data("task.completed", &mut task, &key));
-        assert!(task["outcome"]["summary"].is_object());
+        assert_eq!(task["outcome"], serde_json::json!({}));
+        assert_eq!(
+            task[SEALED_MEMBER]["p"],
+            serde_json::json!(["outcome.summary"])
+        );
         assert!(!seal_data("task.started", &mut task, &key));
+        open_data("task.completed", Scope::Platform, &mut task, &key).expect("opens");
+        assert_eq!(task, done);
+
+        let mut nothing = serde_json::json!({"at": 1, "phone": null});
+        assert!(!seal_data("member.updated", &mut nothing, &key));
+        assert!(nothing.get(SEALED_MEMBER).is_none());
+    }
+
+    #[test]
+    fn fields_sealed_one_by_one_before_v2_still_open() {
+        let key = Mirror(Uuid::from_u128(7));
+        let plain = serde_json::json!({"at": 1, "email": "a@b.c", "lastName": "Lee"});
+        let mut data = plain.clone();
+        seal_v1("member.created", &mut data, &key);
+        assert_eq!(data["email"]["enc"], SEALED_V1);
+        assert_eq!(sealed_key("member.created", &data), Some(key.0));
+        let erased = open_data("member.created", Scope::Platform, &mut data, &key).expect("opens");
+        assert!(erased.is_empty());
+        assert_eq!(data, plain);
+
+        let mut gone = plain.clone();
+        seal_v1("member.created", &mut gone, &key);
+        let erased = open_data(
+            "member.created",
+            Scope::Platform,
+            &mut gone,
+            &Mirror(Uuid::from_u128(8)),
+        )
+        .expect("erased is not an error");
+        assert_eq!(erased, vec!["lastName", "email"]);
+        assert_eq!(gone["email"], Value::Null);
     }
 
     #[test]
@@ -317,22 +462,27 @@ mod tests {
         )
         .expect("erased is not an error");
         assert_eq!(erased, vec!["email"]);
-        assert_eq!(data["email"], Value::Null);
+        assert_eq!(data, serde_json::json!({"email": null}));
     }
 
     #[test]
-    fn a_sealed_value_moved_to_another_field_does_not_open() {
+    fn sealed_data_moved_to_another_field_or_event_type_does_not_open() {
         let key = Mirror(Uuid::from_u128(1));
         let mut data = serde_json::json!({"firstName": "Ann", "lastName": "Lee"});
-        seal_data("member.created", &mut data, &key);
+        seal_v1("member.created", &mut data, &key);
         let first = data["firstName"].clone();
         data["lastName"] = first;
         let e = open_data("member.created", Scope::Platform, &mut data, &key).expect_err("moved");
         assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
+
+        let mut member = serde_json::json!({"firstName": "Ann", "lastName": "Lee"});
+        seal_data("member.created", &mut member, &key);
+        let e = open_data("admin.created", Scope::Platform, &mut member, &key).expect_err("moved");
+        assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
     }
 
     #[test]
-    fn without_keys_a_sealed_field_is_an_error_and_garbage_is_malformed() {
+    fn without_keys_sealed_data_is_an_error_and_garbage_is_malformed() {
         let mut data = serde_json::json!({"email": "a@b.c"});
         seal_data("user.created", &mut data, &Mirror(Uuid::from_u128(1)));
         let e = open_data("user.created", Scope::Platform, &mut data, &NoKeys).expect_err("no key");
@@ -340,5 +490,20 @@ mod tests {
         let mut bad = serde_json::json!({"email": 5});
         let e = open_data("user.created", Scope::Platform, &mut bad, &NoKeys).expect_err("bad");
         assert!(matches!(e, OpenError::Malformed { .. }));
+        // A path that is not a personal field of the type, or values that do not match.
+        let key = Mirror(Uuid::from_u128(1));
+        for (paths, plain) in [(vec!["role"], "[\"x\"]"), (vec!["email"], "[1, 2]")] {
+            let sealed = Sealed {
+                enc: SEALED_V2.into(),
+                key: key.0,
+                p: paths.into_iter().map(str::to_owned).collect(),
+                n: aad_v2(key.0, "user.created"),
+                c: plain.chars().rev().collect(),
+            };
+            let mut data = serde_json::json!({ SEALED_MEMBER: sealed });
+            let e =
+                open_data("user.created", Scope::Platform, &mut data, &key).expect_err("malformed");
+            assert!(matches!(e, OpenError::Malformed { .. }), "{e:?}");
+        }
     }
 }
