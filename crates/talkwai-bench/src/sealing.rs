@@ -15,7 +15,7 @@ use crate::report::{Report, Row};
 use crate::suite::Budgets;
 
 /// Rounds of (clear, sealed) measurements.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Callers, as the issue asks.
 const CALLERS: usize = 64;
 /// The issue's target for `sealed ÷ clear`.

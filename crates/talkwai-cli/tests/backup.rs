@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use common::{Harness, Run, talkwai, task_body, world};
 use futures::StreamExt;
 use serde_json::json;
@@ -254,6 +256,16 @@ fn key_lines(export: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The wrapped key `key` as the key line `name` of an export holds it (`None`: no such line,
+/// or its slot there is empty: destroyed).
+fn wrapped_in(export: &str, name: &str, key: Uuid) -> Option<String> {
+    let line = key_lines(export)
+        .into_iter()
+        .find(|l| l["key"]["name"] == json!(name))?;
+    let value = STANDARD.decode(line["key"]["value"].as_str()?).ok()?;
+    talkwai_keys::stored_slot(name, &value, key)
+}
+
 /// Writes the key lines of an export to `path` in the `talkwai keys export` format; how many.
 fn write_keys(path: &std::path::Path, export: &str) -> usize {
     let lines: Vec<String> = key_lines(export)
@@ -292,11 +304,13 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
     }
     let (scope, gone_key) = key_of(&h, &format!("talkwai.evt.{t}.task.{gone}")).await;
     let (_, kept_key) = key_of(&h, &format!("talkwai.evt.{t}.task.{kept}")).await;
-    let gone_name = format!("data.{scope}.{gone_key}");
-    let kept_name = format!("data.{scope}.{kept_key}");
-    let owner_name = {
+    // Keys live in blocks: the entry holding each, and its wrapped bytes there.
+    let in_scope = talkwai_proto::Scope::parse(&scope).expect("a scope");
+    let gone_name = talkwai_keys::entry_name(in_scope, gone_key);
+    let kept_name = talkwai_keys::entry_name(in_scope, kept_key);
+    let (owner_name, owner_key) = {
         let (_, key) = key_of(&h, &format!("talkwai.evt.{t}.member.{}", w.owner)).await;
-        format!("data.{scope}.{key}")
+        (talkwai_keys::entry_name(in_scope, key), key)
     };
     let dir = tempfile::tempdir().expect("temp dir");
 
@@ -317,6 +331,7 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
         !before.stdout.contains(&kept_subject),
         "the export holds sealed values only"
     );
+    assert!(wrapped_in(&before.stdout, &gone_name, gone_key).is_some());
     let older = dir.path().join("before.jsonl");
     std::fs::write(&older, &before.stdout).expect("write");
 
@@ -342,11 +357,12 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
         "{}",
         after.stderr
     );
-    assert!(
-        !after.stdout.contains(&gone_name),
+    assert_eq!(
+        wrapped_in(&after.stdout, &gone_name, gone_key),
+        None,
         "a destroyed key is not exported"
     );
-    assert!(after.stdout.contains(&kept_name));
+    let kept_wrapped = wrapped_in(&after.stdout, &kept_name, kept_key).expect("kept exported");
     let backup = dir.path().join("after.jsonl");
     std::fs::write(&backup, &after.stdout).expect("write");
 
@@ -384,15 +400,27 @@ async fn an_export_carries_the_wrapped_keys_and_never_a_destroyed_one() {
         "{}",
         again.stdout
     );
-    let owner_value = key_lines(&after.stdout)
+    // The kept task's slot holding the owner's key instead.
+    let owner_wrapped = wrapped_in(&after.stdout, &owner_name, owner_key).expect("owner's key");
+    let kept_line = key_lines(&after.stdout)
         .into_iter()
-        .find(|l| l["key"]["name"] == json!(owner_name))
-        .expect("the owner's key line")["key"]["value"]
-        .clone();
+        .find(|l| l["key"]["name"] == json!(kept_name))
+        .expect("the kept key's line");
+    let mut block: serde_json::Value = serde_json::from_slice(
+        &STANDARD
+            .decode(kept_line["key"]["value"].as_str().expect("a value"))
+            .expect("base64"),
+    )
+    .expect("a block");
+    for slot in block["keys"].as_array_mut().expect("slots") {
+        if *slot == json!(kept_wrapped) {
+            *slot = json!(owner_wrapped);
+        }
+    }
     let forged = dir.path().join("forged.jsonl");
     std::fs::write(
         &forged,
-        json!({"name": kept_name, "value": owner_value}).to_string(),
+        json!({"name": kept_name, "value": STANDARD.encode(block.to_string())}).to_string(),
     )
     .expect("write");
     let conflict = run_with_stdin_env(&url, &["keys", "import"], &forged, &master_env).await;

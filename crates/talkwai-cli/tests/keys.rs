@@ -75,13 +75,10 @@ async fn keys_rotate_export_and_destroy() {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
     assert!(
-        lines.iter().any(|l| l["name"]
-            == format!(
-                "data.{}.{}",
-                tenant.tenant().map(|t| t.0).unwrap_or_default(),
-                key.id
-            )),
-        "the data key is in the backup: {lines:?}"
+        lines
+            .iter()
+            .any(|l| l["name"] == talkwai_keys::entry_name(tenant, key.id)),
+        "the data key's block is in the backup: {lines:?}"
     );
 
     let scope_text = tenant.tenant().map(|t| t.0.to_string()).unwrap_or_default();

@@ -760,15 +760,16 @@ async fn the_key_bucket_is_r3_and_keeps_sealing_with_a_node_down() {
     // One subject's key is destroyed while the node is down.
     let (_, victim, _) = written[3];
     let (_, (scope, key)) = sealed_subject(&store, &reader, b, victim).await;
-    let name = format!("data.{b}.{key}");
     let kv = js.get_key_value("TALKWAI_KEYS").await.expect("kv");
-    let stored = kv
-        .get(&name)
+    let stored = talkwai_keys::stored_key(&kv, scope, key)
         .await
         .expect("read")
         .expect("the key is there");
-    let wrapped: Value = serde_json::from_slice(&stored).expect("wrapped key JSON");
-    let ciphertext = wrapped["c"].as_str().expect("ciphertext").to_owned();
+    let ciphertext = stored
+        .split_once('.')
+        .expect("nonce.ciphertext")
+        .1
+        .to_owned();
     reader.destroy(scope, key).await.expect("destroy");
 
     cluster.restart(leader).await.expect("restart the node");
@@ -794,7 +795,9 @@ async fn the_key_bucket_is_r3_and_keeps_sealing_with_a_node_down() {
             .await
             .expect("kv");
         assert_eq!(
-            node_kv.get(&name).await.expect("read"),
+            talkwai_keys::stored_key(&node_kv, scope, key)
+                .await
+                .expect("read"),
             None,
             "node {index} answers the destroyed key"
         );

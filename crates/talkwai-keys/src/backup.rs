@@ -3,9 +3,10 @@
 //!
 //! A restore never replaces a key: an entry that is there with the same key is left as it is
 //! (a restore is idempotent), one that holds a different key with the same name is refused
-//! ([`KeyError::Conflict`]), and one that was destroyed here (its tombstone, written by
-//! [`crate::KeyStore::destroy`]) stays destroyed: a backup taken before an erasure does not
-//! bring the subject's key back.
+//! ([`KeyError::Conflict`]), and one that was destroyed here (its tombstone, or its empty slot
+//! in a block, written by [`crate::KeyStore::destroy`]) stays destroyed: a backup taken before
+//! an erasure does not bring the subject's key back. A block is the same as the one here when
+//! every slot both hold is the same key; the one here is kept as it is.
 
 use async_nats::jetstream::{self, kv};
 use base64::Engine as _;
@@ -15,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use talkwai_proto::Scope;
 
 use crate::error::KeyError;
-use crate::store::{KeyStoreConfig, StoredTenant, bucket, nats, scope_token};
+use crate::store::{KeyStoreConfig, StoredBlock, StoredTenant, bucket, nats, scope_token};
 
 /// Entries read or restored at once.
 const IN_FLIGHT: usize = 64;
@@ -25,7 +26,8 @@ const IN_FLIGHT: usize = 64;
 /// export` (`{"key": <this>}`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyLine {
-    /// The bucket entry: `tenant.<scope>` or `data.<scope>.<uuid>`.
+    /// The bucket entry: `tenant.<scope>`, `block.<scope>.<uuid>` (a block of data keys) or
+    /// `data.<scope>.<uuid>` (a data key written alone, before blocks).
     pub name: String,
     /// Its stored value, base64.
     pub value: String,
@@ -45,14 +47,20 @@ impl KeyLine {
         let value = STANDARD.decode(&self.value).map_err(|e| KeyError::BadKey {
             message: format!("key {}: value is not base64: {e}", self.name),
         })?;
-        if !self.name.starts_with("tenant.") && !self.name.starts_with("data.") {
+        if !KINDS.iter().any(|kind| self.name.starts_with(kind)) {
             return Err(KeyError::BadKey {
-                message: format!("{:?} is not a key name (tenant.* or data.*)", self.name),
+                message: format!(
+                    "{:?} is not a key name (tenant.*, block.* or data.*)",
+                    self.name
+                ),
             });
         }
         Ok((self.name.clone(), value.into()))
     }
 }
+
+/// The prefixes of the bucket's entries.
+const KINDS: [&str; 3] = ["tenant.", "block.", "data."];
 
 /// Whether the bucket entry `name` belongs to `scope` (`None`: every scope).
 fn in_scope(name: &str, scope: Option<Scope>) -> bool {
@@ -61,10 +69,11 @@ fn in_scope(name: &str, scope: Option<Scope>) -> bool {
     };
     let token = scope_token(scope);
     name.strip_prefix("tenant.") == Some(token.as_str())
-        || name
-            .strip_prefix("data.")
-            .and_then(|rest| rest.strip_prefix(token.as_str()))
-            .is_some_and(|rest| rest.starts_with('.'))
+        || ["block.", "data."].iter().any(|kind| {
+            name.strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix(token.as_str()))
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
 }
 
 /// Every live entry of the key bucket `bucket_name` (of `scope` only, when given), as stored,
@@ -177,10 +186,10 @@ async fn restore_one(kv: &kv::Store, name: String, value: Bytes) -> Result<Outco
     for _ in 0..2 {
         match kv.entry(&name).await.map_err(|e| nats("read key", e))? {
             Some(entry) if entry.operation == kv::Operation::Put => {
-                return if same_key(&name, &entry.value, &value) {
-                    Ok(Outcome::Present)
-                } else {
-                    Err(KeyError::Conflict { name })
+                return match same_key(&name, &entry.value, &value) {
+                    Same::Yes => Ok(Outcome::Present),
+                    Same::DestroyedHere => Ok(Outcome::Destroyed),
+                    Same::No => Err(KeyError::Conflict { name }),
                 };
             }
             Some(_) => return Ok(Outcome::Destroyed),
@@ -197,21 +206,57 @@ async fn restore_one(kv: &kv::Store, name: String, value: Bytes) -> Result<Outco
     ))
 }
 
-/// Whether two stored values of `name` hold the same key: the same bytes, or, for a tenant
-/// key, the same key id (a master-key rotation re-wraps a tenant key under the same id).
-fn same_key(name: &str, stored: &[u8], restored: &[u8]) -> bool {
+/// How a restored value of an entry compares with the one stored.
+#[derive(Debug, PartialEq, Eq)]
+enum Same {
+    /// The same key(s).
+    Yes,
+    /// A block whose keys are the same where both hold one, some destroyed here.
+    DestroyedHere,
+    /// A different key under the same name.
+    No,
+}
+
+/// Whether two stored values of `name` hold the same key: the same bytes; for a tenant key,
+/// the same key id (a master-key rotation re-wraps a tenant key under the same id); for a
+/// block, the same wrapping tenant key and the same key in every slot both hold.
+fn same_key(name: &str, stored: &[u8], restored: &[u8]) -> Same {
     if stored == restored {
-        return true;
+        return Same::Yes;
     }
-    if !name.starts_with("tenant.") {
-        return false;
+    if name.starts_with("tenant.") {
+        let id = |bytes: &[u8]| {
+            serde_json::from_slice::<StoredTenant>(bytes)
+                .ok()
+                .map(|t| t.id)
+        };
+        return if id(stored).is_some_and(|a| id(restored) == Some(a)) {
+            Same::Yes
+        } else {
+            Same::No
+        };
     }
-    let id = |bytes: &[u8]| {
-        serde_json::from_slice::<StoredTenant>(bytes)
-            .ok()
-            .map(|t| t.id)
+    if !name.starts_with("block.") {
+        return Same::No;
+    }
+    let (Ok(here), Ok(there)) = (
+        serde_json::from_slice::<StoredBlock>(stored),
+        serde_json::from_slice::<StoredBlock>(restored),
+    ) else {
+        return Same::No;
     };
-    id(stored).is_some_and(|a| id(restored) == Some(a))
+    if here.wrap != there.wrap || here.keys.len() != there.keys.len() {
+        return Same::No;
+    }
+    let mut same = Same::Yes;
+    for (a, b) in here.keys.iter().zip(&there.keys) {
+        match (a, b) {
+            (Some(a), Some(b)) if a != b => return Same::No,
+            (None, Some(_)) => same = Same::DestroyedHere,
+            _ => {}
+        }
+    }
+    same
 }
 
 #[cfg(test)]
@@ -233,6 +278,11 @@ mod tests {
             scope
         ));
         assert!(!in_scope("tenant.platform", scope));
+        assert!(in_scope(&format!("block.{t}.{}", Uuid::new_v4()), scope));
+        assert!(!in_scope(
+            &format!("block.{other}.{}", Uuid::new_v4()),
+            scope
+        ));
         assert!(in_scope("data.platform.x", Some(Scope::Platform)));
         assert!(!in_scope("data.platformx.y", Some(Scope::Platform)));
         assert!(in_scope("anything", None));
@@ -262,9 +312,42 @@ mod tests {
         let a = br#"{"id":"0190a0a0-0000-7000-8000-000000000001","wrapped":{"v":1,"wrap":"m1","n":"AA==","c":"AA=="}}"#;
         let b = br#"{"id":"0190a0a0-0000-7000-8000-000000000001","wrapped":{"v":1,"wrap":"m2","n":"AQ==","c":"AQ=="}}"#;
         let c = br#"{"id":"0190a0a0-0000-7000-8000-000000000002","wrapped":{"v":1,"wrap":"m1","n":"AA==","c":"AA=="}}"#;
-        assert!(same_key("tenant.platform", a, b));
-        assert!(!same_key("tenant.platform", a, c));
-        assert!(!same_key("data.platform.x", b"1", b"2"));
-        assert!(same_key("data.platform.x", b"1", b"1"));
+        assert_eq!(same_key("tenant.platform", a, b), Same::Yes);
+        assert_eq!(same_key("tenant.platform", a, c), Same::No);
+        assert_eq!(same_key("data.platform.x", b"1", b"2"), Same::No);
+        assert_eq!(same_key("data.platform.x", b"1", b"1"), Same::Yes);
+    }
+
+    #[test]
+    fn a_block_is_the_same_where_both_hold_a_key_and_destroyed_slots_stay_destroyed() {
+        let block = |wrap: &str, keys: &[Option<&str>]| {
+            serde_json::to_vec(&StoredBlock {
+                wrap: wrap.to_owned(),
+                keys: keys.iter().map(|k| k.map(str::to_owned)).collect(),
+            })
+            .expect("json")
+        };
+        let name = "block.platform.x";
+        let whole = block("t1", &[Some("a.1"), Some("b.2")]);
+        let one_gone = block("t1", &[Some("a.1"), None]);
+        assert_eq!(same_key(name, &whole, &whole), Same::Yes);
+        // A backup taken before the destroy: the slot destroyed here stays destroyed.
+        assert_eq!(same_key(name, &one_gone, &whole), Same::DestroyedHere);
+        // A backup taken after it, restored where the key is still there: nothing changes.
+        assert_eq!(same_key(name, &whole, &one_gone), Same::Yes);
+        // A different key in a slot, another tenant key, another size: refused.
+        assert_eq!(
+            same_key(name, &whole, &block("t1", &[Some("a.1"), Some("c.3")])),
+            Same::No
+        );
+        assert_eq!(
+            same_key(name, &whole, &block("t2", &[Some("a.1"), Some("b.2")])),
+            Same::No
+        );
+        assert_eq!(
+            same_key(name, &whole, &block("t1", &[Some("a.1")])),
+            Same::No
+        );
+        assert_eq!(same_key(name, &whole, b"not json"), Same::No);
     }
 }

@@ -26,4 +26,6 @@ pub mod store;
 pub use args::KeyArgs;
 pub use cipher::{DataKey, MasterKey, SecretKey};
 pub use error::KeyError;
-pub use store::{KeyStore, KeyStoreConfig, Keyring, keyring_for, keyring_of};
+pub use store::{
+    KeyStore, KeyStoreConfig, Keyring, entry_name, keyring_for, keyring_of, stored_key, stored_slot,
+};

@@ -3,7 +3,8 @@
 //! ```text
 //! master key (env / secret file, id = fingerprint)       never in NATS
 //!   └─ tenant.<tenant|platform>   tenant key, wrapped by a master key      (one per scope)
-//!        └─ data.<scope>.<uuid>   data key, wrapped by that tenant key     (one per subject)
+//!        └─ block.<scope>.<uuid>  up to 256 data keys, each wrapped by that tenant key
+//!                                 (one data key per subject)
 //! ```
 //!
 //! A data key seals the personal fields of one data subject (a member, a task of a tenant; an
@@ -11,14 +12,23 @@
 //! tenant key erases every subject of the tenant at once; rotating the master key re-wraps the
 //! tenant keys and leaves the log and the data keys as they are.
 //!
+//! Data keys are stored in **blocks**: one bucket entry holds the keys one pool refill made,
+//! and a key's id names its block and slot (the block's id with the slot in its last two
+//! bytes), so a new subject costs no stored message of its own and the bucket holds one
+//! subject per block, not per task. Keys written one per entry (`data.<scope>.<uuid>`, before
+//! blocks) are still read, destroyed, exported and restored.
+//!
 //! Writers never wait for a key write on their path: [`KeyStore::take`] hands out a key from a
-//! pool of keys already durable in the bucket, refilled in the background with atomic
-//! batches of puts (an unused key left by a crash is harmless). Readers fetch the keys a batch
-//! needs in one go ([`KeyStore::keyring`]) through a bounded LRU cache; a destroyed key is
+//! pool of keys already durable in the bucket, refilled in the background a block at a time
+//! (an unused key left by a crash is harmless). Readers fetch the keys a batch needs in one go
+//! ([`KeyStore::keyring`], one read per block) through a bounded LRU cache; a destroyed key is
 //! remembered as erased (a destroyed key never comes back).
 //!
-//! Destroying a key erases its message from the bucket's stream (JetStream's message delete
-//! overwrites the stored bytes unless told not to), so the wrapped key is not left on disk.
+//! Destroying a key rewrites its block with the slot empty and then erases every older
+//! revision of the block from the bucket's stream (JetStream's message delete overwrites the
+//! stored bytes unless told not to), so the wrapped key is not left on disk; the bucket keeps
+//! a few revisions per entry ([`HISTORY`]) so that the rewrite never drops the old one
+//! unerased.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -42,8 +52,15 @@ pub const BUCKET: &str = "TALKWAI_KEYS";
 /// Key fetches in flight at once while building a keyring.
 const FETCHES_IN_FLIGHT: usize = 64;
 
-/// Keys written per atomic batch (nats-server takes up to 1,000 messages in one).
-const WRITE_BATCH: usize = 256;
+/// Data keys per block (a slot index fits the key id's last two bytes).
+pub const BLOCK_KEYS: usize = 256;
+
+/// Revisions the bucket keeps per entry: a block rewritten by a destroy keeps its old
+/// revision until the destroy erases it (with one, the server would drop it unerased).
+pub const HISTORY: i64 = 8;
+
+/// Attempts at rewriting a block that other destroys change at the same moment.
+const REWRITES: usize = 16;
 
 /// Where the keys live and how much is kept in memory.
 #[derive(Debug, Clone)]
@@ -109,7 +126,6 @@ const DRY_WAITS: usize = 2;
 
 #[derive(Debug)]
 struct Inner {
-    js: jetstream::Context,
     kv: kv::Store,
     stream: jetstream::stream::Stream,
     /// The current master key first, then older ones still accepted.
@@ -145,12 +161,97 @@ fn data_name(scope: Scope, id: Uuid) -> String {
     format!("data.{}.{id}", scope_token(scope))
 }
 
+/// The block holding the data key `id`, and its slot there.
+fn block_of(id: Uuid) -> (Uuid, usize) {
+    let mut bytes = *id.as_bytes();
+    let slot = u16::from_be_bytes([bytes[14], bytes[15]]);
+    bytes[14] = 0;
+    bytes[15] = 0;
+    (Uuid::from_bytes(bytes), usize::from(slot))
+}
+
+/// The id of the key in `slot` of `block`.
+fn key_in(block: Uuid, slot: usize) -> Uuid {
+    let mut bytes = *block.as_bytes();
+    let slot = u16::try_from(slot).unwrap_or(u16::MAX).to_be_bytes();
+    bytes[14] = slot[0];
+    bytes[15] = slot[1];
+    Uuid::from_bytes(bytes)
+}
+
+fn block_name(scope: Scope, block: Uuid) -> String {
+    format!("block.{}.{block}", scope_token(scope))
+}
+
+/// The bucket entry that holds the data key `id` of `scope` (its block): what a backup line
+/// or a look at the bucket names.
+pub fn entry_name(scope: Scope, id: Uuid) -> String {
+    block_name(scope, block_of(id).0)
+}
+
+/// A block of data keys as stored: the tenant key that wraps them and each slot's wrapped key
+/// (`"<base64 nonce>.<base64 ciphertext>"`, the AEAD bound to the key's own id), `None` once
+/// destroyed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredBlock {
+    pub(crate) wrap: String,
+    pub(crate) keys: Vec<Option<String>>,
+}
+
+impl StoredBlock {
+    /// The wrapped key of a slot in the shape the cipher reads.
+    fn wrapped(&self, slot: usize) -> Option<Wrapped> {
+        let (n, c) = self.keys.get(slot)?.as_deref()?.split_once('.')?;
+        Some(Wrapped {
+            v: 1,
+            wrap: self.wrap.clone(),
+            n: n.to_owned(),
+            c: c.to_owned(),
+        })
+    }
+
+    fn parse(name: &str, bytes: &[u8]) -> Result<Self, KeyError> {
+        serde_json::from_slice(bytes).map_err(|e| KeyError::Corrupt {
+            name: name.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The wrapped key of the data key `id` in the stored value of the bucket entry `name` (its
+/// slot, for a block; the key, for one written alone), as `"<base64 nonce>.<base64
+/// ciphertext>"`: `None` when it holds none for `id` (destroyed, or not this entry's).
+pub fn stored_slot(name: &str, value: &[u8], id: Uuid) -> Option<String> {
+    if name.starts_with("block.") {
+        let stored: StoredBlock = serde_json::from_slice(value).ok()?;
+        return stored.keys.get(block_of(id).1).cloned().flatten();
+    }
+    let wrapped: Wrapped = serde_json::from_slice(value).ok()?;
+    Some(format!("{}.{}", wrapped.n, wrapped.c))
+}
+
+/// The wrapped key stored for the data key `id` of `scope` in `kv` ([`stored_slot`] of its
+/// block, or of its own entry when written before blocks): `None` when it is not there or was
+/// destroyed. What tests look for in nats-server's files.
+pub async fn stored_key(
+    kv: &kv::Store,
+    scope: Scope,
+    id: Uuid,
+) -> Result<Option<String>, KeyError> {
+    for name in [entry_name(scope, id), data_name(scope, id)] {
+        if let Some(bytes) = kv.get(&name).await.map_err(|e| nats("read key", e))? {
+            return Ok(stored_slot(&name, &bytes, id));
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
     KeyError::Nats(format!("{what}: {e}"))
 }
 
-/// Creates the key bucket when it is missing: a KV bucket's stream (`KV_<bucket>`, one value
-/// per key, file storage) made by hand because `create_key_value` denies message deletes for
+/// Creates the key bucket when it is missing: a KV bucket's stream (`KV_<bucket>`, [`HISTORY`]
+/// revisions per entry, file storage) made by hand because `create_key_value` denies message deletes for
 /// good, and destroying a key erases its message. An existing bucket with fewer replicas than
 /// `config.replicas` is scaled up to them (never down: a reader that asks for 1 leaves an R3
 /// bucket as it is), so a bucket a tool created before the services keeps the stream's count;
@@ -164,7 +265,7 @@ pub async fn bucket(
             name: format!("KV_{}", config.bucket),
             description: Some("talkwai personal-data keys (wrapped)".to_owned()),
             subjects: vec![format!("$KV.{}.>", config.bucket)],
-            max_messages_per_subject: 1,
+            max_messages_per_subject: HISTORY,
             storage: jetstream::stream::StorageType::File,
             num_replicas: config.replicas.max(1),
             allow_rollup: true,
@@ -183,10 +284,14 @@ pub async fn bucket(
         .map_err(|e| nats("key stream", e))?
         .config
         .clone();
-    if info.num_replicas < config.replicas || !info.allow_atomic_publish {
+    if info.num_replicas < config.replicas
+        || !info.allow_atomic_publish
+        || info.max_messages_per_subject < HISTORY
+    {
         js.update_stream(jetstream::stream::Config {
             num_replicas: info.num_replicas.max(config.replicas),
             allow_atomic_publish: true,
+            max_messages_per_subject: info.max_messages_per_subject.max(HISTORY),
             ..info
         })
         .await
@@ -215,7 +320,6 @@ impl KeyStore {
         let (kv, stream) = bucket(js, &config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                js: js.clone(),
                 kv,
                 stream,
                 masters,
@@ -324,69 +428,55 @@ impl KeyStore {
         }
     }
 
-    /// Creates `count` data keys of `scope`, written to the bucket in atomic batches (one
-    /// stored write per batch instead of one per key); they are durable when this returns.
+    /// Creates `count` data keys of `scope`, written to the bucket as blocks of up to
+    /// [`BLOCK_KEYS`] (one stored message per block, written together); they are durable when
+    /// this returns.
     pub async fn create(&self, scope: Scope, count: usize) -> Result<Vec<DataKey>, KeyError> {
         let tenant = self.tenant(scope).await?;
-        let keys: Vec<DataKey> = (0..count)
-            .map(|_| DataKey {
-                id: Uuid::new_v4(),
-                key: SecretKey::random(),
-            })
-            .collect();
-        let entries: Vec<(String, bytes::Bytes)> = keys
-            .iter()
-            .map(|k| {
-                let wrapped =
-                    tenant
-                        .key
-                        .wrap(&tenant.id.to_string(), &Self::data_aad(scope, k.id), &k.key);
-                let bytes = serde_json::to_vec(&wrapped).unwrap_or_default();
-                (data_name(scope, k.id), bytes.into())
-            })
-            .collect();
-        self.put_batches(&entries).await?;
+        let wrap = tenant.id.to_string();
+        let mut keys = Vec::with_capacity(count);
+        let mut blocks = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let size = left.min(BLOCK_KEYS);
+            left -= size;
+            let block = key_in(Uuid::new_v4(), 0);
+            let mut slots = Vec::with_capacity(size);
+            for slot in 0..size {
+                let key = DataKey {
+                    id: key_in(block, slot),
+                    key: SecretKey::random(),
+                };
+                let wrapped = tenant
+                    .key
+                    .wrap(&wrap, &Self::data_aad(scope, key.id), &key.key);
+                slots.push(Some(format!("{}.{}", wrapped.n, wrapped.c)));
+                keys.push(key);
+            }
+            let stored = StoredBlock {
+                wrap: wrap.clone(),
+                keys: slots,
+            };
+            let bytes = serde_json::to_vec(&stored).map_err(|e| KeyError::Corrupt {
+                name: block_name(scope, block),
+                message: e.to_string(),
+            })?;
+            blocks.push((block_name(scope, block), bytes::Bytes::from(bytes)));
+        }
+        // A new block's name is new: `create` never writes over anything.
+        futures::future::try_join_all(blocks.into_iter().map(|(name, bytes)| async move {
+            self.inner
+                .kv
+                .create(&name, bytes)
+                .await
+                .map_err(|e| nats("write data keys", e))
+        }))
+        .await?;
         let mut cache = lock(&self.inner.data);
         for k in &keys {
             cache.put((scope, k.id), Slot::Key(Arc::new(k.key.clone())));
         }
         Ok(keys)
-    }
-
-    /// Writes `entries` as bucket puts in atomic batches of [`WRITE_BATCH`]: every message
-    /// but the last of a batch is a plain publish, the last commits it and is acknowledged,
-    /// and the server stores all of them or none (a batch cut short by a lost connection is
-    /// dropped, and its keys are never handed out).
-    async fn put_batches(&self, entries: &[(String, bytes::Bytes)]) -> Result<(), KeyError> {
-        let client = self.inner.js.client();
-        for chunk in entries.chunks(WRITE_BATCH) {
-            // Stored with every key of the batch: 16 characters are plenty to be unique
-            // among the batches in flight.
-            let id = Uuid::new_v4().simple().to_string()[..16].to_owned();
-            let last = chunk.len() - 1;
-            for (index, (name, value)) in chunk.iter().enumerate() {
-                let subject = format!("$KV.{}.{name}", self.inner.config.bucket);
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Batch-Id", id.as_str());
-                headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
-                if index < last {
-                    client
-                        .publish_with_headers(subject, headers, value.clone())
-                        .await
-                        .map_err(|e| nats("write data keys", e))?;
-                    continue;
-                }
-                headers.insert("Nats-Batch-Commit", "1");
-                self.inner
-                    .js
-                    .publish_with_headers(subject, headers, value.clone())
-                    .await
-                    .map_err(|e| nats("write data keys", e))?
-                    .await
-                    .map_err(|e| nats("write data keys", e))?;
-            }
-        }
-        Ok(())
     }
 
     /// A durable data key for a new subject of `scope`: from the pool when it has one (and a
@@ -447,7 +537,7 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Reads one data key from the bucket.
+    /// Reads one data key written alone (before blocks) from the bucket.
     async fn fetch(&self, scope: Scope, id: Uuid) -> Result<Slot, KeyError> {
         let name = data_name(scope, id);
         let Some(wrapped) = self.read_json::<Wrapped>(&name).await? else {
@@ -494,19 +584,72 @@ impl KeyStore {
                 }
             }
         }
-        let fetched: Vec<((Scope, Uuid), Slot)> = futures::stream::iter(missing)
-            .map(|(scope, id)| async move {
-                self.fetch(scope, id).await.map(|slot| ((scope, id), slot))
-            })
+        // One read per block, however many of its keys are wanted.
+        let mut by_block: HashMap<(Scope, Uuid), Vec<Uuid>> = HashMap::new();
+        for (scope, id) in missing {
+            by_block
+                .entry((scope, block_of(id).0))
+                .or_default()
+                .push(id);
+        }
+        let fetched: Vec<Vec<((Scope, Uuid), Slot)>> = futures::stream::iter(by_block)
+            .map(|((scope, block), ids)| self.fetch_block(scope, block, ids))
             .buffer_unordered(FETCHES_IN_FLIGHT)
             .try_collect()
             .await?;
         let mut cache = lock(&self.inner.data);
-        for (want, slot) in fetched {
+        for (want, slot) in fetched.into_iter().flatten() {
             cache.put(want, slot.clone());
             ring.insert(want, slot);
         }
         Ok(Keyring { keys: ring })
+    }
+
+    /// The keys `ids` of one block of `scope`: from the block, or each on its own when there is
+    /// no such block (keys written before blocks).
+    async fn fetch_block(
+        &self,
+        scope: Scope,
+        block: Uuid,
+        ids: Vec<Uuid>,
+    ) -> Result<Vec<((Scope, Uuid), Slot)>, KeyError> {
+        let name = block_name(scope, block);
+        let Some(bytes) = self
+            .inner
+            .kv
+            .get(&name)
+            .await
+            .map_err(|e| nats("read key", e))?
+        else {
+            let mut slots = Vec::with_capacity(ids.len());
+            for id in ids {
+                slots.push(((scope, id), self.fetch(scope, id).await?));
+            }
+            return Ok(slots);
+        };
+        let stored = StoredBlock::parse(&name, &bytes)?;
+        // Keys whose tenant key is gone, or was replaced after being destroyed, are erased.
+        let tenant = self
+            .read_tenant(scope)
+            .await?
+            .filter(|t| t.id.to_string() == stored.wrap);
+        ids.into_iter()
+            .map(|id| {
+                let slot = match (&tenant, stored.wrapped(block_of(id).1)) {
+                    (Some(tenant), Some(wrapped)) => Slot::Key(Arc::new(
+                        tenant
+                            .key
+                            .unwrap_key(&Self::data_aad(scope, id), &wrapped)
+                            .ok_or_else(|| KeyError::Corrupt {
+                                name: name.clone(),
+                                message: format!("key {id} does not open under its tenant key"),
+                            })?,
+                    )),
+                    _ => Slot::Erased,
+                };
+                Ok(((scope, id), slot))
+            })
+            .collect()
     }
 
     /// The data key `id` of `scope` to seal more of its subject's fields with (`None`: it was
@@ -522,12 +665,85 @@ impl KeyStore {
         })
     }
 
-    /// Destroys the data key `id` of `scope`: its message is erased from the bucket (a
-    /// tombstone takes its place, so no restore of an older backup brings it back) and it is
-    /// dropped from this process's cache. Idempotent.
+    /// Destroys the data key `id` of `scope`: its block is rewritten with the slot empty and
+    /// every older revision of the block is erased from the bucket (a key written alone: its
+    /// message is erased and a tombstone takes its place); an empty slot or a tombstone is
+    /// what keeps a restore of an older backup from bringing it back. The key is dropped from
+    /// this process's cache. Idempotent: a destroy cut short is completed by the next one.
     pub async fn destroy(&self, scope: Scope, id: Uuid) -> Result<(), KeyError> {
-        self.erase_entry(&data_name(scope, id)).await?;
+        let (block, slot) = block_of(id);
+        let name = block_name(scope, block);
+        let mut rewritten = false;
+        for _ in 0..REWRITES {
+            let entry = self
+                .inner
+                .kv
+                .entry(&name)
+                .await
+                .map_err(|e| nats("read key", e))?;
+            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                // No block: a key written alone.
+                self.erase_entry(&data_name(scope, id)).await?;
+                self.forget(scope, id);
+                return Ok(());
+            };
+            let mut stored = StoredBlock::parse(&name, &entry.value)?;
+            match stored.keys.get_mut(slot) {
+                Some(key @ Some(_)) => *key = None,
+                _ => {
+                    rewritten = true;
+                    break;
+                }
+            }
+            let bytes = serde_json::to_vec(&stored).map_err(|e| KeyError::Corrupt {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+            match self
+                .inner
+                .kv
+                .update(&name, bytes.into(), entry.revision)
+                .await
+            {
+                Ok(_) => {
+                    rewritten = true;
+                    break;
+                }
+                // Another destroy rewrote the block meanwhile: read it again.
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(nats("rewrite key block", e)),
+            }
+        }
+        if !rewritten {
+            return Err(nats("rewrite key block", format!("{name} keeps changing")));
+        }
+        self.erase_older(&name).await?;
         self.forget(scope, id);
+        Ok(())
+    }
+
+    /// Erases every revision of `name` but the newest from the bucket's stream (their bytes
+    /// are overwritten on every replica).
+    async fn erase_older(&self, name: &str) -> Result<(), KeyError> {
+        let revisions: Vec<u64> = self
+            .inner
+            .kv
+            .history(name)
+            .await
+            .map_err(|e| nats("read key history", e))?
+            .map_ok(|entry| entry.revision)
+            .try_collect()
+            .await
+            .map_err(|e| nats("read key history", e))?;
+        let newest = revisions.iter().copied().max().unwrap_or(0);
+        for revision in revisions.into_iter().filter(|r| *r < newest) {
+            match self.inner.stream.delete_message(revision).await {
+                Ok(_) => {}
+                // Already erased by a racing destroy.
+                Err(e) if e.to_string().contains("no message found") => {}
+                Err(e) => return Err(nats("erase key", e)),
+            }
+        }
         Ok(())
     }
 
@@ -539,21 +755,23 @@ impl KeyStore {
 
     /// Destroys a tenant's key, which makes every personal field of the tenant unreadable at
     /// once: the tenant key's message is erased from the bucket (a tombstone takes its place),
-    /// the tenant's data keys are purged, and this process forgets them all. Idempotent. What
-    /// `tenant.erase` calls.
+    /// the tenant's data keys (blocks, and keys written alone) are purged, and this process
+    /// forgets them all. Idempotent. What `tenant.erase` calls.
     pub async fn destroy_tenant(&self, tenant: &TenantId) -> Result<(), KeyError> {
         let scope = Scope::Tenant(*tenant);
         self.erase_entry(&tenant_name(scope)).await?;
-        self.inner
-            .stream
-            .purge()
-            .filter(format!(
-                "$KV.{}.data.{}.>",
-                self.inner.config.bucket,
-                scope_token(scope)
-            ))
-            .await
-            .map_err(|e| nats("purge data keys", e))?;
+        for kind in ["block", "data"] {
+            self.inner
+                .stream
+                .purge()
+                .filter(format!(
+                    "$KV.{}.{kind}.{}.>",
+                    self.inner.config.bucket,
+                    scope_token(scope)
+                ))
+                .await
+                .map_err(|e| nats("purge data keys", e))?;
+        }
         self.forget_tenant(scope);
         Ok(())
     }
@@ -769,5 +987,28 @@ impl Opener for Keyring {
                     })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_id_names_its_block_and_slot() {
+        let block = key_in(Uuid::new_v4(), 0);
+        assert_eq!(block.get_version_num(), 4, "still a v4 UUID");
+        let mut seen = HashSet::new();
+        for slot in [0, 1, 17, BLOCK_KEYS - 1] {
+            let id = key_in(block, slot);
+            assert_eq!(block_of(id), (block, slot));
+            assert!(seen.insert(id));
+            assert_eq!(
+                entry_name(Scope::Platform, id),
+                format!("block.platform.{block}")
+            );
+        }
+        let other = key_in(Uuid::new_v4(), 0);
+        assert_ne!(block_of(key_in(other, 1)).0, block);
     }
 }

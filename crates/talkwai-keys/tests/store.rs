@@ -75,18 +75,19 @@ async fn keys_are_durable_and_a_destroyed_key_is_erased_on_disk() {
         read_back(&other, tenant, &doomed).await,
         Opened::Plain("marker text".into())
     );
-    // The id of a key names its bucket entry: find its bytes on disk before it is destroyed.
-    let name = format!("data.{}.{}", tenant_token(tenant), doomed.id);
-    let entry = js
-        .get_key_value("TALKWAI_KEYS")
-        .await
-        .expect("bucket")
-        .get(&name)
+    // The id of a key names its block and slot: find its wrapped bytes on disk before it is
+    // destroyed.
+    let kv = js.get_key_value("TALKWAI_KEYS").await.expect("bucket");
+    let stored = talkwai_keys::stored_key(&kv, tenant, doomed.id)
         .await
         .expect("reads")
         .expect("present");
-    let wrapped: serde_json::Value = serde_json::from_slice(&entry).expect("json");
-    let ciphertext = wrapped["c"].as_str().expect("c").as_bytes().to_vec();
+    let ciphertext = stored
+        .split_once('.')
+        .expect("nonce.ciphertext")
+        .1
+        .as_bytes()
+        .to_vec();
     assert!(
         !files_holding(nats.store_dir(), &ciphertext).is_empty(),
         "the wrapped key is on disk before it is destroyed (the scan can fail)"
@@ -107,6 +108,20 @@ async fn keys_are_durable_and_a_destroyed_key_is_erased_on_disk() {
         files_holding(nats.store_dir(), &ciphertext),
         Vec::<std::path::PathBuf>::new(),
         "a destroyed key's wrapped bytes are erased from the server's files"
+    );
+    assert_eq!(
+        talkwai_keys::stored_key(&kv, tenant, doomed.id)
+            .await
+            .expect("reads"),
+        None,
+        "its slot is empty"
+    );
+    assert!(
+        talkwai_keys::stored_key(&kv, tenant, kept.id)
+            .await
+            .expect("reads")
+            .is_some(),
+        "the other keys of its block stay"
     );
 }
 
@@ -227,10 +242,18 @@ async fn the_pool_hands_out_distinct_durable_keys_and_an_export_restores_them() 
         keys.push(key);
     }
     let exported = store.export().await.expect("exports");
+    // The tenant key and the blocks holding every key handed out: a block per refill, not
+    // an entry per key.
+    let names: std::collections::HashSet<&str> =
+        exported.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(names.contains(format!("tenant.{}", tenant_token(tenant)).as_str()));
+    for key in &keys {
+        let block = talkwai_keys::entry_name(tenant, key.id);
+        assert!(names.contains(block.as_str()), "{block} in {names:?}");
+    }
     assert!(
-        exported.len() > 40,
-        "tenant key and data keys: {}",
-        exported.len()
+        exported.len() < 1 + keys.len(),
+        "keys are stored in blocks: {names:?}"
     );
 
     // Restored into another server, the keys read back with the same master key.
