@@ -1,0 +1,369 @@
+//! Who a presence request signs in as: the member or admin the token's user is linked to, as
+//! the log says it is now, decided by the command service's rule
+//! ([`policy::signed_in`], [`Actor::require_active`](talkwai_domain::Actor::require_active)). A
+//! deleted, erased or inactive member or admin is `forbidden`, and so is a member token whose
+//! user is linked to no member of its tenant. An admin token whose user was never linked to an
+//! admin is let in: dev tokens (`talkwai up`'s demo admin view) name an admin user with no admin
+//! entity; one whose link was released (its admin deleted or unlinked) is refused.
+//!
+//! Read from the log on every check, so no instance needs to have seen an `…erased` event: the
+//! heads (last-by-subject) of the user's link guard and of its entity's subject, in flight with
+//! the request's other reads. A bounded cache keeps each user's verdict with the two sequences it
+//! was decided at: while both heads stay, nothing more is read; a new event on either (an
+//! erasure, a status change, a new link) sends the check back to the log: the entity's history,
+//! folded in memory without opening a sealed field (the rule needs none, so no key is read).
+
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use talkwai_auth::{Claims, PrincipalKind};
+use talkwai_domain::ids::{TenantId, UserId};
+use talkwai_domain::{AggregateRef, AggregateState, EntityKind, EventBody, GuardEvent, GuardKey};
+use talkwai_domain::{ErrorCode, policy};
+use talkwai_eventstore::{EventStore, Heads, StoredMessage};
+use talkwai_proto::ErrorBody;
+use talkwai_proto::event::decode_stored_with;
+use talkwai_proto::sealed::{OpenError, Opened, Opener, Sealed};
+use talkwai_proto::subject::{self, Scope};
+use uuid::Uuid;
+
+/// Users whose verdict is remembered (about 150 bytes each).
+const CAPACITY: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
+
+/// Checks the member or admin behind a verified token against the log.
+#[derive(Debug)]
+pub struct SignIns {
+    log: EventStore,
+    /// Each user's last verdict and the heads it was decided at.
+    known: std::sync::Mutex<LruCache<Who, Known>>,
+}
+
+/// Whose verdict is cached: a user, as admin or as member of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Who {
+    user: UserId,
+    admin: bool,
+    tenant: Option<TenantId>,
+}
+
+/// A verdict and what it was decided from.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The link guard's last sequence (0: never used).
+    guard_seq: u64,
+    /// The entity the guard pointed to (`None`: no link).
+    entity: Option<AggregateRef>,
+    /// The entity subject's last sequence (0: empty, or no entity).
+    entity_seq: u64,
+    verdict: Result<(), ErrorBody>,
+}
+
+impl Known {
+    /// Whether the verdict still holds given the heads just read.
+    fn holds(&self, guard_seq: u64, entity_seq: u64) -> bool {
+        self.guard_seq == guard_seq && self.entity_seq == entity_seq
+    }
+}
+
+/// What one check reads, planned before the read so it joins the request's other reads.
+#[derive(Debug)]
+pub struct Check {
+    who: Who,
+    guard: String,
+    known: Option<Known>,
+}
+
+impl Check {
+    /// The subjects whose heads the check needs: the user's link guard and, when this instance
+    /// knows the entity it points to, that entity's subject.
+    pub fn subjects(&self) -> Vec<String> {
+        let mut subjects = vec![self.guard.clone()];
+        if let Some(entity) = self.known.as_ref().and_then(|k| k.entity) {
+            subjects.push(subject::event(&entity));
+        }
+        subjects
+    }
+}
+
+/// What a user's link guard says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Never claimed: the user was never linked.
+    Never,
+    /// Released: the user was linked, and is no more (its entity deleted, or unlinked).
+    Released,
+    /// Held by this entity.
+    To(Uuid),
+}
+
+/// The guard's holder from its subject's head.
+fn link_of(head: Option<&StoredMessage>) -> Result<Link, ErrorBody> {
+    let Some(head) = head else {
+        return Ok(Link::Never);
+    };
+    let corrupt = |e: String| {
+        ErrorBody::new(
+            ErrorCode::Internal,
+            format!("{}: unreadable link guard: {e}", head.subject),
+        )
+    };
+    let body: EventBody =
+        serde_json::from_slice(&head.payload).map_err(|e| corrupt(e.to_string()))?;
+    Ok(
+        match GuardEvent::decode(&body).map_err(|e| corrupt(e.to_string()))? {
+            GuardEvent::Claimed { owner, .. } => Link::To(owner),
+            GuardEvent::Released { .. } => Link::Released,
+        },
+    )
+}
+
+/// The verdict on a user with no entity to fold: an admin never linked is let in (dev tokens),
+/// anyone else is refused as the command service refuses them.
+fn unlinked(admin: bool, link: Link) -> Result<(), ErrorBody> {
+    let refuse = |message: &str| Err(ErrorBody::new(ErrorCode::Forbidden, message));
+    match (admin, link) {
+        (true, Link::Never) => Ok(()),
+        (true, _) => refuse("user is not linked to an admin"),
+        (false, _) => refuse("user is not linked to a member"),
+    }
+}
+
+/// Reads no sealed field: the sign-in rule needs none, so each reads as erased (the domain
+/// then holds its placeholder) and no key is fetched.
+struct Unread;
+
+impl Opener for Unread {
+    fn open(&self, _scope: Scope, _sealed: &Sealed, _aad: &str) -> Result<Opened, OpenError> {
+        Ok(Opened::Erased)
+    }
+}
+
+/// Folds `entity`'s history and applies the rule: the actor `user` signs in as, active.
+fn verdict(
+    user: UserId,
+    entity: AggregateRef,
+    messages: &[StoredMessage],
+) -> Result<(), ErrorBody> {
+    let internal = |message: String| ErrorBody::new(ErrorCode::Internal, message);
+    let mut state = AggregateState::new(entity);
+    for message in messages {
+        let stored = decode_stored_with(
+            &message.subject,
+            |name| message.header(name),
+            &message.payload,
+            &Unread,
+        )
+        .map_err(|e| internal(format!("{} at {}: {e}", message.subject, message.seq)))?;
+        if let Some(stored) = stored {
+            talkwai_domain::apply(&mut state, &stored.event)
+                .map_err(|e| internal(format!("{} at {}: {e}", message.subject, message.seq)))?;
+        }
+    }
+    let actor = policy::signed_in(user, &state)?;
+    actor.require_active()?;
+    Ok(())
+}
+
+impl SignIns {
+    /// Checks read from `log`.
+    pub fn new(log: EventStore) -> Self {
+        Self {
+            log,
+            known: std::sync::Mutex::new(LruCache::new(CAPACITY)),
+        }
+    }
+
+    /// The log it reads.
+    pub fn log(&self) -> &EventStore {
+        &self.log
+    }
+
+    /// Plans the check of `claims`.
+    pub fn plan(&self, claims: &Claims) -> Check {
+        let admin = claims.kind == PrincipalKind::Admin;
+        let who = Who {
+            user: claims.sub,
+            admin,
+            tenant: if admin { None } else { claims.tenant },
+        };
+        let guard = if admin {
+            GuardKey::UserAdmin(claims.sub)
+        } else {
+            GuardKey::UserMember(claims.sub)
+        };
+        let known = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|mut known| known.get(&who).cloned());
+        Check {
+            who,
+            guard: subject::guard(&guard),
+            known,
+        }
+    }
+
+    /// Decides `check` from `heads` (which hold at least [`Check::subjects`], read after the
+    /// check was planned): the cached verdict while the heads are unchanged, else read again.
+    pub async fn decide(&self, check: Check, heads: &Heads) -> Result<(), ErrorBody> {
+        let guard_seq = heads.get(&check.guard).map_or(0, |m| m.seq);
+        if let Some(known) = &check.known {
+            let entity_seq = known
+                .entity
+                .and_then(|e| heads.get(&subject::event(&e)))
+                .map_or(0, |m| m.seq);
+            if known.holds(guard_seq, entity_seq) {
+                return known.verdict.clone();
+            }
+        }
+        let Who {
+            user,
+            admin,
+            tenant,
+        } = check.who;
+        let unavailable = |e: talkwai_eventstore::StoreError| {
+            ErrorBody::new(ErrorCode::Unavailable, e.to_string())
+        };
+        let (entity, entity_seq, verdict) = match link_of(heads.get(&check.guard))? {
+            Link::To(id) => {
+                let (kind, tenant) = if admin {
+                    (EntityKind::Admin, None)
+                } else {
+                    (EntityKind::Member, tenant)
+                };
+                let entity = AggregateRef { kind, tenant, id };
+                let entity_subject = subject::event(&entity);
+                // Its head was read with the guard's when this instance knew the entity.
+                let head = match heads.get(&entity_subject) {
+                    Some(head) => Some(head.seq),
+                    None if check.known.as_ref().and_then(|k| k.entity) == Some(entity) => None,
+                    None => self
+                        .log
+                        .last_of_subject(&entity_subject)
+                        .await
+                        .map_err(unavailable)?
+                        .map(|m| m.seq),
+                };
+                let messages = match head {
+                    Some(head) => self
+                        .log
+                        .read_subject_through(&entity_subject, 0, head)
+                        .await
+                        .map_err(unavailable)?,
+                    None => Vec::new(),
+                };
+                let seq = messages.last().map_or(0, |m| m.seq);
+                (Some(entity), seq, verdict(user, entity, &messages))
+            }
+            link => (None, 0, unlinked(admin, link)),
+        };
+        // An internal error (an unreadable history) is not remembered: the next check reads again.
+        if verdict
+            .as_ref()
+            .err()
+            .is_none_or(|e| e.code == ErrorCode::Forbidden)
+            && let Ok(mut known) = self.known.lock()
+        {
+            known.put(
+                check.who,
+                Known {
+                    guard_seq,
+                    entity,
+                    entity_seq,
+                    verdict: verdict.clone(),
+                },
+            );
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use talkwai_domain::values::Timestamp;
+
+    use super::*;
+
+    fn guard_head(event: &GuardEvent) -> StoredMessage {
+        let body = serde_json::to_value(event).expect("guard event");
+        StoredMessage {
+            seq: 7,
+            subject: "talkwai.evt.platform.guard.user-member.x".into(),
+            headers: async_nats::HeaderMap::new(),
+            payload: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "type": body["type"], "version": GuardEvent::CURRENT_VERSION, "data": body["data"],
+                }))
+                .expect("json"),
+            ),
+            stored_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_link_guard_says_never_released_or_its_holder() {
+        let owner = Uuid::from_u128(5);
+        assert_eq!(link_of(None).expect("empty"), Link::Never);
+        let claimed = guard_head(&GuardEvent::Claimed {
+            owner,
+            at: Timestamp(0),
+        });
+        assert_eq!(link_of(Some(&claimed)).expect("claimed"), Link::To(owner));
+        let released = guard_head(&GuardEvent::Released {
+            owner,
+            at: Timestamp(0),
+        });
+        assert_eq!(link_of(Some(&released)).expect("released"), Link::Released);
+        let mut garbage = claimed;
+        garbage.payload = Bytes::from_static(b"{");
+        assert_eq!(
+            link_of(Some(&garbage)).expect_err("corrupt").code,
+            ErrorCode::Internal
+        );
+    }
+
+    #[test]
+    fn given_no_link_only_a_never_linked_admin_gets_in() {
+        assert!(unlinked(true, Link::Never).is_ok());
+        for (admin, link) in [
+            (true, Link::Released),
+            (false, Link::Never),
+            (false, Link::Released),
+        ] {
+            assert_eq!(
+                unlinked(admin, link).expect_err("refused").code,
+                ErrorCode::Forbidden,
+                "admin {admin}, {link:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_an_empty_subject_the_member_is_not_of_this_tenant() {
+        let entity = AggregateRef {
+            kind: EntityKind::Member,
+            tenant: Some(TenantId(Uuid::from_u128(1))),
+            id: Uuid::from_u128(2),
+        };
+        let refused = verdict(UserId(Uuid::from_u128(3)), entity, &[]).expect_err("refused");
+        assert_eq!(refused.code, ErrorCode::Forbidden);
+        assert_eq!(refused.message, "user is not a member of this tenant");
+    }
+
+    #[test]
+    fn a_verdict_holds_while_both_heads_stay() {
+        let known = Known {
+            guard_seq: 3,
+            entity: None,
+            entity_seq: 9,
+            verdict: Ok(()),
+        };
+        assert!(known.holds(3, 9));
+        assert!(!known.holds(4, 9), "a new link");
+        assert!(
+            !known.holds(3, 10),
+            "a new event of the entity (an erasure)"
+        );
+    }
+}
