@@ -44,12 +44,7 @@ pub const ERASED_ACTOR: &str = "the member or admin this token signs in as was e
 pub fn signed_in(user: UserId, state: &AggregateState) -> Result<Actor, DomainError> {
     match state {
         AggregateState::Admin(id, state) => {
-            let admin = state
-                .live()
-                .ok_or_else(|| forbidden("admin no longer exists"))?;
-            if admin.erased {
-                return Err(forbidden(ERASED_ACTOR));
-            }
+            let admin = present(state.live(), |a| a.erased, "admin no longer exists")?;
             Ok(Actor::Admin {
                 user,
                 admin: *id,
@@ -59,12 +54,11 @@ pub fn signed_in(user: UserId, state: &AggregateState) -> Result<Actor, DomainEr
             })
         }
         AggregateState::Member(_, id, state) => {
-            let member = state
-                .live()
-                .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
-            if member.erased {
-                return Err(forbidden(ERASED_ACTOR));
-            }
+            let member = present(
+                state.live(),
+                |m| m.erased,
+                "user is not a member of this tenant",
+            )?;
             Ok(Actor::Member {
                 user,
                 member: *id,
@@ -75,6 +69,19 @@ pub fn signed_in(user: UserId, state: &AggregateState) -> Result<Actor, DomainEr
         }
         _ => Err(forbidden("user is not linked to a member or admin")),
     }
+}
+
+/// The live entity a user signs in as, neither deleted (`gone`) nor erased.
+fn present<'a, T>(
+    live: Option<&'a T>,
+    erased: impl Fn(&T) -> bool,
+    gone: &str,
+) -> Result<&'a T, DomainError> {
+    let entity = live.ok_or_else(|| forbidden(gone))?;
+    if erased(entity) {
+        return Err(forbidden(ERASED_ACTOR));
+    }
+    Ok(entity)
 }
 
 impl Actor {

@@ -22,6 +22,16 @@ fn refusal(reply: &Value) -> (&str, &str) {
     )
 }
 
+/// Sets member `id`'s status (`active` or `inactive`) with the platform token.
+async fn set_status(h: &Harness, tenant: Uuid, id: Uuid, status: &str) {
+    h.ok(
+        &format!("talkwai.cmd.{tenant}.member.setStatus"),
+        json!({"id": id, "status": status}),
+        PLATFORM,
+    )
+    .await;
+}
+
 /// The session ids a `get` lists.
 fn sessions(reply: &Value) -> Vec<&str> {
     reply["peers"]
@@ -57,47 +67,27 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
     }
 
     // Erin is erased and Ivy deactivated while present.
-    let platform = PLATFORM;
     h.ok(
         &format!("talkwai.cmd.{t}.member.erase"),
         json!({"id": erin}),
-        platform,
+        PLATFORM,
     )
     .await;
-    h.ok(
-        &format!("talkwai.cmd.{t}.member.setStatus"),
-        json!({"id": ivy, "status": "inactive"}),
-        platform,
-    )
-    .await;
+    set_status(&h, t, ivy, "inactive").await;
 
     // Their next heartbeat is refused and drops their session; joins and gets are refused.
-    let beat = h
-        .presence(
-            &room("heartbeat"),
-            json!({"sessionId": "erin-1"}),
-            &erin_token,
-        )
-        .await;
-    assert_eq!(refusal(&beat), ("forbidden", ERASED_ACTOR));
-    let beat = h
-        .presence(
-            &room("heartbeat"),
-            json!({"sessionId": "ivy-1"}),
-            &ivy_token,
-        )
-        .await;
-    assert_eq!(refusal(&beat), ("forbidden", "member is inactive"));
-    let join = h
-        .presence(&room("join"), json!({"sessionId": "erin-2"}), &erin_token)
-        .await;
-    assert_eq!(refusal(&join), ("forbidden", ERASED_ACTOR));
-    let join = h
-        .presence(&room("join"), json!({"sessionId": "ivy-2"}), &ivy_token)
-        .await;
-    assert_eq!(refusal(&join), ("forbidden", "member is inactive"));
-    let get = h.presence(&room("get"), json!({}), &erin_token).await;
-    assert_eq!(refusal(&get), ("forbidden", ERASED_ACTOR));
+    for (op, session, token, message) in [
+        ("heartbeat", "erin-1", &erin_token, ERASED_ACTOR),
+        ("heartbeat", "ivy-1", &ivy_token, "member is inactive"),
+        ("join", "erin-2", &erin_token, ERASED_ACTOR),
+        ("join", "ivy-2", &ivy_token, "member is inactive"),
+        ("get", "erin-1", &erin_token, ERASED_ACTOR),
+    ] {
+        let reply = h
+            .presence(&room(op), json!({"sessionId": session}), token)
+            .await;
+        assert_eq!(refusal(&reply), ("forbidden", message), "{op} {session}");
+    }
 
     // Another member of the same tenant still joins and sees only itself.
     let joined = h
@@ -134,12 +124,7 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
     );
 
     // The verdict follows the log both ways: Ivy active again joins again.
-    h.ok(
-        &format!("talkwai.cmd.{t}.member.setStatus"),
-        json!({"id": ivy, "status": "active"}),
-        platform,
-    )
-    .await;
+    set_status(&h, t, ivy, "active").await;
     let join = h
         .presence(&room("join"), json!({"sessionId": "ivy-3"}), &ivy_token)
         .await;
@@ -153,13 +138,7 @@ async fn an_erased_admin_is_refused_in_every_room_and_a_never_linked_one_is_not(
     let w = world(&h).await;
     let admin_room = |op: &str| format!("talkwai.room.admin.global.presence.{op}");
     let tenant_room = format!("talkwai.room.tenant.{}.presence.join", w.tenant);
-    let (admin, user) = (Uuid::new_v4(), Uuid::new_v4());
-    h.ok(
-        "talkwai.cmd.platform.user.create",
-        json!({"id": user, "email": format!("a-{user}@example.com")}),
-        PLATFORM,
-    )
-    .await;
+    let (admin, user) = (Uuid::new_v4(), common::user(&h).await);
     h.ok(
         "talkwai.cmd.platform.admin.create",
         json!({"id": admin, "firstName": "Ada", "lastName": "Admin",
