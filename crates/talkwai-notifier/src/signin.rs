@@ -6,12 +6,15 @@
 //! admin is let in: dev tokens (`talkwai up`'s demo admin view) name an admin user with no admin
 //! entity; one whose link was released (its admin deleted or unlinked) is refused.
 //!
-//! Read from the log on every check, so no instance needs to have seen an `…erased` event: the
-//! heads (last-by-subject) of the user's link guard and of its entity's subject, in flight with
-//! the request's other reads. A bounded cache keeps each user's verdict with the two sequences it
-//! was decided at: while both heads stay, nothing more is read; a new event on either (an
-//! erasure, a status change, a new link) sends the check back to the log: the entity's history,
-//! folded in memory without opening a sealed field (the rule needs none, so no key is read).
+//! Read from the log on every check, so no instance needs to have seen an `…erased` event. A
+//! bounded cache keeps each user's verdict with the head (last sequence) it was decided at: of
+//! its entity's subject when the user is linked, else of its link guard. One last-by-subject
+//! read of that head, in flight with the request's other reads, confirms it; a new event there
+//! (an erasure, a status change, an unlink or a deletion, a new link) sends the check back to the
+//! log: the guard, then the entity's history, folded in memory without opening a sealed field
+//! (the rule needs none, so no key is read). The entity's head is enough while the user is
+//! linked: its link guard can only be let go by a command of that entity, whose events are
+//! appended in the same atomic batch as the release.
 
 use std::num::NonZeroUsize;
 
@@ -34,7 +37,7 @@ const CAPACITY: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
 #[derive(Debug)]
 pub struct SignIns {
     log: EventStore,
-    /// Each user's last verdict and the heads it was decided at.
+    /// Each user's last verdict and the head it was decided at.
     known: std::sync::Mutex<LruCache<Who, Known>>,
 }
 
@@ -49,20 +52,17 @@ struct Who {
 /// A verdict and what it was decided from.
 #[derive(Debug, Clone)]
 struct Known {
-    /// The link guard's last sequence (0: never used).
-    guard_seq: u64,
     /// The entity the guard pointed to (`None`: no link).
     entity: Option<AggregateRef>,
-    /// The entity subject's last sequence (0: empty, or no entity).
-    entity_seq: u64,
+    /// The last sequence of the entity's subject, or without an entity of the link guard's
+    /// (0: empty).
+    seq: u64,
     verdict: Result<(), ErrorBody>,
 }
 
-impl Known {
-    /// Whether the verdict still holds given the heads just read.
-    fn holds(&self, guard_seq: u64, entity_seq: u64) -> bool {
-        self.guard_seq == guard_seq && self.entity_seq == entity_seq
-    }
+/// The subject whose head confirms a cached verdict (see the module doc).
+fn watched(guard: &str, entity: Option<AggregateRef>) -> String {
+    entity.map_or_else(|| guard.to_owned(), |e| subject::event(&e))
 }
 
 /// What one check reads, planned before the read so it joins the request's other reads.
@@ -74,14 +74,13 @@ pub struct Check {
 }
 
 impl Check {
-    /// The subjects whose heads the check needs: the user's link guard and, when this instance
-    /// knows the entity it points to, that entity's subject.
+    /// The subjects whose heads the check needs: the one that confirms the cached verdict, or
+    /// the user's link guard when none is cached.
     pub fn subjects(&self) -> Vec<String> {
-        let mut subjects = vec![self.guard.clone()];
-        if let Some(entity) = self.known.as_ref().and_then(|k| k.entity) {
-            subjects.push(subject::event(&entity));
-        }
-        subjects
+        vec![watched(
+            &self.guard,
+            self.known.as_ref().and_then(|k| k.entity),
+        )]
     }
 }
 
@@ -204,27 +203,33 @@ impl SignIns {
     }
 
     /// Decides `check` from `heads` (which hold at least [`Check::subjects`], read after the
-    /// check was planned): the cached verdict while the heads are unchanged, else read again.
+    /// check was planned): the cached verdict while its head stays, else read again.
     pub async fn decide(&self, check: Check, heads: &Heads) -> Result<(), ErrorBody> {
-        let guard_seq = heads.get(&check.guard).map_or(0, |m| m.seq);
-        if let Some(known) = &check.known {
-            let entity_seq = known
-                .entity
-                .and_then(|e| heads.get(&subject::event(&e)))
-                .map_or(0, |m| m.seq);
-            if known.holds(guard_seq, entity_seq) {
-                return known.verdict.clone();
-            }
+        let head = |subject: &str| heads.get(subject).map_or(0, |m| m.seq);
+        let cached_entity = check.known.as_ref().and_then(|k| k.entity);
+        if let Some(known) = &check.known
+            && head(&watched(&check.guard, known.entity)) == known.seq
+        {
+            return known.verdict.clone();
         }
+        let unavailable = |e: talkwai_eventstore::StoreError| {
+            ErrorBody::new(ErrorCode::Unavailable, e.to_string())
+        };
+        // The guard's head was read unless the cached verdict watched its entity instead.
+        let guard = match cached_entity {
+            None => heads.get(&check.guard).cloned(),
+            Some(_) => self
+                .log
+                .last_of_subject(&check.guard)
+                .await
+                .map_err(unavailable)?,
+        };
         let Who {
             user,
             admin,
             tenant,
         } = check.who;
-        let unavailable = |e: talkwai_eventstore::StoreError| {
-            ErrorBody::new(ErrorCode::Unavailable, e.to_string())
-        };
-        let (entity, entity_seq, verdict) = match link_of(heads.get(&check.guard))? {
+        let (entity, seq, verdict) = match link_of(guard.as_ref())? {
             Link::To(id) => {
                 let (kind, tenant) = if admin {
                     (EntityKind::Admin, None)
@@ -233,16 +238,15 @@ impl SignIns {
                 };
                 let entity = AggregateRef { kind, tenant, id };
                 let entity_subject = subject::event(&entity);
-                // Its head was read with the guard's when this instance knew the entity.
-                let head = match heads.get(&entity_subject) {
-                    Some(head) => Some(head.seq),
-                    None if check.known.as_ref().and_then(|k| k.entity) == Some(entity) => None,
-                    None => self
-                        .log
+                // Its head was read already when the cached verdict watched it.
+                let head = if cached_entity == Some(entity) {
+                    heads.get(&entity_subject).map(|m| m.seq)
+                } else {
+                    self.log
                         .last_of_subject(&entity_subject)
                         .await
                         .map_err(unavailable)?
-                        .map(|m| m.seq),
+                        .map(|m| m.seq)
                 };
                 let messages = match head {
                     Some(head) => self
@@ -255,7 +259,7 @@ impl SignIns {
                 let seq = messages.last().map_or(0, |m| m.seq);
                 (Some(entity), seq, verdict(user, entity, &messages))
             }
-            link => (None, 0, unlinked(admin, link)),
+            link => (None, guard.map_or(0, |m| m.seq), unlinked(admin, link)),
         };
         // An internal error (an unreadable history) is not remembered: the next check reads again.
         if verdict
@@ -267,9 +271,8 @@ impl SignIns {
             known.put(
                 check.who,
                 Known {
-                    guard_seq,
                     entity,
-                    entity_seq,
+                    seq,
                     verdict: verdict.clone(),
                 },
             );
@@ -352,18 +355,41 @@ mod tests {
     }
 
     #[test]
-    fn a_verdict_holds_while_both_heads_stay() {
-        let known = Known {
-            guard_seq: 3,
-            entity: None,
-            entity_seq: 9,
-            verdict: Ok(()),
+    fn a_verdict_is_confirmed_by_its_entity_head_or_without_one_by_the_guard() {
+        let guard = "talkwai.evt.platform.guard.user-member.x";
+        assert_eq!(watched(guard, None), guard);
+        let entity = AggregateRef {
+            kind: EntityKind::Member,
+            tenant: Some(TenantId(Uuid::from_u128(1))),
+            id: Uuid::from_u128(2),
         };
-        assert!(known.holds(3, 9));
-        assert!(!known.holds(4, 9), "a new link");
-        assert!(
-            !known.holds(3, 10),
-            "a new event of the entity (an erasure)"
+        assert_eq!(watched(guard, Some(entity)), subject::event(&entity));
+        let check = Check {
+            who: Who {
+                user: UserId(Uuid::from_u128(3)),
+                admin: false,
+                tenant: entity.tenant,
+            },
+            guard: guard.to_owned(),
+            known: None,
+        };
+        assert_eq!(
+            check.subjects(),
+            [guard.to_owned()],
+            "first sight: the guard"
+        );
+        let check = Check {
+            known: Some(Known {
+                entity: Some(entity),
+                seq: 9,
+                verdict: Ok(()),
+            }),
+            ..check
+        };
+        assert_eq!(
+            check.subjects(),
+            [subject::event(&entity)],
+            "linked: the entity"
         );
     }
 }

@@ -129,6 +129,27 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
         .presence(&room("join"), json!({"sessionId": "ivy-3"}), &ivy_token)
         .await;
     assert_eq!(join["ok"], true, "{join}");
+
+    // A deleted member (its user's link let go with it) is refused as commands refuse it.
+    let (dan, dan_user) = member(&h, t, "user").await;
+    let dan_token = member_token(dan_user, t);
+    let join = h
+        .presence(&room("join"), json!({"sessionId": "dan-1"}), &dan_token)
+        .await;
+    assert_eq!(join["ok"], true, "{join}");
+    h.ok(
+        &format!("talkwai.cmd.{t}.member.delete"),
+        json!({"id": dan}),
+        PLATFORM,
+    )
+    .await;
+    let join = h
+        .presence(&room("join"), json!({"sessionId": "dan-2"}), &dan_token)
+        .await;
+    assert_eq!(
+        refusal(&join),
+        ("forbidden", "user is not linked to a member")
+    );
 }
 
 #[tokio::test]
