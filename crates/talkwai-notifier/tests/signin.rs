@@ -22,11 +22,11 @@ fn refusal(reply: &Value) -> (&str, &str) {
     )
 }
 
-/// Sets member `id`'s status (`active` or `inactive`) with the platform token.
-async fn set_status(h: &Harness, tenant: Uuid, id: Uuid, status: &str) {
+/// Sends `talkwai.cmd.<tenant>.member.<action>` with the platform token.
+async fn member_command(h: &Harness, tenant: Uuid, action: &str, body: Value) {
     h.ok(
-        &format!("talkwai.cmd.{tenant}.member.setStatus"),
-        json!({"id": id, "status": status}),
+        &format!("talkwai.cmd.{tenant}.member.{action}"),
+        body,
         PLATFORM,
     )
     .await;
@@ -67,13 +67,8 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
     }
 
     // Erin is erased and Ivy deactivated while present.
-    h.ok(
-        &format!("talkwai.cmd.{t}.member.erase"),
-        json!({"id": erin}),
-        PLATFORM,
-    )
-    .await;
-    set_status(&h, t, ivy, "inactive").await;
+    member_command(&h, t, "erase", json!({"id": erin})).await;
+    member_command(&h, t, "setStatus", json!({"id": ivy, "status": "inactive"})).await;
 
     // Their next heartbeat is refused and drops their session; joins and gets are refused.
     for (op, session, token, message) in [
@@ -124,7 +119,7 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
     );
 
     // The verdict follows the log both ways: Ivy active again joins again.
-    set_status(&h, t, ivy, "active").await;
+    member_command(&h, t, "setStatus", json!({"id": ivy, "status": "active"})).await;
     let join = h
         .presence(&room("join"), json!({"sessionId": "ivy-3"}), &ivy_token)
         .await;
@@ -137,12 +132,7 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
         .presence(&room("join"), json!({"sessionId": "dan-1"}), &dan_token)
         .await;
     assert_eq!(join["ok"], true, "{join}");
-    h.ok(
-        &format!("talkwai.cmd.{t}.member.delete"),
-        json!({"id": dan}),
-        PLATFORM,
-    )
-    .await;
+    member_command(&h, t, "delete", json!({"id": dan})).await;
     let join = h
         .presence(&room("join"), json!({"sessionId": "dan-2"}), &dan_token)
         .await;
