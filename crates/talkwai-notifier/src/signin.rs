@@ -137,7 +137,10 @@ impl Opener for Unread {
     }
 }
 
-/// Folds `entity`'s history and applies the rule: the actor `user` signs in as, active.
+/// Folds `entity`'s history and applies the rule: the actor `user` signs in as, active. The
+/// entity must also still link to `user` (its guard was read before its history: an unlink in
+/// between shows here), so the verdict depends on the entity's history alone and its head is
+/// enough to confirm it.
 fn verdict(
     user: UserId,
     entity: AggregateRef,
@@ -159,6 +162,14 @@ fn verdict(
         }
     }
     let actor = policy::signed_in(user, &state)?;
+    let linked = match &state {
+        AggregateState::Admin(_, admin) => admin.live().and_then(|a| a.user),
+        AggregateState::Member(_, _, member) => member.live().and_then(|m| m.user),
+        _ => None,
+    };
+    if linked != Some(user) {
+        return unlinked(entity.kind == EntityKind::Admin, Link::Released);
+    }
     actor.require_active()?;
     Ok(())
 }
@@ -284,7 +295,11 @@ impl SignIns {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use talkwai_domain::values::Timestamp;
+    use talkwai_domain::Event;
+    use talkwai_domain::enums::{MemberRole, MemberStatus};
+    use talkwai_domain::member::{MemberCreated, MemberEvent, MemberStatusChanged, UserLink};
+    use talkwai_domain::state::Stamp;
+    use talkwai_domain::values::{Email, Name, Timestamp};
 
     use super::*;
 
@@ -352,6 +367,97 @@ mod tests {
         let refused = verdict(UserId(Uuid::from_u128(3)), entity, &[]).expect_err("refused");
         assert_eq!(refused.code, ErrorCode::Forbidden);
         assert_eq!(refused.message, "user is not a member of this tenant");
+    }
+
+    /// A stored message of `entity` holding `event`; `sealed` replaces its `firstName` by a
+    /// sealed value no key opens here.
+    fn stored(entity: &AggregateRef, seq: u64, event: MemberEvent, sealed: bool) -> StoredMessage {
+        let mut body = Event::Member(event).encode();
+        if sealed {
+            body.data["firstName"] = serde_json::json!({"enc": "v1", "key": Uuid::from_u128(9),
+                "n": "AAAA", "c": "AAAA"});
+        }
+        StoredMessage {
+            seq,
+            subject: subject::event(entity),
+            headers: async_nats::HeaderMap::new(),
+            payload: Bytes::from(serde_json::to_vec(&body).expect("json")),
+            stored_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn given_a_members_history_the_verdict_is_the_command_services() {
+        let (tenant, user) = (TenantId(Uuid::from_u128(1)), UserId(Uuid::from_u128(3)));
+        let entity = AggregateRef {
+            kind: EntityKind::Member,
+            tenant: Some(tenant),
+            id: Uuid::from_u128(2),
+        };
+        let at = Timestamp(1);
+        // Created with a sealed name (no key here: the fold reads its placeholder).
+        let created = stored(
+            &entity,
+            1,
+            MemberEvent::Created(MemberCreated {
+                first_name: Name::parse("Mia").expect("name"),
+                last_name: Name::parse("Member").expect("name"),
+                email: Email::parse("mia@example.com").expect("email"),
+                phone: None,
+                role: MemberRole::User,
+                status: MemberStatus::Active,
+                user: Some(user),
+                at,
+            }),
+            true,
+        );
+        let status = |seq, status| {
+            stored(
+                &entity,
+                seq,
+                MemberEvent::StatusChanged(MemberStatusChanged { status, at }),
+                false,
+            )
+        };
+        let inactive = status(2, MemberStatus::Inactive);
+        let active = status(3, MemberStatus::Active);
+        let erased = stored(&entity, 4, MemberEvent::Erased(Stamp { at }), false);
+        let unlinked = stored(
+            &entity,
+            4,
+            MemberEvent::UserUnlinked(UserLink { user, at }),
+            false,
+        );
+        let refused = |history: &[StoredMessage]| {
+            let error = verdict(user, entity, history).expect_err("refused");
+            assert_eq!(error.code, ErrorCode::Forbidden, "{error:?}");
+            error.message
+        };
+        assert_eq!(
+            verdict(user, entity, std::slice::from_ref(&created)),
+            Ok(())
+        );
+        assert_eq!(
+            refused(&[created.clone(), inactive.clone()]),
+            "member is inactive"
+        );
+        assert_eq!(
+            verdict(
+                user,
+                entity,
+                &[created.clone(), inactive.clone(), active.clone()]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            refused(&[created.clone(), inactive, active.clone(), erased]),
+            policy::ERASED_ACTOR
+        );
+        // Unlinked after its guard was read: the history says so.
+        assert_eq!(
+            refused(&[created, status(2, MemberStatus::Inactive), active, unlinked]),
+            "user is not linked to a member"
+        );
     }
 
     #[test]

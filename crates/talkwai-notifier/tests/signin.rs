@@ -125,7 +125,16 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
         .await;
     assert_eq!(join["ok"], true, "{join}");
 
-    // A deleted member (its user's link let go with it) is refused as commands refuse it.
+    // A member whose user was unlinked, or deleted (the link let go with it), is refused as
+    // commands refuse it.
+    member_command(&h, t, "unlinkUser", json!({"id": ivy})).await;
+    let join = h
+        .presence(&room("join"), json!({"sessionId": "ivy-4"}), &ivy_token)
+        .await;
+    assert_eq!(
+        refusal(&join),
+        ("forbidden", "user is not linked to a member")
+    );
     let (dan, dan_user) = member(&h, t, "user").await;
     let dan_token = member_token(dan_user, t);
     let join = h
