@@ -118,37 +118,44 @@ async fn erased_and_inactive_members_are_refused_and_dropped_while_others_stay()
         ]
     );
 
-    // The verdict follows the log both ways: Ivy active again joins again.
-    member_command(&h, t, "setStatus", json!({"id": ivy, "status": "active"})).await;
-    let join = h
-        .presence(&room("join"), json!({"sessionId": "ivy-3"}), &ivy_token)
-        .await;
-    assert_eq!(join["ok"], true, "{join}");
-
-    // A member whose user was unlinked, or deleted (the link let go with it), is refused as
-    // commands refuse it.
-    member_command(&h, t, "unlinkUser", json!({"id": ivy})).await;
-    let join = h
-        .presence(&room("join"), json!({"sessionId": "ivy-4"}), &ivy_token)
-        .await;
-    assert_eq!(
-        refusal(&join),
-        ("forbidden", "user is not linked to a member")
-    );
+    // The verdict follows the log both ways (Ivy active again joins again), and a member whose
+    // user was unlinked, or who was deleted (the link let go with it), is refused as commands
+    // refuse it.
     let (dan, dan_user) = member(&h, t, "user").await;
     let dan_token = member_token(dan_user, t);
-    let join = h
-        .presence(&room("join"), json!({"sessionId": "dan-1"}), &dan_token)
-        .await;
-    assert_eq!(join["ok"], true, "{join}");
-    member_command(&h, t, "delete", json!({"id": dan})).await;
-    let join = h
-        .presence(&room("join"), json!({"sessionId": "dan-2"}), &dan_token)
-        .await;
-    assert_eq!(
-        refusal(&join),
-        ("forbidden", "user is not linked to a member")
-    );
+    let unlinked = Some("user is not linked to a member");
+    for (command, token, session, refused) in [
+        (
+            Some(("setStatus", json!({"id": ivy, "status": "active"}))),
+            &ivy_token,
+            "ivy-3",
+            None,
+        ),
+        (
+            Some(("unlinkUser", json!({"id": ivy}))),
+            &ivy_token,
+            "ivy-4",
+            unlinked,
+        ),
+        (None, &dan_token, "dan-1", None),
+        (
+            Some(("delete", json!({"id": dan}))),
+            &dan_token,
+            "dan-2",
+            unlinked,
+        ),
+    ] {
+        if let Some((action, body)) = command {
+            member_command(&h, t, action, body).await;
+        }
+        let join = h
+            .presence(&room("join"), json!({"sessionId": session}), token)
+            .await;
+        match refused {
+            None => assert_eq!(join["ok"], true, "{session}: {join}"),
+            Some(message) => assert_eq!(refusal(&join), ("forbidden", message), "{session}"),
+        }
+    }
 }
 
 #[tokio::test]
