@@ -14,7 +14,7 @@
 //!
 //! The member or admin behind the token must still be one ([`crate::signin`]): a `join`,
 //! `update`, `heartbeat` or `get` of a deleted, erased or inactive one is `forbidden`, checked
-//! against the log with the request's own reads (its heads in flight with the tenant's head and
+//! against the log with the request's own reads (one head, in flight with the tenant's head or
 //! the session's entry), and a refused `join`, `update` or `heartbeat` drops the caller's session
 //! (announced as a leave). A `leave` is always let through.
 
