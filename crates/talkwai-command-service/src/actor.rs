@@ -6,16 +6,12 @@ use std::num::NonZeroUsize;
 
 use lru::LruCache;
 use talkwai_auth::{Principal, PrincipalKind};
-use talkwai_domain::enums::{AdminStatus, MemberStatus};
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::{Actor, AggregateRef, AggregateState, DomainError, EntityKind, GuardKey};
 use talkwai_proto::subject;
 
 use crate::error::ServiceError;
 use crate::repo::{HeadsView, Repository, guard_head};
-
-/// The refusal of a token whose member or admin was erased: it can no longer sign in.
-pub(crate) const ERASED_ACTOR: &str = "the member or admin this token signs in as was erased";
 
 /// Users whose member or admin entity is remembered.
 const ACTOR_CACHE: NonZeroUsize = NonZeroUsize::new(65_536).unwrap();
@@ -130,35 +126,9 @@ impl Actors {
             actors.put(plan.key, KnownActor { entity, guard_seq });
         }
         match &loaded.state {
-            AggregateState::Admin(id, state) => {
-                let admin = state
-                    .live()
-                    .ok_or_else(|| forbidden("admin no longer exists"))?;
-                if admin.erased {
-                    return Err(forbidden(ERASED_ACTOR));
-                }
-                Ok(Actor::Admin {
-                    user: claims.sub,
-                    admin: *id,
-                    role: admin.role,
-                    permissions: Some(admin.permissions.clone()),
-                    active: admin.status == AdminStatus::Active,
-                })
-            }
-            AggregateState::Member(_, id, state) => {
-                let member = state
-                    .live()
-                    .ok_or_else(|| forbidden("user is not a member of this tenant"))?;
-                if member.erased {
-                    return Err(forbidden(ERASED_ACTOR));
-                }
-                Ok(Actor::Member {
-                    user: claims.sub,
-                    member: *id,
-                    tenant: member.tenant,
-                    role: member.role,
-                    active: member.status == MemberStatus::Active,
-                })
+            AggregateState::Admin(..) | AggregateState::Member(..) => {
+                talkwai_domain::policy::signed_in(claims.sub, &loaded.state)
+                    .map_err(ServiceError::Domain)
             }
             _ => Err(forbidden(unlinked)),
         }

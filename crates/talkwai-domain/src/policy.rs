@@ -14,12 +14,17 @@
 //! An admin's `permissions` object (`{"allow": ["tenant.setStatus"], "deny": ["task.*"]}`)
 //! adds or removes permissions; `deny` wins. Inactive admins and members may do nothing;
 //! members may do nothing in a tenant that is not `active`, and never cross tenants.
+//!
+//! Signing in comes first: [`signed_in`] turns the member or admin a token's user is linked to
+//! into an [`Actor`] (refusing a deleted or erased one) and [`Actor::require_active`] refuses an
+//! inactive one. The command service and the notifier's presence both decide with them.
 
 use crate::admin::AdminCommand;
 use crate::aggregate::{AggregateState, Command};
 use crate::context::{Actor, Context};
-use crate::enums::{AdminRole, MemberRole, TenantStatus};
+use crate::enums::{AdminRole, AdminStatus, MemberRole, MemberStatus, TenantStatus};
 use crate::error::DomainError;
+use crate::ids::UserId;
 use crate::member::MemberCommand;
 use crate::task::TaskCommand;
 use crate::tenant::TenantCommand;
@@ -28,6 +33,66 @@ use crate::values::JsonObject;
 
 fn forbidden(message: impl Into<String>) -> DomainError {
     DomainError::Forbidden(message.into())
+}
+
+/// The refusal of a token whose member or admin was erased: it can no longer sign in.
+pub const ERASED_ACTOR: &str = "the member or admin this token signs in as was erased";
+
+/// The actor `user` signs in as, from the state of the member or admin entity its link points
+/// to (folded from the log): `Forbidden` when that entity was deleted (or, for a member, is not
+/// in the token's tenant: its state there is empty) or erased ([`ERASED_ACTOR`]).
+pub fn signed_in(user: UserId, state: &AggregateState) -> Result<Actor, DomainError> {
+    match state {
+        AggregateState::Admin(id, state) => {
+            let admin = present(state.live(), |a| a.erased, "admin no longer exists")?;
+            Ok(Actor::Admin {
+                user,
+                admin: *id,
+                role: admin.role,
+                permissions: Some(admin.permissions.clone()),
+                active: admin.status == AdminStatus::Active,
+            })
+        }
+        AggregateState::Member(_, id, state) => {
+            let member = present(
+                state.live(),
+                |m| m.erased,
+                "user is not a member of this tenant",
+            )?;
+            Ok(Actor::Member {
+                user,
+                member: *id,
+                tenant: member.tenant,
+                role: member.role,
+                active: member.status == MemberStatus::Active,
+            })
+        }
+        _ => Err(forbidden("user is not linked to a member or admin")),
+    }
+}
+
+/// The live entity a user signs in as, neither deleted (`gone`) nor erased.
+fn present<'a, T>(
+    live: Option<&'a T>,
+    erased: impl Fn(&T) -> bool,
+    gone: &str,
+) -> Result<&'a T, DomainError> {
+    let entity = live.ok_or_else(|| forbidden(gone))?;
+    if erased(entity) {
+        return Err(forbidden(ERASED_ACTOR));
+    }
+    Ok(entity)
+}
+
+impl Actor {
+    /// `Forbidden` for an inactive admin or member: they may do nothing.
+    pub fn require_active(&self) -> Result<(), DomainError> {
+        match self {
+            Self::Admin { active: false, .. } => Err(forbidden("admin is inactive")),
+            Self::Member { active: false, .. } => Err(forbidden("member is inactive")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Whether `pattern` (`task.start`, `task.*`, `*`) covers `permission`.
@@ -106,17 +171,12 @@ pub fn authorize(
     ctx: &Context<'_>,
 ) -> Result<(), DomainError> {
     let permission = command.permission();
+    actor.require_active()?;
     match actor {
         Actor::Platform => Ok(()),
         Actor::Admin {
-            role,
-            permissions,
-            active,
-            ..
+            role, permissions, ..
         } => {
-            if !active {
-                return Err(forbidden("admin is inactive"));
-            }
             if listed(permissions.as_ref(), "deny", &permission) {
                 return Err(forbidden(format!("permission {permission} is denied")));
             }
@@ -140,12 +200,8 @@ pub fn authorize(
             member,
             tenant,
             role,
-            active,
             ..
         } => {
-            if !active {
-                return Err(forbidden("member is inactive"));
-            }
             if command.is_platform() {
                 return Err(forbidden(format!("members may not {permission}")));
             }

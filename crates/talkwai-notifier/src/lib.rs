@@ -12,7 +12,8 @@
 //! - Presence lives in the KV bucket `TALKWAI_PRESENCE` with a per-key TTL; the
 //!   `talkwai-presence` service answers join/update/leave/heartbeat/get on every instance
 //!   ([`presence`]), and one shared consumer on the bucket announces joins, updates, leaves
-//!   and expiries ([`announce`]).
+//!   and expiries ([`announce`]). A member or admin the log says is deleted, erased or
+//!   inactive is refused presence ([`signin`]), as commands and queries refuse it.
 //! - The active instance also checks projection lag and vanished service instances
 //!   ([`monitor`]).
 //!
@@ -27,6 +28,8 @@
 //! - [`events`]: anchoring the consumer, handing events to partitions, the low-water ack.
 //! - [`worker`]: one partition's events in order, with its bounded task cache.
 //! - [`presence`], [`announce`]: presence endpoints and announcements.
+//! - [`signin`]: refusing presence to members and admins the log says are deleted, erased or
+//!   inactive.
 //! - [`monitor`]: the periodic checks.
 //! - [`heal`]: recreating the bucket and consumers found missing (after a nats-server restart).
 //! - [`ops`]: Prometheus metrics and readiness for `/metrics`, `/livez`, `/readyz`.
@@ -40,6 +43,7 @@ pub mod lease;
 pub mod monitor;
 pub mod ops;
 pub mod presence;
+pub mod signin;
 pub mod worker;
 
 use std::future::Future;
@@ -251,7 +255,8 @@ impl Notifier {
                 Duration::from_secs(config.presence_ttl_secs.max(1)),
             )
             .healing(upkeep.clone())
-            .closing_erased_rooms(store.clone()),
+            .closing_erased_rooms(store.clone())
+            .signing_in(store.clone()),
         );
         Ok(Self {
             client,

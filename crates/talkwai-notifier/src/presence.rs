@@ -11,6 +11,12 @@
 //! ([`close_room`]) and a join is refused with `tenant_erased` — known from the tenant's last
 //! event in the log (one last-by-subject read per join to a tenant room, remembered once
 //! erased), so no instance needs to have seen the event.
+//!
+//! The member or admin behind the token must still be one ([`crate::signin`]): a `join`,
+//! `update`, `heartbeat` or `get` of a deleted, erased or inactive one is `forbidden`, checked
+//! against the log with the request's own reads (one head, in flight with the tenant's head or
+//! the session's entry), and a refused `join`, `update` or `heartbeat` drops the caller's session
+//! (announced as a leave). A `leave` is always let through.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -21,7 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
+use talkwai_auth::{Claims, Principal, PrincipalKind, TokenVerifier};
 use talkwai_domain::ErrorCode;
 use talkwai_domain::ids::TenantId;
 use talkwai_domain::{AggregateRef, EntityKind};
@@ -36,6 +42,7 @@ use uuid::Uuid;
 use crate::NotifierError;
 use crate::events::now_ms;
 use crate::heal::{Upkeep, is_missing};
+use crate::signin::{Check, SignIns};
 
 /// The presence bucket.
 pub const BUCKET: &str = "TALKWAI_PRESENCE";
@@ -227,6 +234,8 @@ pub struct PresenceService {
     log: Option<EventStore>,
     /// Tenants known to be erased (for good: never forgotten, bounded by the tenants erased).
     erased: std::sync::Mutex<HashSet<TenantId>>,
+    /// Refuses members and admins the log says are gone (`None`: not checked).
+    sign_ins: Option<SignIns>,
 }
 
 impl PresenceService {
@@ -246,7 +255,14 @@ impl PresenceService {
             upkeep: None,
             log: None,
             erased: std::sync::Mutex::default(),
+            sign_ins: None,
         }
+    }
+
+    /// Refuses members and admins that `log` says are deleted, erased or inactive.
+    pub fn signing_in(mut self, log: EventStore) -> Self {
+        self.sign_ins = Some(SignIns::new(log));
+        self
     }
 
     /// Refuses joins to the rooms of erased tenants, read from `log`.
@@ -255,44 +271,68 @@ impl PresenceService {
         self
     }
 
-    /// `tenant_erased` when `room` is the room of an erased tenant: known here, or (with
-    /// `read`) read from the tenant's last event.
-    async fn refuse_closed(&self, room: &Room, read: bool) -> Result<(), ErrorBody> {
-        let Some(tenant) = (room.room_type == TENANT_ROOM)
+    /// Admits `claims` to `op` in `room`, or refuses it: `tenant_erased` when `room` is the room
+    /// of an erased tenant (known here, or for a `join` read from the tenant's last event), and
+    /// `forbidden` when the member or admin behind the token is gone ([`SignIns`], for every op
+    /// but `leave`). The heads both need are read together, in one round of direct gets.
+    async fn admit(&self, room: &Room, claims: &Claims, op: &str) -> Result<(), ErrorBody> {
+        let tenant = (room.room_type == TENANT_ROOM)
             .then(|| room.room_id.parse::<Uuid>().ok())
             .flatten()
-            .map(TenantId)
-        else {
-            return Ok(());
-        };
-        let closed = || {
+            .map(TenantId);
+        let closed = |tenant: TenantId| {
             ErrorBody::new(
                 ErrorCode::TenantErased,
                 format!("tenant {tenant} was erased: its room is closed"),
             )
         };
-        if self.erased.lock().is_ok_and(|e| e.contains(&tenant)) {
-            return Err(closed());
+        if let Some(tenant) = tenant
+            && self.erased.lock().is_ok_and(|e| e.contains(&tenant))
+        {
+            return Err(closed(tenant));
         }
-        let Some(log) = self.log.as_ref().filter(|_| read) else {
+        let check = self
+            .sign_ins
+            .as_ref()
+            .filter(|_| op != "leave")
+            .map(|s| s.plan(claims));
+        let tenant_subject = tenant
+            .filter(|_| op == "join" && self.log.is_some())
+            .map(|t| {
+                talkwai_proto::subject::event(&AggregateRef {
+                    kind: EntityKind::Tenant,
+                    tenant: Some(t),
+                    id: t.0,
+                })
+            });
+        let mut subjects = check.as_ref().map(Check::subjects).unwrap_or_default();
+        subjects.extend(tenant_subject.clone());
+        let Some(log) = self
+            .log
+            .as_ref()
+            .or(self.sign_ins.as_ref().map(SignIns::log))
+            .filter(|_| !subjects.is_empty())
+        else {
             return Ok(());
         };
-        let subject = talkwai_proto::subject::event(&AggregateRef {
-            kind: EntityKind::Tenant,
-            tenant: Some(tenant),
-            id: tenant.0,
-        });
-        let last = log
-            .last_of_subject(&subject)
+        let heads = log
+            .last_of_subjects(&subjects)
             .await
             .map_err(|e| ErrorBody::new(ErrorCode::Unavailable, e.to_string()))?;
-        if last.is_some_and(|m| m.header(EVENT_TYPE) == Some(TENANT_ERASED)) {
+        if let (Some(tenant), Some(subject)) = (tenant, &tenant_subject)
+            && heads
+                .get(subject)
+                .is_some_and(|m| m.header(EVENT_TYPE) == Some(TENANT_ERASED))
+        {
             if let Ok(mut erased) = self.erased.lock() {
                 erased.insert(tenant);
             }
-            return Err(closed());
+            return Err(closed(tenant));
         }
-        Ok(())
+        match (check, &self.sign_ins) {
+            (Some(check), Some(sign_ins)) => sign_ins.decide(check, &heads).await,
+            _ => Ok(()),
+        }
     }
 
     /// Heals with `upkeep`: a request that finds the bucket missing recreates it and is
@@ -360,7 +400,6 @@ impl PresenceService {
                 "not a member of this room",
             ));
         }
-        self.refuse_closed(&room, op == "join").await?;
         let request: PresenceRequest = if payload.is_empty() {
             PresenceRequest::default()
         } else {
@@ -368,7 +407,10 @@ impl PresenceService {
                 .map_err(|e| ErrorBody::new(ErrorCode::ValidationFailed, e.to_string()))?
         };
         if op == "get" {
-            return Ok(self.reply(None, Some(self.peers(&room).await?)));
+            let (admitted, peers) =
+                tokio::join!(self.admit(&room, &claims, &op), self.peers(&room));
+            admitted?;
+            return Ok(self.reply(None, Some(peers?)));
         }
         let session = request
             .session_id
@@ -383,7 +425,9 @@ impl PresenceService {
             })?;
         let key = room.key(session);
         let user = claims.sub.0;
-        let current = self.current(&key).await?;
+        // The admission's reads and the session's are independent: one round trip for both.
+        let (admitted, current) = tokio::join!(self.admit(&room, &claims, &op), self.current(&key));
+        let current = current?;
         if let Some((_, stored)) = &current
             && stored.peer.user_id != user
         {
@@ -391,6 +435,14 @@ impl PresenceService {
                 ErrorCode::Forbidden,
                 "this session belongs to another user",
             ));
+        }
+        if let Err(refusal) = admitted {
+            if refusal.code == ErrorCode::Forbidden
+                && let Some((revision, _)) = &current
+            {
+                self.drop_session(&key, *revision).await;
+            }
+            return Err(refusal);
         }
         let now = now_ms();
         match op.as_str() {
@@ -451,6 +503,18 @@ impl PresenceService {
             peers,
             ttl_secs: Some(self.ttl.as_secs()),
             error: None,
+        }
+    }
+
+    /// Drops the session at `key` of a caller who may no longer be in the room (announced as a
+    /// leave). Presence is disposable: a failure is logged (the entry then expires), not retried.
+    async fn drop_session(&self, key: &str, revision: u64) {
+        if let Err(err) = self
+            .kv
+            .purge_expect_revision_with_ttl(key, revision, MARKER_TTL)
+            .await
+        {
+            tracing::warn!(error = %err, key, "cannot drop the session of a refused caller");
         }
     }
 

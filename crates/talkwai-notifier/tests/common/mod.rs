@@ -171,8 +171,8 @@ pub async fn world(h: &Harness) -> World {
     }
 }
 
-/// A member linked to a fresh user: (member id, user id).
-pub async fn member(h: &Harness, tenant: Uuid, role: &str) -> (Uuid, Uuid) {
+/// A fresh `$users` identity.
+pub async fn user(h: &Harness) -> Uuid {
     let user = Uuid::new_v4();
     h.ok(
         "talkwai.cmd.platform.user.create",
@@ -180,6 +180,12 @@ pub async fn member(h: &Harness, tenant: Uuid, role: &str) -> (Uuid, Uuid) {
         PLATFORM,
     )
     .await;
+    user
+}
+
+/// A member linked to a fresh user: (member id, user id).
+pub async fn member(h: &Harness, tenant: Uuid, role: &str) -> (Uuid, Uuid) {
+    let user = user(h).await;
     let member = Uuid::new_v4();
     h.ok(
         &format!("talkwai.cmd.{tenant}.member.create"),
