@@ -90,6 +90,11 @@ pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
         row.target = Some(format!("ratio >= {TARGET:.2}"));
         row.target_met = Some(median >= TARGET);
         row.announce();
+        println!(
+            "  sealed / clear, median of {} rounds: {median:.3} (target >= {TARGET:.2}: {})",
+            ratios.len(),
+            if median >= TARGET { "met" } else { "MISSED" }
+        );
         report.rows.push(row);
     }
     drop(client);
