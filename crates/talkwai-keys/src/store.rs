@@ -973,6 +973,84 @@ pub struct Keyring {
     keys: HashMap<(Scope, Uuid), Slot>,
 }
 
+impl Keyring {
+    /// Every data key of `entries` (bucket entries as stored: a backup's key lines), unwrapped
+    /// with `masters`, with no key store and no I/O: what reads a backup, or the golden
+    /// history, offline. A destroyed slot reads as erased; a tenant key that no master opens is
+    /// [`KeyError::UnknownMaster`], a value that does not open is [`KeyError::Corrupt`].
+    pub fn from_entries(
+        masters: &[MasterKey],
+        entries: &[(String, bytes::Bytes)],
+    ) -> Result<Self, KeyError> {
+        let corrupt = |name: &str, message: String| KeyError::Corrupt {
+            name: name.to_owned(),
+            message,
+        };
+        let scope_of = |name: &str, token: &str| {
+            Scope::parse(token).map_err(|_| corrupt(name, "not a scope".to_owned()))
+        };
+        let mut tenants: HashMap<Scope, TenantKey> = HashMap::new();
+        for (name, value) in entries {
+            let Some(token) = name.strip_prefix("tenant.") else {
+                continue;
+            };
+            let scope = scope_of(name, token)?;
+            let stored: StoredTenant =
+                serde_json::from_slice(value).map_err(|e| corrupt(name, e.to_string()))?;
+            let master = masters
+                .iter()
+                .find(|m| m.id() == stored.wrapped.wrap)
+                .ok_or_else(|| KeyError::UnknownMaster {
+                    scope: token.to_owned(),
+                    wrap: stored.wrapped.wrap.clone(),
+                })?;
+            let key = master
+                .key()
+                .unwrap_key(&KeyStore::tenant_aad(scope), &stored.wrapped)
+                .ok_or_else(|| corrupt(name, "does not open under its master key".to_owned()))?;
+            tenants.insert(scope, TenantKey { id: stored.id, key });
+        }
+        let mut keys = HashMap::new();
+        let mut open = |scope: Scope, id: Uuid, wrapped: Option<Wrapped>, name: &str| {
+            let slot = match (wrapped, tenants.get(&scope)) {
+                (Some(wrapped), Some(tenant)) if wrapped.wrap == tenant.id.to_string() => {
+                    Slot::Key(Arc::new(
+                        tenant
+                            .key
+                            .unwrap_key(&KeyStore::data_aad(scope, id), &wrapped)
+                            .ok_or_else(|| corrupt(name, format!("key {id} does not open")))?,
+                    ))
+                }
+                _ => Slot::Erased,
+            };
+            keys.insert((scope, id), slot);
+            Ok::<(), KeyError>(())
+        };
+        for (name, value) in entries {
+            let (kind, rest) = name.split_once('.').unwrap_or_default();
+            let Some((token, id)) = rest.rsplit_once('.') else {
+                continue;
+            };
+            let id: Uuid = match (kind, id.parse()) {
+                ("block" | "data", Ok(id)) => id,
+                _ => continue,
+            };
+            let scope = scope_of(name, token)?;
+            if kind == "data" {
+                let wrapped: Wrapped =
+                    serde_json::from_slice(value).map_err(|e| corrupt(name, e.to_string()))?;
+                open(scope, id, Some(wrapped), name)?;
+                continue;
+            }
+            let block = StoredBlock::parse(name, value)?;
+            for slot in 0..block.keys.len() {
+                open(scope, key_in(id, slot), block.wrapped(slot), name)?;
+            }
+        }
+        Ok(Self { keys })
+    }
+}
+
 impl Opener for Keyring {
     fn open(&self, scope: Scope, sealed: &Sealed, aad: &str) -> Result<Opened, OpenError> {
         match self.keys.get(&(scope, sealed.key)) {
@@ -1010,5 +1088,296 @@ mod tests {
         }
         let other = key_in(Uuid::new_v4(), 0);
         assert_ne!(block_of(key_in(other, 1)).0, block);
+    }
+
+    /// Writes the sealed part of the golden history once (`proto/fixtures/history/
+    /// 0005-sealed.jsonl`, its key lines and its test-only master key under `keys/`): run with
+    /// `TALKWAI_WRITE_SEALED_HISTORY=1 cargo nextest run -p talkwai-keys --run-ignored all
+    /// write_sealed_history`. Never again once committed: the history is only appended to.
+    #[test]
+    #[ignore = "writes a fixture once"]
+    fn write_sealed_history() {
+        use talkwai_proto::sealed::{Sealer, aad, seal_data};
+        if std::env::var_os("TALKWAI_WRITE_SEALED_HISTORY").is_none() {
+            return;
+        }
+        let id =
+            |n: u32| Uuid::parse_str(&format!("0190aaaa-0000-7000-8000-{n:012x}")).expect("id");
+        let command = |n: u32| format!("0190bbbb-0000-7000-8000-{n:012x}");
+        let master = MasterKey::from_key(SecretKey::from_bytes(&[0x5e; 32]).expect("key"));
+        let tenant_id = id(0x106);
+        let tenant = Scope::Tenant(TenantId(tenant_id));
+        let tenant_key = TenantKey {
+            id: id(0x900),
+            key: SecretKey::from_bytes(&[0x11; 32]).expect("key"),
+        };
+        let platform_key = TenantKey {
+            id: id(0x901),
+            key: SecretKey::from_bytes(&[0x22; 32]).expect("key"),
+        };
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        for (scope, key) in [(tenant, &tenant_key), (Scope::Platform, &platform_key)] {
+            let stored = StoredTenant {
+                id: key.id,
+                wrapped: master
+                    .key()
+                    .wrap(master.id(), &KeyStore::tenant_aad(scope), &key.key),
+            };
+            entries.push((
+                tenant_name(scope),
+                serde_json::to_vec(&stored).expect("json"),
+            ));
+        }
+        // A member's key stored alone (before blocks), and two blocks.
+        let member_key = DataKey {
+            id: id(0x910),
+            key: SecretKey::from_bytes(&[0x33; 32]).expect("key"),
+        };
+        let wrapped = tenant_key.key.wrap(
+            &tenant_key.id.to_string(),
+            &KeyStore::data_aad(tenant, member_key.id),
+            &member_key.key,
+        );
+        entries.push((
+            data_name(tenant, member_key.id),
+            serde_json::to_vec(&wrapped).expect("json"),
+        ));
+        let mut block =
+            |scope: Scope, owner: &TenantKey, block: Uuid, seeds: &[u8], destroyed: &[usize]| {
+                let keys: Vec<DataKey> = seeds
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, seed)| DataKey {
+                        id: key_in(block, slot),
+                        key: SecretKey::from_bytes(&[*seed; 32]).expect("key"),
+                    })
+                    .collect();
+                let stored = StoredBlock {
+                    wrap: owner.id.to_string(),
+                    keys: keys
+                        .iter()
+                        .enumerate()
+                        .map(|(slot, k)| {
+                            (!destroyed.contains(&slot)).then(|| {
+                                let w = owner.key.wrap(
+                                    &owner.id.to_string(),
+                                    &KeyStore::data_aad(scope, k.id),
+                                    &k.key,
+                                );
+                                format!("{}.{}", w.n, w.c)
+                            })
+                        })
+                        .collect(),
+                };
+                entries.push((
+                    block_name(scope, block),
+                    serde_json::to_vec(&stored).expect("json"),
+                ));
+                keys
+            };
+        let task_keys = block(
+            tenant,
+            &tenant_key,
+            key_in(id(0x92_0000), 0),
+            &[0x44, 0x55, 0x66],
+            &[1],
+        );
+        let user_keys = block(
+            Scope::Platform,
+            &platform_key,
+            key_in(id(0x93_0000), 0),
+            &[0x77],
+            &[],
+        );
+
+        let mut lines = Vec::new();
+        let mut line = |subject: String,
+                        event_type: &str,
+                        version: u32,
+                        scope: Scope,
+                        actor: &str,
+                        n: u32,
+                        at: u64,
+                        data: serde_json::Value,
+                        key: Option<Uuid>| {
+            let mut headers = serde_json::json!({
+                "Talkwai-Event-Type": event_type,
+                "Talkwai-Event-Version": version.to_string(),
+                "Talkwai-Tenant": scope_token(scope),
+                "Talkwai-Actor": actor,
+                "Talkwai-Command-Id": command(n),
+                "Talkwai-Occurred-At": at.to_string(),
+                "Talkwai-Command-Part": "1/1",
+            });
+            if let Some(key) = key {
+                headers["Talkwai-Key"] = serde_json::json!(key.to_string());
+            }
+            lines.push(
+                serde_json::json!({
+                    "subject": subject,
+                    "headers": headers,
+                    "body": {"type": event_type, "version": version, "data": data},
+                })
+                .to_string(),
+            );
+        };
+        let t = tenant_id;
+        let (agent, user, member, done, erased) =
+            (id(0x406), id(0x605), id(0x207), id(0x520), id(0x521));
+        let at = 1_751_366_400_000_u64;
+        line(
+            format!("talkwai.evt.{t}.tenant.{t}"),
+            "tenant.created",
+            1,
+            tenant,
+            "platform",
+            0x60,
+            at,
+            serde_json::json!({"name": "Sealed Supplies", "domain": null, "status": "active", "at": at}),
+            None,
+        );
+        line(
+            format!("talkwai.evt.{t}.agent.{agent}"),
+            "agent.created",
+            1,
+            tenant,
+            "platform",
+            0x61,
+            at + 60_000,
+            serde_json::json!({"configuration": "{}", "description": "orders", "name": "Order desk", "status": "active", "type": "chat", "at": at + 60_000}),
+            None,
+        );
+        // `v2`: a user's email under the platform's block key.
+        let mut data =
+            serde_json::json!({"email": "sealed.sam@sealed-supplies.example", "at": at + 120_000});
+        seal_data("user.created", &mut data, &user_keys[0]);
+        line(
+            format!("talkwai.evt.platform.user.{user}"),
+            "user.created",
+            1,
+            Scope::Platform,
+            "platform",
+            0x62,
+            at + 120_000,
+            data,
+            Some(user_keys[0].id),
+        );
+        // `v1`: a member sealed field by field, under a key stored alone.
+        let mut data = serde_json::json!({"email": "sealed.sam@sealed-supplies.example", "firstName": "Sam", "lastName": "Sealwell", "phone": "+15550007777", "role": "owner", "status": "active", "user": null, "at": at + 180_000});
+        for path in talkwai_proto::sealed::personal_fields("member.created") {
+            if let Some(serde_json::Value::String(plain)) = data.get(*path).cloned() {
+                let sealed = member_key.seal(&aad(member_key.id, "member.created", path), &plain);
+                data[*path] = serde_json::to_value(sealed).expect("json");
+            }
+        }
+        line(
+            format!("talkwai.evt.{t}.member.{member}"),
+            "member.created",
+            1,
+            tenant,
+            "platform",
+            0x63,
+            at + 180_000,
+            data,
+            Some(member_key.id),
+        );
+        // `v2` under the same key stored alone: a later event of that member.
+        let mut data =
+            serde_json::json!({"lastName": "Sealwell-Day", "phone": null, "at": at + 240_000});
+        seal_data("member.updated", &mut data, &member_key);
+        line(
+            format!("talkwai.evt.{t}.member.{member}"),
+            "member.updated",
+            1,
+            tenant,
+            "platform",
+            0x64,
+            at + 240_000,
+            data,
+            Some(member_key.id),
+        );
+        // A task sealed `v2` under a block key, completed with a sealed outcome.
+        let actor = format!("member:{member}");
+        let task = |at: u64, subject: &str| serde_json::json!({"type": "email", "status": "pending", "priority": "low", "fromAddress": "orders@sealed-supplies.example", "toAddress": "buyer@example.org", "subject": subject, "content": format!("Confirm the order: {subject}."), "metadata": null, "scheduledAt": null, "agent": agent, "assignedTo": member, "createdBy": member, "createdByAdmin": null, "at": at});
+        let mut data = task(at + 300_000, "Order 1001");
+        seal_data("task.created", &mut data, &task_keys[0]);
+        line(
+            format!("talkwai.evt.{t}.task.{done}"),
+            "task.created",
+            1,
+            tenant,
+            &actor,
+            0x65,
+            at + 300_000,
+            data,
+            Some(task_keys[0].id),
+        );
+        line(
+            format!("talkwai.evt.{t}.task.{done}"),
+            "task.started",
+            1,
+            tenant,
+            &actor,
+            0x66,
+            at + 360_000,
+            serde_json::json!({"at": at + 360_000}),
+            None,
+        );
+        let mut data = serde_json::json!({"outcome": {"summary": "Sam confirmed order 1001", "durationSecs": 30}, "at": at + 420_000});
+        seal_data("task.completed", &mut data, &task_keys[0]);
+        line(
+            format!("talkwai.evt.{t}.task.{done}"),
+            "task.completed",
+            2,
+            tenant,
+            &actor,
+            0x67,
+            at + 420_000,
+            data,
+            Some(task_keys[0].id),
+        );
+        // A task whose key was destroyed by its erasure: its slot is empty in the key lines.
+        let mut data = task(at + 480_000, "Order 1002");
+        seal_data("task.created", &mut data, &task_keys[1]);
+        line(
+            format!("talkwai.evt.{t}.task.{erased}"),
+            "task.created",
+            1,
+            tenant,
+            &actor,
+            0x68,
+            at + 480_000,
+            data,
+            Some(task_keys[1].id),
+        );
+        line(
+            format!("talkwai.evt.{t}.task.{erased}"),
+            "task.contentErased",
+            1,
+            tenant,
+            &actor,
+            0x69,
+            at + 540_000,
+            serde_json::json!({"at": at + 540_000}),
+            Some(task_keys[1].id),
+        );
+
+        let dir = talkwai_proto::generate::proto_dir().join("fixtures/history");
+        std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+        std::fs::write(dir.join("0005-sealed.jsonl"), lines.join("\n") + "\n").expect("history");
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|(name, value)| {
+                serde_json::to_string(&crate::backup::KeyLine::new(name.clone(), value))
+                    .expect("json")
+            })
+            .collect();
+        std::fs::write(dir.join("keys/0005-sealed.jsonl"), keys.join("\n") + "\n").expect("keys");
+        use base64::Engine as _;
+        std::fs::write(
+            dir.join("keys/master.key"),
+            base64::engine::general_purpose::STANDARD.encode([0x5e; 32]) + "\n",
+        )
+        .expect("master");
     }
 }

@@ -131,10 +131,21 @@ pub async fn apply_batch(
     keys: Option<&KeyStore>,
 ) -> Result<BatchOutcome, ProjectorError> {
     let ring = keyring(keys, messages).await?;
-    let decoded = messages
-        .iter()
-        .map(|m| decode_for(m, None, &ring))
-        .collect();
+    apply_batch_with(tx, schema, generation, messages, policy, tenant, &ring).await
+}
+
+/// [`apply_batch`] with the keys in hand: `ring` opens the batch's sealed fields (a keyring
+/// read from a backup's key lines, for one).
+pub async fn apply_batch_with(
+    tx: &Transaction<'_>,
+    schema: &str,
+    generation: i32,
+    messages: &[StoredMessage],
+    policy: PoisonPolicy,
+    tenant: Option<TenantId>,
+    ring: &dyn Opener,
+) -> Result<BatchOutcome, ProjectorError> {
+    let decoded = messages.iter().map(|m| decode_for(m, None, ring)).collect();
     let outcome = apply_rows(tx, schema, generation, messages, decoded, policy, tenant).await?;
     if let Some(seq) = advance_checkpoint(tx, schema, &outcome).await? {
         notify(tx, schema, seq).await?;

@@ -5,6 +5,11 @@
 //! `proto/fixtures/history/expected.json`. An event type or version without a line in the
 //! history fails here, loudly.
 //!
+//! Sealed events (`0005-sealed.jsonl` on) are opened with the key lines under `keys/` (the
+//! bucket's entries as a backup holds them: wrapped) and `keys/master.key`, a master key made
+//! for this fixture alone: every sealed format ever written (`v1` field by field, `v2` one
+//! value per event; keys stored alone and in blocks; a destroyed key) must keep opening.
+//!
 //! After a reviewed change of what the history folds into (a new line appended, a new column),
 //! rewrite the expectation with `TALKWAI_BLESS_HISTORY=1 cargo nextest run -p
 //! talkwai-projector --test golden_history` and commit it with the change.
@@ -15,9 +20,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use talkwai_domain::{AggregateState, apply};
 use talkwai_eventstore::StoredMessage;
-use talkwai_projector::apply::{PoisonPolicy, apply_batch};
+use talkwai_keys::{Keyring, MasterKey};
+use talkwai_projector::apply::{PoisonPolicy, apply_batch_with};
 use talkwai_projector::schema::{self, TABLES};
-use talkwai_proto::event::decode_stored;
+use talkwai_proto::event::decode_stored_with;
 use talkwai_proto::schema::{MessageKind, catalog};
 use talkwai_testkit::Postgres;
 
@@ -60,6 +66,29 @@ fn history() -> Vec<(String, Line)> {
     lines
 }
 
+/// Every key the history's sealed events use, opened with the fixture's master key.
+fn keyring() -> Keyring {
+    let dir = history_dir().join("keys");
+    let master = std::fs::read_to_string(dir.join("master.key")).expect("the fixture's master key");
+    let master = MasterKey::from_base64(&master).expect("a master key");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect();
+    files.sort();
+    let mut entries = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("key lines");
+        for raw in text.lines() {
+            let line: talkwai_keys::backup::KeyLine =
+                serde_json::from_str(raw).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            entries.push(line.entry().expect("a key line"));
+        }
+    }
+    Keyring::from_entries(&[master], &entries).expect("the fixture's keys open")
+}
+
 fn payload(line: &Line) -> Vec<u8> {
     serde_json::to_vec(&line.body).expect("body serializes")
 }
@@ -94,11 +123,13 @@ fn every_event_type_at_every_version_ever_written_is_in_the_history() {
 /// The history folded into domain state with the strict `apply`, one line per aggregate.
 fn folded_state(lines: &[(String, Line)]) -> Vec<String> {
     let mut states: BTreeMap<String, AggregateState> = BTreeMap::new();
+    let keys = keyring();
     for (at, line) in lines {
-        let stored = decode_stored(
+        let stored = decode_stored_with(
             &line.subject,
             |name| line.headers.get(name).map(String::as_str),
             &payload(line),
+            &keys,
         )
         .unwrap_or_else(|e| panic!("{at}: does not decode: {e}"));
         let Some(stored) = stored else { continue };
@@ -142,14 +173,14 @@ async fn projected_rows(lines: &[(String, Line)]) -> BTreeMap<String, Vec<Value>
         })
         .collect();
     let tx = conn.transaction().await.expect("transaction");
-    let outcome = apply_batch(
+    let outcome = apply_batch_with(
         &tx,
         &live,
         generation,
         &messages,
         PoisonPolicy::Stop,
         None,
-        None,
+        &keyring(),
     )
     .await
     .expect("apply");
