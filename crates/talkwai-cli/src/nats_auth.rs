@@ -661,16 +661,9 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn answers_are_signed_and_carry_the_fence() {
-        let key = nkeys::KeyPair::new_account();
-        let server = nkeys::KeyPair::new_server();
-        let user = nkeys::KeyPair::new_user();
-        let secret = SecretString::from("jwt-secret");
-        let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
-        let tenant = Uuid::new_v4();
-        let member = Uuid::new_v4();
-        let token = crate::token::mint(
+    /// A member token of `member` in `tenant`, signed with `secret`.
+    fn member_token(secret: &SecretString, tenant: Uuid, member: Uuid) -> String {
+        crate::token::mint(
             &crate::token::TokenSpec {
                 kind: PrincipalKind::Member,
                 sub: member,
@@ -680,28 +673,47 @@ mod tests {
                 issuer: None,
                 audience: None,
             },
-            &secret,
+            secret,
         )
-        .expect("token");
-        let request = |auth_token: Option<&str>| {
-            let mut opts = json!({"lang": "rust"});
-            if let Some(t) = auth_token {
-                opts["auth_token"] = json!(t);
-            }
-            sign_jwt(
-                &json!({
-                    "iss": server.public_key(),
-                    "sub": "nats_user_auth_request",
-                    "nats": {
-                        "user_nkey": user.public_key(),
-                        "server_id": {"id": server.public_key()},
-                        "connect_opts": opts,
-                    }
-                }),
-                &server,
-            )
-            .expect("request")
-        };
+        .expect("token")
+    }
+
+    /// An authorization request of `server` for the connection `user`, with `auth_token`.
+    fn auth_request(
+        server: &nkeys::KeyPair,
+        user: &nkeys::KeyPair,
+        auth_token: Option<&str>,
+    ) -> String {
+        let mut opts = json!({"lang": "rust"});
+        if let Some(t) = auth_token {
+            opts["auth_token"] = json!(t);
+        }
+        sign_jwt(
+            &json!({
+                "iss": server.public_key(),
+                "sub": "nats_user_auth_request",
+                "nats": {
+                    "user_nkey": user.public_key(),
+                    "server_id": {"id": server.public_key()},
+                    "connect_opts": opts,
+                }
+            }),
+            server,
+        )
+        .expect("request")
+    }
+
+    #[tokio::test]
+    async fn answers_are_signed_and_carry_the_fence() {
+        let key = nkeys::KeyPair::new_account();
+        let server = nkeys::KeyPair::new_server();
+        let user = nkeys::KeyPair::new_user();
+        let secret = SecretString::from("jwt-secret");
+        let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
+        let tenant = Uuid::new_v4();
+        let member = Uuid::new_v4();
+        let token = member_token(&secret, tenant, member);
+        let request = |auth_token: Option<&str>| auth_request(&server, &user, auth_token);
         let answer = authorize(request(Some(&token)).as_bytes(), &verifier, None, &key)
             .await
             .expect("ok");
@@ -740,6 +752,55 @@ mod tests {
             authorize(parts.join(".").as_bytes(), &verifier, None, &key)
                 .await
                 .is_err()
+        );
+    }
+
+    /// The callout asks the log (a member the log does not know is refused), and refuses when
+    /// the log cannot be read (fail closed), against a real nats-server.
+    #[tokio::test]
+    async fn a_token_is_refused_when_the_log_refuses_it_or_cannot_be_read() {
+        let nats = talkwai_testkit::NatsServer::start()
+            .await
+            .expect("nats-server (TALKWAI_NATS_SERVER)");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let settings = talkwai_eventstore::StreamSettings::default();
+        let log = talkwai_eventstore::EventStore::open(client.clone(), &settings)
+            .await
+            .expect("event stream");
+        let sign_ins = SignIns::new(log);
+        let (key, server, user) = (
+            nkeys::KeyPair::new_account(),
+            nkeys::KeyPair::new_server(),
+            nkeys::KeyPair::new_user(),
+        );
+        let secret = SecretString::from("jwt-secret");
+        let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
+        let token = member_token(&secret, Uuid::new_v4(), Uuid::new_v4());
+        let request = auth_request(&server, &user, Some(&token));
+        let error = |answer: String| {
+            let claims = verified_claims(answer.as_bytes()).expect("signed");
+            assert!(claims["nats"]["jwt"].is_null(), "no user: {claims}");
+            claims["nats"]["error"]
+                .as_str()
+                .expect("an error")
+                .to_owned()
+        };
+        let asked = authorize(request.as_bytes(), &verifier, Some(&sign_ins), &key)
+            .await
+            .expect("answer");
+        assert_eq!(error(asked), "forbidden: user is not linked to a member");
+
+        async_nats::jetstream::new(client)
+            .delete_stream(&settings.name)
+            .await
+            .expect("delete the stream");
+        let unread = authorize(request.as_bytes(), &verifier, Some(&sign_ins), &key)
+            .await
+            .expect("answer");
+        let reason = error(unread);
+        assert!(
+            reason.starts_with("unavailable: cannot read the log"),
+            "{reason}"
         );
     }
 }
