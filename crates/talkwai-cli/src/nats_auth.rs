@@ -10,11 +10,15 @@
 //! (the "auth callout templated on the tenant" of ARCHITECTURE.md) and, in place of all of
 //! `_INBOX.>`, only its own reply inboxes ([`member_inbox_prefix`]); an admin or the platform
 //! token gets every command, query and room subject and still no event, JetStream or KV subject.
-//! An anonymous client is refused.
+//! An anonymous client is refused, and so is a token whose member or admin the log says may no
+//! longer sign in (erased, deleted, inactive or unlinked: the notifier's [`SignIns`], the rule
+//! of the command service, read from the log for each new connection; a log that cannot be
+//! read refuses too). A connection already open keeps its permissions until it reconnects.
 //!
 //! The callout's answers are NATS JWTs (ADR-26): an `authorization_response` wrapping a user
 //! JWT, both signed with the account nkey whose public key is the configured `issuer`.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -23,6 +27,7 @@ use futures::StreamExt as _;
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use talkwai_auth::{Principal, PrincipalKind, TokenVerifier};
+use talkwai_notifier::signin::SignIns;
 use uuid::Uuid;
 
 use crate::error::CliError;
@@ -338,13 +343,16 @@ fn verified_claims(token: &[u8]) -> Result<Value, NatsAuthError> {
     Ok(claims)
 }
 
-/// The answer to one authorization request (`request`: the JWT nats-server sent): a signed
-/// `authorization_response` holding a user JWT for a valid token, or an error.
-pub fn authorize(
-    request: &[u8],
-    verifier: &TokenVerifier,
-    key: &nkeys::KeyPair,
-) -> Result<String, NatsAuthError> {
+/// One connection nats-server asks about: the user nkey it made for it, the server asking,
+/// and the connection's bearer token (its NATS `auth_token`).
+struct Request {
+    user_nkey: String,
+    server: String,
+    token: Option<String>,
+}
+
+/// Reads and verifies an authorization request (the JWT nats-server sent).
+fn parse_request(request: &[u8]) -> Result<Request, NatsAuthError> {
     let claims = verified_claims(request)?;
     let nats = &claims["nats"];
     let user_nkey = nats["user_nkey"]
@@ -356,11 +364,59 @@ pub fn authorize(
     let token = nats["connect_opts"]["auth_token"]
         .as_str()
         .filter(|t| !t.is_empty());
+    Ok(Request {
+        user_nkey: user_nkey.to_owned(),
+        server: server.to_owned(),
+        token: token.map(str::to_owned),
+    })
+}
+
+/// Whether the member or admin behind a verified `principal` may still sign in, as the log
+/// says now ([`SignIns`], the rule presence applies): an erased, deleted, inactive or unlinked
+/// one is refused, an admin never linked to an admin entity (a dev token) is let in, and so
+/// is the platform token (no entity). A log that cannot be read refuses too (fail closed).
+async fn signed_in(principal: &Principal, sign_ins: &SignIns) -> Result<(), String> {
+    let Principal::User(claims) = principal else {
+        return Ok(());
+    };
+    let check = sign_ins.plan(claims);
+    let heads = sign_ins
+        .log()
+        .last_of_subjects(&check.subjects())
+        .await
+        .map_err(|e| format!("unavailable: cannot read the log to check the sign-in: {e}"))?;
+    sign_ins
+        .decide(check, &heads)
+        .await
+        .map_err(|e| format!("{}: {}", e.code, e.message))
+}
+
+/// The answer to one authorization request (`request`: the JWT nats-server sent): a signed
+/// `authorization_response` holding a user JWT for a valid token whose member or admin may
+/// still sign in (checked by `sign_ins` against the log; `None` checks the token alone), or an
+/// error saying why not.
+pub async fn authorize(
+    request: &[u8],
+    verifier: &TokenVerifier,
+    sign_ins: Option<&SignIns>,
+    key: &nkeys::KeyPair,
+) -> Result<String, NatsAuthError> {
+    let Request {
+        user_nkey,
+        server,
+        token,
+    } = parse_request(request)?;
     let now = now_secs();
-    let user = match token.map(|t| verifier.verify(t)) {
+    let user = match token.map(|t| verifier.verify(&t)) {
         None => Err("a bearer token is required (the NATS auth token)".to_owned()),
         Some(Err(err)) => Err(err.to_string()),
-        Some(Ok(principal)) => user_claims(&principal, user_nkey, key, now),
+        Some(Ok(principal)) => match user_claims(&principal, &user_nkey, key, now) {
+            Ok(jwt) => match sign_ins {
+                Some(sign_ins) => signed_in(&principal, sign_ins).await.map(|()| jwt),
+                None => Ok(jwt),
+            },
+            Err(reason) => Err(reason),
+        },
     };
     let mut answer = json!({
         "type": "authorization_response",
@@ -368,7 +424,10 @@ pub fn authorize(
     });
     match user {
         Ok(jwt) => answer["jwt"] = Value::String(jwt),
-        Err(reason) => answer["error"] = Value::String(reason),
+        Err(reason) => {
+            tracing::info!(%reason, "auth callout refused a connection");
+            answer["error"] = Value::String(reason);
+        }
     }
     sign_jwt(
         &json!({
@@ -432,13 +491,16 @@ fn user_claims(
     .map_err(|e| e.to_string())
 }
 
-/// Serves authorization requests on `client` (an `auth_users` connection) until `shutdown`.
+/// Serves authorization requests on `client` (an `auth_users` connection) until `shutdown`,
+/// each in its own task (a check may read the log), checking sign-ins with `sign_ins`.
 pub async fn run_callout(
     client: async_nats::Client,
     verifier: TokenVerifier,
-    key: std::sync::Arc<nkeys::KeyPair>,
+    sign_ins: SignIns,
+    key: Arc<nkeys::KeyPair>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CliError> {
+    let (verifier, sign_ins) = (Arc::new(verifier), Arc::new(sign_ins));
     let mut requests = client
         .subscribe(CALLOUT_SUBJECT)
         .await
@@ -459,14 +521,22 @@ pub async fn run_callout(
         let Some(reply) = message.reply else {
             continue;
         };
-        match authorize(&message.payload, &verifier, &key) {
-            Ok(answer) => {
-                if let Err(err) = client.publish(reply, answer.into()).await {
-                    tracing::warn!(error = %err, "auth callout cannot answer");
+        let (client, verifier, sign_ins, key) = (
+            client.clone(),
+            Arc::clone(&verifier),
+            Arc::clone(&sign_ins),
+            Arc::clone(&key),
+        );
+        tokio::spawn(async move {
+            match authorize(&message.payload, &verifier, Some(&sign_ins), &key).await {
+                Ok(answer) => {
+                    if let Err(err) = client.publish(reply, answer.into()).await {
+                        tracing::warn!(error = %err, "auth callout cannot answer");
+                    }
                 }
+                Err(err) => tracing::warn!(error = %err, "auth callout request refused"),
             }
-            Err(err) => tracing::warn!(error = %err, "auth callout request refused"),
-        }
+        });
     }
 }
 
@@ -484,7 +554,7 @@ mod tests {
             query_password: SecretString::from("q-pw"),
             tenant_password: SecretString::from("t-pw"),
             operator_password: SecretString::from("o-pw"),
-            callout_key: std::sync::Arc::new(nkeys::KeyPair::new_account()),
+            callout_key: Arc::new(nkeys::KeyPair::new_account()),
         }
     }
 
@@ -591,16 +661,9 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn answers_are_signed_and_carry_the_fence() {
-        let key = nkeys::KeyPair::new_account();
-        let server = nkeys::KeyPair::new_server();
-        let user = nkeys::KeyPair::new_user();
-        let secret = SecretString::from("jwt-secret");
-        let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
-        let tenant = Uuid::new_v4();
-        let member = Uuid::new_v4();
-        let token = crate::token::mint(
+    /// A member token of `member` in `tenant`, signed with `secret`.
+    fn member_token(secret: &SecretString, tenant: Uuid, member: Uuid) -> String {
+        crate::token::mint(
             &crate::token::TokenSpec {
                 kind: PrincipalKind::Member,
                 sub: member,
@@ -610,29 +673,50 @@ mod tests {
                 issuer: None,
                 audience: None,
             },
-            &secret,
+            secret,
         )
-        .expect("token");
-        let request = |auth_token: Option<&str>| {
-            let mut opts = json!({"lang": "rust"});
-            if let Some(t) = auth_token {
-                opts["auth_token"] = json!(t);
-            }
-            sign_jwt(
-                &json!({
-                    "iss": server.public_key(),
-                    "sub": "nats_user_auth_request",
-                    "nats": {
-                        "user_nkey": user.public_key(),
-                        "server_id": {"id": server.public_key()},
-                        "connect_opts": opts,
-                    }
-                }),
-                &server,
-            )
-            .expect("request")
-        };
-        let answer = authorize(request(Some(&token)).as_bytes(), &verifier, &key).expect("ok");
+        .expect("token")
+    }
+
+    /// An authorization request of `server` for the connection `user`, with `auth_token`.
+    fn auth_request(
+        server: &nkeys::KeyPair,
+        user: &nkeys::KeyPair,
+        auth_token: Option<&str>,
+    ) -> String {
+        let mut opts = json!({"lang": "rust"});
+        if let Some(t) = auth_token {
+            opts["auth_token"] = json!(t);
+        }
+        sign_jwt(
+            &json!({
+                "iss": server.public_key(),
+                "sub": "nats_user_auth_request",
+                "nats": {
+                    "user_nkey": user.public_key(),
+                    "server_id": {"id": server.public_key()},
+                    "connect_opts": opts,
+                }
+            }),
+            server,
+        )
+        .expect("request")
+    }
+
+    #[tokio::test]
+    async fn answers_are_signed_and_carry_the_fence() {
+        let key = nkeys::KeyPair::new_account();
+        let server = nkeys::KeyPair::new_server();
+        let user = nkeys::KeyPair::new_user();
+        let secret = SecretString::from("jwt-secret");
+        let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
+        let tenant = Uuid::new_v4();
+        let member = Uuid::new_v4();
+        let token = member_token(&secret, tenant, member);
+        let request = |auth_token: Option<&str>| auth_request(&server, &user, auth_token);
+        let answer = authorize(request(Some(&token)).as_bytes(), &verifier, None, &key)
+            .await
+            .expect("ok");
         let claims = verified_claims(answer.as_bytes()).expect("signed by the issuer");
         assert_eq!(claims["iss"], key.public_key());
         assert_eq!(claims["aud"], server.public_key());
@@ -652,7 +736,9 @@ mod tests {
         );
 
         for bad in [None, Some("not-a-token")] {
-            let answer = authorize(request(bad).as_bytes(), &verifier, &key).expect("answer");
+            let answer = authorize(request(bad).as_bytes(), &verifier, None, &key)
+                .await
+                .expect("answer");
             let claims = verified_claims(answer.as_bytes()).expect("signed");
             assert!(claims["nats"]["jwt"].is_null(), "{bad:?} gets no user");
             assert!(claims["nats"]["error"].is_string());
@@ -662,6 +748,59 @@ mod tests {
         let mut parts: Vec<&str> = forged.split('.').collect();
         let other = sign_jwt(&json!({"iss": server.public_key()}), &user).expect("sign");
         parts[2] = other.split('.').nth(2).expect("signature");
-        assert!(authorize(parts.join(".").as_bytes(), &verifier, &key).is_err());
+        assert!(
+            authorize(parts.join(".").as_bytes(), &verifier, None, &key)
+                .await
+                .is_err()
+        );
+    }
+
+    /// The callout asks the log (a member the log does not know is refused), and refuses when
+    /// the log cannot be read (fail closed), against a real nats-server.
+    #[tokio::test]
+    async fn a_token_is_refused_when_the_log_refuses_it_or_cannot_be_read() {
+        let nats = talkwai_testkit::NatsServer::start()
+            .await
+            .expect("nats-server (TALKWAI_NATS_SERVER)");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let settings = talkwai_eventstore::StreamSettings::default();
+        let log = talkwai_eventstore::EventStore::open(client.clone(), &settings)
+            .await
+            .expect("event stream");
+        let sign_ins = SignIns::new(log);
+        let (key, server, user) = (
+            nkeys::KeyPair::new_account(),
+            nkeys::KeyPair::new_server(),
+            nkeys::KeyPair::new_user(),
+        );
+        let secret = SecretString::from("jwt-secret");
+        let verifier = TokenVerifier::new(None, Some(secret.clone()), None, None);
+        let token = member_token(&secret, Uuid::new_v4(), Uuid::new_v4());
+        let request = auth_request(&server, &user, Some(&token));
+        let error = |answer: String| {
+            let claims = verified_claims(answer.as_bytes()).expect("signed");
+            assert!(claims["nats"]["jwt"].is_null(), "no user: {claims}");
+            claims["nats"]["error"]
+                .as_str()
+                .expect("an error")
+                .to_owned()
+        };
+        let asked = authorize(request.as_bytes(), &verifier, Some(&sign_ins), &key)
+            .await
+            .expect("answer");
+        assert_eq!(error(asked), "forbidden: user is not linked to a member");
+
+        async_nats::jetstream::new(client)
+            .delete_stream(&settings.name)
+            .await
+            .expect("delete the stream");
+        let unread = authorize(request.as_bytes(), &verifier, Some(&sign_ins), &key)
+            .await
+            .expect("answer");
+        let reason = error(unread);
+        assert!(
+            reason.starts_with("unavailable: cannot read the log"),
+            "{reason}"
+        );
     }
 }

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use talkwai_auth::{AuthArgs, TokenVerifier};
 use talkwai_command_service::{CommandService, Config};
 use talkwai_notifier::Notifier;
+use talkwai_notifier::signin::SignIns;
 use talkwai_query::QueryServer;
 use talkwai_testkit::{NatsServer, Postgres};
 use tokio::sync::oneshot;
@@ -382,9 +383,10 @@ impl Login<'_> {
     }
 }
 
-/// Builds and starts the in-process services, in order: the auth callout (local NATS only),
-/// the command service, the projector, the query service (its own pool; same platform token
-/// and JWT secret as the command service), the notifier.
+/// Builds and starts the in-process services, in order: the command service, the auth callout
+/// (local NATS only; it reads sign-ins from the stream the command service made), the
+/// projector, the query service (its own pool; same platform token and JWT secret as the
+/// command service), the notifier.
 async fn start_services(
     services: &mut Services,
     client: &async_nats::Client,
@@ -401,23 +403,25 @@ async fn start_services(
             None,
         )
     };
+    let commands = CommandService::build_with(
+        service_config(nats_url, secrets)?,
+        login.options("command-service", |n| &n.command_password)?,
+    )
+    .await?;
+    // After the command service made the event stream: the callout reads sign-ins from it.
     if let Login::Local(nats) = login {
+        let sign_ins = SignIns::new(events::open_store(client).await?);
         let (client, verifier, key) = (
             client.clone(),
             verifier(),
             std::sync::Arc::clone(&nats.callout_key),
         );
         services.spawn("auth callout", |stopped| {
-            nats_auth::run_callout(client, verifier, key, async {
+            nats_auth::run_callout(client, verifier, sign_ins, key, async {
                 let _ = stopped.await;
             })
         });
     }
-    let commands = CommandService::build_with(
-        service_config(nats_url, secrets)?,
-        login.options("command-service", |n| &n.command_password)?,
-    )
-    .await?;
     services.spawn("command service", |stopped| {
         commands.run(async {
             let _ = stopped.await;

@@ -477,24 +477,67 @@ async fn command(
     }
 }
 
+/// A `talkwai up` with a WebSocket listener, and what the NATS tests read from its banner.
+struct Listening {
+    /// Holds the data dir (removed on drop).
+    _parent: tempfile::TempDir,
+    /// `up`'s data dir.
+    data: std::path::PathBuf,
+    up: Up,
+    /// The operator's URL (with its password).
+    nats_url: String,
+    /// The demo owner's member token.
+    token: String,
+    ws_url: String,
+    /// The client port, without credentials.
+    tcp_url: String,
+    /// A connection as the operator.
+    operator: async_nats::Client,
+}
+
+impl Listening {
+    async fn start(log_name: &str) -> Self {
+        let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let data = parent.path().join("data");
+        let up = Up::start_with(&data, log_name, &["--ws-port", "0"]).await;
+        let nats_url = up.export("TALKWAI_NATS_URL");
+        let token = up.export("TALKWAI_TOKEN");
+        let ws_url = banner_value(&up, "websocket");
+        let plain = talkwai_cli::plain_servers(&nats_url);
+        let tcp_url = plain[0].clone();
+        assert!(!tcp_url.contains('@'), "{tcp_url}");
+        let operator = talkwai_cli::connect(&nats_url)
+            .await
+            .unwrap_or_else(|e| panic!("the printed operator URL connects: {e}"));
+        Self {
+            _parent: parent,
+            data,
+            up,
+            nats_url,
+            token,
+            ws_url,
+            tcp_url,
+            operator,
+        }
+    }
+}
+
 /// Item 4 of issue 15: `up` runs production's NATS users and permissions. Anonymous and
 /// forged-token clients are refused on TCP and WebSocket; a tenant-A token is fenced to tenant
 /// A (no tenant B room, commands or events, no JetStream), while its own room and commands work.
 /// Item 5: `token mint --member` resolves the member's `$users` link from the log.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_fences_nats_like_production_and_mints_member_tokens() {
-    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let data = parent.path().join("data");
-    let up = Up::start_with(&data, "fence.log", &["--ws-port", "0"]).await;
-    let nats_url = up.export("TALKWAI_NATS_URL");
-    let token = up.export("TALKWAI_TOKEN");
-    let ws_url = banner_value(&up, "websocket");
-    let plain = talkwai_cli::plain_servers(&nats_url);
-    let tcp_url = plain[0].clone();
-    assert!(!tcp_url.contains('@'), "{tcp_url}");
-    let operator = talkwai_cli::connect(&nats_url)
-        .await
-        .unwrap_or_else(|e| panic!("the printed operator URL connects: {e}"));
+    let Listening {
+        _parent,
+        data,
+        up,
+        nats_url,
+        token,
+        ws_url,
+        tcp_url,
+        operator,
+    } = Listening::start("fence.log").await;
 
     // Anonymous and forged: refused on both listeners.
     let forged = talkwai_cli::token::mint(
@@ -776,30 +819,13 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         .unwrap_or_else(|| panic!("no platformToken"))
         .to_owned();
     let tenant_a = a.to_string();
-    let args = [
-        "member",
-        "invite",
-        "--tenant",
-        tenant_a.as_str(),
-        "--email",
-        "ivy@acme.com",
-        "--first-name",
-        "Ivy",
-        "--last-name",
-        "Invited",
-        "--role",
-        "manager",
+    let env = [
+        ("TALKWAI_NATS_URL", nats_url.as_str()),
+        ("TALKWAI_JWT_SECRET", secret.as_str()),
+        ("TALKWAI_TOKEN", platform.as_str()),
     ];
-    let output = up
-        .cli()
-        .env("TALKWAI_NATS_URL", &nats_url)
-        .env("TALKWAI_JWT_SECRET", &secret)
-        .env("TALKWAI_TOKEN", &platform)
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
-    let run = common::Run::from_output(&args, output);
+    let (args, run) = run_invite(&up, &env, &tenant_a, "ivy@acme.com", "Ivy", "manager").await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(run.code, 0, "member invite: {}", run.stderr);
     let invited = run.json();
     let invited_token = invited["token"]
@@ -826,7 +852,7 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
         .env("TALKWAI_NATS_URL", &nats_url)
         .env("TALKWAI_JWT_SECRET", &secret)
         .env("TALKWAI_TOKEN", &platform)
-        .args(args)
+        .args(&args)
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
@@ -839,6 +865,192 @@ async fn up_fences_nats_like_production_and_mints_member_tokens() {
     assert!(run.stderr.contains("already_exists"), "{}", run.stderr);
 
     drop(operator);
+    up.terminate().await;
+}
+
+/// `talkwai member invite` of `name` (`email`, `role`) into `tenant`, with `env`: its
+/// arguments and what it did.
+async fn run_invite(
+    up: &Up,
+    env: &[(&str, &str)],
+    tenant: &str,
+    email: &str,
+    name: &str,
+    role: &str,
+) -> (Vec<String>, common::Run) {
+    let args: Vec<String> = [
+        "member",
+        "invite",
+        "--tenant",
+        tenant,
+        "--email",
+        email,
+        "--first-name",
+        name,
+        "--last-name",
+        "Invited",
+        "--role",
+        role,
+    ]
+    .map(str::to_owned)
+    .into();
+    let output = up
+        .cli()
+        .envs(env.iter().copied())
+        .args(&args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run talkwai member invite: {e}"));
+    let run =
+        common::Run::from_output(&args.iter().map(String::as_str).collect::<Vec<_>>(), output);
+    (args, run)
+}
+
+/// A new member `name` (role `user`) invited into `tenant`: (member id, `$users` id, token).
+async fn invite(
+    up: &Up,
+    env: &[(&str, &str)],
+    tenant: &str,
+    name: &str,
+) -> (String, String, String) {
+    let email = format!(
+        "{}-{}@acme.com",
+        name.to_lowercase(),
+        Uuid::new_v4().simple()
+    );
+    let (_, run) = run_invite(up, env, tenant, &email, name, "user").await;
+    assert_eq!(run.code, 0, "member invite {name}: {}", run.stderr);
+    let invited = run.json();
+    let field = |key: &str| {
+        invited[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in {invited}"))
+            .to_owned()
+    };
+    (field("member"), field("user"), field("token"))
+}
+
+/// Issue 20, "a member who was erased can no longer sign in", for rooms: `up`'s auth callout
+/// refuses a token whose member the log says is erased or inactive (their room topics are plain
+/// NATS), lets a reactivated one in again, and keeps letting in the other members of the
+/// tenant and an admin never linked to an admin entity (dev tokens).
+#[tokio::test(flavor = "multi_thread")]
+async fn up_refuses_the_tokens_of_erased_and_inactive_members() {
+    let Listening {
+        _parent,
+        data,
+        up,
+        nats_url,
+        token: owner_token,
+        ws_url,
+        tcp_url,
+        operator,
+    } = Listening::start("callout.log").await;
+    let secrets = secrets_json(&data);
+    let text = |key: &str| {
+        secrets[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in secrets.json"))
+            .to_owned()
+    };
+    let (secret, platform) = (text("jwtSecret"), text("platformToken"));
+    let a = demo::TENANT.to_string();
+    let env = [
+        ("TALKWAI_NATS_URL", nats_url.as_str()),
+        ("TALKWAI_JWT_SECRET", secret.as_str()),
+        ("TALKWAI_TOKEN", platform.as_str()),
+    ];
+    let (erin, erin_user, erin_token) = invite(&up, &env, &a, "Erin").await;
+    let (ivy, ivy_user, ivy_token) = invite(&up, &env, &a, "Ivy").await;
+    let topic = format!("talkwai.room.tenant.{a}.topic.taskActivity");
+    let member_command = |action: &str, body: serde_json::Value| {
+        let subject = format!("talkwai.cmd.{a}.member.{action}");
+        let (operator, platform) = (operator.clone(), platform.clone());
+        async move {
+            let reply = command(&operator, subject.clone(), &platform, body)
+                .await
+                .unwrap_or_else(|e| panic!("{subject} gets a reply: {e}"));
+            assert_eq!(reply["ok"], true, "{subject}: {reply}");
+        }
+    };
+    // Signs in with `token` at `url` and proves a subscription to the tenant's room topic.
+    let room_reader = |token: String, user: String, url: String| {
+        let (operator, topic) = (operator.clone(), topic.clone());
+        async move {
+            let client = try_connect(member_login(&token, &user), &url)
+                .await
+                .unwrap_or_else(|e| panic!("{user} signs in at {url}: {e}"));
+            drop(subscribed(&client, &operator, &topic).await);
+        }
+    };
+    let refused = |token: String, user: String, url: String| async move {
+        let refused = try_connect(member_login(&token, &user), &url).await;
+        assert!(refused.is_err(), "{user} at {url} must be refused");
+    };
+
+    // Both sign in and read the room while they are active members (their verdicts cached).
+    for url in [&tcp_url, &ws_url] {
+        room_reader(erin_token.clone(), erin_user.clone(), url.clone()).await;
+        room_reader(ivy_token.clone(), ivy_user.clone(), url.clone()).await;
+    }
+
+    member_command("erase", serde_json::json!({"id": erin})).await;
+    member_command(
+        "setStatus",
+        serde_json::json!({"id": ivy, "status": "inactive"}),
+    )
+    .await;
+    for url in [&tcp_url, &ws_url] {
+        refused(erin_token.clone(), erin_user.clone(), url.clone()).await;
+        refused(ivy_token.clone(), ivy_user.clone(), url.clone()).await;
+    }
+    // The callout says why (nats-server tells the client only "authorization violation").
+    let log = std::fs::read_to_string(&up.log).unwrap_or_else(|e| panic!("up's log: {e}"));
+    for reason in [
+        talkwai_domain::policy::ERASED_ACTOR,
+        "forbidden: member is inactive",
+    ] {
+        assert!(log.contains(reason), "the callout logs {reason:?}:\n{log}");
+    }
+
+    // The other members of the tenant still sign in and read the room, Ivy again once active.
+    member_command(
+        "setStatus",
+        serde_json::json!({"id": ivy, "status": "active"}),
+    )
+    .await;
+    for url in [&tcp_url, &ws_url] {
+        room_reader(ivy_token.clone(), ivy_user.clone(), url.clone()).await;
+        room_reader(
+            owner_token.clone(),
+            demo::OWNER_USER.to_string(),
+            url.clone(),
+        )
+        .await;
+    }
+    // An admin token whose user was never linked to an admin (as `up`'s demo admin) gets in.
+    let admin_token = talkwai_cli::token::mint(
+        &talkwai_cli::token::TokenSpec {
+            kind: talkwai_auth::PrincipalKind::Admin,
+            sub: Uuid::new_v4(),
+            tenant: None,
+            role: Some("support".into()),
+            ttl: Duration::from_secs(600),
+            issuer: None,
+            audience: None,
+        },
+        &secrecy::SecretString::from(secret.clone()),
+    )
+    .unwrap_or_else(|e| panic!("mint: {e}"));
+    let admin = try_connect(
+        async_nats::ConnectOptions::with_token(admin_token),
+        &tcp_url,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a never-linked admin signs in: {e}"));
+    drop(subscribed(&admin, &operator, &topic).await);
+
+    drop((admin, operator));
     up.terminate().await;
 }
 
