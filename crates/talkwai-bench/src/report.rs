@@ -206,7 +206,9 @@ impl Row {
     /// Prints the row as soon as it is measured.
     pub fn announce(&self) {
         if let (Some(value), Some(unit)) = (self.value, &self.value_unit) {
-            println!("  {:<52} {value:>10.1} {unit}", self.scenario);
+            // A ratio near 1 needs its second decimal.
+            let digits = if unit == "ratio" { 3 } else { 1 };
+            println!("  {:<52} {value:>10.digits$} {unit}", self.scenario);
             return;
         }
         println!(

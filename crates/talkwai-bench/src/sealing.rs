@@ -6,9 +6,6 @@
 //! alternating order so a drift of the shared machine falls on both alike; the verdict is the
 //! median of the rounds' `sealed ÷ clear` ratios (the target: ≥ 0.90).
 
-use anyhow::Context as _;
-use talkwai_testkit::NatsServer;
-
 use crate::commands::{self, RunningService, ServiceSettings};
 use crate::drive::Budget;
 use crate::report::{Report, Row};
@@ -24,13 +21,7 @@ const TARGET: f64 = 0.90;
 /// Runs the rounds on a fresh nats-server.
 pub async fn run(quick: bool, seconds: Option<f64>) -> anyhow::Result<Report> {
     let b = Budgets::new(quick, seconds);
-    let server = NatsServer::start()
-        .await
-        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
-    crate::drive::set_server_pid(server.pid());
-    let client = async_nats::connect(server.url())
-        .await
-        .context("connecting to nats-server")?;
+    let (server, client) = crate::suite::start_server().await?;
     let mut report = crate::stack::new_report("sealing", quick, Some(client.server_info().version));
     println!(
         "talkwai-bench sealing: create-task x{CALLERS}, clear and sealed, {} rounds",

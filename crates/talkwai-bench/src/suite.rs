@@ -125,6 +125,18 @@ where
     }
 }
 
+/// A fresh nats-server whose CPU the measurements count, and a client of it.
+pub async fn start_server() -> anyhow::Result<(NatsServer, async_nats::Client)> {
+    let server = NatsServer::start()
+        .await
+        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
+    crate::drive::set_server_pid(server.pid());
+    let client = async_nats::connect(server.url())
+        .await
+        .context("connecting to nats-server")?;
+    Ok((server, client))
+}
+
 /// Runs the plan on a fresh nats-server and returns the report.
 pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report> {
     let started_at = time::OffsetDateTime::now_utc()
@@ -140,13 +152,7 @@ pub async fn run(suite: &str, quick: bool, plan: Plan) -> anyhow::Result<Report>
     } else {
         None
     };
-    let server = NatsServer::start()
-        .await
-        .context("starting nats-server (scripts/dev.sh setup installs it)")?;
-    crate::drive::set_server_pid(server.pid());
-    let client = async_nats::connect(server.url())
-        .await
-        .context("connecting to nats-server")?;
+    let (server, client) = start_server().await?;
     machine.nats_server = Some(client.server_info().version);
     let store = EventStore::open(client.clone(), &StreamSettings::default()).await?;
     let factory = EventFactory::new();

@@ -40,15 +40,21 @@ fn history_dir() -> PathBuf {
     talkwai_proto::generate::proto_dir().join("fixtures/history")
 }
 
-/// Every line of every history file, in file-name order: (file:line, line).
-fn history() -> Vec<(String, Line)> {
-    let dir = history_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The `*.jsonl` files of `dir`, in name order.
+fn jsonl_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("dir entry").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
         .collect();
     files.sort();
+    files
+}
+
+/// Every line of every history file, in file-name order: (file:line, line).
+fn history() -> Vec<(String, Line)> {
+    let dir = history_dir();
+    let files = jsonl_files(&dir);
     assert!(!files.is_empty(), "no history under {}", dir.display());
     let mut lines = Vec::new();
     for file in files {
@@ -71,14 +77,8 @@ fn keyring() -> Keyring {
     let dir = history_dir().join("keys");
     let master = std::fs::read_to_string(dir.join("master.key")).expect("the fixture's master key");
     let master = MasterKey::from_base64(&master).expect("a master key");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
-        .collect();
-    files.sort();
     let mut entries = Vec::new();
-    for file in files {
+    for file in jsonl_files(&dir) {
         let text = std::fs::read_to_string(&file).expect("key lines");
         for raw in text.lines() {
             let line: talkwai_keys::backup::KeyLine =
