@@ -145,8 +145,6 @@ fn task_body(tag: &str) -> Value {
            "toAddress": "+15550002222", "subject": tag})
 }
 
-/// Every command record in the log: its command id and stream sequence (a command appends one
-/// record, whoever writes it).
 /// The subjects of every message of command `id` in the log, in order.
 async fn logged_subjects(client: &async_nats::Client, id: Uuid) -> Vec<String> {
     let store = EventStore::open(client.clone(), &StreamSettings::default())
@@ -167,6 +165,8 @@ async fn logged_subjects(client: &async_nats::Client, id: Uuid) -> Vec<String> {
     out
 }
 
+/// Every command record in the log: its command id and stream sequence (a command appends one
+/// record, whoever writes it).
 async fn records(client: &async_nats::Client) -> HashMap<Uuid, Vec<u64>> {
     let store = EventStore::open(client.clone(), &StreamSettings::default())
         .await
@@ -297,13 +297,14 @@ async fn a_paused_owner_that_lost_its_lease_writes_nothing_it_decided_before() {
     // Load sent to the owner only (its forward subject), so nobody else ever sees these ids:
     // some in hand when it is paused, more arriving while it is paused.
     let pid = owner.id().expect("pid");
+    let mut bodies: HashMap<Uuid, Value> = HashMap::new();
     let in_hand: Vec<_> = (0..200)
-        .map(|i| send_only_to(&client, &forward, tenant, &format!("in hand {i}")))
-        .collect();
-    let tags: HashMap<Uuid, String> = in_hand
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, format!("in hand {i}")))
+        .map(|i| {
+            let (id, body, reply) =
+                send_only_to(&client, &forward, tenant, &format!("in hand {i}"));
+            bodies.insert(id, body);
+            (id, reply)
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     signal(pid, "STOP").await;
@@ -311,7 +312,10 @@ async fn a_paused_owner_that_lost_its_lease_writes_nothing_it_decided_before() {
         .await
         .expect("store");
     let arriving: Vec<_> = (0..50)
-        .map(|i| send_only_to(&client, &forward, tenant, &format!("arriving {i}")))
+        .map(|i| {
+            let (id, _, reply) = send_only_to(&client, &forward, tenant, &format!("arriving {i}"));
+            (id, reply)
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let paused_at = store.last_sequence().await.expect("head");
@@ -440,11 +444,12 @@ async fn a_paused_owner_that_lost_its_lease_writes_nothing_it_decided_before() {
             1,
             "refused command {claim} left more than its claim in the log"
         );
-        let body = task_body(tags.get(claim).expect("sent in hand"));
+        // The same body: a command id names one command.
+        let body = bodies.get(claim).expect("sent in hand");
         send_until_accepted(
             &client,
             &format!("talkwai.cmd.{tenant}.task.create"),
-            &body,
+            body,
             *claim,
         )
         .await;
@@ -469,17 +474,19 @@ async fn a_paused_owner_that_lost_its_lease_writes_nothing_it_decided_before() {
 }
 
 /// Sends a task.create for `tenant` to one instance's forward subject (as another instance
-/// would), so no other instance ever sees its command id; the reply, if any within 90 s.
+/// would), so no other instance ever sees its command id; its id, its body and the reply, if
+/// any within 90 s.
 fn send_only_to(
     client: &async_nats::Client,
     forward: &str,
     tenant: Uuid,
     tag: &str,
-) -> (Uuid, tokio::task::JoinHandle<Option<CommandReply>>) {
+) -> (Uuid, Value, tokio::task::JoinHandle<Option<CommandReply>>) {
     let client = client.clone();
     let id = Uuid::new_v4();
     let subject = forward.to_owned();
     let body = task_body(tag);
+    let sent = body.clone();
     let task = tokio::spawn(async move {
         let mut headers = HeaderMap::new();
         headers.insert("Talkwai-Command-Id", id.to_string().as_str());
@@ -495,7 +502,7 @@ fn send_only_to(
         let reply = client.send_request(subject, request).await.ok()?;
         serde_json::from_slice::<CommandReply>(&reply.payload).ok()
     });
-    (id, task)
+    (id, sent, task)
 }
 
 async fn signal(pid: u32, signal: &str) {
