@@ -255,7 +255,7 @@ pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> KeyError {
 /// good, and destroying a key erases its message. An existing bucket with fewer replicas than
 /// `config.replicas` is scaled up to them (never down: a reader that asks for 1 leaves an R3
 /// bucket as it is), so a bucket a tool created before the services keeps the stream's count;
-/// one made before atomic batches were used gains them.
+/// one made with a single revision per entry gains [`HISTORY`].
 pub async fn bucket(
     js: &jetstream::Context,
     config: &KeyStoreConfig,
@@ -269,7 +269,6 @@ pub async fn bucket(
             storage: jetstream::stream::StorageType::File,
             num_replicas: config.replicas.max(1),
             allow_rollup: true,
-            allow_atomic_publish: true,
             deny_delete: false,
             deny_purge: false,
             allow_direct: true,
@@ -284,13 +283,9 @@ pub async fn bucket(
         .map_err(|e| nats("key stream", e))?
         .config
         .clone();
-    if info.num_replicas < config.replicas
-        || !info.allow_atomic_publish
-        || info.max_messages_per_subject < HISTORY
-    {
+    if info.num_replicas < config.replicas || info.max_messages_per_subject < HISTORY {
         js.update_stream(jetstream::stream::Config {
             num_replicas: info.num_replicas.max(config.replicas),
-            allow_atomic_publish: true,
             max_messages_per_subject: info.max_messages_per_subject.max(HISTORY),
             ..info
         })
